@@ -1,0 +1,112 @@
+"""Linear mode connectivity of trained zoos: naive, and after weight matching.
+
+  python -m experiments.barrier                      # every zoo under runs/
+  python -m experiments.barrier --zoo=runs/moons_w8,runs/moons_w512
+
+For each zoo: the test loss at 11 points on the line between every pair, before and after
+aligning every model to --reference by weight matching, written to <zoo>/barrier.json
+(epsilon, the loss barrier of the study's Definition 5 and Git Re-Basin's barrier, per
+pair). Across the zoos of a dataset: the study's figures (Fig 4.1/4.4/4.5 epsilon against
+width, Fig 4.2 loss curves, Fig 4.6 clustered epsilon matrices) and a summary table,
+printed and written as CSV. Expected on Moons: median aligned epsilon below naive at
+every width >= 4, and naive epsilon falling as width grows.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags, logging
+
+from experiments.common import exit_on_lmc_error
+from lmc_jax import figures
+from lmc_jax.barrier_analysis import BARRIER_JSON, analyse_zoo, usable_models
+from lmc_jax.errors import LmcError
+from lmc_jax.reporting import epsilon_row, find_zoos, format_table, write_csv
+from lmc_jax.zoo_io import read_zoo_json
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under --runs).")
+flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
+flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.")
+flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps over the hidden layers.")
+flags.DEFINE_integer("seed", 0, "Seed of the layer orders of weight matching.")
+flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measured on.")
+flags.DEFINE_string("figures", None, "Where figures and summary CSVs go (default: "
+                    "<runs>/figures, or <parent of the first --zoo>/figures).")
+flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
+
+COLUMNS = ["width", "pairs", "naive_epsilon_q1", "naive_epsilon_median", "naive_epsilon_q3",
+           "aligned_epsilon_q1", "aligned_epsilon_median", "aligned_epsilon_q3"]
+HEADERS = ["width", "pairs", "naive Q1", "naive median", "naive Q3",
+           "aligned Q1", "aligned median", "aligned Q3"]
+
+
+def barrier_for(directory: Path, doc: dict) -> dict:
+  """barrier.json of a zoo, recomputed unless a current one with these settings exists."""
+  path = directory / BARRIER_JSON
+  if path.exists() and not FLAGS.recompute:
+    try:
+      old = json.loads(path.read_text())
+      a = old["aligned"]
+      if (old.get("params_sha256") == doc["params_sha256"] and old.get("split") == FLAGS.split
+          and a.get("reference") == FLAGS.reference and a.get("max_iter") == FLAGS.max_iter
+          and a.get("seed") == FLAGS.seed):
+        logging.info("%s: reusing %s (pass --recompute to redo it)", directory, BARRIER_JSON)
+        return old
+    except (ValueError, KeyError, TypeError):
+      pass
+  logging.info("%s: interpolating every pair, naive and aligned", directory)
+  return analyse_zoo(directory, FLAGS.reference, FLAGS.max_iter, FLAGS.seed, FLAGS.split)
+
+
+def record(directory: Path, doc: dict, result: dict) -> dict:
+  models = usable_models(doc, directory)
+  return {"width": doc["config"]["hidden"][0], "naive": result["naive"],
+          "aligned": result["aligned"], "alphas": result["alphas"], "models": models,
+          "reference": result["aligned"]["reference"],
+          "mean_test_loss": float(np.mean([doc["models"][k]["test_loss"] for k in models]))}
+
+
+@exit_on_lmc_error
+def main(argv):
+  del argv
+  if FLAGS.zoo:
+    zoos = [Path(z) for z in FLAGS.zoo]
+    fig_dir = Path(FLAGS.figures or zoos[0].parent / "figures")
+  else:
+    zoos = find_zoos(FLAGS.runs)
+    if not zoos:
+      raise LmcError(f"No zoo found under {FLAGS.runs}; train one with `python -m experiments.zoo` "
+                     "or pass --zoo.")
+    fig_dir = Path(FLAGS.figures or Path(FLAGS.runs) / "figures")
+  docs = [read_zoo_json(z) for z in zoos]  # checks every zoo before any work
+  groups = {}
+  for directory, doc in zip(zoos, docs):
+    result = barrier_for(directory, doc)
+    cfg = dict(doc["config"])
+    cfg.pop("hidden")
+    key = json.dumps(cfg, sort_keys=True)
+    groups.setdefault(key, []).append(record(directory, doc, result))
+
+  for g, recs in enumerate(groups.values()):
+    recs.sort(key=lambda r: r["width"])
+    dataset = json.loads(list(groups)[g])["dataset"]
+    label = dataset if len(groups) == 1 else f"{dataset}_{g}"
+    rows = [epsilon_row(r["width"], r) for r in recs]
+    print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "
+          f"aligned to model {FLAGS.reference}")
+    print(format_table(rows, COLUMNS, HEADERS))
+    write_csv(fig_dir / f"{label}_epsilon_summary.csv", rows)
+    paths = [figures.epsilon_vs_width(recs, dataset, fig_dir / f"{label}_epsilon_vs_width.png")]
+    for which in ("naive", "aligned"):
+      paths.append(figures.loss_curves(recs, dataset, which, fig_dir / f"{label}_curves_{which}.png",
+                                       FLAGS.split))
+      paths.append(figures.epsilon_matrices(recs, dataset, which,
+                                            fig_dir / f"{label}_epsilon_matrix_{which}.png"))
+    print("figures: " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+  app.run(main)

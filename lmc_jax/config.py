@@ -1,0 +1,86 @@
+"""`ZooConfig`: everything that defines a zoo, with the study's settings as defaults.
+
+A config is a frozen dataclass so it can be hashed, compared (to reuse a zoo already
+on disk) and written to `zoo.json` as a plain dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from lmc_jax.errors import LmcError
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooConfig:
+  dataset: str = "moons"
+  hidden: tuple = (512,)  # hidden widths, e.g. (w,) or (w, w, w)
+  layernorm: str = "none"  # 'none' | 'after_relu' | 'before_relu'
+  init: str = "pytorch"  # see models.INITS
+  num_models: int = 50
+  epochs: int = 100
+  batch_size: int = 256
+  optimizer: str = "adamw"  # see optim.OPTIMIZERS
+  lr: float = 0.1  # base (or, for one-cycle, starting-point) learning rate
+  weight_decay: float = 0.01
+  momentum: float = 0.9  # SGD only
+  schedule: str = "cosine"  # see optim.SCHEDULES
+  peak_lr: Optional[float] = None  # one-cycle peak; None means lr
+  seed: int = 0  # model inits and data orders
+  data_seed: int = 0  # the dataset itself (Moons generation)
+  n_train: int = 512  # Moons only
+  n_test: int = 512  # Moons only
+  noise: float = 0.1  # Moons only
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["hidden"] = list(self.hidden)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "ZooConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+      raise LmcError(f"zoo.json config has unknown keys {sorted(unknown)}; it was written by "
+                     "another version of lmc_jax.")
+    d = dict(d)
+    if "hidden" in d:
+      d["hidden"] = tuple(int(w) for w in d["hidden"])
+    return cls(**d)
+
+  def replace(self, **changes) -> "ZooConfig":
+    return dataclasses.replace(self, **changes)
+
+  def validate(self) -> "ZooConfig":
+    if self.num_models < 1:
+      raise LmcError(f"num_models must be >= 1, got {self.num_models}.")
+    if self.epochs < 0:
+      raise LmcError(f"epochs must be >= 0, got {self.epochs}.")
+    if self.batch_size < 1:
+      raise LmcError(f"batch_size must be >= 1, got {self.batch_size}.")
+    if not self.hidden or min(self.hidden) < 1:
+      raise LmcError(f"Every hidden width must be >= 1, got {list(self.hidden)}; "
+                     "pass e.g. --width=8.")
+    if self.lr <= 0:
+      raise LmcError(f"lr must be > 0, got {self.lr}.")
+    return self
+
+
+# The study's settings per dataset (SPEC.md, E1).
+DATASET_DEFAULTS = {
+    "moons": dict(hidden=(512,), layernorm="none", num_models=50, epochs=100,
+                  batch_size=256, optimizer="adamw", lr=0.1, weight_decay=0.01,
+                  schedule="cosine"),
+}
+
+
+def default_config(dataset: str = "moons", **overrides) -> ZooConfig:
+  """The study's config for `dataset`, with `overrides` applied and checked."""
+  if dataset not in DATASET_DEFAULTS:
+    raise LmcError(f"Unknown dataset {dataset!r}; use one of {', '.join(DATASET_DEFAULTS)}.")
+  fields = dict(DATASET_DEFAULTS[dataset], dataset=dataset)
+  fields.update({k: v for k, v in overrides.items() if v is not None})
+  if "hidden" in fields:
+    fields["hidden"] = tuple(int(w) for w in fields["hidden"])
+  return ZooConfig(**fields).validate()

@@ -1,0 +1,136 @@
+"""The study's figures for a set of zoos of one dataset at several widths.
+
+Each function takes `records`, a list of dicts sorted by width with keys:
+  width, naive (dict of barrier.json), aligned (dict), alphas (A,), num_models,
+  models (usable model indices), reference, mean_test_loss
+and writes one PNG. Matplotlib runs headless (Agg).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lmc_jax.measures import pair_matrix, single_linkage_order  # noqa: E402
+
+NAIVE_COLOR, ALIGNED_COLOR = "#4C72B0", "#DD8452"
+
+
+def _grid(n: int, size=3.0):
+  cols = min(n, 3)
+  rows = math.ceil(n / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.6, size * rows), squeeze=False)
+  for ax in axes.flat[n:]:
+    ax.axis("off")
+  return fig, axes.flat[:n]
+
+
+def _save(fig, path) -> Path:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def epsilon_vs_width(records, dataset: str, path) -> Path:
+  """Fig 4.1 (naive), 4.4 (aligned) and 4.5 (both, box plots) in one row."""
+  x = np.log2([r["width"] for r in records])
+  naive = [np.asarray(r["naive"]["epsilon"]) for r in records]
+  aligned = [np.asarray(r["aligned"]["epsilon"]) for r in records]
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), sharey=False)
+  for ax, data, color, title in ((axes[0], naive, NAIVE_COLOR, "naive interpolation"),
+                                 (axes[1], aligned, ALIGNED_COLOR,
+                                  f"after weight matching to model {records[0]['reference']}")):
+    parts = ax.violinplot(data, positions=x, widths=0.7, showmedians=True, showextrema=True)
+    for body in parts["bodies"]:
+      body.set_facecolor(color)
+      body.set_alpha(0.6)
+    ax.set_title(f"{dataset}: epsilon, {title}")
+  w = 0.35
+  bp_n = axes[2].boxplot(naive, positions=x - w / 2, widths=w * 0.9, showfliers=False,
+                         patch_artist=True)
+  bp_a = axes[2].boxplot(aligned, positions=x + w / 2, widths=w * 0.9, showfliers=False,
+                         patch_artist=True)
+  for bp, color in ((bp_n, NAIVE_COLOR), (bp_a, ALIGNED_COLOR)):
+    for box in bp["boxes"]:
+      box.set_facecolor(color)
+    for med in bp["medians"]:
+      med.set_color("black")
+  axes[2].legend([bp_n["boxes"][0], bp_a["boxes"][0]], ["naive", "aligned"], loc="upper right")
+  axes[2].set_title(f"{dataset}: naive vs aligned (outliers omitted)")
+  for ax in axes:
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(r["width"]) for r in records])
+    ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
+    ax.set_xlabel("hidden layer width (log2 axis)")
+    ax.set_ylabel("epsilon = max L(alpha) - max(L_i, L_j)")
+    ax.axhline(0, color="gray", lw=0.8, ls=":")
+    ax.grid(axis="y", alpha=0.3)
+  return _save(fig, path)
+
+
+def loss_curves(records, dataset: str, which: str, path, split: str = "test") -> Path:
+  """Fig 4.2/4.3: loss along the line for every pair, pointwise median and quartiles."""
+  fig, axes = _grid(len(records))
+  for ax, r in zip(axes, records):
+    alphas = np.asarray(r["alphas"])
+    loss = np.asarray(r[which]["loss"])
+    ax.plot(alphas, loss.T, color="gray", lw=0.5, alpha=max(0.02, min(0.4, 20 / len(loss))))
+    q1, med, q3 = np.percentile(loss, [25, 50, 75], axis=0)
+    ax.plot(alphas, med, color="red", lw=2, label="median")
+    ax.plot(alphas, q1, color="red", lw=1, ls="--", label="Q1, Q3")
+    ax.plot(alphas, q3, color="red", lw=1, ls="--")
+    # Zoom so that the bulk of the curves is readable; a few outlying lines leave the axes.
+    lo, hi = loss.min(), np.percentile(loss, 99)
+    pad = 0.05 * max(hi - lo, 1e-6)
+    ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    ax.set_title(f"width {r['width']} ({len(loss)} pairs)")
+    ax.set_xlabel("alpha (0: model i, 1: model j)")
+    ax.set_ylabel(f"{split} loss")
+    ax.grid(alpha=0.3)
+  axes[0].legend(loc="upper right", fontsize=8)
+  label = "naive interpolation" if which == "naive" else "after weight matching"
+  fig.suptitle(f"{dataset}: {split} loss along the line between every pair, {label}", y=1.0)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
+  """Fig 4.6: pairwise epsilon, rows and columns ordered by single-linkage clustering,
+  colour scale from 0 to the zoo's mean test loss, the reference model marked."""
+  fig, axes = _grid(len(records), size=3.6)
+  for ax, r in zip(axes, records):
+    models = list(r["models"])
+    index = {m: k for k, m in enumerate(models)}
+    pairs = np.asarray([[index[i], index[j]] for i, j in r[which]["pairs"]]).reshape(-1, 2)
+    m = pair_matrix(np.asarray(r[which]["epsilon"]), pairs, len(models))
+    order = single_linkage_order(m)
+    vmax = max(r["mean_test_loss"], 1e-6)
+    im = ax.imshow(m[np.ix_(order, order)], cmap="viridis", vmin=0, vmax=vmax,
+                   interpolation="nearest")
+    ref_pos = int(np.where(np.asarray(models)[order] == r["reference"])[0][0]) \
+        if r["reference"] in models else None
+    if ref_pos is not None:
+      ax.set_xticks([ref_pos])
+      ax.set_yticks([ref_pos])
+      ax.set_xticklabels([f"ref {r['reference']}"], color="red", fontsize=8)
+      ax.set_yticklabels([f"ref {r['reference']}"], color="red", fontsize=8)
+      ax.plot([ref_pos], [-1.2], marker="v", color="red", clip_on=False, ms=6)
+      ax.plot([-1.2], [ref_pos], marker=">", color="red", clip_on=False, ms=6)
+    else:
+      ax.set_xticks([])
+      ax.set_yticks([])
+    ax.set_title(f"width {r['width']}")
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.ax.tick_params(labelsize=7)
+  label = "naive" if which == "naive" else "after weight matching to the reference"
+  fig.suptitle(f"{dataset}: pairwise epsilon, {label}; clustered (single linkage), "
+               "colour max = mean test loss", y=1.0)
+  fig.tight_layout()
+  return _save(fig, path)

@@ -1,0 +1,107 @@
+"""Loss and accuracy along the straight line between every pair of a zoo.
+
+For pair (i, j) the curve runs from model i at alpha 0 to model j at alpha 1:
+`theta(alpha) = (1 - alpha) * theta_i + alpha * theta_j`. All pairs and alphas are one
+jitted call: `lax.map` over chunks of pairs, `vmap` over the pairs of a chunk and the
+alphas, `lax.scan` over batches of the split. The chunk size keeps the working set under
+a memory budget, so a large zoo never needs more memory than a small one.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.errors import LmcError
+from lmc_jax.evaluation import Batches, metrics_stack, to_batches
+
+NUM_ALPHAS = 11  # the study's 11 equally spaced points
+
+
+def default_alphas(num: int = NUM_ALPHAS) -> np.ndarray:
+  return np.linspace(0.0, 1.0, num)
+
+
+def all_pairs(n: int, exclude=()) -> np.ndarray:
+  """Unordered pairs i < j of `range(n)` as `(P, 2)` int32, skipping models in `exclude`."""
+  keep = [k for k in range(n) if k not in set(exclude)]
+  pairs = [(a, b) for ai, a in enumerate(keep) for b in keep[ai + 1:]]
+  return np.asarray(pairs, np.int32).reshape(-1, 2)
+
+
+class Curves(NamedTuple):
+  alphas: np.ndarray  # (A,)
+  pairs: np.ndarray  # (P, 2)
+  loss: np.ndarray  # (P, A)
+  acc: np.ndarray  # (P, A)
+
+
+def interpolate(params_i, params_j, alpha):
+  return jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, params_i, params_j)
+
+
+def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: int,
+                    budget_elements: int = 2 ** 25) -> int:
+  """Pairs per chunk so that interpolated params plus activations stay within the budget
+  (float32 elements; 2**25 is 128 MiB)."""
+  n_params = sum(int(np.prod(l.shape[1:])) for l in jax.tree_util.tree_leaves(params_stack))
+  # Activations: a sample passes through every unit; kernels' second axis counts them.
+  units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_stack) if l.ndim == 3)
+  per_pair = num_alphas * (n_params + batch_size * units * 3)
+  return int(max(1, min(num_pairs, budget_elements // max(per_pair, 1))))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: int):
+  num_alphas = alphas.shape[0]
+
+  def one_chunk(pairs):
+    pi = jax.tree_util.tree_map(lambda p: p[pairs[:, 0]], params_stack)
+    pj = jax.tree_util.tree_map(lambda p: p[pairs[:, 1]], params_stack)
+
+    def mix(a, b):
+      shape = (1, num_alphas) + (1,) * (a.ndim - 1)
+      al = alphas.reshape(shape).astype(a.dtype)
+      mixed = (1 - al) * a[:, None] + al * b[:, None]
+      return mixed.reshape((chunk * num_alphas,) + a.shape[1:])
+
+    loss, acc = metrics_stack(model, jax.tree_util.tree_map(mix, pi, pj), batches)
+    return loss.reshape(chunk, num_alphas), acc.reshape(chunk, num_alphas)
+
+  return jax.lax.map(one_chunk, pairs_chunked)
+
+
+def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
+               alphas: Optional[np.ndarray] = None, batch_size: int = 1024,
+               chunk: Optional[int] = None) -> Curves:
+  """Loss and accuracy at every alpha for every pair, in one jitted call.
+
+  Args:
+    model: the Flax module of the zoo.
+    params_stack: stacked params, model on axis 0.
+    pairs: (P, 2) model indices; the curve runs from pairs[:, 0] to pairs[:, 1].
+    x, y: the split, (n, d) and (n,).
+    alphas: (A,) points in [0, 1]; default the study's 11.
+    chunk: pairs per `lax.map` step; default from a 128 MiB working-set budget.
+  """
+  alphas = default_alphas() if alphas is None else np.asarray(alphas, np.float64)
+  pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
+  if len(pairs) == 0:
+    raise LmcError("No pairs to interpolate: a zoo needs at least 2 usable models; train "
+                   "more with --num_models.")
+  batches = to_batches(x, y, batch_size)
+  if chunk is None:
+    chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs))
+  num_chunks = -(-len(pairs) // chunk)
+  logging.info("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs",
+               len(pairs), len(alphas), num_chunks, chunk)
+  padded = np.concatenate([pairs, np.zeros((num_chunks * chunk - len(pairs), 2), np.int32)])
+  loss, acc = _sweep(model, params_stack, jnp.asarray(padded.reshape(num_chunks, chunk, 2)),
+                     jnp.asarray(alphas, jnp.float32), batches, chunk)
+  loss = np.asarray(loss).reshape(-1, len(alphas))[:len(pairs)]
+  acc = np.asarray(acc).reshape(-1, len(alphas))[:len(pairs)]
+  return Curves(alphas, pairs, loss, acc)

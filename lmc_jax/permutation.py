@@ -1,0 +1,142 @@
+"""`PermutationSpec`: which hidden-unit permutation acts on which axis of which leaf.
+
+Params are addressed by `/`-joined Flax paths (`Dense_0/kernel`). A spec is declared by
+one map, `axes_to_perm[path] = (perm name or None for each axis)`; the inverse map
+`perm_to_axes` is derived from it. A permutation is a dict `{perm name: int array (n,)}`,
+and applying it means `leaf = take(leaf, perm, axis)` on every axis the spec assigns.
+The permuted network computes the same function as the original.
+"""
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from lmc_jax.errors import LmcError
+
+Axes = Tuple[Optional[str], ...]
+
+
+class PermutationSpec(NamedTuple):
+  axes_to_perm: Dict[str, Axes]  # leaf path -> perm name (or None) per axis
+  perm_to_axes: Dict[str, Tuple[Tuple[str, int], ...]]  # perm name -> ((path, axis), ...)
+
+
+def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes]) -> PermutationSpec:
+  perm_to_axes: Dict[str, list] = {}
+  for path, axes in axes_to_perm.items():
+    for axis, perm in enumerate(axes):
+      if perm is not None:
+        perm_to_axes.setdefault(perm, []).append((path, axis))
+  return PermutationSpec(dict(axes_to_perm), {p: tuple(v) for p, v in perm_to_axes.items()})
+
+
+def mlp_permutation_spec(num_hidden: int, layernorm: bool = False) -> PermutationSpec:
+  """Spec of `models.MLP` with `num_hidden` hidden layers.
+
+  Permutation `P_i` of hidden layer i acts on the output axis of `Dense_i` (kernel axis
+  1, bias), on `LayerNorm_i` scale and bias (either position: LayerNorm acts per unit
+  given the layer's statistics, which a permutation leaves unchanged), and on the input
+  axis of `Dense_{i+1}` (kernel axis 0).
+  """
+  axes: Dict[str, Axes] = {}
+  for i in range(num_hidden + 1):
+    p_in = f"P_{i - 1}" if i > 0 else None
+    p_out = f"P_{i}" if i < num_hidden else None
+    axes[f"Dense_{i}/kernel"] = (p_in, p_out)
+    axes[f"Dense_{i}/bias"] = (p_out,)
+    if layernorm and i < num_hidden:
+      axes[f"LayerNorm_{i}/scale"] = (p_out,)
+      axes[f"LayerNorm_{i}/bias"] = (p_out,)
+  return permutation_spec_from_axes(axes)
+
+
+def spec_for_config(config) -> PermutationSpec:
+  return mlp_permutation_spec(len(config.hidden), config.layernorm != "none")
+
+
+def flatten(params) -> Dict[str, jax.Array]:
+  """Nested Flax params -> {'Dense_0/kernel': array, ...}."""
+  return traverse_util.flatten_dict(params, sep="/")
+
+
+def unflatten(flat: Dict[str, jax.Array]):
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:
+  """Size of each permutation, read off `params` (after `batch_dims` leading axes)."""
+  flat = flatten(params)
+  return {p: flat[path].shape[batch_dims + axis] for p, ((path, axis), *_) in spec.perm_to_axes.items()}
+
+
+def validate_spec(spec: PermutationSpec, params, batch_dims: int = 0) -> None:
+  """Raises LmcError unless the spec covers exactly the leaves of `params`, with the right
+  number of axes, and every axis of one permutation has the same length."""
+  flat = flatten(params)
+  missing = sorted(set(flat) - set(spec.axes_to_perm))
+  extra = sorted(set(spec.axes_to_perm) - set(flat))
+  if missing or extra:
+    raise LmcError(f"The permutation spec does not fit the params: leaves without a spec "
+                   f"{missing}, spec entries without a leaf {extra}; build the spec for this "
+                   "model (e.g. with layernorm matching the zoo config).")
+  sizes: Dict[str, int] = {}
+  for path, axes in spec.axes_to_perm.items():
+    shape = flat[path].shape[batch_dims:]
+    if len(axes) != len(shape):
+      raise LmcError(f"The permutation spec gives {len(axes)} axes for {path}, whose shape is "
+                     f"{tuple(shape)}; fix the spec entry for {path}.")
+    for axis, p in enumerate(axes):
+      if p is None:
+        continue
+      if sizes.setdefault(p, shape[axis]) != shape[axis]:
+        raise LmcError(f"Permutation {p} acts on axes of lengths {sizes[p]} and {shape[axis]} "
+                       f"(at {path} axis {axis}); every axis of one permutation must have the "
+                       "same length.")
+
+
+def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params,
+                      skip: Optional[str] = None):
+  """Params of one model with hidden units reordered: `new = take(old, perm[p], axis)`.
+
+  `skip` leaves permutation `skip` unapplied (weight matching uses it). Works on numpy and
+  jax arrays, and under jit/vmap.
+  """
+  flat = flatten(params)
+  out = {}
+  for path, leaf in flat.items():
+    for axis, p in enumerate(spec.axes_to_perm[path]):
+      if p is not None and p != skip:
+        leaf = jnp.take(leaf, perm[p], axis=axis) if isinstance(leaf, jax.Array) \
+            else np.take(leaf, perm[p], axis=axis)
+    out[path] = leaf
+  return unflatten(out)
+
+
+def identity_permutation(sizes: Dict[str, int]) -> Dict[str, np.ndarray]:
+  return {p: np.arange(n) for p, n in sizes.items()}
+
+
+def random_permutation(key, sizes: Dict[str, int]) -> Dict[str, np.ndarray]:
+  """A uniformly random permutation per name, from a jax key."""
+  keys = jax.random.split(key, len(sizes))
+  return {p: np.asarray(jax.random.permutation(k, n)) for k, (p, n) in zip(keys, sorted(sizes.items()))}
+
+
+def invert_permutation(perm: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """`apply(invert(P), apply(P, theta)) == theta`."""
+  return {p: np.argsort(np.asarray(v)) for p, v in perm.items()}
+
+
+def compose_permutations(outer: Dict[str, np.ndarray], inner: Dict[str, np.ndarray]):
+  """`apply(compose(outer, inner), theta) == apply(outer, apply(inner, theta))`."""
+  return {p: np.asarray(inner[p])[np.asarray(outer[p])] for p in outer}
+
+
+def permute_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]], params_stack):
+  """Applies `perms[k]` to model k of a stacked zoo; returns the new stack."""
+  stacked = {p: jnp.stack([jnp.asarray(pk[p]) for pk in perms]) for p in perms[0]}
+  return jax.vmap(lambda pr, th: apply_permutation(spec, pr, th))(stacked, params_stack)

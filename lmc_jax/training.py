@@ -1,0 +1,145 @@
+"""Training a zoo: N models at once, `jit(vmap(epoch))`, each epoch one `lax.scan`.
+
+Keys: `jax.random.key(seed)` splits once into an init key and a data key; model k gets
+`fold_in(init_key, k)` and `fold_in(data_key, k)`, and its epoch e order comes from
+`fold_in(fold_in(data_key, k), e)`. So model k is the same network whether it is trained
+in a zoo of 50 or alone, and a seed gives the same zoo bit for bit on one machine.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmc_jax.config import ZooConfig
+from lmc_jax.datasets import Dataset
+from lmc_jax.evaluation import evaluate_zoo
+from lmc_jax.models import loss_and_correct, make_mlp
+from lmc_jax.optim import optimizer_for
+
+
+class Zoo(NamedTuple):
+  """A trained zoo: `params` is a Flax params pytree with the model on axis 0."""
+  config: ZooConfig
+  params: dict
+  metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
+
+
+def model_for(config: ZooConfig, dataset: Dataset):
+  return make_mlp(config.hidden, dataset.d_out, config.layernorm, config.init)
+
+
+def model_keys(seed: int, model_ids: Sequence[int]):
+  """(init_keys, data_keys), each a key array `(len(model_ids),)`."""
+  init_key, data_key = jax.random.split(jax.random.key(seed))
+  ids = jnp.asarray(model_ids, jnp.uint32)
+  return (jax.vmap(jax.random.fold_in, (None, 0))(init_key, ids),
+          jax.vmap(jax.random.fold_in, (None, 0))(data_key, ids))
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+  return -(-n_train // min(batch_size, n_train))
+
+
+def epoch_batches(key, n_train: int, batch_size: int):
+  """One epoch's shuffled order: indices `(steps, b)` int32 and weights `(steps, b)`.
+
+  The last batch is partial when `b` does not divide `n_train` (as a PyTorch DataLoader
+  keeps it); it is padded with index 0 at weight 0.
+  """
+  b = min(batch_size, n_train)
+  steps = steps_per_epoch(n_train, b)
+  order = jax.random.permutation(key, n_train)
+  pad = steps * b - n_train
+  idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, b)
+  w = jnp.concatenate([jnp.ones(n_train), jnp.zeros(pad)]).reshape(steps, b)
+  return idx.astype(jnp.int32), w.astype(jnp.float32)
+
+
+def make_train_step(model, tx):
+  """One optimizer step on one batch: (params, opt_state, x, y, w) -> (..., loss)."""
+  def loss_fn(params, x, y, w):
+    loss, _ = loss_and_correct(model.apply({"params": params}, x), y)
+    return jnp.sum(w * loss) / jnp.sum(w)
+
+  def step(params, opt_state, x, y, w):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, w)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step
+
+
+def make_epoch(model, tx, batch_size: int):
+  """One model's epoch as one `lax.scan` over its shuffled batches.
+
+  Returns epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_batch_loss).
+  """
+  step = make_train_step(model, tx)
+
+  def epoch(params, opt_state, key, x, y):
+    idx, w = epoch_batches(key, x.shape[0], batch_size)
+
+    def body(carry, batch):
+      params, opt_state = carry
+      bi, bw = batch
+      params, opt_state, loss = step(params, opt_state, x[bi], y[bi], bw)
+      return (params, opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (idx, w))
+    return params, opt_state, jnp.mean(losses)
+  return epoch
+
+
+def init_params(model, d_in: int, init_keys):
+  """Stacked initial params `(len(init_keys), ...)`."""
+  return jax.vmap(lambda k: model.init(k, jnp.zeros((1, d_in), jnp.float32))["params"])(init_keys)
+
+
+def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[int]] = None,
+              log: Optional[Callable[[str], None]] = logging.info) -> Zoo:
+  """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
+
+  All models train at once; the whole dataset is on the device. Logs one line per epoch
+  (median and max training loss over the zoo) through `log`.
+  """
+  config.validate()
+  ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
+  model = model_for(config, dataset)
+  tx = optimizer_for(config, steps_per_epoch(len(dataset.y_train), config.batch_size))
+  init_keys, data_keys = model_keys(config.seed, ids)
+  params = init_params(model, dataset.x_train.shape[1], init_keys)
+  opt_state = jax.vmap(tx.init)(params)
+  x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+
+  epoch = make_epoch(model, tx, config.batch_size)
+  run_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+  epoch_keys = jax.jit(jax.vmap(jax.random.fold_in, (0, None)))
+  start = time.perf_counter()
+  for e in range(config.epochs):
+    params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
+    if log is not None:
+      losses = np.asarray(losses)
+      finite = losses[np.isfinite(losses)]
+      med = f"{np.median(finite):.4f}" if finite.size else "nan"
+      log(f"{config.dataset} hidden={list(config.hidden)} epoch {e + 1}/{config.epochs}: "
+          f"median train loss {med}, {losses.size - finite.size} non-finite, "
+          f"{time.perf_counter() - start:.1f}s")
+  return Zoo(config, params, zoo_metrics(model, params, dataset))
+
+
+def zoo_metrics(model, params, dataset: Dataset) -> list:
+  """Per-model metrics dicts; a model with a non-finite loss is marked diverged."""
+  tr_loss, tr_acc = evaluate_zoo(model, params, dataset.x_train, dataset.y_train)
+  te_loss, te_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
+  metrics = []
+  for k in range(len(tr_loss)):
+    vals = dict(train_loss=float(tr_loss[k]), test_loss=float(te_loss[k]),
+                train_acc=float(tr_acc[k]), test_acc=float(te_acc[k]))
+    vals["diverged"] = not all(np.isfinite(v) for v in vals.values())
+    metrics.append(vals)
+  return metrics

@@ -1,0 +1,116 @@
+"""Weight matching (Ainsworth et al., Git Re-Basin): permute model B's hidden units so
+its weights are closest to model A's in Frobenius norm.
+
+Equivalently maximise the objective `sum over leaves <theta_A, pi(theta_B)>`. With one
+hidden layer that is one linear assignment problem, solved exactly. With several it is
+NP-hard, so coordinate descent: each sweep visits the permutations in an order drawn
+from the key and solves one assignment per permutation with the others held fixed; it
+stops when a sweep changes nothing or after `max_iter` sweeps (the study used 50).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, NamedTuple, Optional
+
+import jax
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from lmc_jax.permutation import (PermutationSpec, apply_permutation, flatten, identity_permutation,
+                                 perm_sizes, permute_zoo, validate_spec)
+
+
+class MatchResult(NamedTuple):
+  perm: Dict[str, np.ndarray]  # apply to B to align it with A
+  objective: List[float]  # sum <theta_A, pi(theta_B)> after each sweep
+  sweeps: int
+
+
+def _leaf_skipping(spec, perm, flat, path, skip):
+  leaf = flat[path]
+  for axis, p in enumerate(spec.axes_to_perm[path]):
+    if p is not None and p != skip:
+      leaf = np.take(leaf, perm[p], axis=axis)
+  return leaf
+
+
+def matching_cost(spec: PermutationSpec, perm, flat_a, flat_b, p: str) -> np.ndarray:
+  """`(n, n)` similarity: entry (i, j) is the inner product of A's unit i with B's unit j
+  over every leaf axis that permutation `p` acts on, the other permutations applied."""
+  n = None
+  cost = 0.0
+  for path, axis in spec.perm_to_axes[p]:
+    wa = np.moveaxis(flat_a[path], axis, 0)
+    wb = np.moveaxis(_leaf_skipping(spec, perm, flat_b, path, p), axis, 0)
+    n = wa.shape[0]
+    cost = cost + wa.reshape(n, -1) @ wb.reshape(n, -1).T
+  return cost
+
+
+def matching_objective(spec: PermutationSpec, perm, params_a, params_b) -> float:
+  """`sum over leaves <theta_A, pi(theta_B)>`; larger is closer."""
+  fa, fb = flatten(params_a), flatten(apply_permutation(spec, perm, params_b))
+  return float(sum(np.vdot(np.asarray(fa[k], np.float64), np.asarray(fb[k], np.float64)) for k in fa))
+
+
+def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 50,
+                    init_perm: Optional[Dict[str, np.ndarray]] = None) -> MatchResult:
+  """Permutation of B's hidden units that best matches A's weights (one model each)."""
+  validate_spec(spec, params_a)
+  flat_a = {k: np.asarray(v, np.float64) for k, v in flatten(params_a).items()}
+  flat_b = {k: np.asarray(v, np.float64) for k, v in flatten(params_b).items()}
+  sizes = perm_sizes(spec, params_a)
+  perm = dict(init_perm) if init_perm is not None else identity_permutation(sizes)
+  names = sorted(sizes)
+  objective: List[float] = []
+  sweeps = 0
+  for it in range(max_iter):
+    sweeps += 1
+    changed = False
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, it), len(names)))
+    for i in order:
+      p = names[i]
+      cost = matching_cost(spec, perm, flat_a, flat_b, p)
+      rows = np.arange(cost.shape[0])
+      _, cols = linear_sum_assignment(cost, maximize=True)
+      old, new = cost[rows, perm[p]].sum(), cost[rows, cols].sum()
+      if new > old + 1e-12 * max(1.0, abs(old)):
+        perm[p] = cols
+        changed = True
+    objective.append(matching_objective(spec, perm, flat_a, flat_b))
+    if not changed:
+      break
+  return MatchResult({p: np.asarray(v) for p, v in perm.items()}, objective, sweeps)
+
+
+class ZooAlignment(NamedTuple):
+  params: dict  # the zoo with every model permuted onto the reference, axis 0 the model
+  perms: List[Dict[str, np.ndarray]]  # one per model; identity at the reference
+  objective: List[List[float]]  # per model, per sweep ([] at the reference)
+  reference: int
+
+
+def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
+              max_iter: int = 50) -> ZooAlignment:
+  """Aligns every model of a stacked zoo to model `reference` by weight matching.
+
+  Model k's layer orders come from `fold_in(key, k)`.
+  """
+  host = jax.tree_util.tree_map(np.asarray, params_stack)
+  num = jax.tree_util.tree_leaves(host)[0].shape[0]
+  validate_spec(spec, host, batch_dims=1)
+  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  ref = take(reference)
+  sizes = perm_sizes(spec, ref)
+  perms, objective = [], []
+  for k in range(num):
+    if k == reference:
+      perms.append(identity_permutation(sizes))
+      objective.append([])
+      continue
+    res = weight_matching(jax.random.fold_in(key, k), spec, ref, take(k), max_iter)
+    perms.append(res.perm)
+    objective.append(res.objective)
+    if res.sweeps == max_iter and len(res.objective) > 1 and res.objective[-1] > res.objective[-2]:
+      logging.info("model %d: weight matching still improving after %d sweeps", k, max_iter)
+  return ZooAlignment(permute_zoo(spec, perms, params_stack), perms, objective, reference)

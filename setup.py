@@ -1,0 +1,20 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="lmc_jax",
+    version="0.1.0",
+    description="Train zoos of networks at once, align them by permutation, and measure "
+                "linear mode connectivity along every line between them.",
+    packages=find_packages(include=["lmc_jax", "lmc_jax.*", "experiments", "experiments.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2.2",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+        "absl-py>=1.4",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)
