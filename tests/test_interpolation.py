@@ -1,0 +1,52 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import random_params
+from lmc_jax.errors import LmcError
+from lmc_jax.interpolation import all_pairs, pair_sweep
+from lmc_jax.permutation import flatten
+
+
+def _numpy_metrics(params, x, y):
+  """Loss and accuracy by a plain numpy forward pass (1 hidden layer, softmax)."""
+  f = {k: np.asarray(v, np.float64) for k, v in flatten(params).items()}
+  h = np.maximum(x @ f["Dense_0/kernel"] + f["Dense_0/bias"], 0)
+  z = h @ f["Dense_1/kernel"] + f["Dense_1/bias"]
+  logp = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+  return -logp[np.arange(len(y)), y].mean(), (z.argmax(1) == y).mean()
+
+
+def test_all_pairs_are_unordered_and_skip_excluded():
+  np.testing.assert_array_equal(all_pairs(4), [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+  np.testing.assert_array_equal(all_pairs(4, exclude={1}), [[0, 2], [0, 3], [2, 3]])
+  assert all_pairs(1).shape == (0, 2)
+
+
+@pytest.mark.parametrize("batch_size, chunk", [(1024, None), (7, 2), (50, 5)])
+def test_sweep_equals_a_plain_loop(batch_size, chunk):
+  n_models, n = 4, 50  # 50 samples with batch 7: a partial last batch must not be over-weighted
+  members = [random_params(jax.random.key(k), (6,), d_in=3, d_out=3) for k in range(n_models)]
+  model = members[0][0]
+  stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(n, 3)).astype(np.float32)
+  y = rng.integers(0, 3, n).astype(np.int32)
+  pairs = all_pairs(n_models)
+  curves = pair_sweep(model, stack, pairs, x, y, batch_size=batch_size, chunk=chunk)
+  assert curves.loss.shape == (6, 11) and curves.acc.shape == (6, 11)
+  for p, (i, j) in enumerate(pairs):
+    for a_idx, alpha in enumerate(curves.alphas):
+      theta = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * np.asarray(u, np.float64)
+                                     + alpha * np.asarray(v, np.float64), members[i][1], members[j][1])
+      loss, acc = _numpy_metrics(theta, x.astype(np.float64), y)
+      assert curves.loss[p, a_idx] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+      assert curves.acc[p, a_idx] == pytest.approx(acc, abs=1e-6)
+
+
+def test_sweep_needs_a_pair():
+  model, params = random_params(jax.random.key(0), (3,))
+  stack = jax.tree_util.tree_map(lambda v: v[None], params)
+  with pytest.raises(LmcError, match="at least 2"):
+    pair_sweep(model, stack, all_pairs(1), np.zeros((4, 3), np.float32), np.zeros(4, np.int32))

@@ -1,0 +1,143 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lmc_jax.config import default_config
+from lmc_jax.datasets import load_dataset
+from lmc_jax.evaluation import evaluate_zoo
+from lmc_jax.models import loss_and_correct
+from lmc_jax.optim import make_optimizer, make_schedule, optimizer_for
+from lmc_jax.training import (epoch_batches, init_params, model_for, model_keys, steps_per_epoch,
+                              train_zoo)
+
+TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
+
+
+def _train_alone_plain_loop(config, data, k):
+  """Model k trained by itself: a Python loop over single optimizer steps, no vmap, no scan."""
+  model = model_for(config, data)
+  init_keys, data_keys = model_keys(config.seed, [k])
+  params = jax.tree_util.tree_map(lambda v: v[0], init_params(model, 2, init_keys))
+  tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
+  state = tx.init(params)
+  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+
+  def loss_fn(p, xb, yb, wb):
+    loss, _ = loss_and_correct(model.apply({"params": p}, xb), yb)
+    return jnp.sum(wb * loss) / jnp.sum(wb)
+
+  for e in range(config.epochs):
+    idx, w = epoch_batches(jax.random.fold_in(data_keys[0], e), len(data.y_train), config.batch_size)
+    for s in range(idx.shape[0]):
+      g = jax.grad(loss_fn)(params, x[idx[s]], y[idx[s]], w[s])
+      updates, state = tx.update(g, state, params)
+      params = optax.apply_updates(params, updates)
+  return params
+
+
+@pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "onecycle")])
+def test_vmapped_zoo_equals_models_trained_alone(optimizer, schedule):
+  # 512 samples, batch 200: the last batch of every epoch is partial.
+  config = default_config("moons", optimizer=optimizer, schedule=schedule, lr=0.05, **TINY)
+  data = load_dataset(config)
+  zoo = train_zoo(config, data, log=None)
+  for k in range(config.num_models):
+    alone = _train_alone_plain_loop(config, data, k)
+    for got, want in zip(jax.tree_util.tree_leaves(zoo.params), jax.tree_util.tree_leaves(alone)):
+      np.testing.assert_allclose(got[k], want, rtol=2e-4, atol=2e-5)
+
+
+def test_same_seed_same_zoo_bit_for_bit_and_subsets_agree():
+  config = default_config("moons", **TINY)
+  data = load_dataset(config)
+  a, b = train_zoo(config, data, log=None), train_zoo(config, data, log=None)
+  for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+    np.testing.assert_array_equal(u, v)
+  # Model 2 is the same network whether trained in the zoo or alone.
+  alone = train_zoo(config, data, model_ids=[2], log=None)
+  for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(alone.params)):
+    np.testing.assert_allclose(u[2], v[0], rtol=1e-5, atol=1e-6)
+  # Different models of a zoo differ, and another seed gives another zoo.
+  k0 = np.asarray(a.params["Dense_0"]["kernel"])
+  assert not np.allclose(k0[0], k0[1])
+  c = train_zoo(config.replace(seed=1), data, log=None)
+  assert not np.allclose(k0, np.asarray(c.params["Dense_0"]["kernel"]))
+
+
+def test_training_learns_moons_and_metrics_match_evaluation():
+  config = default_config("moons", hidden=(32,), num_models=4, epochs=30)
+  data = load_dataset(config)
+  zoo = train_zoo(config, data, log=None)
+  accs = [m["test_acc"] for m in zoo.metrics]
+  assert min(accs) > 0.95
+  loss, acc = evaluate_zoo(model_for(config, data), zoo.params, data.x_test, data.y_test, batch_size=100)
+  np.testing.assert_allclose(loss, [m["test_loss"] for m in zoo.metrics], rtol=1e-5)
+  np.testing.assert_allclose(acc, accs, rtol=1e-6)
+  assert not any(m["diverged"] for m in zoo.metrics)
+
+
+def test_divergence_is_marked():
+  config = default_config("moons", optimizer="sgd", schedule="constant", lr=1e30, momentum=0.0,
+                          weight_decay=0.0, **TINY)
+  zoo = train_zoo(config, load_dataset(config), log=None)
+  assert all(m["diverged"] for m in zoo.metrics)
+
+
+def test_epoch_batches_visit_every_sample_once():
+  idx, w = epoch_batches(jax.random.key(0), 10, 4)
+  assert idx.shape == (3, 4)
+  real = np.asarray(idx)[np.asarray(w) > 0]
+  assert sorted(real.tolist()) == list(range(10))
+  assert np.asarray(w).sum() == 10
+
+
+def _torch_reference(name, steps, lr, wd, grad_fn, w0):
+  """PyTorch's documented update rules for one parameter vector, in plain numpy."""
+  w = w0.copy()
+  m = np.zeros_like(w); v = np.zeros_like(w); buf = None
+  for t in range(1, steps + 1):
+    g = grad_fn(w)
+    if name == "adamw":
+      w = w * (1 - lr * wd)
+      m = 0.9 * m + 0.1 * g
+      v = 0.999 * v + 0.001 * g * g
+      w = w - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    elif name == "sgd":
+      g = g + wd * w
+      buf = g if buf is None else 0.9 * buf + g
+      w = w - lr * buf
+    elif name == "rmsprop":
+      g = g + wd * w
+      v = 0.99 * v + 0.01 * g * g
+      w = w - lr * g / (np.sqrt(v) + 1e-8)
+    elif name == "adagrad":
+      g = g + wd * w
+      v = v + g * g
+      w = w - lr * g / (np.sqrt(v) + 1e-10)
+  return w
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "rmsprop", "adagrad"])
+def test_optimizers_follow_pytorch_update_rules(name):
+  target = np.array([1.0, -2.0, 3.0])
+  grad_fn = lambda w: 2 * (w - target)
+  w0 = np.array([0.5, 0.5, 0.5])
+  tx = make_optimizer(name, optax.constant_schedule(0.01), weight_decay=0.1, momentum=0.9)
+  w = jnp.asarray(w0, jnp.float32)
+  state = tx.init(w)
+  for _ in range(20):
+    updates, state = tx.update(jnp.asarray(grad_fn(np.asarray(w, np.float64)), jnp.float32), state, w)
+    w = optax.apply_updates(w, updates)
+  np.testing.assert_allclose(w, _torch_reference(name, 20, 0.01, 0.1, grad_fn, w0), rtol=1e-4)
+
+
+def test_schedules():
+  cos = make_schedule("cosine", 0.1, 100)
+  assert float(cos(0)) == pytest.approx(0.1) and float(cos(50)) == pytest.approx(0.05)
+  assert float(cos(100)) == pytest.approx(0.0, abs=1e-9)
+  one = make_schedule("onecycle", 0.01, 100, peak_lr=0.1)
+  assert float(one(0)) == pytest.approx(0.1 / 25) and float(one(30)) == pytest.approx(0.1)
+  assert float(one(100)) == pytest.approx(0.1 / 25 / 1e4, rel=1e-3)
+  assert float(make_schedule("constant", 0.3, 10)(7)) == pytest.approx(0.3)
