@@ -1,0 +1,121 @@
+"""Speed of the vectorised paths against the plain loops they replace, measured in one run.
+
+Each function times both sides after compiling them (compile time is reported apart),
+so the ratio is the steady-state speed-up a study sees.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.config import ZooConfig
+from lmc_jax.datasets import Dataset
+from lmc_jax.evaluation import metrics_one, to_batches
+from lmc_jax.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
+from lmc_jax.optim import optimizer_for
+from lmc_jax.training import (epoch_batches, init_params, make_epoch, make_train_step, model_for,
+                              model_keys, steps_per_epoch)
+
+
+def _block(tree):
+  return jax.tree_util.tree_map(lambda x: x.block_until_ready(), tree)
+
+
+def mlp_matmul_flops(params_one) -> int:
+  """Multiply-adds x 2 of one forward pass of one sample (kernels only)."""
+  return 2 * sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+
+
+def bench_training(config: ZooConfig, data: Dataset) -> dict:
+  """Seconds to train `config.num_models` models for `config.epochs` epochs: all at once
+  (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
+  over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
+  over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`)."""
+  model = model_for(config, data)
+  tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
+  ids = list(range(config.num_models))
+  init_keys, data_keys = model_keys(config.seed, ids)
+  params = init_params(model, data.x_train.shape[1], init_keys)
+  opt = jax.vmap(tx.init)(params)
+  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  epoch = make_epoch(model, tx, config.batch_size)
+  zoo_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, 0, 0, None, None)))
+  one_epoch = jax.jit(epoch)
+  fold = jax.vmap(jax.random.fold_in, (0, None))
+
+  t = time.perf_counter()
+  _block(zoo_epoch(params, opt, fold(data_keys, 0), x, y))
+  compile_zoo = time.perf_counter() - t
+  t = time.perf_counter()
+  p, o = params, opt
+  for e in range(config.epochs):
+    p, o, _ = zoo_epoch(p, o, fold(data_keys, e), x, y)
+  _block(p)
+  zoo_s = time.perf_counter() - t
+
+  take = lambda tree, k: jax.tree_util.tree_map(lambda a: a[k], tree)
+  t = time.perf_counter()
+  _block(one_epoch(take(params, 0), take(opt, 0), data_keys[0], x, y))
+  compile_one = time.perf_counter() - t
+  t = time.perf_counter()
+  for k in ids:
+    pk, ok = take(params, k), take(opt, k)
+    for e in range(config.epochs):
+      pk, ok, _ = one_epoch(pk, ok, jax.random.fold_in(data_keys[k], e), x, y)
+    _block(pk)
+  loop_s = time.perf_counter() - t
+
+  # The study's style: one model at a time, one Python call per mini-batch step.
+  step = jax.jit(make_train_step(model, tx))
+  batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+  idx, w = batches(data_keys[0], len(data.y_train), config.batch_size)
+  _block(step(take(params, 0), take(opt, 0), x[idx[0]], y[idx[0]], w[0]))
+  t = time.perf_counter()
+  for k in ids:
+    pk, ok = take(params, k), take(opt, k)
+    for e in range(config.epochs):
+      idx, w = batches(jax.random.fold_in(data_keys[k], e), len(data.y_train), config.batch_size)
+      for s in range(idx.shape[0]):
+        pk, ok, _ = step(pk, ok, x[idx[s]], y[idx[s]], w[s])
+    _block(pk)
+  step_loop_s = time.perf_counter() - t
+
+  flops = 3 * mlp_matmul_flops(take(params, 0)) * len(data.y_train) * config.epochs * len(ids)
+  return {"zoo_s": zoo_s, "loop_s": loop_s, "step_loop_s": step_loop_s, "compile_zoo_s": compile_zoo,
+          "compile_loop_s": compile_one, "flops": flops}
+
+
+def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
+  """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
+  a Python loop over pairs and alphas calling a jitted single-network evaluation."""
+  model = model_for(config, data)
+  pairs = all_pairs(config.num_models)
+  alphas = default_alphas()
+  x, y = data.x_test, data.y_test
+
+  t = time.perf_counter()
+  pair_sweep(model, params_stack, pairs[:1], x, y, alphas)  # compiles the 1-chunk shape
+  sweep_compile = time.perf_counter() - t
+  pair_sweep(model, params_stack, pairs, x, y, alphas)  # compiles the full shape
+  t = time.perf_counter()
+  curves = pair_sweep(model, params_stack, pairs, x, y, alphas)
+  sweep_s = time.perf_counter() - t
+
+  batches = to_batches(x, y)
+  one = jax.jit(lambda pi, pj, a: metrics_one(model, interpolate(pi, pj, a), batches))
+  take = lambda k: jax.tree_util.tree_map(lambda v: v[k], params_stack)
+  members = [take(k) for k in range(config.num_models)]
+  _block(one(members[0], members[1], 0.5))
+  loop = np.zeros((len(pairs), len(alphas)))
+  t = time.perf_counter()
+  for p, (i, j) in enumerate(pairs):
+    for a, alpha in enumerate(alphas):
+      loop[p, a] = float(one(members[i], members[j], alpha)[0])
+  loop_s = time.perf_counter() - t
+  max_diff = float(np.max(np.abs(loop - curves.loss)))
+  flops = mlp_matmul_flops(take(0)) * len(pairs) * len(alphas) * len(y)
+  return {"sweep_s": sweep_s, "loop_s": loop_s, "compile_sweep_s": sweep_compile,
+          "flops": flops, "pairs": len(pairs), "max_abs_diff": max_diff}

@@ -1,0 +1,126 @@
+"""The two entry points run end to end as a user runs them, and refuse bad input cleanly."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmc_jax.measures import epsilon
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(module, *args, cwd=None):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=cwd or ROOT,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def snapshot(root: Path) -> dict:
+  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  out = tmp_path_factory.mktemp("runs")
+  r = run("zoo", "--width=4,8", "--num_models=4", "--epochs=5", f"--out={out}")
+  assert r.returncode == 0, r.stderr
+  assert "test_acc" in r.stdout and "  4 " in r.stdout and "  8 " in r.stdout
+  r = run("barrier", f"--runs={out}")
+  assert r.returncode == 0, r.stderr
+  assert "aligned median" in r.stdout
+  return out
+
+
+def test_zoo_and_barrier_end_to_end(runs):
+  for w in (4, 8):
+    d = runs / f"moons_w{w}"
+    doc = json.loads((d / "zoo.json").read_text())
+    assert doc["num_models"] == 4 and len(doc["models"]) == 4
+    res = json.loads((d / "barrier.json").read_text())
+    assert res["alphas"] == pytest.approx(np.linspace(0, 1, 11).tolist())
+    for which in ("naive", "aligned"):
+      entry = res[which]
+      assert entry["pairs"] == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+      loss = np.asarray(entry["loss"])
+      assert loss.shape == (6, 11) and np.asarray(entry["acc"]).shape == (6, 11)
+      np.testing.assert_allclose(entry["epsilon"], epsilon(loss, res["alphas"]))
+      assert {"barrier", "rebasin_barrier"} <= set(entry)
+    assert res["aligned"]["reference"] == 0
+    # Curve endpoints are the models' own test losses.
+    naive = np.asarray(res["naive"]["loss"])
+    assert naive[0, 0] == pytest.approx(doc["models"][0]["test_loss"], rel=1e-5)
+    assert naive[0, -1] == pytest.approx(doc["models"][1]["test_loss"], rel=1e-5)
+  figs = runs / "figures"
+  for name in ("epsilon_vs_width", "curves_naive", "curves_aligned", "epsilon_matrix_naive",
+               "epsilon_matrix_aligned"):
+    png = figs / f"moons_{name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+  assert (figs / "moons_epsilon_summary.csv").read_text().startswith("width,pairs,")
+  assert (runs / "moons_zoo_summary.csv").read_text().count("\n") == 3
+
+
+def test_a_zoo_written_by_one_run_is_reused_by_the_next(runs):
+  before = snapshot(runs / "moons_w4")
+  r = run("zoo", "--width=4", "--num_models=4", "--epochs=5", f"--out={runs}")
+  assert r.returncode == 0, r.stderr
+  assert "reusing" in r.stderr
+  assert snapshot(runs / "moons_w4") == before
+
+
+def _refused(result, *words):
+  assert result.returncode != 0
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1, result.stderr
+  for w in words:
+    assert w in lines[0], lines[0]
+  return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dataset=imagenet"], ["imagenet"]),
+    (["--width=0"], ["width", ">= 1"]),
+    (["--width=four"], ["--width", "integers"]),
+    (["--width=4", "--num_models=0"], ["num_models"]),
+    (["--width=4", "--num_models=2", "--epochs=1"], ["another config", "--overwrite"]),
+])
+def test_zoo_bad_input(runs, args, words):
+  before = snapshot(runs)
+  _refused(run("zoo", f"--out={runs}", *args), *words)
+  assert snapshot(runs) == before
+
+
+def test_barrier_bad_input(runs, tmp_path):
+  before = snapshot(runs)
+  _refused(run("barrier", f"--zoo={tmp_path / 'nope'}"), "does not exist")
+  _refused(run("barrier", f"--runs={tmp_path}"), "No zoo found")
+  _refused(run("barrier", f"--zoo={runs / 'moons_w4'}", "--reference=9", "--recompute"),
+           "Reference model 9")
+  assert snapshot(runs) == before
+
+  # One model is nothing to compare.
+  r = run("zoo", "--width=4", "--num_models=1", "--epochs=1", f"--out={tmp_path}")
+  assert r.returncode == 0, r.stderr
+  _refused(run("barrier", f"--zoo={tmp_path / 'moons_w4'}"), "at least 2")
+
+  # A corrupt params.npz: refused, and the barrier.json already there is left as it was.
+  broken = tmp_path / "broken"
+  import shutil
+  shutil.copytree(runs / "moons_w8", broken)
+  npz = broken / "params.npz"
+  npz.write_bytes(npz.read_bytes()[:100])
+  kept = (broken / "barrier.json").read_bytes()
+  _refused(run("barrier", f"--zoo={broken}", "--recompute"), str(npz), "train the zoo again")
+  assert (broken / "barrier.json").read_bytes() == kept
+
+
+def test_help_documents_every_flag():
+  r = run("zoo", "--helpfull")
+  for flag in ("--width", "--num_models", "--epochs", "--seed", "--optimizer", "--lr", "--init",
+               "--layernorm", "--out"):
+    assert flag in r.stdout
