@@ -94,7 +94,8 @@ def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0
   naive = pair_sweep(model, params, pairs, x, y, alphas)
   t1 = time.perf_counter()
   spec = spec_for_config(config)
-  alignment = align_zoo(jax.random.key(seed), spec, params, reference, max_iter)
+  alignment = align_zoo(jax.random.key(seed), spec, params, reference, max_iter,
+                        skip=set(range(n)) - set(usable))
   t2 = time.perf_counter()
   aligned = pair_sweep(model, alignment.params, pairs, x, y, alphas)
   t3 = time.perf_counter()

@@ -126,6 +126,9 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
     else:
       ax.set_xticks([])
       ax.set_yticks([])
+    # The edge markers sit outside the image; keep them from widening the axes.
+    ax.set_xlim(-0.5, len(models) - 0.5)
+    ax.set_ylim(len(models) - 0.5, -0.5)
     ax.set_title(f"width {r['width']}")
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.ax.tick_params(labelsize=7)

@@ -91,10 +91,11 @@ class ZooAlignment(NamedTuple):
 
 
 def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
-              max_iter: int = 50) -> ZooAlignment:
+              max_iter: int = 50, skip=()) -> ZooAlignment:
   """Aligns every model of a stacked zoo to model `reference` by weight matching.
 
-  Model k's layer orders come from `fold_in(key, k)`.
+  Model k's layer orders come from `fold_in(key, k)`. Models in `skip` (diverged ones)
+  keep the identity permutation and an empty objective.
   """
   host = jax.tree_util.tree_map(np.asarray, params_stack)
   num = jax.tree_util.tree_leaves(host)[0].shape[0]
@@ -104,7 +105,7 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
   sizes = perm_sizes(spec, ref)
   perms, objective = [], []
   for k in range(num):
-    if k == reference:
+    if k == reference or k in set(skip):
       perms.append(identity_permutation(sizes))
       objective.append([])
       continue
