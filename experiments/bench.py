@@ -8,7 +8,6 @@ reported apart), the speed-up, and the achieved FLOP/s of the matrix products.
 """
 from __future__ import annotations
 
-import json
 import platform
 
 import jax

@@ -17,23 +17,16 @@ import jax
 import numpy as np
 
 from lmc_jax.config import ZooConfig
-from lmc_jax.datasets import DATASET_DIMS, load_dataset
+from lmc_jax.datasets import dims_of, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import Curves, all_pairs, default_alphas, pair_sweep
 from lmc_jax.measures import MEASURES
-from lmc_jax.models import make_mlp
 from lmc_jax.permutation import flatten, spec_for_config, validate_spec
+from lmc_jax.training import model_for
 from lmc_jax.weight_matching import align_zoo
 from lmc_jax.zoo_io import atomic_write_json, load_zoo, package_versions, read_zoo_json
 
 BARRIER_JSON = "barrier.json"
-
-
-def model_for_config(config: ZooConfig):
-  if config.dataset not in DATASET_DIMS:
-    raise LmcError(f"Unknown dataset {config.dataset!r} in the zoo config.")
-  d_in, classes = DATASET_DIMS[config.dataset]
-  return make_mlp(config.hidden, 1 if classes == 2 else classes, config.layernorm, config.init), d_in
 
 
 def load_zoo_checked(directory):
@@ -41,7 +34,7 @@ def load_zoo_checked(directory):
 
   Returns (config, model, params_stack, doc)."""
   config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
-  model, d_in = model_for_config(config)
+  model, d_in = model_for(config), dims_of(config.dataset)[0]
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, d_in), np.float32)))
   expected = {k: v.shape for k, v in flatten(shapes["params"]).items()}
   config, params, doc = load_zoo(directory, expected_shapes=expected)

@@ -34,7 +34,7 @@ def bench_training(config: ZooConfig, data: Dataset) -> dict:
   (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
   over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
   over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`)."""
-  model = model_for(config, data)
+  model = model_for(config)
   tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
   ids = list(range(config.num_models))
   init_keys, data_keys = model_keys(config.seed, ids)
@@ -91,7 +91,7 @@ def bench_training(config: ZooConfig, data: Dataset) -> dict:
 def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
   """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
   a Python loop over pairs and alphas calling a jitted single-network evaluation."""
-  model = model_for(config, data)
+  model = model_for(config)
   pairs = all_pairs(config.num_models)
   alphas = default_alphas()
   x, y = data.x_test, data.y_test

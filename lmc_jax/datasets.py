@@ -25,8 +25,20 @@ class Dataset(NamedTuple):
 
   @property
   def d_out(self) -> int:
-    """Logits the model needs: one for a binary problem, else one per class."""
-    return 1 if self.num_classes == 2 else self.num_classes
+    return logits_for(self.num_classes)
+
+
+def logits_for(num_classes: int) -> int:
+  """Logits a model needs: one for a binary problem (sigmoid), else one per class."""
+  return 1 if num_classes == 2 else num_classes
+
+
+def dims_of(name: str):
+  """(input dimension, number of logits) of dataset `name`, without loading it."""
+  if name not in DATASET_DIMS:
+    raise LmcError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")
+  d_in, classes = DATASET_DIMS[name]
+  return d_in, logits_for(classes)
 
 
 def make_moons(n: int, noise: float, rng: np.random.Generator):

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from lmc_jax.config import ZooConfig
-from lmc_jax.datasets import Dataset
+from lmc_jax.datasets import Dataset, dims_of
 from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.models import loss_and_correct, make_mlp
 from lmc_jax.optim import optimizer_for
@@ -30,8 +30,9 @@ class Zoo(NamedTuple):
   metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
 
 
-def model_for(config: ZooConfig, dataset: Dataset):
-  return make_mlp(config.hidden, dataset.d_out, config.layernorm, config.init)
+def model_for(config: ZooConfig):
+  """The MLP a config describes (the dataset fixes its number of logits)."""
+  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init)
 
 
 def model_keys(seed: int, model_ids: Sequence[int]):
@@ -109,7 +110,7 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   """
   config.validate()
   ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
-  model = model_for(config, dataset)
+  model = model_for(config)
   tx = optimizer_for(config, steps_per_epoch(len(dataset.y_train), config.batch_size))
   init_keys, data_keys = model_keys(config.seed, ids)
   params = init_params(model, dataset.x_train.shape[1], init_keys)

@@ -1,5 +1,4 @@
 """Shared fixtures: tiny nets and zoos that keep the suite fast on 2 CPU cores."""
-import os
 import sys
 from pathlib import Path
 

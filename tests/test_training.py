@@ -17,7 +17,7 @@ TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
 
 def _train_alone_plain_loop(config, data, k):
   """Model k trained by itself: a Python loop over single optimizer steps, no vmap, no scan."""
-  model = model_for(config, data)
+  model = model_for(config)
   init_keys, data_keys = model_keys(config.seed, [k])
   params = jax.tree_util.tree_map(lambda v: v[0], init_params(model, 2, init_keys))
   tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
@@ -72,7 +72,7 @@ def test_training_learns_moons_and_metrics_match_evaluation():
   zoo = train_zoo(config, data, log=None)
   accs = [m["test_acc"] for m in zoo.metrics]
   assert min(accs) > 0.95
-  loss, acc = evaluate_zoo(model_for(config, data), zoo.params, data.x_test, data.y_test, batch_size=100)
+  loss, acc = evaluate_zoo(model_for(config), zoo.params, data.x_test, data.y_test, batch_size=100)
   np.testing.assert_allclose(loss, [m["test_loss"] for m in zoo.metrics], rtol=1e-5)
   np.testing.assert_allclose(acc, accs, rtol=1e-6)
   assert not any(m["diverged"] for m in zoo.metrics)
