@@ -35,6 +35,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the layer orders of weight matching.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measured on.")
 flags.DEFINE_string("figures", None, "Where figures and summary CSVs go (default: "
                     "<runs>/figures, or <parent of the first --zoo>/figures).")
+flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
 
 COLUMNS = ["width", "pairs", "naive_epsilon_q1", "naive_epsilon_median", "naive_epsilon_q3",
@@ -58,7 +59,8 @@ def barrier_for(directory: Path, doc: dict) -> dict:
     except (ValueError, KeyError, TypeError):
       pass
   logging.info("%s: interpolating every pair, naive and aligned", directory)
-  return analyse_zoo(directory, FLAGS.reference, FLAGS.max_iter, FLAGS.seed, FLAGS.split)
+  return analyse_zoo(directory, FLAGS.reference, FLAGS.max_iter, FLAGS.seed, FLAGS.split,
+                     data_dir=FLAGS.data_dir)
 
 
 def record(directory: Path, doc: dict, result: dict) -> dict:

@@ -27,28 +27,30 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "moons", f"Dataset: one of {', '.join(DATASET_DEFAULTS)}.")
 flags.DEFINE_list("width", ["512"], "Hidden layer width(s), comma-separated; one zoo per width.")
 flags.DEFINE_integer("depth", None, "Number of hidden layers, each of --width units "
-                     "(default: the dataset's, 1 for moons).")
+                     "(default: the dataset's, 1 for moons, 3 for mnist).")
 flags.DEFINE_integer("num_models", None, "Models per zoo (default: 50, as the study).")
-flags.DEFINE_integer("epochs", None, "Training epochs (default moons: 100).")
+flags.DEFINE_integer("epochs", None, "Training epochs (default moons: 100, mnist: 60).")
 flags.DEFINE_integer("batch_size", None, "Mini-batch size (default: 256).")
 flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Optimizer, PyTorch semantics (default: adamw).")
 flags.DEFINE_float("lr", None, "Learning rate; for onecycle the schedule's peak unless "
-                   "--peak_lr is given (default moons: 0.1).")
-flags.DEFINE_float("peak_lr", None, "Peak learning rate of the onecycle schedule (default: --lr).")
+                   "--peak_lr is given (default moons: 0.1, mnist: 0.01).")
+flags.DEFINE_float("peak_lr", None, "Peak learning rate of the onecycle schedule (default mnist: "
+                   "0.1; otherwise --lr).")
 flags.DEFINE_float("weight_decay", None, "Weight decay: decoupled for adamw, L2 otherwise "
                    "(default: 0.01).")
 flags.DEFINE_float("momentum", None, "SGD momentum (default: 0.9).")
 flags.DEFINE_enum("schedule", None, SCHEDULES, "Learning-rate schedule over all steps "
-                  "(default moons: cosine).")
+                  "(default moons: cosine, mnist: onecycle).")
 flags.DEFINE_enum("init", None, INITS, "Weight init: pytorch (torch.nn.Linear's default, what "
                   "the study used; the default), default (Flax's), kaiming_normal, kaiming_uniform.")
 flags.DEFINE_enum("layernorm", None, LAYERNORM_POSITIONS, "LayerNorm on each hidden layer "
-                  "(default moons: none).")
+                  "(default moons: none, mnist: after_relu).")
 flags.DEFINE_integer("seed", 0, "Seed of model inits and data orders; same seed, same zoo.")
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated dataset (Moons).")
 flags.DEFINE_integer("n_train", 512, "Moons training samples.")
 flags.DEFINE_integer("n_test", 512, "Moons test samples.")
 flags.DEFINE_float("noise", 0.1, "Moons noise standard deviation.")
+flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
 flags.DEFINE_bool("overwrite", False, "Retrain and replace a zoo that already exists.")
 
@@ -76,7 +78,7 @@ def main(argv):
     directory = out / zoo_dirname(config)
     logging.info("zoo %s: %d models, hidden %s, %d epochs", directory, config.num_models,
                  list(config.hidden), config.epochs)
-    rows.append(zoo_row(run_zoo(config, directory, FLAGS.overwrite)))
+    rows.append(zoo_row(run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir)))
   print(format_table(rows, COLUMNS))
   every = [zoo_row(read_zoo_json(d)) for d in find_zoos(out)]
   every = sorted((r for r in every if r["dataset"] == FLAGS.dataset), key=lambda r: r["width"])

@@ -60,7 +60,8 @@ def usable_models(doc: dict, directory) -> list:
 
 
 def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0,
-                split: str = "test", alphas: Optional[np.ndarray] = None) -> dict:
+                split: str = "test", alphas: Optional[np.ndarray] = None,
+                data_dir="data") -> dict:
   """Naive curves and curves after weight matching every model to `reference`; writes
   `barrier.json` into the zoo directory (atomically) and returns its dict."""
   directory = Path(directory)
@@ -78,7 +79,7 @@ def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0
   if reference not in usable:
     raise LmcError(f"Reference model {reference} of {directory} diverged; pass another "
                    f"--reference, e.g. {usable[0]}.")
-  data = load_dataset(config)
+  data = load_dataset(config, data_dir)
   x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
   alphas = default_alphas() if alphas is None else np.asarray(alphas)
   pairs = all_pairs(n, exclude=set(range(n)) - set(usable))

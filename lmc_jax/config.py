@@ -21,7 +21,7 @@ class ZooConfig:
   epochs: int = 100
   batch_size: int = 256
   optimizer: str = "adamw"  # see optim.OPTIMIZERS
-  lr: float = 0.1  # base (or, for one-cycle, starting-point) learning rate
+  lr: float = 0.1  # learning rate; for onecycle the peak when peak_lr is None
   weight_decay: float = 0.01
   momentum: float = 0.9  # SGD only
   schedule: str = "cosine"  # see optim.SCHEDULES
@@ -72,6 +72,10 @@ DATASET_DEFAULTS = {
     "moons": dict(hidden=(512,), layernorm="none", num_models=50, epochs=100,
                   batch_size=256, optimizer="adamw", lr=0.1, weight_decay=0.01,
                   schedule="cosine"),
+    # Linear -> ReLU -> LayerNorm as the study's code; one-cycle from 0.1/25 to a 0.1 peak.
+    "mnist": dict(hidden=(512, 512, 512), layernorm="after_relu", num_models=50, epochs=60,
+                  batch_size=256, optimizer="adamw", lr=0.01, weight_decay=0.01,
+                  schedule="onecycle", peak_lr=0.1),
 }
 
 

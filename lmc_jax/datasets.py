@@ -11,9 +11,9 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 
-DATASETS = ("moons",)
+DATASETS = ("moons", "mnist")
 # (input dimension, number of classes) of each dataset, known without loading it.
-DATASET_DIMS = {"moons": (2, 2)}
+DATASET_DIMS = {"moons": (2, 2), "mnist": (784, 10)}
 
 
 class Dataset(NamedTuple):
@@ -77,8 +77,12 @@ def moons(n_train: int = 512, n_test: int = 512, noise: float = 0.1, seed: int =
   return Dataset(x_tr, y_tr, x_te, y_te, num_classes=2)
 
 
-def load_dataset(config) -> Dataset:
-  """The dataset a `ZooConfig` names."""
+def load_dataset(config, data_dir="data") -> Dataset:
+  """The dataset a `ZooConfig` names; files are looked up under `data_dir`."""
   if config.dataset == "moons":
     return moons(config.n_train, config.n_test, config.noise, config.data_seed)
+  if config.dataset == "mnist":
+    from lmc_jax.mnist import load_mnist_raw, normalise
+    xtr, ytr, xte, yte = load_mnist_raw(data_dir)
+    return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10)
   raise LmcError(f"Unknown dataset {config.dataset!r}; use one of {', '.join(DATASETS)}.")

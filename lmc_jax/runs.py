@@ -19,7 +19,7 @@ def zoo_dirname(config: ZooConfig) -> str:
   return f"{config.dataset}_w{config.hidden[0]}"
 
 
-def run_zoo(config: ZooConfig, directory, overwrite: bool = False) -> dict:
+def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data") -> dict:
   """Trains the zoo `config` into `directory` and returns its zoo.json dict.
 
   A finished zoo with the same config is reused as it is. A zoo with another config is
@@ -40,7 +40,7 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False) -> dict:
     if not overwrite:
       raise LmcError(f"{directory} exists and is not a zoo; pass another --out, or --overwrite "
                      "to write the zoo into it.")
-  dataset = load_dataset(config)
+  dataset = load_dataset(config, data_dir)
   start = time.perf_counter()
   zoo = train_zoo(config, dataset)
   seconds = time.perf_counter() - start
