@@ -15,6 +15,7 @@ setup(
         "scipy>=1.10",
         "matplotlib>=3.7",
         "absl-py>=1.4",
+        "pillow>=9",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "tfds": ["tensorflow-datasets>=4.9"]},
 )

@@ -65,7 +65,7 @@ def barrier_for(directory: Path, doc: dict) -> dict:
 
 def record(directory: Path, doc: dict, result: dict) -> dict:
   models = usable_models(doc, directory)
-  return {"width": doc["config"]["hidden"][0], "naive": result["naive"],
+  return {"width": doc["config"]["hidden"][0], "data_source": doc.get("data_source", ""), "naive": result["naive"],
           "aligned": result["aligned"], "alphas": result["alphas"], "models": models,
           "reference": result["aligned"]["reference"],
           "mean_test_loss": float(np.mean([doc["models"][k]["test_loss"] for k in models]))}
@@ -94,8 +94,9 @@ def main(argv):
 
   for g, recs in enumerate(groups.values()):
     recs.sort(key=lambda r: r["width"])
-    dataset = json.loads(list(groups)[g])["dataset"]
-    label = dataset if len(groups) == 1 else f"{dataset}_{g}"
+    dataset = recs[0]["data_source"] or json.loads(list(groups)[g])["dataset"]
+    name = json.loads(list(groups)[g])["dataset"]
+    label = name if len(groups) == 1 else f"{name}_{g}"
     rows = [epsilon_row(r["width"], r) for r in recs]
     print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "
           f"aligned to model {FLAGS.reference}")

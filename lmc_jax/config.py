@@ -76,6 +76,19 @@ DATASET_DEFAULTS = {
     "mnist": dict(hidden=(512, 512, 512), layernorm="after_relu", num_models=50, epochs=60,
                   batch_size=256, optimizer="adamw", lr=0.01, weight_decay=0.01,
                   schedule="onecycle", peak_lr=0.1),
+    "cifar10": dict(hidden=(512, 512, 512), layernorm="after_relu", num_models=10, epochs=60,
+                    batch_size=256, optimizer="adamw", schedule="onecycle"),
+}
+
+# Settings that follow from the optimizer, per dataset: the study's E8 (CIFAR-10, all
+# one-cycle; PyTorch's OneCycleLR ignores the base lr, the peak is what matters).
+OPTIMIZER_DEFAULTS = {
+    "cifar10": {
+        "adamw": dict(lr=1e-3, weight_decay=0.1, peak_lr=1e-2),
+        "sgd": dict(lr=1e-4, momentum=0.9, weight_decay=1e-2, peak_lr=1e-2),
+        "rmsprop": dict(lr=1e-5, weight_decay=0.0, peak_lr=1e-5),
+        "adagrad": dict(lr=1e-2, weight_decay=1e-2, peak_lr=1e-2),
+    },
 }
 
 
@@ -84,6 +97,8 @@ def default_config(dataset: str = "moons", **overrides) -> ZooConfig:
   if dataset not in DATASET_DEFAULTS:
     raise LmcError(f"Unknown dataset {dataset!r}; use one of {', '.join(DATASET_DEFAULTS)}.")
   fields = dict(DATASET_DEFAULTS[dataset], dataset=dataset)
+  optimizer = overrides.get("optimizer") or fields.get("optimizer", "adamw")
+  fields.update(OPTIMIZER_DEFAULTS.get(dataset, {}).get(optimizer, {}))
   fields.update({k: v for k, v in overrides.items() if v is not None})
   if "hidden" in fields:
     fields["hidden"] = tuple(int(w) for w in fields["hidden"])

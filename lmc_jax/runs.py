@@ -44,7 +44,8 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
   start = time.perf_counter()
   zoo = train_zoo(config, dataset)
   seconds = time.perf_counter() - start
-  save_zoo(directory, config, zoo.params, zoo.metrics, extra={"train_seconds": seconds})
+  save_zoo(directory, config, zoo.params, zoo.metrics, extra={"train_seconds": seconds,
+                                                                   "data_source": dataset.source})
   for name in STALE_RESULTS:
     (directory / name).unlink(missing_ok=True)
   for k, m in enumerate(zoo.metrics):

@@ -124,3 +124,16 @@ def test_help_documents_every_flag():
   for flag in ("--width", "--num_models", "--epochs", "--seed", "--optimizer", "--lr", "--init",
                "--layernorm", "--out"):
     assert flag in r.stdout
+
+
+def test_fetch_and_zoo_say_what_to_do_without_data(tmp_path):
+  _refused(run("fetch", "--dataset=cifar10", f"--data_dir={tmp_path}"), "--source=PATH")
+  _refused(run("fetch", "--dataset=cifar10", f"--source={tmp_path / 'nope.tgz'}",
+               f"--data_dir={tmp_path}"), "does not exist")
+  _refused(run("zoo", "--dataset=cifar10", "--width=4", "--num_models=2", "--epochs=1",
+               f"--data_dir={tmp_path}", f"--out={tmp_path / 'runs'}"),
+           "experiments.fetch --dataset=cifar10")
+  _refused(run("zoo", "--dataset=mnist", "--width=4", "--num_models=2", "--epochs=1",
+               f"--data_dir={tmp_path}", f"--out={tmp_path / 'runs'}"),
+           "experiments.fetch --dataset=mnist")
+  assert not (tmp_path / "runs").exists()

@@ -1,0 +1,26 @@
+"""Reading a dataset the user already prepared with tensorflow-datasets (optional extra:
+`pip install .[tfds]`). Nothing is downloaded: `download=False`."""
+from __future__ import annotations
+
+import numpy as np
+
+from lmc_jax.errors import LmcError
+
+
+def load_tfds_arrays(name: str, data_dir: str):
+  """uint8 images (n, h, w, c) and int labels (n,) for the train and test splits of TFDS
+  dataset `name` prepared under `data_dir`: (x_train, y_train, x_test, y_test)."""
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError:
+    raise LmcError("Reading a TFDS dataset needs tensorflow-datasets; install it with "
+                   "`pip install .[tfds]` (or `pip install tensorflow-datasets`).") from None
+  try:
+    splits = tfds.load(name, split=["train", "test"], data_dir=data_dir, batch_size=-1,
+                       as_supervised=True, download=False)
+  except Exception as e:  # TFDS raises several types for a missing or unprepared dataset
+    raise LmcError(f"TFDS could not load {name!r} from {data_dir} ({type(e).__name__}: {e}); "
+                   f"prepare it there with tfds first, or pass another --source.") from None
+  (x_tr, y_tr), (x_te, y_te) = tfds.as_numpy(splits)
+  return (np.asarray(x_tr, np.uint8), np.asarray(y_tr).astype(np.int64),
+          np.asarray(x_te, np.uint8), np.asarray(y_te).astype(np.int64))

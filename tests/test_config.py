@@ -1,0 +1,38 @@
+import pytest
+
+from lmc_jax.config import ZooConfig, default_config
+from lmc_jax.errors import LmcError
+
+
+def test_study_settings_per_dataset():
+  m = default_config("moons")
+  assert (m.hidden, m.epochs, m.optimizer, m.lr, m.weight_decay, m.schedule, m.layernorm) == \
+      ((512,), 100, "adamw", 0.1, 0.01, "cosine", "none")
+  mn = default_config("mnist")
+  assert (mn.hidden, mn.epochs, mn.schedule, mn.peak_lr, mn.layernorm) == \
+      ((512, 512, 512), 60, "onecycle", 0.1, "after_relu")
+
+
+@pytest.mark.parametrize("optimizer, want", [
+    ("adamw", dict(weight_decay=0.1, peak_lr=1e-2)),
+    ("sgd", dict(momentum=0.9, weight_decay=1e-2, peak_lr=1e-2)),
+    ("rmsprop", dict(peak_lr=1e-5)),
+    ("adagrad", dict(weight_decay=1e-2, peak_lr=1e-2)),
+])
+def test_cifar10_optimizer_flag_selects_the_studys_e8_settings(optimizer, want):
+  c = default_config("cifar10", optimizer=optimizer)
+  assert c.optimizer == optimizer and c.schedule == "onecycle" and c.epochs == 60
+  for k, v in want.items():
+    assert getattr(c, k) == v
+  # An explicit flag still wins over the preset.
+  assert default_config("cifar10", optimizer=optimizer, peak_lr=0.5).peak_lr == 0.5
+
+
+def test_round_trip_and_validation():
+  c = default_config("mnist", hidden=(8, 8, 8), num_models=3)
+  assert ZooConfig.from_dict(c.to_dict()) == c
+  with pytest.raises(LmcError, match="unknown keys"):
+    ZooConfig.from_dict({**c.to_dict(), "colour": "red"})
+  for bad in (dict(num_models=0), dict(epochs=-1), dict(batch_size=0), dict(lr=0.0)):
+    with pytest.raises(LmcError):
+      default_config("moons", **bad)
