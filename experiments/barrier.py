@@ -22,8 +22,10 @@ from absl import app, flags, logging
 from experiments.common import exit_on_lmc_error
 from lmc_jax import figures
 from lmc_jax.barrier_analysis import BARRIER_JSON, analyse_zoo, usable_models
+from lmc_jax.config import ZooConfig
 from lmc_jax.errors import LmcError
 from lmc_jax.reporting import epsilon_row, find_zoos, format_table, write_csv
+from lmc_jax.runs import zoo_family
 from lmc_jax.zoo_io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -65,7 +67,8 @@ def barrier_for(directory: Path, doc: dict) -> dict:
 
 def record(directory: Path, doc: dict, result: dict) -> dict:
   models = usable_models(doc, directory)
-  return {"width": doc["config"]["hidden"][0], "data_source": doc.get("data_source", ""), "naive": result["naive"],
+  return {"width": doc["config"]["hidden"][0], "data_source": doc.get("data_source", ""),
+          "naive": result["naive"],
           "aligned": result["aligned"], "alphas": result["alphas"], "models": models,
           "reference": result["aligned"]["reference"],
           "mean_test_loss": float(np.mean([doc["models"][k]["test_loss"] for k in models]))}
@@ -92,11 +95,15 @@ def main(argv):
     key = json.dumps(cfg, sort_keys=True)
     groups.setdefault(key, []).append(record(directory, doc, result))
 
-  for g, recs in enumerate(groups.values()):
+  labels = set()
+  for key, recs in groups.items():
     recs.sort(key=lambda r: r["width"])
-    dataset = recs[0]["data_source"] or json.loads(list(groups)[g])["dataset"]
-    name = json.loads(list(groups)[g])["dataset"]
-    label = name if len(groups) == 1 else f"{name}_{g}"
+    config = ZooConfig.from_dict(dict(json.loads(key), hidden=[recs[0]["width"]]))
+    dataset = recs[0]["data_source"] or config.dataset
+    label = zoo_family(config)
+    if label in labels:  # same family, other settings (e.g. lr): keep both sets of figures
+      label = f"{label}_{len(labels)}"
+    labels.add(label)
     rows = [epsilon_row(r["width"], r) for r in recs]
     print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "
           f"aligned to model {FLAGS.reference}")

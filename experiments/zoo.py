@@ -55,7 +55,8 @@ flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see exp
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
 flags.DEFINE_bool("overwrite", False, "Retrain and replace a zoo that already exists.")
 
-COLUMNS = ["width", "models", "diverged", "train_loss", "test_loss", "train_acc", "test_acc"]
+COLUMNS = ["width", "optimizer", "init", "models", "diverged", "train_loss", "test_loss",
+           "train_acc", "test_acc"]
 
 
 def config_for(width: int):
@@ -80,9 +81,11 @@ def main(argv):
     logging.info("zoo %s: %d models, hidden %s, %d epochs", directory, config.num_models,
                  list(config.hidden), config.epochs)
     rows.append(zoo_row(run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir)))
+  print(f"{rows[0]['source'] or FLAGS.dataset}: mean +- std over the models of each zoo")
   print(format_table(rows, COLUMNS))
   every = [zoo_row(read_zoo_json(d)) for d in find_zoos(out)]
-  every = sorted((r for r in every if r["dataset"] == FLAGS.dataset), key=lambda r: r["width"])
+  every = sorted((r for r in every if r["dataset"] == FLAGS.dataset),
+                 key=lambda r: (r["optimizer"], r["init"], r["width"]))
   csv_path = write_csv(out / f"{FLAGS.dataset}_zoo_summary.csv", every)
   print(f"zoos in {out}; summary of all {FLAGS.dataset} zoos there: {csv_path}")
   sys.stdout.flush()

@@ -40,7 +40,9 @@ def zoo_row(doc: dict) -> dict:
   """One table row: mean +- std of each metric over the models that did not diverge."""
   models = doc["models"]
   ok = [m for m in models if not m.get("diverged")]
-  row = {"dataset": doc["config"]["dataset"], "width": doc["config"]["hidden"][0],
+  row = {"dataset": doc["config"]["dataset"], "source": doc.get("data_source", ""),
+         "optimizer": doc["config"]["optimizer"], "init": doc["config"]["init"],
+         "width": doc["config"]["hidden"][0],
          "hidden": "x".join(str(w) for w in doc["config"]["hidden"]),
          "models": len(models), "diverged": len(models) - len(ok)}
   for key in ("train_loss", "test_loss", "train_acc", "test_acc"):

@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from lmc_jax.config import ZooConfig
+from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.training import train_zoo
@@ -14,9 +14,22 @@ from lmc_jax.zoo_io import ZOO_JSON, read_zoo_json, save_zoo
 STALE_RESULTS = ("barrier.json",)
 
 
+def zoo_family(config: ZooConfig) -> str:
+  """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`: the dataset, then the init
+  and optimizer where they differ from the dataset's defaults."""
+  default = default_config(config.dataset)
+  parts = [config.dataset]
+  if config.init != default.init:
+    parts.append(config.init)
+  if config.optimizer != default.optimizer:
+    parts.append(config.optimizer)
+  return "_".join(parts)
+
+
 def zoo_dirname(config: ZooConfig) -> str:
-  """`moons_w512`: dataset and hidden width (the first; the study's nets have equal widths)."""
-  return f"{config.dataset}_w{config.hidden[0]}"
+  """`moons_w512`, `cifar10_sgd_w128`: family and hidden width (the first; the study's
+  nets have equal widths)."""
+  return f"{zoo_family(config)}_w{config.hidden[0]}"
 
 
 def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data") -> dict:

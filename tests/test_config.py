@@ -36,3 +36,12 @@ def test_round_trip_and_validation():
   for bad in (dict(num_models=0), dict(epochs=-1), dict(batch_size=0), dict(lr=0.0)):
     with pytest.raises(LmcError):
       default_config("moons", **bad)
+
+
+def test_zoo_directory_names_tell_configurations_apart():
+  from lmc_jax.runs import zoo_dirname
+  assert zoo_dirname(default_config("moons", hidden=(8,))) == "moons_w8"
+  assert zoo_dirname(default_config("moons", init="kaiming_normal", optimizer="rmsprop")) == \
+      "moons_kaiming_normal_rmsprop_w512"
+  assert zoo_dirname(default_config("cifar10", optimizer="sgd", hidden=(64,) * 3)) == "cifar10_sgd_w64"
+  assert zoo_dirname(default_config("cifar10")) == "cifar10_w512"
