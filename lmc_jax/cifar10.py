@@ -4,7 +4,7 @@ JPEG re-encode in shared/data is one, shipped as a .tgz), or a TFDS-prepared cop
 
 `install_cifar10` puts a source into `<data_dir>/cifar10/` and records in SOURCE.json
 what it is (results from the JPEG re-encode are labelled "CIFAR-10 (JPEG re-encode)").
-`load_cifar10_raw` decodes it once into `cache.npz`; the cache stores a fingerprint of
+`load_cifar10_raw` decodes it once into `cache/`; the cache stores a fingerprint of
 the source files (paths, sizes, modification times) and is rebuilt when they change.
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def install_cifar10(source, data_dir) -> dict:
     # Replace the installed copy only once the new one is complete.
     target = root / ("batches" if kind == "cifar-10-python" else "images")
     root.mkdir(parents=True, exist_ok=True)
-    for old in ("batches", "images", "cache.npz"):
+    for old in ("batches", "images", "cache"):
       p = root / old
       shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     os.replace(folder, target)
@@ -168,17 +168,26 @@ def install_cifar10(source, data_dir) -> dict:
 
 # ---------------------------------------------------------------- loading with a cache
 def _fingerprint(info: dict, root: Path) -> str:
+  """SHA-256 over SOURCE.json and every source file's relative path, size and mtime."""
   if info["kind"] == "tfds":
     base = Path(info["tfds_data_dir"])
   else:
     base = root / ("batches" if info["kind"] == "cifar-10-python" else "images")
-  h = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
-  for dirpath, dirnames, filenames in os.walk(base):
-    dirnames.sort()
-    for f in sorted(filenames):
-      st = os.stat(os.path.join(dirpath, f))
-      h.update(f"{os.path.relpath(os.path.join(dirpath, f), base)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-  return h.hexdigest()
+  lines = [json.dumps(info, sort_keys=True)]
+
+  def walk(path: str, rel: str):
+    with os.scandir(path) as it:
+      entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+      if e.is_dir(follow_symlinks=False):
+        walk(e.path, rel + e.name + "/")
+      else:
+        st = e.stat()
+        lines.append(f"{rel}{e.name}|{st.st_size}|{st.st_mtime_ns}")
+
+  if base.is_dir():
+    walk(str(base), "")
+  return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def load_raw_from(info: dict, root: Path):
@@ -202,24 +211,34 @@ def read_source_info(data_dir) -> dict:
     raise LmcError(f"{path} is not valid JSON; install the data again.") from None
 
 
+CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def load_cifar10_raw(data_dir):
-  """(x_train uint8 (50000, 32, 32, 3), y_train, x_test (10000, ...), y_test, label)."""
+  """(x_train uint8 (50000, 32, 32, 3), y_train, x_test (10000, ...), y_test, label).
+
+  The decoded arrays are cached as `.npy` files in `cache/` (one plain read each, well
+  under a second), with the source fingerprint written last; a cache whose fingerprint
+  does not match the source, or that cannot be read, is rebuilt.
+  """
   from lmc_jax.zoo_io import atomic_write_bytes
   root = _root(data_dir)
   info = read_source_info(data_dir)
   fp = _fingerprint(info, root)
-  cache = root / "cache.npz"
-  if cache.is_file():
+  cache = root / "cache"
+  stamp = cache / "fingerprint.txt"
+  if stamp.is_file() and stamp.read_text() == fp:
     try:
-      with np.load(cache, allow_pickle=False) as f:
-        if str(f["fingerprint"]) == fp:
-          return f["x_train"], f["y_train"], f["x_test"], f["y_test"], info["label"]
-    except (OSError, ValueError, KeyError, EOFError):
+      arrays = [np.load(cache / f"{k}.npy", allow_pickle=False) for k in CACHE_ARRAYS]
+      return (*arrays, info["label"])
+    except (OSError, ValueError, EOFError):
       pass  # an unreadable cache is rebuilt
-  x_tr, y_tr, x_te, y_te = load_raw_from(info, root)
-  atomic_write_bytes(cache, lambda f: np.savez(f, x_train=x_tr, y_train=y_tr, x_test=x_te,
-                                               y_test=y_te, fingerprint=np.asarray(fp)))
-  return x_tr, y_tr, x_te, y_te, info["label"]
+  arrays = load_raw_from(info, root)
+  stamp.unlink(missing_ok=True)  # the cache is invalid until every array is written
+  for k, a in zip(CACHE_ARRAYS, arrays):
+    atomic_write_bytes(cache / f"{k}.npy", lambda f, a=a: np.save(f, a))
+  atomic_write_bytes(stamp, lambda f: f.write(fp.encode()))
+  return (*arrays, info["label"])
 
 
 def normalise(images: np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, rng, monke
   _image_folder(tmp_path / "imgs", rng, n=1)
   cifar10.install_cifar10(tmp_path / "imgs", tmp_path / "d")
   first = cifar10.load_cifar10_raw(tmp_path / "d")
-  assert (tmp_path / "d" / "cifar10" / "cache.npz").is_file()
+  assert (tmp_path / "d" / "cifar10" / "cache" / "fingerprint.txt").is_file()
   calls = []
   real = cifar10.load_raw_from
   monkeypatch.setattr(cifar10, "load_raw_from", lambda *a: calls.append(1) or real(*a))
@@ -107,7 +107,7 @@ def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, rng, monke
   assert calls == [1]
   np.testing.assert_array_equal(rebuilt[0][3], new)
   # A damaged cache is rebuilt too, never trusted.
-  (tmp_path / "d" / "cifar10" / "cache.npz").write_bytes(b"garbage")
+  (tmp_path / "d" / "cifar10" / "cache" / "x_train.npy").write_bytes(b"garbage")
   np.testing.assert_array_equal(cifar10.load_cifar10_raw(tmp_path / "d")[0][3], new)
 
 
