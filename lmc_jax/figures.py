@@ -137,3 +137,32 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
                "colour max = mean test loss", y=1.0)
   fig.tight_layout()
   return _save(fig, path)
+
+
+def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path:
+  """Fig 1.1/1.2: loss over the plane through three networks, one panel per grid, with
+  A, B and C marked; a shared logarithmic colour scale so panels compare."""
+  from matplotlib.colors import LogNorm
+  lo = max(min(float(g.loss.min()) for g in grids), 1e-4)
+  hi = max(float(np.percentile(g.loss, 99)) for g in grids)
+  levels = np.geomspace(lo, max(hi, lo * 1.01), 16)
+  fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids) + 0.8, 4.6), squeeze=False)
+  for ax, g, title in zip(axes[0], grids, titles):
+    cs = ax.contourf(g.xs, g.ys, np.clip(g.loss, lo, levels[-1]), levels=levels, norm=LogNorm(),
+                     cmap="viridis_r")
+    ax.contour(g.xs, g.ys, np.clip(g.loss, lo, levels[-1]), levels=levels, colors="k",
+               linewidths=0.3, alpha=0.5)
+    for (cx, cy), name, l in zip(g.corners, "ABC", g.corner_loss):
+      ax.plot(cx, cy, "o", ms=8, mfc="white", mec="red", mew=2)
+      ax.annotate(f"{name} ({l:.3f})", (cx, cy), xytext=(6, 6), textcoords="offset points",
+                  color="red", fontsize=9, fontweight="bold")
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.set_xlabel("along B - A (parameter distance)")
+    ax.set_ylabel("along C - A, orthogonal part")
+  cb = fig.colorbar(cs, ax=list(axes[0]), fraction=0.03, pad=0.02, ticks=levels[::3])
+  cb.ax.set_yticklabels([f"{v:.3g}" for v in levels[::3]])
+  cb.ax.minorticks_off()
+  cb.set_label(f"{split} loss (log scale)")
+  fig.suptitle(suptitle)
+  return _save(fig, path)

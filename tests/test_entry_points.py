@@ -137,3 +137,17 @@ def test_fetch_and_zoo_say_what_to_do_without_data(tmp_path):
                f"--data_dir={tmp_path}", f"--out={tmp_path / 'runs'}"),
            "experiments.fetch --dataset=mnist")
   assert not (tmp_path / "runs").exists()
+
+
+def test_plane_end_to_end_and_bad_models(runs):
+  r = run("plane", f"--zoo={runs / 'moons_w8'}", "--models=0,2,3", "--resolution=6")
+  assert r.returncode == 0, r.stderr
+  res = json.loads((runs / "moons_w8" / "plane.json").read_text())
+  doc = json.loads((runs / "moons_w8" / "zoo.json").read_text())
+  for which in ("naive", "aligned"):
+    assert np.asarray(res[which]["loss"]).shape == (6, 6)
+    # The marked networks are the zoo's models, aligned or not (permutation keeps the loss).
+    want = [doc["models"][k]["test_loss"] for k in (0, 2, 3)]
+    np.testing.assert_allclose(res[which]["corner_loss"], want, rtol=1e-4)
+  assert (runs / "moons_w8" / "plane.png").read_bytes()[:4] == b"\x89PNG"
+  _refused(run("plane", f"--zoo={runs / 'moons_w8'}", "--models=0,0,1"), "three different")
