@@ -64,7 +64,7 @@ def main(argv):
   atomic_write_json(zoo / "plane.json", {"models": ids, "split": "test", "naive": grid_json(grids[0]),
                                          "aligned": grid_json(grids[1]), "versions": package_versions()})
   path = figures.loss_planes(
-      grids, ["naive", f"B, C weight-matched to A"],
+      grids, ["naive", "B, C weight-matched to A"],
       f"{name}, width {config.hidden[0]}: test loss on the plane through models "
       f"A={ids[0]}, B={ids[1]}, C={ids[2]}", zoo / "plane.png")
   for label, g in zip(("naive", "aligned"), grids):

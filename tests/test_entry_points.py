@@ -151,3 +151,18 @@ def test_plane_end_to_end_and_bad_models(runs):
     np.testing.assert_allclose(res[which]["corner_loss"], want, rtol=1e-4)
   assert (runs / "moons_w8" / "plane.png").read_bytes()[:4] == b"\x89PNG"
   _refused(run("plane", f"--zoo={runs / 'moons_w8'}", "--models=0,0,1"), "three different")
+
+
+def test_redundancy_end_to_end(runs):
+  r = run("redundancy", f"--runs={runs}")
+  assert r.returncode == 0, r.stderr
+  assert "merged width" in r.stdout
+  res = json.loads((runs / "moons_w8" / "redundancy.json").read_text())
+  doc = json.loads((runs / "moons_w8" / "zoo.json").read_text())
+  assert all(1 <= w <= 8 for w in res["reduced_width"])
+  # Merging at cos > 0.99 barely changes a net: accuracy after stays within a sample or two.
+  for k in range(4):
+    assert abs(res["reduced_test_acc"][k] - doc["models"][k]["test_acc"]) <= 4 / 512
+  assert len(res["naive"]["epsilon"]) == 6 and len(res["aligned"]["epsilon"]) == 6
+  for name in ("moons_redundancy_epsilon", "moons_unit_cosine", "moons_decision_boundaries"):
+    assert (runs / "figures" / f"{name}.png").stat().st_size > 10_000
