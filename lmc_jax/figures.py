@@ -166,3 +166,23 @@ def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path
   cb.set_label(f"{split} loss (log scale)")
   fig.suptitle(suptitle)
   return _save(fig, path)
+
+
+def swa_losses(records, dataset: str, path) -> Path:
+  """Fig 4.7: test loss of each SWA sample and of the running average, per epoch; the
+  model SWA started from as a dashed line. `records`: width, sample_loss, average_loss,
+  start_loss."""
+  fig, axes = _grid(len(records), size=3.2)
+  for ax, r in zip(axes, records):
+    e = np.arange(1, len(r["sample_loss"]) + 1)
+    ax.plot(e, r["sample_loss"], "o", color=NAIVE_COLOR, label="sample")
+    ax.plot(e, r["average_loss"], "-", color=ALIGNED_COLOR, lw=2, label="running average")
+    ax.axhline(r["start_loss"], color="gray", ls="--", lw=1, label="start")
+    ax.set_title(f"width {r['width']}")
+    ax.set_xlabel("SWA epoch")
+    ax.set_ylabel("test loss")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(f"{dataset}: SWA samples and their running average", y=1.0)
+  fig.tight_layout()
+  return _save(fig, path)

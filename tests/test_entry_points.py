@@ -166,3 +166,16 @@ def test_redundancy_end_to_end(runs):
   assert len(res["naive"]["epsilon"]) == 6 and len(res["aligned"]["epsilon"]) == 6
   for name in ("moons_redundancy_epsilon", "moons_unit_cosine", "moons_decision_boundaries"):
     assert (runs / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_swa_end_to_end(runs, tmp_path):
+  r = run("swa", f"--zoo={runs / 'moons_w8'}", "--epochs=3", "--lr=0.01", "--model=1",
+          f"--figures={tmp_path}")
+  assert r.returncode == 0, r.stderr
+  res = json.loads((runs / "moons_w8" / "swa.json").read_text())
+  assert res["model"] == 1 and len(res["sample_loss"]) == 3
+  assert res["samples"]["pairs"] == [[0, 1], [0, 2], [1, 2]]
+  # The first running average is the first sample itself.
+  assert res["average_loss"][0] == pytest.approx(res["sample_loss"][0], rel=1e-5)
+  assert (tmp_path / "moons_swa_losses.png").stat().st_size > 10_000
+  _refused(run("swa", f"--zoo={runs / 'moons_w8'}", "--epochs=1"), "--epochs must be >= 2")
