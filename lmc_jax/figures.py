@@ -186,3 +186,45 @@ def swa_losses(records, dataset: str, path) -> Path:
   fig.suptitle(f"{dataset}: SWA samples and their running average", y=1.0)
   fig.tight_layout()
   return _save(fig, path)
+
+
+GROUP_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+
+
+def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> Path:
+  """Fig 5.4-5.7/5.9: epsilon matrices of a grouped zoo, models ordered by group and by
+  single-linkage clustering inside each group; a coloured band marks each group and a red
+  triangle the reference. `panels`: [(title, (N, N) matrix, reference index or None)]."""
+  groups = np.asarray(groups)
+  fig, axes = _grid(len(panels), size=4.0)
+  for ax, (name, m, ref) in zip(axes, panels):
+    order = np.concatenate([np.where(groups == g)[0][single_linkage_order(
+        m[np.ix_(groups == g, groups == g)])] for g in range(len(labels))])
+    n = len(order)
+    im = ax.imshow(m[np.ix_(order, order)], cmap="viridis", vmin=0, vmax=vmax,
+                   interpolation="nearest", extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+    start = 0
+    for g in range(len(labels)):
+      size = int(np.sum(groups == g))
+      color = GROUP_COLORS[g % len(GROUP_COLORS)]
+      ax.add_patch(plt.Rectangle((start - 0.5, -0.5 - 0.04 * n), size, 0.035 * n, color=color, clip_on=False))
+      ax.add_patch(plt.Rectangle((-0.5 - 0.04 * n, start - 0.5), 0.035 * n, size, color=color, clip_on=False))
+      if start:
+        ax.axhline(start - 0.5, color="white", lw=0.8)
+        ax.axvline(start - 0.5, color="white", lw=0.8)
+      start += size
+    if ref is not None:
+      pos = int(np.where(order == ref)[0][0])
+      ax.plot([pos], [-0.5 - 0.08 * n], marker="v", color="red", ms=7, clip_on=False)
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(name, fontsize=9, pad=18)
+  fig.subplots_adjust(left=0.04, right=0.86, top=0.9, bottom=0.1, wspace=0.2, hspace=0.4)
+  handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g % len(GROUP_COLORS)]) for g in range(len(labels))]
+  fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
+             bbox_to_anchor=(0.45, 0.0))
+  fig.colorbar(im, cax=fig.add_axes([0.89, 0.3, 0.015, 0.4]), label="epsilon (test loss)")
+  fig.suptitle(title)
+  return _save(fig, path)

@@ -105,3 +105,15 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
   loss = np.asarray(loss).reshape(-1, len(alphas))[:len(pairs)]
   acc = np.asarray(acc).reshape(-1, len(alphas))[:len(pairs)]
   return Curves(alphas, pairs, loss, acc)
+
+
+def pairwise_aligned_sweep(model, params_stack, aligned_j, pairs, x, y, **kwargs) -> Curves:
+  """Curves from model pairs[p, 0] to `aligned_j[p]` (model pairs[p, 1] aligned to it):
+  one sweep over a stack of the zoo followed by the aligned copies."""
+  n = jax.tree_util.tree_leaves(params_stack)[0].shape[0]
+  both = jax.tree_util.tree_map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
+                                params_stack, aligned_j)
+  pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
+  index = np.stack([pairs[:, 0], n + np.arange(len(pairs))], 1).astype(np.int32)
+  curves = pair_sweep(model, both, index, x, y, **kwargs)
+  return curves._replace(pairs=pairs)

@@ -115,3 +115,19 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
     if res.sweeps == max_iter and len(res.objective) > 1 and res.objective[-1] > res.objective[-2]:
       logging.info("model %d: weight matching still improving after %d sweeps", k, max_iter)
   return ZooAlignment(permute_zoo(spec, perms, params_stack), perms, objective, reference)
+
+
+def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int = 50):
+  """Model j of every pair (i, j) weight-matched directly to model i.
+
+  Returns a stack `(P, ...)`: entry p is model pairs[p, 1] permuted onto pairs[p, 0].
+  Pair p's layer orders come from `fold_in(key, p)`.
+  """
+  host = jax.tree_util.tree_map(np.asarray, params_stack)
+  validate_spec(spec, host, batch_dims=1)
+  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  out = []
+  for p, (i, j) in enumerate(np.asarray(pairs)):
+    res = weight_matching(jax.random.fold_in(key, p), spec, take(i), take(j), max_iter)
+    out.append(apply_permutation(spec, res.perm, take(j)))
+  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *out)

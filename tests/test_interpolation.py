@@ -50,3 +50,22 @@ def test_sweep_needs_a_pair():
   stack = jax.tree_util.tree_map(lambda v: v[None], params)
   with pytest.raises(LmcError, match="at least 2"):
     pair_sweep(model, stack, all_pairs(1), np.zeros((4, 3), np.float32), np.zeros(4, np.int32))
+
+
+def test_pairwise_aligned_sweep_runs_from_i_to_the_aligned_copy():
+  from lmc_jax.interpolation import pairwise_aligned_sweep
+  members = [random_params(jax.random.key(k), (5,), d_in=3, d_out=3) for k in range(3)]
+  model = members[0][0]
+  stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
+  # Stand-in "aligned" copies: any params will do; the curve must end at them.
+  other = [random_params(jax.random.key(10 + k), (5,), d_in=3, d_out=3)[1] for k in range(2)]
+  aligned = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *other)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(30, 3)).astype(np.float32)
+  y = rng.integers(0, 3, 30).astype(np.int32)
+  pairs = np.array([[0, 1], [2, 0]])
+  curves = pairwise_aligned_sweep(model, stack, aligned, pairs, x, y)
+  np.testing.assert_array_equal(curves.pairs, pairs)
+  for p, (i, _) in enumerate(pairs):
+    assert curves.loss[p, 0] == pytest.approx(_numpy_metrics(members[i][1], x.astype(np.float64), y)[0], rel=1e-4)
+    assert curves.loss[p, -1] == pytest.approx(_numpy_metrics(other[p], x.astype(np.float64), y)[0], rel=1e-4)

@@ -72,3 +72,18 @@ def test_align_zoo_undoes_planted_permutations_of_the_reference():
   for path, v in flatten(out.params).items():
     for k in range(4):
       np.testing.assert_allclose(v[k], flatten(ref)[path], rtol=0, atol=0)
+
+
+def test_align_pairs_equals_matching_each_pair_directly():
+  from lmc_jax.weight_matching import align_pairs
+  spec = mlp_permutation_spec(2)
+  nets = [random_params(jax.random.key(20 + k), (6, 5))[1] for k in range(3)]
+  stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *nets)
+  pairs = np.array([[0, 1], [0, 2], [1, 2]])
+  key = jax.random.key(9)
+  out = align_pairs(key, spec, stack, pairs)
+  for p, (i, j) in enumerate(pairs):
+    res = weight_matching(jax.random.fold_in(key, p), spec, nets[i], nets[j])
+    want = flatten(apply_permutation(spec, res.perm, nets[j]))
+    for path, v in flatten(out).items():
+      np.testing.assert_array_equal(v[p], want[path])
