@@ -26,6 +26,7 @@ from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.redundancy_analysis import analyse_redundancy
 from lmc_jax.reporting import find_zoos, format_table, write_csv
+from lmc_jax.study_numbers import MOONS_TABLE_5_1
 from lmc_jax.zoo_io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -36,9 +37,6 @@ flags.DEFINE_integer("reference", 0, "Model the merged nets are re-aligned to.")
 flags.DEFINE_string("figures", None, "Where figures and the table go (default <runs>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 
-# The study's Table 5.1: width after merging (cos > 0.99) and test accuracy after.
-STUDY = {4: (3.72, 0.897), 8: (7.18, 0.934), 16: (13.04, 0.979), 32: (23.28, 0.986),
-         64: (39.26, 0.985), 128: (73.62, 0.987), 256: (141.02, 0.987), 512: (271.94, 0.990)}
 
 
 def one_layer_moons(zoos):
@@ -68,7 +66,7 @@ def main(argv):
         if (z / BARRIER_JSON).exists() else []
     records.append({"width": w, "orig_naive": orig, "red_naive": res["naive"]["epsilon"],
                     "red_aligned": res["aligned"]["epsilon"]})
-    study = STUDY.get(w, (float("nan"), float("nan")))
+    study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
     rows.append({
         "width": w, "merged_width": float(np.mean([res["reduced_width"][k] for k in ok])),
         "study_merged_width": study[0],
