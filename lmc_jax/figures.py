@@ -90,6 +90,7 @@ def loss_curves(records, dataset: str, which: str, path, split: str = "test") ->
     lo, hi = loss.min(), np.percentile(loss, 99)
     pad = 0.05 * max(hi - lo, 1e-6)
     ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_title(f"width {r['width']} ({len(loss)} pairs)")
     ax.set_xlabel("alpha (0: model i, 1: model j)")
     ax.set_ylabel(f"{split} loss")
