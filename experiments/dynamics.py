@@ -61,7 +61,7 @@ def main(argv):
            "test_acc": mean_std(zoo.test_acc[sel])}
     row["eps_within"], row["eps_across"] = within_across(mats["best"], zoo.groups, g)
     rows.append(row)
-  print(f"{name}: test metrics per group (Table 5.2) and median epsilon after aligning all to "
+  print(f"{name}: test metrics per group (as Tables 5.2, 5.3) and median epsilon after aligning all to "
         f"the best model {refs['best']} ({zoo.origin[refs['best']][0]} #{zoo.origin[refs['best']][1]})")
   print(format_table(rows, list(rows[0]), ["group", "models", "test loss", "test acc",
                                            "eps within", "eps across"]))
