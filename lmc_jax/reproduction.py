@@ -60,11 +60,13 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
       Step("plane", ["experiments.plane", f"--zoo={moons}/moons_w{min(64, max(p.moons_widths))}",
                      "--models=0,1,2"]),
   ]
+  # Each configuration gets its own seed: with one seed, model k of every zoo would share
+  # its initialisation (for the same init scheme) and look connected for that reason alone.
   e6 = []
-  for init, opt in E6_CONFIGS:
+  for g, (init, opt) in enumerate(E6_CONFIGS):
     extra = list(MOONS_RMSPROP) if opt == "rmsprop" else []
     out.append(Step("dynamics", ["experiments.zoo", "--width=512", f"--num_models={p.e6_models}",
-                                 f"--epochs={p.moons_epochs}",
+                                 f"--epochs={p.moons_epochs}", f"--seed={100 + g}",
                                  f"--init={init}", f"--optimizer={opt}", *extra, f"--out={runs}/moons_e6"]))
     e6.append(f"{runs}/moons_e6/moons_{init}{'_' + opt if opt != 'adamw' else ''}_w512")
   out.append(Step("dynamics", ["experiments.dynamics", "--zoo=" + ",".join(e6), "--name=moons_e6", fig]))
@@ -81,8 +83,8 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
   if cifar_source:
     out.append(Step("cifar10", ["experiments.fetch", "--dataset=cifar10", f"--source={cifar_source}", d]))
   e8 = []
-  for opt in E8_OPTIMIZERS:
-    out.append(Step("cifar10", ["experiments.zoo", "--dataset=cifar10", f"--optimizer={opt}",
+  for g, opt in enumerate(E8_OPTIMIZERS):
+    out.append(Step("cifar10", ["experiments.zoo", "--dataset=cifar10", f"--optimizer={opt}", f"--seed={200 + g}",
                                 f"--width={p.cifar_width}", f"--num_models={p.cifar_models}",
                                 f"--epochs={p.cifar_epochs}", d, f"--out={runs}/cifar10"], "cifar10"))
     e8.append(f"{runs}/cifar10/cifar10{'_' + opt if opt != 'adamw' else ''}_w{p.cifar_width}")

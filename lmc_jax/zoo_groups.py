@@ -4,6 +4,7 @@ optimizers), with epsilon matrices under three alignments: every model to one re
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import List, NamedTuple
 
@@ -31,9 +32,15 @@ class GroupedZoo(NamedTuple):
 
 
 def combine_zoos(directories) -> GroupedZoo:
-  parts, arch = [], None
+  parts, arch, inits = [], None, {}
   for g, d in enumerate(directories):
     config, model, params, doc = load_zoo_checked(d)
+    same = inits.setdefault((config.seed, config.init), d)
+    if same != d:
+      logging.warning("%s and %s use seed %d and init %s, so model k of one starts from model "
+                      "k's initialisation in the other and they look connected for that reason "
+                      "alone; train each zoo with its own --seed to compare independent nets.",
+                      same, d, config.seed, config.init)
     key = (config.dataset, config.hidden, config.layernorm)
     if arch is None:
       arch, first = key, (config, model)

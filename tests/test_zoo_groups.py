@@ -57,3 +57,9 @@ def test_architectures_must_agree(two_zoos, tmp_path):
   run_zoo(other, tmp_path / "w5")
   with pytest.raises(LmcError, match="architecture"):
     combine_zoos([two_zoos[0], tmp_path / "w5"])
+
+
+def test_zoos_sharing_seed_and_init_are_flagged(two_zoos, caplog):
+  # Both fixture zoos use seed 0 and kaiming_normal: model k starts identical in both.
+  combine_zoos(two_zoos)
+  assert "initialisation in the other" in caplog.text
