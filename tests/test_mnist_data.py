@@ -109,3 +109,22 @@ def test_small_mnist_zoo_learns():
   zoo = train_zoo(config, load_dataset(config, DATA_DIR), log=None)
   accs = [m["test_acc"] for m in zoo.metrics]
   assert min(accs) > 0.9, accs
+
+
+def test_fetch_with_no_source_says_where_to_put_which_files(tmp_path):
+  from lmc_jax.mnist import fetch_mnist
+  with pytest.raises(LmcError, match=r"Could not fetch MNIST.*train-images-idx3-ubyte.*by hand into"):
+    fetch_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",), use_wheel=False)
+  assert not (tmp_path / "mnist").exists()
+
+
+def test_fetch_keeps_verified_files_without_downloading(tmp_path, monkeypatch):
+  import lmc_jax.mnist as m
+  d = tmp_path / "mnist"
+  d.mkdir()
+  fake = {name: f"{name} bytes".encode() for name in MD5}
+  for name, data in fake.items():
+    (d / name).write_bytes(data)
+  monkeypatch.setattr(m, "MD5", {n: hashlib.md5(b).hexdigest() for n, b in fake.items()})
+  monkeypatch.setattr(m, "from_mirror", lambda *a, **k: pytest.fail("downloaded again"))
+  assert m.fetch_mnist(tmp_path, use_wheel=False) == "already present"
