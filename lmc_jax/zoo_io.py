@@ -57,6 +57,10 @@ def atomic_write_bytes(path: Path, write) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
+    # mkstemp makes the file private (0600); give it the mode an ordinary open would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     with os.fdopen(fd, "wb") as f:
       write(f)
       f.flush()

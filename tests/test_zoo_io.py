@@ -94,3 +94,13 @@ def test_params_that_do_not_fit_the_config_are_refused(tmp_path, tiny_zoo):
   save_zoo(tmp_path / "z", tiny_zoo.config, other.params, tiny_zoo.metrics)
   with pytest.raises(LmcError, match="does not fit the model"):
     load_zoo_checked(tmp_path / "z")
+
+
+def test_written_files_get_the_ordinary_mode(tmp_path, tiny_zoo):
+  import os
+  import stat
+  save_zoo(tmp_path / "z", tiny_zoo.config, tiny_zoo.params, tiny_zoo.metrics)
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in (ZOO_JSON, PARAMS_NPZ):
+    assert stat.S_IMODE((tmp_path / "z" / name).stat().st_mode) == 0o666 & ~umask
