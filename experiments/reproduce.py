@@ -65,7 +65,7 @@ def main(argv):
       logging.error("step failed: %s (see %s)", " ".join(step.argv), out / "reproduce.log")
       break
   machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
-  report = build_report(preset.name, figdir, runs, log, time.perf_counter() - start, machine)
+  report = build_report(preset, figdir, runs, log, time.perf_counter() - start, machine)
   atomic_write_bytes(out / "report.md", lambda f: f.write(report.encode()))
   print(f"report: {out / 'report.md'} ({sum(s == 'ok' for _, s, _ in log)}/{len(log)} steps ok, "
         f"{(time.perf_counter() - start) / 60:.1f} min)")

@@ -18,6 +18,7 @@ MOONS_RMSPROP = ("--lr=0.03", "--weight_decay=0")
 
 
 class Preset(NamedTuple):
+  """Scale of each part of the study; E6 runs at Moons width 512, E8 at `cifar_width`."""
   name: str
   moons_widths: tuple
   moons_epochs: int
@@ -27,14 +28,14 @@ class Preset(NamedTuple):
   mnist_models: int
   mnist_epochs: int
   swa_widths: tuple
-  swa_epochs: int
+  swa_epochs: int  # at the study's constant lr 0.05
   cifar_width: int
   cifar_models: int
   cifar_epochs: int
 
 
 PRESETS = {
-    "quick": Preset("quick", MOONS_WIDTHS, 100, 50, 10, (8, 32), 10, 3, (8, 32), 5, 64, 3, 2),
+    "quick": Preset("quick", MOONS_WIDTHS, 100, 50, 10, (8, 16, 32, 64), 10, 10, (8, 64), 10, 128, 3, 5),
     "thesis": Preset("thesis", MOONS_WIDTHS, 100, 50, 10, MOONS_WIDTHS, 50, 60, (8, 16, 64, 512), 10,
                      512, 10, 60),
     # A few seconds a step: for the tests of the pipeline itself, not for results.
@@ -78,7 +79,7 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
            "mnist"),
       Step("mnist", ["experiments.barrier", f"--runs={mnist}", d, fig], "mnist"),
       Step("swa", ["experiments.swa", "--zoo=" + ",".join(f"{mnist}/mnist_w{w}" for w in p.swa_widths),
-                   f"--epochs={p.swa_epochs}", d, fig], "mnist"),
+                   f"--epochs={p.swa_epochs}", "--lr=0.05", d, fig], "mnist"),
   ]
   if cifar_source:
     out.append(Step("cifar10", ["experiments.fetch", "--dataset=cifar10", f"--source={cifar_source}", d]))
