@@ -14,11 +14,12 @@ from lmc_jax.zoo_io import ZOO_JSON, atomic_write_bytes
 
 
 def find_zoos(root) -> List[Path]:
-  """Directories under `root` (itself included) that hold a zoo.json, sorted."""
+  """`root` and its direct subdirectories that hold a zoo.json, sorted (deeper folders,
+  such as another study's runs, are left alone)."""
   root = Path(root)
   if not root.exists():
     return []
-  found = [p.parent for p in root.rglob(ZOO_JSON)]
+  found = [p.parent for p in [root / ZOO_JSON, *root.glob(f"*/{ZOO_JSON}")] if p.is_file()]
   return sorted(found, key=lambda p: (str(p.parent), _width_key(p)))
 
 

@@ -179,3 +179,13 @@ def test_swa_end_to_end(runs, tmp_path):
   assert res["average_loss"][0] == pytest.approx(res["sample_loss"][0], rel=1e-5)
   assert (tmp_path / "moons_swa_losses.png").stat().st_size > 10_000
   _refused(run("swa", f"--zoo={runs / 'moons_w8'}", "--epochs=1"), "--epochs must be >= 2")
+
+
+def test_find_zoos_looks_one_level_down(tmp_path):
+  from lmc_jax.reporting import find_zoos
+  for d in ("a", "b", "deep/c"):
+    (tmp_path / d).mkdir(parents=True)
+    (tmp_path / d / "zoo.json").write_text("{}")
+  assert [p.name for p in find_zoos(tmp_path)] == ["a", "b"]
+  assert find_zoos(tmp_path / "a") == [tmp_path / "a"]
+  assert find_zoos(tmp_path / "missing") == []
