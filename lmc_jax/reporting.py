@@ -20,7 +20,7 @@ def find_zoos(root) -> List[Path]:
   if not root.exists():
     return []
   found = [p.parent for p in [root / ZOO_JSON, *root.glob(f"*/{ZOO_JSON}")] if p.is_file()]
-  return sorted(found, key=lambda p: (str(p.parent), _width_key(p)))
+  return sorted(found, key=lambda p: (str(p.parent), _width_key(p), p.name))
 
 
 def _width_key(path: Path):
