@@ -35,6 +35,8 @@ flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.")
 flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps over the hidden layers.")
 flags.DEFINE_integer("seed", 0, "Seed of the layer orders of weight matching.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measured on.")
+flags.DEFINE_enum("matcher", "host", ["host", "device"], "Weight matching one model at a time "
+                  "with scipy (host), or all models at once with a jitted solver (device, float32).")
 flags.DEFINE_string("figures", None, "Where figures and summary CSVs go (default: "
                     "<runs>/figures, or <parent of the first --zoo>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
@@ -55,14 +57,14 @@ def barrier_for(directory: Path, doc: dict) -> dict:
       a = old["aligned"]
       if (old.get("params_sha256") == doc["params_sha256"] and old.get("split") == FLAGS.split
           and a.get("reference") == FLAGS.reference and a.get("max_iter") == FLAGS.max_iter
-          and a.get("seed") == FLAGS.seed):
+          and a.get("seed") == FLAGS.seed and a.get("matcher", "host") == FLAGS.matcher):
         logging.info("%s: reusing %s (pass --recompute to redo it)", directory, BARRIER_JSON)
         return old
     except (ValueError, KeyError, TypeError):
       pass
   logging.info("%s: interpolating every pair, naive and aligned", directory)
   return analyse_zoo(directory, FLAGS.reference, FLAGS.max_iter, FLAGS.seed, FLAGS.split,
-                     data_dir=FLAGS.data_dir)
+                     data_dir=FLAGS.data_dir, matcher=FLAGS.matcher)
 
 
 def record(directory: Path, doc: dict, result: dict) -> dict:

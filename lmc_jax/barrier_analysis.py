@@ -61,7 +61,7 @@ def usable_models(doc: dict, directory) -> list:
 
 def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0,
                 split: str = "test", alphas: Optional[np.ndarray] = None,
-                data_dir="data") -> dict:
+                data_dir="data", matcher: str = "host") -> dict:
   """Naive curves and curves after weight matching every model to `reference`; writes
   `barrier.json` into the zoo directory (atomically) and returns its dict."""
   directory = Path(directory)
@@ -89,7 +89,7 @@ def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0
   t1 = time.perf_counter()
   spec = spec_for_config(config)
   alignment = align_zoo(jax.random.key(seed), spec, params, reference, max_iter,
-                        skip=set(range(n)) - set(usable))
+                        skip=set(range(n)) - set(usable), matcher=matcher)
   t2 = time.perf_counter()
   aligned = pair_sweep(model, alignment.params, pairs, x, y, alphas)
   t3 = time.perf_counter()
@@ -100,7 +100,7 @@ def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0
       "naive": curves_entry(naive),
       "aligned": dict(curves_entry(aligned), reference=reference, method="weight_matching",
                       max_iter=max_iter, seed=seed,
-                      sweeps=[len(o) for o in alignment.objective]),
+                      sweeps=alignment.sweeps, matcher=matcher),
       "seconds": {"naive_sweep": t1 - t0, "alignment": t2 - t1, "aligned_sweep": t3 - t2},
       "params_sha256": doc["params_sha256"], "versions": package_versions(),
   }

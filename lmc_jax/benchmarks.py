@@ -119,3 +119,30 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
   flops = mlp_matmul_flops(take(0)) * len(pairs) * len(alphas) * len(y)
   return {"sweep_s": sweep_s, "loop_s": loop_s, "compile_sweep_s": sweep_compile,
           "flops": flops, "pairs": len(pairs), "max_abs_diff": max_diff}
+
+
+def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict:
+  """Seconds to weight-match every pair of a zoo directly: one pair at a time with scipy
+  on the host against all pairs at once with the jitted solver (compile reported apart)."""
+  from lmc_jax.permutation import spec_for_config
+  from lmc_jax.weight_matching import align_pairs
+  spec = spec_for_config(config)
+  pairs = all_pairs(config.num_models)
+  key = jax.random.key(0)
+  t = time.perf_counter()
+  align_pairs(key, spec, params_stack, pairs[:1], max_iter, matcher="device")
+  compile_s = time.perf_counter() - t
+  align_pairs(key, spec, params_stack, pairs, max_iter, matcher="device")  # the full batch shape
+  t = time.perf_counter()
+  dev = align_pairs(key, spec, params_stack, pairs, max_iter, matcher="device")
+  device_s = time.perf_counter() - t
+  t = time.perf_counter()
+  host = align_pairs(key, spec, params_stack, pairs, max_iter)
+  host_s = time.perf_counter() - t
+  # Matching objective sum <theta_i, aligned theta_j> of each pair, host against device.
+  first = [np.asarray(l, np.float64)[pairs[:, 0]] for l in jax.tree_util.tree_leaves(params_stack)]
+  objective = lambda tree: sum((a * np.asarray(b, np.float64)).reshape(len(pairs), -1).sum(1)
+                               for a, b in zip(first, jax.tree_util.tree_leaves(tree)))
+  oh, od = objective(host), objective(dev)
+  return {"host_s": host_s, "device_s": device_s, "compile_s": compile_s, "pairs": len(pairs),
+          "max_rel_objective_diff": float(np.max(np.abs(od - oh) / np.abs(oh)))}

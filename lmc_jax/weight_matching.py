@@ -86,23 +86,37 @@ def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: in
 class ZooAlignment(NamedTuple):
   params: dict  # the zoo with every model permuted onto the reference, axis 0 the model
   perms: List[Dict[str, np.ndarray]]  # one per model; identity at the reference
-  objective: List[List[float]]  # per model, per sweep ([] at the reference)
+  objective: List[List[float]]  # per model: per sweep (host), or the final value (device)
   reference: int
+  sweeps: List[int]  # per model (0 at the reference and skipped models)
+
+
+MATCHERS = ("host", "device")
+
+
+def _check_matcher(matcher: str):
+  if matcher not in MATCHERS:
+    from lmc_jax.errors import LmcError
+    raise LmcError(f"Unknown matcher {matcher!r}; use one of {', '.join(MATCHERS)}.")
 
 
 def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
-              max_iter: int = 50, skip=()) -> ZooAlignment:
+              max_iter: int = 50, skip=(), matcher: str = "host") -> ZooAlignment:
   """Aligns every model of a stacked zoo to model `reference` by weight matching.
 
   Model k's layer orders come from `fold_in(key, k)`. Models in `skip` (diverged ones)
-  keep the identity permutation and an empty objective.
+  keep the identity permutation and an empty objective. `matcher='device'` matches all
+  models at once with the jittable solver (float32); 'host' one at a time with scipy.
   """
+  _check_matcher(matcher)
   host = jax.tree_util.tree_map(np.asarray, params_stack)
   num = jax.tree_util.tree_leaves(host)[0].shape[0]
   validate_spec(spec, host, batch_dims=1)
   take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
   ref = take(reference)
   sizes = perm_sizes(spec, ref)
+  if matcher == "device":
+    return _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, num)
   perms, objective = [], []
   for k in range(num):
     if k == reference or k in set(skip):
@@ -114,18 +128,54 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
     objective.append(res.objective)
     if res.sweeps == max_iter and len(res.objective) > 1 and res.objective[-1] > res.objective[-2]:
       logging.info("model %d: weight matching still improving after %d sweeps", k, max_iter)
-  return ZooAlignment(permute_zoo(spec, perms, params_stack), perms, objective, reference)
+  return ZooAlignment(permute_zoo(spec, perms, params_stack), perms, objective, reference,
+                      [len(o) for o in objective])
 
 
-def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int = 50):
+def _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, num):
+  from lmc_jax.weight_matching_device import match_many
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(num, dtype=np.uint32))
+  refs = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, (num,) + a.shape), ref)
+  # Skipped (diverged, possibly NaN) models are matched as copies of the reference, and
+  # their result discarded: NaN costs must never reach the solver.
+  usable = np.array([k not in set(skip) for k in range(num)])
+  others = jax.tree_util.tree_map(
+      lambda a, r: np.where(usable.reshape((-1,) + (1,) * (a.ndim - 1)), a, r), host, refs)
+  dev_perms, dev_sweeps = match_many(spec, sizes, keys, refs, others, max_iter)
+  perms, objective, sweeps = [], [], []
+  for k in range(num):
+    if k == reference or k in set(skip):
+      perms.append(identity_permutation(sizes))
+      objective.append([])
+      sweeps.append(0)
+    else:
+      pk = {p: np.asarray(v[k]) for p, v in dev_perms.items()}
+      perms.append(pk)
+      objective.append([matching_objective(spec, pk, ref, jax.tree_util.tree_map(lambda a: a[k], host))])
+      sweeps.append(int(dev_sweeps[k]))
+  return ZooAlignment(permute_zoo(spec, perms, host), perms, objective, reference, sweeps)
+
+
+def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int = 50,
+                matcher: str = "host"):
   """Model j of every pair (i, j) weight-matched directly to model i.
 
   Returns a stack `(P, ...)`: entry p is model pairs[p, 1] permuted onto pairs[p, 0].
-  Pair p's layer orders come from `fold_in(key, p)`.
+  Pair p's layer orders come from `fold_in(key, p)`. `matcher='device'` matches every
+  pair at once with the jittable solver.
   """
+  _check_matcher(matcher)
   host = jax.tree_util.tree_map(np.asarray, params_stack)
   validate_spec(spec, host, batch_dims=1)
   take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  pairs = np.asarray(pairs).reshape(-1, 2)
+  if matcher == "device":
+    from lmc_jax.weight_matching_device import match_many
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(len(pairs), dtype=np.uint32))
+    side = lambda col: jax.tree_util.tree_map(lambda a: a[pairs[:, col]], host)
+    perms, _ = match_many(spec, perm_sizes(spec, take(0)), keys, side(0), side(1), max_iter)
+    per_pair = [{p: np.asarray(v[q]) for p, v in perms.items()} for q in range(len(pairs))]
+    return jax.tree_util.tree_map(np.asarray, permute_zoo(spec, per_pair, side(1)))
   out = []
   for p, (i, j) in enumerate(np.asarray(pairs)):
     res = weight_matching(jax.random.fold_in(key, p), spec, take(i), take(j), max_iter)
