@@ -189,3 +189,15 @@ def test_find_zoos_looks_one_level_down(tmp_path):
   assert [p.name for p in find_zoos(tmp_path)] == ["a", "b"]
   assert find_zoos(tmp_path / "a") == [tmp_path / "a"]
   assert find_zoos(tmp_path / "missing") == []
+
+
+def test_bench_prints_its_table_and_writes_json(tmp_path):
+  r = run("bench", "--width=8", "--num_models=3", "--epochs=2", f"--json={tmp_path / 'b.json'}")
+  assert r.returncode == 0, r.stderr
+  for what in ("a call per step", "a call per epoch", "3 pairs x 11 alphas", "weight-match all 3 pairs"):
+    assert what in r.stdout
+  res = json.loads((tmp_path / "b.json").read_text())
+  assert res["sweep"]["max_abs_diff"] < 1e-5  # the loop and the sweep compute the same losses
+  assert res["alignment"]["max_rel_objective_diff"] < 1e-5
+  assert res["training"]["zoo_s"] > 0 and res["training"]["loop_s"] > 0
+  _refused(run("bench", "--num_models=1"), "--num_models must be >= 2")
