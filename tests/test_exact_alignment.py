@@ -1,0 +1,49 @@
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import random_params
+from lmc_jax.errors import LmcError
+from lmc_jax.exact_alignment import exact_alignment
+from lmc_jax.interpolation import pair_sweep
+from lmc_jax.measures import epsilon
+from lmc_jax.permutation import apply_permutation, mlp_permutation_spec
+from lmc_jax.weight_matching import weight_matching
+
+
+def _data():
+  rng = np.random.default_rng(0)
+  return rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40).astype(np.int32)
+
+
+def _eps_plain(model, a, b, x, y):
+  both = jax.tree_util.tree_map(lambda u, v: np.stack([np.asarray(u), np.asarray(v)]), a, b)
+  c = pair_sweep(model, both, [[0, 1]], x, y)
+  return float(epsilon(c.loss, c.alphas)[0])
+
+
+def test_exact_search_agrees_with_a_plain_loop_over_permutations():
+  spec = mlp_permutation_spec(1)
+  model, a = random_params(jax.random.key(0), (4,), d_in=3, d_out=2)
+  _, b = random_params(jax.random.key(1), (4,), d_in=3, d_out=2)
+  x, y = _data()
+  res = exact_alignment(model, spec, a, b, x, y)
+  plain = [_eps_plain(model, a, apply_permutation(spec, {"P_0": np.array(p)}, b), x, y)
+           for p in itertools.permutations(range(4))]
+  np.testing.assert_allclose(res.all_epsilon, plain, rtol=1e-5, atol=1e-6)
+  assert res.epsilon == pytest.approx(min(plain), abs=1e-6)
+  # Weight matching can only be as good as the optimum, never better.
+  wm = weight_matching(jax.random.key(0), spec, a, b)
+  assert _eps_plain(model, a, apply_permutation(spec, wm.perm, b), x, y) >= res.epsilon - 1e-6
+
+
+def test_exact_search_refuses_what_it_cannot_do():
+  x, y = _data()
+  model, a = random_params(jax.random.key(0), (9,), d_in=3, d_out=2)
+  with pytest.raises(LmcError, match="up to 8"):
+    exact_alignment(model, mlp_permutation_spec(1), a, a, x, y)
+  model2, a2 = random_params(jax.random.key(0), (3, 3), d_in=3, d_out=2)
+  with pytest.raises(LmcError, match="one hidden layer"):
+    exact_alignment(model2, mlp_permutation_spec(2), a2, a2, x, y)
