@@ -14,13 +14,14 @@ import jax
 from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
+from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.benchmarks import bench_alignment, bench_pair_sweep, bench_training
 from lmc_jax.config import default_config
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.reporting import format_table
 from lmc_jax.training import train_zoo
-from lmc_jax.zoo_io import atomic_write_json, package_versions
+from lmc_jax.zoo_io import package_versions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("width", 512, "Hidden width of the Moons nets.")

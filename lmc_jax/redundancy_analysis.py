@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.barrier_analysis import curves_entry, load_zoo_checked, usable_models
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
@@ -20,7 +21,7 @@ from lmc_jax.models import make_mlp
 from lmc_jax.permutation import mlp_permutation_spec
 from lmc_jax.redundancy import reduce_zoo
 from lmc_jax.weight_matching import align_zoo
-from lmc_jax.zoo_io import atomic_write_json, package_versions
+from lmc_jax.zoo_io import package_versions
 
 REDUNDANCY_JSON = "redundancy.json"
 

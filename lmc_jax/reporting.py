@@ -9,8 +9,9 @@ from typing import Iterable, List, Sequence
 
 import numpy as np
 
+from lmc_jax.atomic_files import atomic_write_bytes
 from lmc_jax.measures import quartiles
-from lmc_jax.zoo_io import ZOO_JSON, atomic_write_bytes
+from lmc_jax.zoo_io import ZOO_JSON
 
 
 def find_zoos(root) -> List[Path]:

@@ -16,8 +16,10 @@ import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from lmc_jax.errors import LmcError
 from lmc_jax.permutation import (PermutationSpec, apply_permutation, flatten, identity_permutation,
                                  perm_sizes, permute_zoo, validate_spec)
+from lmc_jax.weight_matching_device import match_many
 
 
 class MatchResult(NamedTuple):
@@ -96,7 +98,6 @@ MATCHERS = ("host", "device")
 
 def _check_matcher(matcher: str):
   if matcher not in MATCHERS:
-    from lmc_jax.errors import LmcError
     raise LmcError(f"Unknown matcher {matcher!r}; use one of {', '.join(MATCHERS)}.")
 
 
@@ -133,7 +134,6 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
 
 
 def _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, num):
-  from lmc_jax.weight_matching_device import match_many
   keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(num, dtype=np.uint32))
   refs = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, (num,) + a.shape), ref)
   # Skipped (diverged, possibly NaN) models are matched as copies of the reference, and
@@ -170,7 +170,6 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
   take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
   pairs = np.asarray(pairs).reshape(-1, 2)
   if matcher == "device":
-    from lmc_jax.weight_matching_device import match_many
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(len(pairs), dtype=np.uint32))
     side = lambda col: jax.tree_util.tree_map(lambda a: a[pairs[:, col]], host)
     perms, _ = match_many(spec, perm_sizes(spec, take(0)), keys, side(0), side(1), max_iter)
