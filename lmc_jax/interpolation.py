@@ -18,6 +18,7 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 from lmc_jax.evaluation import Batches, metrics_stack, to_batches
+from lmc_jax.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 NUM_ALPHAS = 11  # the study's 11 equally spaced points
 
@@ -44,10 +45,21 @@ def interpolate(params_i, params_j, alpha):
   return jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, params_i, params_j)
 
 
+def working_set_budget(device=None) -> int:
+  """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory,
+  128 MiB on a CPU (where a small working set stays in cache and is fastest)."""
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) // 4 // 4
+  return 2 ** 25
+
+
 def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: int,
-                    budget_elements: int = 2 ** 25) -> int:
+                    budget_elements: Optional[int] = None) -> int:
   """Pairs per chunk so that interpolated params plus activations stay within the budget
-  (float32 elements; 2**25 is 128 MiB)."""
+  (float32 elements; default `working_set_budget()`)."""
+  budget_elements = working_set_budget() if budget_elements is None else budget_elements
   n_params = sum(int(np.prod(l.shape[1:])) for l in jax.tree_util.tree_leaves(params_stack))
   # Activations: a sample passes through every unit; kernels' second axis counts them.
   units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_stack) if l.ndim == 3)
@@ -77,7 +89,7 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
 
 def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
                alphas: Optional[np.ndarray] = None, batch_size: int = 1024,
-               chunk: Optional[int] = None) -> Curves:
+               chunk: Optional[int] = None, devices=None) -> Curves:
   """Loss and accuracy at every alpha for every pair, in one jitted call.
 
   Args:
@@ -86,7 +98,8 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
     pairs: (P, 2) model indices; the curve runs from pairs[:, 0] to pairs[:, 1].
     x, y: the split, (n, d) and (n,).
     alphas: (A,) points in [0, 1]; default the study's 11.
-    chunk: pairs per `lax.map` step; default from a 128 MiB working-set budget.
+    chunk: pairs per `lax.map` step; default from `working_set_budget()`.
+    devices: the pairs of a chunk are split over these (default: every visible device).
   """
   alphas = default_alphas() if alphas is None else np.asarray(alphas, np.float64)
   pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
@@ -94,16 +107,21 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
     raise LmcError("No pairs to interpolate: a zoo needs at least 2 usable models; train "
                    "more with --num_models.")
   batches = to_batches(x, y, batch_size)
+  mesh = model_mesh(devices)
   if chunk is None:
     chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs))
+  chunk = padded_size(chunk, mesh)  # every device gets the same share of a chunk
   num_chunks = -(-len(pairs) // chunk)
-  logging.info("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs",
-               len(pairs), len(alphas), num_chunks, chunk)
+  logging.info("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs on %d device(s)",
+               len(pairs), len(alphas), num_chunks, chunk, mesh.devices.size)
   padded = np.concatenate([pairs, np.zeros((num_chunks * chunk - len(pairs), 2), np.int32)])
-  loss, acc = _sweep(model, params_stack, jnp.asarray(padded.reshape(num_chunks, chunk, 2)),
-                     jnp.asarray(alphas, jnp.float32), batches, chunk)
-  loss = np.asarray(loss).reshape(-1, len(alphas))[:len(pairs)]
-  acc = np.asarray(acc).reshape(-1, len(alphas))[:len(pairs)]
+  loss, acc = _sweep(model, replicate(params_stack, mesh),
+                     split_models(padded.reshape(num_chunks, chunk, 2), mesh, axis=1),
+                     replicate(jnp.asarray(alphas, jnp.float32), mesh), replicate(batches, mesh),
+                     chunk)
+  loss, acc = to_host((loss, acc))
+  loss = loss.reshape(-1, len(alphas))[:len(pairs)]
+  acc = acc.reshape(-1, len(alphas))[:len(pairs)]
   return Curves(alphas, pairs, loss, acc)
 
 

@@ -7,6 +7,7 @@ in a zoo of 50 or alone, and a seed gives the same zoo bit for bit on one machin
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
@@ -21,6 +22,7 @@ from lmc_jax.datasets import Dataset, dims_of
 from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.models import loss_and_correct, make_mlp
 from lmc_jax.optim import optimizer_for
+from lmc_jax.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 
 class Zoo(NamedTuple):
@@ -101,35 +103,62 @@ def init_params(model, d_in: int, init_keys):
   return jax.vmap(lambda k: model.init(k, jnp.zeros((1, d_in), jnp.float32))["params"])(init_keys)
 
 
+@functools.lru_cache(maxsize=32)
+def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int):
+  """The jitted zoo epoch `(params, opt_state, keys, x, y) -> (params, opt_state, losses)`,
+  vmapped over the models, with the incoming params and optimizer state donated.
+
+  Cached on everything that shapes the computation but not on the seed or the zoo size, so
+  epochs, seeds and zoos of the same architecture and optimizer reuse one compilation per
+  input shape.
+  """
+  tx = optimizer_for(optimizer_config, steps)
+  epoch = make_epoch(model, tx, optimizer_config.batch_size)
+  return tx, jax.jit(jax.vmap(epoch, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+
+
+_epoch_keys = jax.jit(jax.vmap(jax.random.fold_in, (0, None)))
+
+
 def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[int]] = None,
-              log: Optional[Callable[[str], None]] = logging.info) -> Zoo:
+              log: Optional[Callable[[str], None]] = logging.info,
+              devices: Optional[Sequence] = None) -> Zoo:
   """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
 
-  All models train at once; the whole dataset is on the device. Logs one line per epoch
-  (median and max training loss over the zoo) through `log`.
+  All models train at once, their axis split over `devices` (default: every visible
+  device; see `lmc_jax.sharding`); the whole dataset is on every device. Logs one line per
+  epoch (median training loss over the zoo) through `log`.
   """
   config.validate()
   ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
+  mesh = model_mesh(devices)
+  # Pad to a multiple of the device count with models that are trained and dropped.
+  extra = padded_size(len(ids), mesh) - len(ids)
+  run_ids = ids + [max(ids) + 1 + k for k in range(extra)]
   model = model_for(config)
-  tx = optimizer_for(config, steps_per_epoch(len(dataset.y_train), config.batch_size))
-  init_keys, data_keys = model_keys(config.seed, ids)
-  params = init_params(model, dataset.x_train.shape[1], init_keys)
-  opt_state = jax.vmap(tx.init)(params)
-  x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+  steps = steps_per_epoch(len(dataset.y_train), config.batch_size)
+  shape_key = config.replace(seed=0, data_seed=0, num_models=1, n_train=0, n_test=0, noise=0.0)
+  tx, run_epoch = zoo_epoch_fn(model, shape_key, steps)
+  init_keys, data_keys = model_keys(config.seed, run_ids)
+  params = split_models(init_params(model, dataset.x_train.shape[1], init_keys), mesh)
+  opt_state = split_models(jax.vmap(tx.init)(params), mesh)
+  data_keys = split_models(data_keys, mesh)
+  x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
+  if extra and log is not None:
+    log(f"{len(ids)} models on {mesh.devices.size} devices: {extra} padding model(s) trained "
+        "and dropped")
 
-  epoch = make_epoch(model, tx, config.batch_size)
-  run_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
-  epoch_keys = jax.jit(jax.vmap(jax.random.fold_in, (0, None)))
   start = time.perf_counter()
   for e in range(config.epochs):
-    params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
+    params, opt_state, losses = run_epoch(params, opt_state, _epoch_keys(data_keys, e), x, y)
     if log is not None:
-      losses = np.asarray(losses)
+      losses = to_host(losses)[:len(ids)]
       finite = losses[np.isfinite(losses)]
       med = f"{np.median(finite):.4f}" if finite.size else "nan"
       log(f"{config.dataset} hidden={list(config.hidden)} epoch {e + 1}/{config.epochs}: "
           f"median train loss {med}, {losses.size - finite.size} non-finite, "
           f"{time.perf_counter() - start:.1f}s")
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
   return Zoo(config, params, zoo_metrics(model, params, dataset))
 
 

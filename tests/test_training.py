@@ -1,3 +1,5 @@
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +143,32 @@ def test_schedules():
   assert float(one(0)) == pytest.approx(0.1 / 25) and float(one(30)) == pytest.approx(0.1)
   assert float(one(100)) == pytest.approx(0.1 / 25 / 1e4, rel=1e-3)
   assert float(make_schedule("constant", 0.3, 10)(7)) == pytest.approx(0.3)
+
+
+class _CompileLog(logging.Handler):
+  """Collects JAX's 'Compiling <name> ...' log lines while `jax.log_compiles` is on."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.names = []
+
+  def emit(self, record):
+    msg = record.getMessage()
+    if msg.startswith("Compiling "):
+      self.names.append(msg.split()[1])
+
+
+def test_epochs_and_seeds_reuse_one_compilation():
+  data = load_dataset(default_config("moons"))
+  counter, jax_logger = _CompileLog(), logging.getLogger("jax")
+  jax_logger.addHandler(counter)
+  try:
+    with jax.log_compiles(True):
+      config = default_config("moons", hidden=(5,), num_models=3, epochs=4, batch_size=200)
+      train_zoo(config, data, log=None)
+      assert counter.names.count("jit(epoch)") == 1  # one compile for all 4 epochs
+      before = len(counter.names)
+      train_zoo(config.replace(seed=7), data, log=None)  # another zoo of the same shape
+      assert counter.names[before:] == []
+  finally:
+    jax_logger.removeHandler(counter)
