@@ -1,7 +1,8 @@
-"""Linear mode connectivity of trained zoos: naive, and after weight matching.
+"""Linear mode connectivity of trained zoos: naive, and after alignment.
 
   python -m experiments.barrier                      # every zoo under runs/
   python -m experiments.barrier --zoo=runs/moons_w8,runs/moons_w512
+  python -m experiments.barrier --align=weight,activation,ste,sinkhorn,mergemany,exact --repair
 
 For each zoo: the test loss at 11 points on the line between every pair, before and after
 aligning every model to --reference by weight matching, written to <zoo>/barrier.json
@@ -10,6 +11,11 @@ pair). Across the zoos of a dataset: the study's figures (Fig 4.1/4.4/4.5 epsilo
 width, Fig 4.2 loss curves, Fig 4.6 clustered epsilon matrices) and a summary table,
 printed and written as CSV. Expected on Moons: median aligned epsilon below naive at
 every width >= 4, and naive epsilon falling as width grows.
+
+With several --align methods (each an entry of barrier.json's "methods", keyed by name;
+weight matching always runs) it also prints and writes the comparison of the methods:
+median epsilon and quartiles per width, seconds, how often each reaches the exact optimum
+(narrow nets), and epsilon of pairs with and without the reference.
 """
 from __future__ import annotations
 
@@ -21,7 +27,10 @@ from absl import app, flags, logging
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax import figures
-from lmc_jax.barrier_analysis import BARRIER_JSON, analyse_zoo, usable_models
+from lmc_jax.alignment_comparison import (COMPARISON_COLUMNS, COMPARISON_HEADERS, comparison_figure,
+                                          comparison_rows)
+from lmc_jax.alignment_methods import METHODS, MethodSettings, check_methods
+from lmc_jax.barrier_analysis import analyse_zoo, usable_models
 from lmc_jax.config import ZooConfig
 from lmc_jax.errors import LmcError
 from lmc_jax.reporting import epsilon_row, find_zoos, format_table, write_csv
@@ -32,8 +41,23 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under --runs).")
 flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
 flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.")
+flags.DEFINE_list("align", ["weight"], f"Alignment methods, comma-separated: "
+                  f"{', '.join(METHODS)} (weight always runs).")
+flags.DEFINE_bool("repair", False, "Also measure every line after REPAIR (renormalised hidden "
+                  "units), as entries '<method>+repair'.")
+flags.DEFINE_bool("diagnostics", False, "Also record cycle consistency of weight and activation "
+                  "matching and the spread of weight matching over 5 layer orders.")
 flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps over the hidden layers.")
-flags.DEFINE_integer("seed", 0, "Seed of the layer orders of weight matching.")
+flags.DEFINE_integer("seed", 0, "Seed of layer orders, batches and alphas of the methods.")
+flags.DEFINE_integer("fit_samples", 2048, "Training inputs for activation matching, STE, "
+                     "Sinkhorn and REPAIR statistics.")
+flags.DEFINE_integer("ste_steps", 50, "Straight-through estimator steps (batches of 256).")
+flags.DEFINE_float("ste_lr", 1e-3, "Straight-through estimator Adam learning rate.")
+flags.DEFINE_integer("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256).")
+flags.DEFINE_float("sinkhorn_lr", 0.1, "Sinkhorn matching Adam learning rate (on the logits).")
+flags.DEFINE_enum("sinkhorn_objective", "expected", ["expected", "midpoint"], "Sinkhorn loss: "
+                  "at a random alpha each step (expected) or at alpha 1/2.")
+flags.DEFINE_integer("mergemany_rounds", 100, "Most MergeMany rounds over all models.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measured on.")
 flags.DEFINE_enum("matcher", "host", ["host", "device"], "Weight matching one model at a time "
                   "with scipy (host), or all models at once with a jitted solver (device, float32).")
@@ -48,23 +72,18 @@ HEADERS = ["width", "pairs", "naive Q1", "naive median", "naive Q3",
            "aligned Q1", "aligned median", "aligned Q3"]
 
 
-def barrier_for(directory: Path, doc: dict) -> dict:
-  """barrier.json of a zoo, recomputed unless a current one with these settings exists."""
-  path = directory / BARRIER_JSON
-  if path.exists() and not FLAGS.recompute:
-    try:
-      old = json.loads(path.read_text())
-      a = old["aligned"]
-      if (old.get("params_sha256") == doc["params_sha256"] and old.get("split") == FLAGS.split
-          and a.get("reference") == FLAGS.reference and a.get("max_iter") == FLAGS.max_iter
-          and a.get("seed") == FLAGS.seed and a.get("matcher", "host") == FLAGS.matcher):
-        logging.info("%s: reusing %s (pass --recompute to redo it)", directory, BARRIER_JSON)
-        return old
-    except (ValueError, KeyError, TypeError):
-      pass
-  logging.info("%s: interpolating every pair, naive and aligned", directory)
-  return analyse_zoo(directory, FLAGS.reference, FLAGS.max_iter, FLAGS.seed, FLAGS.split,
-                     data_dir=FLAGS.data_dir, matcher=FLAGS.matcher)
+def barrier_for(directory: Path) -> dict:
+  """barrier.json of a zoo; entries with these settings already there are kept."""
+  settings = MethodSettings(
+      seed=FLAGS.seed, max_iter=FLAGS.max_iter, matcher=FLAGS.matcher,
+      fit_samples=FLAGS.fit_samples, ste_steps=FLAGS.ste_steps, ste_lr=FLAGS.ste_lr,
+      sinkhorn_steps=FLAGS.sinkhorn_steps, sinkhorn_lr=FLAGS.sinkhorn_lr,
+      sinkhorn_objective=FLAGS.sinkhorn_objective, mergemany_rounds=FLAGS.mergemany_rounds)
+  logging.info("%s: interpolating every pair, naive and aligned by %s", directory,
+               ",".join(FLAGS.align))
+  return analyse_zoo(directory, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
+                     methods=FLAGS.align, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
+                     settings=settings, recompute=FLAGS.recompute)
 
 
 def record(directory: Path, doc: dict, result: dict) -> dict:
@@ -72,6 +91,7 @@ def record(directory: Path, doc: dict, result: dict) -> dict:
   return {"width": doc["config"]["hidden"][0], "data_source": doc.get("data_source", ""),
           "naive": result["naive"],
           "aligned": result["aligned"], "alphas": result["alphas"], "models": models,
+          "methods": result.get("methods", {}),
           "reference": result["aligned"]["reference"],
           "mean_test_loss": float(np.mean([doc["models"][k]["test_loss"] for k in models]))}
 
@@ -88,10 +108,11 @@ def main(argv):
       raise LmcError(f"No zoo found under {FLAGS.runs}; train one with `python -m experiments.zoo` "
                      "or pass --zoo.")
     fig_dir = Path(FLAGS.figures or Path(FLAGS.runs) / "figures")
+  check_methods(FLAGS.align)
   docs = [read_zoo_json(z) for z in zoos]  # checks every zoo before any work
   groups = {}
   for directory, doc in zip(zoos, docs):
-    result = barrier_for(directory, doc)
+    result = barrier_for(directory)
     cfg = dict(doc["config"])
     cfg.pop("hidden")
     key = json.dumps(cfg, sort_keys=True)
@@ -117,6 +138,17 @@ def main(argv):
                                        FLAGS.split))
       paths.append(figures.epsilon_matrices(recs, dataset, which,
                                             fig_dir / f"{label}_epsilon_matrix_{which}.png"))
+    if len(FLAGS.align) > 1 or FLAGS.repair:
+      names = check_methods(["weight"] + FLAGS.align)
+      names += [f"{m}+repair" for m in ["naive"] + names] if FLAGS.repair else []
+      rows = comparison_rows(recs, names)
+      print(f"\n{label}: alignment methods, epsilon on the {FLAGS.split} split (quartiles over "
+            f"pairs); 'ref'/'other': median over pairs with/without model {FLAGS.reference}; "
+            "'optimal': pairs with the reference where the method reaches exact search's epsilon")
+      print(format_table(rows, COMPARISON_COLUMNS, COMPARISON_HEADERS))
+      write_csv(fig_dir / f"{label}_alignment_methods.csv", rows)
+      paths.append(comparison_figure(recs, names, dataset,
+                                     fig_dir / f"{label}_alignment_methods.png"))
     print("figures: " + ", ".join(str(p) for p in paths))
 
 

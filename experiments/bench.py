@@ -1,10 +1,14 @@
-"""Benchmark: the vectorised zoo and pair sweep against the plain loops they replace.
+"""Benchmark: every vectorised path against the plain loop it replaces, in one run.
 
-  python -m experiments.bench            # Moons width 512, 50 models, 100 epochs
-  python -m experiments.bench --quick    # a smaller zoo, about a minute on 2 CPU cores
+  python -m experiments.bench            # Moons widths 16 and 512, 50 models, 100 epochs
+  python -m experiments.bench --quick    # 20 models, 20 epochs: a couple of minutes on 2 cores
+  python -m experiments.bench --json=bench.json
 
-Prints a table: seconds for each side measured in the same run (compilation excluded and
-reported apart), the speed-up, and the achieved FLOP/s of the matrix products.
+Prints one table: for zoo training, the pair sweep, a loss plane and weight matching
+(to a reference and of all pairs), the seconds of each side measured in the same run
+(compilation excluded and reported apart), the speed-up, the achieved FLOP/s and bytes/s,
+and the floor: the least time the device could take at its measured matmul rate and copy
+bandwidth, with which of the two bounds it.
 """
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import platform
 import jax
 from absl import app, flags
 
-from experiments.common import exit_on_lmc_error
+from experiments.common import exit_on_lmc_error, int_list
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax.benchmarks import bench_alignment, bench_pair_sweep, bench_training
+from lmc_jax.benchmarks import (bench_alignment, bench_pair_sweep, bench_plane, bench_training,
+                                device_rates, floor_s)
 from lmc_jax.config import default_config
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
@@ -24,56 +29,105 @@ from lmc_jax.training import train_zoo
 from lmc_jax.zoo_io import package_versions
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("width", 512, "Hidden width of the Moons nets.")
+flags.DEFINE_list("width", ["16", "512"], "Hidden widths of the Moons nets; training and the "
+                  "sweep are timed at each, the plane and alignment at the widest.")
 flags.DEFINE_integer("num_models", 50, "Models in the zoo (pairs: n(n-1)/2).")
 flags.DEFINE_integer("epochs", 100, "Training epochs timed.")
-flags.DEFINE_bool("quick", False, "Small sizes for a 2-core CPU: 20 models, 20 epochs.")
+flags.DEFINE_integer("align_models", None, "Align all pairs of the first this many models "
+                     "(default: all; --quick: 10).")
+flags.DEFINE_bool("quick", False, "Small sizes for a 2-core CPU: 20 models, 20 epochs, "
+                  "alignment of 10 models.")
 flags.DEFINE_string("json", None, "Also write the numbers to this JSON file.")
 
+COLUMNS = ["what", "baseline", "baseline_s", "vectorised_s", "speedup", "gflops", "gbytes",
+           "floor_s", "of_floor", "bound", "compile_s"]
+HEADERS = ["what", "baseline", "baseline s", "vectorised s", "speed-up", "GFLOP/s", "GB/s",
+           "floor s", "floor/actual", "bound", "compile s"]
 
-def row(what, baseline, baseline_s, vectorised_s, flops, compile_s) -> dict:
-  """One table row: both timings, the speed-up, and FLOP/s of the vectorised side."""
-  return {"what": what, "baseline": baseline, "baseline_s": baseline_s, "vectorised_s": vectorised_s,
-          "speedup": f"{baseline_s / vectorised_s:.1f}x",
-          "gflops": "-" if flops is None else f"{flops / vectorised_s / 1e9:.1f}",
-          "compile_s": compile_s}
+
+def row(what, baseline, baseline_s, vectorised_s, compile_s, rates, flops=None,
+        num_bytes=None) -> dict:
+  """One table row: both timings, the speed-up, and the vectorised side's rates and floor."""
+  out = {"what": what, "baseline": baseline, "baseline_s": baseline_s,
+         "vectorised_s": vectorised_s, "speedup": f"{baseline_s / vectorised_s:.1f}x",
+         "gflops": "-", "gbytes": "-", "floor_s": "-", "of_floor": "-", "bound": "-",
+         "compile_s": compile_s}
+  if flops is not None:
+    floor, bound = floor_s(flops, num_bytes, rates)
+    out.update(gflops=f"{flops / vectorised_s / 1e9:.1f}",
+               gbytes=f"{num_bytes / vectorised_s / 1e9:.2f}", floor_s=floor,
+               of_floor=f"{floor / vectorised_s:.1%}", bound=bound)
+  return out
+
+
+def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
+  """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
+  config = default_config("moons", hidden=(width,), num_models=n, epochs=epochs)
+  data = load_dataset(config)
+  train = bench_training(config, data)
+  zoo = train_zoo(config, data, log=None)
+  sweep = bench_pair_sweep(config, data, zoo.params)
+  record[f"w{width}"] = {"training": train, "sweep": sweep}
+  what = f"w{width}: train {n} models x {epochs} epochs"
+  pairs = f"w{width}: {sweep['pairs']} pairs x 11 alphas"
+  t, s = train, sweep
+  rows = [
+      row(what, "a model at a time, a call per step", t["step_loop_s"], t["zoo_s"],
+          t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
+      row(what, "a model at a time, a call per epoch", t["loop_s"], t["zoo_s"],
+          t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
+      row(pairs, "loop: mix per tensor, a call per batch", s["study_loop_s"], s["sweep_s"],
+          s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
+      row(pairs, "loop: a jitted call per (pair, alpha)", s["loop_s"], s["sweep_s"],
+          s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
+  ]
+  return rows, config, data, zoo.params
 
 
 @exit_on_lmc_error
 def main(argv):
   del argv
   n, epochs = (20, 20) if FLAGS.quick else (FLAGS.num_models, FLAGS.epochs)
-  if n < 2:
-    raise LmcError(f"--num_models must be >= 2 to have pairs, got {n}.")
-  config = default_config("moons", hidden=(FLAGS.width,), num_models=n, epochs=epochs)
-  data = load_dataset(config)
+  align_n = FLAGS.align_models or (10 if FLAGS.quick else n)
+  if n < 3:
+    raise LmcError(f"--num_models must be >= 3 (pairs and a plane), got {n}.")
+  if not 2 <= align_n <= n:
+    raise LmcError(f"--align_models must be between 2 and --num_models ({n}), got {align_n}.")
+  widths = int_list(FLAGS.width, "width")
   device = jax.devices()[0]
+  rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
-        f"Moons width {FLAGS.width}, {n} models, {epochs} epochs")
-  train = bench_training(config, data)
-  zoo = train_zoo(config, data, log=None)
-  sweep = bench_pair_sweep(config, data, zoo.params)
-  align = bench_alignment(config, zoo.params)
-  what_train = f"train {n} models x {epochs} epochs"
-  rows = [
-      row(what_train, "one model, a call per step", train["step_loop_s"], train["zoo_s"],
-          train["flops"], train["compile_zoo_s"]),
-      row(what_train, "one model, a call per epoch", train["loop_s"], train["zoo_s"],
-          train["flops"], train["compile_zoo_s"]),
-      row(f"{sweep['pairs']} pairs x 11 alphas, test loss", "loop over pairs, alphas",
-          sweep["loop_s"], sweep["sweep_s"], sweep["flops"], sweep["compile_sweep_s"]),
-      row(f"weight-match all {align['pairs']} pairs", "scipy, a pair at a time", align["host_s"],
-          align["device_s"], None, align["compile_s"]),
+        f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
+        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; Moons, {n} models, {epochs} epochs")
+  record, rows = {}, []
+  for width in widths:
+    width_out, config, data, params = width_rows(width, n, epochs, rates, record)
+    rows += width_out
+  widest = max(widths)
+  plane = bench_plane(config, data, params)
+  first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
+  align = bench_alignment(config.replace(num_models=align_n), first)
+  record.update(plane=plane, alignment=align)
+  rows += [
+      row(f"w{widest}: loss plane, {plane['points']} points", "a jitted call per point",
+          plane["loop_s"], plane["plane_s"], plane["compile_s"], rates, plane["flops"],
+          plane["bytes"]),
+      row(f"w{widest}: weight-match {align['models'] - 1} models to one",
+          "scipy, a model at a time", align["reference_host_s"], align["reference_device_s"],
+          align["compile_s"], rates),
+      row(f"w{widest}: weight-match all {align['pairs']} pairs", "scipy, a pair at a time",
+          align["host_s"], align["device_s"], align["compile_s"], rates),
   ]
-  cols = ["what", "baseline", "baseline_s", "vectorised_s", "speedup", "gflops", "compile_s"]
-  print(format_table(rows, cols, ["what", "baseline", "baseline s", "vectorised s", "speed-up",
-                                  "GFLOP/s (vectorised)", "compile s"]))
-  print(f"loop and sweep agree to {sweep['max_abs_diff']:.2e} (max abs difference in loss); "
-        f"host and device matching objectives agree to {align['max_rel_objective_diff']:.1e} "
-        "(max relative difference; float32 on the device)")
+  print(format_table(rows, COLUMNS, HEADERS))
+  diffs = [record[f"w{w}"]["sweep"]["max_abs_diff"] for w in widths] + [plane["max_abs_diff"]]
+  print(f"loops and vectorised paths agree to {max(diffs):.2e} (max abs difference in loss); "
+        f"host and device matching objectives to {align['max_rel_objective_diff']:.1e} "
+        "(max relative difference; float32 on the device). Alignment: 'vectorised' is the "
+        "jitted solver vmapped over models or pairs.")
   if FLAGS.json:
-    atomic_write_json(FLAGS.json, {"config": config.to_dict(), "training": train, "sweep": sweep,
-                                   "alignment": align,
+    atomic_write_json(FLAGS.json, {"settings": {"models": n, "epochs": epochs, "widths": widths,
+                                                "align_models": align_n},
+                                   "rates": rates, "results": record, "table": rows,
                                    "device": str(device), "machine": platform.platform(),
                                    "versions": package_versions()})
 

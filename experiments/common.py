@@ -4,7 +4,8 @@ from __future__ import annotations
 import functools
 import sys
 
-from absl import logging
+import jax
+from absl import flags, logging
 
 from lmc_jax.errors import LmcError
 
@@ -28,3 +29,24 @@ def int_list(values, name: str):
   except ValueError:
     raise LmcError(f"--{name} must be a comma-separated list of integers, got "
                    f"{','.join(values)}.") from None
+
+
+def define_distributed_flags():
+  flags.DEFINE_bool("distributed", False, "Train across several hosts with jax.distributed: "
+                    "start the same command on every host (a cluster scheduler such as SLURM "
+                    "is detected; otherwise pass --coordinator, --num_processes, --process_id).")
+  flags.DEFINE_string("coordinator", None, "host:port of process 0, for --distributed.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.")
+  flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
+
+
+def init_distributed():
+  """Joins the processes named by the --distributed flags (a no-op without --distributed)."""
+  f = flags.FLAGS
+  if not f.distributed:
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts talk over gloo
+  jax.distributed.initialize(coordinator_address=f.coordinator, num_processes=f.num_processes,
+                             process_id=f.process_id)
+  logging.info("process %d of %d; %d devices in all", jax.process_index(), jax.process_count(),
+               jax.device_count())

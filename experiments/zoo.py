@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from experiments.common import exit_on_lmc_error, int_list
+from experiments.common import define_distributed_flags, exit_on_lmc_error, init_distributed, int_list
 from lmc_jax.config import DATASET_DEFAULTS, default_config
 from lmc_jax.models import INITS, LAYERNORM_POSITIONS
 from lmc_jax.optim import OPTIMIZERS, SCHEDULES
@@ -54,6 +54,7 @@ flags.DEFINE_float("noise", 0.1, "Moons noise standard deviation.")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
 flags.DEFINE_bool("overwrite", False, "Retrain and replace a zoo that already exists.")
+define_distributed_flags()
 
 COLUMNS = ["width", "optimizer", "init", "models", "diverged", "train_loss", "test_loss",
            "train_acc", "test_acc"]
@@ -72,6 +73,7 @@ def config_for(width: int):
 @exit_on_lmc_error
 def main(argv):
   del argv
+  init_distributed()
   widths = int_list(FLAGS.width, "width")
   configs = [config_for(w) for w in widths]  # validates every width before any training
   out = Path(FLAGS.out)
@@ -80,7 +82,12 @@ def main(argv):
     directory = out / zoo_dirname(config)
     logging.info("zoo %s: %d models, hidden %s, %d epochs", directory, config.num_models,
                  list(config.hidden), config.epochs)
-    rows.append(zoo_row(run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir)))
+    doc = run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir)
+    if doc is None:  # not the first of several processes: it has written and will report
+      continue
+    rows.append(zoo_row(doc))
+  if not rows:
+    return
   print(f"{rows[0]['source'] or FLAGS.dataset}: mean +- std over the models of each zoo")
   print(format_table(rows, COLUMNS))
   every = [zoo_row(read_zoo_json(d)) for d in find_zoos(out)]

@@ -1,21 +1,29 @@
 """Naive and aligned interpolation curves of a zoo on disk, written to `barrier.json`.
 
-`barrier.json` = {"alphas": [...], "split": "test",
+`barrier.json` = {"alphas": [...], "split": "test", "reference": r,
   "naive": {"pairs": [[i, j], ...], "loss": [[A floats], ...], "acc": [...],
             "epsilon": [...], "barrier": [...], "rebasin_barrier": [...]},
-  "aligned": {the same keys, plus "reference", "method", "max_iter", "sweeps"},
+  "methods": {"weight": {the same keys, plus "reference", "settings", "seconds",
+                         "sweep_seconds", "info", "fraction_moved"},
+              "activation": ..., "weight+repair": {curves after REPAIR}, ...},
+  "aligned": the weight entry's curves with "reference", "method", "max_iter", "sweeps",
+  "diagnostics": {...} (optional),
   "excluded": [diverged models], "params_sha256": the zoo's, "versions": {...}}
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
+from lmc_jax.activation_matching import activation_matching
+from lmc_jax.alignment_diagnostics import cycle_consistency, fraction_moved, weight_matching_restarts
+from lmc_jax.alignment_methods import MethodResult, MethodSettings, align_by, check_methods
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
 from lmc_jax.datasets import dims_of, load_dataset
@@ -23,8 +31,9 @@ from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import Curves, all_pairs, default_alphas, pair_sweep
 from lmc_jax.measures import MEASURES
 from lmc_jax.permutation import flatten, spec_for_config, validate_spec
+from lmc_jax.repair import repaired_pair_sweep
 from lmc_jax.training import model_for
-from lmc_jax.weight_matching import align_zoo
+from lmc_jax.weight_matching import weight_matching
 from lmc_jax.zoo_io import load_zoo, package_versions, read_zoo_json
 
 BARRIER_JSON = "barrier.json"
@@ -60,12 +69,41 @@ def usable_models(doc: dict, directory) -> list:
   return [k for k in range(len(models)) if k not in excluded]
 
 
-def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0,
-                split: str = "test", alphas: Optional[np.ndarray] = None,
-                data_dir="data", matcher: str = "host") -> dict:
-  """Naive curves and curves after weight matching every model to `reference`; writes
-  `barrier.json` into the zoo directory (atomically) and returns its dict."""
+def _previous(path: Path, doc: dict, split: str, reference: int, alphas) -> Optional[dict]:
+  """The zoo's barrier.json if it was computed from these params with these settings."""
+  try:
+    old = json.loads(path.read_text())
+    if (old.get("params_sha256") == doc["params_sha256"] and old.get("split") == split
+        and old.get("reference") == reference and np.allclose(old["alphas"], alphas)
+        and "naive" in old):
+      return old
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  return None
+
+
+def _method_entry(curves: Curves, reference: int, settings: dict, result: MethodResult,
+                  sweep_seconds: float) -> dict:
+  return dict(curves_entry(curves), reference=reference, settings=settings,
+              seconds=result.seconds, sweep_seconds=sweep_seconds, info=result.info,
+              fraction_moved=[fraction_moved(p) for p in result.perms])
+
+
+def analyse_zoo(directory, reference: int = 0, split: str = "test",
+                alphas: Optional[np.ndarray] = None, data_dir="data",
+                methods: Sequence[str] = ("weight",), repair: bool = False,
+                diagnostics: bool = False, settings: MethodSettings = MethodSettings(),
+                recompute: bool = False) -> dict:
+  """Naive curves and curves after each alignment method in `methods`; writes
+  `barrier.json` into the zoo directory (atomically) and returns its dict.
+
+  `weight` always runs (it fills `aligned`, the study's measure). With `repair`, every
+  set of curves is also measured after REPAIR (entries `<name>+repair`, `naive+repair`).
+  Entries already in a barrier.json computed from the same params, split, reference and
+  method settings are kept as they are unless `recompute`.
+  """
   directory = Path(directory)
+  methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
   config, model, params, doc = load_zoo_checked(directory)
   if split not in ("test", "train"):
     raise LmcError(f"Unknown split {split!r}; use 'test' or 'train'.")
@@ -82,28 +120,91 @@ def analyse_zoo(directory, reference: int = 0, max_iter: int = 50, seed: int = 0
                    f"--reference, e.g. {usable[0]}.")
   data = load_dataset(config, data_dir)
   x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+  fit_x, fit_y = data.x_train, data.y_train
   alphas = default_alphas() if alphas is None else np.asarray(alphas)
-  pairs = all_pairs(n, exclude=set(range(n)) - set(usable))
-
-  t0 = time.perf_counter()
-  naive = pair_sweep(model, params, pairs, x, y, alphas)
-  t1 = time.perf_counter()
+  skip = set(range(n)) - set(usable)
+  pairs = all_pairs(n, exclude=skip)
   spec = spec_for_config(config)
-  alignment = align_zoo(jax.random.key(seed), spec, params, reference, max_iter,
-                        skip=set(range(n)) - set(usable), matcher=matcher)
-  t2 = time.perf_counter()
-  aligned = pair_sweep(model, alignment.params, pairs, x, y, alphas)
-  t3 = time.perf_counter()
 
-  result = {
-      "zoo": str(directory), "split": split, "alphas": alphas.tolist(),
-      "excluded": sorted(set(range(n)) - set(usable)),
-      "naive": curves_entry(naive),
-      "aligned": dict(curves_entry(aligned), reference=reference, method="weight_matching",
-                      max_iter=max_iter, seed=seed,
-                      sweeps=alignment.sweeps, matcher=matcher),
-      "seconds": {"naive_sweep": t1 - t0, "alignment": t2 - t1, "aligned_sweep": t3 - t2},
-      "params_sha256": doc["params_sha256"], "versions": package_versions(),
-  }
+  old = None if recompute else _previous(directory / BARRIER_JSON, doc, split, reference, alphas)
+  if old is None:
+    t0 = time.perf_counter()
+    naive = pair_sweep(model, params, pairs, x, y, alphas)
+    result = {"zoo": str(directory), "split": split, "reference": reference,
+              "alphas": alphas.tolist(), "excluded": sorted(skip),
+              "naive": curves_entry(naive), "methods": {},
+              "seconds": {"naive_sweep": time.perf_counter() - t0}}
+  else:
+    result = old
+    result.setdefault("methods", {})
+  kept = []
+  stacks = {}
+  for name in methods:
+    wanted = settings.for_method(name)
+    entry = result["methods"].get(name)
+    if entry is not None and entry.get("settings") == wanted and (
+        not repair or f"{name}+repair" in result["methods"] or "skipped" in entry):
+      kept.append(name)
+      continue
+    logging.info("%s: aligning by %s", directory, name)
+    try:
+      res = align_by(name, model, spec, params, reference, skip, fit_x, fit_y, x, y, settings)
+    except LmcError as e:
+      if len(methods) == 1:
+        raise
+      logging.warning("%s: %s skipped: %s", directory, name, e)
+      result["methods"][name] = {"skipped": str(e), "settings": wanted}
+      continue
+    t = time.perf_counter()
+    curves = pair_sweep(model, res.params, pairs, x, y, alphas)
+    result["methods"][name] = _method_entry(curves, reference, wanted, res,
+                                            time.perf_counter() - t)
+    stacks[name] = res
+    if repair:
+      repaired = repaired_pair_sweep(model, res.params, pairs, fit_x[:settings.fit_samples], x,
+                                     y, alphas)
+      result["methods"][f"{name}+repair"] = dict(curves_entry(repaired), reference=reference,
+                                                 settings=wanted)
+  if repair and "naive+repair" not in result["methods"]:
+    repaired = repaired_pair_sweep(model, params, pairs, fit_x[:settings.fit_samples], x, y,
+                                   alphas)
+    result["methods"]["naive+repair"] = curves_entry(repaired)
+  if kept:
+    logging.info("%s: kept the %s results already in %s (pass --recompute to redo them)",
+                 directory, ", ".join(kept), BARRIER_JSON)
+  weight = result["methods"]["weight"]
+  result["aligned"] = dict({k: weight[k] for k in ("pairs", "loss", "acc", *MEASURES)},
+                           reference=reference, method="weight_matching",
+                           max_iter=weight["settings"]["max_iter"],
+                           seed=weight["settings"]["seed"], matcher=weight["settings"]["matcher"],
+                           sweeps=weight["info"]["sweeps"])
+  if diagnostics:
+    result["diagnostics"] = alignment_diagnostics(model, spec, params, reference, usable,
+                                                  fit_x[:settings.fit_samples], x, y, settings)
+  result["versions"] = package_versions()
+  result["params_sha256"] = doc["params_sha256"]
   atomic_write_json(directory / BARRIER_JSON, result)
   return result
+
+
+def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x, y,
+                          settings: MethodSettings, triples: int = 10, restarts: int = 5) -> dict:
+  """Cycle consistency of weight and activation matching over triples (reference, k, k+1),
+  and the spread of weight matching over `restarts` layer orders, for up to `triples`
+  models besides the reference."""
+  host = jax.tree_util.tree_map(np.asarray, params)
+  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  others = [k for k in usable if k != reference][:triples + 1]
+  trips = [(reference, a, b) for a, b in zip(others[:-1], others[1:])]
+  key = jax.random.key(settings.seed)
+  matchers = {
+      "weight": lambda a, b: weight_matching(key, spec, take(a), take(b), settings.max_iter).perm,
+      "activation": lambda a, b: activation_matching(model, spec, take(a), take(b), fit_x),
+  }
+  out = {"triples": [list(map(int, t)) for t in trips]}
+  for name, match in matchers.items():
+    out[f"{name}_cycle_consistency"] = cycle_consistency(match, trips)
+  out["weight_restarts"] = weight_matching_restarts(spec, model, params, reference,
+                                                    others[:triples], restarts, x, y,
+                                                    settings.max_iter)
+  return out

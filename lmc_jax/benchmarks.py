@@ -1,7 +1,12 @@
 """Speed of the vectorised paths against the plain loops they replace, measured in one run.
 
 Each function times both sides after compiling them (compile time is reported apart),
-so the ratio is the steady-state speed-up a study sees.
+so the ratio is the steady-state speed-up a study sees. Each also counts the work it does:
+`flops` (matrix products, 2 per multiply-add) and `bytes` (the memory traffic no
+implementation avoids: for training the optimizer state read and written once per step,
+for a sweep the endpoint parameters read and the mixed ones written once per network).
+`floor_s` turns those into the least time the device could take, from its rates measured
+by `device_rates`.
 """
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.datasets import Dataset
 from lmc_jax.evaluation import metrics_one, to_batches
 from lmc_jax.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
+from lmc_jax.loss_plane import plane_basis, plane_metrics
+from lmc_jax.models import loss_and_correct
 from lmc_jax.optim import optimizer_for
 from lmc_jax.permutation import spec_for_config
 from lmc_jax.training import (epoch_batches, init_params, make_epoch, make_train_step, model_for,
-                              model_keys, steps_per_epoch)
-from lmc_jax.weight_matching import align_pairs
+                              model_keys, models_per_chunk, steps_per_epoch)
+from lmc_jax.weight_matching import align_pairs, align_zoo
 
 
 def _block(tree):
@@ -29,6 +36,40 @@ def _block(tree):
 def mlp_matmul_flops(params_one) -> int:
   """Multiply-adds x 2 of one forward pass of one sample (kernels only)."""
   return 2 * sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+
+
+def num_params(params_one) -> int:
+  return sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one))
+
+
+def _best_of(fn, repeats: int = 5) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def device_rates(copy_mib: int = 256, matmul_n: int = 2048) -> dict:
+  """The default device's measured copy bandwidth (bytes/s: read plus write of a
+  `copy_mib` MiB float32 array) and float32 matmul rate (FLOP/s, `matmul_n` squared)."""
+  x = jnp.ones((copy_mib * 2 ** 18,), jnp.float32)
+  copy = jax.jit(lambda a: a * 1.0001)
+  copy_s = _best_of(lambda: copy(x).block_until_ready())
+  a = jnp.ones((matmul_n, matmul_n), jnp.float32)
+  mm = jax.jit(lambda u: u @ u)
+  mm_s = _best_of(lambda: mm(a).block_until_ready())
+  return {"copy_bytes_per_s": 2 * x.nbytes / copy_s, "matmul_flops_per_s": 2 * matmul_n ** 3 / mm_s}
+
+
+def floor_s(flops: float, num_bytes: float, rates: dict) -> tuple:
+  """(seconds, bound): the least time for `flops` and `num_bytes` at the device's rates,
+  and which of the two bounds it ('compute' or 'memory')."""
+  compute = flops / rates["matmul_flops_per_s"]
+  memory = num_bytes / rates["copy_bytes_per_s"]
+  return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
 def bench_training(config: ZooConfig, data: Dataset) -> dict:
@@ -44,7 +85,12 @@ def bench_training(config: ZooConfig, data: Dataset) -> dict:
   opt = jax.vmap(tx.init)(params)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   epoch = make_epoch(model, tx, config.batch_size)
-  zoo_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, 0, 0, None, None)))
+  # The zoo side as train_zoo runs it (chunks of models on a CPU), without donation so
+  # the initial state can be reused below.
+  chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
+                           min(config.batch_size, len(data.y_train)), len(ids))
+  zoo_epoch = jax.jit(lambda p, o, k, x, y: jax.lax.map(lambda m: epoch(*m, x, y), (p, o, k),
+                                                        batch_size=chunk))
   one_epoch = jax.jit(epoch)
   fold = jax.vmap(jax.random.fold_in, (0, None))
 
@@ -85,9 +131,13 @@ def bench_training(config: ZooConfig, data: Dataset) -> dict:
     _block(pk)
   step_loop_s = time.perf_counter() - t
 
-  flops = 3 * mlp_matmul_flops(take(params, 0)) * len(data.y_train) * config.epochs * len(ids)
-  return {"zoo_s": zoo_s, "loop_s": loop_s, "step_loop_s": step_loop_s, "compile_zoo_s": compile_zoo,
-          "compile_loop_s": compile_one, "flops": flops}
+  one_model = take(params, 0)
+  flops = 3 * mlp_matmul_flops(one_model) * len(data.y_train) * config.epochs * len(ids)
+  model_steps = steps_per_epoch(len(data.y_train), config.batch_size) * config.epochs * len(ids)
+  state_words = 7 if config.optimizer == "adamw" else 5  # params, grads and two moments
+  num_bytes = 4 * state_words * num_params(one_model) * model_steps
+  return {"zoo_s": zoo_s, "models_per_chunk": chunk, "loop_s": loop_s, "step_loop_s": step_loop_s,
+          "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops, "bytes": num_bytes}
 
 
 def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
@@ -117,10 +167,63 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
     for a, alpha in enumerate(alphas):
       loop[p, a] = float(one(members[i], members[j], alpha)[0])
   loop_s = time.perf_counter() - t
-  max_diff = float(np.max(np.abs(loop - curves.loss)))
-  flops = mlp_matmul_flops(take(0)) * len(pairs) * len(alphas) * len(y)
-  return {"sweep_s": sweep_s, "loop_s": loop_s, "compile_sweep_s": sweep_compile,
-          "flops": flops, "pairs": len(pairs), "max_abs_diff": max_diff}
+
+  # The study's style: mix the weights tensor by tensor, then run the test set through the
+  # network batch by batch (a DataLoader of 256) and sum the losses on the host.
+  forward = jax.jit(lambda params, xb, yb: loss_and_correct(model.apply({"params": params}, xb), yb))
+  test_batches = [(x[s:s + 256], y[s:s + 256]) for s in range(0, len(y), 256)]
+  forward(members[0], *test_batches[0])
+  study = np.zeros((len(pairs), len(alphas)))
+  t = time.perf_counter()
+  for p, (i, j) in enumerate(pairs):
+    for a, alpha in enumerate(alphas):
+      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, members[i], members[j])
+      total = 0.0
+      for xb, yb in test_batches:
+        total += float(jnp.sum(forward(mixed, xb, yb)[0]))
+      study[p, a] = total / len(y)
+  study_loop_s = time.perf_counter() - t
+
+  max_diff = float(max(np.max(np.abs(loop - curves.loss)), np.max(np.abs(study - curves.loss))))
+  nets = len(pairs) * len(alphas)
+  flops = mlp_matmul_flops(take(0)) * nets * len(y)
+  return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
+          "compile_sweep_s": sweep_compile, "flops": flops,
+          "bytes": 4 * 3 * num_params(take(0)) * nets, "pairs": len(pairs),
+          "max_abs_diff": max_diff}
+
+
+def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int = 21) -> dict:
+  """Seconds for the loss on a `resolution` squared grid in the plane of models 0, 1, 2:
+  one jitted chunked call against a loop calling a jitted evaluation per grid point."""
+  model = model_for(config)
+  take = lambda k: jax.tree_util.tree_map(lambda v: jnp.asarray(v[k]), params_stack)
+  basis = plane_basis(take(0), take(1), take(2))
+  lo, hi = basis.corners.min(0), basis.corners.max(0)
+  gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+  coords = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+  x, y = data.x_test, data.y_test
+  t = time.perf_counter()
+  plane_metrics(model, basis, coords, x, y)
+  compile_s = time.perf_counter() - t
+  t = time.perf_counter()
+  grid, _ = plane_metrics(model, basis, coords, x, y)
+  plane_s = time.perf_counter() - t
+
+  batches = to_batches(x, y)
+  point = jax.jit(lambda u, v: metrics_one(model, jax.tree_util.tree_map(
+      lambda o, a, b: o + u * a + v * b, basis.origin, basis.e1, basis.e2), batches))
+  point(0.0, 0.0)
+  loop = np.zeros(len(coords))
+  t = time.perf_counter()
+  for n, (u, v) in enumerate(coords):
+    loop[n] = float(point(u, v)[0])
+  loop_s = time.perf_counter() - t
+  one = take(0)
+  return {"plane_s": plane_s, "loop_s": loop_s, "compile_s": compile_s, "points": len(coords),
+          "flops": mlp_matmul_flops(one) * len(coords) * len(y),
+          "bytes": 4 * 4 * num_params(one) * len(coords),
+          "max_abs_diff": float(np.max(np.abs(loop - grid)))}
 
 
 def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict:
@@ -144,5 +247,17 @@ def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict
   objective = lambda tree: sum((a * np.asarray(b, np.float64)).reshape(len(pairs), -1).sum(1)
                                for a, b in zip(first, jax.tree_util.tree_leaves(tree)))
   oh, od = objective(host), objective(dev)
+
+  # Every model to model 0 (the study's star alignment): one model at a time on the host
+  # against all models at once with the jitted solver.
+  align_zoo(key, spec, params_stack, matcher="device")
+  t = time.perf_counter()
+  align_zoo(key, spec, params_stack, matcher="device")
+  ref_device_s = time.perf_counter() - t
+  t = time.perf_counter()
+  align_zoo(key, spec, params_stack)
+  ref_host_s = time.perf_counter() - t
   return {"host_s": host_s, "device_s": device_s, "compile_s": compile_s, "pairs": len(pairs),
-          "max_rel_objective_diff": float(np.max(np.abs(od - oh) / np.abs(oh)))}
+          "max_rel_objective_diff": float(np.max(np.abs(od - oh) / np.abs(oh))),
+          "reference_host_s": ref_host_s, "reference_device_s": ref_device_s,
+          "models": int(jax.tree_util.tree_leaves(params_stack)[0].shape[0])}

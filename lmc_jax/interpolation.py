@@ -46,13 +46,14 @@ def interpolate(params_i, params_j, alpha):
 
 
 def working_set_budget(device=None) -> int:
-  """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory,
-  128 MiB on a CPU (where a small working set stays in cache and is fastest)."""
+  """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory;
+  4 MiB on a CPU, about one core's L2 cache (a chunk that stays in cache runs fastest
+  there: 3-5x faster than 128 MiB chunks on the Moons sweeps of BUILD_NOTES.md)."""
   device = device or jax.devices()[0]
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"]) // 4 // 4
-  return 2 ** 25
+  return 2 ** 20
 
 
 def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: int,
@@ -67,8 +68,9 @@ def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: i
   return int(max(1, min(num_pairs, budget_elements // max(per_pair, 1))))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: int):
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: int,
+           transform=None, transform_data=None):
   num_alphas = alphas.shape[0]
 
   def one_chunk(pairs):
@@ -81,7 +83,10 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
       mixed = (1 - al) * a[:, None] + al * b[:, None]
       return mixed.reshape((chunk * num_alphas,) + a.shape[1:])
 
-    loss, acc = metrics_stack(model, jax.tree_util.tree_map(mix, pi, pj), batches)
+    mixed = jax.tree_util.tree_map(mix, pi, pj)
+    if transform is not None:
+      mixed = transform(model, mixed, pi, pj, alphas, transform_data)
+    loss, acc = metrics_stack(model, mixed, batches)
     return loss.reshape(chunk, num_alphas), acc.reshape(chunk, num_alphas)
 
   return jax.lax.map(one_chunk, pairs_chunked)
@@ -89,7 +94,8 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
 
 def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
                alphas: Optional[np.ndarray] = None, batch_size: int = 1024,
-               chunk: Optional[int] = None, devices=None) -> Curves:
+               chunk: Optional[int] = None, devices=None, transform=None,
+               transform_data=None) -> Curves:
   """Loss and accuracy at every alpha for every pair, in one jitted call.
 
   Args:
@@ -100,6 +106,9 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
     alphas: (A,) points in [0, 1]; default the study's 11.
     chunk: pairs per `lax.map` step; default from `working_set_budget()`.
     devices: the pairs of a chunk are split over these (default: every visible device).
+    transform: optional `f(model, mixed, params_i, params_j, alphas, transform_data)`
+      applied to each chunk's interpolated networks `(chunk * A, ...)` before they are
+      evaluated (e.g. REPAIR); a module-level function, so it can key the compilation.
   """
   alphas = default_alphas() if alphas is None else np.asarray(alphas, np.float64)
   pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
@@ -118,7 +127,8 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
   loss, acc = _sweep(model, replicate(params_stack, mesh),
                      split_models(padded.reshape(num_chunks, chunk, 2), mesh, axis=1),
                      replicate(jnp.asarray(alphas, jnp.float32), mesh), replicate(batches, mesh),
-                     chunk)
+                     chunk, transform,
+                     None if transform_data is None else replicate(transform_data, mesh))
   loss, acc = to_host((loss, acc))
   loss = loss.reshape(-1, len(alphas))[:len(pairs)]
   acc = acc.reshape(-1, len(alphas))[:len(pairs)]

@@ -116,6 +116,20 @@ def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params,
   return unflatten(out)
 
 
+def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], params):
+  """Params mixed by matrices `mats[p]` `(n, n)` on every axis permutation p acts on:
+  `new = mats[p] @ old` along that axis. For the matrix of a permutation `perm`
+  (`mats[p][i, perm[i]] = 1`) this is `apply_permutation`; for a doubly stochastic matrix
+  it is the soft relaxation Sinkhorn matching optimises."""
+  out = {}
+  for path, leaf in flatten(params).items():
+    for axis, p in enumerate(spec.axes_to_perm[path]):
+      if p is not None:
+        leaf = jnp.moveaxis(jnp.tensordot(mats[p], leaf, axes=([1], [axis])), 0, axis)
+    out[path] = leaf
+  return unflatten(out)
+
+
 def identity_permutation(sizes: Dict[str, int]) -> Dict[str, np.ndarray]:
   return {p: np.arange(n) for p, n in sizes.items()}
 

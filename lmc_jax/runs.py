@@ -5,6 +5,8 @@ import logging
 import time
 from pathlib import Path
 
+import jax
+
 from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
@@ -33,7 +35,8 @@ def zoo_dirname(config: ZooConfig) -> str:
 
 
 def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data") -> dict:
-  """Trains the zoo `config` into `directory` and returns its zoo.json dict.
+  """Trains the zoo `config` into `directory` and returns its zoo.json dict (None on every
+  process but the first when several hosts train it together).
 
   A finished zoo with the same config is reused as it is. A zoo with another config is
   an error unless `overwrite`; then it is replaced and results computed from the old
@@ -57,6 +60,8 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
   start = time.perf_counter()
   zoo = train_zoo(config, dataset)
   seconds = time.perf_counter() - start
+  if jax.process_index() != 0:  # several hosts trained it together; the first one writes
+    return None
   save_zoo(directory, config, zoo.params, zoo.metrics, extra={"train_seconds": seconds,
                                                                    "data_source": dataset.source})
   for name in STALE_RESULTS:

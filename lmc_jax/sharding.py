@@ -32,15 +32,24 @@ def padded_size(n: int, mesh: Mesh) -> int:
   return -(-n // d) * d
 
 
+def _place(tree, sharding: NamedSharding):
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  # Several hosts: every process holds the same full array and contributes its own shards.
+  def one(leaf):
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+  return jax.tree_util.tree_map(one, tree)
+
+
 def split_models(tree, mesh: Mesh, axis: int = 0):
-  """Places `tree` with its axis `axis` split over the mesh's devices."""
-  spec = PartitionSpec(*([None] * axis + [AXIS]))
-  return jax.device_put(tree, NamedSharding(mesh, spec))
+  """Places `tree` (arrays, not PRNG keys) with axis `axis` split over the mesh's devices."""
+  return _place(tree, NamedSharding(mesh, PartitionSpec(*([None] * axis + [AXIS]))))
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a full copy of `tree` on every device of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+  """Places a full copy of `tree` (arrays, not PRNG keys) on every device of the mesh."""
+  return _place(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def to_host(tree):

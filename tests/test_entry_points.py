@@ -65,6 +65,38 @@ def test_zoo_and_barrier_end_to_end(runs):
   assert (runs / "moons_zoo_summary.csv").read_text().count("\n") == 3
 
 
+def test_barrier_compares_alignment_methods_and_keeps_what_it_has(runs, tmp_path):
+  every = "weight,activation,ste,sinkhorn,mergemany,exact"
+  args = [f"--runs={runs}", f"--figures={tmp_path}", "--ste_steps=3", "--sinkhorn_steps=3"]
+  r = run("barrier", f"--align={every}", "--repair", "--diagnostics", *args)
+  assert r.returncode == 0, r.stderr
+  assert "alignment methods" in r.stdout and "mergemany+repair" in r.stdout
+  for w in (4, 8):
+    res = json.loads((runs / f"moons_w{w}" / "barrier.json").read_text())
+    for name in every.split(",") + ["naive+repair", "weight+repair", "exact+repair"]:
+      entry = res["methods"][name]  # same fields as 'aligned'
+      assert {"pairs", "loss", "acc", "epsilon", "barrier", "rebasin_barrier"} <= set(entry)
+      assert entry["pairs"] == res["aligned"]["pairs"]
+      np.testing.assert_allclose(entry["epsilon"], epsilon(np.asarray(entry["loss"]), res["alphas"]))
+    assert res["methods"]["weight"]["epsilon"] == res["aligned"]["epsilon"]
+    # Exact search is the optimum for the reference's pairs: no method beats it there.
+    ref = [k for k, (i, j) in enumerate(res["aligned"]["pairs"]) if 0 in (i, j)]
+    best = np.asarray(res["methods"]["exact"]["epsilon"])[ref]
+    for name in ("weight", "activation", "ste", "sinkhorn", "mergemany"):
+      assert (np.asarray(res["methods"][name]["epsilon"])[ref] >= best - 1e-6).all()
+    assert len(res["diagnostics"]["weight_cycle_consistency"]) == 2  # triples (0,1,2), (0,2,3)
+  png = tmp_path / "moons_alignment_methods.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "exact" in (tmp_path / "moons_alignment_methods.csv").read_text()
+  # A second run with the same settings computes nothing again.
+  before = (runs / "moons_w4" / "barrier.json").read_bytes()
+  r = run("barrier", f"--align={every}", "--repair", *args)
+  assert r.returncode == 0 and "kept the weight, activation" in r.stderr
+  assert json.loads((runs / "moons_w4" / "barrier.json").read_bytes())["methods"] == \
+      json.loads(before)["methods"]
+  _refused(run("barrier", f"--runs={runs}", "--align=weight,nearest"), "Unknown alignment method")
+
+
 def test_a_zoo_written_by_one_run_is_reused_by_the_next(runs):
   before = snapshot(runs / "moons_w4")
   r = run("zoo", "--width=4", "--num_models=4", "--epochs=5", f"--out={runs}")
@@ -192,12 +224,18 @@ def test_find_zoos_looks_one_level_down(tmp_path):
 
 
 def test_bench_prints_its_table_and_writes_json(tmp_path):
-  r = run("bench", "--width=8", "--num_models=3", "--epochs=2", f"--json={tmp_path / 'b.json'}")
+  r = run("bench", "--width=4,8", "--num_models=3", "--epochs=2", f"--json={tmp_path / 'b.json'}")
   assert r.returncode == 0, r.stderr
-  for what in ("a call per step", "a call per epoch", "3 pairs x 11 alphas", "weight-match all 3 pairs"):
+  for what in ("w4: train 3 models", "a call per step", "a call per epoch", "w8: 3 pairs x 11 alphas",
+               "a call per batch", "loss plane", "weight-match 2 models to one",
+               "weight-match all 3 pairs", "floor s"):
     assert what in r.stdout
   res = json.loads((tmp_path / "b.json").read_text())
-  assert res["sweep"]["max_abs_diff"] < 1e-5  # the loop and the sweep compute the same losses
-  assert res["alignment"]["max_rel_objective_diff"] < 1e-5
-  assert res["training"]["zoo_s"] > 0 and res["training"]["loop_s"] > 0
-  _refused(run("bench", "--num_models=1"), "--num_models must be >= 2")
+  for width in ("w4", "w8"):  # the loops and the sweep compute the same losses
+    assert res["results"][width]["sweep"]["max_abs_diff"] < 1e-5
+    assert res["results"][width]["training"]["zoo_s"] > 0
+  assert res["results"]["plane"]["max_abs_diff"] < 1e-5
+  assert res["results"]["alignment"]["max_rel_objective_diff"] < 1e-5
+  assert res["rates"]["copy_bytes_per_s"] > 0 and res["rates"]["matmul_flops_per_s"] > 0
+  _refused(run("bench", "--num_models=2"), "--num_models must be >= 3")
+  _refused(run("bench", "--num_models=3", "--align_models=5"), "--align_models must be between")

@@ -39,11 +39,28 @@ def test_exact_search_agrees_with_a_plain_loop_over_permutations():
   assert _eps_plain(model, a, apply_permutation(spec, wm.perm, b), x, y) >= res.epsilon - 1e-6
 
 
+def test_exact_search_over_two_layers_agrees_with_nested_plain_loops():
+  spec = mlp_permutation_spec(2)
+  model, a = random_params(jax.random.key(2), (3, 3), d_in=3, d_out=2)
+  _, b = random_params(jax.random.key(3), (3, 3), d_in=3, d_out=2)
+  x, y = _data()
+  res = exact_alignment(model, spec, a, b, x, y)
+  plain = {}
+  for p0 in itertools.permutations(range(3)):
+    for p1 in itertools.permutations(range(3)):
+      perm = {"P_0": np.array(p0), "P_1": np.array(p1)}
+      plain[(p0, p1)] = _eps_plain(model, a, apply_permutation(spec, perm, b), x, y)
+  assert len(res.all_epsilon) == 36
+  np.testing.assert_allclose(sorted(res.all_epsilon), sorted(plain.values()), rtol=1e-5, atol=1e-6)
+  best = (tuple(res.perm["P_0"]), tuple(res.perm["P_1"]))
+  assert plain[best] == pytest.approx(min(plain.values()), abs=1e-6)
+
+
 def test_exact_search_refuses_what_it_cannot_do():
   x, y = _data()
   model, a = random_params(jax.random.key(0), (9,), d_in=3, d_out=2)
-  with pytest.raises(LmcError, match="up to 8"):
+  with pytest.raises(LmcError, match="up to 40,320"):
     exact_alignment(model, mlp_permutation_spec(1), a, a, x, y)
-  model2, a2 = random_params(jax.random.key(0), (3, 3), d_in=3, d_out=2)
-  with pytest.raises(LmcError, match="one hidden layer"):
-    exact_alignment(model2, mlp_permutation_spec(2), a2, a2, x, y)
+  model2, a2 = random_params(jax.random.key(0), (5, 5, 5), d_in=3, d_out=2)
+  with pytest.raises(LmcError, match="5, 5, 5 means 1,728,000"):
+    exact_alignment(model2, mlp_permutation_spec(3), a2, a2, x, y)

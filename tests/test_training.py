@@ -12,7 +12,7 @@ from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.models import loss_and_correct
 from lmc_jax.optim import make_optimizer, make_schedule, optimizer_for
 from lmc_jax.training import (epoch_batches, init_params, model_for, model_keys, steps_per_epoch,
-                              train_zoo)
+                              train_zoo, zoo_epoch_fn)
 
 TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
 
@@ -172,3 +172,21 @@ def test_epochs_and_seeds_reuse_one_compilation():
       assert counter.names[before:] == []
   finally:
     jax_logger.removeHandler(counter)
+
+
+def test_chunks_of_models_train_like_one_vmap():
+  config = default_config("moons", hidden=(6,), num_models=5, epochs=2, batch_size=200)
+  data = load_dataset(config)
+  model = model_for(config)
+  steps = steps_per_epoch(len(data.y_train), config.batch_size)
+  init_keys, data_keys = model_keys(config.seed, range(5))
+  results = []
+  for chunk in (None, 2):  # 2 does not divide 5: the remainder runs as its own chunk
+    tx, run = zoo_epoch_fn(model, config, steps, chunk)
+    params = init_params(model, 2, init_keys)
+    state = jax.vmap(tx.init)(params)
+    params, state, _ = run(params, state, data_keys, jnp.asarray(data.x_train),
+                           jnp.asarray(data.y_train))
+    results.append(params)
+  for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -1,0 +1,66 @@
+"""How much to trust an alignment: how far it moves units, whether restarts agree, and
+whether pairwise matches compose (cycle consistency).
+
+`match(a, b)` below is any pairwise method: it returns the permutation that aligns model b
+onto model a.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence
+
+import jax
+import numpy as np
+
+from lmc_jax.interpolation import pairwise_aligned_sweep
+from lmc_jax.measures import epsilon
+from lmc_jax.permutation import PermutationSpec, apply_permutation, compose_permutations
+from lmc_jax.weight_matching import weight_matching
+
+Perm = Dict[str, np.ndarray]
+
+
+def fraction_moved(perm: Perm) -> float:
+  """Share of all hidden units that the permutation moves (0 for the identity)."""
+  moved = sum(int(np.sum(np.asarray(v) != np.arange(len(v)))) for v in perm.values())
+  return moved / sum(len(v) for v in perm.values())
+
+
+def agreement(p: Perm, q: Perm) -> float:
+  """Share of hidden units on which two permutations agree."""
+  same = sum(int(np.sum(np.asarray(p[k]) == np.asarray(q[k]))) for k in p)
+  return same / sum(len(v) for v in p.values())
+
+
+def cycle_consistency(match: Callable[[int, int], Perm], triples: Sequence) -> List[float]:
+  """For each triple (a, b, c): the agreement of matching c to a directly with matching c to
+  b and then b to a (1.0: the pairwise alignments are transitive)."""
+  out = []
+  for a, b, c in triples:
+    via_b = compose_permutations(match(a, b), match(b, c))
+    out.append(agreement(via_b, match(a, c)))
+  return out
+
+
+def weight_matching_restarts(spec: PermutationSpec, model, params, reference: int,
+                             others: Sequence[int], restarts: int, x, y,
+                             max_iter: int = 50) -> dict:
+  """Weight matching of each model in `others` onto the reference from `restarts` layer
+  orders (keys 0..restarts-1): final objective and epsilon on (x, y) of every restart,
+  `(len(others), restarts)` each."""
+  host = jax.tree_util.tree_map(np.asarray, params)
+  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  objective = np.zeros((len(others), restarts))
+  aligned = []
+  for i, k in enumerate(others):
+    for r in range(restarts):
+      res = weight_matching(jax.random.key(r), spec, take(reference), take(k), max_iter)
+      objective[i, r] = res.objective[-1]
+      aligned.append(apply_permutation(spec, res.perm, take(k)))
+  stack = jax.tree_util.tree_map(lambda *a: np.stack(a), *aligned)
+  pairs = np.array([[reference, k] for k in others for _ in range(restarts)], np.int32)
+  curves = pairwise_aligned_sweep(model, host, stack, pairs, x, y)
+  eps = epsilon(curves.loss, curves.alphas).reshape(len(others), restarts)
+  return {"models": list(map(int, others)), "objective": objective.tolist(),
+          "epsilon": eps.tolist(),
+          "median_epsilon_spread": float(np.median(eps.max(1) - eps.min(1))),
+          "max_epsilon_spread": float(np.max(eps.max(1) - eps.min(1)))}

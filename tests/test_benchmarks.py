@@ -1,0 +1,17 @@
+"""The benchmark's floor arithmetic, checked by hand."""
+from lmc_jax.benchmarks import floor_s, mlp_matmul_flops, num_params
+from tests.conftest import random_params
+
+import jax
+
+
+def test_floor_is_the_slower_of_compute_and_memory():
+  rates = {"matmul_flops_per_s": 1e12, "copy_bytes_per_s": 1e11}
+  assert floor_s(2e12, 1e11, rates) == (2.0, "compute")
+  assert floor_s(1e12, 3e11, rates) == (3.0, "memory")
+
+
+def test_flop_and_parameter_counts_of_a_small_mlp():
+  _, params = random_params(jax.random.key(0), (4, 5), d_in=3, d_out=2)
+  assert mlp_matmul_flops(params) == 2 * (3 * 4 + 4 * 5 + 5 * 2)
+  assert num_params(params) == (3 * 4 + 4) + (4 * 5 + 5) + (5 * 2 + 2)

@@ -1,0 +1,54 @@
+"""REPAIR: endpoints untouched, and repaired units carry the interpolated statistics."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import random_params
+from lmc_jax.interpolation import pair_sweep
+from lmc_jax.repair import preactivation_stats, repair_network, repaired_pair_sweep
+
+
+def _zoo(layernorm="none"):
+  trees = [random_params(jax.random.key(k), (6, 5), d_in=3, d_out=2, layernorm=layernorm)
+           for k in range(3)]
+  model = trees[0][0]
+  return model, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[t for _, t in trees])
+
+
+def _data():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(80, 3)).astype(np.float32)
+  return x, (x[:, 0] + x[:, 1] > 0).astype(np.int32)
+
+
+def test_repair_leaves_the_endpoints_unchanged():
+  model, stack = _zoo("after_relu")
+  x, y = _data()
+  pairs = [[0, 1], [2, 0]]
+  plain = pair_sweep(model, stack, pairs, x, y)
+  repaired = repaired_pair_sweep(model, stack, pairs, x[:40], x, y)
+  np.testing.assert_allclose(repaired.loss[:, [0, -1]], plain.loss[:, [0, -1]], rtol=1e-5)
+  # and it does change the inside of the line
+  assert np.max(np.abs(repaired.loss[:, 5] - plain.loss[:, 5])) > 1e-3
+
+
+def test_repaired_units_have_the_interpolated_statistics():
+  model, stack = _zoo()
+  x, _ = _data()
+  take = lambda k: jax.tree_util.tree_map(lambda v: v[k], stack)
+  a, b, alpha = take(0), take(1), 0.3
+  mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, a, b)
+  # Targets by hand: numpy means and standard deviations of each endpoint's Dense outputs.
+  targets = []
+  ha, hb = np.asarray(x, np.float64), np.asarray(x, np.float64)
+  for i in range(2):
+    za = ha @ np.asarray(a[f"Dense_{i}"]["kernel"]) + np.asarray(a[f"Dense_{i}"]["bias"])
+    zb = hb @ np.asarray(b[f"Dense_{i}"]["kernel"]) + np.asarray(b[f"Dense_{i}"]["bias"])
+    targets.append(((1 - alpha) * za.mean(0) + alpha * zb.mean(0),
+                    (1 - alpha) * za.std(0) + alpha * zb.std(0)))
+    ha, hb = np.maximum(za, 0), np.maximum(zb, 0)
+  fixed = repair_network(model, mixed, [(jnp.asarray(m, jnp.float32), jnp.asarray(s, jnp.float32))
+                                        for m, s in targets], jnp.asarray(x))
+  for (mean, std), (t_mean, t_std) in zip(preactivation_stats(model, fixed, jnp.asarray(x)), targets):
+    np.testing.assert_allclose(mean, t_mean, atol=1e-4)
+    np.testing.assert_allclose(std, t_std, rtol=1e-3, atol=1e-4)
