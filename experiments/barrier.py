@@ -52,12 +52,14 @@ flags.DEFINE_integer("seed", 0, "Seed of layer orders, batches and alphas of the
 flags.DEFINE_integer("fit_samples", 2048, "Training inputs for activation matching, STE, "
                      "Sinkhorn and REPAIR statistics.")
 flags.DEFINE_integer("ste_steps", 50, "Straight-through estimator steps (batches of 256).")
-flags.DEFINE_float("ste_lr", 1e-3, "Straight-through estimator Adam learning rate.")
+flags.DEFINE_float("ste_lr", 0.1, "Straight-through estimator Adam learning rate.")
 flags.DEFINE_integer("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256).")
 flags.DEFINE_float("sinkhorn_lr", 0.1, "Sinkhorn matching Adam learning rate (on the logits).")
 flags.DEFINE_enum("sinkhorn_objective", "expected", ["expected", "midpoint"], "Sinkhorn loss: "
                   "at a random alpha each step (expected) or at alpha 1/2.")
 flags.DEFINE_integer("mergemany_rounds", 100, "Most MergeMany rounds over all models.")
+flags.DEFINE_float("exact_max_tflop", 1.0, "Exact search refuses (and is skipped) where one pair "
+                   "would need more TFLOP than this (1: about a minute on 2 CPU cores).")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measured on.")
 flags.DEFINE_enum("matcher", "host", ["host", "device"], "Weight matching one model at a time "
                   "with scipy (host), or all models at once with a jitted solver (device, float32).")
@@ -78,7 +80,8 @@ def barrier_for(directory: Path) -> dict:
       seed=FLAGS.seed, max_iter=FLAGS.max_iter, matcher=FLAGS.matcher,
       fit_samples=FLAGS.fit_samples, ste_steps=FLAGS.ste_steps, ste_lr=FLAGS.ste_lr,
       sinkhorn_steps=FLAGS.sinkhorn_steps, sinkhorn_lr=FLAGS.sinkhorn_lr,
-      sinkhorn_objective=FLAGS.sinkhorn_objective, mergemany_rounds=FLAGS.mergemany_rounds)
+      sinkhorn_objective=FLAGS.sinkhorn_objective, mergemany_rounds=FLAGS.mergemany_rounds,
+      exact_max_tflop=FLAGS.exact_max_tflop)
   logging.info("%s: interpolating every pair, naive and aligned by %s", directory,
                ",".join(FLAGS.align))
   return analyse_zoo(directory, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,

@@ -40,11 +40,12 @@ class MethodSettings:
   matcher: str = "host"  # weight: scipy on the host, or the jitted solver
   fit_samples: int = 2048  # training inputs for activation statistics (activation, REPAIR)
   ste_steps: int = 50
-  ste_lr: float = 1e-3
+  ste_lr: float = 0.1
   sinkhorn_steps: int = 50
   sinkhorn_lr: float = 0.1
   sinkhorn_objective: str = "expected"  # or 'midpoint'
   mergemany_rounds: int = 100
+  exact_max_tflop: float = 1.0
 
   def for_method(self, name: str) -> dict:
     """The settings that affect method `name` (what its barrier.json entry records)."""
@@ -52,7 +53,8 @@ class MethodSettings:
             "ste": ("seed", "max_iter", "ste_steps", "ste_lr"),
             "sinkhorn": ("seed", "max_iter", "sinkhorn_steps", "sinkhorn_lr",
                          "sinkhorn_objective"),
-            "mergemany": ("seed", "max_iter", "mergemany_rounds"), "exact": ()}[name]
+            "mergemany": ("seed", "max_iter", "mergemany_rounds"),
+            "exact": ("exact_max_tflop",)}[name]
     return {k: getattr(self, k) for k in keys}
 
 
@@ -140,7 +142,8 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
     found = {}
 
     def one(k):
-      found[k] = exact_alignment(model, spec, ref, take(k), eval_x, eval_y)
+      found[k] = exact_alignment(model, spec, ref, take(k), eval_x, eval_y,
+                                 settings.exact_max_tflop)
       return found[k].perm
     perms = _star(host, reference, skip, sizes, one)
     info = {"epsilon": {k: r.epsilon for k, r in found.items()}}

@@ -21,7 +21,7 @@ from lmc_jax.datasets import Dataset
 from lmc_jax.evaluation import metrics_one, to_batches
 from lmc_jax.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.loss_plane import plane_basis, plane_metrics
-from lmc_jax.models import loss_and_correct
+from lmc_jax.models import loss_and_correct, mlp_matmul_flops, num_params
 from lmc_jax.optim import optimizer_for
 from lmc_jax.permutation import spec_for_config
 from lmc_jax.training import (epoch_batches, init_params, make_epoch, make_train_step, model_for,
@@ -31,15 +31,6 @@ from lmc_jax.weight_matching import align_pairs, align_zoo
 
 def _block(tree):
   return jax.tree_util.tree_map(lambda x: x.block_until_ready(), tree)
-
-
-def mlp_matmul_flops(params_one) -> int:
-  """Multiply-adds x 2 of one forward pass of one sample (kernels only)."""
-  return 2 * sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
-
-
-def num_params(params_one) -> int:
-  return sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one))
 
 
 def _best_of(fn, repeats: int = 5) -> float:

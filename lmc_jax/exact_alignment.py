@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
-from lmc_jax.interpolation import pair_sweep
+from lmc_jax.interpolation import NUM_ALPHAS, pair_sweep
 from lmc_jax.measures import epsilon
+from lmc_jax.models import mlp_matmul_flops
 from lmc_jax.permutation import PermutationSpec, apply_permutation, perm_sizes
 
 MAX_CANDIDATES = math.factorial(8)
@@ -44,8 +45,13 @@ def candidates(sizes) -> dict:
   return {p: v[index[:, i]] for i, (p, v) in enumerate(zip(names, per_name))}
 
 
-def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y) -> ExactResult:
-  """Best permutation of B by epsilon on (x, y), over all permutations of its hidden layers."""
+def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
+                    max_tflop: float = 1.0) -> ExactResult:
+  """Best permutation of B by epsilon on (x, y), over all permutations of its hidden layers.
+
+  Refuses a search whose matrix products would exceed `max_tflop` TFLOP (1 is about a
+  minute on two CPU cores, well under a second on a current GPU).
+  """
   sizes = perm_sizes(spec, params_b)
   count = num_candidates(sizes)
   if count > MAX_CANDIDATES:
@@ -54,6 +60,11 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y) -> E
     raise LmcError(f"Exact search over hidden widths {widths} means {shown} permutations; it "
                    f"handles up to {MAX_CANDIDATES:,} (e.g. one layer of width up to 8, or three "
                    "of width up to 4).")
+  flops = count * NUM_ALPHAS * len(x) * mlp_matmul_flops(params_b)
+  if flops > max_tflop * 1e12:
+    raise LmcError(f"Exact search over {count:,} permutations on {len(x):,} samples needs "
+                   f"{flops / 1e12:.3g} TFLOP, over the {max_tflop:g} TFLOP limit; raise "
+                   "--exact_max_tflop on a faster device.")
   cands = candidates(sizes)
   params_b = jax.tree_util.tree_map(jnp.asarray, params_b)
   permuted = jax.vmap(lambda pr: apply_permutation(spec, pr, params_b))(cands)

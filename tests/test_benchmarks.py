@@ -1,5 +1,6 @@
 """The benchmark's floor arithmetic, checked by hand."""
-from lmc_jax.benchmarks import floor_s, mlp_matmul_flops, num_params
+from lmc_jax.benchmarks import floor_s
+from lmc_jax.models import mlp_matmul_flops, num_params
 from tests.conftest import random_params
 
 import jax

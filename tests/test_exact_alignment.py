@@ -64,3 +64,11 @@ def test_exact_search_refuses_what_it_cannot_do():
   model2, a2 = random_params(jax.random.key(0), (5, 5, 5), d_in=3, d_out=2)
   with pytest.raises(LmcError, match="5, 5, 5 means 1,728,000"):
     exact_alignment(model2, mlp_permutation_spec(3), a2, a2, x, y)
+
+
+def test_exact_search_refuses_more_work_than_its_limit():
+  x, y = _data()
+  model, a = random_params(jax.random.key(0), (8,), d_in=3, d_out=2)
+  # 40,320 permutations x 11 alphas x 40 samples x 2 * (3*8 + 8*2) FLOP = 1.4 GFLOP
+  with pytest.raises(LmcError, match="needs 0.00142 TFLOP, over the 0.001 TFLOP limit"):
+    exact_alignment(model, mlp_permutation_spec(1), a, a, x, y, max_tflop=1e-3)
