@@ -27,8 +27,9 @@ from absl import app, flags, logging
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax import figures
-from lmc_jax.alignment_comparison import (COMPARISON_COLUMNS, COMPARISON_HEADERS, comparison_figure,
-                                          comparison_rows)
+from lmc_jax.alignment_comparison import (COMPARISON_COLUMNS, COMPARISON_HEADERS,
+                                          DIAGNOSTIC_COLUMNS, DIAGNOSTIC_HEADERS, comparison_figure,
+                                          comparison_rows, diagnostics_rows)
 from lmc_jax.alignment_methods import METHODS, MethodSettings, check_methods
 from lmc_jax.barrier_analysis import analyse_zoo, usable_models
 from lmc_jax.config import ZooConfig
@@ -54,7 +55,7 @@ flags.DEFINE_integer("fit_samples", 2048, "Training inputs for activation matchi
 flags.DEFINE_integer("ste_steps", 50, "Straight-through estimator steps (batches of 256).")
 flags.DEFINE_float("ste_lr", 0.1, "Straight-through estimator Adam learning rate.")
 flags.DEFINE_integer("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256).")
-flags.DEFINE_float("sinkhorn_lr", 0.1, "Sinkhorn matching Adam learning rate (on the logits).")
+flags.DEFINE_float("sinkhorn_lr", 1.0, "Sinkhorn matching Adam learning rate (on the logits).")
 flags.DEFINE_enum("sinkhorn_objective", "expected", ["expected", "midpoint"], "Sinkhorn loss: "
                   "at a random alpha each step (expected) or at alpha 1/2.")
 flags.DEFINE_integer("mergemany_rounds", 100, "Most MergeMany rounds over all models.")
@@ -94,7 +95,7 @@ def record(directory: Path, doc: dict, result: dict) -> dict:
   return {"width": doc["config"]["hidden"][0], "data_source": doc.get("data_source", ""),
           "naive": result["naive"],
           "aligned": result["aligned"], "alphas": result["alphas"], "models": models,
-          "methods": result.get("methods", {}),
+          "methods": result.get("methods", {}), "diagnostics": result.get("diagnostics"),
           "reference": result["aligned"]["reference"],
           "mean_test_loss": float(np.mean([doc["models"][k]["test_loss"] for k in models]))}
 
@@ -152,6 +153,14 @@ def main(argv):
       write_csv(fig_dir / f"{label}_alignment_methods.csv", rows)
       paths.append(comparison_figure(recs, names, dataset,
                                      fig_dir / f"{label}_alignment_methods.png"))
+    diag = diagnostics_rows(recs)
+    if diag:
+      print(f"\n{label}: diagnostics. cycle: share of units where matching c to a directly "
+            f"agrees with c to b to a, median over triples ({FLAGS.reference}, k, k+1); restarts: "
+            "spread (max - min) of epsilon over 5 layer orders of weight matching; moved: median "
+            "share of units a method permutes")
+      print(format_table(diag, DIAGNOSTIC_COLUMNS, DIAGNOSTIC_HEADERS))
+      write_csv(fig_dir / f"{label}_alignment_diagnostics.csv", diag)
     print("figures: " + ", ".join(str(p) for p in paths))
 
 

@@ -3,6 +3,7 @@
   python -m experiments.bench            # Moons widths 16 and 512, 50 models, 100 epochs
   python -m experiments.bench --quick    # 20 models, 20 epochs: a couple of minutes on 2 cores
   python -m experiments.bench --json=bench.json
+  python -m experiments.bench --dataset=mnist --width=512 --epochs=60 --baseline_models=2
 
 Prints one table: for zoo training, the pair sweep, a loss plane and weight matching
 (to a reference and of all pairs), the seconds of each side measured in the same run
@@ -29,8 +30,15 @@ from lmc_jax.training import train_zoo
 from lmc_jax.zoo_io import package_versions
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("width", ["16", "512"], "Hidden widths of the Moons nets; training and the "
-                  "sweep are timed at each, the plane and alignment at the widest.")
+flags.DEFINE_enum("dataset", "moons", ["moons", "mnist", "cifar10"], "Dataset (mnist and "
+                  "cifar10 need experiments.fetch first) with the study's settings for it.")
+flags.DEFINE_list("width", ["16", "512"], "Hidden widths; training and the sweep are timed at "
+                  "each, the plane and alignment at the widest.")
+flags.DEFINE_integer("baseline_models", None, "Run the one-model-at-a-time training loops on "
+                     "this many models and scale their time to the zoo (default: all).")
+flags.DEFINE_integer("baseline_pairs", None, "Run the loops over pairs (sweep, scipy matching) "
+                     "on this many pairs and scale their time to all pairs (default: all).")
+flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_integer("num_models", 50, "Models in the zoo (pairs: n(n-1)/2).")
 flags.DEFINE_integer("epochs", 100, "Training epochs timed.")
 flags.DEFINE_integer("align_models", None, "Align all pairs of the first this many models "
@@ -62,23 +70,28 @@ def row(what, baseline, baseline_s, vectorised_s, compile_s, rates, flops=None,
 
 def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
   """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
-  config = default_config("moons", hidden=(width,), num_models=n, epochs=epochs)
-  data = load_dataset(config)
-  train = bench_training(config, data)
+  depth = len(default_config(FLAGS.dataset).hidden)
+  config = default_config(FLAGS.dataset, hidden=(width,) * depth, num_models=n, epochs=epochs)
+  data = load_dataset(config, FLAGS.data_dir)
+  train = bench_training(config, data, FLAGS.baseline_models)
   zoo = train_zoo(config, data, log=None)
-  sweep = bench_pair_sweep(config, data, zoo.params)
+  sweep = bench_pair_sweep(config, data, zoo.params, FLAGS.baseline_pairs)
   record[f"w{width}"] = {"training": train, "sweep": sweep}
   what = f"w{width}: train {n} models x {epochs} epochs"
   pairs = f"w{width}: {sweep['pairs']} pairs x 11 alphas"
   t, s = train, sweep
+  scaled = (f" (x{n / train['baseline_models']:.0f} of {train['baseline_models']})"
+            if train["baseline_models"] < n else "")
+  pscaled = (f" (x{s['pairs'] / s['baseline_pairs']:.0f} of {s['baseline_pairs']})"
+             if s["baseline_pairs"] < s["pairs"] else "")
   rows = [
-      row(what, "a model at a time, a call per step", t["step_loop_s"], t["zoo_s"],
+      row(what, "a model at a time, a call per step" + scaled, t["step_loop_s"], t["zoo_s"],
           t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
-      row(what, "a model at a time, a call per epoch", t["loop_s"], t["zoo_s"],
+      row(what, "a model at a time, a call per epoch" + scaled, t["loop_s"], t["zoo_s"],
           t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
-      row(pairs, "loop: mix per tensor, a call per batch", s["study_loop_s"], s["sweep_s"],
+      row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s["study_loop_s"], s["sweep_s"],
           s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
-      row(pairs, "loop: a jitted call per (pair, alpha)", s["loop_s"], s["sweep_s"],
+      row(pairs, "loop: a jitted call per (pair, alpha)" + pscaled, s["loop_s"], s["sweep_s"],
           s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
   ]
   return rows, config, data, zoo.params
@@ -88,6 +101,9 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
 def main(argv):
   del argv
   n, epochs = (20, 20) if FLAGS.quick else (FLAGS.num_models, FLAGS.epochs)
+  if FLAGS.baseline_models is not None and not 1 <= FLAGS.baseline_models <= n:
+    raise LmcError(f"--baseline_models must be between 1 and --num_models ({n}), got "
+                   f"{FLAGS.baseline_models}.")
   align_n = FLAGS.align_models or (10 if FLAGS.quick else n)
   if n < 3:
     raise LmcError(f"--num_models must be >= 3 (pairs and a plane), got {n}.")
@@ -98,7 +114,8 @@ def main(argv):
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
         f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
-        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; Moons, {n} models, {epochs} epochs")
+        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {n} models, "
+        f"{epochs} epochs")
   record, rows = {}, []
   for width in widths:
     width_out, config, data, params = width_rows(width, n, epochs, rates, record)
@@ -106,7 +123,8 @@ def main(argv):
   widest = max(widths)
   plane = bench_plane(config, data, params)
   first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
-  align = bench_alignment(config.replace(num_models=align_n), first)
+  align = bench_alignment(config.replace(num_models=align_n), first,
+                          baseline_pairs=FLAGS.baseline_pairs)
   record.update(plane=plane, alignment=align)
   rows += [
       row(f"w{widest}: loss plane, {plane['points']} points", "a jitted call per point",
@@ -115,7 +133,9 @@ def main(argv):
       row(f"w{widest}: weight-match {align['models'] - 1} models to one",
           "scipy, a model at a time", align["reference_host_s"], align["reference_device_s"],
           align["compile_s"], rates),
-      row(f"w{widest}: weight-match all {align['pairs']} pairs", "scipy, a pair at a time",
+      row(f"w{widest}: weight-match all {align['pairs']} pairs", "scipy, a pair at a time" + (
+          f" (x{align['pairs'] / align['baseline_pairs']:.0f} of {align['baseline_pairs']})"
+          if align["baseline_pairs"] < align["pairs"] else ""),
           align["host_s"], align["device_s"], align["compile_s"], rates),
   ]
   print(format_table(rows, COLUMNS, HEADERS))

@@ -66,6 +66,35 @@ def comparison_rows(records: Sequence[dict], names: Sequence[str]) -> List[dict]
   return rows
 
 
+DIAGNOSTIC_COLUMNS = ["width", "weight_cycle", "activation_cycle", "restart_spread_median",
+                      "restart_spread_max", "moved_weight", "moved_activation", "moved_mergemany"]
+DIAGNOSTIC_HEADERS = ["width", "cycle: weight", "cycle: activation", "restarts: eps spread median",
+                      "eps spread max", "moved: weight", "moved: activation", "moved: mergemany"]
+
+
+def diagnostics_rows(records: Sequence[dict]) -> List[dict]:
+  """Per width: median cycle consistency of weight and activation matching over the
+  triples, the spread of epsilon over weight matching's restarts, and the median share of
+  units each method moves (models other than the reference)."""
+  rows = []
+  for r in records:
+    d = r.get("diagnostics")
+    if not d:
+      continue
+    row = {"width": r["width"],
+           "weight_cycle": float(np.median(d["weight_cycle_consistency"])),
+           "activation_cycle": float(np.median(d["activation_cycle_consistency"])),
+           "restart_spread_median": d["weight_restarts"]["median_epsilon_spread"],
+           "restart_spread_max": d["weight_restarts"]["max_epsilon_spread"]}
+    for name in ("weight", "activation", "mergemany"):
+      e = _entry(r, name)
+      moved = [m for k, m in enumerate(e.get("fraction_moved", [])) if k != r["reference"]] \
+          if e and "skipped" not in e else []
+      row[f"moved_{name}"] = float(np.median(moved)) if moved else "-"
+    rows.append(row)
+  return rows
+
+
 def comparison_figure(records: Sequence[dict], names: Sequence[str], dataset: str, path) -> Path:
   """Median epsilon against width per method, quartiles as error bars (log scale; naive in
   gray): without REPAIR, with REPAIR (when measured), and the seconds each method took."""

@@ -42,7 +42,7 @@ class MethodSettings:
   ste_steps: int = 50
   ste_lr: float = 0.1
   sinkhorn_steps: int = 50
-  sinkhorn_lr: float = 0.1
+  sinkhorn_lr: float = 1.0
   sinkhorn_objective: str = "expected"  # or 'midpoint'
   mergemany_rounds: int = 100
   exact_max_tflop: float = 1.0

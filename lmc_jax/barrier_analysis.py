@@ -30,7 +30,7 @@ from lmc_jax.datasets import dims_of, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import Curves, all_pairs, default_alphas, pair_sweep
 from lmc_jax.measures import MEASURES
-from lmc_jax.permutation import flatten, spec_for_config, validate_spec
+from lmc_jax.permutation import flatten, permute_zoo, spec_for_config, validate_spec
 from lmc_jax.repair import repaired_pair_sweep
 from lmc_jax.training import model_for
 from lmc_jax.weight_matching import weight_matching
@@ -86,7 +86,8 @@ def _method_entry(curves: Curves, reference: int, settings: dict, result: Method
                   sweep_seconds: float) -> dict:
   return dict(curves_entry(curves), reference=reference, settings=settings,
               seconds=result.seconds, sweep_seconds=sweep_seconds, info=result.info,
-              fraction_moved=[fraction_moved(p) for p in result.perms])
+              fraction_moved=[fraction_moved(p) for p in result.perms],
+              perms=[{p: np.asarray(v).tolist() for p, v in pm.items()} for pm in result.perms])
 
 
 def analyse_zoo(directory, reference: int = 0, split: str = "test",
@@ -138,37 +139,45 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
     result = old
     result.setdefault("methods", {})
   kept = []
-  stacks = {}
   for name in methods:
     wanted = settings.for_method(name)
     entry = result["methods"].get(name)
-    if entry is not None and entry.get("settings") == wanted and (
-        not repair or f"{name}+repair" in result["methods"] or "skipped" in entry):
+    if entry is not None and entry.get("settings") == wanted and "perms" in entry:
+      kept.append(name)
+      aligned = permute_zoo(spec, [{p: np.asarray(v) for p, v in pm.items()}
+                                   for pm in entry["perms"]], params)
+    elif entry is not None and entry.get("settings") == wanted and "skipped" in entry:
       kept.append(name)
       continue
-    logging.info("%s: aligning by %s", directory, name)
-    try:
-      res = align_by(name, model, spec, params, reference, skip, fit_x, fit_y, x, y, settings)
-    except LmcError as e:
-      if len(methods) == 1:
-        raise
-      logging.warning("%s: %s skipped: %s", directory, name, e)
-      result["methods"][name] = {"skipped": str(e), "settings": wanted}
-      continue
-    t = time.perf_counter()
-    curves = pair_sweep(model, res.params, pairs, x, y, alphas)
-    result["methods"][name] = _method_entry(curves, reference, wanted, res,
-                                            time.perf_counter() - t)
-    stacks[name] = res
-    if repair:
-      repaired = repaired_pair_sweep(model, res.params, pairs, fit_x[:settings.fit_samples], x,
-                                     y, alphas)
+    else:
+      logging.info("%s: aligning by %s", directory, name)
+      try:
+        res = align_by(name, model, spec, params, reference, skip, fit_x, fit_y, x, y, settings)
+      except LmcError as e:
+        if len(methods) == 1:
+          raise
+        logging.warning("%s: %s skipped: %s", directory, name, e)
+        result["methods"][name] = {"skipped": str(e), "settings": wanted}
+        result["methods"].pop(f"{name}+repair", None)
+        continue
+      t = time.perf_counter()
+      curves = pair_sweep(model, res.params, pairs, x, y, alphas)
+      result["methods"][name] = _method_entry(curves, reference, wanted, res,
+                                              time.perf_counter() - t)
+      result["methods"].pop(f"{name}+repair", None)  # measured on the old alignment
+      aligned = res.params
+    old_repair = result["methods"].get(f"{name}+repair", {})
+    if repair and old_repair.get("fit_samples") != settings.fit_samples:
+      repaired = repaired_pair_sweep(model, aligned, pairs, fit_x[:settings.fit_samples], x, y,
+                                     alphas)
       result["methods"][f"{name}+repair"] = dict(curves_entry(repaired), reference=reference,
-                                                 settings=wanted)
-  if repair and "naive+repair" not in result["methods"]:
+                                                 settings=wanted, fit_samples=settings.fit_samples)
+  if repair and (result["methods"].get("naive+repair", {}).get("fit_samples")
+                 != settings.fit_samples):
     repaired = repaired_pair_sweep(model, params, pairs, fit_x[:settings.fit_samples], x, y,
                                    alphas)
-    result["methods"]["naive+repair"] = curves_entry(repaired)
+    result["methods"]["naive+repair"] = dict(curves_entry(repaired),
+                                             fit_samples=settings.fit_samples)
   if kept:
     logging.info("%s: kept the %s results already in %s (pass --recompute to redo them)",
                  directory, ", ".join(kept), BARRIER_JSON)
@@ -178,9 +187,12 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                            max_iter=weight["settings"]["max_iter"],
                            seed=weight["settings"]["seed"], matcher=weight["settings"]["matcher"],
                            sweeps=weight["info"]["sweeps"])
-  if diagnostics:
-    result["diagnostics"] = alignment_diagnostics(model, spec, params, reference, usable,
-                                                  fit_x[:settings.fit_samples], x, y, settings)
+  wanted = {"seed": settings.seed, "max_iter": settings.max_iter,
+            "fit_samples": settings.fit_samples}
+  if diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
+    result["diagnostics"] = dict(
+        alignment_diagnostics(model, spec, params, reference, usable,
+                              fit_x[:settings.fit_samples], x, y, settings), settings=wanted)
   result["versions"] = package_versions()
   result["params_sha256"] = doc["params_sha256"]
   atomic_write_json(directory / BARRIER_JSON, result)

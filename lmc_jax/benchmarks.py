@@ -11,6 +11,7 @@ by `device_rates`.
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -63,11 +64,15 @@ def floor_s(flops: float, num_bytes: float, rates: dict) -> tuple:
   return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
-def bench_training(config: ZooConfig, data: Dataset) -> dict:
+def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None) -> dict:
   """Seconds to train `config.num_models` models for `config.epochs` epochs: all at once
   (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
   over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
-  over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`)."""
+  over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`).
+
+  `baseline_models`: time the loops on this many models only and scale their seconds to
+  the whole zoo (the models are alike, so time is linear in their number); for zoos
+  whose loops would take too long to run whole. Reported as `baseline_models`."""
   model = model_for(config)
   tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
   ids = list(range(config.num_models))
@@ -99,13 +104,15 @@ def bench_training(config: ZooConfig, data: Dataset) -> dict:
   t = time.perf_counter()
   _block(one_epoch(take(params, 0), take(opt, 0), data_keys[0], x, y))
   compile_one = time.perf_counter() - t
+  looped = ids[:baseline_models or len(ids)]
+  scale = len(ids) / len(looped)
   t = time.perf_counter()
-  for k in ids:
+  for k in looped:
     pk, ok = take(params, k), take(opt, k)
     for e in range(config.epochs):
       pk, ok, _ = one_epoch(pk, ok, jax.random.fold_in(data_keys[k], e), x, y)
     _block(pk)
-  loop_s = time.perf_counter() - t
+  loop_s = (time.perf_counter() - t) * scale
 
   # The study's style: one model at a time, one Python call per mini-batch step.
   step = jax.jit(make_train_step(model, tx))
@@ -113,27 +120,31 @@ def bench_training(config: ZooConfig, data: Dataset) -> dict:
   idx, w = batches(data_keys[0], len(data.y_train), config.batch_size)
   _block(step(take(params, 0), take(opt, 0), x[idx[0]], y[idx[0]], w[0]))
   t = time.perf_counter()
-  for k in ids:
+  for k in looped:
     pk, ok = take(params, k), take(opt, k)
     for e in range(config.epochs):
       idx, w = batches(jax.random.fold_in(data_keys[k], e), len(data.y_train), config.batch_size)
       for s in range(idx.shape[0]):
         pk, ok, _ = step(pk, ok, x[idx[s]], y[idx[s]], w[s])
     _block(pk)
-  step_loop_s = time.perf_counter() - t
+  step_loop_s = (time.perf_counter() - t) * scale
 
   one_model = take(params, 0)
   flops = 3 * mlp_matmul_flops(one_model) * len(data.y_train) * config.epochs * len(ids)
   model_steps = steps_per_epoch(len(data.y_train), config.batch_size) * config.epochs * len(ids)
   state_words = 7 if config.optimizer == "adamw" else 5  # params, grads and two moments
   num_bytes = 4 * state_words * num_params(one_model) * model_steps
-  return {"zoo_s": zoo_s, "models_per_chunk": chunk, "loop_s": loop_s, "step_loop_s": step_loop_s,
+  return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
+          "loop_s": loop_s, "step_loop_s": step_loop_s,
           "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops, "bytes": num_bytes}
 
 
-def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
+def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
+                     baseline_pairs: Optional[int] = None) -> dict:
   """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
-  a Python loop over pairs and alphas calling a jitted single-network evaluation."""
+  a Python loop over pairs and alphas calling a jitted single-network evaluation, and
+  against the study's style of loop. `baseline_pairs`: run the loops on this many pairs
+  and scale their time to all pairs."""
   model = model_for(config)
   pairs = all_pairs(config.num_models)
   alphas = default_alphas()
@@ -152,35 +163,39 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack) -> dict:
   take = lambda k: jax.tree_util.tree_map(lambda v: v[k], params_stack)
   members = [take(k) for k in range(config.num_models)]
   _block(one(members[0], members[1], 0.5))
-  loop = np.zeros((len(pairs), len(alphas)))
+  looped = pairs[:baseline_pairs or len(pairs)]
+  scale = len(pairs) / len(looped)
+  loop = np.zeros((len(looped), len(alphas)))
   t = time.perf_counter()
-  for p, (i, j) in enumerate(pairs):
+  for p, (i, j) in enumerate(looped):
     for a, alpha in enumerate(alphas):
       loop[p, a] = float(one(members[i], members[j], alpha)[0])
-  loop_s = time.perf_counter() - t
+  loop_s = (time.perf_counter() - t) * scale
 
   # The study's style: mix the weights tensor by tensor, then run the test set through the
   # network batch by batch (a DataLoader of 256) and sum the losses on the host.
   forward = jax.jit(lambda params, xb, yb: loss_and_correct(model.apply({"params": params}, xb), yb))
   test_batches = [(x[s:s + 256], y[s:s + 256]) for s in range(0, len(y), 256)]
   forward(members[0], *test_batches[0])
-  study = np.zeros((len(pairs), len(alphas)))
+  study = np.zeros((len(looped), len(alphas)))
   t = time.perf_counter()
-  for p, (i, j) in enumerate(pairs):
+  for p, (i, j) in enumerate(looped):
     for a, alpha in enumerate(alphas):
       mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, members[i], members[j])
       total = 0.0
       for xb, yb in test_batches:
         total += float(jnp.sum(forward(mixed, xb, yb)[0]))
       study[p, a] = total / len(y)
-  study_loop_s = time.perf_counter() - t
+  study_loop_s = (time.perf_counter() - t) * scale
 
-  max_diff = float(max(np.max(np.abs(loop - curves.loss)), np.max(np.abs(study - curves.loss))))
+  ours = curves.loss[:len(looped)]
+  max_diff = float(max(np.max(np.abs(loop - ours)), np.max(np.abs(study - ours))))
   nets = len(pairs) * len(alphas)
   flops = mlp_matmul_flops(take(0)) * nets * len(y)
   return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
           "compile_sweep_s": sweep_compile, "flops": flops,
           "bytes": 4 * 3 * num_params(take(0)) * nets, "pairs": len(pairs),
+          "baseline_pairs": len(looped),
           "max_abs_diff": max_diff}
 
 
@@ -217,9 +232,11 @@ def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int 
           "max_abs_diff": float(np.max(np.abs(loop - grid)))}
 
 
-def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict:
+def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50,
+                    baseline_pairs: Optional[int] = None) -> dict:
   """Seconds to weight-match every pair of a zoo directly: one pair at a time with scipy
-  on the host against all pairs at once with the jitted solver (compile reported apart)."""
+  on the host (on `baseline_pairs` pairs, scaled to all, if given) against all pairs at
+  once with the jitted solver (compile reported apart); and every model to model 0."""
   spec = spec_for_config(config)
   pairs = all_pairs(config.num_models)
   key = jax.random.key(0)
@@ -230,12 +247,13 @@ def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict
   t = time.perf_counter()
   dev = align_pairs(key, spec, params_stack, pairs, max_iter, matcher="device")
   device_s = time.perf_counter() - t
+  looped = pairs[:baseline_pairs or len(pairs)]
   t = time.perf_counter()
-  host = align_pairs(key, spec, params_stack, pairs, max_iter)
-  host_s = time.perf_counter() - t
+  host = align_pairs(key, spec, params_stack, looped, max_iter)
+  host_s = (time.perf_counter() - t) * len(pairs) / len(looped)
   # Matching objective sum <theta_i, aligned theta_j> of each pair, host against device.
-  first = [np.asarray(l, np.float64)[pairs[:, 0]] for l in jax.tree_util.tree_leaves(params_stack)]
-  objective = lambda tree: sum((a * np.asarray(b, np.float64)).reshape(len(pairs), -1).sum(1)
+  first = [np.asarray(l, np.float64)[looped[:, 0]] for l in jax.tree_util.tree_leaves(params_stack)]
+  objective = lambda tree: sum((a * np.asarray(b, np.float64)[:len(looped)]).reshape(len(looped), -1).sum(1)
                                for a, b in zip(first, jax.tree_util.tree_leaves(tree)))
   oh, od = objective(host), objective(dev)
 
@@ -249,6 +267,7 @@ def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50) -> dict
   align_zoo(key, spec, params_stack)
   ref_host_s = time.perf_counter() - t
   return {"host_s": host_s, "device_s": device_s, "compile_s": compile_s, "pairs": len(pairs),
+          "baseline_pairs": len(looped),
           "max_rel_objective_diff": float(np.max(np.abs(od - oh) / np.abs(oh))),
           "reference_host_s": ref_host_s, "reference_device_s": ref_device_s,
           "models": int(jax.tree_util.tree_leaves(params_stack)[0].shape[0])}

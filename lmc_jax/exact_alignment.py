@@ -56,7 +56,7 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
   count = num_candidates(sizes)
   if count > MAX_CANDIDATES:
     widths = ", ".join(f"{sizes[p]}" for p in sorted(sizes))
-    shown = f"{count:,}" if count < 10 ** 9 else f"{float(count):.1e}"
+    shown = f"{count:,}" if count < 10 ** 9 else f"about 10^{len(str(count)) - 1}"
     raise LmcError(f"Exact search over hidden widths {widths} means {shown} permutations; it "
                    f"handles up to {MAX_CANDIDATES:,} (e.g. one layer of width up to 8, or three "
                    "of width up to 4).")

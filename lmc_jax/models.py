@@ -62,11 +62,17 @@ class MLP(nn.Module):
   init_scheme: str = "pytorch"
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, preactivation0=None):
+    """Logits `(n, d_out)` of inputs `x` `(n, d_in)`. `preactivation0` `(n, hidden[0])`, if
+    given, is used as the output of `Dense_0` instead of computing it (the pair sweep
+    interpolates it, since it is linear in the first layer's parameters)."""
     fan_in = x.shape[-1]
     for i, width in enumerate(self.hidden):
       k_init, b_init = initializers(self.init_scheme, fan_in)
-      x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, name=f"Dense_{i}")(x)
+      if i == 0 and preactivation0 is not None:
+        x = preactivation0
+      else:
+        x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, name=f"Dense_{i}")(x)
       if self.layernorm == "before_relu":
         x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
       x = nn.relu(x)

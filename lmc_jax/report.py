@@ -138,6 +138,8 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
   parts.append(_fig(figdir, "mnist_curves_naive.png", "Fig 4.3: MNIST loss along every line, naive"))
   parts.append(_fig(figdir, "mnist_epsilon_matrix_aligned.png", "Fig 4.6 (MNIST): pairwise epsilon after alignment"))
 
+  parts.append(alignment_section(figdir))
+
   parts.append("## SWA (E4, Fig 4.7, 4.8)\n")
   parts.append(_fig(figdir, "mnist_swa_losses.png", "Fig 4.7: test loss of SWA samples and their running average"))
   parts.append(_fig(figdir, "mnist_swa_curves.png", "Fig 4.8: loss along the line between every pair of SWA samples"))
@@ -152,6 +154,31 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
   parts.append(_md_table(["command", "status", "seconds"],
                          [[f"`python -m {' '.join(c)}`", s, f"{t:.0f}"] for c, s, t in log]) + "\n")
   return "\n".join(parts)
+
+
+def alignment_section(figdir: Path) -> str:
+  """Beyond the study: every alignment method per width (experiments.barrier --align)."""
+  parts = ["## Alignment methods compared (beyond the study)\n",
+           "Epsilon on the test split after each method (quartiles over all pairs); 'ref' and "
+           "'other': medians over pairs with and without the reference; 'optimal': pairs with the "
+           "reference where the method reaches the exact search's epsilon, 'excess' its median "
+           "excess over it (narrow nets only); seconds to align the zoo.\n"]
+  found = False
+  for label, name in (("Moons", "moons"), ("MNIST", "mnist")):
+    rows = _csv(figdir / f"{name}_alignment_methods.csv")
+    if not rows:
+      continue
+    found = True
+    parts.append(f"### {label}\n")
+    parts.append(_md_table(
+        ["width", "method", "Q1", "median", "Q3", "ref", "other", "optimal", "excess", "seconds"],
+        [[r["width"], r["method"], _f(r["q1"], 4), _f(r["median"], 4), _f(r["q3"], 4),
+          _f(r["ref_median"], 4), _f(r["other_median"], 4), r["optimal"], _f(r["excess_median"], 4),
+          _f(r["seconds"], 1) if r["note"] == "" else r["note"][:40]] for r in rows]) + "\n")
+    parts.append(_fig(figdir, f"{name}_alignment_methods.png",
+                      f"{label}: median epsilon per alignment method against width, with and "
+                      "without REPAIR, and the time each took"))
+  return "\n".join(parts) if found else parts[0] + "*not run (experiments.barrier --align).*\n"
 
 
 def _dynamics(path: Path, reference) -> str:

@@ -49,14 +49,19 @@ class Step(NamedTuple):
   needs: str = ""  # dataset that must be installed for the step to run ('mnist', 'cifar10')
 
 
+# Beyond the study: every alignment method, with and without REPAIR (not in the smoke run).
+ALIGN_ALL = ("--align=weight,activation,ste,sinkhorn,mergemany,exact", "--repair", "--diagnostics")
+
+
 def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) -> List[Step]:
   d = f"--data_dir={data_dir}"
   fig = f"--figures={figures}"
+  align = list(ALIGN_ALL) if p.name != "smoke" else []
   moons = f"{runs}/moons"
   out = [
       Step("moons", ["experiments.zoo", "--width=" + ",".join(map(str, p.moons_widths)),
                      f"--num_models={p.moons_models}", f"--epochs={p.moons_epochs}", f"--out={moons}"]),
-      Step("moons", ["experiments.barrier", f"--runs={moons}", fig]),
+      Step("moons", ["experiments.barrier", f"--runs={moons}", fig, *align]),
       Step("redundancy", ["experiments.redundancy", f"--runs={moons}", fig]),
       Step("plane", ["experiments.plane", f"--zoo={moons}/moons_w{min(64, max(p.moons_widths))}",
                      "--models=0,1,2"]),
@@ -77,7 +82,7 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
       Step("mnist", ["experiments.zoo", "--dataset=mnist", "--width=" + ",".join(map(str, p.mnist_widths)),
                      f"--num_models={p.mnist_models}", f"--epochs={p.mnist_epochs}", d, f"--out={mnist}"],
            "mnist"),
-      Step("mnist", ["experiments.barrier", f"--runs={mnist}", d, fig], "mnist"),
+      Step("mnist", ["experiments.barrier", f"--runs={mnist}", d, fig, *align], "mnist"),
       Step("swa", ["experiments.swa", "--zoo=" + ",".join(f"{mnist}/mnist_w{w}" for w in p.swa_widths),
                    f"--epochs={p.swa_epochs}", "--lr=0.05", d, fig], "mnist"),
   ]

@@ -79,6 +79,10 @@ def test_barrier_compares_alignment_methods_and_keeps_what_it_has(runs, tmp_path
       assert entry["pairs"] == res["aligned"]["pairs"]
       np.testing.assert_allclose(entry["epsilon"], epsilon(np.asarray(entry["loss"]), res["alphas"]))
     assert res["methods"]["weight"]["epsilon"] == res["aligned"]["epsilon"]
+    for name in every.split(","):  # the permutations found are recorded with the curves
+      perms = res["methods"][name]["perms"]
+      assert len(perms) == 4 and sorted(perms[2]["P_0"]) == list(range(w))
+      assert perms[0]["P_0"] == list(range(w))  # the reference stays as it is
     # Exact search is the optimum for the reference's pairs: no method beats it there.
     ref = [k for k, (i, j) in enumerate(res["aligned"]["pairs"]) if 0 in (i, j)]
     best = np.asarray(res["methods"]["exact"]["epsilon"])[ref]

@@ -64,6 +64,9 @@ def test_exact_search_refuses_what_it_cannot_do():
   model2, a2 = random_params(jax.random.key(0), (5, 5, 5), d_in=3, d_out=2)
   with pytest.raises(LmcError, match="5, 5, 5 means 1,728,000"):
     exact_alignment(model2, mlp_permutation_spec(3), a2, a2, x, y)
+  model3, a3 = random_params(jax.random.key(0), (200,), d_in=3, d_out=2)  # 200! overflows a float
+  with pytest.raises(LmcError, match="means about 10\\^374 permutations"):
+    exact_alignment(model3, mlp_permutation_spec(1), a3, a3, x, y)
 
 
 def test_exact_search_refuses_more_work_than_its_limit():

@@ -69,3 +69,24 @@ def test_pairwise_aligned_sweep_runs_from_i_to_the_aligned_copy():
   for p, (i, _) in enumerate(pairs):
     assert curves.loss[p, 0] == pytest.approx(_numpy_metrics(members[i][1], x.astype(np.float64), y)[0], rel=1e-4)
     assert curves.loss[p, -1] == pytest.approx(_numpy_metrics(other[p], x.astype(np.float64), y)[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("layernorm", ["none", "after_relu", "before_relu"])
+def test_sweep_of_deep_nets_equals_evaluating_each_mixed_net(layernorm):
+  """The sweep interpolates the first layer's output instead of its weights; each point
+  must still be the loss of the network with interpolated weights, evaluated by Flax."""
+  members = [random_params(jax.random.key(k), (5, 4), d_in=6, d_out=3, layernorm=layernorm)
+             for k in range(3)]
+  model = members[0][0]
+  stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(30, 6)).astype(np.float32)
+  y = rng.integers(0, 3, 30).astype(np.int32)
+  curves = pair_sweep(model, stack, all_pairs(3), x, y, batch_size=8)
+  for p, (i, j) in enumerate(all_pairs(3)):
+    for a_idx, alpha in enumerate(curves.alphas):
+      mixed = jax.tree_util.tree_map(lambda u: (1 - alpha) * u[i] + alpha * u[j], stack)
+      logits = np.asarray(model.apply({"params": mixed}, x), np.float64)
+      logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+      assert curves.loss[p, a_idx] == pytest.approx(-logp[np.arange(30), y].mean(), rel=1e-5, abs=1e-6)
+      assert curves.acc[p, a_idx] == pytest.approx((logits.argmax(1) == y).mean())
