@@ -153,6 +153,11 @@ def main(argv):
       write_csv(fig_dir / f"{label}_alignment_methods.csv", rows)
       paths.append(comparison_figure(recs, names, dataset,
                                      fig_dir / f"{label}_alignment_methods.png"))
+      joint = [dict(r, mergemany=r["methods"]["mergemany"]) for r in recs
+               if "perms" in r["methods"].get("mergemany", {})]
+      if joint:  # Fig 4.6 without a favoured reference: does its band disappear?
+        paths.append(figures.epsilon_matrices(joint, dataset, "mergemany",
+                                              fig_dir / f"{label}_epsilon_matrix_mergemany.png"))
     diag = diagnostics_rows(recs)
     if diag:
       print(f"\n{label}: diagnostics. cycle: share of units where matching c to a directly "

@@ -133,7 +133,8 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
     ax.set_title(f"width {r['width']}")
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.ax.tick_params(labelsize=7)
-  label = "naive" if which == "naive" else "after weight matching to the reference"
+  label = {"naive": "naive", "aligned": "after weight matching to the reference",
+           "mergemany": "after MergeMany (all matched jointly to their mean)"}.get(which, which)
   fig.suptitle(f"{dataset}: pairwise epsilon, {label}; clustered (single linkage), "
                "colour max = mean test loss", y=1.0)
   fig.tight_layout()

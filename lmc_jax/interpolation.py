@@ -88,13 +88,19 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
     if transform is not None:
       mixed = transform(model, mixed, pi, pj, alphas, transform_data)
       loss, acc = metrics_stack(model, mixed, batches)
-    elif isinstance(model, MLP):
+    elif isinstance(model, MLP) and batches.x.shape[-1] >= MIN_FAN_IN_TO_INTERPOLATE_OUTPUT:
       loss, acc = _line_metrics_mlp(model, pi, pj, mixed, alphas, batches)
     else:
       loss, acc = metrics_stack(model, mixed, batches)
     return loss.reshape(chunk, num_alphas), acc.reshape(chunk, num_alphas)
 
   return jax.lax.map(one_chunk, pairs_chunked)
+
+
+# Interpolating the first layer's output pays where that layer's matrix product is the
+# work (MNIST's 784 inputs: 1.4-1.7x faster); with Moons' 2 inputs the product is nothing
+# and materialising the interpolated outputs made the sweep 5x slower (BUILD_NOTES.md).
+MIN_FAN_IN_TO_INTERPOLATE_OUTPUT = 64
 
 
 def _line_metrics_mlp(model, params_i, params_j, mixed, alphas, batches: Batches):

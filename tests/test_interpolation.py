@@ -5,7 +5,7 @@ import pytest
 
 from conftest import random_params
 from lmc_jax.errors import LmcError
-from lmc_jax.interpolation import all_pairs, pair_sweep
+from lmc_jax.interpolation import MIN_FAN_IN_TO_INTERPOLATE_OUTPUT, all_pairs, pair_sweep
 from lmc_jax.permutation import flatten
 
 
@@ -75,12 +75,13 @@ def test_pairwise_aligned_sweep_runs_from_i_to_the_aligned_copy():
 def test_sweep_of_deep_nets_equals_evaluating_each_mixed_net(layernorm):
   """The sweep interpolates the first layer's output instead of its weights; each point
   must still be the loss of the network with interpolated weights, evaluated by Flax."""
-  members = [random_params(jax.random.key(k), (5, 4), d_in=6, d_out=3, layernorm=layernorm)
+  d_in = MIN_FAN_IN_TO_INTERPOLATE_OUTPUT  # wide enough to take the interpolated-output path
+  members = [random_params(jax.random.key(k), (5, 4), d_in=d_in, d_out=3, layernorm=layernorm)
              for k in range(3)]
   model = members[0][0]
   stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
   rng = np.random.default_rng(1)
-  x = rng.normal(size=(30, 6)).astype(np.float32)
+  x = rng.normal(size=(30, d_in)).astype(np.float32)
   y = rng.integers(0, 3, 30).astype(np.int32)
   curves = pair_sweep(model, stack, all_pairs(3), x, y, batch_size=8)
   for p, (i, j) in enumerate(all_pairs(3)):
