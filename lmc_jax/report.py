@@ -170,15 +170,52 @@ def alignment_section(figdir: Path) -> str:
       continue
     found = True
     parts.append(f"### {label}\n")
+    by_key = {(r["width"], r["method"]): r for r in rows}
+    base = [r for r in rows if "+" not in r["method"]]
+    repaired = lambda r: by_key.get((r["width"], r["method"] + "+repair"), {}).get("median")
     parts.append(_md_table(
-        ["width", "method", "Q1", "median", "Q3", "ref", "other", "optimal", "excess", "seconds"],
+        ["width", "method", "Q1", "median", "Q3", "ref", "other", "optimal", "excess",
+         "median after REPAIR", "seconds"],
         [[r["width"], r["method"], _f(r["q1"], 4), _f(r["median"], 4), _f(r["q3"], 4),
           _f(r["ref_median"], 4), _f(r["other_median"], 4), r["optimal"], _f(r["excess_median"], 4),
-          _f(r["seconds"], 1) if r["note"] == "" else r["note"][:40]] for r in rows]) + "\n")
+          _f(repaired(r), 4), _f(r["seconds"], 1) if r["note"] == "" else r["note"][:60]]
+         for r in base]) + "\n")
+    parts.append(_alignment_findings(base))
     parts.append(_fig(figdir, f"{name}_alignment_methods.png",
                       f"{label}: median epsilon per alignment method against width, with and "
                       "without REPAIR, and the time each took"))
+    parts.append(_fig(figdir, f"{name}_epsilon_matrix_mergemany.png",
+                      f"{label}: Fig 4.6 after MergeMany, which favours no reference"))
+    diag = _csv(figdir / f"{name}_alignment_diagnostics.csv")
+    if diag:
+      parts.append("Diagnostics: share of units on which matching model k+1 to the reference "
+                   "directly agrees with matching it through model k (cycle consistency, median "
+                   "over triples), and the spread of epsilon over 5 layer orders of weight "
+                   "matching:\n")
+      parts.append(_md_table(["width", "cycle: weight", "cycle: activation",
+                              "restart spread median", "restart spread max"],
+                             [[r["width"], _f(r["weight_cycle"], 2), _f(r["activation_cycle"], 2),
+                               _f(r["restart_spread_median"], 4), _f(r["restart_spread_max"], 4)]
+                              for r in diag]) + "\n")
   return "\n".join(parts) if found else parts[0] + "*not run (experiments.barrier --align).*\n"
+
+
+def _alignment_findings(base) -> str:
+  """Two sentences computed from the table: how often weight matching reaches the optimum
+  where exact search ran, and the reference band with and without a reference."""
+  out = []
+  exact = [r for r in base if r["method"] == "weight" and r["optimal"] not in ("-", "")]
+  if exact:
+    out.append("Weight matching reaches the epsilon-optimal permutation for " + ", ".join(
+        f"{r['optimal']} pairs at width {r['width']}" for r in exact) + ".")
+  widest = max(int(r["width"]) for r in base)
+  pick = {r["method"]: r for r in base if int(r["width"]) == widest}
+  if "weight" in pick and "mergemany" in pick:
+    w, m = pick["weight"], pick["mergemany"]
+    out.append(f"At width {widest}, pairs with the reference against the others (median "
+               f"epsilon): weight matching {_f(w['ref_median'], 4)} / {_f(w['other_median'], 4)}, "
+               f"MergeMany {_f(m['ref_median'], 4)} / {_f(m['other_median'], 4)}.")
+  return " ".join(out) + "\n" if out else ""
 
 
 def _dynamics(path: Path, reference) -> str:
