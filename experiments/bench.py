@@ -80,9 +80,9 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
   what = f"w{width}: train {n} models x {epochs} epochs"
   pairs = f"w{width}: {sweep['pairs']} pairs x 11 alphas"
   t, s = train, sweep
-  scaled = (f" (x{n / train['baseline_models']:.0f} of {train['baseline_models']})"
+  scaled = (f" (scaled from {train['baseline_models']} of {n})"
             if train["baseline_models"] < n else "")
-  pscaled = (f" (x{s['pairs'] / s['baseline_pairs']:.0f} of {s['baseline_pairs']})"
+  pscaled = (f" (scaled from {s['baseline_pairs']} of {s['pairs']})"
              if s["baseline_pairs"] < s["pairs"] else "")
   rows = [
       row(what, "a model at a time, a call per step" + scaled, t["step_loop_s"], t["zoo_s"],
@@ -134,7 +134,7 @@ def main(argv):
           "scipy, a model at a time", align["reference_host_s"], align["reference_device_s"],
           align["compile_s"], rates),
       row(f"w{widest}: weight-match all {align['pairs']} pairs", "scipy, a pair at a time" + (
-          f" (x{align['pairs'] / align['baseline_pairs']:.0f} of {align['baseline_pairs']})"
+          f" (scaled from {align['baseline_pairs']} of {align['pairs']})"
           if align["baseline_pairs"] < align["pairs"] else ""),
           align["host_s"], align["device_s"], align["compile_s"], rates),
   ]
