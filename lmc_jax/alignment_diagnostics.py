@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Sequence
 import jax
 import numpy as np
 
+from lmc_jax.activation_matching import activation_matching
 from lmc_jax.interpolation import pairwise_aligned_sweep
 from lmc_jax.measures import epsilon
 from lmc_jax.permutation import PermutationSpec, apply_permutation, compose_permutations
@@ -33,12 +34,17 @@ def agreement(p: Perm, q: Perm) -> float:
 
 def cycle_consistency(match: Callable[[int, int], Perm], triples: Sequence) -> List[float]:
   """For each triple (a, b, c): the agreement of matching c to a directly with matching c to
-  b and then b to a (1.0: the pairwise alignments are transitive)."""
-  out = []
-  for a, b, c in triples:
-    via_b = compose_permutations(match(a, b), match(b, c))
-    out.append(agreement(via_b, match(a, c)))
-  return out
+  b and then b to a (1.0: the pairwise alignments are transitive). Each pair is matched
+  once, however many triples share it."""
+  found = {}
+
+  def pair(i, j):
+    if (i, j) not in found:
+      found[(i, j)] = match(i, j)
+    return found[(i, j)]
+
+  return [agreement(compose_permutations(pair(a, b), pair(b, c)), pair(a, c))
+          for a, b, c in triples]
 
 
 def weight_matching_restarts(spec: PermutationSpec, model, params, reference: int,
@@ -64,3 +70,27 @@ def weight_matching_restarts(spec: PermutationSpec, model, params, reference: in
           "epsilon": eps.tolist(),
           "median_epsilon_spread": float(np.median(eps.max(1) - eps.min(1))),
           "max_epsilon_spread": float(np.max(eps.max(1) - eps.min(1)))}
+
+
+def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x, y,
+                          settings, triples: int = 10, restarts: int = 5) -> dict:
+  """Cycle consistency of weight and activation matching over triples (reference, k, k+1),
+  and the spread of weight matching over `restarts` layer orders, for up to `triples`
+  models besides the reference. `settings` is the `MethodSettings` of the methods (its
+  seed and max_iter); `fit_x` the training inputs of activation matching."""
+  host = jax.tree_util.tree_map(np.asarray, params)
+  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  others = [k for k in usable if k != reference][:triples + 1]
+  trips = [(reference, a, b) for a, b in zip(others[:-1], others[1:])]
+  key = jax.random.key(settings.seed)
+  matchers = {
+      "weight": lambda a, b: weight_matching(key, spec, take(a), take(b), settings.max_iter).perm,
+      "activation": lambda a, b: activation_matching(model, spec, take(a), take(b), fit_x),
+  }
+  out = {"triples": [list(map(int, t)) for t in trips]}
+  for name, match in matchers.items():
+    out[f"{name}_cycle_consistency"] = cycle_consistency(match, trips)
+  out["weight_restarts"] = weight_matching_restarts(spec, model, params, reference,
+                                                    others[:triples], restarts, x, y,
+                                                    settings.max_iter)
+  return out

@@ -21,8 +21,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from lmc_jax.activation_matching import activation_matching
-from lmc_jax.alignment_diagnostics import cycle_consistency, fraction_moved, weight_matching_restarts
+from lmc_jax.alignment_diagnostics import alignment_diagnostics, fraction_moved
 from lmc_jax.alignment_methods import MethodResult, MethodSettings, align_by, check_methods
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
@@ -33,7 +32,6 @@ from lmc_jax.measures import MEASURES
 from lmc_jax.permutation import flatten, permute_zoo, spec_for_config, validate_spec
 from lmc_jax.repair import repaired_pair_sweep
 from lmc_jax.training import model_for
-from lmc_jax.weight_matching import weight_matching
 from lmc_jax.zoo_io import load_zoo, package_versions, read_zoo_json
 
 BARRIER_JSON = "barrier.json"
@@ -198,25 +196,3 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
   atomic_write_json(directory / BARRIER_JSON, result)
   return result
 
-
-def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x, y,
-                          settings: MethodSettings, triples: int = 10, restarts: int = 5) -> dict:
-  """Cycle consistency of weight and activation matching over triples (reference, k, k+1),
-  and the spread of weight matching over `restarts` layer orders, for up to `triples`
-  models besides the reference."""
-  host = jax.tree_util.tree_map(np.asarray, params)
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
-  others = [k for k in usable if k != reference][:triples + 1]
-  trips = [(reference, a, b) for a, b in zip(others[:-1], others[1:])]
-  key = jax.random.key(settings.seed)
-  matchers = {
-      "weight": lambda a, b: weight_matching(key, spec, take(a), take(b), settings.max_iter).perm,
-      "activation": lambda a, b: activation_matching(model, spec, take(a), take(b), fit_x),
-  }
-  out = {"triples": [list(map(int, t)) for t in trips]}
-  for name, match in matchers.items():
-    out[f"{name}_cycle_consistency"] = cycle_consistency(match, trips)
-  out["weight_restarts"] = weight_matching_restarts(spec, model, params, reference,
-                                                    others[:triples], restarts, x, y,
-                                                    settings.max_iter)
-  return out

@@ -23,10 +23,10 @@ from lmc_jax.evaluation import metrics_one, to_batches
 from lmc_jax.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.loss_plane import plane_basis, plane_metrics
 from lmc_jax.models import loss_and_correct, mlp_matmul_flops, num_params
-from lmc_jax.optim import optimizer_for
 from lmc_jax.permutation import spec_for_config
-from lmc_jax.training import (epoch_batches, init_params, make_epoch, make_train_step, model_for,
-                              model_keys, models_per_chunk, steps_per_epoch)
+from lmc_jax.training import (epoch_batches, epoch_keys, init_params, make_epoch, make_train_step,
+                              model_for, model_keys, models_per_chunk, steps_per_epoch,
+                              zoo_epoch_fn)
 from lmc_jax.weight_matching import align_pairs, align_zoo
 
 
@@ -74,29 +74,29 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   the whole zoo (the models are alike, so time is linear in their number); for zoos
   whose loops would take too long to run whole. Reported as `baseline_models`."""
   model = model_for(config)
-  tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
   ids = list(range(config.num_models))
   init_keys, data_keys = model_keys(config.seed, ids)
   params = init_params(model, data.x_train.shape[1], init_keys)
-  opt = jax.vmap(tx.init)(params)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  epoch = make_epoch(model, tx, config.batch_size)
-  # The zoo side as train_zoo runs it (chunks of models on a CPU), without donation so
-  # the initial state can be reused below.
+  # The zoo side exactly as train_zoo runs it (chunks of models on a CPU). Its epoch donates
+  # its inputs, so it gets copies: the initial state is reused by the loops below.
   chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
                            min(config.batch_size, len(data.y_train)), len(ids))
-  zoo_epoch = jax.jit(lambda p, o, k, x, y: jax.lax.map(lambda m: epoch(*m, x, y), (p, o, k),
-                                                        batch_size=chunk))
+  tx, zoo_epoch = zoo_epoch_fn(model, config, steps_per_epoch(len(data.y_train), config.batch_size),
+                               None if chunk >= len(ids) else chunk)
+  opt = jax.vmap(tx.init)(params)
+  copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)
+  key_data = jax.random.key_data(data_keys)
+  epoch = make_epoch(model, tx, config.batch_size)
   one_epoch = jax.jit(epoch)
-  fold = jax.vmap(jax.random.fold_in, (0, None))
 
   t = time.perf_counter()
-  _block(zoo_epoch(params, opt, fold(data_keys, 0), x, y))
+  _block(zoo_epoch(copy(params), copy(opt), epoch_keys(key_data, 0), x, y))
   compile_zoo = time.perf_counter() - t
+  p, o = copy(params), copy(opt)
   t = time.perf_counter()
-  p, o = params, opt
   for e in range(config.epochs):
-    p, o, _ = zoo_epoch(p, o, fold(data_keys, e), x, y)
+    p, o, _ = zoo_epoch(p, o, epoch_keys(key_data, e), x, y)
   _block(p)
   zoo_s = time.perf_counter() - t
 

@@ -38,6 +38,8 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
   perms = {k: identity_permutation(sizes) for k in models}
   aligned = {k: take(k) for k in models}
   total = jax.tree_util.tree_map(lambda *xs: sum(xs), *aligned.values())
+  mean_of_others = lambda k: jax.tree_util.tree_map(lambda t, a: (t - a) / (len(models) - 1),
+                                                    total, aligned[k])
   changed_per_round, objective = [], []
   rounds = 0
   for r in range(max_rounds):
@@ -46,9 +48,8 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, r), len(models)))
     for i in order:
       k = models[i]
-      others = jax.tree_util.tree_map(lambda t, a: (t - a) / (len(models) - 1), total, aligned[k])
-      res = weight_matching(jax.random.fold_in(jax.random.fold_in(key, r), k), spec, others,
-                            take(k), max_iter, init_perm=perms[k])
+      res = weight_matching(jax.random.fold_in(jax.random.fold_in(key, r), k), spec,
+                            mean_of_others(k), take(k), max_iter, init_perm=perms[k])
       if any(not np.array_equal(res.perm[p], perms[k][p]) for p in sizes):
         new = apply_permutation(spec, res.perm, take(k))
         total = jax.tree_util.tree_map(lambda t, a, b: t - a + b, total, aligned[k], new)
@@ -56,9 +57,7 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
         changed.append(k)
     changed_per_round.append(changed)
     objective.append(float(sum(
-        matching_objective(spec, identity_permutation(sizes),
-                           jax.tree_util.tree_map(lambda t, a: (t - a) / (len(models) - 1),
-                                                  total, aligned[k]), aligned[k])
+        matching_objective(spec, identity_permutation(sizes), mean_of_others(k), aligned[k])
         for k in models)))
     if not changed:
       break

@@ -5,6 +5,8 @@ The study's code used PyTorch; each optax chain here reproduces the PyTorch upda
 """
 from __future__ import annotations
 
+import functools
+
 import optax
 
 from lmc_jax.errors import LmcError
@@ -56,3 +58,10 @@ def optimizer_for(config, steps_per_epoch: int) -> optax.GradientTransformation:
   schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                            config.peak_lr)
   return make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_adam(lr: float) -> optax.GradientTransformation:
+  """Plain Adam, one object per learning rate: passed as a static argument to a jitted
+  step, the same object lets every call reuse one compilation."""
+  return optax.adam(lr)

@@ -22,7 +22,9 @@ from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.errors import LmcError
 from lmc_jax.models import loss_and_correct
-from lmc_jax.permutation import PermutationSpec, apply_soft_permutation, permutation_spec_from_axes
+from lmc_jax.optim import cached_adam
+from lmc_jax.permutation import (PermutationSpec, apply_soft_permutation,
+                                 permutation_spec_from_axes)
 
 OBJECTIVES = ("expected", "midpoint")
 
@@ -85,11 +87,6 @@ def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, par
   return mats, losses
 
 
-@functools.lru_cache(maxsize=8)
-def _adam(lr: float):
-  return optax.adam(lr)
-
-
 def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stack, start_perms,
                       x, y, steps: int = 50, lr: float = 0.1, iters: int = 20,
                       objective: str = "expected") -> SinkhornResult:
@@ -103,8 +100,10 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   m = len(start_perms)
   keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(m, dtype=np.uint32))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
-  mats, losses = _train(model, tuple(sorted(spec.axes_to_perm.items())), int(steps), int(iters), objective, _adam(float(lr)),
-                        logits, params_a, params_b_stack, jnp.asarray(x), jnp.asarray(y), keys)
+  spec_items = tuple(sorted(spec.axes_to_perm.items()))  # hashable: a static argument
+  mats, losses = _train(model, spec_items, int(steps), int(iters), objective,
+                        cached_adam(float(lr)), logits, params_a, params_b_stack,
+                        jnp.asarray(x), jnp.asarray(y), keys)
   mats = {p: np.asarray(v) for p, v in mats.items()}
   perms = [{p: round_to_permutation(v[k]) for p, v in mats.items()} for k in range(m)]
   return SinkhornResult(perms, mats, np.asarray(losses))

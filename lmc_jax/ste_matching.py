@@ -20,6 +20,7 @@ import optax
 
 from lmc_jax.evaluation import metrics_one, to_batches
 from lmc_jax.models import loss_and_correct
+from lmc_jax.optim import cached_adam
 from lmc_jax.permutation import apply_permutation
 from lmc_jax.weight_matching import weight_matching
 
@@ -47,12 +48,6 @@ def _step(model, tx, proxy, opt_state, params_a, projected, x, y):
   return optax.apply_updates(proxy, updates), opt_state, loss
 
 
-@functools.lru_cache(maxsize=8)
-def _adam(lr: float):
-  """One optimizer object per learning rate, so the jitted step compiles once."""
-  return optax.adam(lr)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _midpoint_loss(model, params_a, params_b, batches):
   return metrics_one(model, _midpoint(params_a, params_b), batches)[0]
@@ -64,7 +59,7 @@ def ste_matching(key, model, spec, params_a, params_b, x, y, steps: int = 50, lr
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
   params_b = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params_b)
   start = weight_matching(jax.random.fold_in(key, 0), spec, params_a, params_b, max_iter).perm
-  tx = _adam(float(lr))
+  tx = cached_adam(float(lr))
   proxy, perm = params_a, start
   opt_state = tx.init(proxy)
   b = min(batch_size, len(y))

@@ -20,7 +20,7 @@ import optax
 from lmc_jax.config import ZooConfig
 from lmc_jax.datasets import Dataset, dims_of
 from lmc_jax.evaluation import evaluate_zoo
-from lmc_jax.models import loss_and_correct, make_mlp
+from lmc_jax.models import loss_and_correct, make_mlp, num_params
 from lmc_jax.optim import optimizer_for
 from lmc_jax.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
@@ -112,9 +112,8 @@ def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: 
   """
   if num_devices > 1 or jax.devices()[0].platform != "cpu":
     return num_models
-  leaves = jax.tree_util.tree_leaves(params_one)
-  units = sum(int(l.shape[-1]) for l in leaves if l.ndim == 2)
-  per_model = 4 * batch_size * units + 4 * sum(int(np.prod(l.shape)) for l in leaves)
+  units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+  per_model = 4 * batch_size * units + 4 * num_params(params_one)
   return int(max(1, min(num_models, 2 ** 22 // per_model)))
 
 
@@ -139,7 +138,7 @@ def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional
 
 
 @jax.jit
-def _epoch_keys(key_data, epoch):
+def epoch_keys(key_data, epoch):
   """Epoch keys `fold_in(data_key_k, epoch)` from the raw data of the models' data keys."""
   return jax.vmap(jax.random.fold_in, (0, None))(jax.random.wrap_key_data(key_data), epoch)
 
@@ -180,7 +179,7 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
 
   start = time.perf_counter()
   for e in range(config.epochs):
-    params, opt_state, losses = run_epoch(params, opt_state, _epoch_keys(data_keys, e), x, y)
+    params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
     if log is not None:
       losses = to_host(losses)[:len(ids)]
       finite = losses[np.isfinite(losses)]
