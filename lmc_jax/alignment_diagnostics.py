@@ -16,6 +16,7 @@ from lmc_jax.interpolation import pairwise_aligned_sweep
 from lmc_jax.measures import epsilon
 from lmc_jax.permutation import PermutationSpec, apply_permutation, compose_permutations
 from lmc_jax.weight_matching import weight_matching
+from lmc_jax.tree_utils import stack, take, to_numpy
 
 Perm = Dict[str, np.ndarray]
 
@@ -53,18 +54,17 @@ def weight_matching_restarts(spec: PermutationSpec, model, params, reference: in
   """Weight matching of each model in `others` onto the reference from `restarts` layer
   orders (keys 0..restarts-1): final objective and epsilon on (x, y) of every restart,
   `(len(others), restarts)` each."""
-  host = jax.tree_util.tree_map(np.asarray, params)
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  host = to_numpy(params)
   objective = np.zeros((len(others), restarts))
   aligned = []
   for i, k in enumerate(others):
     for r in range(restarts):
-      res = weight_matching(jax.random.key(r), spec, take(reference), take(k), max_iter)
+      res = weight_matching(jax.random.key(r), spec, take(host, reference), take(host, k), max_iter)
       objective[i, r] = res.objective[-1]
-      aligned.append(apply_permutation(spec, res.perm, take(k)))
-  stack = jax.tree_util.tree_map(lambda *a: np.stack(a), *aligned)
+      aligned.append(apply_permutation(spec, res.perm, take(host, k)))
+  stacked = stack(aligned)
   pairs = np.array([[reference, k] for k in others for _ in range(restarts)], np.int32)
-  curves = pairwise_aligned_sweep(model, host, stack, pairs, x, y)
+  curves = pairwise_aligned_sweep(model, host, stacked, pairs, x, y)
   eps = epsilon(curves.loss, curves.alphas).reshape(len(others), restarts)
   return {"models": list(map(int, others)), "objective": objective.tolist(),
           "epsilon": eps.tolist(),
@@ -78,14 +78,13 @@ def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x,
   and the spread of weight matching over `restarts` layer orders, for up to `triples`
   models besides the reference. `settings` is the `MethodSettings` of the methods (its
   seed and max_iter); `fit_x` the training inputs of activation matching."""
-  host = jax.tree_util.tree_map(np.asarray, params)
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
+  host = to_numpy(params)
   others = [k for k in usable if k != reference][:triples + 1]
   trips = [(reference, a, b) for a, b in zip(others[:-1], others[1:])]
   key = jax.random.key(settings.seed)
   matchers = {
-      "weight": lambda a, b: weight_matching(key, spec, take(a), take(b), settings.max_iter).perm,
-      "activation": lambda a, b: activation_matching(model, spec, take(a), take(b), fit_x),
+      "weight": lambda a, b: weight_matching(key, spec, take(host, a), take(host, b), settings.max_iter).perm,
+      "activation": lambda a, b: activation_matching(model, spec, take(host, a), take(host, b), fit_x),
   }
   out = {"triples": [list(map(int, t)) for t in trips]}
   for name, match in matchers.items():

@@ -28,6 +28,7 @@ from lmc_jax.permutation import PermutationSpec, identity_permutation, perm_size
 from lmc_jax.sinkhorn_matching import sinkhorn_matching
 from lmc_jax.ste_matching import ste_matching
 from lmc_jax.weight_matching import align_zoo
+from lmc_jax.tree_utils import take, to_numpy
 
 METHODS = ("weight", "activation", "ste", "sinkhorn", "mergemany", "exact")
 
@@ -90,9 +91,8 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
   """
   check_methods([name])
   skip = set(skip)
-  host = jax.tree_util.tree_map(np.asarray, params)
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
-  ref = take(reference)
+  host = to_numpy(params)
+  ref = take(host, reference)
   sizes = perm_sizes(spec, ref)
   key = jax.random.key(settings.seed)
   fit_x, fit_y = fit_x[:settings.fit_samples], fit_y[:settings.fit_samples]
@@ -104,12 +104,12 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
     info = {"sweeps": res.sweeps, "objective": res.objective}
   elif name == "activation":
     perms = _star(host, reference, skip, sizes,
-                  lambda k: activation_matching(model, spec, ref, take(k), fit_x))
+                  lambda k: activation_matching(model, spec, ref, take(host, k), fit_x))
   elif name == "ste":
     results = {}
 
     def one(k):
-      results[k] = ste_matching(jax.random.fold_in(key, k), model, spec, ref, take(k), fit_x,
+      results[k] = ste_matching(jax.random.fold_in(key, k), model, spec, ref, take(host, k), fit_x,
                                 fit_y, settings.ste_steps, settings.ste_lr,
                                 max_iter=settings.max_iter)
       return results[k].perm
@@ -121,8 +121,8 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
     movers = [k for k in range(len(start_perms)) if k != reference and k not in skip]
     perms = list(start_perms)
     if movers:
-      stack = jax.tree_util.tree_map(lambda a: a[np.asarray(movers)], host)
-      res = sinkhorn_matching(key, model, spec, ref, stack, [start_perms[k] for k in movers],
+      stacked = take(host, np.asarray(movers))
+      res = sinkhorn_matching(key, model, spec, ref, stacked, [start_perms[k] for k in movers],
                               fit_x, fit_y, settings.sinkhorn_steps, settings.sinkhorn_lr,
                               objective=settings.sinkhorn_objective)
       for k, p in zip(movers, res.perms):
@@ -142,7 +142,7 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
     found = {}
 
     def one(k):
-      found[k] = exact_alignment(model, spec, ref, take(k), eval_x, eval_y,
+      found[k] = exact_alignment(model, spec, ref, take(host, k), eval_x, eval_y,
                                  settings.exact_max_tflop)
       return found[k].perm
     perms = _star(host, reference, skip, sizes, one)

@@ -29,7 +29,8 @@ from lmc_jax.datasets import dims_of, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import Curves, all_pairs, default_alphas, pair_sweep
 from lmc_jax.measures import MEASURES
-from lmc_jax.permutation import flatten, permute_zoo, spec_for_config, validate_spec
+from lmc_jax.permutation import permute_zoo, spec_for_config, validate_spec
+from lmc_jax.tree_utils import flatten
 from lmc_jax.repair import repaired_pair_sweep
 from lmc_jax.training import model_for
 from lmc_jax.zoo_io import load_zoo, package_versions, read_zoo_json

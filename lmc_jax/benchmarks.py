@@ -27,6 +27,7 @@ from lmc_jax.permutation import spec_for_config
 from lmc_jax.training import (epoch_batches, epoch_keys, init_params, make_epoch, make_train_step,
                               model_for, model_keys, models_per_chunk, steps_per_epoch,
                               zoo_epoch_fn)
+from lmc_jax.tree_utils import take
 from lmc_jax.weight_matching import align_pairs, align_zoo
 
 
@@ -100,7 +101,6 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   _block(p)
   zoo_s = time.perf_counter() - t
 
-  take = lambda tree, k: jax.tree_util.tree_map(lambda a: a[k], tree)
   t = time.perf_counter()
   # Warm up with the loop's own argument construction (an eager fold_in compiles once).
   _block(one_epoch(take(params, 0), take(opt, 0), jax.random.fold_in(data_keys[0], 0), x, y))
@@ -161,8 +161,7 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
 
   batches = to_batches(x, y)
   one = jax.jit(lambda pi, pj, a: metrics_one(model, interpolate(pi, pj, a), batches))
-  take = lambda k: jax.tree_util.tree_map(lambda v: v[k], params_stack)
-  members = [take(k) for k in range(config.num_models)]
+  members = [take(params_stack, k) for k in range(config.num_models)]
   _block(one(members[0], members[1], 0.5))
   looped = pairs[:baseline_pairs or len(pairs)]
   scale = len(pairs) / len(looped)
@@ -204,8 +203,8 @@ def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int 
   """Seconds for the loss on a `resolution` squared grid in the plane of models 0, 1, 2:
   one jitted chunked call against a loop calling a jitted evaluation per grid point."""
   model = model_for(config)
-  take = lambda k: jax.tree_util.tree_map(lambda v: jnp.asarray(v[k]), params_stack)
-  basis = plane_basis(take(0), take(1), take(2))
+  on_device = jax.tree_util.tree_map(jnp.asarray, params_stack)
+  basis = plane_basis(*(take(on_device, k) for k in range(3)))
   lo, hi = basis.corners.min(0), basis.corners.max(0)
   gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
   coords = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)

@@ -15,6 +15,7 @@ import numpy as np
 
 from lmc_jax.permutation import (PermutationSpec, apply_permutation, compose_permutations,
                                  identity_permutation, invert_permutation, perm_sizes)
+from lmc_jax.tree_utils import take
 from lmc_jax.weight_matching import matching_objective, weight_matching
 
 
@@ -32,11 +33,10 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
   and take no part."""
   host = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params_stack)
   n = jax.tree_util.tree_leaves(host)[0].shape[0]
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
   models = [k for k in range(n) if k not in set(skip)]
-  sizes = perm_sizes(spec, take(models[0]))
+  sizes = perm_sizes(spec, take(host, models[0]))
   perms = {k: identity_permutation(sizes) for k in models}
-  aligned = {k: take(k) for k in models}
+  aligned = {k: take(host, k) for k in models}
   total = jax.tree_util.tree_map(lambda *xs: sum(xs), *aligned.values())
   mean_of_others = lambda k: jax.tree_util.tree_map(lambda t, a: (t - a) / (len(models) - 1),
                                                     total, aligned[k])
@@ -49,9 +49,9 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
     for i in order:
       k = models[i]
       res = weight_matching(jax.random.fold_in(jax.random.fold_in(key, r), k), spec,
-                            mean_of_others(k), take(k), max_iter, init_perm=perms[k])
+                            mean_of_others(k), take(host, k), max_iter, init_perm=perms[k])
       if any(not np.array_equal(res.perm[p], perms[k][p]) for p in sizes):
-        new = apply_permutation(spec, res.perm, take(k))
+        new = apply_permutation(spec, res.perm, take(host, k))
         total = jax.tree_util.tree_map(lambda t, a, b: t - a + b, total, aligned[k], new)
         perms[k], aligned[k] = res.perm, new
         changed.append(k)

@@ -13,9 +13,9 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from lmc_jax.errors import LmcError
+from lmc_jax.tree_utils import flatten, unflatten
 
 Axes = Tuple[Optional[str], ...]
 
@@ -58,15 +58,6 @@ def spec_for_config(config) -> PermutationSpec:
   return mlp_permutation_spec(len(config.hidden), config.layernorm != "none")
 
 
-def flatten(params) -> Dict[str, jax.Array]:
-  """Nested Flax params -> {'Dense_0/kernel': array, ...}."""
-  return traverse_util.flatten_dict(params, sep="/")
-
-
-def unflatten(flat: Dict[str, jax.Array]):
-  return traverse_util.unflatten_dict(flat, sep="/")
-
-
 def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:
   """Size of each permutation, read off `params` (after `batch_dims` leading axes)."""
   flat = flatten(params)
@@ -98,22 +89,23 @@ def validate_spec(spec: PermutationSpec, params, batch_dims: int = 0) -> None:
                        "same length.")
 
 
-def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params,
-                      skip: Optional[str] = None):
-  """Params of one model with hidden units reordered: `new = take(old, perm[p], axis)`.
+def permute_leaf(spec: PermutationSpec, perm: Dict[str, jax.Array], path: str, leaf,
+                 skip: Optional[str] = None):
+  """Leaf `path` with every permutation the spec assigns to its axes applied, except
+  `skip` (weight matching holds the one it solves for unapplied). numpy leaves stay
+  numpy; jax arrays and tracers go through `jnp.take`, so it works under jit/vmap."""
+  for axis, p in enumerate(spec.axes_to_perm[path]):
+    if p is not None and p != skip:
+      leaf = jnp.take(leaf, perm[p], axis=axis) if isinstance(leaf, jax.Array) \
+          else np.take(leaf, perm[p], axis=axis)
+  return leaf
 
-  `skip` leaves permutation `skip` unapplied (weight matching uses it). Works on numpy and
-  jax arrays, and under jit/vmap.
-  """
-  flat = flatten(params)
-  out = {}
-  for path, leaf in flat.items():
-    for axis, p in enumerate(spec.axes_to_perm[path]):
-      if p is not None and p != skip:
-        leaf = jnp.take(leaf, perm[p], axis=axis) if isinstance(leaf, jax.Array) \
-            else np.take(leaf, perm[p], axis=axis)
-    out[path] = leaf
-  return unflatten(out)
+
+def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params):
+  """Params of one model with hidden units reordered: `new = take(old, perm[p], axis)`
+  on every axis the spec assigns. Works on numpy and jax arrays, and under jit/vmap."""
+  return unflatten({path: permute_leaf(spec, perm, path, leaf)
+                    for path, leaf in flatten(params).items()})
 
 
 def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], params):

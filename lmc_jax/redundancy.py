@@ -14,6 +14,7 @@ from typing import List, NamedTuple
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.tree_utils import stack, take, to_numpy
 
 
 def _check_one_layer(params):
@@ -94,10 +95,9 @@ def reduce_zoo(params_stack, threshold: float = 0.99):
 
   Returns (stacked reduced params, widths after merging (num_models,))."""
   num = np.asarray(params_stack["Dense_0"]["kernel"]).shape[0]
-  take = lambda k: {l: {p: np.asarray(v)[k] for p, v in d.items()} for l, d in params_stack.items()}
-  merged = [merge_similar_neurons(take(k), threshold).params for k in range(num)]
+  host = to_numpy(params_stack)
+  merged = [merge_similar_neurons(take(host, k), threshold).params for k in range(num)]
   widths = np.array([m["Dense_0"]["kernel"].shape[1] for m in merged])
   top = max(int(widths.max()), 1)
   padded = [zero_pad(m, top) for m in merged]
-  stack = {l: {p: np.stack([m[l][p] for m in padded]) for p in padded[0][l]} for l in padded[0]}
-  return stack, widths
+  return stack(padded), widths

@@ -25,6 +25,7 @@ from lmc_jax.models import loss_and_correct
 from lmc_jax.optim import cached_adam
 from lmc_jax.permutation import (PermutationSpec, apply_soft_permutation,
                                  permutation_spec_from_axes)
+from lmc_jax.tree_utils import fold_in_each
 
 OBJECTIVES = ("expected", "midpoint")
 
@@ -98,7 +99,7 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   logits = {p: np.stack([start_logits(np.asarray(sp[p])) for sp in start_perms])
             for p in spec.perm_to_axes}
   m = len(start_perms)
-  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(m, dtype=np.uint32))
+  keys = fold_in_each(key, np.arange(m))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
   spec_items = tuple(sorted(spec.axes_to_perm.items()))  # hashable: a static argument
   mats, losses = _train(model, spec_items, int(steps), int(iters), objective,

@@ -17,6 +17,7 @@ from lmc_jax.datasets import Dataset
 from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.optim import make_optimizer, make_schedule
 from lmc_jax.training import make_epoch, model_for
+from lmc_jax.tree_utils import stack
 
 
 class SwaRun(NamedTuple):
@@ -27,12 +28,12 @@ class SwaRun(NamedTuple):
   start_loss: float  # test loss of the model SWA started from
 
 
-def running_mean(stack):
+def running_mean(samples):
   """(E, ...) -> (E, ...): entry k is the mean of entries 0..k."""
   def one(x):
     counts = jnp.arange(1, x.shape[0] + 1, dtype=x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
     return jnp.cumsum(x, axis=0) / counts
-  return jax.tree_util.tree_map(one, stack)
+  return jax.tree_util.tree_map(one, samples)
 
 
 def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10, lr: float = 0.05) -> SwaRun:
@@ -47,10 +48,10 @@ def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10, lr: flo
   for e in range(epochs):
     p, state, _ = epoch(p, state, jax.random.fold_in(key, e), x, y)
     samples.append(p)
-  stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *samples)
-  averages = running_mean(stack)
-  sample_loss, _ = evaluate_zoo(model, stack, data.x_test, data.y_test)
+  stacked = stack(samples, jnp.stack)
+  averages = running_mean(stacked)
+  sample_loss, _ = evaluate_zoo(model, stacked, data.x_test, data.y_test)
   average_loss, _ = evaluate_zoo(model, averages, data.x_test, data.y_test)
   start = jax.tree_util.tree_map(lambda v: jnp.asarray(v)[None], params)
   start_loss = float(evaluate_zoo(model, start, data.x_test, data.y_test)[0][0])
-  return SwaRun(stack, averages, sample_loss, average_loss, start_loss)
+  return SwaRun(stacked, averages, sample_loss, average_loss, start_loss)

@@ -23,6 +23,7 @@ from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.models import loss_and_correct, make_mlp, num_params
 from lmc_jax.optim import optimizer_for
 from lmc_jax.sharding import model_mesh, padded_size, replicate, split_models, to_host
+from lmc_jax.tree_utils import fold_in_each
 
 
 class Zoo(NamedTuple):
@@ -40,9 +41,7 @@ def model_for(config: ZooConfig):
 def model_keys(seed: int, model_ids: Sequence[int]):
   """(init_keys, data_keys), each a key array `(len(model_ids),)`."""
   init_key, data_key = jax.random.split(jax.random.key(seed))
-  ids = jnp.asarray(model_ids, jnp.uint32)
-  return (jax.vmap(jax.random.fold_in, (None, 0))(init_key, ids),
-          jax.vmap(jax.random.fold_in, (None, 0))(data_key, ids))
+  return fold_in_each(init_key, model_ids), fold_in_each(data_key, model_ids)
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

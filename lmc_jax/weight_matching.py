@@ -18,22 +18,15 @@ from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.errors import LmcError
 from lmc_jax.permutation import (PermutationSpec, apply_permutation, flatten, identity_permutation,
-                                 perm_sizes, permute_zoo, validate_spec)
+                                 permute_leaf, perm_sizes, permute_zoo, validate_spec)
 from lmc_jax.weight_matching_device import match_many
+from lmc_jax.tree_utils import fold_in_each, stack, take, to_numpy
 
 
 class MatchResult(NamedTuple):
   perm: Dict[str, np.ndarray]  # apply to B to align it with A
   objective: List[float]  # sum <theta_A, pi(theta_B)> after each sweep
   sweeps: int
-
-
-def _leaf_skipping(spec, perm, flat, path, skip):
-  leaf = flat[path]
-  for axis, p in enumerate(spec.axes_to_perm[path]):
-    if p is not None and p != skip:
-      leaf = np.take(leaf, perm[p], axis=axis)
-  return leaf
 
 
 def matching_cost(spec: PermutationSpec, perm, flat_a, flat_b, p: str) -> np.ndarray:
@@ -43,7 +36,7 @@ def matching_cost(spec: PermutationSpec, perm, flat_a, flat_b, p: str) -> np.nda
   cost = 0.0
   for path, axis in spec.perm_to_axes[p]:
     wa = np.moveaxis(flat_a[path], axis, 0)
-    wb = np.moveaxis(_leaf_skipping(spec, perm, flat_b, path, p), axis, 0)
+    wb = np.moveaxis(permute_leaf(spec, perm, path, flat_b[path], skip=p), axis, 0)
     n = wa.shape[0]
     cost = cost + wa.reshape(n, -1) @ wb.reshape(n, -1).T
   return cost
@@ -110,11 +103,10 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
   models at once with the jittable solver (float32); 'host' one at a time with scipy.
   """
   _check_matcher(matcher)
-  host = jax.tree_util.tree_map(np.asarray, params_stack)
+  host = to_numpy(params_stack)
   num = jax.tree_util.tree_leaves(host)[0].shape[0]
   validate_spec(spec, host, batch_dims=1)
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
-  ref = take(reference)
+  ref = take(host, reference)
   sizes = perm_sizes(spec, ref)
   if matcher == "device":
     return _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, num)
@@ -124,7 +116,7 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
       perms.append(identity_permutation(sizes))
       objective.append([])
       continue
-    res = weight_matching(jax.random.fold_in(key, k), spec, ref, take(k), max_iter)
+    res = weight_matching(jax.random.fold_in(key, k), spec, ref, take(host, k), max_iter)
     perms.append(res.perm)
     objective.append(res.objective)
     if res.sweeps == max_iter and len(res.objective) > 1 and res.objective[-1] > res.objective[-2]:
@@ -134,7 +126,7 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
 
 
 def _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, num):
-  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(num, dtype=np.uint32))
+  keys = fold_in_each(key, np.arange(num))
   refs = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, (num,) + a.shape), ref)
   # Skipped (diverged, possibly NaN) models are matched as copies of the reference, and
   # their result discarded: NaN costs must never reach the solver.
@@ -151,7 +143,7 @@ def _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, nu
     else:
       pk = {p: np.asarray(v[k]) for p, v in dev_perms.items()}
       perms.append(pk)
-      objective.append([matching_objective(spec, pk, ref, jax.tree_util.tree_map(lambda a: a[k], host))])
+      objective.append([matching_objective(spec, pk, ref, take(host, k))])
       sweeps.append(int(dev_sweeps[k]))
   return ZooAlignment(permute_zoo(spec, perms, host), perms, objective, reference, sweeps)
 
@@ -165,18 +157,17 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
   pair at once with the jittable solver.
   """
   _check_matcher(matcher)
-  host = jax.tree_util.tree_map(np.asarray, params_stack)
+  host = to_numpy(params_stack)
   validate_spec(spec, host, batch_dims=1)
-  take = lambda k: jax.tree_util.tree_map(lambda a: a[k], host)
   pairs = np.asarray(pairs).reshape(-1, 2)
   if matcher == "device":
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(len(pairs), dtype=np.uint32))
-    side = lambda col: jax.tree_util.tree_map(lambda a: a[pairs[:, col]], host)
-    perms, _ = match_many(spec, perm_sizes(spec, take(0)), keys, side(0), side(1), max_iter)
+    keys = fold_in_each(key, np.arange(len(pairs)))
+    side = lambda col: take(host, pairs[:, col])
+    perms, _ = match_many(spec, perm_sizes(spec, take(host, 0)), keys, side(0), side(1), max_iter)
     per_pair = [{p: np.asarray(v[q]) for p, v in perms.items()} for q in range(len(pairs))]
-    return jax.tree_util.tree_map(np.asarray, permute_zoo(spec, per_pair, side(1)))
+    return to_numpy(permute_zoo(spec, per_pair, side(1)))
   out = []
   for p, (i, j) in enumerate(np.asarray(pairs)):
-    res = weight_matching(jax.random.fold_in(key, p), spec, take(i), take(j), max_iter)
-    out.append(apply_permutation(spec, res.perm, take(j)))
-  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *out)
+    res = weight_matching(jax.random.fold_in(key, p), spec, take(host, i), take(host, j), max_iter)
+    out.append(apply_permutation(spec, res.perm, take(host, j)))
+  return stack(out)

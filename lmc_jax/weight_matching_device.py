@@ -14,16 +14,14 @@ import jax
 import jax.numpy as jnp
 from optax.assignment import hungarian_algorithm
 
-from lmc_jax.permutation import PermutationSpec, flatten, permutation_spec_from_axes
+from lmc_jax.permutation import PermutationSpec, permutation_spec_from_axes, permute_leaf
+from lmc_jax.tree_utils import flatten
 
 
 def _cost(spec, perm, flat_a, flat_b, p, n):
   cost = jnp.zeros((n, n), jnp.float32)
   for path, axis in spec.perm_to_axes[p]:
-    wb = flat_b[path]
-    for ax, q in enumerate(spec.axes_to_perm[path]):
-      if q is not None and q != p:
-        wb = jnp.take(wb, perm[q], axis=ax)
+    wb = permute_leaf(spec, perm, path, flat_b[path], skip=p)
     wa = jnp.moveaxis(flat_a[path], axis, 0).reshape(n, -1)
     wb = jnp.moveaxis(wb, axis, 0).reshape(n, -1)
     cost = cost + wa @ wb.T

@@ -18,6 +18,7 @@ from lmc_jax.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
 from lmc_jax.measures import epsilon, pair_matrix
 from lmc_jax.permutation import spec_for_config
 from lmc_jax.weight_matching import align_pairs, align_zoo
+from lmc_jax.tree_utils import stack
 
 
 class GroupedZoo(NamedTuple):
@@ -53,9 +54,9 @@ def combine_zoos(directories) -> GroupedZoo:
   labels = [p[1] for p in parts]
   if len(set(labels)) != len(labels):  # same family twice (e.g. other seeds): tell them apart
     labels = [f"{l} ({Path(p[2]).name})" for l, p in zip(labels, parts)]
-  stack = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[p[4] for p in parts])
+  joined = stack([p[4] for p in parts], np.concatenate)
   return GroupedZoo(
-      first[0], first[1], stack,
+      first[0], first[1], joined,
       np.concatenate([np.full(len(p[3]), p[0]) for p in parts]), labels,
       [(str(p[2]), k) for p in parts for k in p[3]],
       np.array([m["test_loss"] for p in parts for m in p[5]]),

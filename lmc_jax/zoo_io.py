@@ -19,7 +19,7 @@ import numpy as np
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
 from lmc_jax.config import ZooConfig
 from lmc_jax.errors import LmcError
-from lmc_jax.permutation import flatten, unflatten
+from lmc_jax.tree_utils import flatten, unflatten
 
 ZOO_JSON, PARAMS_NPZ = "zoo.json", "params.npz"
 FORMAT_VERSION = 1

@@ -1,0 +1,46 @@
+"""Small operations on parameter pytrees and keys that every layer of the library shares.
+
+A zoo is a pytree whose leaves have the model on axis 0; these helpers take one model out,
+stack models back together, flatten Flax params to `/`-joined paths, and derive one key
+per model or pair.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+
+def take(tree, k):
+  """Model `k` of a stacked pytree (every leaf indexed at `k` on axis 0); `k` may also be
+  an index array, giving the stack of those models."""
+  return jax.tree_util.tree_map(lambda a: a[k], tree)
+
+
+def to_numpy(tree):
+  """Every leaf as a numpy array on the host."""
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def stack(trees: Sequence, axis_fn=np.stack):
+  """Stacks pytrees of one structure on a new axis 0 (numpy by default; pass
+  `jnp.stack` to stay on the device, or `np.concatenate` to join stacks)."""
+  return jax.tree_util.tree_map(lambda *xs: axis_fn(xs), *trees)
+
+
+def fold_in_each(key, ids):
+  """`fold_in(key, i)` for every i in `ids`: a key array `(len(ids),)`, one per model or
+  pair, the same whichever other ids are present."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, np.asarray(ids, np.uint32))
+
+
+def flatten(params) -> Dict[str, jax.Array]:
+  """Nested Flax params -> {'Dense_0/kernel': array, ...}."""
+  return traverse_util.flatten_dict(params, sep="/")
+
+
+def unflatten(flat: Dict[str, jax.Array]):
+  """{'Dense_0/kernel': array, ...} -> nested Flax params."""
+  return traverse_util.unflatten_dict(flat, sep="/")
