@@ -19,14 +19,13 @@ from absl import app, flags
 from experiments.common import exit_on_lmc_error
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax import figures
-from lmc_jax.barrier_analysis import curves_entry, load_zoo_checked, usable_models
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import all_pairs, pair_sweep
-from lmc_jax.measures import quartiles
+from lmc_jax.measures import curves_entry, quartiles
 from lmc_jax.reporting import format_table
 from lmc_jax.swa import swa
-from lmc_jax.zoo_io import package_versions
+from lmc_jax.zoo_io import load_zoo_checked, package_versions, usable_models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)

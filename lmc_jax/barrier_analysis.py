@@ -28,44 +28,13 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.datasets import dims_of, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import Curves, all_pairs, default_alphas, pair_sweep
-from lmc_jax.measures import MEASURES
+from lmc_jax.measures import MEASURES, curves_entry
 from lmc_jax.permutation import permute_zoo, spec_for_config, validate_spec
 from lmc_jax.tree_utils import flatten
 from lmc_jax.repair import repaired_pair_sweep
-from lmc_jax.training import model_for
-from lmc_jax.zoo_io import load_zoo, package_versions, read_zoo_json
+from lmc_jax.zoo_io import load_zoo_checked, package_versions, usable_models
 
 BARRIER_JSON = "barrier.json"
-
-
-def load_zoo_checked(directory):
-  """Loads a zoo and checks its params against the model its config describes.
-
-  Returns (config, model, params_stack, doc)."""
-  config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
-  model, d_in = model_for(config), dims_of(config.dataset)[0]
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, d_in), np.float32)))
-  expected = {k: v.shape for k, v in flatten(shapes["params"]).items()}
-  config, params, doc = load_zoo(directory, expected_shapes=expected)
-  validate_spec(spec_for_config(config), params, batch_dims=1)
-  return config, model, params, doc
-
-
-def curves_entry(curves: Curves) -> dict:
-  entry = {"pairs": curves.pairs.tolist(), "loss": curves.loss.tolist(), "acc": curves.acc.tolist()}
-  for name, fn in MEASURES.items():
-    entry[name] = fn(curves.loss, curves.alphas).tolist()
-  return entry
-
-
-def usable_models(doc: dict, directory) -> list:
-  """Indices of models that did not diverge; warns naming each one left out."""
-  models = doc.get("models", [])
-  excluded = [k for k, m in enumerate(models) if m.get("diverged")]
-  for k in excluded:
-    logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
-                    "statistic and figure.", directory, k)
-  return [k for k in range(len(models)) if k not in excluded]
 
 
 def _previous(path: Path, doc: dict, split: str, reference: int, alphas) -> Optional[dict]:
@@ -105,6 +74,7 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
   directory = Path(directory)
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
   config, model, params, doc = load_zoo_checked(directory)
+  validate_spec(spec_for_config(config), params, batch_dims=1)
   if split not in ("test", "train"):
     raise LmcError(f"Unknown split {split!r}; use 'test' or 'train'.")
   n = doc["num_models"]

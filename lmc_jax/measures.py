@@ -74,3 +74,12 @@ def single_linkage_order(matrix) -> np.ndarray:
   if len(m) < 3:
     return np.arange(len(m))
   return leaves_list(linkage(squareform(m, checks=False), method="single"))
+
+
+def curves_entry(curves) -> dict:
+  """A `Curves` (pairs (P, 2), loss and acc (P, A), alphas (A,)) as a JSON-ready dict with
+  every measure of `MEASURES` per pair: barrier.json's entry for one set of curves."""
+  entry = {"pairs": curves.pairs.tolist(), "loss": curves.loss.tolist(), "acc": curves.acc.tolist()}
+  for name, fn in MEASURES.items():
+    entry[name] = fn(curves.loss, curves.alphas).tolist()
+  return entry

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.datasets import dims_of
 from lmc_jax.errors import LmcError
 
 INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform")
@@ -97,6 +98,11 @@ def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
                    f"{', '.join(LAYERNORM_POSITIONS)}.")
   initializers(init, 1)  # validates the name
   return MLP(hidden=hidden, d_out=int(d_out), layernorm=layernorm, init_scheme=init)
+
+
+def model_for(config) -> MLP:
+  """The MLP a `ZooConfig` describes (the dataset fixes its inputs and logits)."""
+  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init)
 
 
 def loss_and_correct(logits, labels):

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax.barrier_analysis import curves_entry, load_zoo_checked, usable_models
 from lmc_jax.datasets import load_dataset
+from lmc_jax.measures import curves_entry
 from lmc_jax.errors import LmcError
 from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.interpolation import all_pairs, pair_sweep
@@ -21,7 +21,7 @@ from lmc_jax.models import make_mlp
 from lmc_jax.permutation import mlp_permutation_spec
 from lmc_jax.redundancy import reduce_zoo
 from lmc_jax.weight_matching import align_zoo
-from lmc_jax.zoo_io import package_versions
+from lmc_jax.zoo_io import load_zoo_checked, package_versions, usable_models
 
 REDUNDANCY_JSON = "redundancy.json"
 

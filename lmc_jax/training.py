@@ -20,7 +20,7 @@ import optax
 from lmc_jax.config import ZooConfig
 from lmc_jax.datasets import Dataset, dims_of
 from lmc_jax.evaluation import evaluate_zoo
-from lmc_jax.models import loss_and_correct, make_mlp, num_params
+from lmc_jax.models import loss_and_correct, model_for, num_params
 from lmc_jax.optim import optimizer_for
 from lmc_jax.sharding import model_mesh, padded_size, replicate, split_models, to_host
 from lmc_jax.tree_utils import fold_in_each
@@ -31,11 +31,6 @@ class Zoo(NamedTuple):
   config: ZooConfig
   params: dict
   metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
-
-
-def model_for(config: ZooConfig):
-  """The MLP a config describes (the dataset fixes its number of logits)."""
-  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init)
 
 
 def model_keys(seed: int, model_ids: Sequence[int]):

@@ -11,7 +11,6 @@ from typing import List, NamedTuple
 import jax
 import numpy as np
 
-from lmc_jax.barrier_analysis import load_zoo_checked, usable_models
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
@@ -19,6 +18,7 @@ from lmc_jax.measures import epsilon, pair_matrix
 from lmc_jax.permutation import spec_for_config
 from lmc_jax.weight_matching import align_pairs, align_zoo
 from lmc_jax.tree_utils import stack
+from lmc_jax.zoo_io import load_zoo_checked, usable_models
 
 
 class GroupedZoo(NamedTuple):

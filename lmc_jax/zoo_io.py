@@ -9,16 +9,20 @@ to a temporary name and renamed into place, `params.npz` first; the checksum in
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
 from lmc_jax.config import ZooConfig
+from lmc_jax.datasets import dims_of
 from lmc_jax.errors import LmcError
+from lmc_jax.models import model_for
 from lmc_jax.tree_utils import flatten, unflatten
 
 ZOO_JSON, PARAMS_NPZ = "zoo.json", "params.npz"
@@ -98,3 +102,31 @@ def load_zoo(directory, expected_shapes: dict = None):
       raise LmcError(f"{npz} does not fit the model in {ZOO_JSON}: leaves {sorted(got)} with "
                      f"shapes {got} but the config needs {want}; train the zoo again.")
   return config, unflatten(flat), doc
+
+
+class LoadedZoo(NamedTuple):
+  """A zoo read from disk and checked against the model its config describes."""
+  config: ZooConfig
+  model: object  # the Flax module of one model
+  params: dict  # stacked params, numpy arrays, model on axis 0
+  doc: dict  # the whole zoo.json
+
+
+def load_zoo_checked(directory) -> LoadedZoo:
+  """Loads a zoo and checks every leaf's shape against the model its config describes."""
+  config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
+  model, d_in = model_for(config), dims_of(config.dataset)[0]
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, d_in), np.float32)))
+  expected = {k: v.shape for k, v in flatten(shapes["params"]).items()}
+  config, params, doc = load_zoo(directory, expected_shapes=expected)
+  return LoadedZoo(config, model, params, doc)
+
+
+def usable_models(doc: dict, directory) -> list:
+  """Indices of models that did not diverge; warns naming each one left out."""
+  models = doc.get("models", [])
+  excluded = [k for k, m in enumerate(models) if m.get("diverged")]
+  for k in excluded:
+    logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
+                    "statistic and figure.", directory, k)
+  return [k for k in range(len(models)) if k not in excluded]

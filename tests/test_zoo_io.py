@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmc_jax.barrier_analysis import load_zoo_checked
+from lmc_jax.zoo_io import load_zoo_checked
 from lmc_jax.config import default_config
 from lmc_jax.datasets import load_dataset
 from lmc_jax.errors import LmcError
