@@ -191,10 +191,10 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   ours = curves.loss[:len(looped)]
   max_diff = float(max(np.max(np.abs(loop - ours)), np.max(np.abs(study - ours))))
   nets = len(pairs) * len(alphas)
-  flops = mlp_matmul_flops(take(0)) * nets * len(y)
+  flops = mlp_matmul_flops(members[0]) * nets * len(y)
   return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
           "compile_sweep_s": sweep_compile, "flops": flops,
-          "bytes": 4 * 3 * num_params(take(0)) * nets, "pairs": len(pairs),
+          "bytes": 4 * 3 * num_params(members[0]) * nets, "pairs": len(pairs),
           "baseline_pairs": len(looped),
           "max_abs_diff": max_diff}
 
@@ -225,7 +225,7 @@ def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int 
   for n, (u, v) in enumerate(coords):
     loop[n] = float(point(u, v)[0])
   loop_s = time.perf_counter() - t
-  one = take(0)
+  one = take(on_device, 0)
   return {"plane_s": plane_s, "loop_s": loop_s, "compile_s": compile_s, "points": len(coords),
           "flops": mlp_matmul_flops(one) * len(coords) * len(y),
           "bytes": 4 * 4 * num_params(one) * len(coords),
