@@ -1,28 +1,6 @@
-"""Shared fixtures: tiny nets and zoos that keep the suite fast on 2 CPU cores."""
-import sys
-from pathlib import Path
-
-import jax
-import jax.numpy as jnp
+"""Shared fixtures; shared helpers (tiny nets with random params) are in `tests.helpers`."""
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
-
-from lmc_jax.models import make_mlp  # noqa: E402
-
-
-def random_params(key, hidden, d_in=3, d_out=2, layernorm="none"):
-  """Params of an MLP with every leaf random (biases and LayerNorm too), so that no
-  permutation can be hidden by zeros or ones."""
-  model = make_mlp(hidden, d_out, layernorm)
-  params = model.init(key, jnp.zeros((1, d_in)))["params"]
-  leaves, tree = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-  leaves = [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)]
-  return model, jax.tree_util.tree_unflatten(tree, leaves)
 
 
 @pytest.fixture

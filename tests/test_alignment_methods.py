@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.activation_matching import correlation, hidden_features
 from lmc_jax.alignment_diagnostics import agreement, cycle_consistency, fraction_moved
 from lmc_jax.alignment_methods import METHODS, MethodSettings, align_by, check_methods
@@ -15,6 +14,7 @@ from lmc_jax.permutation import (apply_permutation, apply_soft_permutation, inve
                                  mlp_permutation_spec, random_permutation)
 from lmc_jax.sinkhorn_matching import log_sinkhorn, sinkhorn_matching
 from lmc_jax.weight_matching import weight_matching
+from tests.helpers import random_params
 
 SMALL = MethodSettings()  # the default 50 steps of STE and Sinkhorn
 

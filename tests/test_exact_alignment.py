@@ -4,13 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.errors import LmcError
 from lmc_jax.exact_alignment import exact_alignment
 from lmc_jax.interpolation import pair_sweep
 from lmc_jax.measures import epsilon
 from lmc_jax.permutation import apply_permutation, mlp_permutation_spec
 from lmc_jax.weight_matching import weight_matching
+from tests.helpers import random_params
 
 
 def _data():

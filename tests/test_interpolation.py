@@ -3,10 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.errors import LmcError
 from lmc_jax.interpolation import MIN_FAN_IN_TO_INTERPOLATE_OUTPUT, all_pairs, pair_sweep
 from lmc_jax.permutation import flatten
+from tests.helpers import random_params
 
 
 def _numpy_metrics(params, x, y):

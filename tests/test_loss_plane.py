@@ -2,11 +2,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.errors import LmcError
 from lmc_jax.evaluation import evaluate_zoo
 from lmc_jax.loss_plane import plane_basis, plane_grid, plane_metrics
 from lmc_jax.permutation import flatten
+from tests.helpers import random_params
 
 
 def _data(n=40, d=3, classes=3):

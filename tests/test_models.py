@@ -6,6 +6,7 @@ import pytest
 from lmc_jax.errors import LmcError
 from lmc_jax.models import loss_and_correct, make_mlp
 from lmc_jax.permutation import flatten
+from tests.helpers import random_params
 
 
 def test_param_tree_names_and_shapes():
@@ -43,7 +44,6 @@ def _forward_numpy(params, x, layernorm):
 
 @pytest.mark.parametrize("layernorm", ["none", "after_relu", "before_relu"])
 def test_forward_matches_numpy(layernorm):
-  from conftest import random_params
   model, params = random_params(jax.random.key(1), (6, 5), d_in=3, d_out=4, layernorm=layernorm)
   x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
   got = np.asarray(model.apply({"params": params}, x))

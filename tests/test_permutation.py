@@ -3,11 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.errors import LmcError
 from lmc_jax.permutation import (apply_permutation, compose_permutations, flatten,
                                  invert_permutation, mlp_permutation_spec, perm_sizes,
                                  permute_zoo, random_permutation, validate_spec)
+from tests.helpers import random_params
 
 
 @pytest.mark.parametrize("hidden, layernorm", [

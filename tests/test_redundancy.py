@@ -2,10 +2,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.errors import LmcError
 from lmc_jax.models import make_mlp
 from lmc_jax.redundancy import cosine_similarity, merge_similar_neurons, reduce_zoo, zero_pad
+from tests.helpers import random_params
 
 
 def _with_copies(key, base_width=5, copies=((0, 2.5), (3, 0.3), (0, 1.0))):

@@ -3,9 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import random_params
 from lmc_jax.interpolation import pair_sweep
 from lmc_jax.repair import preactivation_stats, repair_network, repaired_pair_sweep
+from tests.helpers import random_params
 
 
 def _zoo(layernorm="none"):

@@ -12,14 +12,14 @@ from lmc_jax.datasets import load_dataset
 from lmc_jax.training import train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
-HELPER = Path(__file__).parent / "helpers" / "many_devices.py"
+HELPER = "tests.helpers.many_devices"  # run as a module from ROOT
 
 
 def test_four_devices_match_one_device():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, str(HELPER)], env=env, capture_output=True, text=True,
-                       timeout=600)
+  out = subprocess.run([sys.executable, "-m", HELPER], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["devices"] == 4

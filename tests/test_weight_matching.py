@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.permutation import (apply_permutation, flatten, invert_permutation,
                                  mlp_permutation_spec, perm_sizes, random_permutation)
 from lmc_jax.weight_matching import align_zoo, matching_objective, weight_matching
+from tests.helpers import random_params
 
 
 @pytest.mark.parametrize("hidden, layernorm", [((16,), "none"), ((12, 10, 8), "none"),

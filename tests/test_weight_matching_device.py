@@ -3,11 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_params
 from lmc_jax.permutation import (apply_permutation, invert_permutation, mlp_permutation_spec,
                                  perm_sizes, random_permutation)
 from lmc_jax.weight_matching import matching_objective, weight_matching
 from lmc_jax.weight_matching_device import match_many
+from tests.helpers import random_params
 
 
 def _stack(trees):

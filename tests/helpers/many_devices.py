@@ -1,20 +1,18 @@
-"""Run with XLA_FLAGS=--xla_force_host_platform_device_count=4: trains a zoo of 5 models
+"""Run from the repository root as `python -m tests.helpers.many_devices`, with
+XLA_FLAGS=--xla_force_host_platform_device_count=4: trains a zoo of 5 models
 (not a multiple of 4) and sweeps its pairs on 4 devices and on 1, and prints the largest
 differences as JSON. Used by tests/test_sharding.py (the flag must be set before JAX starts,
 so this runs in its own process)."""
 import json
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from lmc_jax.config import default_config  # noqa: E402
-from lmc_jax.datasets import load_dataset  # noqa: E402
-from lmc_jax.interpolation import all_pairs, pair_sweep  # noqa: E402
-from lmc_jax.sharding import model_mesh, split_models  # noqa: E402
-from lmc_jax.training import model_for, train_zoo  # noqa: E402
+from lmc_jax.config import default_config
+from lmc_jax.datasets import load_dataset
+from lmc_jax.interpolation import all_pairs, pair_sweep
+from lmc_jax.sharding import model_mesh, split_models
+from lmc_jax.training import model_for, train_zoo
 
 config = default_config("moons", hidden=(16,), num_models=5, epochs=4, batch_size=128)
 data = load_dataset(config)

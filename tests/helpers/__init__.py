@@ -1,0 +1,16 @@
+"""Helpers shared by the tests (`from tests.helpers import random_params`)."""
+import jax
+import jax.numpy as jnp
+
+from lmc_jax.models import make_mlp
+
+
+def random_params(key, hidden, d_in=3, d_out=2, layernorm="none"):
+  """Params of an MLP with every leaf random (biases and LayerNorm too), so that no
+  permutation can be hidden by zeros or ones."""
+  model = make_mlp(hidden, d_out, layernorm)
+  params = model.init(key, jnp.zeros((1, d_in)))["params"]
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+  leaves = [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)]
+  return model, jax.tree_util.tree_unflatten(tree, leaves)
