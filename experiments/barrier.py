@@ -26,17 +26,17 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments.common import exit_on_lmc_error
-from lmc_jax import figures
-from lmc_jax.alignment_comparison import (COMPARISON_COLUMNS, COMPARISON_HEADERS,
+from lmc_jax.report import figures
+from lmc_jax.analysis.comparison import (COMPARISON_COLUMNS, COMPARISON_HEADERS,
                                           DIAGNOSTIC_COLUMNS, DIAGNOSTIC_HEADERS, comparison_figure,
                                           comparison_rows, diagnostics_rows)
-from lmc_jax.alignment_methods import METHODS, MethodSettings, check_methods
-from lmc_jax.barrier_analysis import analyse_zoo
+from lmc_jax.align.registry import METHODS, MethodSettings, check_methods
+from lmc_jax.analysis.barrier import analyse_zoo
 from lmc_jax.config import ZooConfig
 from lmc_jax.errors import LmcError
-from lmc_jax.reporting import epsilon_row, find_zoos, format_table, write_csv
-from lmc_jax.runs import zoo_family
-from lmc_jax.zoo_io import read_zoo_json, usable_models
+from lmc_jax.report.tables import epsilon_row, find_zoos, format_table, write_csv
+from lmc_jax.zoo.runs import zoo_family
+from lmc_jax.zoo.io import read_zoo_json, usable_models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under --runs).")

@@ -21,11 +21,11 @@ from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax import figures
+from lmc_jax.report import figures
 from lmc_jax.errors import LmcError
-from lmc_jax.reporting import format_table, mean_std
-from lmc_jax.zoo_groups import combine_zoos, group_epsilon_matrices
-from lmc_jax.zoo_io import package_versions
+from lmc_jax.report.tables import format_table, mean_std
+from lmc_jax.analysis.groups import combine_zoos, group_epsilon_matrices
+from lmc_jax.zoo.io import package_versions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, one per group (same architecture).", required=True)

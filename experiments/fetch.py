@@ -16,9 +16,9 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
-from lmc_jax.cifar10 import install_cifar10, load_cifar10_raw
+from lmc_jax.data.cifar10 import install_cifar10, load_cifar10_raw
 from lmc_jax.errors import LmcError
-from lmc_jax.mnist import fetch_mnist
+from lmc_jax.data.mnist import fetch_mnist
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "Dataset to fetch.")

@@ -16,13 +16,13 @@ from absl import app, flags
 
 from experiments.common import exit_on_lmc_error, int_list
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax import figures
-from lmc_jax.datasets import load_dataset
+from lmc_jax.report import figures
+from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.loss_plane import plane_grid
-from lmc_jax.permutation import apply_permutation, spec_for_config
-from lmc_jax.weight_matching import weight_matching
-from lmc_jax.zoo_io import load_zoo_checked, package_versions, usable_models
+from lmc_jax.lmc.loss_plane import plane_grid
+from lmc_jax.align.spec import apply_permutation, spec_for_config
+from lmc_jax.align.weight import weight_matching
+from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)

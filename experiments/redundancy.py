@@ -20,14 +20,14 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments.common import exit_on_lmc_error
-from lmc_jax import redundancy_figures
-from lmc_jax.barrier_analysis import BARRIER_JSON
-from lmc_jax.datasets import load_dataset
+from lmc_jax.report import redundancy_figures
+from lmc_jax.analysis.barrier import BARRIER_JSON
+from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.redundancy_analysis import analyse_redundancy
-from lmc_jax.reporting import find_zoos, format_table, write_csv
-from lmc_jax.study_numbers import MOONS_TABLE_5_1
-from lmc_jax.zoo_io import load_zoo_checked, read_zoo_json
+from lmc_jax.analysis.redundancy import analyse_redundancy
+from lmc_jax.report.tables import find_zoos, format_table, write_csv
+from lmc_jax.report.study_numbers import MOONS_TABLE_5_1
+from lmc_jax.zoo.io import load_zoo_checked, read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories (default: every one-layer zoo under --runs).")

@@ -18,14 +18,14 @@ from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax import figures
-from lmc_jax.datasets import load_dataset
+from lmc_jax.report import figures
+from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.interpolation import all_pairs, pair_sweep
-from lmc_jax.measures import curves_entry, quartiles
-from lmc_jax.reporting import format_table
-from lmc_jax.swa import swa
-from lmc_jax.zoo_io import load_zoo_checked, package_versions, usable_models
+from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
+from lmc_jax.lmc.measures import curves_entry, quartiles
+from lmc_jax.report.tables import format_table
+from lmc_jax.zoo.swa import swa
+from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)

@@ -4,16 +4,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.activation_matching import correlation, hidden_features
-from lmc_jax.alignment_diagnostics import agreement, cycle_consistency, fraction_moved
-from lmc_jax.alignment_methods import METHODS, MethodSettings, align_by, check_methods
+from lmc_jax.align.activation import correlation, hidden_features
+from lmc_jax.align.diagnostics import agreement, cycle_consistency, fraction_moved
+from lmc_jax.align.registry import METHODS, MethodSettings, align_by, check_methods
 from lmc_jax.errors import LmcError
-from lmc_jax.exact_alignment import candidates, exact_alignment
-from lmc_jax.merge_many import merge_many
-from lmc_jax.permutation import (apply_permutation, apply_soft_permutation, invert_permutation,
+from lmc_jax.align.exact import candidates, exact_alignment
+from lmc_jax.align.merge_many import merge_many
+from lmc_jax.align.spec import (apply_permutation, apply_soft_permutation, invert_permutation,
                                  mlp_permutation_spec, random_permutation)
-from lmc_jax.sinkhorn_matching import log_sinkhorn, sinkhorn_matching
-from lmc_jax.weight_matching import weight_matching
+from lmc_jax.align.sinkhorn import log_sinkhorn, sinkhorn_matching
+from lmc_jax.align.weight import weight_matching
 from tests.helpers import random_params
 
 SMALL = MethodSettings()  # the default 50 steps of STE and Sinkhorn

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.barrier_analysis import BARRIER_JSON, analyse_zoo
+from lmc_jax.analysis.barrier import BARRIER_JSON, analyse_zoo
 from lmc_jax.config import default_config
-from lmc_jax.datasets import load_dataset
+from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.reporting import zoo_row
-from lmc_jax.training import train_zoo
-from lmc_jax.zoo_io import save_zoo
+from lmc_jax.report.tables import zoo_row
+from lmc_jax.zoo.training import train_zoo
+from lmc_jax.zoo.io import save_zoo
 
 
 @pytest.fixture(scope="module")

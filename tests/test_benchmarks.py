@@ -1,6 +1,6 @@
 """The benchmark's floor arithmetic, checked by hand."""
-from lmc_jax.benchmarks import floor_s
-from lmc_jax.models import mlp_matmul_flops, num_params
+from lmc_jax.analysis.benchmarks import floor_s
+from lmc_jax.nn.models import mlp_matmul_flops, num_params
 from tests.helpers import random_params
 
 import jax

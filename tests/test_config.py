@@ -39,7 +39,7 @@ def test_round_trip_and_validation():
 
 
 def test_zoo_directory_names_tell_configurations_apart():
-  from lmc_jax.runs import zoo_dirname
+  from lmc_jax.zoo.runs import zoo_dirname
   assert zoo_dirname(default_config("moons", hidden=(8,))) == "moons_w8"
   assert zoo_dirname(default_config("moons", init="kaiming_normal", optimizer="rmsprop")) == \
       "moons_kaiming_normal_rmsprop_w512"

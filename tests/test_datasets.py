@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lmc_jax.config import default_config
-from lmc_jax.datasets import load_dataset, moons
+from lmc_jax.data.datasets import load_dataset, moons
 from lmc_jax.errors import LmcError
 
 

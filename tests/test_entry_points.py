@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmc_jax.measures import epsilon
+from lmc_jax.lmc.measures import epsilon
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,7 +218,7 @@ def test_swa_end_to_end(runs, tmp_path):
 
 
 def test_find_zoos_looks_one_level_down(tmp_path):
-  from lmc_jax.reporting import find_zoos
+  from lmc_jax.report.tables import find_zoos
   for d in ("a", "b", "deep/c"):
     (tmp_path / d).mkdir(parents=True)
     (tmp_path / d / "zoo.json").write_text("{}")

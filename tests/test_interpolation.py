@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lmc_jax.errors import LmcError
-from lmc_jax.interpolation import MIN_FAN_IN_TO_INTERPOLATE_OUTPUT, all_pairs, pair_sweep
-from lmc_jax.permutation import flatten
+from lmc_jax.lmc.interpolation import MIN_FAN_IN_TO_INTERPOLATE_OUTPUT, all_pairs, pair_sweep
+from lmc_jax.align.spec import flatten
 from tests.helpers import random_params
 
 
@@ -53,7 +53,7 @@ def test_sweep_needs_a_pair():
 
 
 def test_pairwise_aligned_sweep_runs_from_i_to_the_aligned_copy():
-  from lmc_jax.interpolation import pairwise_aligned_sweep
+  from lmc_jax.lmc.interpolation import pairwise_aligned_sweep
   members = [random_params(jax.random.key(k), (5,), d_in=3, d_out=3) for k in range(3)]
   model = members[0][0]
   stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])

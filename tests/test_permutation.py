@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lmc_jax.errors import LmcError
-from lmc_jax.permutation import (apply_permutation, compose_permutations, flatten,
+from lmc_jax.align.spec import (apply_permutation, compose_permutations, flatten,
                                  invert_permutation, mlp_permutation_spec, perm_sizes,
                                  permute_zoo, random_permutation, validate_spec)
 from tests.helpers import random_params
@@ -77,7 +77,7 @@ def test_validate_spec_names_what_is_wrong():
   spec = mlp_permutation_spec(2)
   bad = dict(spec.axes_to_perm)
   bad["Dense_1/kernel"] = ("P_1", "P_0")  # axes swapped: lengths 4 and 5 disagree
-  from lmc_jax.permutation import permutation_spec_from_axes
+  from lmc_jax.align.spec import permutation_spec_from_axes
   with pytest.raises(LmcError, match="same length"):
     validate_spec(permutation_spec_from_axes(bad), p1)
   bad["Dense_1/kernel"] = ("P_0",)

@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.interpolation import pair_sweep
-from lmc_jax.repair import preactivation_stats, repair_network, repaired_pair_sweep
+from lmc_jax.lmc.interpolation import pair_sweep
+from lmc_jax.lmc.repair import preactivation_stats, repair_network, repaired_pair_sweep
 from tests.helpers import random_params
 
 

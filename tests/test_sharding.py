@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from lmc_jax.config import default_config
-from lmc_jax.datasets import load_dataset
-from lmc_jax.training import train_zoo
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.zoo.training import train_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = "tests.helpers.many_devices"  # run as a module from ROOT

@@ -3,10 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.config import default_config
-from lmc_jax.datasets import load_dataset
-from lmc_jax.evaluation import evaluate_zoo
-from lmc_jax.swa import running_mean, swa
-from lmc_jax.training import model_for, train_zoo
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.nn.evaluation import evaluate_zoo
+from lmc_jax.zoo.swa import running_mean, swa
+from lmc_jax.zoo.training import model_for, train_zoo
 
 
 def test_swa_samples_and_running_average():

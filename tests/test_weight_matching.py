@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.permutation import (apply_permutation, flatten, invert_permutation,
+from lmc_jax.align.spec import (apply_permutation, flatten, invert_permutation,
                                  mlp_permutation_spec, perm_sizes, random_permutation)
-from lmc_jax.weight_matching import align_zoo, matching_objective, weight_matching
+from lmc_jax.align.weight import align_zoo, matching_objective, weight_matching
 from tests.helpers import random_params
 
 
@@ -75,7 +75,7 @@ def test_align_zoo_undoes_planted_permutations_of_the_reference():
 
 
 def test_align_pairs_equals_matching_each_pair_directly():
-  from lmc_jax.weight_matching import align_pairs
+  from lmc_jax.align.weight import align_pairs
   spec = mlp_permutation_spec(2)
   nets = [random_params(jax.random.key(20 + k), (6, 5))[1] for k in range(3)]
   stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *nets)

@@ -4,12 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-from lmc_jax.zoo_io import load_zoo_checked
+from lmc_jax.zoo.io import load_zoo_checked
 from lmc_jax.config import default_config
-from lmc_jax.datasets import load_dataset
+from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.training import train_zoo
-from lmc_jax.zoo_io import PARAMS_NPZ, ZOO_JSON, load_zoo, save_zoo
+from lmc_jax.zoo.training import train_zoo
+from lmc_jax.zoo.io import PARAMS_NPZ, ZOO_JSON, load_zoo, save_zoo
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import jax
 import jax.numpy as jnp
 
-from lmc_jax.models import make_mlp
+from lmc_jax.nn.models import make_mlp
 
 
 def random_params(key, hidden, d_in=3, d_out=2, layernorm="none"):

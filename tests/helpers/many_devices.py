@@ -9,10 +9,10 @@ import jax
 import numpy as np
 
 from lmc_jax.config import default_config
-from lmc_jax.datasets import load_dataset
-from lmc_jax.interpolation import all_pairs, pair_sweep
-from lmc_jax.sharding import model_mesh, split_models
-from lmc_jax.training import model_for, train_zoo
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
+from lmc_jax.zoo.sharding import model_mesh, split_models
+from lmc_jax.zoo.training import model_for, train_zoo
 
 config = default_config("moons", hidden=(16,), num_models=5, epochs=4, batch_size=128)
 data = load_dataset(config)

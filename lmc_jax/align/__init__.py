@@ -1,0 +1,1 @@
+"""Alignment: permutation specs, the registry of alignment methods and the methods themselves."""

@@ -1,0 +1,110 @@
+"""Sinkhorn matching (Pena et al., 2023, "Re-basin via implicit Sinkhorn differentiation"):
+learn soft permutations of model B that lower the loss along its line to model A.
+
+Each hidden layer's permutation is relaxed to a doubly stochastic matrix
+`P = sinkhorn(logits)` (log-domain Sinkhorn normalisation), applied to B as
+`apply_soft_permutation`. The logits start at B's weight-matching permutation (a soft copy
+of it) and are trained with Adam on the expected loss of the interpolated network, alpha
+drawn uniformly from [0, 1] each step (or alpha = 1/2: the midpoint). At the end each `P`
+is rounded to the permutation with the largest total weight (a linear assignment).
+All models of a zoo train at once: `jit(vmap)` over the models, `lax.scan` over the steps.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Dict, List, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy.optimize import linear_sum_assignment
+
+from lmc_jax.errors import LmcError
+from lmc_jax.nn.models import loss_and_correct
+from lmc_jax.nn.optim import cached_adam
+from lmc_jax.align.spec import (PermutationSpec, apply_soft_permutation,
+                                 permutation_spec_from_axes)
+from lmc_jax.tree_utils import fold_in_each
+
+OBJECTIVES = ("expected", "midpoint")
+
+
+def log_sinkhorn(logits, iters: int = 20):
+  """Doubly stochastic `(n, n)` matrix from `logits` `(n, n)`: alternate row and column
+  normalisation in log space, `iters` times each (columns last, so columns sum to 1)."""
+  def body(_, log_p):
+    log_p = log_p - jax.nn.logsumexp(log_p, axis=1, keepdims=True)
+    return log_p - jax.nn.logsumexp(log_p, axis=0, keepdims=True)
+  return jnp.exp(jax.lax.fori_loop(0, iters, body, logits))
+
+
+def round_to_permutation(p: np.ndarray) -> np.ndarray:
+  """The permutation `perm` (`perm[i]` = column of row i) with the largest `sum P[i, perm[i]]`."""
+  _, cols = linear_sum_assignment(np.asarray(p, np.float64), maximize=True)
+  return cols
+
+
+def start_logits(perm: np.ndarray, margin: float = 5.0) -> np.ndarray:
+  """Logits whose Sinkhorn matrix is close to the permutation `perm`: `log(n) + margin` on
+  the permutation's entries, 0 elsewhere (so they hold about 1 - exp(-margin) of each row)."""
+  n = len(perm)
+  logits = np.zeros((n, n), np.float32)
+  logits[np.arange(n), perm] = np.log(n) + margin
+  return logits
+
+
+class SinkhornResult(NamedTuple):
+  perms: List[Dict[str, np.ndarray]]  # one per model
+  soft: Dict[str, np.ndarray]  # {p: (models, n, n)} final doubly stochastic matrices
+  losses: np.ndarray  # (steps, models) training loss of each step
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b, x, y, keys):
+  spec = permutation_spec_from_axes(dict(spec_items))
+  def loss_one(logits, b, xb, yb, alpha):
+    mats = {p: log_sinkhorn(l, iters) for p, l in logits.items()}
+    soft_b = apply_soft_permutation(spec, mats, b)
+    mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, params_a, soft_b)
+    loss, _ = loss_and_correct(model.apply({"params": mixed}, xb), yb)
+    return jnp.mean(loss)
+
+  grad = jax.vmap(jax.value_and_grad(loss_one), in_axes=(0, 0, None, None, 0))
+
+  def step(carry, s):
+    logits, opt_state = carry
+    k = jax.random.fold_in(keys[0], s)
+    idx = jax.random.choice(jax.random.fold_in(k, 0), x.shape[0], (min(256, x.shape[0]),),
+                            replace=False)
+    alpha = (jnp.full((keys.shape[0],), 0.5) if objective == "midpoint"
+             else jax.vmap(lambda kk: jax.random.uniform(jax.random.fold_in(kk, s)))(keys))
+    loss, g = grad(logits, params_b, x[idx], y[idx], alpha)
+    updates, opt_state = jax.vmap(tx.update)(g, opt_state, logits)
+    return (optax.apply_updates(logits, updates), opt_state), loss
+
+  (logits, _), losses = jax.lax.scan(step, (logits, jax.vmap(tx.init)(logits)), jnp.arange(steps))
+  mats = jax.vmap(lambda l: {p: log_sinkhorn(v, iters) for p, v in l.items()})(logits)
+  return mats, losses
+
+
+def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stack, start_perms,
+                      x, y, steps: int = 50, lr: float = 0.1, iters: int = 20,
+                      objective: str = "expected") -> SinkhornResult:
+  """Permutations of every model of `params_b_stack` `(m, ...)` onto `params_a` (one model),
+  learned from their starting permutations `start_perms` (a list of m dicts) on training
+  data `(x, y)`."""
+  if objective not in OBJECTIVES:
+    raise LmcError(f"Unknown Sinkhorn objective {objective!r}; use one of {', '.join(OBJECTIVES)}.")
+  logits = {p: np.stack([start_logits(np.asarray(sp[p])) for sp in start_perms])
+            for p in spec.perm_to_axes}
+  m = len(start_perms)
+  keys = fold_in_each(key, np.arange(m))
+  params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
+  spec_items = tuple(sorted(spec.axes_to_perm.items()))  # hashable: a static argument
+  mats, losses = _train(model, spec_items, int(steps), int(iters), objective,
+                        cached_adam(float(lr)), logits, params_a, params_b_stack,
+                        jnp.asarray(x), jnp.asarray(y), keys)
+  mats = {p: np.asarray(v) for p, v in mats.items()}
+  perms = [{p: round_to_permutation(v[k]) for p, v in mats.items()} for k in range(m)]
+  return SinkhornResult(perms, mats, np.asarray(losses))

@@ -1,0 +1,273 @@
+"""Speed of the vectorised paths against the plain loops they replace, measured in one run.
+
+Each function times both sides after compiling them (compile time is reported apart),
+so the ratio is the steady-state speed-up a study sees. Each also counts the work it does:
+`flops` (matrix products, 2 per multiply-add) and `bytes` (the memory traffic no
+implementation avoids: for training the optimizer state read and written once per step,
+for a sweep the endpoint parameters read and the mixed ones written once per network).
+`floor_s` turns those into the least time the device could take, from its rates measured
+by `device_rates`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.config import ZooConfig
+from lmc_jax.data.datasets import Dataset
+from lmc_jax.nn.evaluation import metrics_one, to_batches
+from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
+from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
+from lmc_jax.nn.models import loss_and_correct, mlp_matmul_flops, num_params
+from lmc_jax.align.spec import spec_for_config
+from lmc_jax.zoo.training import (epoch_batches, epoch_keys, init_params, make_epoch, make_train_step,
+                              model_for, model_keys, models_per_chunk, steps_per_epoch,
+                              zoo_epoch_fn)
+from lmc_jax.tree_utils import take
+from lmc_jax.align.weight import align_pairs, align_zoo
+
+
+def _block(tree):
+  return jax.tree_util.tree_map(lambda x: x.block_until_ready(), tree)
+
+
+def _best_of(fn, repeats: int = 5) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def device_rates(copy_mib: int = 256, matmul_n: int = 2048) -> dict:
+  """The default device's measured copy bandwidth (bytes/s: read plus write of a
+  `copy_mib` MiB float32 array) and float32 matmul rate (FLOP/s, `matmul_n` squared)."""
+  x = jnp.ones((copy_mib * 2 ** 18,), jnp.float32)
+  copy = jax.jit(lambda a: a * 1.0001)
+  copy_s = _best_of(lambda: copy(x).block_until_ready())
+  a = jnp.ones((matmul_n, matmul_n), jnp.float32)
+  mm = jax.jit(lambda u: u @ u)
+  mm_s = _best_of(lambda: mm(a).block_until_ready())
+  return {"copy_bytes_per_s": 2 * x.nbytes / copy_s, "matmul_flops_per_s": 2 * matmul_n ** 3 / mm_s}
+
+
+def floor_s(flops: float, num_bytes: float, rates: dict) -> tuple:
+  """(seconds, bound): the least time for `flops` and `num_bytes` at the device's rates,
+  and which of the two bounds it ('compute' or 'memory')."""
+  compute = flops / rates["matmul_flops_per_s"]
+  memory = num_bytes / rates["copy_bytes_per_s"]
+  return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None) -> dict:
+  """Seconds to train `config.num_models` models for `config.epochs` epochs: all at once
+  (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
+  over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
+  over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`).
+
+  `baseline_models`: time the loops on this many models only and scale their seconds to
+  the whole zoo (the models are alike, so time is linear in their number); for zoos
+  whose loops would take too long to run whole. Reported as `baseline_models`."""
+  model = model_for(config)
+  ids = list(range(config.num_models))
+  init_keys, data_keys = model_keys(config.seed, ids)
+  params = init_params(model, data.x_train.shape[1], init_keys)
+  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  # The zoo side exactly as train_zoo runs it (chunks of models on a CPU). Its epoch donates
+  # its inputs, so it gets copies: the initial state is reused by the loops below.
+  chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
+                           min(config.batch_size, len(data.y_train)), len(ids))
+  tx, zoo_epoch = zoo_epoch_fn(model, config, steps_per_epoch(len(data.y_train), config.batch_size),
+                               None if chunk >= len(ids) else chunk)
+  opt = jax.vmap(tx.init)(params)
+  copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)
+  key_data = jax.random.key_data(data_keys)
+  epoch = make_epoch(model, tx, config.batch_size)
+  one_epoch = jax.jit(epoch)
+
+  t = time.perf_counter()
+  _block(zoo_epoch(copy(params), copy(opt), epoch_keys(key_data, 0), x, y))
+  compile_zoo = time.perf_counter() - t
+  p, o = copy(params), copy(opt)
+  t = time.perf_counter()
+  for e in range(config.epochs):
+    p, o, _ = zoo_epoch(p, o, epoch_keys(key_data, e), x, y)
+  _block(p)
+  zoo_s = time.perf_counter() - t
+
+  t = time.perf_counter()
+  # Warm up with the loop's own argument construction (an eager fold_in compiles once).
+  _block(one_epoch(take(params, 0), take(opt, 0), jax.random.fold_in(data_keys[0], 0), x, y))
+  compile_one = time.perf_counter() - t
+  looped = ids[:baseline_models or len(ids)]
+  scale = len(ids) / len(looped)
+  t = time.perf_counter()
+  for k in looped:
+    pk, ok = take(params, k), take(opt, k)
+    for e in range(config.epochs):
+      pk, ok, _ = one_epoch(pk, ok, jax.random.fold_in(data_keys[k], e), x, y)
+    _block(pk)
+  loop_s = (time.perf_counter() - t) * scale
+
+  # The study's style: one model at a time, one Python call per mini-batch step.
+  step = jax.jit(make_train_step(model, tx))
+  batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+  idx, w = batches(data_keys[0], len(data.y_train), config.batch_size)
+  _block(step(take(params, 0), take(opt, 0), x[idx[0]], y[idx[0]], w[0]))
+  t = time.perf_counter()
+  for k in looped:
+    pk, ok = take(params, k), take(opt, k)
+    for e in range(config.epochs):
+      idx, w = batches(jax.random.fold_in(data_keys[k], e), len(data.y_train), config.batch_size)
+      for s in range(idx.shape[0]):
+        pk, ok, _ = step(pk, ok, x[idx[s]], y[idx[s]], w[s])
+    _block(pk)
+  step_loop_s = (time.perf_counter() - t) * scale
+
+  one_model = take(params, 0)
+  flops = 3 * mlp_matmul_flops(one_model) * len(data.y_train) * config.epochs * len(ids)
+  model_steps = steps_per_epoch(len(data.y_train), config.batch_size) * config.epochs * len(ids)
+  state_words = 7 if config.optimizer == "adamw" else 5  # params, grads and two moments
+  num_bytes = 4 * state_words * num_params(one_model) * model_steps
+  return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
+          "loop_s": loop_s, "step_loop_s": step_loop_s,
+          "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops, "bytes": num_bytes}
+
+
+def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
+                     baseline_pairs: Optional[int] = None) -> dict:
+  """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
+  a Python loop over pairs and alphas calling a jitted single-network evaluation, and
+  against the study's style of loop. `baseline_pairs`: run the loops on this many pairs
+  and scale their time to all pairs."""
+  model = model_for(config)
+  pairs = all_pairs(config.num_models)
+  alphas = default_alphas()
+  x, y = data.x_test, data.y_test
+
+  t = time.perf_counter()
+  pair_sweep(model, params_stack, pairs[:1], x, y, alphas)  # compiles the 1-chunk shape
+  sweep_compile = time.perf_counter() - t
+  pair_sweep(model, params_stack, pairs, x, y, alphas)  # compiles the full shape
+  t = time.perf_counter()
+  curves = pair_sweep(model, params_stack, pairs, x, y, alphas)
+  sweep_s = time.perf_counter() - t
+
+  batches = to_batches(x, y)
+  one = jax.jit(lambda pi, pj, a: metrics_one(model, interpolate(pi, pj, a), batches))
+  members = [take(params_stack, k) for k in range(config.num_models)]
+  _block(one(members[0], members[1], 0.5))
+  looped = pairs[:baseline_pairs or len(pairs)]
+  scale = len(pairs) / len(looped)
+  loop = np.zeros((len(looped), len(alphas)))
+  t = time.perf_counter()
+  for p, (i, j) in enumerate(looped):
+    for a, alpha in enumerate(alphas):
+      loop[p, a] = float(one(members[i], members[j], alpha)[0])
+  loop_s = (time.perf_counter() - t) * scale
+
+  # The study's style: mix the weights tensor by tensor, then run the test set through the
+  # network batch by batch (a DataLoader of 256) and sum the losses on the host.
+  forward = jax.jit(lambda params, xb, yb: loss_and_correct(model.apply({"params": params}, xb), yb))
+  test_batches = [(x[s:s + 256], y[s:s + 256]) for s in range(0, len(y), 256)]
+  forward(members[0], *test_batches[0])
+  study = np.zeros((len(looped), len(alphas)))
+  t = time.perf_counter()
+  for p, (i, j) in enumerate(looped):
+    for a, alpha in enumerate(alphas):
+      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, members[i], members[j])
+      total = 0.0
+      for xb, yb in test_batches:
+        total += float(jnp.sum(forward(mixed, xb, yb)[0]))
+      study[p, a] = total / len(y)
+  study_loop_s = (time.perf_counter() - t) * scale
+
+  ours = curves.loss[:len(looped)]
+  max_diff = float(max(np.max(np.abs(loop - ours)), np.max(np.abs(study - ours))))
+  nets = len(pairs) * len(alphas)
+  flops = mlp_matmul_flops(members[0]) * nets * len(y)
+  return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
+          "compile_sweep_s": sweep_compile, "flops": flops,
+          "bytes": 4 * 3 * num_params(members[0]) * nets, "pairs": len(pairs),
+          "baseline_pairs": len(looped),
+          "max_abs_diff": max_diff}
+
+
+def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int = 21) -> dict:
+  """Seconds for the loss on a `resolution` squared grid in the plane of models 0, 1, 2:
+  one jitted chunked call against a loop calling a jitted evaluation per grid point."""
+  model = model_for(config)
+  on_device = jax.tree_util.tree_map(jnp.asarray, params_stack)
+  basis = plane_basis(*(take(on_device, k) for k in range(3)))
+  lo, hi = basis.corners.min(0), basis.corners.max(0)
+  gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+  coords = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+  x, y = data.x_test, data.y_test
+  t = time.perf_counter()
+  plane_metrics(model, basis, coords, x, y)
+  compile_s = time.perf_counter() - t
+  t = time.perf_counter()
+  grid, _ = plane_metrics(model, basis, coords, x, y)
+  plane_s = time.perf_counter() - t
+
+  batches = to_batches(x, y)
+  point = jax.jit(lambda u, v: metrics_one(model, jax.tree_util.tree_map(
+      lambda o, a, b: o + u * a + v * b, basis.origin, basis.e1, basis.e2), batches))
+  point(0.0, 0.0)
+  loop = np.zeros(len(coords))
+  t = time.perf_counter()
+  for n, (u, v) in enumerate(coords):
+    loop[n] = float(point(u, v)[0])
+  loop_s = time.perf_counter() - t
+  one = take(on_device, 0)
+  return {"plane_s": plane_s, "loop_s": loop_s, "compile_s": compile_s, "points": len(coords),
+          "flops": mlp_matmul_flops(one) * len(coords) * len(y),
+          "bytes": 4 * 4 * num_params(one) * len(coords),
+          "max_abs_diff": float(np.max(np.abs(loop - grid)))}
+
+
+def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50,
+                    baseline_pairs: Optional[int] = None) -> dict:
+  """Seconds to weight-match every pair of a zoo directly: one pair at a time with scipy
+  on the host (on `baseline_pairs` pairs, scaled to all, if given) against all pairs at
+  once with the jitted solver (compile reported apart); and every model to model 0."""
+  spec = spec_for_config(config)
+  pairs = all_pairs(config.num_models)
+  key = jax.random.key(0)
+  t = time.perf_counter()
+  align_pairs(key, spec, params_stack, pairs[:1], max_iter, matcher="device")
+  compile_s = time.perf_counter() - t
+  align_pairs(key, spec, params_stack, pairs, max_iter, matcher="device")  # the full batch shape
+  t = time.perf_counter()
+  dev = align_pairs(key, spec, params_stack, pairs, max_iter, matcher="device")
+  device_s = time.perf_counter() - t
+  looped = pairs[:baseline_pairs or len(pairs)]
+  t = time.perf_counter()
+  host = align_pairs(key, spec, params_stack, looped, max_iter)
+  host_s = (time.perf_counter() - t) * len(pairs) / len(looped)
+  # Matching objective sum <theta_i, aligned theta_j> of each pair, host against device.
+  first = [np.asarray(l, np.float64)[looped[:, 0]] for l in jax.tree_util.tree_leaves(params_stack)]
+  objective = lambda tree: sum((a * np.asarray(b, np.float64)[:len(looped)]).reshape(len(looped), -1).sum(1)
+                               for a, b in zip(first, jax.tree_util.tree_leaves(tree)))
+  oh, od = objective(host), objective(dev)
+
+  # Every model to model 0 (the study's star alignment): one model at a time on the host
+  # against all models at once with the jitted solver.
+  align_zoo(key, spec, params_stack, matcher="device")
+  t = time.perf_counter()
+  align_zoo(key, spec, params_stack, matcher="device")
+  ref_device_s = time.perf_counter() - t
+  t = time.perf_counter()
+  align_zoo(key, spec, params_stack)
+  ref_host_s = time.perf_counter() - t
+  return {"host_s": host_s, "device_s": device_s, "compile_s": compile_s, "pairs": len(pairs),
+          "baseline_pairs": len(looped),
+          "max_rel_objective_diff": float(np.max(np.abs(od - oh) / np.abs(oh))),
+          "reference_host_s": ref_host_s, "reference_device_s": ref_device_s,
+          "models": int(jax.tree_util.tree_leaves(params_stack)[0].shape[0])}

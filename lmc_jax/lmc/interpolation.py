@@ -1,0 +1,185 @@
+"""Loss and accuracy along the straight line between every pair of a zoo.
+
+For pair (i, j) the curve runs from model i at alpha 0 to model j at alpha 1:
+`theta(alpha) = (1 - alpha) * theta_i + alpha * theta_j`. All pairs and alphas are one
+jitted call: `lax.map` over chunks of pairs, `vmap` over the pairs of a chunk and the
+alphas, `lax.scan` over batches of the split. The chunk size keeps the working set under
+a memory budget, so a large zoo never needs more memory than a small one.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.errors import LmcError
+from lmc_jax.nn.evaluation import Batches, metrics_stack, to_batches
+from lmc_jax.nn.models import MLP, loss_and_correct
+from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
+
+NUM_ALPHAS = 11  # the study's 11 equally spaced points
+
+
+def default_alphas(num: int = NUM_ALPHAS) -> np.ndarray:
+  return np.linspace(0.0, 1.0, num)
+
+
+def all_pairs(n: int, exclude=()) -> np.ndarray:
+  """Unordered pairs i < j of `range(n)` as `(P, 2)` int32, skipping models in `exclude`."""
+  keep = [k for k in range(n) if k not in set(exclude)]
+  pairs = [(a, b) for ai, a in enumerate(keep) for b in keep[ai + 1:]]
+  return np.asarray(pairs, np.int32).reshape(-1, 2)
+
+
+class Curves(NamedTuple):
+  alphas: np.ndarray  # (A,)
+  pairs: np.ndarray  # (P, 2)
+  loss: np.ndarray  # (P, A)
+  acc: np.ndarray  # (P, A)
+
+
+def interpolate(params_i, params_j, alpha):
+  return jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, params_i, params_j)
+
+
+def working_set_budget(device=None) -> int:
+  """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory;
+  4 MiB on a CPU, about one core's L2 cache (a chunk that stays in cache runs fastest
+  there: 3-5x faster than 128 MiB chunks on the Moons sweeps of BUILD_NOTES.md)."""
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) // 4 // 4
+  return 2 ** 20
+
+
+def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: int,
+                    budget_elements: Optional[int] = None) -> int:
+  """Pairs per chunk so that interpolated params plus activations stay within the budget
+  (float32 elements; default `working_set_budget()`)."""
+  budget_elements = working_set_budget() if budget_elements is None else budget_elements
+  n_params = sum(int(np.prod(l.shape[1:])) for l in jax.tree_util.tree_leaves(params_stack))
+  # Activations: a sample passes through every unit; kernels' second axis counts them.
+  units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_stack) if l.ndim == 3)
+  per_pair = num_alphas * (n_params + batch_size * units * 3)
+  return int(max(1, min(num_pairs, budget_elements // max(per_pair, 1))))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: int,
+           transform=None, transform_data=None):
+  num_alphas = alphas.shape[0]
+
+  def one_chunk(pairs):
+    pi = jax.tree_util.tree_map(lambda p: p[pairs[:, 0]], params_stack)
+    pj = jax.tree_util.tree_map(lambda p: p[pairs[:, 1]], params_stack)
+
+    def mix(a, b):
+      shape = (1, num_alphas) + (1,) * (a.ndim - 1)
+      al = alphas.reshape(shape).astype(a.dtype)
+      mixed = (1 - al) * a[:, None] + al * b[:, None]
+      return mixed.reshape((chunk * num_alphas,) + a.shape[1:])
+
+    mixed = jax.tree_util.tree_map(mix, pi, pj)
+    if transform is not None:
+      mixed = transform(model, mixed, pi, pj, alphas, transform_data)
+      loss, acc = metrics_stack(model, mixed, batches)
+    elif isinstance(model, MLP) and batches.x.shape[-1] >= MIN_FAN_IN_TO_INTERPOLATE_OUTPUT:
+      loss, acc = _line_metrics_mlp(model, pi, pj, mixed, alphas, batches)
+    else:
+      loss, acc = metrics_stack(model, mixed, batches)
+    return loss.reshape(chunk, num_alphas), acc.reshape(chunk, num_alphas)
+
+  return jax.lax.map(one_chunk, pairs_chunked)
+
+
+# Interpolating the first layer's output pays where that layer's matrix product is the
+# work (MNIST's 784 inputs: 1.4-1.7x faster); with Moons' 2 inputs the product is nothing
+# and materialising the interpolated outputs made the sweep 5x slower (BUILD_NOTES.md).
+MIN_FAN_IN_TO_INTERPOLATE_OUTPUT = 64
+
+
+def _line_metrics_mlp(model, params_i, params_j, mixed, alphas, batches: Batches):
+  """(loss, acc), each `(P * A,)`, of the interpolated MLPs `mixed` (pair-major).
+
+  The first layer's output is linear in its parameters, so for each pair it is computed
+  for the two endpoints only and interpolated, instead of once per alpha: for MNIST's
+  784-wide input that layer is most of the work.
+  """
+  num_pairs, num_alphas = params_i["Dense_0"]["kernel"].shape[0], alphas.shape[0]
+  al = alphas.reshape(1, -1, 1, 1)
+  bias = mixed["Dense_0"]["bias"]  # (P * A, w)
+
+  def body(carry, batch):
+    x, y, w = batch
+    zi = jnp.einsum("bd,pdw->pbw", x, params_i["Dense_0"]["kernel"])
+    zj = jnp.einsum("bd,pdw->pbw", x, params_j["Dense_0"]["kernel"])
+    z = ((1 - al) * zi[:, None] + al * zj[:, None]).reshape((num_pairs * num_alphas,) + zi.shape[1:])
+    z = z + bias[:, None, :]
+    logits = jax.vmap(lambda p, zk: model.apply({"params": p}, x, preactivation0=zk))(mixed, z)
+    loss, correct = jax.vmap(loss_and_correct, in_axes=(0, None))(logits, y)
+    return (carry[0] + loss @ w, carry[1] + correct @ w), None
+
+  zero = jnp.zeros((num_pairs * num_alphas,), jnp.float32)
+  (loss_sum, correct_sum), _ = jax.lax.scan(body, (zero, zero), tuple(batches))
+  n = jnp.sum(batches.w)
+  return loss_sum / n, correct_sum / n
+
+
+def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
+               alphas: Optional[np.ndarray] = None, batch_size: int = 1024,
+               chunk: Optional[int] = None, devices=None, transform=None,
+               transform_data=None) -> Curves:
+  """Loss and accuracy at every alpha for every pair, in one jitted call.
+
+  Args:
+    model: the Flax module of the zoo.
+    params_stack: stacked params, model on axis 0.
+    pairs: (P, 2) model indices; the curve runs from pairs[:, 0] to pairs[:, 1].
+    x, y: the split, (n, d) and (n,).
+    alphas: (A,) points in [0, 1]; default the study's 11.
+    chunk: pairs per `lax.map` step; default from `working_set_budget()`.
+    devices: the pairs of a chunk are split over these (default: every visible device).
+    transform: optional `f(model, mixed, params_i, params_j, alphas, transform_data)`
+      applied to each chunk's interpolated networks `(chunk * A, ...)` before they are
+      evaluated (e.g. REPAIR); a module-level function, so it can key the compilation.
+  """
+  alphas = default_alphas() if alphas is None else np.asarray(alphas, np.float64)
+  pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
+  if len(pairs) == 0:
+    raise LmcError("No pairs to interpolate: a zoo needs at least 2 usable models; train "
+                   "more with --num_models.")
+  batches = to_batches(x, y, batch_size)
+  mesh = model_mesh(devices)
+  if chunk is None:
+    chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs))
+  chunk = padded_size(chunk, mesh)  # every device gets the same share of a chunk
+  num_chunks = -(-len(pairs) // chunk)
+  logging.info("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs on %d device(s)",
+               len(pairs), len(alphas), num_chunks, chunk, mesh.devices.size)
+  padded = np.concatenate([pairs, np.zeros((num_chunks * chunk - len(pairs), 2), np.int32)])
+  loss, acc = _sweep(model, replicate(params_stack, mesh),
+                     split_models(padded.reshape(num_chunks, chunk, 2), mesh, axis=1),
+                     replicate(jnp.asarray(alphas, jnp.float32), mesh), replicate(batches, mesh),
+                     chunk, transform,
+                     None if transform_data is None else replicate(transform_data, mesh))
+  loss, acc = to_host((loss, acc))
+  loss = loss.reshape(-1, len(alphas))[:len(pairs)]
+  acc = acc.reshape(-1, len(alphas))[:len(pairs)]
+  return Curves(alphas, pairs, loss, acc)
+
+
+def pairwise_aligned_sweep(model, params_stack, aligned_j, pairs, x, y, **kwargs) -> Curves:
+  """Curves from model pairs[p, 0] to `aligned_j[p]` (model pairs[p, 1] aligned to it):
+  one sweep over a stack of the zoo followed by the aligned copies."""
+  n = jax.tree_util.tree_leaves(params_stack)[0].shape[0]
+  both = jax.tree_util.tree_map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
+                                params_stack, aligned_j)
+  pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
+  index = np.stack([pairs[:, 0], n + np.arange(len(pairs))], 1).astype(np.int32)
+  curves = pair_sweep(model, both, index, x, y, **kwargs)
+  return curves._replace(pairs=pairs)

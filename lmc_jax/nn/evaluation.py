@@ -1,0 +1,68 @@
+"""Loss and accuracy of many parameter sets on a whole split, sample-weighted.
+
+The split is padded to whole batches once; padding carries weight 0, so every mean is
+the plain mean over the split's samples (never a mean of per-batch means). A stack of
+parameter sets (axis 0) is evaluated in one jitted call.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.nn.models import loss_and_correct
+
+
+class Batches(NamedTuple):
+  x: jax.Array  # (num_batches, batch, d)
+  y: jax.Array  # (num_batches, batch) int32
+  w: jax.Array  # (num_batches, batch) float32: 1 for real samples, 0 for padding
+
+  @property
+  def batch_size(self) -> int:
+    return self.x.shape[1]
+
+
+def to_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Batches:
+  """Pads `(n, d)` inputs and `(n,)` labels to whole batches of `min(batch_size, n)`."""
+  n = x.shape[0]
+  b = max(1, min(int(batch_size), n))
+  nb = -(-n // b)
+  pad = nb * b - n
+  xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+  yp = np.concatenate([y, np.zeros((pad,), y.dtype)])
+  wp = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  return Batches(jnp.asarray(xp.reshape(nb, b, *x.shape[1:])),
+                 jnp.asarray(yp.reshape(nb, b)), jnp.asarray(wp.reshape(nb, b)))
+
+
+def metrics_one(model, params, batches: Batches):
+  """(loss, accuracy) of one parameter set on a split: scalars, sample-weighted means."""
+  def body(carry, batch):
+    x, y, w = batch
+    loss, correct = loss_and_correct(model.apply({"params": params}, x), y)
+    return (carry[0] + jnp.sum(w * loss), carry[1] + jnp.sum(w * correct)), None
+
+  zero = jnp.zeros((), jnp.float32)
+  (loss_sum, correct_sum), _ = jax.lax.scan(body, (zero, zero), tuple(batches))
+  n = jnp.sum(batches.w)
+  return loss_sum / n, correct_sum / n
+
+
+def metrics_stack(model, params_stack, batches: Batches):
+  """(loss, accuracy), each `(m,)`, for a stack of `m` parameter sets (axis 0)."""
+  return jax.vmap(metrics_one, in_axes=(None, 0, None))(model, params_stack, batches)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _metrics_stack_jit(model, params_stack, batches):
+  return metrics_stack(model, params_stack, batches)
+
+
+def evaluate_zoo(model, params_stack, x: np.ndarray, y: np.ndarray, batch_size: int = 1024):
+  """numpy (loss, accuracy), each `(num_models,)`, of every model of a zoo on (x, y)."""
+  loss, acc = _metrics_stack_jit(model, params_stack, to_batches(x, y, batch_size))
+  return np.asarray(loss), np.asarray(acc)

@@ -1,0 +1,137 @@
+"""The multilayer perceptrons of the study, as Flax Linen modules.
+
+A model maps inputs `(batch, d_in)` to logits `(batch, d_out)`. `d_out == 1` means one
+logit with sigmoid binary cross-entropy (Moons); otherwise softmax cross-entropy.
+Hidden layer `i` is `Dense_i` (+ `LayerNorm_i` when enabled); the readout is
+`Dense_{len(hidden)}`. These names are what `PermutationSpec` and `params.npz` use.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.data.datasets import dims_of
+from lmc_jax.errors import LmcError
+
+INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform")
+LAYERNORM_POSITIONS = ("none", "after_relu", "before_relu")
+
+
+def _pytorch_uniform(key, shape, dtype, fan_in):
+  bound = 1.0 / np.sqrt(fan_in)
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def initializers(init: str, fan_in: int):
+  """(kernel_init, bias_init) for a Dense layer with `fan_in` inputs.
+
+  default: Flax's own (LeCun normal kernel, zero bias).
+  pytorch: torch.nn.Linear's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernel and
+    bias; what the study's code used for its zoos.
+  kaiming_normal / kaiming_uniform: He et al. with the ReLU gain sqrt(2), fan-in mode,
+    zero bias (the study's section 5.2).
+  """
+  if init == "default":
+    return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
+  if init == "pytorch":
+    f = lambda key, shape, dtype=jnp.float32: _pytorch_uniform(key, shape, dtype, fan_in)
+    return f, f
+  if init == "kaiming_normal":
+    return nn.initializers.he_normal(), nn.initializers.zeros_init()
+  if init == "kaiming_uniform":
+    return nn.initializers.he_uniform(), nn.initializers.zeros_init()
+  raise LmcError(f"Unknown init {init!r}; use one of {', '.join(INITS)}.")
+
+
+class MLP(nn.Module):
+  """Dense -> ReLU (-> LayerNorm) per hidden layer, then a Dense readout.
+
+  Attributes:
+    hidden: widths of the hidden layers, e.g. (512,) for Moons or (w, w, w) for MNIST.
+    d_out: number of logits (1 for binary problems).
+    layernorm: 'none', 'after_relu' (Linear -> ReLU -> LayerNorm, the study's code) or
+      'before_relu' (Linear -> LayerNorm -> ReLU).
+    init_scheme: one of INITS (named so as not to shadow `Module.init`).
+  """
+  hidden: Sequence[int]
+  d_out: int
+  layernorm: str = "none"
+  init_scheme: str = "pytorch"
+
+  @nn.compact
+  def __call__(self, x, preactivation0=None):
+    """Logits `(n, d_out)` of inputs `x` `(n, d_in)`. `preactivation0` `(n, hidden[0])`, if
+    given, is used as the output of `Dense_0` instead of computing it (the pair sweep
+    interpolates it, since it is linear in the first layer's parameters)."""
+    fan_in = x.shape[-1]
+    for i, width in enumerate(self.hidden):
+      k_init, b_init = initializers(self.init_scheme, fan_in)
+      if i == 0 and preactivation0 is not None:
+        x = preactivation0
+      else:
+        x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, name=f"Dense_{i}")(x)
+      if self.layernorm == "before_relu":
+        x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
+      x = nn.relu(x)
+      if self.layernorm == "after_relu":
+        x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
+      fan_in = width
+    k_init, b_init = initializers(self.init_scheme, fan_in)
+    return nn.Dense(self.d_out, kernel_init=k_init, bias_init=b_init,
+                    name=f"Dense_{len(self.hidden)}")(x)
+
+
+def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
+             init: str = "pytorch") -> MLP:
+  """Builds an MLP after checking its arguments, with a clear error for bad ones."""
+  hidden = tuple(int(w) for w in hidden)
+  if not hidden:
+    raise LmcError("The network needs at least one hidden layer; pass e.g. --width=8.")
+  if min(hidden) < 1:
+    raise LmcError(f"Hidden widths {list(hidden)} include one below 1; every width must be >= 1.")
+  if layernorm not in LAYERNORM_POSITIONS:
+    raise LmcError(f"Unknown layernorm position {layernorm!r}; use one of "
+                   f"{', '.join(LAYERNORM_POSITIONS)}.")
+  initializers(init, 1)  # validates the name
+  return MLP(hidden=hidden, d_out=int(d_out), layernorm=layernorm, init_scheme=init)
+
+
+def model_for(config) -> MLP:
+  """The MLP a `ZooConfig` describes (the dataset fixes its inputs and logits)."""
+  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init)
+
+
+def loss_and_correct(logits, labels):
+  """Per-sample loss and correctness.
+
+  Args:
+    logits: (n, d_out) float.
+    labels: (n,) int class indices (0/1 when d_out == 1).
+  Returns:
+    loss (n,) in nats, correct (n,) float 0/1.
+  """
+  if logits.shape[-1] == 1:
+    z = logits[:, 0]
+    y = labels.astype(z.dtype)
+    # log(1 + exp(-|z|)) form: stable for large logits of either sign.
+    loss = jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+    correct = ((z > 0).astype(jnp.int32) == labels).astype(z.dtype)
+  else:
+    logp = jax.nn.log_softmax(logits)
+    loss = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+    correct = (jnp.argmax(logits, -1) == labels).astype(logits.dtype)
+  return loss, correct
+
+
+def mlp_matmul_flops(params_one) -> int:
+  """Multiply-adds x 2 of one forward pass of one sample through one net (kernels only)."""
+  return 2 * sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+
+
+def num_params(params_one) -> int:
+  """Parameters of one net."""
+  return sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one))

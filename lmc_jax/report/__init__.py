@@ -1,0 +1,1 @@
+"""Tables, figures and the Markdown report of a reproduction."""

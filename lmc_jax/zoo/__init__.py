@@ -1,0 +1,1 @@
+"""Zoos: N networks trained at once, split over devices, written to and read from disk."""

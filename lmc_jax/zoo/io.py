@@ -1,0 +1,132 @@
+"""A zoo on disk: a directory with `zoo.json` and `params.npz`.
+
+`zoo.json` holds the config, the package versions, the SHA-256 of `params.npz` and one
+metrics dict per model. `params.npz` holds one array per parameter leaf, keyed by its
+`/`-joined Flax path, axis 0 the model, so numpy alone can read it. Each file is written
+to a temporary name and renamed into place, `params.npz` first; the checksum in
+`zoo.json` ties the two, so a run killed mid-write never leaves a zoo that loads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
+from lmc_jax.config import ZooConfig
+from lmc_jax.data.datasets import dims_of
+from lmc_jax.errors import LmcError
+from lmc_jax.nn.models import model_for
+from lmc_jax.tree_utils import flatten, unflatten
+
+ZOO_JSON, PARAMS_NPZ = "zoo.json", "params.npz"
+FORMAT_VERSION = 1
+
+
+def package_versions() -> dict:
+  import flax
+  import optax
+  import scipy
+  from lmc_jax import __version__
+  return {"lmc_jax": __version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__,
+          "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
+          "scipy": scipy.__version__, "python": platform.python_version()}
+
+
+def save_zoo(directory, config: ZooConfig, params_stack, metrics: list, extra: dict = None) -> Path:
+  """Writes a zoo directory; returns its path."""
+  directory = Path(directory)
+  flat = {k: np.asarray(v) for k, v in flatten(jax.device_get(params_stack)).items()}
+  atomic_write_bytes(directory / PARAMS_NPZ, lambda f: np.savez(f, **flat))
+  doc = {"format": FORMAT_VERSION, "config": config.to_dict(), "seed": config.seed,
+         "versions": package_versions(), "params_sha256": sha256_file(directory / PARAMS_NPZ),
+         "num_models": len(metrics), "models": metrics}
+  doc.update(extra or {})
+  atomic_write_json(directory / ZOO_JSON, doc)
+  return directory
+
+
+def read_zoo_json(directory) -> dict:
+  directory = Path(directory)
+  if not directory.is_dir():
+    raise LmcError(f"Zoo directory {directory} does not exist; train one with "
+                   f"`python -m experiments.zoo --out={directory.parent}` or pass an existing --zoo.")
+  path = directory / ZOO_JSON
+  if not path.is_file():
+    raise LmcError(f"{directory} holds no {ZOO_JSON}, so it is not a finished zoo; train it "
+                   "again with `python -m experiments.zoo`.")
+  try:
+    doc = json.loads(path.read_text())
+    doc["config"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise LmcError(f"{path} is not a valid zoo description ({e}); train the zoo again.") from None
+  return doc
+
+
+def load_zoo(directory, expected_shapes: dict = None):
+  """Reads a zoo directory.
+
+  Returns (config, params_stack, doc): the `ZooConfig`, the stacked params pytree (numpy
+  arrays, model on axis 0), and the whole `zoo.json` dict. `expected_shapes`, if given,
+  maps each leaf path to its per-model shape; a mismatch is an error.
+  """
+  directory = Path(directory)
+  doc = read_zoo_json(directory)
+  config = ZooConfig.from_dict(doc["config"])
+  npz = directory / PARAMS_NPZ
+  if not npz.is_file():
+    raise LmcError(f"{directory} has no {PARAMS_NPZ}; the zoo is incomplete, train it again.")
+  if doc.get("params_sha256") != sha256_file(npz):
+    raise LmcError(f"{npz} does not match the checksum in {ZOO_JSON} (a run stopped while "
+                   "writing, or the file was changed); train the zoo again.")
+  try:
+    with np.load(npz, allow_pickle=False) as f:
+      flat = {k: f[k] for k in f.files}
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    raise LmcError(f"{npz} is corrupt ({e}); train the zoo again.") from None
+  n = doc.get("num_models", len(doc.get("models", [])))
+  for k, v in flat.items():
+    if v.ndim < 1 or v.shape[0] != n:
+      raise LmcError(f"{npz}: leaf {k} has shape {v.shape}, expected {n} models on axis 0; "
+                     "train the zoo again.")
+  if expected_shapes is not None:
+    got = {k: tuple(v.shape[1:]) for k, v in flat.items()}
+    want = {k: tuple(s) for k, s in expected_shapes.items()}
+    if got != want:
+      raise LmcError(f"{npz} does not fit the model in {ZOO_JSON}: leaves {sorted(got)} with "
+                     f"shapes {got} but the config needs {want}; train the zoo again.")
+  return config, unflatten(flat), doc
+
+
+class LoadedZoo(NamedTuple):
+  """A zoo read from disk and checked against the model its config describes."""
+  config: ZooConfig
+  model: object  # the Flax module of one model
+  params: dict  # stacked params, numpy arrays, model on axis 0
+  doc: dict  # the whole zoo.json
+
+
+def load_zoo_checked(directory) -> LoadedZoo:
+  """Loads a zoo and checks every leaf's shape against the model its config describes."""
+  config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
+  model, d_in = model_for(config), dims_of(config.dataset)[0]
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, d_in), np.float32)))
+  expected = {k: v.shape for k, v in flatten(shapes["params"]).items()}
+  config, params, doc = load_zoo(directory, expected_shapes=expected)
+  return LoadedZoo(config, model, params, doc)
+
+
+def usable_models(doc: dict, directory) -> list:
+  """Indices of models that did not diverge; warns naming each one left out."""
+  models = doc.get("models", [])
+  excluded = [k for k, m in enumerate(models) if m.get("diverged")]
+  for k in excluded:
+    logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
+                    "statistic and figure.", directory, k)
+  return [k for k in range(len(models)) if k not in excluded]

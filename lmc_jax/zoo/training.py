@@ -1,0 +1,198 @@
+"""Training a zoo: N models at once, `jit(vmap(epoch))`, each epoch one `lax.scan`.
+
+Keys: `jax.random.key(seed)` splits once into an init key and a data key; model k gets
+`fold_in(init_key, k)` and `fold_in(data_key, k)`, and its epoch e order comes from
+`fold_in(fold_in(data_key, k), e)`. So model k is the same network whether it is trained
+in a zoo of 50 or alone, and a seed gives the same zoo bit for bit on one machine.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmc_jax.config import ZooConfig
+from lmc_jax.data.datasets import Dataset, dims_of
+from lmc_jax.nn.evaluation import evaluate_zoo
+from lmc_jax.nn.models import loss_and_correct, model_for, num_params
+from lmc_jax.nn.optim import optimizer_for
+from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
+from lmc_jax.tree_utils import fold_in_each
+
+
+class Zoo(NamedTuple):
+  """A trained zoo: `params` is a Flax params pytree with the model on axis 0."""
+  config: ZooConfig
+  params: dict
+  metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
+
+
+def model_keys(seed: int, model_ids: Sequence[int]):
+  """(init_keys, data_keys), each a key array `(len(model_ids),)`."""
+  init_key, data_key = jax.random.split(jax.random.key(seed))
+  return fold_in_each(init_key, model_ids), fold_in_each(data_key, model_ids)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+  return -(-n_train // min(batch_size, n_train))
+
+
+def epoch_batches(key, n_train: int, batch_size: int):
+  """One epoch's shuffled order: indices `(steps, b)` int32 and weights `(steps, b)`.
+
+  The last batch is partial when `b` does not divide `n_train` (as a PyTorch DataLoader
+  keeps it); it is padded with index 0 at weight 0.
+  """
+  b = min(batch_size, n_train)
+  steps = steps_per_epoch(n_train, b)
+  order = jax.random.permutation(key, n_train)
+  pad = steps * b - n_train
+  idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, b)
+  w = jnp.concatenate([jnp.ones(n_train), jnp.zeros(pad)]).reshape(steps, b)
+  return idx.astype(jnp.int32), w.astype(jnp.float32)
+
+
+def make_train_step(model, tx):
+  """One optimizer step on one batch: (params, opt_state, x, y, w) -> (..., loss)."""
+  def loss_fn(params, x, y, w):
+    loss, _ = loss_and_correct(model.apply({"params": params}, x), y)
+    return jnp.sum(w * loss) / jnp.sum(w)
+
+  def step(params, opt_state, x, y, w):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, w)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step
+
+
+def make_epoch(model, tx, batch_size: int):
+  """One model's epoch as one `lax.scan` over its shuffled batches.
+
+  Returns epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_batch_loss).
+  """
+  step = make_train_step(model, tx)
+
+  def epoch(params, opt_state, key, x, y):
+    idx, w = epoch_batches(key, x.shape[0], batch_size)
+
+    def body(carry, batch):
+      params, opt_state = carry
+      bi, bw = batch
+      params, opt_state, loss = step(params, opt_state, x[bi], y[bi], bw)
+      return (params, opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (idx, w))
+    return params, opt_state, jnp.mean(losses)
+  return epoch
+
+
+def init_params(model, d_in: int, init_keys):
+  """Stacked initial params `(len(init_keys), ...)`."""
+  return jax.vmap(lambda k: model.init(k, jnp.zeros((1, d_in), jnp.float32))["params"])(init_keys)
+
+
+def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: int = 1) -> int:
+  """How many models one step of the zoo epoch trains at once.
+
+  On an accelerator, or with several devices, all of them (one `vmap`). On a CPU, as many
+  as keep one chunk's activations and optimizer state near the cache (16 MiB): at 50 Moons
+  nets of width 512 that trains 1.6x faster than all 50 at once (BUILD_NOTES.md).
+  """
+  if num_devices > 1 or jax.devices()[0].platform != "cpu":
+    return num_models
+  units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+  per_model = 4 * batch_size * units + 4 * num_params(params_one)
+  return int(max(1, min(num_models, 2 ** 22 // per_model)))
+
+
+@functools.lru_cache(maxsize=32)
+def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional[int] = None):
+  """The jitted zoo epoch `(params, opt_state, keys, x, y) -> (params, opt_state, losses)`
+  over a stack of models, with the incoming params and optimizer state donated.
+
+  `chunk=None` vmaps over all models; otherwise `lax.map` runs chunks of `chunk` models,
+  each chunk vmapped (same results, a smaller working set). Cached on everything that
+  shapes the computation but not on the seed or the zoo size, so epochs, seeds and zoos of
+  the same architecture and optimizer reuse one compilation per input shape.
+  """
+  tx = optimizer_for(optimizer_config, steps)
+  epoch = make_epoch(model, tx, optimizer_config.batch_size)
+  if chunk is None:
+    run = jax.vmap(epoch, in_axes=(0, 0, 0, None, None))
+  else:
+    def run(params, opt_state, keys, x, y):
+      return jax.lax.map(lambda m: epoch(*m, x, y), (params, opt_state, keys), batch_size=chunk)
+  return tx, jax.jit(run, donate_argnums=(0, 1))
+
+
+@jax.jit
+def epoch_keys(key_data, epoch):
+  """Epoch keys `fold_in(data_key_k, epoch)` from the raw data of the models' data keys."""
+  return jax.vmap(jax.random.fold_in, (0, None))(jax.random.wrap_key_data(key_data), epoch)
+
+
+def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[int]] = None,
+              log: Optional[Callable[[str], None]] = logging.info,
+              devices: Optional[Sequence] = None) -> Zoo:
+  """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
+
+  All models train at once, their axis split over `devices` (default: every visible
+  device; see `lmc_jax.zoo.sharding`); the whole dataset is on every device. Logs one line per
+  epoch (median training loss over the zoo) through `log`.
+  """
+  config.validate()
+  ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
+  mesh = model_mesh(devices)
+  # Pad to a multiple of the device count with models that are trained and dropped.
+  extra = padded_size(len(ids), mesh) - len(ids)
+  run_ids = ids + [max(ids) + 1 + k for k in range(extra)]
+  model = model_for(config)
+  steps = steps_per_epoch(len(dataset.y_train), config.batch_size)
+  shape_key = config.replace(seed=0, data_seed=0, num_models=1, n_train=0, n_test=0, noise=0.0)
+  init_keys, data_keys = model_keys(config.seed, run_ids)
+  params = init_params(model, dataset.x_train.shape[1], init_keys)
+  chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
+                           min(config.batch_size, len(dataset.y_train)), len(run_ids),
+                           mesh.devices.size)
+  tx, run_epoch = zoo_epoch_fn(model, shape_key, steps, None if chunk >= len(run_ids) else chunk)
+  params = split_models(params, mesh)
+  opt_state = split_models(jax.vmap(tx.init)(params), mesh)
+  data_keys = split_models(jax.random.key_data(data_keys), mesh)
+  x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
+  if log is not None:
+    per_device = len(run_ids) // mesh.devices.size
+    log(f"{len(ids)} models on {mesh.devices.size} device(s), {min(chunk, per_device)} at a "
+        "time per device"
+        + (f"; {extra} padding model(s) trained and dropped" if extra else ""))
+
+  start = time.perf_counter()
+  for e in range(config.epochs):
+    params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
+    if log is not None:
+      losses = to_host(losses)[:len(ids)]
+      finite = losses[np.isfinite(losses)]
+      med = f"{np.median(finite):.4f}" if finite.size else "nan"
+      log(f"{config.dataset} hidden={list(config.hidden)} epoch {e + 1}/{config.epochs}: "
+          f"median train loss {med}, {losses.size - finite.size} non-finite, "
+          f"{time.perf_counter() - start:.1f}s")
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
+  return Zoo(config, params, zoo_metrics(model, params, dataset))
+
+
+def zoo_metrics(model, params, dataset: Dataset) -> list:
+  """Per-model metrics dicts; a model with a non-finite loss is marked diverged."""
+  tr_loss, tr_acc = evaluate_zoo(model, params, dataset.x_train, dataset.y_train)
+  te_loss, te_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
+  metrics = []
+  for k in range(len(tr_loss)):
+    vals = dict(train_loss=float(tr_loss[k]), test_loss=float(te_loss[k]),
+                train_acc=float(tr_acc[k]), test_acc=float(te_acc[k]))
+    vals["diverged"] = not all(np.isfinite(v) for v in vals.values())
+    metrics.append(vals)
+  return metrics
