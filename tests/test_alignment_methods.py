@@ -6,7 +6,7 @@ import pytest
 
 from lmc_jax.align.activation import correlation, hidden_features
 from lmc_jax.align.diagnostics import agreement, cycle_consistency, fraction_moved
-from lmc_jax.align.registry import METHODS, MethodSettings, align_by, check_methods
+from lmc_jax.align.registry import MethodSettings, align_by, check_methods, method_names
 from lmc_jax.errors import LmcError
 from lmc_jax.align.exact import candidates, exact_alignment
 from lmc_jax.align.merge_many import merge_many
@@ -46,7 +46,7 @@ def _stack(*trees):
   return jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(v) for v in a]), *trees)
 
 
-@pytest.mark.parametrize("name", [m for m in METHODS if m != "exact"])
+@pytest.mark.parametrize("name", [m for m in method_names() if m != "exact"])
 def test_every_method_recovers_a_planted_permutation(teacher, name):
   model, a, (x_fit, y_fit, x_eval, y_eval) = teacher
   spec = mlp_permutation_spec(2)

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.errors import LmcError
+from lmc_jax.align.registry import Alignment, AlignTask, register
 
 
 def hidden_features(model, params, x) -> List[jax.Array]:
@@ -61,3 +62,11 @@ def activation_matching(model, spec, params_a, params_b, x) -> Dict[str, np.ndar
     raise LmcError(f"Activation matching knows the MLP's permutations {sorted(perm)}, but the "
                    f"spec has {sorted(spec.perm_to_axes)}.")
   return perm
+
+
+@register("activation", "activation matching to the reference, on training inputs",
+          uses=("fit_samples",))
+def _align_by_activations(task: AlignTask) -> Alignment:
+  ref = task.member(task.reference)
+  return Alignment(task.star(lambda k: activation_matching(task.model, task.spec, ref,
+                                                           task.member(k), task.fit_x)), {})

@@ -22,6 +22,7 @@ from lmc_jax.lmc.interpolation import NUM_ALPHAS, pair_sweep
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.models import mlp_matmul_flops
 from lmc_jax.align.spec import PermutationSpec, apply_permutation, perm_sizes
+from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 
 MAX_CANDIDATES = math.factorial(8)
 
@@ -75,3 +76,19 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
   eps = epsilon(curves.loss, curves.alphas)
   best = int(np.argmin(eps))
   return ExactResult({p: np.asarray(v[best]) for p, v in cands.items()}, float(eps[best]), eps)
+
+
+@register("exact", "the epsilon-optimal permutation onto the reference, by exhaustive search "
+          "over the split the curves are measured on (narrow nets only)",
+          settings=(Setting("exact_max_tflop", 1.0, "Exact search refuses (and is skipped) "
+                            "where one pair would need more TFLOP than this (1: about a minute "
+                            "on 2 CPU cores)."),))
+def _align_exactly(task: AlignTask) -> Alignment:
+  ref, found = task.member(task.reference), {}
+
+  def one(k):
+    found[k] = exact_alignment(task.model, task.spec, ref, task.member(k), task.eval_x,
+                               task.eval_y, task.settings.exact_max_tflop)
+    return found[k].perm
+  perms = task.star(one)
+  return Alignment(perms, {"epsilon": {k: r.epsilon for k, r in found.items()}})

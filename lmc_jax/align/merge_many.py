@@ -17,6 +17,7 @@ from lmc_jax.align.spec import (PermutationSpec, apply_permutation, compose_perm
                                  identity_permutation, invert_permutation, perm_sizes)
 from lmc_jax.tree_utils import take
 from lmc_jax.align.weight import matching_objective, weight_matching
+from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 
 
 class MergeManyResult(NamedTuple):
@@ -67,3 +68,15 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
   out = [compose_permutations(undo, perms[k]) if k in perms else identity_permutation(sizes)
          for k in range(n)]
   return MergeManyResult(out, rounds, changed_per_round, objective)
+
+
+@register("mergemany", "all models matched jointly to their common mean (no reference "
+          "favoured)", uses=("seed", "max_iter"),
+          settings=(Setting("mergemany_rounds", 100, "Most MergeMany rounds over all models."),))
+def _align_by_merge_many(task: AlignTask) -> Alignment:
+  s = task.settings
+  res = merge_many(task.key, task.spec, task.params, task.reference, task.skip,
+                   s.mergemany_rounds, s.max_iter)
+  return Alignment(res.perms, {"rounds": res.rounds,
+                               "changed_per_round": [len(c) for c in res.changed],
+                               "objective": res.objective})

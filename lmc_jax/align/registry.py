@@ -1,151 +1,238 @@
-"""Every alignment method behind one call: `align_by(name, ...)` puts a zoo in one frame.
+"""The registry of alignment methods: `align_by(name, ...)` puts a zoo in one frame.
 
-Names (`--align` of experiments.barrier):
-  weight      weight matching of every model to the reference (the study's method)
-  activation  activation matching to the reference, on training inputs
-  ste         straight-through estimator matching to the reference, on training data
-  sinkhorn    Sinkhorn soft permutations started from weight matching, on training data
-  mergemany   all models matched jointly to their common mean (no reference favoured)
-  exact       the epsilon-optimal permutation onto the reference, by exhaustive search
-              over the split the curves are measured on (narrow nets only)
-Every method returns the zoo with each model permuted (identity at the reference and at
-models left out), so the same all-pairs sweep measures them all.
+A method is one module that calls `register`: its name, a line of help, the settings it
+reads (shared ones such as `seed` and `max_iter`, and its own, declared with it) and a
+function `align(task) -> Alignment`. Everything else follows from the registry: the names
+`--align` accepts, the `MethodSettings` recorded with each result, and the flags of
+`experiments.barrier` (one per setting). Built-in methods (`method_names()` lists them):
+weight, activation, ste, sinkhorn, mergemany, exact.
+
+Every method returns one permutation per model (identity at the reference and at models
+left out), so the same all-pairs sweep measures them all. Methods installed as packages
+register through the entry-point group `lmc_jax.align_methods` (each entry point names a
+module to import).
 """
 from __future__ import annotations
 
-import dataclasses
+import importlib.metadata
+import logging
 import time
-from typing import Callable, Dict, List, NamedTuple, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 
-from lmc_jax.align.activation import activation_matching
 from lmc_jax.errors import LmcError
-from lmc_jax.align.exact import exact_alignment
-from lmc_jax.align.merge_many import merge_many
 from lmc_jax.align.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
-from lmc_jax.align.sinkhorn import sinkhorn_matching
-from lmc_jax.align.ste import ste_matching
-from lmc_jax.align.weight import align_zoo
 from lmc_jax.tree_utils import take, to_numpy
 
-METHODS = ("weight", "activation", "ste", "sinkhorn", "mergemany", "exact")
+Perm = Dict[str, np.ndarray]
 
 
-@dataclasses.dataclass(frozen=True)
-class MethodSettings:
-  """The knobs of every method, recorded with its results."""
-  seed: int = 0  # layer orders, batches, alphas
-  max_iter: int = 50  # weight-matching sweeps (weight, ste, mergemany, sinkhorn's start)
-  matcher: str = "host"  # weight: scipy on the host, or the jitted solver
-  fit_samples: int = 2048  # training inputs for activation statistics (activation, REPAIR)
-  ste_steps: int = 50
-  ste_lr: float = 0.1
-  sinkhorn_steps: int = 50
-  sinkhorn_lr: float = 1.0
-  sinkhorn_objective: str = "expected"  # or 'midpoint'
-  mergemany_rounds: int = 100
-  exact_max_tflop: float = 1.0
+class Setting(NamedTuple):
+  """One knob of one or more methods; its type is the type of its default."""
+  name: str
+  default: Any  # int, float, str or bool
+  help: str
+  choices: Optional[Tuple[str, ...]] = None
 
-  def for_method(self, name: str) -> dict:
-    """The settings that affect method `name` (what its barrier.json entry records)."""
-    keys = {"weight": ("seed", "max_iter", "matcher"), "activation": ("fit_samples",),
-            "ste": ("seed", "max_iter", "ste_steps", "ste_lr"),
-            "sinkhorn": ("seed", "max_iter", "sinkhorn_steps", "sinkhorn_lr",
-                         "sinkhorn_objective"),
-            "mergemany": ("seed", "max_iter", "mergemany_rounds"),
-            "exact": ("exact_max_tflop",)}[name]
-    return {k: getattr(self, k) for k in keys}
+
+class AlignTask(NamedTuple):
+  """What a method is given: the zoo, which models to align, data and settings."""
+  model: Any  # Flax module of one model
+  spec: PermutationSpec
+  params: dict  # stacked zoo, numpy arrays, model on axis 0
+  reference: int
+  skip: frozenset  # models that keep the identity (diverged ones)
+  fit_x: np.ndarray  # training inputs, at most `fit_samples` of them
+  fit_y: np.ndarray
+  eval_x: np.ndarray  # the split the curves are measured on
+  eval_y: np.ndarray
+  settings: "MethodSettings"
+
+  @property
+  def key(self):
+    return jax.random.key(self.settings.seed)
+
+  @property
+  def num_models(self) -> int:
+    return jax.tree_util.tree_leaves(self.params)[0].shape[0]
+
+  @property
+  def movers(self) -> List[int]:
+    """Models to align: all but the reference and the skipped ones."""
+    return [k for k in range(self.num_models) if k != self.reference and k not in self.skip]
+
+  def member(self, k: int) -> dict:
+    return take(self.params, k)
+
+  def star(self, align_one: Callable[[int], Perm]) -> List[Perm]:
+    """One permutation per model: `align_one(k)` for every mover, the identity otherwise."""
+    sizes = perm_sizes(self.spec, self.member(self.reference))
+    movers = set(self.movers)
+    return [align_one(k) if k in movers else identity_permutation(sizes)
+            for k in range(self.num_models)]
+
+
+class Alignment(NamedTuple):
+  """What a method returns."""
+  perms: List[Perm]  # one per model, applied to it to bring it into the shared frame
+  info: dict  # what the method reports about itself (JSON-ready)
+
+
+class AlignMethod(NamedTuple):
+  name: str
+  align: Callable[[AlignTask], Alignment]
+  uses: Tuple[str, ...]  # names of the settings it reads (recorded with its results)
+  help: str
 
 
 class MethodResult(NamedTuple):
   params: dict  # the zoo, every model permuted into the shared frame
-  perms: List[Dict[str, np.ndarray]]  # one per model
+  perms: List[Perm]  # one per model
   info: dict  # what the method reports about itself (JSON-ready)
   seconds: float
 
 
+_METHODS: Dict[str, AlignMethod] = {}
+_SETTINGS: Dict[str, Setting] = {}
+
+
+def _add_setting(setting: Setting) -> None:
+  old = _SETTINGS.get(setting.name)
+  if old is not None and (old.default, old.choices) != (setting.default, setting.choices):
+    raise LmcError(f"Setting {setting.name!r} is declared twice with different defaults "
+                   f"({old.default!r}, {setting.default!r}); give the new one another name.")
+  if setting.choices is not None and setting.default not in setting.choices:
+    raise LmcError(f"Setting {setting.name!r}: default {setting.default!r} is not one of its "
+                   f"choices {setting.choices}.")
+  _SETTINGS.setdefault(setting.name, setting)
+
+
+# Settings that several methods (and REPAIR and the diagnostics) read.
+for _s in (Setting("seed", 0, "Seed of layer orders, batches and alphas of the methods."),
+           Setting("max_iter", 50, "Most weight-matching sweeps over the hidden layers."),
+           Setting("fit_samples", 2048, "Training inputs for activation matching, STE, Sinkhorn "
+                   "and REPAIR statistics.")):
+  _add_setting(_s)
+
+
+def register(name: str, help: str, uses: Sequence[str] = (), settings: Sequence[Setting] = ()):
+  """Decorator: registers `align(task) -> Alignment` as method `name`.
+
+  `uses` names shared settings it reads; `settings` declares its own (named after the
+  method, e.g. `ste_steps`). Registering a name again replaces the method.
+  """
+  if not name or not name.replace("_", "").isalnum():
+    raise LmcError(f"Alignment method name {name!r} must be letters, digits and underscores.")
+  for s in settings:
+    _add_setting(s)
+  unknown = [u for u in uses if u not in _SETTINGS]
+  if unknown:
+    raise LmcError(f"Method {name!r} uses undeclared settings {unknown}; declare them in "
+                   "`settings=`.")
+
+  def wrap(align: Callable[[AlignTask], Alignment]):
+    own = tuple(s.name for s in settings)
+    _METHODS[name] = AlignMethod(name, align, tuple(dict.fromkeys(tuple(uses) + own)), help)
+    return align
+  return wrap
+
+
+def unregister(name: str) -> None:
+  """Removes method `name` (its settings stay declared)."""
+  _METHODS.pop(name, None)
+
+
+def method_names() -> Tuple[str, ...]:
+  """Registered methods, in the order they registered."""
+  return tuple(_METHODS)
+
+
+def get_method(name: str) -> AlignMethod:
+  check_methods([name])
+  return _METHODS[name]
+
+
+def all_settings() -> Tuple[Setting, ...]:
+  return tuple(_SETTINGS.values())
+
+
 def check_methods(names: Sequence[str]) -> List[str]:
-  unknown = [n for n in names if n not in METHODS]
+  """`names` without repeats, or an LmcError naming the unknown ones."""
+  unknown = [n for n in names if n not in _METHODS]
   if unknown or not names:
     raise LmcError(f"Unknown alignment method(s) {', '.join(unknown) or '(none given)'}; use "
-                   f"one or more of {', '.join(METHODS)}, comma-separated.")
+                   f"one or more of {', '.join(_METHODS)}, comma-separated.")
   return list(dict.fromkeys(names))
 
 
-def _star(params, reference: int, skip, sizes, align_one: Callable[[int], dict]):
-  """Permutations of every model onto the reference, one `align_one(k)` call per model."""
-  n = jax.tree_util.tree_leaves(params)[0].shape[0]
-  return [identity_permutation(sizes) if k == reference or k in skip else align_one(k)
-          for k in range(n)]
+class MethodSettings:
+  """Values of the registered settings (each its default unless given), recorded with the
+  results of every method that reads them. `MethodSettings(ste_steps=5).ste_steps == 5`."""
+
+  def __init__(self, **values):
+    for name, value in values.items():
+      if name not in _SETTINGS:
+        raise LmcError(f"Unknown alignment setting {name!r}; the settings are "
+                       f"{', '.join(sorted(_SETTINGS))}.")
+      s = _SETTINGS[name]
+      if s.choices is not None and value not in s.choices:
+        raise LmcError(f"Alignment setting {name}={value!r} is not one of {', '.join(s.choices)}.")
+    self._values = dict(values)
+
+  def __getattr__(self, name: str):
+    if name.startswith("_"):
+      raise AttributeError(name)
+    if name in self._values:
+      return self._values[name]
+    if name in _SETTINGS:
+      return _SETTINGS[name].default
+    raise AttributeError(f"no alignment setting {name!r}")
+
+  def replace(self, **changes) -> "MethodSettings":
+    return MethodSettings(**dict(self._values, **changes))
+
+  def for_method(self, name: str) -> dict:
+    """The settings that affect method `name` (what its barrier.json entry records)."""
+    return {k: getattr(self, k) for k in get_method(name).uses}
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, MethodSettings) and all(
+        getattr(self, s) == getattr(other, s) for s in _SETTINGS)
+
+  def __repr__(self) -> str:
+    return f"MethodSettings({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
 
 def align_by(name: str, model, spec: PermutationSpec, params, reference: int, skip,
              fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
-             settings: MethodSettings = MethodSettings()) -> MethodResult:
-  """Aligns the stacked zoo `params` by method `name` (see METHODS).
+             settings: Optional[MethodSettings] = None) -> MethodResult:
+  """Aligns the stacked zoo `params` by method `name` (see `method_names()`).
 
-  `fit_x, fit_y` are training data (activation, ste, sinkhorn); `eval_x, eval_y` the split
-  the curves are measured on (exact). Models in `skip` keep the identity.
+  `fit_x, fit_y` are training data (the first `settings.fit_samples` are used);
+  `eval_x, eval_y` the split the curves are measured on (exact search scores on it).
+  Models in `skip` keep the identity.
   """
-  check_methods([name])
-  skip = set(skip)
-  host = to_numpy(params)
-  ref = take(host, reference)
-  sizes = perm_sizes(spec, ref)
-  key = jax.random.key(settings.seed)
-  fit_x, fit_y = fit_x[:settings.fit_samples], fit_y[:settings.fit_samples]
+  method = get_method(name)
+  settings = settings if settings is not None else MethodSettings()
+  n = settings.fit_samples
+  task = AlignTask(model, spec, to_numpy(params), reference, frozenset(skip), fit_x[:n],
+                   fit_y[:n], eval_x, eval_y, settings)
   start = time.perf_counter()
-  info: dict = {}
-  if name == "weight":
-    res = align_zoo(key, spec, params, reference, settings.max_iter, skip, settings.matcher)
-    perms = res.perms
-    info = {"sweeps": res.sweeps, "objective": res.objective}
-  elif name == "activation":
-    perms = _star(host, reference, skip, sizes,
-                  lambda k: activation_matching(model, spec, ref, take(host, k), fit_x))
-  elif name == "ste":
-    results = {}
-
-    def one(k):
-      results[k] = ste_matching(jax.random.fold_in(key, k), model, spec, ref, take(host, k), fit_x,
-                                fit_y, settings.ste_steps, settings.ste_lr,
-                                max_iter=settings.max_iter)
-      return results[k].perm
-    perms = _star(host, reference, skip, sizes, one)
-    info = {"midpoint_loss": {k: r.midpoint_loss for k, r in results.items()},
-            "start_midpoint_loss": {k: r.start_midpoint_loss for k, r in results.items()}}
-  elif name == "sinkhorn":
-    start_perms = align_zoo(key, spec, params, reference, settings.max_iter, skip).perms
-    movers = [k for k in range(len(start_perms)) if k != reference and k not in skip]
-    perms = list(start_perms)
-    if movers:
-      stacked = take(host, np.asarray(movers))
-      res = sinkhorn_matching(key, model, spec, ref, stacked, [start_perms[k] for k in movers],
-                              fit_x, fit_y, settings.sinkhorn_steps, settings.sinkhorn_lr,
-                              objective=settings.sinkhorn_objective)
-      for k, p in zip(movers, res.perms):
-        perms[k] = p
-      info = {"first_step_loss": float(np.mean(res.losses[0])),
-              "last_step_loss": float(np.mean(res.losses[-1])),
-              "changed_from_weight_matching": [
-                  k for k, p in zip(movers, res.perms)
-                  if any(not np.array_equal(p[q], start_perms[k][q]) for q in p)]}
-  elif name == "mergemany":
-    res = merge_many(key, spec, params, reference, skip, settings.mergemany_rounds,
-                     settings.max_iter)
-    perms = res.perms
-    info = {"rounds": res.rounds, "changed_per_round": [len(c) for c in res.changed],
-            "objective": res.objective}
-  else:  # exact
-    found = {}
-
-    def one(k):
-      found[k] = exact_alignment(model, spec, ref, take(host, k), eval_x, eval_y,
-                                 settings.exact_max_tflop)
-      return found[k].perm
-    perms = _star(host, reference, skip, sizes, one)
-    info = {"epsilon": {k: r.epsilon for k, r in found.items()}}
+  result = method.align(task)
   seconds = time.perf_counter() - start
-  return MethodResult(permute_zoo(spec, perms, params), perms, info, seconds)
+  if len(result.perms) != task.num_models:
+    raise LmcError(f"Alignment method {name!r} returned {len(result.perms)} permutations for "
+                   f"{task.num_models} models; it must return one per model.")
+  return MethodResult(permute_zoo(spec, result.perms, params), result.perms, result.info, seconds)
+
+
+def load_plugins() -> None:
+  """Imports the modules that installed packages name in the entry-point group
+  `lmc_jax.align_methods`, so their methods register."""
+  for ep in importlib.metadata.entry_points(group="lmc_jax.align_methods"):
+    try:
+      ep.load()
+    except Exception as e:  # a broken plugin must not stop the built-in methods
+      logging.warning("alignment method plugin %s could not be loaded: %s", ep.value, e)

@@ -26,6 +26,8 @@ from lmc_jax.nn.optim import cached_adam
 from lmc_jax.align.spec import (PermutationSpec, apply_soft_permutation,
                                  permutation_spec_from_axes)
 from lmc_jax.tree_utils import fold_in_each
+from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
+from lmc_jax.align.weight import align_zoo
 
 OBJECTIVES = ("expected", "midpoint")
 
@@ -108,3 +110,30 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   mats = {p: np.asarray(v) for p, v in mats.items()}
   perms = [{p: round_to_permutation(v[k]) for p, v in mats.items()} for k in range(m)]
   return SinkhornResult(perms, mats, np.asarray(losses))
+
+
+@register("sinkhorn", "Sinkhorn soft permutations started from weight matching, on training "
+          "data", uses=("seed", "max_iter", "fit_samples"),
+          settings=(Setting("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256)."),
+                    Setting("sinkhorn_lr", 1.0, "Sinkhorn matching Adam learning rate (on the "
+                            "logits)."),
+                    Setting("sinkhorn_objective", "expected", "Sinkhorn loss: at a random alpha "
+                            "each step (expected) or at alpha 1/2.", OBJECTIVES)))
+def _align_by_sinkhorn(task: AlignTask) -> Alignment:
+  s = task.settings
+  start = align_zoo(task.key, task.spec, task.params, task.reference, s.max_iter, task.skip).perms
+  perms, movers = list(start), task.movers
+  if not movers:
+    return Alignment(perms, {})
+  res = sinkhorn_matching(task.key, task.model, task.spec, task.member(task.reference),
+                          task.member(np.asarray(movers)), [start[k] for k in movers],
+                          task.fit_x, task.fit_y, s.sinkhorn_steps, s.sinkhorn_lr,
+                          objective=s.sinkhorn_objective)
+  for k, p in zip(movers, res.perms):
+    perms[k] = p
+  return Alignment(perms, {
+      "first_step_loss": float(np.mean(res.losses[0])),
+      "last_step_loss": float(np.mean(res.losses[-1])),
+      "changed_from_weight_matching": [
+          k for k, p in zip(movers, res.perms)
+          if any(not np.array_equal(p[q], start[k][q]) for q in p)]})

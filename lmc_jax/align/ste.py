@@ -23,6 +23,7 @@ from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
 from lmc_jax.align.spec import apply_permutation
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 
 
 class SteResult(NamedTuple):
@@ -84,3 +85,21 @@ def ste_matching(key, model, spec, params_a, params_b, x, y, steps: int = 50, lr
   if start_loss < end_loss:
     perm, end_loss = start, start_loss
   return SteResult({p: np.asarray(v) for p, v in perm.items()}, end_loss, start_loss, losses)
+
+
+@register("ste", "straight-through estimator matching to the reference, on training data",
+          uses=("seed", "max_iter", "fit_samples"),
+          settings=(Setting("ste_steps", 50, "Straight-through estimator steps (batches of 256)."),
+                    Setting("ste_lr", 0.1, "Straight-through estimator Adam learning rate.")))
+def _align_by_ste(task: AlignTask) -> Alignment:
+  s, ref, results = task.settings, task.member(task.reference), {}
+
+  def one(k):
+    results[k] = ste_matching(jax.random.fold_in(task.key, k), task.model, task.spec, ref,
+                              task.member(k), task.fit_x, task.fit_y, s.ste_steps, s.ste_lr,
+                              max_iter=s.max_iter)
+    return results[k].perm
+  perms = task.star(one)
+  return Alignment(perms, {
+      "midpoint_loss": {k: r.midpoint_loss for k, r in results.items()},
+      "start_midpoint_loss": {k: r.start_midpoint_loss for k, r in results.items()}})

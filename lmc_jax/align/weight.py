@@ -21,6 +21,7 @@ from lmc_jax.align.spec import (PermutationSpec, apply_permutation, flatten, ide
                                  permute_leaf, perm_sizes, permute_zoo, validate_spec)
 from lmc_jax.align.weight_device import match_many
 from lmc_jax.tree_utils import fold_in_each, stack, take, to_numpy
+from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 
 
 class MatchResult(NamedTuple):
@@ -171,3 +172,14 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
     res = weight_matching(jax.random.fold_in(key, p), spec, take(host, i), take(host, j), max_iter)
     out.append(apply_permutation(spec, res.perm, take(host, j)))
   return stack(out)
+
+
+@register("weight", "weight matching of every model to the reference (the study's method)",
+          uses=("seed", "max_iter"),
+          settings=(Setting("matcher", "host", "Weight matching one model at a time with scipy "
+                            "(host), or all models at once with a jitted solver (device, "
+                            "float32).", MATCHERS),))
+def _align_by_weights(task: AlignTask) -> Alignment:
+  res = align_zoo(task.key, task.spec, task.params, task.reference, task.settings.max_iter,
+                  task.skip, task.settings.matcher)
+  return Alignment(res.perms, {"sweeps": res.sweeps, "objective": res.objective})
