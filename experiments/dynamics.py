@@ -20,12 +20,10 @@ import numpy as np
 from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
-from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.analysis.groups import compare_groups
 from lmc_jax.report import figures
-from lmc_jax.errors import LmcError
-from lmc_jax.report.tables import format_table, mean_std
-from lmc_jax.analysis.groups import combine_zoos, group_epsilon_matrices
-from lmc_jax.zoo.io import package_versions
+from lmc_jax.report.tables import format_table
+from lmc_jax.result_files import epsilon_groups_png
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, one per group (same architecture).", required=True)
@@ -37,47 +35,27 @@ flags.DEFINE_string("figures", None, "Output folder (default <parent of first zo
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 
 
-def within_across(m, groups, g):
-  inside = groups == g
-  w = m[np.ix_(inside, inside)][np.triu_indices(inside.sum(), 1)]
-  a = m[np.ix_(inside, ~inside)].ravel()
-  med = lambda v: float(np.median(v)) if v.size else float("nan")
-  return med(w), med(a)
-
-
 @exit_on_lmc_error
 def main(argv):
   del argv
-  if len(FLAGS.zoo) < 2:
-    raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
-  zoo = combine_zoos([Path(z) for z in FLAGS.zoo])
-  name = FLAGS.name or f"{zoo.config.dataset}_w{zoo.config.hidden[0]}"
   out = Path(FLAGS.figures or Path(FLAGS.zoo[0]).parent / "figures")
-  mats = group_epsilon_matrices(zoo, FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise, FLAGS.data_dir)
-  refs = mats.pop("references")
-  rows = []
-  for g, label in enumerate(zoo.labels):
-    sel = zoo.groups == g
-    row = {"group": label, "models": int(sel.sum()), "test_loss": mean_std(zoo.test_loss[sel]),
-           "test_acc": mean_std(zoo.test_acc[sel])}
-    row["eps_within"], row["eps_across"] = within_across(mats["best"], zoo.groups, g)
-    rows.append(row)
-  print(f"{name}: test metrics per group (as Tables 5.2, 5.3) and median epsilon after aligning all to "
-        f"the best model {refs['best']} ({zoo.origin[refs['best']][0]} #{zoo.origin[refs['best']][1]})")
-  print(format_table(rows, list(rows[0]), ["group", "models", "test loss", "test acc",
-                                           "eps within", "eps across"]))
-  atomic_write_json(out / f"{name}_dynamics.json", {
-      "zoos": FLAGS.zoo, "labels": zoo.labels, "groups": zoo.groups.tolist(),
-      "origin": zoo.origin, "references": refs, "table": rows,
-      "epsilon": {k: v.tolist() for k, v in mats.items()}, "versions": package_versions()})
-  panels = [("naive", mats["naive"], None), ("aligned to the best model", mats["best"], refs["best"])]
-  panels += [(f"aligned to best of {k[8:]}", mats[k], refs[k]) for k in mats if k.startswith("best_of_")]
+  res = compare_groups(FLAGS.zoo, FLAGS.name, out, FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise,
+                       FLAGS.data_dir)
+  zoo, mats, refs, name = res.zoo, res.matrices, res.references, res.name
+  best = refs["best"]
+  print(f"{name}: test metrics per group (as Tables 5.2, 5.3) and median epsilon after aligning "
+        f"all to the best model {best} ({zoo.origin[best][0]} #{zoo.origin[best][1]})")
+  print(format_table(res.rows, list(res.rows[0]), ["group", "models", "test loss", "test acc",
+                                                   "eps within", "eps across"]))
+  panels = [("naive", mats["naive"], None), ("aligned to the best model", mats["best"], best)]
+  panels += [(f"aligned to best of {k[8:]}", mats[k], refs[k]) for k in mats
+             if k.startswith("best_of_")]
   if "pairwise" in mats:
     panels.append(("each pair aligned directly", mats["pairwise"], None))
   path = figures.grouped_matrices(panels, zoo.groups, zoo.labels, float(np.mean(zoo.test_loss)),
-                                  out / f"{name}_epsilon_groups.png",
+                                  out / epsilon_groups_png(name),
                                   f"{name}: pairwise epsilon by group (colour max = mean test loss)")
-  print(f"wrote {out / f'{name}_dynamics.json'} and {path}")
+  print(f"wrote {res.path} and {path}")
 
 
 if __name__ == "__main__":

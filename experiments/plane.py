@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 from absl import app, flags
 
 from experiments.common import exit_on_lmc_error, int_list
-from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.analysis.plane import plane_zoo
 from lmc_jax.report import figures
-from lmc_jax.data.datasets import load_dataset
-from lmc_jax.errors import LmcError
-from lmc_jax.lmc.loss_plane import plane_grid
-from lmc_jax.align.spec import apply_permutation, spec_for_config
-from lmc_jax.align.weight import weight_matching
-from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
+from lmc_jax.result_files import PLANE_JSON, PLANE_PNG
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)
@@ -34,43 +28,21 @@ flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 
 
-def grid_json(g):
-  return {"xs": g.xs.tolist(), "ys": g.ys.tolist(), "loss": g.loss.tolist(), "acc": g.acc.tolist(),
-          "corners": g.corners.tolist(), "corner_loss": g.corner_loss.tolist()}
-
-
 @exit_on_lmc_error
 def main(argv):
   del argv
   zoo = Path(FLAGS.zoo)
-  config, model, params, doc = load_zoo_checked(zoo)
-  ids = int_list(FLAGS.models, "models")
-  usable = usable_models(doc, zoo)
-  if len(ids) != 3 or len(set(ids)) != 3 or not set(ids) <= set(usable):
-    raise LmcError(f"--models must name three different usable models of {zoo}, got "
-                   f"{FLAGS.models} (usable: {usable[:10]}{'...' if len(usable) > 10 else ''}).")
-  if FLAGS.resolution < 2:
-    raise LmcError(f"--resolution must be >= 2, got {FLAGS.resolution}.")
-  data = load_dataset(config, FLAGS.data_dir)
-  take = lambda k: jax.tree_util.tree_map(lambda v: v[k], params)
-  a, b, c = (take(k) for k in ids)
-  spec = spec_for_config(config)
-  key = jax.random.key(FLAGS.seed)
-  b_al = apply_permutation(spec, weight_matching(key, spec, a, b, FLAGS.max_iter).perm, b)
-  c_al = apply_permutation(spec, weight_matching(key, spec, a, c, FLAGS.max_iter).perm, c)
-  grids = [plane_grid(model, a, b, c, data.x_test, data.y_test, FLAGS.resolution, FLAGS.margin),
-           plane_grid(model, a, b_al, c_al, data.x_test, data.y_test, FLAGS.resolution, FLAGS.margin)]
-  name = doc.get("data_source") or config.dataset
-  atomic_write_json(zoo / "plane.json", {"models": ids, "split": "test", "naive": grid_json(grids[0]),
-                                         "aligned": grid_json(grids[1]), "versions": package_versions()})
+  res = plane_zoo(zoo, int_list(FLAGS.models, "models"), FLAGS.resolution, FLAGS.margin,
+                  FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir)
+  a, b, c = res.models
   path = figures.loss_planes(
-      grids, ["naive", "B, C weight-matched to A"],
-      f"{name}, width {config.hidden[0]}: test loss on the plane through models "
-      f"A={ids[0]}, B={ids[1]}, C={ids[2]}", zoo / "plane.png")
-  for label, g in zip(("naive", "aligned"), grids):
+      [res.naive, res.aligned], ["naive", "B, C weight-matched to A"],
+      f"{res.data_name}, width {res.width}: test loss on the plane through models "
+      f"A={a}, B={b}, C={c}", zoo / PLANE_PNG)
+  for label, g in (("naive", res.naive), ("aligned", res.aligned)):
     print(f"{label}: losses at A, B, C {g.corner_loss.round(4).tolist()}; grid min "
           f"{g.loss.min():.4f}, max {g.loss.max():.4f}")
-  print(f"wrote {zoo / 'plane.json'} and {path}")
+  print(f"wrote {zoo / PLANE_JSON} and {path}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from experiments.common import define_distributed_flags, exit_on_lmc_error, init
 from lmc_jax.config import DATASET_DEFAULTS, default_config
 from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS
 from lmc_jax.nn.optim import OPTIMIZERS, SCHEDULES
-from lmc_jax.report.tables import find_zoos, format_table, write_csv, zoo_row
+from lmc_jax.report.tables import format_table, write_zoo_summary, zoo_row
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
 from lmc_jax.zoo.io import read_zoo_json
 
@@ -90,10 +90,7 @@ def main(argv):
     return
   print(f"{rows[0]['source'] or FLAGS.dataset}: mean +- std over the models of each zoo")
   print(format_table(rows, COLUMNS))
-  every = [zoo_row(read_zoo_json(d)) for d in find_zoos(out)]
-  every = sorted((r for r in every if r["dataset"] == FLAGS.dataset),
-                 key=lambda r: (r["optimizer"], r["init"], r["width"]))
-  csv_path = write_csv(out / f"{FLAGS.dataset}_zoo_summary.csv", every)
+  csv_path = write_zoo_summary(out, FLAGS.dataset)
   print(f"zoos in {out}; summary of all {FLAGS.dataset} zoos there: {csv_path}")
   sys.stdout.flush()
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.analysis.barrier import BARRIER_JSON, analyse_zoo
+from lmc_jax.analysis.barrier import analyse_zoo
+from lmc_jax.result_files import BARRIER_JSON
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError

@@ -1,80 +1,72 @@
 """Naive and aligned interpolation curves of a zoo on disk, written to `barrier.json`.
 
-`barrier.json` = {"alphas": [...], "split": "test", "reference": r,
+`barrier.json` = {"format": 2, "alphas": [...], "split": "test", "reference": r,
   "naive": {"pairs": [[i, j], ...], "loss": [[A floats], ...], "acc": [...],
             "epsilon": [...], "barrier": [...], "rebasin_barrier": [...]},
-  "methods": {"weight": {the same keys, plus "reference", "settings", "seconds",
-                         "sweep_seconds", "info", "fraction_moved"},
-              "activation": ..., "weight+repair": {curves after REPAIR}, ...},
-  "aligned": the weight entry's curves with "reference", "method", "max_iter", "sweeps",
+  "aligned": the curves after weight matching (the same keys), with "reference", "method",
+             "max_iter", "seed", "matcher", "sweeps",
+  "methods": {"weight": {"reference", "settings", "seconds", "sweep_seconds", "info",
+                         "fraction_moved", "perms"} (its curves are "aligned"),
+              "activation": {the curve keys and the same method keys}, ...,
+              "<method>+repair": {curves after REPAIR}, "<method>": {"skipped": why}},
   "diagnostics": {...} (optional),
   "excluded": [diverged models], "params_sha256": the zoo's, "versions": {...}}
+`method_curves(result, name)` reads any entry's curves, the weight method's included.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
-import jax
 import numpy as np
 
 from lmc_jax.align.diagnostics import alignment_diagnostics, fraction_moved
-from lmc_jax.align.registry import MethodResult, MethodSettings, align_by, check_methods
+from lmc_jax.align.registry import MethodSettings, align_by, check_methods
+from lmc_jax.align.spec import PermutationSpec, permute_zoo, spec_for_config, validate_spec
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
-from lmc_jax.data.datasets import dims_of, load_dataset
+from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.lmc.interpolation import Curves, all_pairs, default_alphas, pair_sweep
+from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import MEASURES, curves_entry
-from lmc_jax.align.spec import permute_zoo, spec_for_config, validate_spec
-from lmc_jax.tree_utils import flatten
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
+from lmc_jax.result_files import BARRIER_JSON
+from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
 
-BARRIER_JSON = "barrier.json"
-
-
-def _previous(path: Path, doc: dict, split: str, reference: int, alphas) -> Optional[dict]:
-  """The zoo's barrier.json if it was computed from these params with these settings."""
-  try:
-    old = json.loads(path.read_text())
-    if (old.get("params_sha256") == doc["params_sha256"] and old.get("split") == split
-        and old.get("reference") == reference and np.allclose(old["alphas"], alphas)
-        and "naive" in old):
-      return old
-  except (OSError, ValueError, KeyError, TypeError):
-    pass
-  return None
+BARRIER_FORMAT = 2
+CURVE_KEYS = ("pairs", "loss", "acc", *MEASURES)
 
 
-def _method_entry(curves: Curves, reference: int, settings: dict, result: MethodResult,
-                  sweep_seconds: float) -> dict:
-  return dict(curves_entry(curves), reference=reference, settings=settings,
-              seconds=result.seconds, sweep_seconds=sweep_seconds, info=result.info,
-              fraction_moved=[fraction_moved(p) for p in result.perms],
-              perms=[{p: np.asarray(v).tolist() for p, v in pm.items()} for pm in result.perms])
+class BarrierJob(NamedTuple):
+  """A checked zoo and everything its curves are measured with."""
+  directory: Path
+  model: object
+  params: dict  # stacked, model on axis 0
+  doc: dict  # zoo.json
+  spec: PermutationSpec
+  reference: int
+  split: str
+  usable: list  # models that did not diverge
+  skip: set  # models left out (diverged)
+  pairs: np.ndarray  # (P, 2) pairs of usable models
+  alphas: np.ndarray  # (A,)
+  x: np.ndarray  # the split the curves are measured on
+  y: np.ndarray
+  fit_x: np.ndarray  # training data (fitting methods, REPAIR)
+  fit_y: np.ndarray
 
 
-def analyse_zoo(directory, reference: int = 0, split: str = "test",
-                alphas: Optional[np.ndarray] = None, data_dir="data",
-                methods: Sequence[str] = ("weight",), repair: bool = False,
-                diagnostics: bool = False, settings: MethodSettings = MethodSettings(),
-                recompute: bool = False) -> dict:
-  """Naive curves and curves after each alignment method in `methods`; writes
-  `barrier.json` into the zoo directory (atomically) and returns its dict.
-
-  `weight` always runs (it fills `aligned`, the study's measure). With `repair`, every
-  set of curves is also measured after REPAIR (entries `<name>+repair`, `naive+repair`).
-  Entries already in a barrier.json computed from the same params, split, reference and
-  method settings are kept as they are unless `recompute`.
-  """
+def prepare_job(directory, reference: int = 0, split: str = "test", alphas=None,
+                data_dir="data") -> BarrierJob:
+  """Loads the zoo and its data; refuses a bad split, reference or zoo in one sentence."""
   directory = Path(directory)
-  methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
   config, model, params, doc = load_zoo_checked(directory)
-  validate_spec(spec_for_config(config), params, batch_dims=1)
+  spec = spec_for_config(config)
+  validate_spec(spec, params, batch_dims=1)
   if split not in ("test", "train"):
     raise LmcError(f"Unknown split {split!r}; use 'test' or 'train'.")
   n = doc["num_models"]
@@ -90,80 +82,186 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                    f"--reference, e.g. {usable[0]}.")
   data = load_dataset(config, data_dir)
   x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
-  fit_x, fit_y = data.x_train, data.y_train
-  alphas = default_alphas() if alphas is None else np.asarray(alphas)
   skip = set(range(n)) - set(usable)
-  pairs = all_pairs(n, exclude=skip)
-  spec = spec_for_config(config)
+  return BarrierJob(directory, model, params, doc, spec, reference, split, usable, skip,
+                    all_pairs(n, exclude=skip),
+                    default_alphas() if alphas is None else np.asarray(alphas), x, y,
+                    data.x_train, data.y_train)
 
-  old = None if recompute else _previous(directory / BARRIER_JSON, doc, split, reference, alphas)
-  if old is None:
-    t0 = time.perf_counter()
-    naive = pair_sweep(model, params, pairs, x, y, alphas)
-    result = {"zoo": str(directory), "split": split, "reference": reference,
-              "alphas": alphas.tolist(), "excluded": sorted(skip),
-              "naive": curves_entry(naive), "methods": {},
-              "seconds": {"naive_sweep": time.perf_counter() - t0}}
+
+def method_curves(result: dict, name: str) -> Optional[dict]:
+  """The entry of `name` in a barrier.json dict: 'naive', 'aligned', or a method (for
+  'weight', its record with the curves of 'aligned'); None where it was not computed."""
+  if name in ("naive", "aligned"):
+    return result.get(name)
+  entry = result.get("methods", {}).get(name)
+  if name == "weight" and entry is not None and "aligned" in result and "skipped" not in entry:
+    entry = dict(entry, **{k: result["aligned"][k] for k in CURVE_KEYS})
+  return entry
+
+
+def _previous(job: BarrierJob) -> Optional[dict]:
+  """The zoo's barrier.json if it was computed from these params with these settings."""
+  try:
+    old = json.loads((job.directory / BARRIER_JSON).read_text())
+    if (old.get("format") == BARRIER_FORMAT
+        and old.get("params_sha256") == job.doc["params_sha256"]
+        and old.get("split") == job.split and old.get("reference") == job.reference
+        and np.allclose(old["alphas"], job.alphas) and "naive" in old and "aligned" in old):
+      old.setdefault("methods", {})
+      return old
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  return None
+
+
+def _fresh(job: BarrierJob) -> dict:
+  """A new result with the naive curves."""
+  t0 = time.perf_counter()
+  naive = pair_sweep(job.model, job.params, job.pairs, job.x, job.y, job.alphas)
+  return {"format": BARRIER_FORMAT, "zoo": str(job.directory), "split": job.split,
+          "reference": job.reference, "alphas": job.alphas.tolist(), "excluded": sorted(job.skip),
+          "naive": curves_entry(naive), "methods": {},
+          "seconds": {"naive_sweep": time.perf_counter() - t0}}
+
+
+def _kept(job: BarrierJob, entry: Optional[dict], wanted: dict):
+  """(kept?, aligned params or None) for an entry already in barrier.json."""
+  if entry is None or entry.get("settings") != wanted:
+    return False, None
+  if "skipped" in entry:
+    return True, None
+  if "perms" not in entry:
+    return False, None
+  perms = [{p: np.asarray(v) for p, v in pm.items()} for pm in entry["perms"]]
+  return True, permute_zoo(job.spec, perms, job.params)
+
+
+def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
+           only: bool) -> Optional[dict]:
+  """Aligns by `name` and records its entry (curves in 'aligned' for weight matching);
+  returns the aligned params, or None when the method refused (then `only` re-raises)."""
+  wanted = settings.for_method(name)
+  logging.info("%s: aligning by %s", job.directory, name)
+  try:
+    res = align_by(name, job.model, job.spec, job.params, job.reference, job.skip, job.fit_x,
+                   job.fit_y, job.x, job.y, settings)
+  except LmcError as e:
+    if only:
+      raise
+    logging.warning("%s: %s skipped: %s", job.directory, name, e)
+    result["methods"][name] = {"skipped": str(e), "settings": wanted}
+    return None
+  t = time.perf_counter()
+  curves = curves_entry(pair_sweep(job.model, res.params, job.pairs, job.x, job.y, job.alphas))
+  record = dict(reference=job.reference, settings=wanted, seconds=res.seconds,
+                sweep_seconds=time.perf_counter() - t, info=res.info,
+                fraction_moved=[fraction_moved(p) for p in res.perms],
+                perms=[{p: np.asarray(v).tolist() for p, v in pm.items()} for pm in res.perms])
+  if name == "weight":  # the study's measure: its curves are 'aligned', stored once
+    result["aligned"] = dict(curves, reference=job.reference, method="weight_matching",
+                             max_iter=wanted["max_iter"], seed=wanted["seed"],
+                             matcher=wanted["matcher"], sweeps=res.info["sweeps"])
+    result["methods"][name] = record
   else:
-    result = old
-    result.setdefault("methods", {})
+    result["methods"][name] = dict(curves, **record)
+  return res.params
+
+
+def _repair(job: BarrierJob, result: dict, name: str, params, settings: MethodSettings,
+            extra: dict) -> None:
+  """Curves of `params` after REPAIR as entry `<name>+repair`, unless already there."""
+  key, n = f"{name}+repair", settings.fit_samples
+  if result["methods"].get(key, {}).get("fit_samples") == n:
+    return
+  curves = repaired_pair_sweep(job.model, params, job.pairs, job.fit_x[:n], job.x, job.y,
+                               job.alphas)
+  result["methods"][key] = dict(curves_entry(curves), fit_samples=n, **extra)
+
+
+def analyse_zoo(directory, reference: int = 0, split: str = "test",
+                alphas: Optional[np.ndarray] = None, data_dir="data",
+                methods: Sequence[str] = ("weight",), repair: bool = False,
+                diagnostics: bool = False, settings: Optional[MethodSettings] = None,
+                recompute: bool = False) -> dict:
+  """Naive curves and curves after each alignment method in `methods`; writes
+  `barrier.json` into the zoo directory (atomically) and returns its dict.
+
+  `weight` always runs (it fills `aligned`, the study's measure). With `repair`, every
+  set of curves is also measured after REPAIR (entries `<name>+repair`, `naive+repair`).
+  Entries already in a barrier.json computed from the same params, split, reference and
+  method settings are kept as they are unless `recompute`.
+  """
+  settings = settings if settings is not None else MethodSettings()
+  methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
+  job = prepare_job(directory, reference, split, alphas, data_dir)
+  old = None if recompute else _previous(job)
+  result = old if old is not None else _fresh(job)
   kept = []
   for name in methods:
     wanted = settings.for_method(name)
-    entry = result["methods"].get(name)
-    if entry is not None and entry.get("settings") == wanted and "perms" in entry:
+    was_kept, aligned = _kept(job, result["methods"].get(name), wanted)
+    if was_kept:
       kept.append(name)
-      aligned = permute_zoo(spec, [{p: np.asarray(v) for p, v in pm.items()}
-                                   for pm in entry["perms"]], params)
-    elif entry is not None and entry.get("settings") == wanted and "skipped" in entry:
-      kept.append(name)
-      continue
     else:
-      logging.info("%s: aligning by %s", directory, name)
-      try:
-        res = align_by(name, model, spec, params, reference, skip, fit_x, fit_y, x, y, settings)
-      except LmcError as e:
-        if len(methods) == 1:
-          raise
-        logging.warning("%s: %s skipped: %s", directory, name, e)
-        result["methods"][name] = {"skipped": str(e), "settings": wanted}
-        result["methods"].pop(f"{name}+repair", None)
-        continue
-      t = time.perf_counter()
-      curves = pair_sweep(model, res.params, pairs, x, y, alphas)
-      result["methods"][name] = _method_entry(curves, reference, wanted, res,
-                                              time.perf_counter() - t)
       result["methods"].pop(f"{name}+repair", None)  # measured on the old alignment
-      aligned = res.params
-    old_repair = result["methods"].get(f"{name}+repair", {})
-    if repair and old_repair.get("fit_samples") != settings.fit_samples:
-      repaired = repaired_pair_sweep(model, aligned, pairs, fit_x[:settings.fit_samples], x, y,
-                                     alphas)
-      result["methods"][f"{name}+repair"] = dict(curves_entry(repaired), reference=reference,
-                                                 settings=wanted, fit_samples=settings.fit_samples)
-  if repair and (result["methods"].get("naive+repair", {}).get("fit_samples")
-                 != settings.fit_samples):
-    repaired = repaired_pair_sweep(model, params, pairs, fit_x[:settings.fit_samples], x, y,
-                                   alphas)
-    result["methods"]["naive+repair"] = dict(curves_entry(repaired),
-                                             fit_samples=settings.fit_samples)
+      aligned = _align(job, result, name, settings, only=len(methods) == 1)
+    if repair and aligned is not None:
+      _repair(job, result, name, aligned, settings,
+              {"reference": job.reference, "settings": wanted})
+  if repair:
+    _repair(job, result, "naive", job.params, settings, {})
   if kept:
     logging.info("%s: kept the %s results already in %s (pass --recompute to redo them)",
-                 directory, ", ".join(kept), BARRIER_JSON)
-  weight = result["methods"]["weight"]
-  result["aligned"] = dict({k: weight[k] for k in ("pairs", "loss", "acc", *MEASURES)},
-                           reference=reference, method="weight_matching",
-                           max_iter=weight["settings"]["max_iter"],
-                           seed=weight["settings"]["seed"], matcher=weight["settings"]["matcher"],
-                           sweeps=weight["info"]["sweeps"])
+                 job.directory, ", ".join(kept), BARRIER_JSON)
   wanted = {"seed": settings.seed, "max_iter": settings.max_iter,
             "fit_samples": settings.fit_samples}
   if diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
     result["diagnostics"] = dict(
-        alignment_diagnostics(model, spec, params, reference, usable,
-                              fit_x[:settings.fit_samples], x, y, settings), settings=wanted)
+        alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
+                              job.fit_x[:settings.fit_samples], job.x, job.y, settings),
+        settings=wanted)
   result["versions"] = package_versions()
-  result["params_sha256"] = doc["params_sha256"]
-  atomic_write_json(directory / BARRIER_JSON, result)
+  result["params_sha256"] = job.doc["params_sha256"]
+  atomic_write_json(job.directory / BARRIER_JSON, result)
   return result
 
+
+@dataclasses.dataclass(frozen=True)
+class ZooBarriers:
+  """One zoo's barrier.json as the tables and figures read it."""
+  directory: Path
+  config: ZooConfig
+  result: dict  # the barrier.json dict
+  models: Tuple[int, ...]  # usable models
+  mean_test_loss: float  # over the usable models
+  data_source: str = ""  # e.g. 'CIFAR-10 (JPEG re-encode)'; '' for the dataset itself
+
+  @property
+  def width(self) -> int:
+    return self.config.hidden[0]
+
+  @property
+  def alphas(self) -> np.ndarray:
+    return np.asarray(self.result["alphas"])
+
+  @property
+  def reference(self) -> int:
+    return self.result["reference"]
+
+  @property
+  def diagnostics(self) -> Optional[dict]:
+    return self.result.get("diagnostics")
+
+  def curves(self, name: str) -> Optional[dict]:
+    """See `method_curves`."""
+    return method_curves(self.result, name)
+
+
+def zoo_barriers(directory, result: dict) -> ZooBarriers:
+  """The record of a zoo whose barrier.json dict is `result`."""
+  doc = read_zoo_json(directory)
+  models = tuple(usable_models(doc, directory))
+  return ZooBarriers(Path(directory), ZooConfig.from_dict(doc["config"]), result, models,
+                     float(np.mean([doc["models"][k]["test_loss"] for k in models])),
+                     doc.get("data_source", ""))

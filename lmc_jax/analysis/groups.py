@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 import jax
 import numpy as np
 
+from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
-from lmc_jax.lmc.measures import epsilon, pair_matrix
+from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
 from lmc_jax.align.spec import spec_for_config
 from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.tree_utils import stack
-from lmc_jax.zoo.io import load_zoo_checked, usable_models
+from lmc_jax.result_files import dynamics_json
+from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
 
 class GroupedZoo(NamedTuple):
@@ -95,3 +97,49 @@ def group_epsilon_matrices(zoo: GroupedZoo, seed: int = 0, max_iter: int = 50,
                                                     data.x_test, data.y_test))
   out["references"] = refs
   return out
+
+
+def within_across(m: np.ndarray, groups: np.ndarray, g: int):
+  """Median of `m` over pairs inside group g, and over pairs of g with the other groups."""
+  inside = groups == g
+  w = m[np.ix_(inside, inside)][np.triu_indices(inside.sum(), 1)]
+  a = m[np.ix_(inside, ~inside)].ravel()
+  med = lambda v: float(np.median(v)) if v.size else float("nan")
+  return med(w), med(a)
+
+
+class GroupComparison(NamedTuple):
+  """What `compare_groups` found (and wrote to `<name>_dynamics.json`)."""
+  zoo: GroupedZoo
+  matrices: dict  # name -> (N, N) epsilon matrix (see group_epsilon_matrices)
+  references: dict  # star alignment name -> its reference model
+  rows: List[dict]  # per group: label, models, test loss and acc, eps within and across
+  name: str  # the comparison's name (its files' prefix)
+  path: Path  # the JSON written
+
+
+def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max_iter: int = 50,
+                   pairwise: bool = True, data_dir="data") -> GroupComparison:
+  """Zoos of one architecture as groups (the study's Tables 5.2, 5.3 and E6-E8): test
+  metrics per group and median epsilon within and across groups after aligning all to the
+  best model; writes `<out_dir>/<name>_dynamics.json` (`name` by default
+  `<dataset>_w<width>`)."""
+  if len(directories) < 2:
+    raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
+  zoo = combine_zoos([Path(d) for d in directories])
+  name = name or f"{zoo.config.dataset}_w{zoo.config.hidden[0]}"
+  mats = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
+  refs = mats.pop("references")
+  rows = []
+  for g, label in enumerate(zoo.labels):
+    sel = zoo.groups == g
+    row = {"group": label, "models": int(sel.sum()), "test_loss": mean_std(zoo.test_loss[sel]),
+           "test_acc": mean_std(zoo.test_acc[sel])}
+    row["eps_within"], row["eps_across"] = within_across(mats["best"], zoo.groups, g)
+    rows.append(row)
+  path = Path(out_dir) / dynamics_json(name)
+  atomic_write_json(path, {
+      "zoos": [str(d) for d in directories], "labels": zoo.labels, "groups": zoo.groups.tolist(),
+      "origin": zoo.origin, "references": refs, "table": rows,
+      "epsilon": {k: v.tolist() for k, v in mats.items()}, "versions": package_versions()})
+  return GroupComparison(zoo, mats, refs, rows, name, path)

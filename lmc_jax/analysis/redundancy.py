@@ -6,12 +6,15 @@ after re-aligning them to the reference (the study's code skipped that re-alignm
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.lmc.measures import curves_entry
 from lmc_jax.errors import LmcError
@@ -21,15 +24,18 @@ from lmc_jax.nn.models import make_mlp
 from lmc_jax.align.spec import mlp_permutation_spec
 from lmc_jax.analysis.unit_merging import reduce_zoo
 from lmc_jax.align.weight import align_zoo
-from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
-
-REDUNDANCY_JSON = "redundancy.json"
+from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_JSON
+from lmc_jax.analysis.study_numbers import MOONS_TABLE_5_1
+from lmc_jax.tree_utils import take, to_numpy
+from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
 
 
 def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, seed: int = 0,
-                       max_iter: int = 50, data_dir="data") -> dict:
+                       max_iter: int = 50, data_dir="data", loaded: LoadedZoo = None) -> dict:
+  """Merges each model's redundant units and measures the reduced nets; writes and returns
+  redundancy.json's dict. `loaded`: the zoo already read by `load_zoo_checked`."""
   directory = Path(directory)
-  config, model, params, doc = load_zoo_checked(directory)
+  config, model, params, doc = loaded or load_zoo_checked(directory)
   if len(config.hidden) != 1 or config.layernorm != "none":
     raise LmcError(f"{directory}: merging handles one hidden layer without LayerNorm (the "
                    f"study's Moons nets); this zoo has hidden {list(config.hidden)}.")
@@ -57,3 +63,37 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
   }
   atomic_write_json(directory / REDUNDANCY_JSON, result)
   return result
+
+
+class RedundancyRow(NamedTuple):
+  """One zoo's line of Table 5.1 and what the figures of E5 draw from it."""
+  row: dict  # width, merged_width, study_merged_width, acc before/after, eps medians
+  orig_naive: list  # epsilon of the original nets (barrier.json), [] if not measured
+  red_naive: list  # epsilon of the merged nets, naive
+  red_aligned: list  # and re-aligned to the reference
+  config: ZooConfig
+  models: tuple  # (first, second) usable model
+  first: dict  # params of the first
+  second: dict  # of the second
+
+
+def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
+                   data_dir="data") -> RedundancyRow:
+  """`analyse_redundancy` of one zoo, summarised beside the study's Table 5.1."""
+  directory = Path(directory)
+  loaded = load_zoo_checked(directory)
+  res = analyse_redundancy(directory, threshold, reference, data_dir=data_dir, loaded=loaded)
+  w, ok, doc = res["width"], res["models"], loaded.doc
+  barrier = directory / BARRIER_JSON
+  orig = json.loads(barrier.read_text())["naive"]["epsilon"] if barrier.exists() else []
+  study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
+  row = {"width": w, "merged_width": float(np.mean([res["reduced_width"][k] for k in ok])),
+         "study_merged_width": study[0],
+         "test_acc_before": float(np.mean([doc["models"][k]["test_acc"] for k in ok])),
+         "test_acc_after": float(np.mean([res["reduced_test_acc"][k] for k in ok])),
+         "study_test_acc_after": study[1],
+         "eps_naive_median": float(np.median(res["naive"]["epsilon"])),
+         "eps_aligned_median": float(np.median(res["aligned"]["epsilon"]))}
+  host = to_numpy(loaded.params)
+  return RedundancyRow(row, orig, res["naive"]["epsilon"], res["aligned"]["epsilon"],
+                       loaded.config, (ok[0], ok[1]), take(host, ok[0]), take(host, ok[1]))

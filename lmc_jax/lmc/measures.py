@@ -63,6 +63,14 @@ def quartiles(values) -> dict:
   return {"q1": float(q1), "median": float(med), "q3": float(q3), "n": int(v.size)}
 
 
+def mean_std(values) -> str:
+  """"mean +- std" of the values that are not None, 3 decimals ("n/a" for none)."""
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  if v.size == 0:
+    return "n/a"
+  return f"{v.mean():.3f} +- {v.std():.3f}"
+
+
 def single_linkage_order(matrix) -> np.ndarray:
   """Leaf order of single-linkage hierarchical clustering on a symmetric `(n, n)`
   dissimilarity matrix (negative values count as 0, as epsilon may dip below 0)."""

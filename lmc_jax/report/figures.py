@@ -1,52 +1,67 @@
-"""The study's figures for a set of zoos of one dataset at several widths.
+"""The study's figures: epsilon against width, loss curves, clustered epsilon matrices,
+loss planes, SWA and grouped matrices. Each function writes one PNG and returns its path.
 
-Each function takes `records`, a list of dicts sorted by width with keys:
-  width, naive (dict of barrier.json), aligned (dict), alphas (A,), num_models,
-  models (usable model indices), reference, mean_test_loss
-and writes one PNG. Matplotlib runs headless (Agg).
+Zoo figures take `ZooBarriers` records (analysis.barrier) sorted by width. Figures are
+built with matplotlib's object API (`Figure`), so nothing here touches pyplot's global
+state or the backend a notebook has chosen.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
+from typing import NamedTuple, Sequence
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from lmc_jax.lmc.measures import pair_matrix, single_linkage_order  # noqa: E402
+from lmc_jax.lmc.measures import pair_matrix, single_linkage_order
 
 NAIVE_COLOR, ALIGNED_COLOR = "#4C72B0", "#DD8452"
 
 
-def _grid(n: int, size=3.0):
+def new_figure(rows: int = 1, cols: int = 1, figsize=(6.4, 4.8), **subplots):
+  """(figure, axes array `(rows, cols)`), independent of pyplot."""
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots(rows, cols, squeeze=False, **subplots)
+
+
+def panel_grid(n: int, size=3.0):
+  """A figure of `n` square panels, at most 3 a row; returns (figure, the n axes)."""
   cols = min(n, 3)
   rows = math.ceil(n / cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.6, size * rows), squeeze=False)
+  fig, axes = new_figure(rows, cols, (size * cols + 0.6, size * rows))
   for ax in axes.flat[n:]:
     ax.axis("off")
   return fig, axes.flat[:n]
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
   return path
+
+
+class CurvePanel(NamedTuple):
+  """One panel of `loss_curves`: every line's loss at each alpha."""
+  title: str
+  alphas: np.ndarray  # (A,)
+  loss: np.ndarray  # (P, A)
 
 
 def epsilon_vs_width(records, dataset: str, path) -> Path:
   """Fig 4.1 (naive), 4.4 (aligned) and 4.5 (both, box plots) in one row."""
-  x = np.log2([r["width"] for r in records])
-  naive = [np.asarray(r["naive"]["epsilon"]) for r in records]
-  aligned = [np.asarray(r["aligned"]["epsilon"]) for r in records]
-  fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), sharey=False)
+  x = np.log2([r.width for r in records])
+  naive = [np.asarray(r.curves("naive")["epsilon"]) for r in records]
+  aligned = [np.asarray(r.curves("aligned")["epsilon"]) for r in records]
+  fig, axes = new_figure(1, 3, (16, 4.2))
+  axes = axes[0]
   for ax, data, color, title in ((axes[0], naive, NAIVE_COLOR, "naive interpolation"),
                                  (axes[1], aligned, ALIGNED_COLOR,
-                                  f"after weight matching to model {records[0]['reference']}")):
+                                  f"after weight matching to model {records[0].reference}")):
     parts = ax.violinplot(data, positions=x, widths=0.7, showmedians=True, showextrema=True)
     for body in parts["bodies"]:
       body.set_facecolor(color)
@@ -66,21 +81,22 @@ def epsilon_vs_width(records, dataset: str, path) -> Path:
   axes[2].set_title(f"{dataset}: naive vs aligned (outliers omitted)")
   for ax in axes:
     ax.set_xticks(x)
-    ax.set_xticklabels([str(r["width"]) for r in records])
+    ax.set_xticklabels([str(r.width) for r in records])
     ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
     ax.set_xlabel("hidden layer width (log2 axis)")
     ax.set_ylabel("epsilon = max L(alpha) - max(L_i, L_j)")
     ax.axhline(0, color="gray", lw=0.8, ls=":")
     ax.grid(axis="y", alpha=0.3)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
-def loss_curves(records, dataset: str, which: str, path, split: str = "test") -> Path:
-  """Fig 4.2/4.3: loss along the line for every pair, pointwise median and quartiles."""
-  fig, axes = _grid(len(records))
-  for ax, r in zip(axes, records):
-    alphas = np.asarray(r["alphas"])
-    loss = np.asarray(r[which]["loss"])
+def loss_curves(panels: Sequence[CurvePanel], title: str, path, split: str = "test") -> Path:
+  """Fig 4.2/4.3: loss along the line for every pair, pointwise median and quartiles; one
+  panel per `CurvePanel`, `title` above them."""
+  fig, axes = panel_grid(len(panels))
+  for ax, panel in zip(axes, panels):
+    alphas = np.asarray(panel.alphas)
+    loss = np.asarray(panel.loss)
     ax.plot(alphas, loss.T, color="gray", lw=0.5, alpha=max(0.02, min(0.4, 20 / len(loss))))
     q1, med, q3 = np.percentile(loss, [25, 50, 75], axis=0)
     ax.plot(alphas, med, color="red", lw=2, label="median")
@@ -91,37 +107,37 @@ def loss_curves(records, dataset: str, which: str, path, split: str = "test") ->
     pad = 0.05 * max(hi - lo, 1e-6)
     ax.set_ylim(max(0.0, lo - pad), hi + pad)
     ax.ticklabel_format(axis="y", useOffset=False)
-    ax.set_title(f"width {r['width']} ({len(loss)} pairs)")
+    ax.set_title(f"{panel.title} ({len(loss)} pairs)")
     ax.set_xlabel("alpha (0: model i, 1: model j)")
     ax.set_ylabel(f"{split} loss")
     ax.grid(alpha=0.3)
   axes[0].legend(loc="upper right", fontsize=8)
-  label = "naive interpolation" if which == "naive" else "after weight matching"
-  fig.suptitle(f"{dataset}: {split} loss along the line between every pair, {label}", y=1.0)
+  fig.suptitle(title, y=1.0)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
-  """Fig 4.6: pairwise epsilon, rows and columns ordered by single-linkage clustering,
-  colour scale from 0 to the zoo's mean test loss, the reference model marked."""
-  fig, axes = _grid(len(records), size=3.6)
+  """Fig 4.6: pairwise epsilon of entry `which` (naive, aligned, a method), rows and
+  columns ordered by single-linkage clustering, colour scale from 0 to the zoo's mean test
+  loss, the reference model marked."""
+  fig, axes = panel_grid(len(records), size=3.6)
   for ax, r in zip(axes, records):
-    models = list(r["models"])
+    models, entry = list(r.models), r.curves(which)
     index = {m: k for k, m in enumerate(models)}
-    pairs = np.asarray([[index[i], index[j]] for i, j in r[which]["pairs"]]).reshape(-1, 2)
-    m = pair_matrix(np.asarray(r[which]["epsilon"]), pairs, len(models))
+    pairs = np.asarray([[index[i], index[j]] for i, j in entry["pairs"]]).reshape(-1, 2)
+    m = pair_matrix(np.asarray(entry["epsilon"]), pairs, len(models))
     order = single_linkage_order(m)
-    vmax = max(r["mean_test_loss"], 1e-6)
+    vmax = max(r.mean_test_loss, 1e-6)
     im = ax.imshow(m[np.ix_(order, order)], cmap="viridis", vmin=0, vmax=vmax,
                    interpolation="nearest")
-    ref_pos = int(np.where(np.asarray(models)[order] == r["reference"])[0][0]) \
-        if r["reference"] in models else None
+    ref_pos = int(np.where(np.asarray(models)[order] == r.reference)[0][0]) \
+        if r.reference in models else None
     if ref_pos is not None:
       ax.set_xticks([ref_pos])
       ax.set_yticks([ref_pos])
-      ax.set_xticklabels([f"ref {r['reference']}"], color="red", fontsize=8)
-      ax.set_yticklabels([f"ref {r['reference']}"], color="red", fontsize=8)
+      ax.set_xticklabels([f"ref {r.reference}"], color="red", fontsize=8)
+      ax.set_yticklabels([f"ref {r.reference}"], color="red", fontsize=8)
       ax.plot([ref_pos], [-1.2], marker="v", color="red", clip_on=False, ms=6)
       ax.plot([-1.2], [ref_pos], marker=">", color="red", clip_on=False, ms=6)
     else:
@@ -130,7 +146,7 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
     # The edge markers sit outside the image; keep them from widening the axes.
     ax.set_xlim(-0.5, len(models) - 0.5)
     ax.set_ylim(len(models) - 0.5, -0.5)
-    ax.set_title(f"width {r['width']}")
+    ax.set_title(f"width {r.width}")
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.ax.tick_params(labelsize=7)
   label = {"naive": "naive", "aligned": "after weight matching to the reference",
@@ -138,17 +154,16 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
   fig.suptitle(f"{dataset}: pairwise epsilon, {label}; clustered (single linkage), "
                "colour max = mean test loss", y=1.0)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path:
   """Fig 1.1/1.2: loss over the plane through three networks, one panel per grid, with
   A, B and C marked; a shared logarithmic colour scale so panels compare."""
-  from matplotlib.colors import LogNorm
   lo = max(min(float(g.loss.min()) for g in grids), 1e-4)
   hi = max(float(np.percentile(g.loss, 99)) for g in grids)
   levels = np.geomspace(lo, max(hi, lo * 1.01), 16)
-  fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids) + 0.8, 4.6), squeeze=False)
+  fig, axes = new_figure(1, len(grids), (5.2 * len(grids) + 0.8, 4.6))
   for ax, g, title in zip(axes[0], grids, titles):
     cs = ax.contourf(g.xs, g.ys, np.clip(g.loss, lo, levels[-1]), levels=levels, norm=LogNorm(),
                      cmap="viridis_r")
@@ -167,27 +182,26 @@ def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path
   cb.ax.minorticks_off()
   cb.set_label(f"{split} loss (log scale)")
   fig.suptitle(suptitle)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def swa_losses(records, dataset: str, path) -> Path:
   """Fig 4.7: test loss of each SWA sample and of the running average, per epoch; the
-  model SWA started from as a dashed line. `records`: width, sample_loss, average_loss,
-  start_loss."""
-  fig, axes = _grid(len(records), size=3.2)
+  model SWA started from as a dashed line. `records`: `SwaResult`s (zoo.swa)."""
+  fig, axes = panel_grid(len(records), size=3.2)
   for ax, r in zip(axes, records):
-    e = np.arange(1, len(r["sample_loss"]) + 1)
-    ax.plot(e, r["sample_loss"], "o", color=NAIVE_COLOR, label="sample")
-    ax.plot(e, r["average_loss"], "-", color=ALIGNED_COLOR, lw=2, label="running average")
-    ax.axhline(r["start_loss"], color="gray", ls="--", lw=1, label="start")
-    ax.set_title(f"width {r['width']}")
+    e = np.arange(1, len(r.sample_loss) + 1)
+    ax.plot(e, r.sample_loss, "o", color=NAIVE_COLOR, label="sample")
+    ax.plot(e, r.average_loss, "-", color=ALIGNED_COLOR, lw=2, label="running average")
+    ax.axhline(r.start_loss, color="gray", ls="--", lw=1, label="start")
+    ax.set_title(f"width {r.width}")
     ax.set_xlabel("SWA epoch")
     ax.set_ylabel("test loss")
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
   fig.suptitle(f"{dataset}: SWA samples and their running average", y=1.0)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 GROUP_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
@@ -198,7 +212,7 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
   single-linkage clustering inside each group; a coloured band marks each group and a red
   triangle the reference. `panels`: [(title, (N, N) matrix, reference index or None)]."""
   groups = np.asarray(groups)
-  fig, axes = _grid(len(panels), size=4.0)
+  fig, axes = panel_grid(len(panels), size=4.0)
   for ax, (name, m, ref) in zip(axes, panels):
     order = np.concatenate([np.where(groups == g)[0][single_linkage_order(
         m[np.ix_(groups == g, groups == g)])] for g in range(len(labels))])
@@ -209,8 +223,8 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
     for g in range(len(labels)):
       size = int(np.sum(groups == g))
       color = GROUP_COLORS[g % len(GROUP_COLORS)]
-      ax.add_patch(plt.Rectangle((start - 0.5, -0.5 - 0.04 * n), size, 0.035 * n, color=color, clip_on=False))
-      ax.add_patch(plt.Rectangle((-0.5 - 0.04 * n, start - 0.5), 0.035 * n, size, color=color, clip_on=False))
+      ax.add_patch(Rectangle((start - 0.5, -0.5 - 0.04 * n), size, 0.035 * n, color=color, clip_on=False))
+      ax.add_patch(Rectangle((-0.5 - 0.04 * n, start - 0.5), 0.035 * n, size, color=color, clip_on=False))
       if start:
         ax.axhline(start - 0.5, color="white", lw=0.8)
         ax.axvline(start - 0.5, color="white", lw=0.8)
@@ -224,9 +238,9 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
     ax.set_yticks([])
     ax.set_title(name, fontsize=9, pad=18)
   fig.subplots_adjust(left=0.04, right=0.86, top=0.9, bottom=0.1, wspace=0.2, hspace=0.4)
-  handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g % len(GROUP_COLORS)]) for g in range(len(labels))]
+  handles = [Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g % len(GROUP_COLORS)]) for g in range(len(labels))]
   fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
              bbox_to_anchor=(0.45, 0.0))
   fig.colorbar(im, cax=fig.add_axes([0.89, 0.3, 0.015, 0.4]), label="epsilon (test loss)")
   fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -6,7 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from lmc_jax.report import study_numbers as study
+from lmc_jax import result_files as rf
+from lmc_jax.analysis import study_numbers as study
 
 
 def _csv(path: Path):
@@ -78,18 +79,18 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
                f"per optimizer, {p.cifar_epochs} epochs.\n")
 
   parts.append("## Moons zoos (E1, Table 3.1)\n")
-  parts.append(zoo_table(runs / "moons" / "moons_zoo_summary.csv", study.MOONS_TABLE_3_1, "Moons"))
-  eps, below = epsilon_table(figdir / "moons_epsilon_summary.csv")
+  parts.append(zoo_table(runs / "moons" / rf.zoo_summary_csv("moons"), study.MOONS_TABLE_3_1, "Moons"))
+  eps, below = epsilon_table(figdir / rf.epsilon_summary_csv("moons"))
   parts.append("## Linear mode connectivity on Moons (E2, E3)\n\nEpsilon on the test split, quartiles "
                "over all pairs, naive and after weight matching every model to model 0:\n\n" + eps)
   if below is not None:
     parts.append(f"Median aligned epsilon below median naive at every width: **{'yes' if below else 'no'}** "
                  "(the study: yes).\n")
-  parts.append(_fig(figdir, "moons_epsilon_vs_width.png", "Fig 4.1, 4.4, 4.5: epsilon against width, naive, aligned, both"))
-  parts.append(_fig(figdir, "moons_curves_naive.png", "Fig 4.2: loss along every line, naive; median (red) and quartiles"))
-  parts.append(_fig(figdir, "moons_curves_aligned.png", "Loss along every line after weight matching"))
-  parts.append(_fig(figdir, "moons_epsilon_matrix_aligned.png", "Fig 4.6 (Moons): pairwise epsilon after alignment, single-linkage clustered, reference marked"))
-  eps_rows, zoo_rows = _csv(figdir / "moons_epsilon_summary.csv"), _csv(runs / "moons" / "moons_zoo_summary.csv")
+  parts.append(_fig(figdir, rf.epsilon_vs_width_png("moons"), "Fig 4.1, 4.4, 4.5: epsilon against width, naive, aligned, both"))
+  parts.append(_fig(figdir, rf.curves_png("moons", "naive"), "Fig 4.2: loss along every line, naive; median (red) and quartiles"))
+  parts.append(_fig(figdir, rf.curves_png("moons", "aligned"), "Loss along every line after weight matching"))
+  parts.append(_fig(figdir, rf.epsilon_matrix_png("moons", "aligned"), "Fig 4.6 (Moons): pairwise epsilon after alignment, single-linkage clustered, reference marked"))
+  eps_rows, zoo_rows = _csv(figdir / rf.epsilon_summary_csv("moons")), _csv(runs / "moons" / rf.zoo_summary_csv("moons"))
   if eps_rows and zoo_rows:
     wide, wide_zoo = eps_rows[-1], zoo_rows[-1]
     parts.append(f"Where ours differs: at width {wide['width']} the naive midpoint of two nets has a "
@@ -100,13 +101,13 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
                  "beyond the narrow nets; alignment lowers it at every width) can be compared.\n")
 
   parts.append("## Loss-surface planes (E9, Fig 1.1, 1.2)\n")
-  planes = sorted((runs / "moons").glob("moons_w*/plane.png"))
+  planes = sorted((runs / "moons").glob(f"moons_w*/{rf.PLANE_PNG}"))
   if planes:
-    (figdir / "moons_plane.png").write_bytes(planes[-1].read_bytes())
-  parts.append(_fig(figdir, "moons_plane.png", "Fig 1.1/1.2: test loss on the plane through three Moons nets, before and after aligning B and C to A"))
+    (figdir / rf.plane_png("moons")).write_bytes(planes[-1].read_bytes())
+  parts.append(_fig(figdir, rf.plane_png("moons"), "Fig 1.1/1.2: test loss on the plane through three Moons nets, before and after aligning B and C to A"))
 
   parts.append("## Feature redundancy (E5, Table 5.1)\n")
-  rows = _csv(figdir / "moons_redundancy_table.csv")
+  rows = _csv(figdir / rf.redundancy_table_csv("moons"))
   if rows:
     parts.append(_md_table(["width", "merged width (ours)", "merged width (study)", "test acc before",
                             "test acc after (ours)", "test acc after (study)", "eps merged naive",
@@ -121,34 +122,34 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
                  "study's code used 1/lam, which explains its drop (0.998 -> 0.990 at width 512). "
                  f"At width {last['width']} our nets keep {_f(last['merged_width'], 1)} units after "
                  f"merging, the study's {_f(last['study_merged_width'], 1)}.\n")
-  parts.append(_fig(figdir, "moons_decision_boundaries.png", "Fig 5.1: decision boundaries and every hidden unit's line, a pair and its average, widths 4 and 512"))
-  parts.append(_fig(figdir, "moons_unit_cosine.png", "Fig 5.2: cosine similarity of hidden units, clustered"))
-  parts.append(_fig(figdir, "moons_redundancy_epsilon.png", "Fig 5.3: epsilon of merged nets, naive and re-aligned, beside the originals"))
+  parts.append(_fig(figdir, rf.decision_boundaries_png("moons"), "Fig 5.1: decision boundaries and every hidden unit's line, a pair and its average, widths 4 and 512"))
+  parts.append(_fig(figdir, rf.unit_cosine_png("moons"), "Fig 5.2: cosine similarity of hidden units, clustered"))
+  parts.append(_fig(figdir, rf.redundancy_epsilon_png("moons"), "Fig 5.3: epsilon of merged nets, naive and re-aligned, beside the originals"))
 
   parts.append("## Training dynamics (E6, E7, Table 5.2)\n")
-  parts.append(_dynamics(figdir / "moons_e6_dynamics.json", None))
+  parts.append(_dynamics(figdir / rf.dynamics_json("moons_e6"), None))
   parts.append(f"Study: {study.MOONS_TABLE_5_2}.\n")
-  parts.append(_fig(figdir, "moons_e6_epsilon_groups.png", "Fig 5.4-5.7: pairwise epsilon by init/optimizer group; naive, aligned to the best model, to the best of each group (E7), every pair aligned directly"))
+  parts.append(_fig(figdir, rf.epsilon_groups_png("moons_e6"), "Fig 5.4-5.7: pairwise epsilon by init/optimizer group; naive, aligned to the best model, to the best of each group (E7), every pair aligned directly"))
 
   parts.append("## MNIST (E1-E3, Table 3.2)\n")
-  parts.append(zoo_table(runs / "mnist" / "mnist_zoo_summary.csv", study.MNIST_TABLE_3_2, "MNIST"))
-  eps, below = epsilon_table(figdir / "mnist_epsilon_summary.csv")
+  parts.append(zoo_table(runs / "mnist" / rf.zoo_summary_csv("mnist"), study.MNIST_TABLE_3_2, "MNIST"))
+  eps, below = epsilon_table(figdir / rf.epsilon_summary_csv("mnist"))
   parts.append(eps)
-  parts.append(_fig(figdir, "mnist_epsilon_vs_width.png", "Fig 4.1b, 4.4b: MNIST epsilon against width"))
-  parts.append(_fig(figdir, "mnist_curves_naive.png", "Fig 4.3: MNIST loss along every line, naive"))
-  parts.append(_fig(figdir, "mnist_epsilon_matrix_aligned.png", "Fig 4.6 (MNIST): pairwise epsilon after alignment"))
+  parts.append(_fig(figdir, rf.epsilon_vs_width_png("mnist"), "Fig 4.1b, 4.4b: MNIST epsilon against width"))
+  parts.append(_fig(figdir, rf.curves_png("mnist", "naive"), "Fig 4.3: MNIST loss along every line, naive"))
+  parts.append(_fig(figdir, rf.epsilon_matrix_png("mnist", "aligned"), "Fig 4.6 (MNIST): pairwise epsilon after alignment"))
 
   parts.append(alignment_section(figdir))
 
   parts.append("## SWA (E4, Fig 4.7, 4.8)\n")
-  parts.append(_fig(figdir, "mnist_swa_losses.png", "Fig 4.7: test loss of SWA samples and their running average"))
-  parts.append(_fig(figdir, "mnist_swa_curves.png", "Fig 4.8: loss along the line between every pair of SWA samples"))
+  parts.append(_fig(figdir, rf.swa_losses_png("mnist"), "Fig 4.7: test loss of SWA samples and their running average"))
+  parts.append(_fig(figdir, rf.swa_curves_png("mnist"), "Fig 4.8: loss along the line between every pair of SWA samples"))
 
   parts.append("## CIFAR-10 (JPEG re-encode) optimizers (E8, Table 5.3)\n")
-  parts.append(_dynamics(figdir / "cifar10_e8_dynamics.json", study.CIFAR10_TABLE_5_3))
+  parts.append(_dynamics(figdir / rf.dynamics_json("cifar10_e8"), study.CIFAR10_TABLE_5_3))
   parts.append("These nets are trained on a JPEG (quality 75) re-encode of CIFAR-10, without the "
                "study's AutoAugment; label them \"CIFAR-10 (JPEG re-encode)\".\n")
-  parts.append(_fig(figdir, "cifar10_e8_epsilon_groups.png", "Fig 5.8, 5.9: pairwise epsilon by optimizer; references: best overall and best of each optimizer (best SGD, best RMSprop)"))
+  parts.append(_fig(figdir, rf.epsilon_groups_png("cifar10_e8"), "Fig 5.8, 5.9: pairwise epsilon by optimizer; references: best overall and best of each optimizer (best SGD, best RMSprop)"))
 
   parts.append("## Commands\n")
   parts.append(_md_table(["command", "status", "seconds"],
@@ -165,7 +166,7 @@ def alignment_section(figdir: Path) -> str:
            "excess over it (narrow nets only); seconds to align the zoo.\n"]
   found = False
   for label, name in (("Moons", "moons"), ("MNIST", "mnist")):
-    rows = _csv(figdir / f"{name}_alignment_methods.csv")
+    rows = _csv(figdir / rf.alignment_methods_csv(name))
     if not rows:
       continue
     found = True
@@ -181,12 +182,12 @@ def alignment_section(figdir: Path) -> str:
           _f(repaired(r), 4), _f(r["seconds"], 1) if r["note"] == "" else r["note"][:60]]
          for r in base]) + "\n")
     parts.append(_alignment_findings(base))
-    parts.append(_fig(figdir, f"{name}_alignment_methods.png",
+    parts.append(_fig(figdir, rf.alignment_methods_png(name),
                       f"{label}: median epsilon per alignment method against width, with and "
                       "without REPAIR, and the time each took"))
-    parts.append(_fig(figdir, f"{name}_epsilon_matrix_mergemany.png",
+    parts.append(_fig(figdir, rf.epsilon_matrix_png(name, "mergemany"),
                       f"{label}: Fig 4.6 after MergeMany, which favours no reference"))
-    diag = _csv(figdir / f"{name}_alignment_diagnostics.csv")
+    diag = _csv(figdir / rf.alignment_diagnostics_csv(name))
     if diag:
       parts.append("Diagnostics: share of units on which matching model k+1 to the reference "
                    "directly agrees with matching it through model k (cycle consistency, median "

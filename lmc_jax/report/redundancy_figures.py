@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmc_jax.report.figures import ALIGNED_COLOR, NAIVE_COLOR, _grid, _save, plt
+from lmc_jax.report.figures import (ALIGNED_COLOR, NAIVE_COLOR, new_figure, panel_grid,
+                                    save_figure)
 from lmc_jax.lmc.measures import single_linkage_order
 from lmc_jax.analysis.unit_merging import cosine_similarity
 
@@ -20,7 +21,7 @@ def decision_boundaries(rows, x, y, path, title: str):
   """One row per entry of `rows` = [(label, [(name, params), ...]), ...]: each panel shows
   the data, the decision boundary (logit 0) and every hidden unit's line w.x + b = 0."""
   ncols = max(len(r[1]) for r in rows)
-  fig, axes = plt.subplots(len(rows), ncols, figsize=(4 * ncols, 3.8 * len(rows)), squeeze=False)
+  fig, axes = new_figure(len(rows), ncols, (4 * ncols, 3.8 * len(rows)))
   lo, hi = x.min(0) - 0.5, x.max(0) + 0.5
   gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
   grid = np.stack([gx.ravel(), gy.ravel()], 1)
@@ -49,12 +50,12 @@ def decision_boundaries(rows, x, y, path, title: str):
       axes[r, c].axis("off")
   fig.suptitle(title + " (black: decision boundary; gray: each hidden unit's line w.x + b = 0)")
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def cosine_matrices(nets, path, title: str):
   """`nets` = [(label, params)]: each unit-by-unit cosine similarity, clustered."""
-  fig, axes = _grid(len(nets), size=3.4)
+  fig, axes = panel_grid(len(nets), size=3.4)
   for ax, (label, params) in zip(axes, nets):
     cos = cosine_similarity(params)
     order = single_linkage_order(1 - cos)
@@ -64,20 +65,21 @@ def cosine_matrices(nets, path, title: str):
     ax.set_yticks([])
   fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02, label="cosine similarity of [w, b]")
   fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def reduced_epsilon(records, path, title: str):
   """Fig 5.3: epsilon of the original nets (naive) and of the merged nets, naive and
-  re-aligned, against width."""
-  x = np.log2([r["width"] for r in records])
+  re-aligned, against width. `records`: `RedundancyRow`s (analysis.redundancy)."""
+  x = np.log2([r.row["width"] for r in records])
   series = [("original, naive", "orig_naive", NAIVE_COLOR, -0.25),
             ("merged, naive", "red_naive", "#55A868", 0.0),
             ("merged, re-aligned", "red_aligned", ALIGNED_COLOR, 0.25)]
-  fig, ax = plt.subplots(figsize=(9, 4.2))
+  fig, axes = new_figure(1, 1, (9, 4.2))
+  ax = axes[0, 0]
   handles = []
   for label, key, color, off in series:
-    bp = ax.boxplot([np.asarray(r[key]) for r in records], positions=x + off, widths=0.22,
+    bp = ax.boxplot([np.asarray(getattr(r, key)) for r in records], positions=x + off, widths=0.22,
                     showfliers=False, patch_artist=True)
     for box in bp["boxes"]:
       box.set_facecolor(color)
@@ -86,10 +88,10 @@ def reduced_epsilon(records, path, title: str):
     handles.append(bp["boxes"][0])
   ax.legend(handles, [s[0] for s in series], loc="upper right")
   ax.set_xticks(x)
-  ax.set_xticklabels([str(r["width"]) for r in records])
+  ax.set_xticklabels([str(r.row["width"]) for r in records])
   ax.set_xlabel("hidden layer width (log2 axis)")
   ax.set_ylabel("epsilon (test loss)")
   ax.axhline(0, color="gray", lw=0.8, ls=":")
   ax.grid(axis="y", alpha=0.3)
   ax.set_title(title)
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -3,39 +3,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
 import numpy as np
 
+from lmc_jax import result_files
 from lmc_jax.atomic_files import atomic_write_bytes
-from lmc_jax.lmc.measures import quartiles
-from lmc_jax.zoo.io import ZOO_JSON
-
-
-def find_zoos(root) -> List[Path]:
-  """`root` and its direct subdirectories that hold a zoo.json, sorted (deeper folders,
-  such as another study's runs, are left alone)."""
-  root = Path(root)
-  if not root.exists():
-    return []
-  found = [p.parent for p in [root / ZOO_JSON, *root.glob(f"*/{ZOO_JSON}")] if p.is_file()]
-  return sorted(found, key=lambda p: (str(p.parent), _width_key(p), p.name))
-
-
-def _width_key(path: Path):
-  try:
-    return json.loads((path / ZOO_JSON).read_text())["config"]["hidden"][0]
-  except (OSError, ValueError, KeyError, IndexError, TypeError):
-    return 0
-
-
-def mean_std(values) -> str:
-  v = np.asarray([x for x in values if x is not None], np.float64)
-  if v.size == 0:
-    return "n/a"
-  return f"{v.mean():.3f} +- {v.std():.3f}"
+from lmc_jax.lmc.measures import mean_std
+from lmc_jax.zoo.io import read_zoo_json
+from lmc_jax.zoo.runs import find_zoos
 
 
 def zoo_row(doc: dict) -> dict:
@@ -52,17 +29,6 @@ def zoo_row(doc: dict) -> dict:
     row[key] = mean_std(vals)
     row[key + "_mean"] = float(np.mean(vals)) if vals else float("nan")
     row[key + "_std"] = float(np.std(vals)) if vals else float("nan")
-  return row
-
-
-def epsilon_row(width: int, result: dict) -> dict:
-  """Quartiles of epsilon (naive and aligned) of one zoo's barrier.json."""
-  row = {"width": width, "pairs": len(result["naive"]["pairs"])}
-  for which in ("naive", "aligned"):
-    for measure in ("epsilon", "barrier", "rebasin_barrier"):
-      q = quartiles(result[which][measure])
-      for k in ("q1", "median", "q3"):
-        row[f"{which}_{measure}_{k}"] = q[k]
   return row
 
 
@@ -86,3 +52,13 @@ def write_csv(path, rows: Iterable[dict]) -> Path:
     writer.writerows(rows)
   atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue().encode()))
   return Path(path)
+
+
+def write_zoo_summary(root, dataset: str) -> Path:
+  """`<root>/<dataset>_zoo_summary.csv`: one `zoo_row` per zoo of `dataset` under `root`
+  (one level down), sorted by optimizer, init and width."""
+  rows = [zoo_row(read_zoo_json(d)) for d in find_zoos(root)]
+  rows = sorted((r for r in rows if r["dataset"] == dataset),
+                key=lambda r: (r["optimizer"], r["init"], r["width"]))
+  return write_csv(Path(root) / result_files.zoo_summary_csv(dataset), rows)
+

@@ -23,9 +23,9 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dims_of
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import model_for
+from lmc_jax.result_files import PARAMS_NPZ, ZOO_JSON
 from lmc_jax.tree_utils import flatten, unflatten
 
-ZOO_JSON, PARAMS_NPZ = "zoo.json", "params.npz"
 FORMAT_VERSION = 1
 
 

@@ -1,9 +1,11 @@
 """Zoo runs on disk: where a zoo lives, reusing a finished one, retraining on request."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
+from typing import List
 
 import jax
 
@@ -11,9 +13,10 @@ from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.zoo.training import train_zoo
-from lmc_jax.zoo.io import ZOO_JSON, read_zoo_json, save_zoo
+from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
+from lmc_jax.zoo.io import read_zoo_json, save_zoo
 
-STALE_RESULTS = ("barrier.json",)
+STALE_RESULTS = (BARRIER_JSON,)
 
 
 def zoo_family(config: ZooConfig) -> str:
@@ -71,3 +74,20 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
       logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "
                       "left out of every statistic.", directory, k)
   return read_zoo_json(directory)
+
+
+def find_zoos(root) -> List[Path]:
+  """`root` and its direct subdirectories that hold a zoo.json, sorted (deeper folders,
+  such as another study's runs, are left alone)."""
+  root = Path(root)
+  if not root.exists():
+    return []
+  found = [p.parent for p in [root / ZOO_JSON, *root.glob(f"*/{ZOO_JSON}")] if p.is_file()]
+  return sorted(found, key=lambda p: (str(p.parent), _width_key(p), p.name))
+
+
+def _width_key(path: Path):
+  try:
+    return json.loads((path / ZOO_JSON).read_text())["config"]["hidden"][0]
+  except (OSError, ValueError, KeyError, IndexError, TypeError):
+    return 0

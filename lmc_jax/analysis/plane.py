@@ -1,0 +1,61 @@
+"""The loss plane through three networks of a zoo on disk, before and after weight-matching
+two of them to the third (the study's Fig 1.1 and 1.2). Writes `<zoo>/plane.json`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, NamedTuple, Sequence
+
+import jax
+
+from lmc_jax.align.spec import apply_permutation, spec_for_config
+from lmc_jax.align.weight import weight_matching
+from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.errors import LmcError
+from lmc_jax.lmc.loss_plane import PlaneGrid, plane_grid
+from lmc_jax.result_files import PLANE_JSON
+from lmc_jax.tree_utils import take
+from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
+
+
+class PlaneResult(NamedTuple):
+  models: List[int]  # A, B, C
+  naive: PlaneGrid
+  aligned: PlaneGrid  # B and C weight-matched to A
+  data_name: str  # the name figures show
+  width: int
+
+
+def grid_json(g: PlaneGrid) -> dict:
+  return {"xs": g.xs.tolist(), "ys": g.ys.tolist(), "loss": g.loss.tolist(), "acc": g.acc.tolist(),
+          "corners": g.corners.tolist(), "corner_loss": g.corner_loss.tolist()}
+
+
+def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31,
+              margin: float = 0.25, max_iter: int = 50, seed: int = 0,
+              data_dir="data") -> PlaneResult:
+  """Test loss on the plane through `models` (A, B, C) of the zoo in `directory`, naive and
+  with B and C weight-matched to A; writes plane.json there."""
+  directory = Path(directory)
+  config, model, params, doc = load_zoo_checked(directory)
+  ids = [int(k) for k in models]
+  usable = usable_models(doc, directory)
+  if len(ids) != 3 or len(set(ids)) != 3 or not set(ids) <= set(usable):
+    raise LmcError(f"--models must name three different usable models of {directory}, got "
+                   f"{','.join(map(str, ids))} (usable: {usable[:10]}"
+                   f"{'...' if len(usable) > 10 else ''}).")
+  if resolution < 2:
+    raise LmcError(f"--resolution must be >= 2, got {resolution}.")
+  data = load_dataset(config, data_dir)
+  a, b, c = (take(params, k) for k in ids)
+  spec = spec_for_config(config)
+  key = jax.random.key(seed)
+  b_al = apply_permutation(spec, weight_matching(key, spec, a, b, max_iter).perm, b)
+  c_al = apply_permutation(spec, weight_matching(key, spec, a, c, max_iter).perm, c)
+  grids = [plane_grid(model, a, b, c, data.x_test, data.y_test, resolution, margin),
+           plane_grid(model, a, b_al, c_al, data.x_test, data.y_test, resolution, margin)]
+  atomic_write_json(directory / PLANE_JSON, {
+      "models": ids, "split": "test", "naive": grid_json(grids[0]),
+      "aligned": grid_json(grids[1]), "versions": package_versions()})
+  return PlaneResult(ids, grids[0], grids[1], doc.get("data_source") or config.dataset,
+                     config.hidden[0])

@@ -1,0 +1,67 @@
+"""The alignment methods side by side as a figure: median epsilon against width per method,
+with and without REPAIR, and the seconds each took. `records` are `ZooBarriers`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+
+from lmc_jax.report.figures import new_figure, save_figure
+
+
+def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, path) -> Path:
+  """Median epsilon against width per method, quartiles as error bars (log scale; naive in
+  gray): without REPAIR, with REPAIR (when measured), and the seconds each method took."""
+  widths = [r.width for r in records]
+  base = [n for n in names if "+" not in n and n != "naive"]
+  repaired = [n for n in names if n.endswith("+repair")]
+  panels = [("", ["naive"] + base)] + ([("+repair", repaired)] if repaired else [])
+  fig, axes = new_figure(1, len(panels) + 1, (5.2 * (len(panels) + 1), 4.6))
+  axes = axes[0]
+  colors = matplotlib.colormaps["tab10"]
+  color_of = lambda root: "0.45" if root == "naive" else colors(base.index(root) % 10)
+  for ax, (suffix, members) in zip(axes, panels):
+    for i, name in enumerate(members):
+      root = name.split("+")[0]
+      xs, med, err_lo, err_hi = [], [], [], []
+      shift = 2 ** (0.07 * (i - (len(members) - 1) / 2))  # side by side at each width
+      for w, r in zip(widths, records):
+        e = r.curves(name)
+        if e is None or "skipped" in e:
+          continue
+        q1, q2, q3 = np.percentile(np.asarray(e["epsilon"], np.float64), [25, 50, 75])
+        xs.append(w * shift)
+        med.append(q2)
+        err_lo.append(q2 - q1)
+        err_hi.append(q3 - q2)
+      if xs:
+        ax.errorbar(xs, med, yerr=[err_lo, err_hi], fmt="-o", ms=3.5, lw=1.2, capsize=2,
+                    color=color_of(root), label=root)
+    ax.set_yscale("log")
+    # Quartiles of 0 (flat lines, e.g. nets at chance) would pull the axis down to nothing:
+    # start it a little below the smallest positive median; zeros are not drawn.
+    positive = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), float) if y > 0]
+    if positive:
+      ax.set_ylim(bottom=min(positive) / 3)
+    ax.set_ylabel("epsilon: median, bars Q1-Q3 (log; zeros not drawn)")
+    ax.set_title(f"{dataset}: epsilon by method" + (" after REPAIR" if suffix else ""))
+  for name in base:
+    secs = [(w, r.curves(name).get("seconds")) for w, r in zip(widths, records)
+            if r.curves(name) is not None and "skipped" not in r.curves(name)]
+    if secs:
+      axes[-1].plot(*zip(*secs), "-o", ms=3.5, color=color_of(name), label=name)
+  axes[-1].set_yscale("log")
+  axes[-1].set_ylabel("seconds to align the zoo")
+  axes[-1].set_title(f"{dataset}: time per method (this machine)")
+  for ax in axes:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(widths)
+    ax.set_xticklabels([str(w) for w in widths])
+    ax.minorticks_off()
+    ax.set_xlabel("hidden width")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return save_figure(fig, path)

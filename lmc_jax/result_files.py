@@ -1,0 +1,88 @@
+"""The name of every file lmc_jax writes, in one place: the modules that write a file and
+the report that reads it both take the name from here.
+
+Per zoo directory: the constants. Per family of zoos (`label`, e.g. `moons`,
+`cifar10_sgd`) or per comparison (`name`, e.g. `moons_e6`), in the figures folder: the
+functions.
+"""
+from __future__ import annotations
+
+# Inside a zoo directory.
+ZOO_JSON = "zoo.json"
+PARAMS_NPZ = "params.npz"
+BARRIER_JSON = "barrier.json"
+REDUNDANCY_JSON = "redundancy.json"
+SWA_JSON = "swa.json"
+PLANE_JSON = "plane.json"
+PLANE_PNG = "plane.png"
+
+
+def zoo_summary_csv(dataset: str) -> str:
+  """Next to the zoos: mean and std of the metrics per width."""
+  return f"{dataset}_zoo_summary.csv"
+
+
+def epsilon_summary_csv(label: str) -> str:
+  return f"{label}_epsilon_summary.csv"
+
+
+def epsilon_vs_width_png(label: str) -> str:
+  return f"{label}_epsilon_vs_width.png"
+
+
+def curves_png(label: str, which: str) -> str:
+  """`which`: naive, aligned, or an alignment method's name."""
+  return f"{label}_curves_{which}.png"
+
+
+def epsilon_matrix_png(label: str, which: str) -> str:
+  return f"{label}_epsilon_matrix_{which}.png"
+
+
+def alignment_methods_csv(label: str) -> str:
+  return f"{label}_alignment_methods.csv"
+
+
+def alignment_methods_png(label: str) -> str:
+  return f"{label}_alignment_methods.png"
+
+
+def alignment_diagnostics_csv(label: str) -> str:
+  return f"{label}_alignment_diagnostics.csv"
+
+
+def dynamics_json(name: str) -> str:
+  return f"{name}_dynamics.json"
+
+
+def epsilon_groups_png(name: str) -> str:
+  return f"{name}_epsilon_groups.png"
+
+
+def swa_losses_png(dataset: str) -> str:
+  return f"{dataset}_swa_losses.png"
+
+
+def swa_curves_png(dataset: str) -> str:
+  return f"{dataset}_swa_curves.png"
+
+
+def redundancy_table_csv(dataset: str) -> str:
+  return f"{dataset}_redundancy_table.csv"
+
+
+def redundancy_epsilon_png(dataset: str) -> str:
+  return f"{dataset}_redundancy_epsilon.png"
+
+
+def unit_cosine_png(dataset: str) -> str:
+  return f"{dataset}_unit_cosine.png"
+
+
+def decision_boundaries_png(dataset: str) -> str:
+  return f"{dataset}_decision_boundaries.png"
+
+
+def plane_png(dataset: str) -> str:
+  """The report's copy of one zoo's plane figure."""
+  return f"{dataset}_plane.png"
