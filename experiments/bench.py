@@ -19,15 +19,21 @@ import jax
 from absl import app, flags
 
 from experiments.common import exit_on_lmc_error, int_list
+from lmc_jax.analysis.benchmarks import (
+  bench_alignment,
+  bench_pair_sweep,
+  bench_plane,
+  bench_training,
+  device_rates,
+  floor_s,
+)
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax.analysis.benchmarks import (bench_alignment, bench_pair_sweep, bench_plane, bench_training,
-                                device_rates, floor_s)
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.report.tables import format_table
-from lmc_jax.zoo.training import train_zoo
 from lmc_jax.zoo.io import package_versions
+from lmc_jax.zoo.training import train_zoo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "moons", ["moons", "mnist", "cifar10"], "Dataset (mnist and "

@@ -17,8 +17,8 @@ from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax.data.cifar10 import install_cifar10, load_cifar10_raw
-from lmc_jax.errors import LmcError
 from lmc_jax.data.mnist import fetch_mnist
+from lmc_jax.errors import LmcError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "Dataset to fetch.")

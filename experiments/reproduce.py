@@ -21,8 +21,8 @@ from absl import app, flags, logging
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax.atomic_files import atomic_write_bytes
-from lmc_jax.report.reproduction import PRESETS, steps
 from lmc_jax.report.markdown import build_report
+from lmc_jax.report.reproduction import PRESETS, steps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: 2-core CPU, ~15 min; thesis: full "

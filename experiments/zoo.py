@@ -15,13 +15,17 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from experiments.common import define_distributed_flags, exit_on_lmc_error, init_distributed, int_list
+from experiments.common import (
+  define_distributed_flags,
+  exit_on_lmc_error,
+  init_distributed,
+  int_list,
+)
 from lmc_jax.config import DATASET_DEFAULTS, default_config
 from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS
 from lmc_jax.nn.optim import OPTIMIZERS, SCHEDULES
 from lmc_jax.report.tables import format_table, write_zoo_summary, zoo_row
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
-from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "moons", f"Dataset: one of {', '.join(DATASET_DEFAULTS)}.")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from lmc_jax.analysis.barrier import analyse_zoo
-from lmc_jax.result_files import BARRIER_JSON
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.report.tables import zoo_row
-from lmc_jax.zoo.training import train_zoo
+from lmc_jax.result_files import BARRIER_JSON
 from lmc_jax.zoo.io import save_zoo
+from lmc_jax.zoo.training import train_zoo
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """The benchmark's floor arithmetic, checked by hand."""
+import jax
+
 from lmc_jax.analysis.benchmarks import floor_s
 from lmc_jax.nn.models import mlp_matmul_flops, num_params
 from tests.helpers import random_params
-
-import jax
 
 
 def test_floor_is_the_slower_of_compute_and_memory():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmc_jax.data import cifar10
 from lmc_jax.config import default_config
+from lmc_jax.data import cifar10
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from lmc_jax.errors import LmcError
-from lmc_jax.lmc.measures import (epsilon, loss_barrier, pair_matrix, quartiles, rebasin_barrier,
-                              single_linkage_order)
+from lmc_jax.lmc.measures import (
+  epsilon,
+  loss_barrier,
+  pair_matrix,
+  quartiles,
+  rebasin_barrier,
+  single_linkage_order,
+)
 
 ALPHAS = np.linspace(0, 1, 11)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmc_jax.errors import LmcError
 from lmc_jax.data.idx import idx_bytes, parse_idx, read_idx
 from lmc_jax.data.mnist import MD5, _verified, files_from_wheel_pickle, load_mnist_raw, normalise
 from lmc_jax.data.safe_pickle import load_arrays
+from lmc_jax.errors import LmcError
 
 DATA_DIR = Path(os.environ.get("LMC_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 

@@ -3,10 +3,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmc_jax.align.spec import (
+  apply_permutation,
+  compose_permutations,
+  flatten,
+  invert_permutation,
+  mlp_permutation_spec,
+  perm_sizes,
+  permute_zoo,
+  random_permutation,
+  validate_spec,
+)
 from lmc_jax.errors import LmcError
-from lmc_jax.align.spec import (apply_permutation, compose_permutations, flatten,
-                                 invert_permutation, mlp_permutation_spec, perm_sizes,
-                                 permute_zoo, random_permutation, validate_spec)
 from tests.helpers import random_params
 
 

@@ -2,9 +2,14 @@ import jax
 import numpy as np
 import pytest
 
+from lmc_jax.analysis.unit_merging import (
+  cosine_similarity,
+  merge_similar_neurons,
+  reduce_zoo,
+  zero_pad,
+)
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import make_mlp
-from lmc_jax.analysis.unit_merging import cosine_similarity, merge_similar_neurons, reduce_zoo, zero_pad
 from tests.helpers import random_params
 
 

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from absl import flags
 
-from lmc_jax.align.registry import (Alignment, MethodSettings, Setting, align_by, all_settings,
-                                    check_methods, method_names, register, unregister)
+from lmc_jax.align.registry import (
+  Alignment,
+  MethodSettings,
+  Setting,
+  align_by,
+  all_settings,
+  check_methods,
+  method_names,
+  register,
+  unregister,
+)
 from lmc_jax.align.spec import apply_permutation, mlp_permutation_spec, perm_sizes
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset

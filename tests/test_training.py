@@ -4,14 +4,21 @@ import numpy as np
 import optax
 import pytest
 
-from lmc_jax.zoo import training
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import make_optimizer, make_schedule, optimizer_for
-from lmc_jax.zoo.training import (epoch_batches, init_params, model_for, model_keys, steps_per_epoch,
-                              train_zoo, zoo_epoch_fn)
+from lmc_jax.zoo import training
+from lmc_jax.zoo.training import (
+  epoch_batches,
+  init_params,
+  model_for,
+  model_keys,
+  steps_per_epoch,
+  train_zoo,
+  zoo_epoch_fn,
+)
 
 TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
 

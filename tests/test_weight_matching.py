@@ -5,8 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import (apply_permutation, flatten, invert_permutation,
-                                 mlp_permutation_spec, perm_sizes, random_permutation)
+from lmc_jax.align.spec import (
+  apply_permutation,
+  flatten,
+  invert_permutation,
+  mlp_permutation_spec,
+  perm_sizes,
+  random_permutation,
+)
 from lmc_jax.align.weight import align_zoo, matching_objective, weight_matching
 from tests.helpers import random_params
 

@@ -4,13 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-from lmc_jax.zoo.io import load_zoo_checked
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.zoo.training import train_zoo
 from lmc_jax.result_files import PARAMS_NPZ, ZOO_JSON
-from lmc_jax.zoo.io import load_zoo, save_zoo
+from lmc_jax.zoo.io import load_zoo, load_zoo_checked, save_zoo
+from lmc_jax.zoo.training import train_zoo
 
 
 @pytest.fixture(scope="module")

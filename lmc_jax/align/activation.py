@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from lmc_jax.errors import LmcError
 from lmc_jax.align.registry import Alignment, AlignTask, register
+from lmc_jax.errors import LmcError
 
 
 def hidden_features(model, params, x) -> List[jax.Array]:

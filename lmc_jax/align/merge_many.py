@@ -13,11 +13,17 @@ from typing import Dict, List, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from lmc_jax.align.spec import (PermutationSpec, apply_permutation, compose_permutations,
-                                 identity_permutation, invert_permutation, perm_sizes)
-from lmc_jax.tree_utils import take
-from lmc_jax.align.weight import matching_objective, weight_matching
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
+from lmc_jax.align.spec import (
+  PermutationSpec,
+  apply_permutation,
+  compose_permutations,
+  identity_permutation,
+  invert_permutation,
+  perm_sizes,
+)
+from lmc_jax.align.weight import matching_objective, weight_matching
+from lmc_jax.tree_utils import take
 
 
 class MergeManyResult(NamedTuple):

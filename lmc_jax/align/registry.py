@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import jax
 import numpy as np
 
-from lmc_jax.errors import LmcError
 from lmc_jax.align.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
+from lmc_jax.errors import LmcError
 from lmc_jax.tree_utils import take, to_numpy
 
 Perm = Dict[str, np.ndarray]

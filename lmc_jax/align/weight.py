@@ -16,12 +16,20 @@ import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from lmc_jax.errors import LmcError
-from lmc_jax.align.spec import (PermutationSpec, apply_permutation, flatten, identity_permutation,
-                                 permute_leaf, perm_sizes, permute_zoo, validate_spec)
-from lmc_jax.align.weight_device import match_many
-from lmc_jax.tree_utils import fold_in_each, stack, take, to_numpy
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
+from lmc_jax.align.spec import (
+  PermutationSpec,
+  apply_permutation,
+  flatten,
+  identity_permutation,
+  perm_sizes,
+  permute_leaf,
+  permute_zoo,
+  validate_spec,
+)
+from lmc_jax.align.weight_device import match_many
+from lmc_jax.errors import LmcError
+from lmc_jax.tree_utils import fold_in_each, stack, take, to_numpy
 
 
 class MatchResult(NamedTuple):

@@ -17,18 +17,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.align.spec import spec_for_config
+from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
-from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
+from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.nn.models import loss_and_correct, mlp_matmul_flops, num_params
-from lmc_jax.align.spec import spec_for_config
-from lmc_jax.zoo.training import (epoch_batches, epoch_keys, init_params, make_epoch, make_train_step,
-                              model_for, model_keys, models_per_chunk, steps_per_epoch,
-                              zoo_epoch_fn)
 from lmc_jax.tree_utils import take
-from lmc_jax.align.weight import align_pairs, align_zoo
+from lmc_jax.zoo.training import (
+  epoch_batches,
+  epoch_keys,
+  init_params,
+  make_epoch,
+  make_train_step,
+  model_for,
+  model_keys,
+  models_per_chunk,
+  steps_per_epoch,
+  zoo_epoch_fn,
+)
 
 
 def _block(tree):

@@ -11,15 +11,15 @@ from typing import List, NamedTuple, Optional
 import jax
 import numpy as np
 
+from lmc_jax.align.spec import spec_for_config
+from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
-from lmc_jax.align.spec import spec_for_config
-from lmc_jax.align.weight import align_pairs, align_zoo
-from lmc_jax.tree_utils import stack
 from lmc_jax.result_files import dynamics_json
+from lmc_jax.tree_utils import stack
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
 

@@ -13,19 +13,19 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from lmc_jax.align.spec import mlp_permutation_spec
+from lmc_jax.align.weight import align_zoo
+from lmc_jax.analysis.study_numbers import MOONS_TABLE_5_1
+from lmc_jax.analysis.unit_merging import reduce_zoo
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
-from lmc_jax.lmc.measures import curves_entry
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
+from lmc_jax.lmc.measures import curves_entry
+from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import make_mlp
-from lmc_jax.align.spec import mlp_permutation_spec
-from lmc_jax.analysis.unit_merging import reduce_zoo
-from lmc_jax.align.weight import align_zoo
 from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_JSON
-from lmc_jax.analysis.study_numbers import MOONS_TABLE_5_1
 from lmc_jax.tree_utils import take, to_numpy
 from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
-from lmc_jax.errors import LmcError
 from lmc_jax.data.safe_pickle import load_arrays
+from lmc_jax.errors import LmcError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)  # the study's per-channel normalisation

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json
-from lmc_jax.errors import LmcError
 from lmc_jax.data.idx import idx_bytes, read_idx
 from lmc_jax.data.safe_pickle import load_arrays
+from lmc_jax.errors import LmcError
 
 MD5 = {  # of the uncompressed official files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",

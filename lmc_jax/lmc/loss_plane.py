@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.evaluation import metrics_stack, to_batches
 from lmc_jax.lmc.interpolation import pair_chunk_size
+from lmc_jax.nn.evaluation import metrics_stack, to_batches
 
 
 class PlaneBasis(NamedTuple):

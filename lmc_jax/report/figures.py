@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
 from typing import NamedTuple, Sequence
 
 import numpy as np

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmc_jax.report.figures import (ALIGNED_COLOR, NAIVE_COLOR, new_figure, panel_grid,
-                                    save_figure)
-from lmc_jax.lmc.measures import single_linkage_order
 from lmc_jax.analysis.unit_merging import cosine_similarity
+from lmc_jax.lmc.measures import single_linkage_order
+from lmc_jax.report.figures import ALIGNED_COLOR, NAIVE_COLOR, new_figure, panel_grid, save_figure
 
 
 def _logit_fn(params):

@@ -33,6 +33,7 @@ def package_versions() -> dict:
   import flax
   import optax
   import scipy
+
   from lmc_jax import __version__
   return {"lmc_jax": __version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__,
           "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,

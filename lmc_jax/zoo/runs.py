@@ -12,9 +12,9 @@ import jax
 from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.zoo.training import train_zoo
 from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
 from lmc_jax.zoo.io import read_zoo_json, save_zoo
+from lmc_jax.zoo.training import train_zoo
 
 STALE_RESULTS = (BARRIER_JSON,)
 

@@ -16,8 +16,8 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.optim import make_optimizer, make_schedule
-from lmc_jax.zoo.training import make_epoch, model_for
 from lmc_jax.tree_utils import stack
+from lmc_jax.zoo.training import make_epoch, model_for
 
 
 class SwaRun(NamedTuple):

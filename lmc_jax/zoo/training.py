@@ -18,12 +18,12 @@ import numpy as np
 import optax
 
 from lmc_jax.config import ZooConfig
-from lmc_jax.data.datasets import Dataset, dims_of
+from lmc_jax.data.datasets import Dataset
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct, model_for, num_params
 from lmc_jax.nn.optim import optimizer_for
-from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 from lmc_jax.tree_utils import fold_in_each
+from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 
 class Zoo(NamedTuple):
