@@ -1,7 +1,7 @@
 """Benchmark: every vectorised path against the plain loop it replaces, in one run.
 
   python -m experiments.bench            # Moons widths 16 and 512, 50 models, 100 epochs
-  python -m experiments.bench --quick    # 20 models, 20 epochs: a couple of minutes on 2 cores
+  python -m experiments.bench --quick    # 20 models, 20 epochs (timed in BUILD_NOTES.md)
   python -m experiments.bench --json=bench.json
   python -m experiments.bench --dataset=mnist --width=512 --epochs=60 --baseline_models=2
 
@@ -95,8 +95,8 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
           t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
       row(what, "a model at a time, a call per epoch" + scaled, t["loop_s"], t["zoo_s"],
           t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
-      row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s["study_loop_s"], s["sweep_s"],
-          s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
+      row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s["study_loop_s"],
+          s["sweep_s"], s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
       row(pairs, "loop: a jitted call per (pair, alpha)" + pscaled, s["loop_s"], s["sweep_s"],
           s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
   ]
@@ -116,17 +116,21 @@ def main(argv):
   if not 2 <= align_n <= n:
     raise LmcError(f"--align_models must be between 2 and --num_models ({n}), got {align_n}.")
   widths = int_list(FLAGS.width, "width")
+  if not widths:
+    raise LmcError("--width must list at least one width.")
   device = jax.devices()[0]
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
         f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
         f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {n} models, "
         f"{epochs} epochs")
-  record, rows = {}, []
+  record, rows, widest = {}, [], max(widths)
   for width in widths:
     width_out, config, data, params = width_rows(width, n, epochs, rates, record)
     rows += width_out
-  widest = max(widths)
+    if width == widest:  # the plane and alignment are timed on the widest zoo
+      widest_zoo = config, data, params
+  config, data, params = widest_zoo
   plane = bench_plane(config, data, params)
   first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
   align = bench_alignment(config.replace(num_models=align_n), first,

@@ -6,11 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lmc_jax.analysis.barrier import method_curves
+from lmc_jax.config import default_config
 from lmc_jax.lmc.measures import epsilon
+from lmc_jax.nn.models import model_for, num_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +82,8 @@ def test_barrier_compares_alignment_methods_and_keeps_what_it_has(runs, tmp_path
       entry = method_curves(res, name)  # same fields as 'aligned'
       assert {"pairs", "loss", "acc", "epsilon", "barrier", "rebasin_barrier"} <= set(entry)
       assert entry["pairs"] == res["aligned"]["pairs"]
-      np.testing.assert_allclose(entry["epsilon"], epsilon(np.asarray(entry["loss"]), res["alphas"]))
+      np.testing.assert_allclose(entry["epsilon"],
+                                 epsilon(np.asarray(entry["loss"]), res["alphas"]))
     # Weight matching's curves are stored once, as 'aligned'; its entry keeps the rest.
     assert "loss" not in res["methods"]["weight"] and "perms" in res["methods"]["weight"]
     for name in every.split(","):  # the permutations found are recorded with the curves
@@ -113,7 +118,7 @@ def test_a_zoo_written_by_one_run_is_reused_by_the_next(runs):
 
 def _refused(result, *words):
   assert result.returncode != 0
-  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1, result.stderr
   for w in words:
     assert w in lines[0], lines[0]
@@ -230,13 +235,18 @@ def test_find_zoos_looks_one_level_down(tmp_path):
 
 
 def test_bench_prints_its_table_and_writes_json(tmp_path):
-  r = run("bench", "--width=4,8", "--num_models=3", "--epochs=2", f"--json={tmp_path / 'b.json'}")
+  # The widest width listed first: the plane and alignment still run on (and name) its zoo.
+  r = run("bench", "--width=8,4", "--num_models=3", "--epochs=2", f"--json={tmp_path / 'b.json'}")
   assert r.returncode == 0, r.stderr
-  for what in ("w4: train 3 models", "a call per step", "a call per epoch", "w8: 3 pairs x 11 alphas",
-               "a call per batch", "loss plane", "weight-match 2 models to one",
-               "weight-match all 3 pairs", "floor s"):
+  for what in ("w4: train 3 models", "a call per step", "a call per epoch",
+               "w8: 3 pairs x 11 alphas", "a call per batch", "w8: loss plane",
+               "w8: weight-match 2 models to one", "w8: weight-match all 3 pairs", "floor s"):
     assert what in r.stdout
   res = json.loads((tmp_path / "b.json").read_text())
+  plane = res["results"]["plane"]  # bytes: 16 per parameter of one net per grid point
+  w8 = default_config("moons", hidden=(8,) * len(default_config("moons").hidden))
+  w8_net = model_for(w8).init(jax.random.key(0), jnp.zeros((1, 2)))["params"]  # Moons: 2 inputs
+  assert plane["bytes"] == 16 * num_params(w8_net) * plane["points"]
   for width in ("w4", "w8"):  # the loops and the sweep compute the same losses
     assert res["results"][width]["sweep"]["max_abs_diff"] < 1e-5
     assert res["results"][width]["training"]["zoo_s"] > 0
