@@ -17,5 +17,5 @@ setup(
         "absl-py>=1.4",
         "pillow>=9",
     ],
-    extras_require={"test": ["pytest>=7"], "tfds": ["tensorflow-datasets>=4.9"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.6"], "tfds": ["tensorflow-datasets>=4.9"]},
 )

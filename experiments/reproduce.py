@@ -1,6 +1,6 @@
 """Reproduce the whole study and write a report.
 
-  python -m experiments.reproduce --preset=quick     # ~15 min on a 2-core CPU
+  python -m experiments.reproduce --preset=quick     # for a 2-core CPU (timed in BUILD_NOTES.md)
   python -m experiments.reproduce --preset=thesis    # the study's scale, for a GPU
 
 Runs every experiment (E1-E9) through the documented entry points, reusing zoos already
@@ -25,8 +25,8 @@ from lmc_jax.report.markdown import build_report
 from lmc_jax.report.reproduction import PRESETS, steps
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: 2-core CPU, ~15 min; thesis: full "
-                  "scale; smoke: seconds, checks the pipeline only.")
+flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: sized for a 2-core CPU; thesis: "
+                  "full scale; smoke: tiny, checks the pipeline only.")
 flags.DEFINE_string("out", None, "Report folder (default docs/<preset>).")
 flags.DEFINE_string("runs", None, "Where zoos go (default runs/reproduce_<preset>).")
 flags.DEFINE_string("data_dir", "data", "Where datasets live.")
@@ -46,7 +46,8 @@ def main(argv):
   if cifar_source and (Path(FLAGS.data_dir) / "cifar10" / "SOURCE.json").is_file():
     cifar_source = None  # already installed
   log, start = [], time.perf_counter()
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])))
   data = Path(FLAGS.data_dir)
   installed = {"mnist": lambda: (data / "mnist" / "t10k-labels-idx1-ubyte").is_file(),
                "cifar10": lambda: (data / "cifar10" / "SOURCE.json").is_file()}
@@ -58,7 +59,8 @@ def main(argv):
     t = time.perf_counter()
     logging.info("[%s] python -m %s", step.section, " ".join(step.argv))
     with (out / "reproduce.log").open("a") as logf:
-      proc = subprocess.run([sys.executable, "-m", *step.argv], stdout=logf, stderr=subprocess.STDOUT, env=env)
+      proc = subprocess.run([sys.executable, "-m", *step.argv], stdout=logf,
+                            stderr=subprocess.STDOUT, env=env)
     status = "ok" if proc.returncode == 0 else f"failed ({proc.returncode})"
     log.append((step.argv, status, time.perf_counter() - t))
     if proc.returncode != 0:

@@ -23,7 +23,8 @@ from lmc_jax.report.tables import format_table
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)
-flags.DEFINE_integer("model", None, "Model to continue (default: drawn from --seed among the usable).")
+flags.DEFINE_integer("model", None, "Model to continue (default: drawn from --seed among the "
+                     "usable).")
 flags.DEFINE_integer("epochs", 10, "SWA epochs (samples).")
 flags.DEFINE_float("lr", 0.05, "Constant learning rate.")
 flags.DEFINE_integer("seed", 0, "Seed of the model choice and the data order.")

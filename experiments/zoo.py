@@ -47,7 +47,8 @@ flags.DEFINE_float("momentum", None, "SGD momentum (default: 0.9).")
 flags.DEFINE_enum("schedule", None, SCHEDULES, "Learning-rate schedule over all steps "
                   "(default moons: cosine, mnist: onecycle).")
 flags.DEFINE_enum("init", None, INITS, "Weight init: pytorch (torch.nn.Linear's default, what "
-                  "the study used; the default), default (Flax's), kaiming_normal, kaiming_uniform.")
+                  "the study used; the default), default (Flax's), kaiming_normal, "
+                  "kaiming_uniform.")
 flags.DEFINE_enum("layernorm", None, LAYERNORM_POSITIONS, "LayerNorm on each hidden layer "
                   "(default moons: none, mnist: after_relu).")
 flags.DEFINE_integer("seed", 0, "Seed of model inits and data orders; same seed, same zoo.")

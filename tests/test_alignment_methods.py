@@ -78,7 +78,8 @@ def test_exact_search_finds_an_optimum_the_planted_permutation_shares():
   assert res.epsilon == pytest.approx(0.0, abs=1e-6)
   cands = candidates({"P_0": 4, "P_1": 4})
   undo = invert_permutation(planted)
-  index = np.flatnonzero((cands["P_0"] == undo["P_0"]).all(1) & (cands["P_1"] == undo["P_1"]).all(1))
+  index = np.flatnonzero((cands["P_0"] == undo["P_0"]).all(1)
+                         & (cands["P_1"] == undo["P_1"]).all(1))
   assert res.all_epsilon[index[0]] == pytest.approx(0.0, abs=1e-6)
   assert np.sum(res.all_epsilon <= 1e-6) <= 2  # at most a tie, not a flat landscape
 
@@ -103,8 +104,10 @@ def test_hidden_features_are_the_hidden_layer_outputs():
   def ln(h, p):
     mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
     return (h - mu) / jnp.sqrt(var + 1e-6) * p["scale"] + p["bias"]
-  plain0 = ln(jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]), params["LayerNorm_0"])
-  plain1 = ln(jax.nn.relu(plain0 @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]), params["LayerNorm_1"])
+  plain0 = ln(jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]),
+              params["LayerNorm_0"])
+  plain1 = ln(jax.nn.relu(plain0 @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]),
+              params["LayerNorm_1"])
   np.testing.assert_allclose(h0, plain0, atol=1e-5)
   np.testing.assert_allclose(h1, plain1, atol=1e-5)
 
@@ -159,7 +162,8 @@ def test_merge_many_puts_permuted_copies_in_one_frame():
 
 def test_diagnostics_by_hand():
   assert fraction_moved({"P_0": np.array([0, 2, 1, 3])}) == 0.5
-  assert agreement({"P_0": np.array([0, 1, 2])}, {"P_0": np.array([0, 2, 1])}) == pytest.approx(1 / 3)
+  assert (agreement({"P_0": np.array([0, 1, 2])}, {"P_0": np.array([0, 2, 1])})
+          == pytest.approx(1 / 3))
   # Copies of one net under known permutations: matching is exact, so it is transitive.
   spec = mlp_permutation_spec(1)
   _, a = random_params(jax.random.key(8), (7,), d_in=3, d_out=2)
@@ -168,5 +172,6 @@ def test_diagnostics_by_hand():
   match = lambda i, j: weight_matching(jax.random.key(0), spec, nets[i], nets[j]).perm
   assert cycle_consistency(match, [(0, 1, 2)]) == [1.0]
   # A deliberately wrong second hop breaks it.
-  wrong = lambda i, j: ({"P_0": np.roll(match(i, j)["P_0"], 1)} if (i, j) == (1, 2) else match(i, j))
+  wrong = lambda i, j: ({"P_0": np.roll(match(i, j)["P_0"], 1)} if (i, j) == (1, 2)
+                        else match(i, j))
   assert cycle_consistency(wrong, [(0, 1, 2)]) == [0.0]

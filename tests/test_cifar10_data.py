@@ -25,7 +25,8 @@ def _batches(folder, rng, per_batch=4):
     x = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
     y = rng.integers(0, 10, per_batch).tolist()
     # Keys as bytes, as the Python 2 originals give them.
-    (folder / name).write_bytes(pickle.dumps({b"data": x, b"labels": y, b"batch_label": b"x"}, protocol=2))
+    (folder / name).write_bytes(pickle.dumps({b"data": x, b"labels": y, b"batch_label": b"x"},
+                                             protocol=2))
     expected["test" if name == "test_batch" else "train"].append((x, y))
   return expected
 
@@ -150,7 +151,8 @@ def test_corrupt_and_hostile_inputs(tmp_path, rng):
 
 def test_wrong_image_size_is_refused(tmp_path, rng):
   _image_folder(tmp_path / "imgs", rng, n=1)
-  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "imgs" / "test" / "dog" / "0000.png")
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(
+      tmp_path / "imgs" / "test" / "dog" / "0000.png")
   cifar10.install_cifar10(tmp_path / "imgs", tmp_path / "d")
   with pytest.raises(LmcError, match="not 32x32"):
     cifar10.load_cifar10_raw(tmp_path / "d")

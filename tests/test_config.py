@@ -43,5 +43,6 @@ def test_zoo_directory_names_tell_configurations_apart():
   assert zoo_dirname(default_config("moons", hidden=(8,))) == "moons_w8"
   assert zoo_dirname(default_config("moons", init="kaiming_normal", optimizer="rmsprop")) == \
       "moons_kaiming_normal_rmsprop_w512"
-  assert zoo_dirname(default_config("cifar10", optimizer="sgd", hidden=(64,) * 3)) == "cifar10_sgd_w64"
+  assert zoo_dirname(default_config("cifar10", optimizer="sgd", hidden=(64,) * 3)) == \
+      "cifar10_sgd_w64"
   assert zoo_dirname(default_config("cifar10")) == "cifar10_w512"

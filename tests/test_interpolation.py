@@ -14,7 +14,8 @@ def _numpy_metrics(params, x, y):
   f = {k: np.asarray(v, np.float64) for k, v in flatten(params).items()}
   h = np.maximum(x @ f["Dense_0/kernel"] + f["Dense_0/bias"], 0)
   z = h @ f["Dense_1/kernel"] + f["Dense_1/bias"]
-  logp = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+  logp = (z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+          - z.max(1, keepdims=True))
   return -logp[np.arange(len(y)), y].mean(), (z.argmax(1) == y).mean()
 
 
@@ -39,7 +40,8 @@ def test_sweep_equals_a_plain_loop(batch_size, chunk):
   for p, (i, j) in enumerate(pairs):
     for a_idx, alpha in enumerate(curves.alphas):
       theta = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * np.asarray(u, np.float64)
-                                     + alpha * np.asarray(v, np.float64), members[i][1], members[j][1])
+                                     + alpha * np.asarray(v, np.float64),
+                                     members[i][1], members[j][1])
       loss, acc = _numpy_metrics(theta, x.astype(np.float64), y)
       assert curves.loss[p, a_idx] == pytest.approx(loss, rel=1e-4, abs=1e-5)
       assert curves.acc[p, a_idx] == pytest.approx(acc, abs=1e-6)
@@ -67,8 +69,10 @@ def test_pairwise_aligned_sweep_runs_from_i_to_the_aligned_copy():
   curves = pairwise_aligned_sweep(model, stack, aligned, pairs, x, y)
   np.testing.assert_array_equal(curves.pairs, pairs)
   for p, (i, _) in enumerate(pairs):
-    assert curves.loss[p, 0] == pytest.approx(_numpy_metrics(members[i][1], x.astype(np.float64), y)[0], rel=1e-4)
-    assert curves.loss[p, -1] == pytest.approx(_numpy_metrics(other[p], x.astype(np.float64), y)[0], rel=1e-4)
+    assert curves.loss[p, 0] == pytest.approx(
+        _numpy_metrics(members[i][1], x.astype(np.float64), y)[0], rel=1e-4)
+    assert curves.loss[p, -1] == pytest.approx(
+        _numpy_metrics(other[p], x.astype(np.float64), y)[0], rel=1e-4)
 
 
 @pytest.mark.parametrize("layernorm", ["none", "after_relu", "before_relu"])
@@ -89,5 +93,6 @@ def test_sweep_of_deep_nets_equals_evaluating_each_mixed_net(layernorm):
       mixed = jax.tree_util.tree_map(lambda u: (1 - alpha) * u[i] + alpha * u[j], stack)
       logits = np.asarray(model.apply({"params": mixed}, x), np.float64)
       logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-      assert curves.loss[p, a_idx] == pytest.approx(-logp[np.arange(30), y].mean(), rel=1e-5, abs=1e-6)
+      assert curves.loss[p, a_idx] == pytest.approx(-logp[np.arange(30), y].mean(), rel=1e-5,
+                                                    abs=1e-6)
       assert curves.acc[p, a_idx] == pytest.approx((logits.argmax(1) == y).mean())

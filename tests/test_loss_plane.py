@@ -34,13 +34,15 @@ def test_basis_is_orthonormal_and_points_match_a_plain_combination():
   nets = [random_params(jax.random.key(k), (4, 5), d_out=3)[1] for k in range(3)]
   model = random_params(jax.random.key(0), (4, 5), d_out=3)[0]
   basis = plane_basis(*nets)
-  flat = lambda t: np.concatenate([np.ravel(v) for _, v in sorted(flatten(t).items())]).astype(np.float64)
+  flat = lambda t: np.concatenate(
+      [np.ravel(v) for _, v in sorted(flatten(t).items())]).astype(np.float64)
   e1, e2 = flat(basis.e1), flat(basis.e2)
   assert e1 @ e1 == pytest.approx(1, abs=1e-5) and e2 @ e2 == pytest.approx(1, abs=1e-5)
   assert abs(e1 @ e2) < 1e-5
   x, y = _data()
   pt = np.array([[0.3, -1.7]])
-  theta = jax.tree_util.tree_map(lambda o, a, b: o + 0.3 * a - 1.7 * b, basis.origin, basis.e1, basis.e2)
+  theta = jax.tree_util.tree_map(lambda o, a, b: o + 0.3 * a - 1.7 * b, basis.origin, basis.e1,
+                                 basis.e2)
   loss, _ = plane_metrics(model, basis, pt, x, y, chunk=1)
   assert loss[0] == pytest.approx(_loss(model, theta, x, y), rel=1e-4)
 

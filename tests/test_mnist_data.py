@@ -113,7 +113,8 @@ def test_small_mnist_zoo_learns():
 
 def test_fetch_with_no_source_says_where_to_put_which_files(tmp_path):
   from lmc_jax.data.mnist import fetch_mnist
-  with pytest.raises(LmcError, match=r"Could not fetch MNIST.*train-images-idx3-ubyte.*by hand into"):
+  with pytest.raises(LmcError,
+                     match=r"Could not fetch MNIST.*train-images-idx3-ubyte.*by hand into"):
     fetch_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",), use_wheel=False)
   assert not (tmp_path / "mnist").exists()
 

@@ -14,9 +14,12 @@ def test_param_tree_names_and_shapes():
   params = model.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
   shapes = {k: v.shape for k, v in flatten(params).items()}
   assert shapes == {
-      "Dense_0/kernel": (4, 5), "Dense_0/bias": (5,), "LayerNorm_0/scale": (5,), "LayerNorm_0/bias": (5,),
-      "Dense_1/kernel": (5, 6), "Dense_1/bias": (6,), "LayerNorm_1/scale": (6,), "LayerNorm_1/bias": (6,),
-      "Dense_2/kernel": (6, 7), "Dense_2/bias": (7,), "LayerNorm_2/scale": (7,), "LayerNorm_2/bias": (7,),
+      "Dense_0/kernel": (4, 5), "Dense_0/bias": (5,),
+      "LayerNorm_0/scale": (5,), "LayerNorm_0/bias": (5,),
+      "Dense_1/kernel": (5, 6), "Dense_1/bias": (6,),
+      "LayerNorm_1/scale": (6,), "LayerNorm_1/bias": (6,),
+      "Dense_2/kernel": (6, 7), "Dense_2/bias": (7,),
+      "LayerNorm_2/scale": (7,), "LayerNorm_2/bias": (7,),
       "Dense_3/kernel": (7, 10), "Dense_3/bias": (10,)}
   assert model.apply({"params": params}, jnp.ones((3, 4))).shape == (3, 10)
 
@@ -83,8 +86,8 @@ def test_binary_and_softmax_losses_against_formulas():
   logits = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
   labels = jnp.array([0, 2])
   loss, correct = loss_and_correct(logits, labels)
-  l = np.asarray(logits, np.float64)
-  expect = np.log(np.exp(l).sum(1)) - l[[0, 1], [0, 2]]
+  logits64 = np.asarray(logits, np.float64)
+  expect = np.log(np.exp(logits64).sum(1)) - logits64[[0, 1], [0, 2]]
   np.testing.assert_allclose(loss, expect, rtol=1e-6)
   np.testing.assert_array_equal(correct, [0, 1])
 

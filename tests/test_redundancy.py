@@ -29,7 +29,8 @@ def _with_copies(key, base_width=5, copies=((0, 2.5), (3, 0.3), (0, 1.0))):
 
 def _out(params, x):
   width = params["Dense_0"]["kernel"].shape[1]
-  return np.asarray(make_mlp((width,), params["Dense_1"]["kernel"].shape[1]).apply({"params": params}, x))
+  model = make_mlp((width,), params["Dense_1"]["kernel"].shape[1])
+  return np.asarray(model.apply({"params": params}, x))
 
 
 def test_merging_proportional_units_keeps_the_function():
@@ -46,8 +47,9 @@ def test_merge_uses_lambda_not_its_inverse():
   params = _with_copies(jax.random.key(2), copies=((1, 2.5),))
   res = merge_similar_neurons(params)
   x = np.random.default_rng(3).normal(size=(16, 8)).astype(np.float32)
-  wrong = {l: {p: np.array(v) for p, v in d.items()} for l, d in res.params.items()}
-  wrong["Dense_1"]["kernel"][1] = params["Dense_1"]["kernel"][1] + params["Dense_1"]["kernel"][5] / 2.5
+  wrong = {layer: {p: np.array(v) for p, v in d.items()} for layer, d in res.params.items()}
+  wrong["Dense_1"]["kernel"][1] = (params["Dense_1"]["kernel"][1]
+                                   + params["Dense_1"]["kernel"][5] / 2.5)
   assert not np.allclose(_out(wrong, x), _out(params, x), atol=1e-3)
   np.testing.assert_allclose(_out(res.params, x), _out(params, x), rtol=1e-5, atol=1e-5)
 
@@ -57,7 +59,8 @@ def test_cosine_matrix_against_a_plain_loop_and_dead_units():
   params["Dense_0"]["kernel"][:, 2] = 0
   params["Dense_0"]["bias"][2] = 0
   cos = cosine_similarity(params)
-  n = np.concatenate([params["Dense_0"]["kernel"].T, params["Dense_0"]["bias"][:, None]], 1).astype(np.float64)
+  n = np.concatenate([params["Dense_0"]["kernel"].T, params["Dense_0"]["bias"][:, None]],
+                     1).astype(np.float64)
   for i in range(len(n)):
     for j in range(len(n)):
       if i == 2 or j == 2:
@@ -72,13 +75,14 @@ def test_cosine_matrix_against_a_plain_loop_and_dead_units():
 
 def test_zero_padding_and_reduced_zoo_keep_functions():
   nets = [_with_copies(jax.random.key(k)) for k in range(3)]
-  stack = {l: {p: np.stack([n[l][p] for n in nets]) for p in nets[0][l]} for l in nets[0]}
+  stack = {layer: {p: np.stack([n[layer][p] for n in nets]) for p in nets[0][layer]}
+           for layer in nets[0]}
   reduced, widths = reduce_zoo(stack)
   assert widths.tolist() == [5, 5, 5] and reduced["Dense_0"]["kernel"].shape == (3, 8, 5)
   x = np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)
   padded = zero_pad(nets[0], 12)
   np.testing.assert_allclose(_out(padded, x), _out(nets[0], x), rtol=1e-6, atol=1e-6)
-  first = {l: {p: v[0] for p, v in d.items()} for l, d in reduced.items()}
+  first = {layer: {p: v[0] for p, v in d.items()} for layer, d in reduced.items()}
   np.testing.assert_allclose(_out(first, x), _out(nets[0], x), rtol=1e-5, atol=1e-5)
   with pytest.raises(LmcError, match="pad"):
     zero_pad(nets[0], 3)

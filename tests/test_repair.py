@@ -49,6 +49,7 @@ def test_repaired_units_have_the_interpolated_statistics():
     ha, hb = np.maximum(za, 0), np.maximum(zb, 0)
   fixed = repair_network(model, mixed, [(jnp.asarray(m, jnp.float32), jnp.asarray(s, jnp.float32))
                                         for m, s in targets], jnp.asarray(x))
-  for (mean, std), (t_mean, t_std) in zip(preactivation_stats(model, fixed, jnp.asarray(x)), targets):
+  stats = preactivation_stats(model, fixed, jnp.asarray(x))
+  for (mean, std), (t_mean, t_std) in zip(stats, targets):
     np.testing.assert_allclose(mean, t_mean, atol=1e-4)
     np.testing.assert_allclose(std, t_std, rtol=1e-3, atol=1e-4)

@@ -37,7 +37,8 @@ def _train_alone_plain_loop(config, data, k):
     return jnp.sum(wb * loss) / jnp.sum(wb)
 
   for e in range(config.epochs):
-    idx, w = epoch_batches(jax.random.fold_in(data_keys[0], e), len(data.y_train), config.batch_size)
+    idx, w = epoch_batches(jax.random.fold_in(data_keys[0], e), len(data.y_train),
+                           config.batch_size)
     for s in range(idx.shape[0]):
       g = jax.grad(loss_fn)(params, x[idx[s]], y[idx[s]], w[s])
       updates, state = tx.update(g, state, params)
@@ -104,7 +105,9 @@ def test_epoch_batches_visit_every_sample_once():
 def _torch_reference(name, steps, lr, wd, grad_fn, w0):
   """PyTorch's documented update rules for one parameter vector, in plain numpy."""
   w = w0.copy()
-  m = np.zeros_like(w); v = np.zeros_like(w); buf = None
+  m = np.zeros_like(w)
+  v = np.zeros_like(w)
+  buf = None
   for t in range(1, steps + 1):
     g = grad_fn(w)
     if name == "adamw":
@@ -136,7 +139,8 @@ def test_optimizers_follow_pytorch_update_rules(name):
   w = jnp.asarray(w0, jnp.float32)
   state = tx.init(w)
   for _ in range(20):
-    updates, state = tx.update(jnp.asarray(grad_fn(np.asarray(w, np.float64)), jnp.float32), state, w)
+    grad = jnp.asarray(grad_fn(np.asarray(w, np.float64)), jnp.float32)
+    updates, state = tx.update(grad, state, w)
     w = optax.apply_updates(w, updates)
   np.testing.assert_allclose(w, _torch_reference(name, 20, 0.01, 0.1, grad_fn, w0), rtol=1e-4)
 

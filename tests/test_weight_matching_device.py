@@ -41,8 +41,8 @@ def test_recovers_planted_permutations_for_many_pairs_at_once():
 def test_agrees_with_the_host_matcher_on_random_nets():
   # One hidden layer: both solve the same assignment exactly, so the optimum must agree.
   spec = mlp_permutation_spec(1)
-  pairs = [(random_params(jax.random.key(2 * k), (12,))[1], random_params(jax.random.key(2 * k + 1), (12,))[1])
-           for k in range(4)]
+  pairs = [(random_params(jax.random.key(2 * k), (12,))[1],
+            random_params(jax.random.key(2 * k + 1), (12,))[1]) for k in range(4)]
   sizes = perm_sizes(spec, pairs[0][0])
   perms, _ = match_many(spec, sizes, jax.random.split(jax.random.key(1), 4),
                         _stack([a for a, _ in pairs]), _stack([b for _, b in pairs]))

@@ -83,8 +83,10 @@ def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x,
   trips = [(reference, a, b) for a, b in zip(others[:-1], others[1:])]
   key = jax.random.key(settings.seed)
   matchers = {
-      "weight": lambda a, b: weight_matching(key, spec, take(host, a), take(host, b), settings.max_iter).perm,
-      "activation": lambda a, b: activation_matching(model, spec, take(host, a), take(host, b), fit_x),
+      "weight": lambda a, b: weight_matching(key, spec, take(host, a), take(host, b),
+                                             settings.max_iter).perm,
+      "activation": lambda a, b: activation_matching(model, spec, take(host, a), take(host, b),
+                                                     fit_x),
   }
   out = {"triples": [list(map(int, t)) for t in trips]}
   for name, match in matchers.items():

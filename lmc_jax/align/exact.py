@@ -50,8 +50,8 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
                     max_tflop: float = 1.0) -> ExactResult:
   """Best permutation of B by epsilon on (x, y), over all permutations of its hidden layers.
 
-  Refuses a search whose matrix products would exceed `max_tflop` TFLOP (1 is about a
-  minute on two CPU cores, well under a second on a current GPU).
+  Refuses a search whose matrix products would exceed `max_tflop` TFLOP (the default, 1,
+  suits a CPU and can be raised on a GPU; search times are measured in BUILD_NOTES.md).
   """
   sizes = perm_sizes(spec, params_b)
   count = num_candidates(sizes)
@@ -81,8 +81,8 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
 @register("exact", "the epsilon-optimal permutation onto the reference, by exhaustive search "
           "over the split the curves are measured on (narrow nets only)",
           settings=(Setting("exact_max_tflop", 1.0, "Exact search refuses (and is skipped) "
-                            "where one pair would need more TFLOP than this (1: about a minute "
-                            "on 2 CPU cores)."),))
+                            "where one pair would need more TFLOP than this (the default suits "
+                            "a CPU; raise it on a GPU)."),))
 def _align_exactly(task: AlignTask) -> Alignment:
   ref, found = task.member(task.reference), {}
 

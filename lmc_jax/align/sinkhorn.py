@@ -65,7 +65,7 @@ class SinkhornResult(NamedTuple):
 def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b, x, y, keys):
   spec = permutation_spec_from_axes(dict(spec_items))
   def loss_one(logits, b, xb, yb, alpha):
-    mats = {p: log_sinkhorn(l, iters) for p, l in logits.items()}
+    mats = {p: log_sinkhorn(p_logits, iters) for p, p_logits in logits.items()}
     soft_b = apply_soft_permutation(spec, mats, b)
     mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, params_a, soft_b)
     loss, _ = loss_and_correct(model.apply({"params": mixed}, xb), yb)
@@ -85,7 +85,8 @@ def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, par
     return (optax.apply_updates(logits, updates), opt_state), loss
 
   (logits, _), losses = jax.lax.scan(step, (logits, jax.vmap(tx.init)(logits)), jnp.arange(steps))
-  mats = jax.vmap(lambda l: {p: log_sinkhorn(v, iters) for p, v in l.items()})(logits)
+  mats = jax.vmap(lambda model_logits: {p: log_sinkhorn(v, iters)
+                                        for p, v in model_logits.items()})(logits)
   return mats, losses
 
 

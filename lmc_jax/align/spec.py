@@ -61,7 +61,8 @@ def spec_for_config(config) -> PermutationSpec:
 def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:
   """Size of each permutation, read off `params` (after `batch_dims` leading axes)."""
   flat = flatten(params)
-  return {p: flat[path].shape[batch_dims + axis] for p, ((path, axis), *_) in spec.perm_to_axes.items()}
+  return {p: flat[path].shape[batch_dims + axis]
+          for p, ((path, axis), *_) in spec.perm_to_axes.items()}
 
 
 def validate_spec(spec: PermutationSpec, params, batch_dims: int = 0) -> None:
@@ -129,7 +130,8 @@ def identity_permutation(sizes: Dict[str, int]) -> Dict[str, np.ndarray]:
 def random_permutation(key, sizes: Dict[str, int]) -> Dict[str, np.ndarray]:
   """A uniformly random permutation per name, from a jax key."""
   keys = jax.random.split(key, len(sizes))
-  return {p: np.asarray(jax.random.permutation(k, n)) for k, (p, n) in zip(keys, sorted(sizes.items()))}
+  return {p: np.asarray(jax.random.permutation(k, n))
+          for k, (p, n) in zip(keys, sorted(sizes.items()))}
 
 
 def invert_permutation(perm: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

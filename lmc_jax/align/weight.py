@@ -54,7 +54,8 @@ def matching_cost(spec: PermutationSpec, perm, flat_a, flat_b, p: str) -> np.nda
 def matching_objective(spec: PermutationSpec, perm, params_a, params_b) -> float:
   """`sum over leaves <theta_A, pi(theta_B)>`; larger is closer."""
   fa, fb = flatten(params_a), flatten(apply_permutation(spec, perm, params_b))
-  return float(sum(np.vdot(np.asarray(fa[k], np.float64), np.asarray(fb[k], np.float64)) for k in fa))
+  return float(sum(np.vdot(np.asarray(fa[k], np.float64), np.asarray(fb[k], np.float64))
+                   for k in fa))
 
 
 def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 50,

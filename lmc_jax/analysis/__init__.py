@@ -1,1 +1,2 @@
-"""Analyses of zoos on disk: barriers, alignment methods compared, zoo groups, redundancy, benchmarks."""
+"""Analyses of zoos on disk: barriers, alignment methods compared, zoo groups, redundancy,
+benchmarks."""

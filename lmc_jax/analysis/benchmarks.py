@@ -146,7 +146,8 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   num_bytes = 4 * state_words * num_params(one_model) * model_steps
   return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
           "loop_s": loop_s, "step_loop_s": step_loop_s,
-          "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops, "bytes": num_bytes}
+          "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops,
+          "bytes": num_bytes}
 
 
 def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
@@ -183,14 +184,16 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
 
   # The study's style: mix the weights tensor by tensor, then run the test set through the
   # network batch by batch (a DataLoader of 256) and sum the losses on the host.
-  forward = jax.jit(lambda params, xb, yb: loss_and_correct(model.apply({"params": params}, xb), yb))
+  forward = jax.jit(lambda params, xb, yb: loss_and_correct(model.apply({"params": params}, xb),
+                                                            yb))
   test_batches = [(x[s:s + 256], y[s:s + 256]) for s in range(0, len(y), 256)]
   forward(members[0], *test_batches[0])
   study = np.zeros((len(looped), len(alphas)))
   t = time.perf_counter()
   for p, (i, j) in enumerate(looped):
     for a, alpha in enumerate(alphas):
-      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, members[i], members[j])
+      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, members[i],
+                                     members[j])
       total = 0.0
       for xb, yb in test_batches:
         total += float(jnp.sum(forward(mixed, xb, yb)[0]))
@@ -261,9 +264,11 @@ def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50,
   host = align_pairs(key, spec, params_stack, looped, max_iter)
   host_s = (time.perf_counter() - t) * len(pairs) / len(looped)
   # Matching objective sum <theta_i, aligned theta_j> of each pair, host against device.
-  first = [np.asarray(l, np.float64)[looped[:, 0]] for l in jax.tree_util.tree_leaves(params_stack)]
-  objective = lambda tree: sum((a * np.asarray(b, np.float64)[:len(looped)]).reshape(len(looped), -1).sum(1)
-                               for a, b in zip(first, jax.tree_util.tree_leaves(tree)))
+  first = [np.asarray(leaf, np.float64)[looped[:, 0]]
+           for leaf in jax.tree_util.tree_leaves(params_stack)]
+  objective = lambda tree: sum(
+      (a * np.asarray(b, np.float64)[:len(looped)]).reshape(len(looped), -1).sum(1)
+      for a, b in zip(first, jax.tree_util.tree_leaves(tree)))
   oh, od = objective(host), objective(dev)
 
   # Every model to model 0 (the study's star alignment): one model at a time on the host

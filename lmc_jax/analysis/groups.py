@@ -51,11 +51,12 @@ def combine_zoos(directories) -> GroupedZoo:
       raise LmcError(f"{d} has architecture {key}, unlike {arch} of {directories[0]}; only zoos "
                      "of one architecture can be compared.")
     ok = usable_models(doc, d)
-    parts.append((g, f"{config.init} / {config.optimizer}", d, ok, jax.tree_util.tree_map(lambda v: np.asarray(v)[ok], params),
+    parts.append((g, f"{config.init} / {config.optimizer}", d, ok,
+                  jax.tree_util.tree_map(lambda v: np.asarray(v)[ok], params),
                   [doc["models"][k] for k in ok]))
   labels = [p[1] for p in parts]
   if len(set(labels)) != len(labels):  # same family twice (e.g. other seeds): tell them apart
-    labels = [f"{l} ({Path(p[2]).name})" for l, p in zip(labels, parts)]
+    labels = [f"{label} ({Path(p[2]).name})" for label, p in zip(labels, parts)]
   joined = stack([p[4] for p in parts], np.concatenate)
   return GroupedZoo(
       first[0], first[1], joined,

@@ -55,8 +55,8 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
                              max_iter, skip=set(range(n)) - set(usable)).params
   aligned = pair_sweep(rmodel, aligned_params, pairs, data.x_test, data.y_test)
   result = {
-      "zoo": str(directory), "threshold": threshold, "reference": reference, "alphas": naive.alphas.tolist(),
-      "width": config.hidden[0], "reduced_width": widths.tolist(),
+      "zoo": str(directory), "threshold": threshold, "reference": reference,
+      "alphas": naive.alphas.tolist(), "width": config.hidden[0], "reduced_width": widths.tolist(),
       "reduced_test_loss": loss.tolist(), "reduced_test_acc": acc.tolist(),
       "models": usable, "naive": curves_entry(naive), "aligned": curves_entry(aligned),
       "params_sha256": doc["params_sha256"], "versions": package_versions(),

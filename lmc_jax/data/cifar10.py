@@ -82,7 +82,8 @@ def read_image_folder(folder: Path):
         except OSError as e:
           raise LmcError(f"Image {f} cannot be decoded ({e}); replace or remove it.") from None
         if a.shape != (32, 32, 3):
-          raise LmcError(f"Image {f} is {a.shape[1]}x{a.shape[0]}, not 32x32; this is not CIFAR-10.")
+          raise LmcError(f"Image {f} is {a.shape[1]}x{a.shape[0]}, not 32x32; this is not "
+                         "CIFAR-10.")
         xs.append(a)
         ys.append(label)
     if not xs:
@@ -198,7 +199,8 @@ def load_raw_from(info: dict, root: Path):
   if info["kind"] == "tfds":
     from lmc_jax.data.tfds import load_tfds_arrays
     return load_tfds_arrays("cifar10", info["tfds_data_dir"])
-  raise LmcError(f"{root / 'SOURCE.json'} names an unknown kind {info['kind']!r}; install the data again.")
+  raise LmcError(f"{root / 'SOURCE.json'} names an unknown kind {info['kind']!r}; install the "
+                 "data again.")
 
 
 def read_source_info(data_dir) -> dict:
@@ -217,8 +219,8 @@ CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 def load_cifar10_raw(data_dir):
   """(x_train uint8 (50000, 32, 32, 3), y_train, x_test (10000, ...), y_test, label).
 
-  The decoded arrays are cached as `.npy` files in `cache/` (one plain read each, well
-  under a second), with the source fingerprint written last; a cache whose fingerprint
+  The decoded arrays are cached as `.npy` files in `cache/` (one plain read each, no
+  decoding), with the source fingerprint written last; a cache whose fingerprint
   does not match the source, or that cannot be read, is rebuilt.
   """
   root = _root(data_dir)

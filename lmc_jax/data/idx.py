@@ -49,5 +49,6 @@ def idx_bytes(array: np.ndarray) -> bytes:
   array = np.ascontiguousarray(array)
   if array.dtype not in _CODES:
     raise LmcError(f"IDX writing supports uint8 and int8 arrays, got {array.dtype}.")
-  header = bytes([0, 0, _CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  header = (bytes([0, 0, _CODES[array.dtype], array.ndim])
+            + struct.pack(f">{array.ndim}I", *array.shape))
   return header + array.tobytes()

@@ -63,7 +63,8 @@ def load_mnist_raw(data_dir):
 
 def normalise(images: np.ndarray) -> np.ndarray:
   """uint8 (n, 28, 28) -> float32 (n, 784), (x / 255 - 0.1307) / 0.3081."""
-  return ((images.reshape(len(images), -1).astype(np.float32) / 255.0 - MEAN) / STD).astype(np.float32)
+  return ((images.reshape(len(images), -1).astype(np.float32) / 255.0 - MEAN)
+          / STD).astype(np.float32)
 
 
 def _verified(files: dict) -> dict:

@@ -1,1 +1,2 @@
-"""Linear mode connectivity: curves between every pair, the measures on them, REPAIR, loss planes."""
+"""Linear mode connectivity: curves between every pair, the measures on them, REPAIR, loss
+planes."""

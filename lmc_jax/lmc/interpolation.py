@@ -49,7 +49,7 @@ def interpolate(params_i, params_j, alpha):
 def working_set_budget(device=None) -> int:
   """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory;
   4 MiB on a CPU, about one core's L2 cache (a chunk that stays in cache runs fastest
-  there: 3-5x faster than 128 MiB chunks on the Moons sweeps of BUILD_NOTES.md)."""
+  there; BUILD_NOTES.md measures it against 128 MiB chunks on the Moons sweeps)."""
   device = device or jax.devices()[0]
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats and stats.get("bytes_limit"):
@@ -62,9 +62,10 @@ def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: i
   """Pairs per chunk so that interpolated params plus activations stay within the budget
   (float32 elements; default `working_set_budget()`)."""
   budget_elements = working_set_budget() if budget_elements is None else budget_elements
-  n_params = sum(int(np.prod(l.shape[1:])) for l in jax.tree_util.tree_leaves(params_stack))
+  leaves = jax.tree_util.tree_leaves(params_stack)
+  n_params = sum(int(np.prod(leaf.shape[1:])) for leaf in leaves)
   # Activations: a sample passes through every unit; kernels' second axis counts them.
-  units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_stack) if l.ndim == 3)
+  units = sum(int(leaf.shape[-1]) for leaf in leaves if leaf.ndim == 3)
   per_pair = num_alphas * (n_params + batch_size * units * 3)
   return int(max(1, min(num_pairs, budget_elements // max(per_pair, 1))))
 
@@ -98,8 +99,8 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
 
 
 # Interpolating the first layer's output pays where that layer's matrix product is the
-# work (MNIST's 784 inputs: 1.4-1.7x faster); with Moons' 2 inputs the product is nothing
-# and materialising the interpolated outputs made the sweep 5x slower (BUILD_NOTES.md).
+# work (MNIST's 784 inputs); with Moons' 2 inputs the product is nothing and materialising
+# the interpolated outputs made the sweep slower (both measured in BUILD_NOTES.md).
 MIN_FAN_IN_TO_INTERPOLATE_OUTPUT = 64
 
 
@@ -118,7 +119,8 @@ def _line_metrics_mlp(model, params_i, params_j, mixed, alphas, batches: Batches
     x, y, w = batch
     zi = jnp.einsum("bd,pdw->pbw", x, params_i["Dense_0"]["kernel"])
     zj = jnp.einsum("bd,pdw->pbw", x, params_j["Dense_0"]["kernel"])
-    z = ((1 - al) * zi[:, None] + al * zj[:, None]).reshape((num_pairs * num_alphas,) + zi.shape[1:])
+    z = (1 - al) * zi[:, None] + al * zj[:, None]
+    z = z.reshape((num_pairs * num_alphas,) + zi.shape[1:])
     z = z + bias[:, None, :]
     logits = jax.vmap(lambda p, zk: model.apply({"params": p}, x, preactivation0=zk))(mixed, z)
     loss, correct = jax.vmap(loss_and_correct, in_axes=(0, None))(logits, y)

@@ -29,7 +29,8 @@ class PlaneBasis(NamedTuple):
 
 
 def _dot(a, b):
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return sum(jnp.vdot(x, y)
+             for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
 def plane_basis(theta_a, theta_b, theta_c) -> PlaneBasis:

@@ -129,9 +129,10 @@ def loss_and_correct(logits, labels):
 
 def mlp_matmul_flops(params_one) -> int:
   """Multiply-adds x 2 of one forward pass of one sample through one net (kernels only)."""
-  return 2 * sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+  return 2 * sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params_one)
+                 if leaf.ndim == 2)
 
 
 def num_params(params_one) -> int:
   """Parameters of one net."""
-  return sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params_one))
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params_one))

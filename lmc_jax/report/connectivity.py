@@ -81,7 +81,8 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
   dataset = recs[0].data_source or recs[0].config.dataset
   rows = [epsilon_row(r.width, r.result) for r in recs]
   write_csv(fig_dir / result_files.epsilon_summary_csv(label), rows)
-  paths = [figures.epsilon_vs_width(recs, dataset, fig_dir / result_files.epsilon_vs_width_png(label))]
+  paths = [figures.epsilon_vs_width(recs, dataset,
+                                    fig_dir / result_files.epsilon_vs_width_png(label))]
   for which in ("naive", "aligned"):
     how = "naive interpolation" if which == "naive" else "after weight matching"
     panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.curves(which)["loss"])
@@ -98,12 +99,13 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
     wanted += [f"{m}+repair" for m in ["naive"] + wanted] if repair else []
     method_rows = comparison_rows(recs, wanted)
     write_csv(fig_dir / result_files.alignment_methods_csv(label), method_rows)
-    paths.append(method_figures.comparison_figure(recs, wanted, dataset,
-                                                  fig_dir / result_files.alignment_methods_png(label)))
+    paths.append(method_figures.comparison_figure(
+        recs, wanted, dataset, fig_dir / result_files.alignment_methods_png(label)))
     joint = [r for r in recs if "perms" in (r.curves("mergemany") or {})]
     if joint:  # Fig 4.6 without a favoured reference: does its band disappear?
-      paths.append(figures.epsilon_matrices(joint, dataset, "mergemany",
-                                            fig_dir / result_files.epsilon_matrix_png(label, "mergemany")))
+      paths.append(figures.epsilon_matrices(
+          joint, dataset, "mergemany",
+          fig_dir / result_files.epsilon_matrix_png(label, "mergemany")))
   diag = diagnostics_rows(recs)
   if diag:
     write_csv(fig_dir / result_files.alignment_diagnostics_csv(label), diag)

@@ -168,10 +168,10 @@ def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path
                      cmap="viridis_r")
     ax.contour(g.xs, g.ys, np.clip(g.loss, lo, levels[-1]), levels=levels, colors="k",
                linewidths=0.3, alpha=0.5)
-    for (cx, cy), name, l in zip(g.corners, "ABC", g.corner_loss):
+    for (cx, cy), name, corner_loss in zip(g.corners, "ABC", g.corner_loss):
       ax.plot(cx, cy, "o", ms=8, mfc="white", mec="red", mew=2)
-      ax.annotate(f"{name} ({l:.3f})", (cx, cy), xytext=(6, 6), textcoords="offset points",
-                  color="red", fontsize=9, fontweight="bold")
+      ax.annotate(f"{name} ({corner_loss:.3f})", (cx, cy), xytext=(6, 6),
+                  textcoords="offset points", color="red", fontsize=9, fontweight="bold")
     ax.set_aspect("equal")
     ax.set_title(title)
     ax.set_xlabel("along B - A (parameter distance)")
@@ -203,7 +203,8 @@ def swa_losses(records, dataset: str, path) -> Path:
   return save_figure(fig, path)
 
 
-GROUP_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+GROUP_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
+                "#8C8C8C")
 
 
 def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> Path:
@@ -222,8 +223,10 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
     for g in range(len(labels)):
       size = int(np.sum(groups == g))
       color = GROUP_COLORS[g % len(GROUP_COLORS)]
-      ax.add_patch(Rectangle((start - 0.5, -0.5 - 0.04 * n), size, 0.035 * n, color=color, clip_on=False))
-      ax.add_patch(Rectangle((-0.5 - 0.04 * n, start - 0.5), 0.035 * n, size, color=color, clip_on=False))
+      ax.add_patch(Rectangle((start - 0.5, -0.5 - 0.04 * n), size, 0.035 * n, color=color,
+                             clip_on=False))
+      ax.add_patch(Rectangle((-0.5 - 0.04 * n, start - 0.5), 0.035 * n, size, color=color,
+                             clip_on=False))
       if start:
         ax.axhline(start - 0.5, color="white", lw=0.8)
         ax.axvline(start - 0.5, color="white", lw=0.8)
@@ -237,7 +240,8 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
     ax.set_yticks([])
     ax.set_title(name, fontsize=9, pad=18)
   fig.subplots_adjust(left=0.04, right=0.86, top=0.9, bottom=0.1, wspace=0.2, hspace=0.4)
-  handles = [Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g % len(GROUP_COLORS)]) for g in range(len(labels))]
+  handles = [Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g % len(GROUP_COLORS)])
+             for g in range(len(labels))]
   fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
              bbox_to_anchor=(0.45, 0.0))
   fig.colorbar(im, cax=fig.add_axes([0.89, 0.3, 0.015, 0.4]), label="epsilon (test loss)")

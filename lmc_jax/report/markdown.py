@@ -53,7 +53,8 @@ def epsilon_table(path: Path) -> tuple:
     return "*not produced in this run.*\n", None
   table = _md_table(["width", "pairs", "naive Q1", "naive median", "naive Q3", "aligned Q1",
                      "aligned median", "aligned Q3"],
-                    [[r["width"], r["pairs"]] + [_f(r[f"{w}_epsilon_{q}"], 4) for w in ("naive", "aligned")
+                    [[r["width"], r["pairs"]] + [_f(r[f"{w}_epsilon_{q}"], 4)
+                                                 for w in ("naive", "aligned")
                                                  for q in ("q1", "median", "q3")] for r in rows])
   below = all(float(r["aligned_epsilon_median"]) < float(r["naive_epsilon_median"]) for r in rows)
   return table + "\n", below
@@ -72,84 +73,112 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
     parts.append("The quick preset runs Moons at the study's full scale and MNIST and CIFAR-10 "
                  "reduced (fewer widths, models and epochs): their numbers show the pipeline, "
                  "not the study's values. The `thesis` preset runs everything at full scale.\n")
-  parts.append(f"Scale: Moons widths {list(p.moons_widths)}, {p.moons_models} models, {p.moons_epochs} epochs; "
-               f"E6 {p.e6_models} models per configuration; MNIST widths {list(p.mnist_widths)}, "
-               f"{p.mnist_models} models, {p.mnist_epochs} epochs; SWA {p.swa_epochs} epochs at "
-               f"widths {list(p.swa_widths)}; CIFAR-10 width {p.cifar_width}, {p.cifar_models} models "
-               f"per optimizer, {p.cifar_epochs} epochs.\n")
+  parts.append(f"Scale: Moons widths {list(p.moons_widths)}, {p.moons_models} models, "
+               f"{p.moons_epochs} epochs; E6 {p.e6_models} models per configuration; MNIST "
+               f"widths {list(p.mnist_widths)}, {p.mnist_models} models, {p.mnist_epochs} "
+               f"epochs; SWA {p.swa_epochs} epochs at widths {list(p.swa_widths)}; CIFAR-10 "
+               f"width {p.cifar_width}, {p.cifar_models} models per optimizer, {p.cifar_epochs} "
+               "epochs.\n")
 
   parts.append("## Moons zoos (E1, Table 3.1)\n")
-  parts.append(zoo_table(runs / "moons" / rf.zoo_summary_csv("moons"), study.MOONS_TABLE_3_1, "Moons"))
+  parts.append(zoo_table(runs / "moons" / rf.zoo_summary_csv("moons"), study.MOONS_TABLE_3_1,
+                         "Moons"))
   eps, below = epsilon_table(figdir / rf.epsilon_summary_csv("moons"))
-  parts.append("## Linear mode connectivity on Moons (E2, E3)\n\nEpsilon on the test split, quartiles "
-               "over all pairs, naive and after weight matching every model to model 0:\n\n" + eps)
+  parts.append("## Linear mode connectivity on Moons (E2, E3)\n\nEpsilon on the test split, "
+               "quartiles over all pairs, naive and after weight matching every model to model "
+               "0:\n\n" + eps)
   if below is not None:
-    parts.append(f"Median aligned epsilon below median naive at every width: **{'yes' if below else 'no'}** "
-                 "(the study: yes).\n")
-  parts.append(_fig(figdir, rf.epsilon_vs_width_png("moons"), "Fig 4.1, 4.4, 4.5: epsilon against width, naive, aligned, both"))
-  parts.append(_fig(figdir, rf.curves_png("moons", "naive"), "Fig 4.2: loss along every line, naive; median (red) and quartiles"))
-  parts.append(_fig(figdir, rf.curves_png("moons", "aligned"), "Loss along every line after weight matching"))
-  parts.append(_fig(figdir, rf.epsilon_matrix_png("moons", "aligned"), "Fig 4.6 (Moons): pairwise epsilon after alignment, single-linkage clustered, reference marked"))
-  eps_rows, zoo_rows = _csv(figdir / rf.epsilon_summary_csv("moons")), _csv(runs / "moons" / rf.zoo_summary_csv("moons"))
+    parts.append("Median aligned epsilon below median naive at every width: "
+                 f"**{'yes' if below else 'no'}** (the study: yes).\n")
+  parts.append(_fig(figdir, rf.epsilon_vs_width_png("moons"),
+                    "Fig 4.1, 4.4, 4.5: epsilon against width, naive, aligned, both"))
+  parts.append(_fig(figdir, rf.curves_png("moons", "naive"),
+                    "Fig 4.2: loss along every line, naive; median (red) and quartiles"))
+  parts.append(_fig(figdir, rf.curves_png("moons", "aligned"),
+                    "Loss along every line after weight matching"))
+  parts.append(_fig(figdir, rf.epsilon_matrix_png("moons", "aligned"),
+                    "Fig 4.6 (Moons): pairwise epsilon after alignment, single-linkage clustered, "
+                    "reference marked"))
+  eps_rows, zoo_rows = (_csv(figdir / rf.epsilon_summary_csv("moons")),
+                        _csv(runs / "moons" / rf.zoo_summary_csv("moons")))
   if eps_rows and zoo_rows:
     wide, wide_zoo = eps_rows[-1], zoo_rows[-1]
-    parts.append(f"Where ours differs: at width {wide['width']} the naive midpoint of two nets has a "
-                 f"median epsilon of {float(wide['naive_epsilon_median']):.3f} against endpoint test "
-                 f"losses of {float(wide_zoo['test_loss_mean']):.3f}: still good classifiers, but "
-                 "clearly worse in loss. The study calls wide naive averages \"slightly worse\" and "
-                 "gives no numbers for its Fig 4.1, so only the trends (epsilon falls with width "
-                 "beyond the narrow nets; alignment lowers it at every width) can be compared.\n")
+    parts.append(f"Where ours differs: at width {wide['width']} the naive midpoint of two nets "
+                 f"has a median epsilon of {float(wide['naive_epsilon_median']):.3f} against "
+                 f"endpoint test losses of {float(wide_zoo['test_loss_mean']):.3f}: still good "
+                 "classifiers, but clearly worse in loss. The study calls wide naive averages "
+                 "\"slightly worse\" and gives no numbers for its Fig 4.1, so only the trends "
+                 "(epsilon falls with width beyond the narrow nets; alignment lowers it at every "
+                 "width) can be compared.\n")
 
   parts.append("## Loss-surface planes (E9, Fig 1.1, 1.2)\n")
   planes = sorted((runs / "moons").glob(f"moons_w*/{rf.PLANE_PNG}"))
   if planes:
     (figdir / rf.plane_png("moons")).write_bytes(planes[-1].read_bytes())
-  parts.append(_fig(figdir, rf.plane_png("moons"), "Fig 1.1/1.2: test loss on the plane through three Moons nets, before and after aligning B and C to A"))
+  parts.append(_fig(figdir, rf.plane_png("moons"),
+                    "Fig 1.1/1.2: test loss on the plane through three Moons nets, before and "
+                    "after aligning B and C to A"))
 
   parts.append("## Feature redundancy (E5, Table 5.1)\n")
   rows = _csv(figdir / rf.redundancy_table_csv("moons"))
   if rows:
-    parts.append(_md_table(["width", "merged width (ours)", "merged width (study)", "test acc before",
-                            "test acc after (ours)", "test acc after (study)", "eps merged naive",
-                            "eps merged re-aligned"],
+    parts.append(_md_table(["width", "merged width (ours)", "merged width (study)",
+                            "test acc before", "test acc after (ours)", "test acc after (study)",
+                            "eps merged naive", "eps merged re-aligned"],
                            [[r["width"], _f(r["merged_width"], 2), _f(r["study_merged_width"], 2),
-                             _f(r["test_acc_before"]), _f(r["test_acc_after"]), _f(r["study_test_acc_after"]),
-                             _f(r["eps_naive_median"], 4), _f(r["eps_aligned_median"], 4)] for r in rows]) + "\n")
+                             _f(r["test_acc_before"]), _f(r["test_acc_after"]),
+                             _f(r["study_test_acc_after"]), _f(r["eps_naive_median"], 4),
+                             _f(r["eps_aligned_median"], 4)] for r in rows]) + "\n")
     last = rows[-1]
     parts.append("Our merge adds lam * v_j to the kept unit (exact for proportional units), so "
                  "accuracy after merging stays at its value before (width "
-                 f"{last['width']}: {_f(last['test_acc_before'])} -> {_f(last['test_acc_after'])}); the "
-                 "study's code used 1/lam, which explains its drop (0.998 -> 0.990 at width 512). "
-                 f"At width {last['width']} our nets keep {_f(last['merged_width'], 1)} units after "
-                 f"merging, the study's {_f(last['study_merged_width'], 1)}.\n")
-  parts.append(_fig(figdir, rf.decision_boundaries_png("moons"), "Fig 5.1: decision boundaries and every hidden unit's line, a pair and its average, widths 4 and 512"))
-  parts.append(_fig(figdir, rf.unit_cosine_png("moons"), "Fig 5.2: cosine similarity of hidden units, clustered"))
-  parts.append(_fig(figdir, rf.redundancy_epsilon_png("moons"), "Fig 5.3: epsilon of merged nets, naive and re-aligned, beside the originals"))
+                 f"{last['width']}: {_f(last['test_acc_before'])} -> "
+                 f"{_f(last['test_acc_after'])}); the study's code used 1/lam, which explains "
+                 "its drop (0.998 -> 0.990 at width 512). "
+                 f"At width {last['width']} our nets keep {_f(last['merged_width'], 1)} units "
+                 f"after merging, the study's {_f(last['study_merged_width'], 1)}.\n")
+  parts.append(_fig(figdir, rf.decision_boundaries_png("moons"),
+                    "Fig 5.1: decision boundaries and every hidden unit's line, a pair and its "
+                    "average, widths 4 and 512"))
+  parts.append(_fig(figdir, rf.unit_cosine_png("moons"),
+                    "Fig 5.2: cosine similarity of hidden units, clustered"))
+  parts.append(_fig(figdir, rf.redundancy_epsilon_png("moons"),
+                    "Fig 5.3: epsilon of merged nets, naive and re-aligned, beside the originals"))
 
   parts.append("## Training dynamics (E6, E7, Table 5.2)\n")
   parts.append(_dynamics(figdir / rf.dynamics_json("moons_e6"), None))
   parts.append(f"Study: {study.MOONS_TABLE_5_2}.\n")
-  parts.append(_fig(figdir, rf.epsilon_groups_png("moons_e6"), "Fig 5.4-5.7: pairwise epsilon by init/optimizer group; naive, aligned to the best model, to the best of each group (E7), every pair aligned directly"))
+  parts.append(_fig(figdir, rf.epsilon_groups_png("moons_e6"),
+                    "Fig 5.4-5.7: pairwise epsilon by init/optimizer group; naive, aligned to the "
+                    "best model, to the best of each group (E7), every pair aligned directly"))
 
   parts.append("## MNIST (E1-E3, Table 3.2)\n")
-  parts.append(zoo_table(runs / "mnist" / rf.zoo_summary_csv("mnist"), study.MNIST_TABLE_3_2, "MNIST"))
+  parts.append(zoo_table(runs / "mnist" / rf.zoo_summary_csv("mnist"), study.MNIST_TABLE_3_2,
+                         "MNIST"))
   eps, below = epsilon_table(figdir / rf.epsilon_summary_csv("mnist"))
   parts.append(eps)
-  parts.append(_fig(figdir, rf.epsilon_vs_width_png("mnist"), "Fig 4.1b, 4.4b: MNIST epsilon against width"))
-  parts.append(_fig(figdir, rf.curves_png("mnist", "naive"), "Fig 4.3: MNIST loss along every line, naive"))
-  parts.append(_fig(figdir, rf.epsilon_matrix_png("mnist", "aligned"), "Fig 4.6 (MNIST): pairwise epsilon after alignment"))
+  parts.append(_fig(figdir, rf.epsilon_vs_width_png("mnist"),
+                    "Fig 4.1b, 4.4b: MNIST epsilon against width"))
+  parts.append(_fig(figdir, rf.curves_png("mnist", "naive"),
+                    "Fig 4.3: MNIST loss along every line, naive"))
+  parts.append(_fig(figdir, rf.epsilon_matrix_png("mnist", "aligned"),
+                    "Fig 4.6 (MNIST): pairwise epsilon after alignment"))
 
   parts.append(alignment_section(figdir))
 
   parts.append("## SWA (E4, Fig 4.7, 4.8)\n")
-  parts.append(_fig(figdir, rf.swa_losses_png("mnist"), "Fig 4.7: test loss of SWA samples and their running average"))
-  parts.append(_fig(figdir, rf.swa_curves_png("mnist"), "Fig 4.8: loss along the line between every pair of SWA samples"))
+  parts.append(_fig(figdir, rf.swa_losses_png("mnist"),
+                    "Fig 4.7: test loss of SWA samples and their running average"))
+  parts.append(_fig(figdir, rf.swa_curves_png("mnist"),
+                    "Fig 4.8: loss along the line between every pair of SWA samples"))
 
   parts.append("## CIFAR-10 (JPEG re-encode) optimizers (E8, Table 5.3)\n")
   parts.append(_dynamics(figdir / rf.dynamics_json("cifar10_e8"), study.CIFAR10_TABLE_5_3))
   parts.append("These nets are trained on a JPEG (quality 75) re-encode of CIFAR-10, without the "
                "study's AutoAugment; label them \"CIFAR-10 (JPEG re-encode)\".\n")
-  parts.append(_fig(figdir, rf.epsilon_groups_png("cifar10_e8"), "Fig 5.8, 5.9: pairwise epsilon by optimizer; references: best overall and best of each optimizer (best SGD, best RMSprop)"))
+  parts.append(_fig(figdir, rf.epsilon_groups_png("cifar10_e8"),
+                    "Fig 5.8, 5.9: pairwise epsilon by optimizer; references: best overall and "
+                    "best of each optimizer (best SGD, best RMSprop)"))
 
   parts.append("## Commands\n")
   parts.append(_md_table(["command", "status", "seconds"],
@@ -225,13 +254,15 @@ def _dynamics(path: Path, reference) -> str:
   d = json.loads(path.read_text())
   rows = []
   for r in d["table"]:
-    row = [r["group"], r["models"], r["test_loss"], r["test_acc"], _f(r["eps_within"], 4), _f(r["eps_across"], 4)]
+    row = [r["group"], r["models"], r["test_loss"], r["test_acc"], _f(r["eps_within"], 4),
+           _f(r["eps_across"], 4)]
     if reference is not None:
       opt = r["group"].split(" / ")[-1]
       ref = reference.get(opt, (None, None))
       row += [_f(ref[0]), _f(ref[1])]
     rows.append(row)
-  headers = ["group", "models", "test loss", "test acc", "median eps within group", "median eps across"]
+  headers = ["group", "models", "test loss", "test acc", "median eps within group",
+             "median eps across"]
   if reference is not None:
     headers += ["test loss (study)", "test acc (study)"]
   return _md_table(headers, rows) + "\n"

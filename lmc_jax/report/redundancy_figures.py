@@ -58,7 +58,8 @@ def cosine_matrices(nets, path, title: str):
   for ax, (label, params) in zip(axes, nets):
     cos = cosine_similarity(params)
     order = single_linkage_order(1 - cos)
-    im = ax.imshow(cos[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    im = ax.imshow(cos[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1,
+                   interpolation="nearest")
     ax.set_title(label, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -1,7 +1,7 @@
 """The whole study as a list of commands, at two scales.
 
-`quick` runs on a 2-core CPU in about a quarter of an hour: Moons at full scale, MNIST and
-CIFAR-10 reduced. `thesis` is the study's scale, meant for a GPU. Every step is one of the
+`quick` is sized for a 2-core CPU (its time is in BUILD_NOTES.md): Moons at full scale,
+MNIST and CIFAR-10 reduced. `thesis` is the study's scale, meant for a GPU. Every step is one of the
 documented entry points, so the report can list exactly what produced each number.
 """
 from __future__ import annotations
@@ -35,10 +35,11 @@ class Preset(NamedTuple):
 
 
 PRESETS = {
-    "quick": Preset("quick", MOONS_WIDTHS, 100, 50, 10, (8, 16, 32, 64), 10, 10, (8, 64), 10, 128, 3, 5),
-    "thesis": Preset("thesis", MOONS_WIDTHS, 100, 50, 10, MOONS_WIDTHS, 50, 60, (8, 16, 64, 512), 10,
-                     512, 10, 60),
-    # A few seconds a step: for the tests of the pipeline itself, not for results.
+    "quick": Preset("quick", MOONS_WIDTHS, 100, 50, 10, (8, 16, 32, 64), 10, 10,
+                    (8, 64), 10, 128, 3, 5),
+    "thesis": Preset("thesis", MOONS_WIDTHS, 100, 50, 10, MOONS_WIDTHS, 50, 60,
+                     (8, 16, 64, 512), 10, 512, 10, 60),
+    # Tiny steps: for the tests of the pipeline itself, not for results.
     "smoke": Preset("smoke", (4, 64), 5, 4, 3, (8,), 2, 1, (8,), 2, 16, 2, 1),
 }
 
@@ -60,7 +61,8 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
   moons = f"{runs}/moons"
   out = [
       Step("moons", ["experiments.zoo", "--width=" + ",".join(map(str, p.moons_widths)),
-                     f"--num_models={p.moons_models}", f"--epochs={p.moons_epochs}", f"--out={moons}"]),
+                     f"--num_models={p.moons_models}", f"--epochs={p.moons_epochs}",
+                     f"--out={moons}"]),
       Step("moons", ["experiments.barrier", f"--runs={moons}", fig, *align]),
       Step("redundancy", ["experiments.redundancy", f"--runs={moons}", fig]),
       Step("plane", ["experiments.plane", f"--zoo={moons}/moons_w{min(64, max(p.moons_widths))}",
@@ -73,26 +75,33 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
     extra = list(MOONS_RMSPROP) if opt == "rmsprop" else []
     out.append(Step("dynamics", ["experiments.zoo", "--width=512", f"--num_models={p.e6_models}",
                                  f"--epochs={p.moons_epochs}", f"--seed={100 + g}",
-                                 f"--init={init}", f"--optimizer={opt}", *extra, f"--out={runs}/moons_e6"]))
+                                 f"--init={init}", f"--optimizer={opt}", *extra,
+                                 f"--out={runs}/moons_e6"]))
     e6.append(f"{runs}/moons_e6/moons_{init}{'_' + opt if opt != 'adamw' else ''}_w512")
-  out.append(Step("dynamics", ["experiments.dynamics", "--zoo=" + ",".join(e6), "--name=moons_e6", fig]))
+  out.append(Step("dynamics", ["experiments.dynamics", "--zoo=" + ",".join(e6),
+                               "--name=moons_e6", fig]))
   mnist = f"{runs}/mnist"
   out += [
       Step("mnist", ["experiments.fetch", "--dataset=mnist", d]),
-      Step("mnist", ["experiments.zoo", "--dataset=mnist", "--width=" + ",".join(map(str, p.mnist_widths)),
-                     f"--num_models={p.mnist_models}", f"--epochs={p.mnist_epochs}", d, f"--out={mnist}"],
+      Step("mnist", ["experiments.zoo", "--dataset=mnist",
+                     "--width=" + ",".join(map(str, p.mnist_widths)),
+                     f"--num_models={p.mnist_models}", f"--epochs={p.mnist_epochs}", d,
+                     f"--out={mnist}"],
            "mnist"),
       Step("mnist", ["experiments.barrier", f"--runs={mnist}", d, fig, *align], "mnist"),
-      Step("swa", ["experiments.swa", "--zoo=" + ",".join(f"{mnist}/mnist_w{w}" for w in p.swa_widths),
+      Step("swa", ["experiments.swa",
+                   "--zoo=" + ",".join(f"{mnist}/mnist_w{w}" for w in p.swa_widths),
                    f"--epochs={p.swa_epochs}", "--lr=0.05", d, fig], "mnist"),
   ]
   if cifar_source:
-    out.append(Step("cifar10", ["experiments.fetch", "--dataset=cifar10", f"--source={cifar_source}", d]))
+    out.append(Step("cifar10", ["experiments.fetch", "--dataset=cifar10",
+                                f"--source={cifar_source}", d]))
   e8 = []
   for g, opt in enumerate(E8_OPTIMIZERS):
-    out.append(Step("cifar10", ["experiments.zoo", "--dataset=cifar10", f"--optimizer={opt}", f"--seed={200 + g}",
-                                f"--width={p.cifar_width}", f"--num_models={p.cifar_models}",
-                                f"--epochs={p.cifar_epochs}", d, f"--out={runs}/cifar10"], "cifar10"))
+    out.append(Step("cifar10", ["experiments.zoo", "--dataset=cifar10", f"--optimizer={opt}",
+                                f"--seed={200 + g}", f"--width={p.cifar_width}",
+                                f"--num_models={p.cifar_models}", f"--epochs={p.cifar_epochs}", d,
+                                f"--out={runs}/cifar10"], "cifar10"))
     e8.append(f"{runs}/cifar10/cifar10{'_' + opt if opt != 'adamw' else ''}_w{p.cifar_width}")
   out.append(Step("cifar10", ["experiments.dynamics", "--zoo=" + ",".join(e8), "--name=cifar10_e8",
                               d, fig], "cifar10"))

@@ -32,12 +32,14 @@ def zoo_row(doc: dict) -> dict:
   return row
 
 
-def format_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] = None) -> str:
+def format_table(rows: Sequence[dict], columns: Sequence[str],
+                 headers: Sequence[str] = None) -> str:
   """Plain-text table with aligned columns; floats get 4 decimals."""
   headers = list(headers or columns)
   cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
   body = [[cell(r[c]) for c in columns] for r in rows]
-  widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
+  widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+            for i, h in enumerate(headers)]
   line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))
   out = [line(headers), line(["-" * w for w in widths])] + [line(b) for b in body]
   return "\n".join(out)

@@ -57,7 +57,8 @@ def read_zoo_json(directory) -> dict:
   directory = Path(directory)
   if not directory.is_dir():
     raise LmcError(f"Zoo directory {directory} does not exist; train one with "
-                   f"`python -m experiments.zoo --out={directory.parent}` or pass an existing --zoo.")
+                   f"`python -m experiments.zoo --out={directory.parent}` or pass an existing "
+                   "--zoo.")
   path = directory / ZOO_JSON
   if not path.is_file():
     raise LmcError(f"{directory} holds no {ZOO_JSON}, so it is not a finished zoo; train it "

@@ -50,7 +50,8 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
     doc = read_zoo_json(directory)
     same = ZooConfig.from_dict(doc["config"]) == config
     if same and not overwrite:
-      logging.info("%s already holds this zoo; reusing it (pass --overwrite to retrain).", directory)
+      logging.info("%s already holds this zoo; reusing it (pass --overwrite to retrain).",
+                   directory)
       return doc
     if not overwrite:
       raise LmcError(f"{directory} already holds a zoo with another config; pass --overwrite to "

@@ -36,7 +36,8 @@ def running_mean(samples):
   return jax.tree_util.tree_map(one, samples)
 
 
-def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10, lr: float = 0.05) -> SwaRun:
+def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10,
+        lr: float = 0.05) -> SwaRun:
   """Continues training `params` (one model) for `epochs` epochs at constant `lr` with the
   zoo's optimizer; epoch e's data order comes from `fold_in(key, e)`."""
   model = model_for(config)

@@ -102,11 +102,12 @@ def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: 
 
   On an accelerator, or with several devices, all of them (one `vmap`). On a CPU, as many
   as keep one chunk's activations and optimizer state near the cache (16 MiB): at 50 Moons
-  nets of width 512 that trains 1.6x faster than all 50 at once (BUILD_NOTES.md).
+  nets of width 512 that trains faster than all 50 at once (measured in BUILD_NOTES.md).
   """
   if num_devices > 1 or jax.devices()[0].platform != "cpu":
     return num_models
-  units = sum(int(l.shape[-1]) for l in jax.tree_util.tree_leaves(params_one) if l.ndim == 2)
+  units = sum(int(leaf.shape[-1]) for leaf in jax.tree_util.tree_leaves(params_one)
+              if leaf.ndim == 2)
   per_model = 4 * batch_size * units + 4 * num_params(params_one)
   return int(max(1, min(num_models, 2 ** 22 // per_model)))
 
