@@ -14,8 +14,10 @@ module to import).
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
+import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -228,11 +230,22 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
   return MethodResult(permute_zoo(spec, result.perms, params), result.perms, result.info, seconds)
 
 
+PLUGINS_ENV = "LMC_JAX_ALIGN_PLUGINS"
+
+
 def load_plugins() -> None:
-  """Imports the modules that installed packages name in the entry-point group
-  `lmc_jax.align_methods`, so their methods register."""
+  """Imports the modules that register further methods: those installed packages name in
+  the entry-point group `lmc_jax.align_methods`, and those listed, comma-separated, in the
+  environment variable LMC_JAX_ALIGN_PLUGINS (importable module names)."""
   for ep in importlib.metadata.entry_points(group="lmc_jax.align_methods"):
     try:
       ep.load()
     except Exception as e:  # a broken plugin must not stop the built-in methods
-      logging.warning("alignment method plugin %s could not be loaded: %s", ep.value, e)
+      logging.warning("alignment method plugin %s (entry point %s) could not be loaded: %s; "
+                      "reinstall or remove the package that declares it.", ep.value, ep.name, e)
+  for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+    try:
+      importlib.import_module(module)
+    except Exception as e:
+      logging.warning("alignment method plugin %s (from %s) could not be imported: %s; put it "
+                      "on PYTHONPATH or remove it from %s.", module, PLUGINS_ENV, e, PLUGINS_ENV)
