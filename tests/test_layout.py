@@ -1,0 +1,75 @@
+"""The folders are the dependency order: a module imports only from its own sub-package,
+the ones listed before it, and the foundation modules at the top of the package."""
+import ast
+from pathlib import Path
+
+import lmc_jax
+
+PACKAGE = Path(lmc_jax.__file__).parent
+ORDER = ["data", "nn", "zoo", "lmc", "align", "analysis", "report"]
+FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files"}
+
+
+def level(module: str) -> int:
+  """-1 for the foundation, the sub-package's index otherwise."""
+  parts = module.split(".")
+  if parts[0] != "lmc_jax" or len(parts) == 1:
+    raise AssertionError(f"not a library module: {module}")
+  if parts[1] in FOUNDATION:
+    return -1
+  assert parts[1] in ORDER, f"{module}: sub-package {parts[1]!r} is not in the declared order"
+  return ORDER.index(parts[1])
+
+
+def imported_modules(path: Path):
+  """Every `lmc_jax...` module a file imports, at the top or inside functions."""
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lmc_jax"):
+      if node.module == "lmc_jax":  # from lmc_jax import result_files
+        yield from (f"lmc_jax.{a.name}" for a in node.names)
+      elif node.module in {f"lmc_jax.{p}" for p in ORDER}:  # from lmc_jax.report import figures
+        yield from (f"{node.module}.{a.name}" for a in node.names)
+      else:
+        yield node.module
+    elif isinstance(node, ast.Import):
+      yield from (a.name for a in node.names if a.name.startswith("lmc_jax."))
+
+
+def library_modules():
+  for path in sorted(PACKAGE.rglob("*.py")):
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    name = ".".join(rel.parts)
+    if name != "lmc_jax.__init__":  # the public API re-exports from every level
+      yield name.removesuffix(".__init__"), path
+
+
+def test_every_module_imports_only_downward():
+  wrong = []
+  for name, path in library_modules():
+    for dep in imported_modules(path):
+      if dep != "lmc_jax.__version__" and level(dep) > level(name):
+        wrong.append(f"{name} imports {dep}")
+  assert not wrong, "imports against the dependency order:\n" + "\n".join(wrong)
+
+
+def test_the_foundation_imports_nothing_above_it():
+  for name, path in library_modules():
+    if level(name) == -1:
+      deps = [d for d in imported_modules(path) if d != "lmc_jax.__version__"]
+      assert all(level(dep) == -1 for dep in deps), name
+
+
+def test_every_sub_package_is_declared():
+  found = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+  assert found == set(ORDER)
+  top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+  assert top == FOUNDATION
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("from lmc_jax.report.figures import new_figure\n"
+                 "def f():\n  from lmc_jax import result_files\n")
+  deps = list(imported_modules(bad))
+  assert deps == ["lmc_jax.report.figures", "lmc_jax.result_files"]
+  assert level(deps[0]) > level("lmc_jax.data.datasets")
