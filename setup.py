@@ -6,6 +6,8 @@ setup(
     description="Train zoos of networks at once, align them by permutation, and measure "
                 "linear mode connectivity along every line between them.",
     packages=find_packages(include=["lmc_jax", "lmc_jax.*", "experiments", "experiments.*"]),
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",
