@@ -32,6 +32,7 @@ from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.report.tables import format_table
+from lmc_jax.result_files import BENCH_FORMAT
 from lmc_jax.zoo.io import package_versions
 from lmc_jax.zoo.training import train_zoo
 
@@ -155,7 +156,8 @@ def main(argv):
         "(max relative difference; float32 on the device). Alignment: 'vectorised' is the "
         "jitted solver vmapped over models or pairs.")
   if FLAGS.json:
-    atomic_write_json(FLAGS.json, {"settings": {"models": n, "epochs": epochs, "widths": widths,
+    atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
+                                   "settings": {"models": n, "epochs": epochs, "widths": widths,
                                                 "align_models": align_n},
                                    "rates": rates, "results": record, "table": rows,
                                    "device": str(device), "machine": platform.platform(),

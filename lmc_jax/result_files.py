@@ -7,6 +7,8 @@ functions.
 """
 from __future__ import annotations
 
+from lmc_jax.errors import LmcError
+
 # Inside a zoo directory.
 ZOO_JSON = "zoo.json"
 PARAMS_NPZ = "params.npz"
@@ -86,3 +88,26 @@ def decision_boundaries_png(dataset: str) -> str:
 def plane_png(dataset: str) -> str:
   """The report's copy of one zoo's plane figure."""
   return f"{dataset}_plane.png"
+
+
+# The format each JSON file is written in (its "format" field). A reader refuses a file of
+# a newer format than it knows, since its fields may mean something else there.
+ZOO_FORMAT = 1
+BARRIER_FORMAT = 2  # 2: weight matching's curves stored once, as "aligned"
+REDUNDANCY_FORMAT = 1
+SWA_FORMAT = 1
+PLANE_FORMAT = 1
+DYNAMICS_FORMAT = 1
+BENCH_FORMAT = 1
+SOURCE_FORMAT = 1  # a dataset's SOURCE.json
+
+
+def check_format(doc: dict, path, newest: int) -> dict:
+  """`doc` (read from `path`) unless its format is newer than `newest`; files from before
+  formats were recorded count as format 1."""
+  found = doc.get("format", 1) if isinstance(doc, dict) else 1
+  if not isinstance(found, int) or found > newest:
+    raise LmcError(f"{path} has format {found!r}, newer than the {newest} this lmc_jax reads; "
+                   "upgrade lmc_jax (pip install -U lmc_jax), or write the file again with "
+                   "this version.")
+  return doc

@@ -187,6 +187,7 @@ def test_plane_end_to_end_and_bad_models(runs):
   assert r.returncode == 0, r.stderr
   res = json.loads((runs / "moons_w8" / "plane.json").read_text())
   doc = json.loads((runs / "moons_w8" / "zoo.json").read_text())
+  assert res["format"] == 1 and doc["format"] == 1
   for which in ("naive", "aligned"):
     assert np.asarray(res[which]["loss"]).shape == (6, 6)
     # The marked networks are the zoo's models, aligned or not (permutation keeps the loss).
@@ -202,7 +203,7 @@ def test_redundancy_end_to_end(runs):
   assert "merged width" in r.stdout
   res = json.loads((runs / "moons_w8" / "redundancy.json").read_text())
   doc = json.loads((runs / "moons_w8" / "zoo.json").read_text())
-  assert all(1 <= w <= 8 for w in res["reduced_width"])
+  assert res["format"] == 1 and all(1 <= w <= 8 for w in res["reduced_width"])
   # Merging at cos > 0.99 barely changes a net: accuracy after stays within a sample or two.
   for k in range(4):
     assert abs(res["reduced_test_acc"][k] - doc["models"][k]["test_acc"]) <= 4 / 512
@@ -216,7 +217,7 @@ def test_swa_end_to_end(runs, tmp_path):
           f"--figures={tmp_path}")
   assert r.returncode == 0, r.stderr
   res = json.loads((runs / "moons_w8" / "swa.json").read_text())
-  assert res["model"] == 1 and len(res["sample_loss"]) == 3
+  assert res["format"] == 1 and res["model"] == 1 and len(res["sample_loss"]) == 3
   assert res["samples"]["pairs"] == [[0, 1], [0, 2], [1, 2]]
   # The first running average is the first sample itself.
   assert res["average_loss"][0] == pytest.approx(res["sample_loss"][0], rel=1e-5)
@@ -243,6 +244,7 @@ def test_bench_prints_its_table_and_writes_json(tmp_path):
                "w8: weight-match 2 models to one", "w8: weight-match all 3 pairs", "floor s"):
     assert what in r.stdout
   res = json.loads((tmp_path / "b.json").read_text())
+  assert res["format"] == 1
   plane = res["results"]["plane"]  # bytes: 16 per parameter of one net per grid point
   w8 = default_config("moons", hidden=(8,) * len(default_config("moons").hidden))
   w8_net = model_for(w8).init(jax.random.key(0), jnp.zeros((1, 2)))["params"]  # Moons: 2 inputs

@@ -34,10 +34,9 @@ from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import MEASURES, curves_entry
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.result_files import BARRIER_JSON
+from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
 
-BARRIER_FORMAT = 2
 CURVE_KEYS = ("pairs", "loss", "acc", *MEASURES)
 
 
@@ -101,16 +100,26 @@ def method_curves(result: dict, name: str) -> Optional[dict]:
 
 
 def _previous(job: BarrierJob) -> Optional[dict]:
-  """The zoo's barrier.json if it was computed from these params with these settings."""
+  """The zoo's barrier.json if it was computed from these params with these settings (an
+  older format is recomputed; a newer one is refused, so this version never overwrites it
+  unasked)."""
+  path = job.directory / BARRIER_JSON
   try:
-    old = json.loads((job.directory / BARRIER_JSON).read_text())
+    old = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  found = old.get("format") if isinstance(old, dict) else None
+  if isinstance(found, int) and found > BARRIER_FORMAT:
+    raise LmcError(f"{path} has format {found}, newer than the {BARRIER_FORMAT} this lmc_jax "
+                   "reads; upgrade lmc_jax, or pass --recompute to replace it.")
+  try:
     if (old.get("format") == BARRIER_FORMAT
         and old.get("params_sha256") == job.doc["params_sha256"]
         and old.get("split") == job.split and old.get("reference") == job.reference
         and np.allclose(old["alphas"], job.alphas) and "naive" in old and "aligned" in old):
       old.setdefault("methods", {})
       return old
-  except (OSError, ValueError, KeyError, TypeError):
+  except (ValueError, KeyError, TypeError, AttributeError):
     pass
   return None
 

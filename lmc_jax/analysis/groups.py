@@ -18,7 +18,7 @@ from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
-from lmc_jax.result_files import dynamics_json
+from lmc_jax.result_files import DYNAMICS_FORMAT, dynamics_json
 from lmc_jax.tree_utils import stack
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
@@ -140,7 +140,8 @@ def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max
     rows.append(row)
   path = Path(out_dir) / dynamics_json(name)
   atomic_write_json(path, {
-      "zoos": [str(d) for d in directories], "labels": zoo.labels, "groups": zoo.groups.tolist(),
+      "format": DYNAMICS_FORMAT, "zoos": [str(d) for d in directories], "labels": zoo.labels,
+      "groups": zoo.groups.tolist(),
       "origin": zoo.origin, "references": refs, "table": rows,
       "epsilon": {k: v.tolist() for k, v in mats.items()}, "versions": package_versions()})
   return GroupComparison(zoo, mats, refs, rows, name, path)

@@ -13,7 +13,7 @@ from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.loss_plane import PlaneGrid, plane_grid
-from lmc_jax.result_files import PLANE_JSON
+from lmc_jax.result_files import PLANE_FORMAT, PLANE_JSON
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
@@ -55,7 +55,7 @@ def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31
   grids = [plane_grid(model, a, b, c, data.x_test, data.y_test, resolution, margin),
            plane_grid(model, a, b_al, c_al, data.x_test, data.y_test, resolution, margin)]
   atomic_write_json(directory / PLANE_JSON, {
-      "models": ids, "split": "test", "naive": grid_json(grids[0]),
+      "format": PLANE_FORMAT, "models": ids, "split": "test", "naive": grid_json(grids[0]),
       "aligned": grid_json(grids[1]), "versions": package_versions()})
   return PlaneResult(ids, grids[0], grids[1], doc.get("data_source") or config.dataset,
                      config.hidden[0])

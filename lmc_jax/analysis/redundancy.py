@@ -25,7 +25,13 @@ from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curves_entry
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import make_mlp
-from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_JSON
+from lmc_jax.result_files import (
+  BARRIER_FORMAT,
+  BARRIER_JSON,
+  REDUNDANCY_FORMAT,
+  REDUNDANCY_JSON,
+  check_format,
+)
 from lmc_jax.tree_utils import take, to_numpy
 from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
 
@@ -55,7 +61,8 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
                              max_iter, skip=set(range(n)) - set(usable)).params
   aligned = pair_sweep(rmodel, aligned_params, pairs, data.x_test, data.y_test)
   result = {
-      "zoo": str(directory), "threshold": threshold, "reference": reference,
+      "format": REDUNDANCY_FORMAT, "zoo": str(directory), "threshold": threshold,
+      "reference": reference,
       "alphas": naive.alphas.tolist(), "width": config.hidden[0], "reduced_width": widths.tolist(),
       "reduced_test_loss": loss.tolist(), "reduced_test_acc": acc.tolist(),
       "models": usable, "naive": curves_entry(naive), "aligned": curves_entry(aligned),
@@ -85,7 +92,10 @@ def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
   res = analyse_redundancy(directory, threshold, reference, data_dir=data_dir, loaded=loaded)
   w, ok, doc = res["width"], res["models"], loaded.doc
   barrier = directory / BARRIER_JSON
-  orig = json.loads(barrier.read_text())["naive"]["epsilon"] if barrier.exists() else []
+  orig = []
+  if barrier.exists():
+    old = check_format(json.loads(barrier.read_text()), barrier, BARRIER_FORMAT)
+    orig = old["naive"]["epsilon"]
   study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
   row = {"width": w, "merged_width": float(np.mean([res["reduced_width"][k] for k in ok])),
          "study_merged_width": study[0],

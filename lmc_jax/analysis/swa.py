@@ -14,7 +14,7 @@ from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curves_entry
-from lmc_jax.result_files import SWA_JSON
+from lmc_jax.result_files import SWA_FORMAT, SWA_JSON
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 from lmc_jax.zoo.swa import swa
@@ -50,7 +50,8 @@ def swa_zoo(directory, model: Optional[int] = None, epochs: int = 10, lr: float 
   curves = pair_sweep(net, run.samples, all_pairs(epochs), data.x_test, data.y_test)
   entry = curves_entry(curves)
   atomic_write_json(directory / SWA_JSON, {
-      "model": k, "epochs": epochs, "lr": lr, "seed": seed, "start_loss": run.start_loss,
+      "format": SWA_FORMAT, "model": k, "epochs": epochs, "lr": lr, "seed": seed,
+      "start_loss": run.start_loss,
       "sample_loss": run.sample_loss.tolist(), "average_loss": run.average_loss.tolist(),
       "alphas": curves.alphas.tolist(), "samples": entry, "versions": package_versions()})
   return SwaResult(config.hidden[0], config.dataset, doc.get("data_source") or config.dataset, k,

@@ -21,6 +21,7 @@ import numpy as np
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
 from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.errors import LmcError
+from lmc_jax.result_files import SOURCE_FORMAT, check_format
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)  # the study's per-channel normalisation
@@ -124,7 +125,8 @@ def install_cifar10(source, data_dir) -> dict:
   source = str(source)
   root = _root(data_dir)
   if source.startswith("tfds:"):
-    info = {"kind": "tfds", "label": "CIFAR-10 (TFDS)", "tfds_data_dir": source[5:], "from": source}
+    info = {"format": SOURCE_FORMAT, "kind": "tfds", "label": "CIFAR-10 (TFDS)",
+            "tfds_data_dir": source[5:], "from": source}
     load_raw_from(info, root)  # checks it loads before anything is written
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "SOURCE.json", info)
@@ -151,7 +153,7 @@ def install_cifar10(source, data_dir) -> dict:
     jpeg = kind == "image-folder" and any(folder.glob("train/*/*.jpg"))
     label = "CIFAR-10" if kind == "cifar-10-python" else (
         "CIFAR-10 (JPEG re-encode)" if jpeg else "CIFAR-10 (image folder)")
-    info = {"kind": kind, "label": label, "from": str(src.resolve())}
+    info = {"format": SOURCE_FORMAT, "kind": kind, "label": label, "from": str(src.resolve())}
     if src.is_file():
       info["sha256"] = sha256_file(src)
     # Replace the installed copy only once the new one is complete.
@@ -208,7 +210,7 @@ def read_source_info(data_dir) -> dict:
   if not path.is_file():
     raise LmcError(f"CIFAR-10 is not installed in {_root(data_dir)}; " + fetch_hint(data_dir) + ".")
   try:
-    return json.loads(path.read_text())
+    return check_format(json.loads(path.read_text()), path, SOURCE_FORMAT)
   except ValueError:
     raise LmcError(f"{path} is not valid JSON; install the data again.") from None
 

