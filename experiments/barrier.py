@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from experiments.common import exit_on_lmc_error
 from lmc_jax.align.registry import MethodSettings, all_settings, check_methods, method_names
@@ -90,7 +90,6 @@ def main(argv):
     read_zoo_json(z)
   records = []
   for z in zoos:
-    logging.info("%s: interpolating every pair, naive and aligned by %s", z, ",".join(methods))
     result = analyse_zoo(z, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
                          methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
                          settings=settings, recompute=FLAGS.recompute)

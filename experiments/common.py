@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import functools
+import logging as stdlib_logging
 import sys
 
 import jax
 from absl import flags, logging
 
 from lmc_jax.errors import LmcError
+
+# JAX logs at INFO that it looked for a TPU and found none, on every run of every entry
+# point; only what is there matters.
+stdlib_logging.getLogger("jax._src.xla_bridge").setLevel(stdlib_logging.WARNING)
 
 
 def exit_on_lmc_error(main):

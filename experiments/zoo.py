@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from experiments.common import (
   define_distributed_flags,
@@ -85,8 +85,6 @@ def main(argv):
   rows = []
   for config in configs:
     directory = out / zoo_dirname(config)
-    logging.info("zoo %s: %d models, hidden %s, %d epochs", directory, config.num_models,
-                 list(config.hidden), config.epochs)
     doc = run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir)
     if doc is None:  # not the first of several processes: it has written and will report
       continue

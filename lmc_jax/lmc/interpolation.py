@@ -161,7 +161,7 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
     chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs))
   chunk = padded_size(chunk, mesh)  # every device gets the same share of a chunk
   num_chunks = -(-len(pairs) // chunk)
-  logging.info("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs on %d device(s)",
+  logging.debug("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs on %d device(s)",
                len(pairs), len(alphas), num_chunks, chunk, mesh.devices.size)
   padded = np.concatenate([pairs, np.zeros((num_chunks * chunk - len(pairs), 2), np.int32)])
   loss, acc = _sweep(model, replicate(params_stack, mesh),

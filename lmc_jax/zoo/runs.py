@@ -62,7 +62,7 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
                      "to write the zoo into it.")
   dataset = load_dataset(config, data_dir)
   start = time.perf_counter()
-  zoo = train_zoo(config, dataset)
+  zoo = train_zoo(config, dataset, label=str(directory))
   seconds = time.perf_counter() - start
   if jax.process_index() != 0:  # several hosts trained it together; the first one writes
     return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
@@ -23,6 +22,7 @@ from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct, model_for, num_params
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.tree_utils import fold_in_each
+from lmc_jax.zoo.progress import Progress
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 
@@ -140,12 +140,15 @@ def epoch_keys(key_data, epoch):
 
 def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[int]] = None,
               log: Optional[Callable[[str], None]] = logging.info,
-              devices: Optional[Sequence] = None) -> Zoo:
+              devices: Optional[Sequence] = None, label: Optional[str] = None,
+              log_every: float = 5.0) -> Zoo:
   """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
 
   All models train at once, their axis split over `devices` (default: every visible
-  device; see `lmc_jax.zoo.sharding`); the whole dataset is on every device. Logs one line per
-  epoch (median training loss over the zoo) through `log`.
+  device; see `lmc_jax.zoo.sharding`); the whole dataset is on every device. Logs through
+  `log` a line to start and then, at most every `log_every` seconds and after the last
+  epoch, the epoch, the median training loss over the zoo, the time so far and left;
+  `label` names the zoo in those lines (default: dataset and hidden widths).
   """
   config.validate()
   ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
@@ -166,22 +169,23 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   opt_state = split_models(jax.vmap(tx.init)(params), mesh)
   data_keys = split_models(jax.random.key_data(data_keys), mesh)
   x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
+  label = label or f"{config.dataset} hidden={list(config.hidden)}"
   if log is not None:
     per_device = len(run_ids) // mesh.devices.size
-    log(f"{len(ids)} models on {mesh.devices.size} device(s), {min(chunk, per_device)} at a "
-        "time per device"
+    log(f"{label}: {len(ids)} models x {config.epochs} epochs on {mesh.devices.size} "
+        f"device(s), {min(chunk, per_device)} at a time per device"
         + (f"; {extra} padding model(s) trained and dropped" if extra else ""))
 
-  start = time.perf_counter()
+  progress = Progress(label, config.epochs, log, log_every)
   for e in range(config.epochs):
     params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
     if log is not None:
       losses = to_host(losses)[:len(ids)]
       finite = losses[np.isfinite(losses)]
       med = f"{np.median(finite):.4f}" if finite.size else "nan"
-      log(f"{config.dataset} hidden={list(config.hidden)} epoch {e + 1}/{config.epochs}: "
-          f"median train loss {med}, {losses.size - finite.size} non-finite, "
-          f"{time.perf_counter() - start:.1f}s")
+      progress.update(e + 1, f"median train loss {med}"
+                      + (f", {losses.size - finite.size} non-finite" if finite.size < losses.size
+                         else ""))
   params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
   return Zoo(config, params, zoo_metrics(model, params, dataset))
 
