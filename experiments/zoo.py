@@ -21,10 +21,13 @@ from experiments.common import (
   init_distributed,
   int_list,
 )
+from lmc_jax import result_files
 from lmc_jax.config import DATASET_DEFAULTS, default_config
 from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS
 from lmc_jax.nn.optim import OPTIMIZERS, SCHEDULES
+from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table, write_zoo_summary, zoo_row
+from lmc_jax.zoo.io import load_history
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
 
 FLAGS = flags.FLAGS
@@ -59,6 +62,8 @@ flags.DEFINE_float("noise", 0.1, "Moons noise standard deviation.")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
 flags.DEFINE_bool("overwrite", False, "Retrain and replace a zoo that already exists.")
+flags.DEFINE_integer("eval_every", 0, "Also record every model's test loss and accuracy every "
+                     "this many epochs (and after the last) in history.npz; 0: train loss only.")
 define_distributed_flags()
 
 COLUMNS = ["width", "optimizer", "init", "models", "diverged", "train_loss", "test_loss",
@@ -82,19 +87,27 @@ def main(argv):
   widths = int_list(FLAGS.width, "width")
   configs = [config_for(w) for w in widths]  # validates every width before any training
   out = Path(FLAGS.out)
-  rows = []
+  rows, histories = [], []
   for config in configs:
     directory = out / zoo_dirname(config)
-    doc = run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir)
+    doc = run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir, FLAGS.eval_every)
     if doc is None:  # not the first of several processes: it has written and will report
       continue
     rows.append(zoo_row(doc))
+    history = load_history(directory)
+    if history is not None:
+      histories.append((f"width {config.hidden[0]}", history))
   if not rows:
     return
   print(f"{rows[0]['source'] or FLAGS.dataset}: mean +- std over the models of each zoo")
   print(format_table(rows, COLUMNS))
   csv_path = write_zoo_summary(out, FLAGS.dataset)
   print(f"zoos in {out}; summary of all {FLAGS.dataset} zoos there: {csv_path}")
+  if histories:
+    name = rows[0]["source"] or FLAGS.dataset
+    png = figures.training_history(histories, name,
+                                   out / result_files.training_history_png(FLAGS.dataset))
+    print(f"training history (history.npz in each zoo): {png}")
   sys.stdout.flush()
 
 

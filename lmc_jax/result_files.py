@@ -12,6 +12,7 @@ from lmc_jax.errors import LmcError
 # Inside a zoo directory.
 ZOO_JSON = "zoo.json"
 PARAMS_NPZ = "params.npz"
+HISTORY_NPZ = "history.npz"  # per-epoch training history, numpy alone reads it
 BARRIER_JSON = "barrier.json"
 REDUNDANCY_JSON = "redundancy.json"
 SWA_JSON = "swa.json"
@@ -22,6 +23,11 @@ PLANE_PNG = "plane.png"
 def zoo_summary_csv(dataset: str) -> str:
   """Next to the zoos: mean and std of the metrics per width."""
   return f"{dataset}_zoo_summary.csv"
+
+
+def training_history_png(dataset: str) -> str:
+  """Next to the zoos: training loss per epoch, one panel per zoo."""
+  return f"{dataset}_training_history.png"
 
 
 def epsilon_summary_csv(label: str) -> str:

@@ -68,6 +68,11 @@ def test_zoo_and_barrier_end_to_end(runs):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
   assert (figs / "moons_epsilon_summary.csv").read_text().startswith("width,pairs,")
   assert (runs / "moons_zoo_summary.csv").read_text().count("\n") == 3
+  # Each zoo keeps its per-epoch training loss, and the zoo entry point draws it.
+  for w in (4, 8):
+    with np.load(runs / f"moons_w{w}" / "history.npz") as f:
+      assert f["train_loss"].shape == (5, 4) and np.isfinite(f["train_loss"]).all()
+  assert (runs / "moons_training_history.png").stat().st_size > 10_000
 
 
 def test_barrier_compares_alignment_methods_and_keeps_what_it_has(runs, tmp_path):

@@ -6,10 +6,12 @@ import pytest
 
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
+from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import make_optimizer, make_schedule, optimizer_for
 from lmc_jax.zoo import training
+from lmc_jax.zoo.io import load_history, save_zoo
 from lmc_jax.zoo.training import (
   epoch_batches,
   init_params,
@@ -23,8 +25,9 @@ from lmc_jax.zoo.training import (
 TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
 
 
-def _train_alone_plain_loop(config, data, k):
-  """Model k trained by itself: a Python loop over single optimizer steps, no vmap, no scan."""
+def _train_alone_plain_loop(config, data, k, epoch_losses=None):
+  """Model k trained by itself: a Python loop over single optimizer steps, no vmap, no scan.
+  Appends each epoch's mean batch loss to `epoch_losses` if given."""
   model = model_for(config)
   init_keys, data_keys = model_keys(config.seed, [k])
   params = jax.tree_util.tree_map(lambda v: v[0], init_params(model, 2, init_keys))
@@ -39,10 +42,14 @@ def _train_alone_plain_loop(config, data, k):
   for e in range(config.epochs):
     idx, w = epoch_batches(jax.random.fold_in(data_keys[0], e), len(data.y_train),
                            config.batch_size)
+    batch_losses = []
     for s in range(idx.shape[0]):
-      g = jax.grad(loss_fn)(params, x[idx[s]], y[idx[s]], w[s])
+      loss, g = jax.value_and_grad(loss_fn)(params, x[idx[s]], y[idx[s]], w[s])
+      batch_losses.append(float(loss))
       updates, state = tx.update(g, state, params)
       params = optax.apply_updates(params, updates)
+    if epoch_losses is not None:
+      epoch_losses.append(np.mean(batch_losses))
   return params
 
 
@@ -56,6 +63,28 @@ def test_vmapped_zoo_equals_models_trained_alone(optimizer, schedule):
     alone = _train_alone_plain_loop(config, data, k)
     for got, want in zip(jax.tree_util.tree_leaves(zoo.params), jax.tree_util.tree_leaves(alone)):
       np.testing.assert_allclose(got[k], want, rtol=2e-4, atol=2e-5)
+
+
+def test_history_records_each_epochs_loss_as_a_plain_loop_sees_it(tmp_path):
+  config = default_config("moons", **TINY)
+  data = load_dataset(config)
+  zoo = train_zoo(config, data, log=None, eval_every=2)
+  h = zoo.history
+  assert h["train_loss"].shape == (3, 3) and h["eval_epoch"].tolist() == [2, 3]
+  for k in range(config.num_models):
+    plain = []
+    _train_alone_plain_loop(config, data, k, plain)
+    np.testing.assert_allclose(h["train_loss"][:, k], plain, rtol=1e-4)
+  # The last evaluation is the trained zoo's own test metrics.
+  np.testing.assert_allclose(h["test_loss"][-1], [m["test_loss"] for m in zoo.metrics], rtol=1e-5)
+  np.testing.assert_allclose(h["test_acc"][-1], [m["test_acc"] for m in zoo.metrics])
+  # Saved beside the zoo, readable with numpy alone.
+  save_zoo(tmp_path / "z", config, zoo.params, zoo.metrics, history=h)
+  with np.load(tmp_path / "z" / "history.npz") as f:
+    np.testing.assert_array_equal(f["train_loss"], h["train_loss"])
+  assert load_history(tmp_path / "z").keys() == h.keys()
+  with pytest.raises(LmcError, match="--eval_every must be >= 0"):
+    train_zoo(config, data, log=None, eval_every=-1)
 
 
 def test_same_seed_same_zoo_bit_for_bit_and_subsets_agree():

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from lmc_jax.lmc.measures import pair_matrix, single_linkage_order
 
@@ -246,4 +247,34 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
              bbox_to_anchor=(0.45, 0.0))
   fig.colorbar(im, cax=fig.add_axes([0.89, 0.3, 0.015, 0.4]), label="epsilon (test loss)")
   fig.suptitle(title)
+  return save_figure(fig, path)
+
+
+def training_history(panels, dataset: str, path) -> Path:
+  """Training loss per epoch, median over the models and the band between the quartiles,
+  one panel per `(title, history)` (`Zoo.history`); the test loss where it was recorded
+  (`--eval_every`). Log scale: losses fall by orders of magnitude."""
+  fig, axes = panel_grid(len(panels), size=3.2)
+  for ax, (title, history) in zip(axes, panels):
+    loss = np.asarray(history["train_loss"], np.float64)  # (E, N)
+    epochs = np.arange(1, len(loss) + 1)
+    q1, med, q3 = np.nanpercentile(loss, [25, 50, 75], axis=1)
+    ax.fill_between(epochs, q1, q3, color=NAIVE_COLOR, alpha=0.3, lw=0, label="train, Q1-Q3")
+    ax.plot(epochs, med, color=NAIVE_COLOR, lw=1.5, label="train, median")
+    if "test_loss" in history:
+      test = np.nanmedian(np.asarray(history["test_loss"], np.float64), axis=1)
+      ax.plot(history["eval_epoch"], test, "o-", color=ALIGNED_COLOR, ms=3, lw=1,
+              label="test, median")
+    if np.all(np.isfinite(med)) and np.nanmin(q1) > 0:
+      ax.set_yscale("log")
+      plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+      ax.yaxis.set_major_formatter(plain)
+      ax.yaxis.set_minor_formatter(plain)
+    ax.set_title(f"{title} ({loss.shape[1]} models)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (mean over the epoch's batches)")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(f"{dataset}: training loss per epoch over the models of each zoo", y=1.0)
+  fig.tight_layout()
   return save_figure(fig, path)

@@ -20,6 +20,17 @@ def _md_table(headers, rows) -> str:
   return "\n".join(out)
 
 
+def _history(zoo_root: Path, figdir: Path, dataset: str, label: str) -> str:
+  """The training-history figure experiments.zoo wrote next to the zoos, copied into the
+  report's figures."""
+  src = zoo_root / rf.training_history_png(dataset)
+  if src.is_file():
+    figdir.mkdir(parents=True, exist_ok=True)
+    (figdir / src.name).write_bytes(src.read_bytes())
+  return _fig(figdir, src.name, f"{label}: training loss per epoch, median and quartiles over "
+              "the models of each zoo")
+
+
 def _fig(figdir: Path, name: str, caption: str) -> str:
   return f"![{caption}](figures/{name})\n\n*{caption}*\n" if (figdir / name).is_file() else \
       f"*{caption}: not produced in this run.*\n"
@@ -83,6 +94,7 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
   parts.append("## Moons zoos (E1, Table 3.1)\n")
   parts.append(zoo_table(runs / "moons" / rf.zoo_summary_csv("moons"), study.MOONS_TABLE_3_1,
                          "Moons"))
+  parts.append(_history(runs / "moons", figdir, "moons", "Moons"))
   eps, below = epsilon_table(figdir / rf.epsilon_summary_csv("moons"))
   parts.append("## Linear mode connectivity on Moons (E2, E3)\n\nEpsilon on the test split, "
                "quartiles over all pairs, naive and after weight matching every model to model "
@@ -155,6 +167,7 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
   parts.append("## MNIST (E1-E3, Table 3.2)\n")
   parts.append(zoo_table(runs / "mnist" / rf.zoo_summary_csv("mnist"), study.MNIST_TABLE_3_2,
                          "MNIST"))
+  parts.append(_history(runs / "mnist", figdir, "mnist", "MNIST"))
   eps, below = epsilon_table(figdir / rf.epsilon_summary_csv("mnist"))
   parts.append(eps)
   parts.append(_fig(figdir, rf.epsilon_vs_width_png("mnist"),

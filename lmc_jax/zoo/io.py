@@ -13,7 +13,7 @@ import logging
 import platform
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -23,7 +23,7 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dims_of
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import model_for
-from lmc_jax.result_files import PARAMS_NPZ, ZOO_FORMAT, ZOO_JSON, check_format
+from lmc_jax.result_files import HISTORY_NPZ, PARAMS_NPZ, ZOO_FORMAT, ZOO_JSON, check_format
 from lmc_jax.tree_utils import flatten, unflatten
 
 
@@ -38,14 +38,21 @@ def package_versions() -> dict:
           "scipy": scipy.__version__, "python": platform.python_version()}
 
 
-def save_zoo(directory, config: ZooConfig, params_stack, metrics: list, extra: dict = None) -> Path:
-  """Writes a zoo directory; returns its path."""
+def save_zoo(directory, config: ZooConfig, params_stack, metrics: list, extra: dict = None,
+             history: Optional[dict] = None) -> Path:
+  """Writes a zoo directory; returns its path. `history` (`Zoo.history`: arrays with the
+  epoch on axis 0 and the model on axis 1) goes to history.npz, before zoo.json."""
   directory = Path(directory)
+  if history:
+    atomic_write_bytes(directory / HISTORY_NPZ,
+                       lambda f: np.savez(f, **{k: np.asarray(v) for k, v in history.items()}))
   flat = {k: np.asarray(v) for k, v in flatten(jax.device_get(params_stack)).items()}
   atomic_write_bytes(directory / PARAMS_NPZ, lambda f: np.savez(f, **flat))
   doc = {"format": ZOO_FORMAT, "config": config.to_dict(), "seed": config.seed,
          "versions": package_versions(), "params_sha256": sha256_file(directory / PARAMS_NPZ),
          "num_models": len(metrics), "models": metrics}
+  if history:
+    doc["history"] = HISTORY_NPZ
   doc.update(extra or {})
   atomic_write_json(directory / ZOO_JSON, doc)
   return directory
@@ -130,3 +137,16 @@ def usable_models(doc: dict, directory) -> list:
     logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
                     "statistic and figure.", directory, k)
   return [k for k in range(len(models)) if k not in excluded]
+
+
+def load_history(directory) -> Optional[dict]:
+  """The zoo's training history (see `train_zoo`) as numpy arrays, or None for a zoo saved
+  without one."""
+  path = Path(directory) / HISTORY_NPZ
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return {k: f[k] for k in f.files}
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    raise LmcError(f"{path} is corrupt ({e}); train the zoo again.") from None

@@ -37,7 +37,8 @@ def zoo_dirname(config: ZooConfig) -> str:
   return f"{zoo_family(config)}_w{config.hidden[0]}"
 
 
-def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data") -> dict:
+def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data",
+            eval_every: int = 0) -> dict:
   """Trains the zoo `config` into `directory` and returns its zoo.json dict (None on every
   process but the first when several hosts train it together).
 
@@ -62,12 +63,12 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
                      "to write the zoo into it.")
   dataset = load_dataset(config, data_dir)
   start = time.perf_counter()
-  zoo = train_zoo(config, dataset, label=str(directory))
+  zoo = train_zoo(config, dataset, label=str(directory), eval_every=eval_every)
   seconds = time.perf_counter() - start
   if jax.process_index() != 0:  # several hosts trained it together; the first one writes
     return None
-  save_zoo(directory, config, zoo.params, zoo.metrics, extra={"train_seconds": seconds,
-                                                                   "data_source": dataset.source})
+  save_zoo(directory, config, zoo.params, zoo.metrics, history=zoo.history,
+           extra={"train_seconds": seconds, "data_source": dataset.source})
   for name in STALE_RESULTS:
     (directory / name).unlink(missing_ok=True)
   for k, m in enumerate(zoo.metrics):

@@ -18,6 +18,7 @@ import optax
 
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
+from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct, model_for, num_params
 from lmc_jax.nn.optim import optimizer_for
@@ -31,6 +32,7 @@ class Zoo(NamedTuple):
   config: ZooConfig
   params: dict
   metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
+  history: Optional[dict] = None  # per epoch: see `train_zoo`
 
 
 def model_keys(seed: int, model_ids: Sequence[int]):
@@ -141,7 +143,7 @@ def epoch_keys(key_data, epoch):
 def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[int]] = None,
               log: Optional[Callable[[str], None]] = logging.info,
               devices: Optional[Sequence] = None, label: Optional[str] = None,
-              log_every: float = 5.0) -> Zoo:
+              log_every: float = 5.0, eval_every: int = 0) -> Zoo:
   """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
 
   All models train at once, their axis split over `devices` (default: every visible
@@ -149,7 +151,14 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   `log` a line to start and then, at most every `log_every` seconds and after the last
   epoch, the epoch, the median training loss over the zoo, the time so far and left;
   `label` names the zoo in those lines (default: dataset and hidden widths).
+
+  `Zoo.history`: "train_loss" `(epochs, N)`, each model's mean loss over the batches of
+  each epoch; with `eval_every` k > 0 also "eval_epoch" `(K,)` (every k-th epoch and the
+  last) and "test_loss", "test_acc" `(K, N)` on the test split after those epochs.
   """
+  if eval_every < 0:
+    raise LmcError(f"--eval_every must be >= 0 (0: no test metrics during training), got "
+                   f"{eval_every}.")
   config.validate()
   ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
   mesh = model_mesh(devices)
@@ -177,8 +186,15 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
         + (f"; {extra} padding model(s) trained and dropped" if extra else ""))
 
   progress = Progress(label, config.epochs, log, log_every)
+  epoch_losses, evals = [], {"eval_epoch": [], "test_loss": [], "test_acc": []}
   for e in range(config.epochs):
     params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
+    epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
+    if eval_every and ((e + 1) % eval_every == 0 or e + 1 == config.epochs):
+      test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
+      evals["eval_epoch"].append(e + 1)
+      evals["test_loss"].append(np.asarray(test_loss)[:len(ids)])
+      evals["test_acc"].append(np.asarray(test_acc)[:len(ids)])
     if log is not None:
       losses = to_host(losses)[:len(ids)]
       finite = losses[np.isfinite(losses)]
@@ -187,7 +203,11 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
                       + (f", {losses.size - finite.size} non-finite" if finite.size < losses.size
                          else ""))
   params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
-  return Zoo(config, params, zoo_metrics(model, params, dataset))
+  history = {"train_loss": np.stack([to_host(v)[:len(ids)] for v in epoch_losses])
+             .astype(np.float32)}
+  if evals["eval_epoch"]:
+    history.update({k: np.asarray(v) for k, v in evals.items()})
+  return Zoo(config, params, zoo_metrics(model, params, dataset), history)
 
 
 def zoo_metrics(model, params, dataset: Dataset) -> list:
