@@ -10,14 +10,16 @@ setup(
     license_files=["LICENSE"],
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.4.30",
-        "flax>=0.8",
-        "optax>=0.2.2",
-        "numpy>=1.24",
-        "scipy>=1.10",
+        # The floor, tested by scripts/floor_check.sh (requirements-floor.txt).
+        "jax>=0.5.0",
+        "jaxlib>=0.5.0",
+        "flax>=0.10.0",
+        "optax>=0.2.4",
+        "numpy>=1.26",
+        "scipy>=1.11",
         "matplotlib>=3.7",
         "absl-py>=1.4",
-        "pillow>=9",
+        "pillow>=9.5",
     ],
     extras_require={"test": ["pytest>=7", "ruff>=0.6"], "tfds": ["tensorflow-datasets>=4.9"]},
 )
