@@ -5,7 +5,14 @@ setup(
     version="0.1.0",
     description="Train zoos of networks at once, align them by permutation, and measure "
                 "linear mode connectivity along every line between them.",
-    packages=find_packages(include=["lmc_jax", "lmc_jax.*", "experiments", "experiments.*"]),
+    # Only lmc_jax is installed: a top-level `experiments` package would clash with others of
+    # that name. `python -m experiments.<name>` works from a checkout; installed, the same
+    # entry points are the console scripts below (or `python -m lmc_jax.cli.<name>`).
+    packages=find_packages(include=["lmc_jax", "lmc_jax.*"]),
+    entry_points={"console_scripts": [
+        f"lmc-{name}=lmc_jax.cli.{name}:run"
+        for name in ("zoo", "barrier", "swa", "plane", "redundancy", "dynamics", "bench",
+                     "reproduce", "fetch")]},
     license="Apache-2.0",
     license_files=["LICENSE"],
     python_requires=">=3.10",
@@ -21,5 +28,9 @@ setup(
         "absl-py>=1.4",
         "pillow>=9.5",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.6"], "tfds": ["tensorflow-datasets>=4.9"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.6"],
+                    # TFDS reads prepared datasets through TensorFlow; preparing one
+                    # needs importlib_resources, which tensorflow-datasets leaves out.
+                    "tfds": ["tensorflow-datasets>=4.9", "tensorflow>=2.16",
+                             "importlib_resources"]},
 )

@@ -1,50 +1,5 @@
-"""Loss on the plane through three networks of a zoo, before and after aligning two of
-them to the third (the study's Fig 1.1 and 1.2).
-
-  python -m experiments.plane --zoo=runs/moons_w8 --models=0,1,2
-
-Writes <zoo>/plane.json (grid coordinates, test loss and accuracy, the three networks'
-coordinates and losses) and <zoo>/plane.png. Expected: before alignment three isolated
-low-loss regions; after weight matching B and C to A, one connected low-loss region.
-"""
-from __future__ import annotations
-
-from pathlib import Path
-
-from absl import app, flags
-
-from experiments.common import exit_on_lmc_error, int_list
-from lmc_jax.analysis.plane import plane_zoo
-from lmc_jax.report import figures
-from lmc_jax.result_files import PLANE_JSON, PLANE_PNG
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)
-flags.DEFINE_list("models", ["0", "1", "2"], "Models A,B,C; B and C are aligned to A.")
-flags.DEFINE_integer("resolution", 31, "Grid points per side.")
-flags.DEFINE_float("margin", 0.25, "Border around the three networks, as a fraction of their "
-                   "extent.")
-flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
-flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
-flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
-
-
-@exit_on_lmc_error
-def main(argv):
-  del argv
-  zoo = Path(FLAGS.zoo)
-  res = plane_zoo(zoo, int_list(FLAGS.models, "models"), FLAGS.resolution, FLAGS.margin,
-                  FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir)
-  a, b, c = res.models
-  path = figures.loss_planes(
-      [res.naive, res.aligned], ["naive", "B, C weight-matched to A"],
-      f"{res.data_name}, width {res.width}: test loss on the plane through models "
-      f"A={a}, B={b}, C={c}", zoo / PLANE_PNG)
-  for label, g in (("naive", res.naive), ("aligned", res.aligned)):
-    print(f"{label}: losses at A, B, C {g.corner_loss.round(4).tolist()}; grid min "
-          f"{g.loss.min():.4f}, max {g.loss.max():.4f}")
-  print(f"wrote {zoo / PLANE_JSON} and {path}")
-
+"""`python -m experiments.plane` from a checkout: `lmc-plane` (lmc_jax.cli.plane)."""
+from lmc_jax.cli import plane
 
 if __name__ == "__main__":
-  app.run(main)
+  plane.run()

@@ -262,3 +262,23 @@ def test_bench_prints_its_table_and_writes_json(tmp_path):
   assert res["rates"]["copy_bytes_per_s"] > 0 and res["rates"]["matmul_flops_per_s"] > 0
   _refused(run("bench", "--num_models=2"), "--num_models must be >= 3")
   _refused(run("bench", "--num_models=3", "--align_models=5"), "--align_models must be between")
+
+
+def test_console_scripts_and_module_entry_points_run_the_same_main():
+  """Installed, `lmc-<name>` (and `python -m lmc_jax.cli.<name>`) is what `python -m
+  experiments.<name>` is in a checkout; `experiments` itself is not installed."""
+  import importlib.metadata
+  import shutil
+  r = subprocess.run([sys.executable, "-m", "lmc_jax.cli.zoo", "--help"], capture_output=True,
+                     text=True, timeout=300, cwd=ROOT)
+  assert "Train zoos of networks" in r.stdout and "--width" in r.stdout
+  try:
+    dist = importlib.metadata.distribution("lmc_jax")
+  except importlib.metadata.PackageNotFoundError:
+    pytest.skip("lmc_jax is not installed (pip install -e .)")
+  scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+  assert scripts["lmc-barrier"] == "lmc_jax.cli.barrier:run" and len(scripts) == 9
+  assert "experiments" not in (dist.read_text("top_level.txt") or "").split()
+  if shutil.which("lmc-barrier"):
+    r = subprocess.run(["lmc-barrier", "--help"], capture_output=True, text=True, timeout=300)
+    assert "Linear mode connectivity of trained zoos" in r.stdout and "--ste_steps" in r.stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 import lmc_jax
 
 PACKAGE = Path(lmc_jax.__file__).parent
-ORDER = ["data", "nn", "zoo", "lmc", "align", "analysis", "report"]
+ORDER = ["data", "nn", "zoo", "lmc", "align", "analysis", "report", "cli"]
 FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files"}
 
 

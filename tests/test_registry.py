@@ -102,7 +102,7 @@ def test_a_method_returning_too_few_permutations_is_refused(small_zoo):
 
 
 def test_the_barrier_entry_point_runs_a_registered_method(toy_method, small_zoo, tmp_path):
-  from experiments import barrier
+  from lmc_jax.cli import barrier
   barrier.define_setting_flags()  # the toy's setting becomes a flag
   zoo, config, params = small_zoo
   argv = ["barrier", f"--zoo={zoo}", f"--figures={tmp_path}", "--align=toyroll",

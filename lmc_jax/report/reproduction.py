@@ -60,12 +60,12 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
   align = list(ALIGN_ALL) if p.name != "smoke" else []
   moons = f"{runs}/moons"
   out = [
-      Step("moons", ["experiments.zoo", "--width=" + ",".join(map(str, p.moons_widths)),
+      Step("moons", ["lmc_jax.cli.zoo", "--width=" + ",".join(map(str, p.moons_widths)),
                      f"--num_models={p.moons_models}", f"--epochs={p.moons_epochs}",
                      f"--out={moons}"]),
-      Step("moons", ["experiments.barrier", f"--runs={moons}", fig, *align]),
-      Step("redundancy", ["experiments.redundancy", f"--runs={moons}", fig]),
-      Step("plane", ["experiments.plane", f"--zoo={moons}/moons_w{min(64, max(p.moons_widths))}",
+      Step("moons", ["lmc_jax.cli.barrier", f"--runs={moons}", fig, *align]),
+      Step("redundancy", ["lmc_jax.cli.redundancy", f"--runs={moons}", fig]),
+      Step("plane", ["lmc_jax.cli.plane", f"--zoo={moons}/moons_w{min(64, max(p.moons_widths))}",
                      "--models=0,1,2"]),
   ]
   # Each configuration gets its own seed: with one seed, model k of every zoo would share
@@ -73,36 +73,36 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
   e6 = []
   for g, (init, opt) in enumerate(E6_CONFIGS):
     extra = list(MOONS_RMSPROP) if opt == "rmsprop" else []
-    out.append(Step("dynamics", ["experiments.zoo", "--width=512", f"--num_models={p.e6_models}",
+    out.append(Step("dynamics", ["lmc_jax.cli.zoo", "--width=512", f"--num_models={p.e6_models}",
                                  f"--epochs={p.moons_epochs}", f"--seed={100 + g}",
                                  f"--init={init}", f"--optimizer={opt}", *extra,
                                  f"--out={runs}/moons_e6"]))
     e6.append(f"{runs}/moons_e6/moons_{init}{'_' + opt if opt != 'adamw' else ''}_w512")
-  out.append(Step("dynamics", ["experiments.dynamics", "--zoo=" + ",".join(e6),
+  out.append(Step("dynamics", ["lmc_jax.cli.dynamics", "--zoo=" + ",".join(e6),
                                "--name=moons_e6", fig]))
   mnist = f"{runs}/mnist"
   out += [
-      Step("mnist", ["experiments.fetch", "--dataset=mnist", d]),
-      Step("mnist", ["experiments.zoo", "--dataset=mnist",
+      Step("mnist", ["lmc_jax.cli.fetch", "--dataset=mnist", d]),
+      Step("mnist", ["lmc_jax.cli.zoo", "--dataset=mnist",
                      "--width=" + ",".join(map(str, p.mnist_widths)),
                      f"--num_models={p.mnist_models}", f"--epochs={p.mnist_epochs}", d,
                      f"--out={mnist}"],
            "mnist"),
-      Step("mnist", ["experiments.barrier", f"--runs={mnist}", d, fig, *align], "mnist"),
-      Step("swa", ["experiments.swa",
+      Step("mnist", ["lmc_jax.cli.barrier", f"--runs={mnist}", d, fig, *align], "mnist"),
+      Step("swa", ["lmc_jax.cli.swa",
                    "--zoo=" + ",".join(f"{mnist}/mnist_w{w}" for w in p.swa_widths),
                    f"--epochs={p.swa_epochs}", "--lr=0.05", d, fig], "mnist"),
   ]
   if cifar_source:
-    out.append(Step("cifar10", ["experiments.fetch", "--dataset=cifar10",
+    out.append(Step("cifar10", ["lmc_jax.cli.fetch", "--dataset=cifar10",
                                 f"--source={cifar_source}", d]))
   e8 = []
   for g, opt in enumerate(E8_OPTIMIZERS):
-    out.append(Step("cifar10", ["experiments.zoo", "--dataset=cifar10", f"--optimizer={opt}",
+    out.append(Step("cifar10", ["lmc_jax.cli.zoo", "--dataset=cifar10", f"--optimizer={opt}",
                                 f"--seed={200 + g}", f"--width={p.cifar_width}",
                                 f"--num_models={p.cifar_models}", f"--epochs={p.cifar_epochs}", d,
                                 f"--out={runs}/cifar10"], "cifar10"))
     e8.append(f"{runs}/cifar10/cifar10{'_' + opt if opt != 'adamw' else ''}_w{p.cifar_width}")
-  out.append(Step("cifar10", ["experiments.dynamics", "--zoo=" + ",".join(e8), "--name=cifar10_e8",
+  out.append(Step("cifar10", ["lmc_jax.cli.dynamics", "--zoo=" + ",".join(e8), "--name=cifar10_e8",
                               d, fig], "cifar10"))
   return out

@@ -6,13 +6,24 @@ import logging as stdlib_logging
 import sys
 
 import jax
-from absl import flags, logging
+from absl import app, flags, logging
 
 from lmc_jax.errors import LmcError
 
 # JAX logs at INFO that it looked for a TPU and found none, on every run of every entry
 # point; only what is there matters.
 stdlib_logging.getLogger("jax._src.xla_bridge").setLevel(stdlib_logging.WARNING)
+
+
+def run_main(main, doc: str, module: str) -> None:
+  """`app.run(main)` for the entry point `module` (its `__name__`), however it was started:
+  `--help` shows its docstring `doc` and its flags, which absl looks up under the started
+  file (`sys.argv[0]`: a console script's wrapper or an `experiments/` shim)."""
+  sys.modules["__main__"].__doc__ = doc
+  if module != "__main__":
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main)
 
 
 def exit_on_lmc_error(main):

@@ -1,0 +1,122 @@
+"""Linear mode connectivity of trained zoos: naive, and after alignment.
+
+  python -m experiments.barrier                      # every zoo under runs/
+  python -m experiments.barrier --zoo=runs/moons_w8,runs/moons_w512
+  python -m experiments.barrier --align=weight,activation,ste,sinkhorn,mergemany,exact --repair
+
+For each zoo: the test loss at 11 points on the line between every pair, before and after
+aligning every model to --reference by weight matching, written to <zoo>/barrier.json
+(epsilon, the loss barrier of the study's Definition 5 and Git Re-Basin's barrier, per
+pair). Across the zoos of a dataset: the study's figures (Fig 4.1/4.4/4.5 epsilon against
+width, Fig 4.2 loss curves, Fig 4.6 clustered epsilon matrices) and a summary table,
+printed and written as CSV. Expected on Moons: median aligned epsilon below naive at
+every width >= 4, and naive epsilon falling as width grows.
+
+With several --align methods (each an entry of barrier.json's "methods", keyed by name;
+weight matching always runs) it also prints and writes the comparison of the methods:
+median epsilon and quartiles per width, seconds, how often each reaches the exact optimum
+(narrow nets), and epsilon of pairs with and without the reference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from lmc_jax.align.registry import MethodSettings, all_settings, check_methods, method_names
+from lmc_jax.analysis.barrier import analyse_zoo, zoo_barriers
+from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.errors import LmcError
+from lmc_jax.report import connectivity as conn
+from lmc_jax.report.tables import format_table
+from lmc_jax.zoo.io import read_zoo_json
+from lmc_jax.zoo.runs import find_zoos
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under "
+                  "--runs).")
+flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
+flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.")
+flags.DEFINE_list("align", ["weight"], f"Alignment methods, comma-separated: "
+                  f"{', '.join(method_names())} (weight always runs).")
+flags.DEFINE_bool("repair", False, "Also measure every line after REPAIR (renormalised hidden "
+                  "units), as entries '<method>+repair'.")
+flags.DEFINE_bool("diagnostics", False, "Also record cycle consistency of weight and activation "
+                  "matching and the spread of weight matching over 5 layer orders.")
+flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measured on.")
+flags.DEFINE_string("figures", None, "Where figures and summary CSVs go (default: "
+                    "<runs>/figures, or <parent of the first --zoo>/figures).")
+flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
+flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
+
+
+def define_setting_flags() -> None:
+  """One flag per setting of the registered alignment methods (those not defined yet: a
+  method registered later can call this again)."""
+  kinds = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           str: flags.DEFINE_string}
+  for s in all_settings():
+    if s.name in FLAGS:
+      continue
+    if s.choices is not None:
+      flags.DEFINE_enum(s.name, s.default, list(s.choices), s.help)
+    else:
+      kinds[type(s.default)](s.name, s.default, s.help)
+
+
+define_setting_flags()
+
+
+def method_settings() -> MethodSettings:
+  """The alignment settings the flags give."""
+  return MethodSettings(**{s.name: FLAGS[s.name].value for s in all_settings() if s.name in FLAGS})
+
+
+@exit_on_lmc_error
+def main(argv):
+  del argv
+  if FLAGS.zoo:
+    zoos = [Path(z) for z in FLAGS.zoo]
+    fig_dir = Path(FLAGS.figures or zoos[0].parent / "figures")
+  else:
+    zoos = find_zoos(FLAGS.runs)
+    if not zoos:
+      raise LmcError(f"No zoo found under {FLAGS.runs}; train one with `python -m experiments.zoo` "
+                     "or pass --zoo.")
+    fig_dir = Path(FLAGS.figures or Path(FLAGS.runs) / "figures")
+  methods = check_methods(FLAGS.align)
+  settings = method_settings()
+  for z in zoos:  # checks every zoo before any work
+    read_zoo_json(z)
+  records = []
+  for z in zoos:
+    result = analyse_zoo(z, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
+                         methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
+                         settings=settings, recompute=FLAGS.recompute)
+    records.append(zoo_barriers(z, result))
+  for label, recs in conn.group_families(records).items():
+    rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)
+    print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "
+          f"aligned to model {FLAGS.reference}")
+    print(format_table(rep.epsilon_rows, conn.EPSILON_COLUMNS, conn.EPSILON_HEADERS))
+    if rep.method_rows:
+      print(f"\n{label}: alignment methods, epsilon on the {FLAGS.split} split (quartiles over "
+            f"pairs); 'ref'/'other': median over pairs with/without model {FLAGS.reference}; "
+            "'optimal': pairs with the reference where the method reaches exact search's epsilon")
+      print(format_table(rep.method_rows, conn.COMPARISON_COLUMNS, conn.COMPARISON_HEADERS))
+    if rep.diagnostic_rows:
+      print(f"\n{label}: diagnostics. cycle: share of units where matching c to a directly "
+            f"agrees with c to b to a, median over triples ({FLAGS.reference}, k, k+1); restarts: "
+            "spread (max - min) of epsilon over 5 layer orders of weight matching; moved: median "
+            "share of units a method permutes")
+      print(format_table(rep.diagnostic_rows, conn.DIAGNOSTIC_COLUMNS, conn.DIAGNOSTIC_HEADERS))
+    print("figures: " + ", ".join(str(p) for p in rep.paths))
+
+
+def run():
+  """Console script `lmc-barrier`."""
+  run_main(main, __doc__, __name__)
+
+
+if __name__ == "__main__":
+  run()

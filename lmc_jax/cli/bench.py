@@ -1,0 +1,173 @@
+"""Benchmark: every vectorised path against the plain loop it replaces, in one run.
+
+  python -m experiments.bench            # Moons widths 16 and 512, 50 models, 100 epochs
+  python -m experiments.bench --quick    # 20 models, 20 epochs (timed in BUILD_NOTES.md)
+  python -m experiments.bench --json=bench.json
+  python -m experiments.bench --dataset=mnist --width=512 --epochs=60 --baseline_models=2
+
+Prints one table: for zoo training, the pair sweep, a loss plane and weight matching
+(to a reference and of all pairs), the seconds of each side measured in the same run
+(compilation excluded and reported apart), the speed-up, the achieved FLOP/s and bytes/s,
+and the floor: the least time the device could take at its measured matmul rate and copy
+bandwidth, with which of the two bounds it.
+"""
+from __future__ import annotations
+
+import platform
+
+import jax
+from absl import flags
+
+from lmc_jax.analysis.benchmarks import (
+  bench_alignment,
+  bench_pair_sweep,
+  bench_plane,
+  bench_training,
+  device_rates,
+  floor_s,
+)
+from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
+from lmc_jax.config import default_config
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.errors import LmcError
+from lmc_jax.report.tables import format_table
+from lmc_jax.result_files import BENCH_FORMAT
+from lmc_jax.zoo.io import package_versions
+from lmc_jax.zoo.training import train_zoo
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", "moons", ["moons", "mnist", "cifar10"], "Dataset (mnist and "
+                  "cifar10 need experiments.fetch first) with the study's settings for it.")
+flags.DEFINE_list("width", ["16", "512"], "Hidden widths; training and the sweep are timed at "
+                  "each, the plane and alignment at the widest.")
+flags.DEFINE_integer("baseline_models", None, "Run the one-model-at-a-time training loops on "
+                     "this many models and scale their time to the zoo (default: all).")
+flags.DEFINE_integer("baseline_pairs", None, "Run the loops over pairs (sweep, scipy matching) "
+                     "on this many pairs and scale their time to all pairs (default: all).")
+flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
+flags.DEFINE_integer("num_models", 50, "Models in the zoo (pairs: n(n-1)/2).")
+flags.DEFINE_integer("epochs", 100, "Training epochs timed.")
+flags.DEFINE_integer("align_models", None, "Align all pairs of the first this many models "
+                     "(default: all; --quick: 10).")
+flags.DEFINE_bool("quick", False, "Small sizes for a 2-core CPU: 20 models, 20 epochs, "
+                  "alignment of 10 models.")
+flags.DEFINE_string("json", None, "Also write the numbers to this JSON file.")
+
+COLUMNS = ["what", "baseline", "baseline_s", "vectorised_s", "speedup", "gflops", "gbytes",
+           "floor_s", "of_floor", "bound", "compile_s"]
+HEADERS = ["what", "baseline", "baseline s", "vectorised s", "speed-up", "GFLOP/s", "GB/s",
+           "floor s", "floor/actual", "bound", "compile s"]
+
+
+def row(what, baseline, baseline_s, vectorised_s, compile_s, rates, flops=None,
+        num_bytes=None) -> dict:
+  """One table row: both timings, the speed-up, and the vectorised side's rates and floor."""
+  out = {"what": what, "baseline": baseline, "baseline_s": baseline_s,
+         "vectorised_s": vectorised_s, "speedup": f"{baseline_s / vectorised_s:.1f}x",
+         "gflops": "-", "gbytes": "-", "floor_s": "-", "of_floor": "-", "bound": "-",
+         "compile_s": compile_s}
+  if flops is not None:
+    floor, bound = floor_s(flops, num_bytes, rates)
+    out.update(gflops=f"{flops / vectorised_s / 1e9:.1f}",
+               gbytes=f"{num_bytes / vectorised_s / 1e9:.2f}", floor_s=floor,
+               of_floor=f"{floor / vectorised_s:.1%}", bound=bound)
+  return out
+
+
+def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
+  """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
+  depth = len(default_config(FLAGS.dataset).hidden)
+  config = default_config(FLAGS.dataset, hidden=(width,) * depth, num_models=n, epochs=epochs)
+  data = load_dataset(config, FLAGS.data_dir)
+  train = bench_training(config, data, FLAGS.baseline_models)
+  zoo = train_zoo(config, data, log=None)
+  sweep = bench_pair_sweep(config, data, zoo.params, FLAGS.baseline_pairs)
+  record[f"w{width}"] = {"training": train, "sweep": sweep}
+  what = f"w{width}: train {n} models x {epochs} epochs"
+  pairs = f"w{width}: {sweep['pairs']} pairs x 11 alphas"
+  t, s = train, sweep
+  scaled = (f" (scaled from {train['baseline_models']} of {n})"
+            if train["baseline_models"] < n else "")
+  pscaled = (f" (scaled from {s['baseline_pairs']} of {s['pairs']})"
+             if s["baseline_pairs"] < s["pairs"] else "")
+  rows = [
+      row(what, "a model at a time, a call per step" + scaled, t["step_loop_s"], t["zoo_s"],
+          t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
+      row(what, "a model at a time, a call per epoch" + scaled, t["loop_s"], t["zoo_s"],
+          t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
+      row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s["study_loop_s"],
+          s["sweep_s"], s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
+      row(pairs, "loop: a jitted call per (pair, alpha)" + pscaled, s["loop_s"], s["sweep_s"],
+          s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
+  ]
+  return rows, config, data, zoo.params
+
+
+@exit_on_lmc_error
+def main(argv):
+  del argv
+  n, epochs = (20, 20) if FLAGS.quick else (FLAGS.num_models, FLAGS.epochs)
+  if FLAGS.baseline_models is not None and not 1 <= FLAGS.baseline_models <= n:
+    raise LmcError(f"--baseline_models must be between 1 and --num_models ({n}), got "
+                   f"{FLAGS.baseline_models}.")
+  align_n = FLAGS.align_models or (10 if FLAGS.quick else n)
+  if n < 3:
+    raise LmcError(f"--num_models must be >= 3 (pairs and a plane), got {n}.")
+  if not 2 <= align_n <= n:
+    raise LmcError(f"--align_models must be between 2 and --num_models ({n}), got {align_n}.")
+  widths = int_list(FLAGS.width, "width")
+  if not widths:
+    raise LmcError("--width must list at least one width.")
+  device = jax.devices()[0]
+  rates = device_rates()
+  print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
+        f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
+        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {n} models, "
+        f"{epochs} epochs")
+  record, rows, widest = {}, [], max(widths)
+  for width in widths:
+    width_out, config, data, params = width_rows(width, n, epochs, rates, record)
+    rows += width_out
+    if width == widest:  # the plane and alignment are timed on the widest zoo
+      widest_zoo = config, data, params
+  config, data, params = widest_zoo
+  plane = bench_plane(config, data, params)
+  first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
+  align = bench_alignment(config.replace(num_models=align_n), first,
+                          baseline_pairs=FLAGS.baseline_pairs)
+  record.update(plane=plane, alignment=align)
+  rows += [
+      row(f"w{widest}: loss plane, {plane['points']} points", "a jitted call per point",
+          plane["loop_s"], plane["plane_s"], plane["compile_s"], rates, plane["flops"],
+          plane["bytes"]),
+      row(f"w{widest}: weight-match {align['models'] - 1} models to one",
+          "scipy, a model at a time", align["reference_host_s"], align["reference_device_s"],
+          align["compile_s"], rates),
+      row(f"w{widest}: weight-match all {align['pairs']} pairs", "scipy, a pair at a time" + (
+          f" (scaled from {align['baseline_pairs']} of {align['pairs']})"
+          if align["baseline_pairs"] < align["pairs"] else ""),
+          align["host_s"], align["device_s"], align["compile_s"], rates),
+  ]
+  print(format_table(rows, COLUMNS, HEADERS))
+  diffs = [record[f"w{w}"]["sweep"]["max_abs_diff"] for w in widths] + [plane["max_abs_diff"]]
+  print(f"loops and vectorised paths agree to {max(diffs):.2e} (max abs difference in loss); "
+        f"host and device matching objectives to {align['max_rel_objective_diff']:.1e} "
+        "(max relative difference; float32 on the device). Alignment: 'vectorised' is the "
+        "jitted solver vmapped over models or pairs.")
+  if FLAGS.json:
+    atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
+                                   "settings": {"models": n, "epochs": epochs, "widths": widths,
+                                                "align_models": align_n},
+                                   "rates": rates, "results": record, "table": rows,
+                                   "device": str(device), "machine": platform.platform(),
+                                   "versions": package_versions()})
+
+
+def run():
+  """Console script `lmc-bench`."""
+  run_main(main, __doc__, __name__)
+
+
+if __name__ == "__main__":
+  run()

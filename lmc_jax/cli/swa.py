@@ -1,0 +1,63 @@
+"""Stochastic weight averaging on trained zoos (the study's E4, Fig 4.7 and 4.8).
+
+  python -m experiments.swa --zoo=runs/mnist_w8,runs/mnist_w16,runs/mnist_w64
+
+For one model of each zoo: --epochs more epochs at the constant --lr (the study: 10 at
+0.05), the weights after each epoch kept as samples. Writes <zoo>/swa.json (sample and
+running-average test losses, and the loss along the line between every pair of samples)
+and two figures. Expected: the running average beats every sample except in narrow nets,
+and pairwise averages of samples beat the samples (epsilon near or below zero).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from lmc_jax import result_files
+from lmc_jax.analysis.swa import swa_zoo
+from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.lmc.measures import quartiles
+from lmc_jax.report import figures
+from lmc_jax.report.tables import format_table
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)
+flags.DEFINE_integer("model", None, "Model to continue (default: drawn from --seed among the "
+                     "usable).")
+flags.DEFINE_integer("epochs", 10, "SWA epochs (samples).")
+flags.DEFINE_float("lr", 0.05, "Constant learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed of the model choice and the data order.")
+flags.DEFINE_string("figures", None, "Where figures go (default <parent of first zoo>/figures).")
+flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
+
+
+@exit_on_lmc_error
+def main(argv):
+  del argv
+  zoos = [Path(z) for z in FLAGS.zoo]
+  fig_dir = Path(FLAGS.figures or zoos[0].parent / "figures")
+  results = sorted((swa_zoo(z, FLAGS.model, FLAGS.epochs, FLAGS.lr, FLAGS.seed, FLAGS.data_dir)
+                    for z in zoos), key=lambda r: r.width)
+  rows = [{"width": r.width, "model": r.model, "start": r.start_loss,
+           "best_sample": float(r.sample_loss.min()), "average": float(r.average_loss[-1]),
+           "eps_median": quartiles(r.samples["epsilon"])["median"]} for r in results]
+  name, dataset = results[-1].data_name, results[-1].dataset
+  print(f"{name}: SWA, {FLAGS.epochs} epochs at lr {FLAGS.lr} (test loss)")
+  print(format_table(rows, list(rows[0]), ["width", "model", "start", "best sample",
+                                           "final average", "median eps (samples)"]))
+  panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.samples["loss"]) for r in results]
+  paths = [figures.swa_losses(results, name, fig_dir / result_files.swa_losses_png(dataset)),
+           figures.loss_curves(panels, f"{name} SWA samples: test loss along the line between "
+                               "every pair, naive interpolation",
+                               fig_dir / result_files.swa_curves_png(dataset))]
+  print("figures: " + ", ".join(str(p) for p in paths))
+
+
+def run():
+  """Console script `lmc-swa`."""
+  run_main(main, __doc__, __name__)
+
+
+if __name__ == "__main__":
+  run()
