@@ -178,5 +178,48 @@ def test_tfds_source_through_a_stand_in_module(tmp_path, rng, monkeypatch):
 
 def test_tfds_missing_says_how_to_install(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
-  with pytest.raises(LmcError, match=r"pip install \.\[tfds\]"):
+  with pytest.raises(LmcError,
+                     match=r"needs tensorflow-datasets and TensorFlow.*pip install \.\[tfds\]"):
     cifar10.install_cifar10(f"tfds:{tmp_path}", tmp_path / "d")
+
+
+def test_tfds_without_tensorflow_names_tensorflow(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace())
+  monkeypatch.setitem(sys.modules, "tensorflow", None)
+  with pytest.raises(LmcError, match=r"TensorFlow is not.*pip install tensorflow"):
+    cifar10.install_cifar10(f"tfds:{tmp_path}", tmp_path / "d")
+
+
+def test_a_real_tiny_tfds_dataset_reads_back(tmp_path, rng):
+  """A TFDS builder generated here, prepared on disk by TFDS and read back through TF."""
+  tfds = pytest.importorskip("tensorflow_datasets",
+                             reason="the [tfds] extra is not installed (pip install .[tfds])")
+  pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install .[tfds])")
+  from lmc_jax.data.tfds import load_tfds_arrays
+  images = rng.integers(0, 256, (10, 32, 32, 3)).astype(np.uint8)
+  labels = np.arange(10) % 10
+
+  class TinyCifarForLmc(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, supervised_keys=("image", "label"),
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Image(shape=(32, 32, 3)),
+              "label": tfds.features.ClassLabel(num_classes=10)}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(slice(0, 7)),
+              "test": self._generate_examples(slice(7, 10))}
+
+    def _generate_examples(self, part):
+      for k in range(10)[part]:
+        yield k, {"image": images[k], "label": int(labels[k])}
+
+  TinyCifarForLmc(data_dir=str(tmp_path)).download_and_prepare()
+  x_tr, y_tr, x_te, y_te = load_tfds_arrays("tiny_cifar_for_lmc", str(tmp_path))
+  order = np.argsort([int(np.flatnonzero((images == a).all((1, 2, 3)))[0]) for a in x_tr])
+  np.testing.assert_array_equal(x_tr[order], images[:7])  # PNG-encoded: lossless
+  np.testing.assert_array_equal(y_tr[order], labels[:7])
+  assert x_te.shape == (3, 32, 32, 3) and sorted(y_te.tolist()) == labels[7:].tolist()

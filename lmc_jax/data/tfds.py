@@ -1,5 +1,6 @@
 """Reading a dataset the user already prepared with tensorflow-datasets (optional extra:
-`pip install .[tfds]`). Nothing is downloaded: `download=False`."""
+`pip install .[tfds]`, which brings tensorflow-datasets and the TensorFlow its reader
+needs). Nothing is downloaded: `download=False`."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,15 @@ def load_tfds_arrays(name: str, data_dir: str):
   try:
     import tensorflow_datasets as tfds
   except ImportError:
-    raise LmcError("Reading a TFDS dataset needs tensorflow-datasets; install it with "
-                   "`pip install .[tfds]` (or `pip install tensorflow-datasets`).") from None
+    raise LmcError("Reading a TFDS dataset needs tensorflow-datasets and TensorFlow; install "
+                   "them with `pip install .[tfds]` (or `pip install tensorflow-datasets "
+                   "tensorflow`).") from None
+  try:
+    import tensorflow  # noqa: F401  (tfds.load reads the prepared records through it)
+  except ImportError:
+    raise LmcError("tensorflow-datasets is installed but TensorFlow is not, and TFDS reads "
+                   "prepared datasets through it; install it with `pip install tensorflow` "
+                   "(or `pip install .[tfds]`).") from None
   try:
     splits = tfds.load(name, split=["train", "test"], data_dir=data_dir, batch_size=-1,
                        as_supervised=True, download=False)
