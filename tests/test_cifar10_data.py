@@ -168,6 +168,7 @@ def test_tfds_source_through_a_stand_in_module(tmp_path, rng, monkeypatch):
     return [(x, y), (x[:2], y[:2])]
   fake = types.SimpleNamespace(load=load, as_numpy=lambda t: t)
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace())  # what tfds reads with
   (tmp_path / "tfds").mkdir()
   info = cifar10.install_cifar10(f"tfds:{tmp_path / 'tfds'}", tmp_path / "d")
   assert info["label"] == "CIFAR-10 (TFDS)"
