@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 venv="$(mktemp -d)/floor"
 trap 'rm -rf "$(dirname "$venv")"' EXIT
 python -m venv "$venv"
+# An old pip (Python 3.10's 23.0) spends minutes backtracking over these pins; a current one
+# resolves them at once.
+"$venv/bin/pip" install -q -U pip
 "$venv/bin/pip" install -q -r requirements-floor.txt
 "$venv/bin/python" -c "import jax, flax, optax; print('floor: jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"
 PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
