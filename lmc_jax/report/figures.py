@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from lmc_jax.lmc.measures import pair_matrix, single_linkage_order
 
@@ -260,7 +260,8 @@ def training_history(panels, dataset: str, path) -> Path:
     epochs = np.arange(1, len(loss) + 1)
     q1, med, q3 = np.nanpercentile(loss, [25, 50, 75], axis=1)
     ax.fill_between(epochs, q1, q3, color=NAIVE_COLOR, alpha=0.3, lw=0, label="train, Q1-Q3")
-    ax.plot(epochs, med, color=NAIVE_COLOR, lw=1.5, label="train, median")
+    ax.plot(epochs, med, color=NAIVE_COLOR, lw=1.5, label="train, median",
+            marker="o" if len(epochs) <= 20 else None, ms=3)  # a short run is a few points
     if "test_loss" in history:
       test = np.nanmedian(np.asarray(history["test_loss"], np.float64), axis=1)
       ax.plot(history["eval_epoch"], test, "o-", color=ALIGNED_COLOR, ms=3, lw=1,
@@ -269,12 +270,19 @@ def training_history(panels, dataset: str, path) -> Path:
       ax.set_yscale("log")
       plain = FuncFormatter(lambda v, _: f"{v:.3g}")
       ax.yaxis.set_major_formatter(plain)
-      ax.yaxis.set_minor_formatter(plain)
+      lo, hi = ax.get_ylim()  # label the minor ticks only within one decade, where few show
+      ax.yaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
     ax.set_title(f"{title} ({loss.shape[1]} models)")
     ax.set_xlabel("epoch")
+    if len(epochs) <= 10:
+      ax.set_xticks(epochs)
+    else:
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, len(epochs) + 0.5)
     ax.set_ylabel("loss (mean over the epoch's batches)")
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
-  fig.suptitle(f"{dataset}: training loss per epoch over the models of each zoo", y=1.0)
+  fig.suptitle(f"{dataset}: training loss per epoch,\nmedian and quartiles over each zoo's models",
+               y=1.02, fontsize=10)
   fig.tight_layout()
   return save_figure(fig, path)
