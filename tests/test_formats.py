@@ -5,20 +5,16 @@ import json
 import pytest
 
 from lmc_jax.analysis.barrier import analyse_zoo
-from lmc_jax.config import default_config
-from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON, ZOO_JSON, check_format
-from lmc_jax.zoo.io import load_zoo, save_zoo
-from lmc_jax.zoo.training import train_zoo
+from lmc_jax.zoo.io import load_zoo
+from tests.helpers import saved_moons_zoo
 
 
 @pytest.fixture(scope="module")
 def zoo_dir(tmp_path_factory):
-  config = default_config("moons", hidden=(4,), num_models=3, epochs=2)
-  zoo = train_zoo(config, load_dataset(config), log=None)
   d = tmp_path_factory.mktemp("formats") / "moons_w4"
-  save_zoo(d, config, zoo.params, zoo.metrics)
+  saved_moons_zoo(d, 4)
   return d
 
 

@@ -18,7 +18,6 @@ from lmc_jax.align.registry import (
   unregister,
 )
 from lmc_jax.align.spec import apply_permutation, mlp_permutation_spec, perm_sizes
-from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
@@ -26,8 +25,7 @@ from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.models import model_for
 from lmc_jax.result_files import BARRIER_JSON
 from lmc_jax.tree_utils import stack, take, to_numpy
-from lmc_jax.zoo.io import save_zoo
-from lmc_jax.zoo.training import train_zoo
+from tests.helpers import saved_moons_zoo
 
 
 def roll_perm(sizes, shift):
@@ -49,10 +47,8 @@ def toy_method():
 
 @pytest.fixture(scope="module")
 def small_zoo(tmp_path_factory):
-  config = default_config("moons", hidden=(6,), num_models=3, epochs=3)
-  zoo = train_zoo(config, load_dataset(config), log=None)
   d = tmp_path_factory.mktemp("runs") / "moons_w6"
-  save_zoo(d, config, zoo.params, zoo.metrics)
+  config, zoo = saved_moons_zoo(d, 6, epochs=3)
   return d, config, to_numpy(zoo.params)
 
 

@@ -14,3 +14,16 @@ def random_params(key, hidden, d_in=3, d_out=2, layernorm="none"):
   keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
   leaves = [jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
   return model, jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def saved_moons_zoo(directory, width: int, num_models: int = 3, epochs: int = 2):
+  """Trains a small one-hidden-layer Moons zoo and saves it to `directory` as the zoo entry
+  point would; returns (config, the trained Zoo)."""
+  from lmc_jax.config import default_config
+  from lmc_jax.data.datasets import load_dataset
+  from lmc_jax.zoo.io import save_zoo
+  from lmc_jax.zoo.training import train_zoo
+  config = default_config("moons", hidden=(width,), num_models=num_models, epochs=epochs)
+  zoo = train_zoo(config, load_dataset(config), log=None)
+  save_zoo(directory, config, zoo.params, zoo.metrics, history=zoo.history)
+  return config, zoo
