@@ -203,8 +203,8 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
                       + (f", {losses.size - finite.size} non-finite" if finite.size < losses.size
                          else ""))
   params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
-  history = {"train_loss": np.stack([to_host(v)[:len(ids)] for v in epoch_losses])
-             .astype(np.float32)}
+  # One transfer (one gather across hosts) for the whole run, not one per epoch.
+  history = {"train_loss": to_host(jnp.stack(epoch_losses))[:, :len(ids)].astype(np.float32)}
   if evals["eval_epoch"]:
     history.update({k: np.asarray(v) for k, v in evals.items()})
   return Zoo(config, params, zoo_metrics(model, params, dataset), history)
