@@ -10,7 +10,8 @@ def test_study_settings_per_dataset():
       ((512,), 100, "adamw", 0.1, 0.01, "cosine", "none")
   mn = default_config("mnist")
   assert (mn.hidden, mn.epochs, mn.schedule, mn.peak_lr, mn.layernorm) == \
-      ((512, 512, 512), 60, "onecycle", 0.1, "after_relu")
+      ((512, 512, 512), 60, "onecycle", 0.1, "before_relu")
+  assert default_config("cifar10").layernorm == "before_relu"
 
 
 @pytest.mark.parametrize("optimizer, want", [

@@ -29,7 +29,8 @@ def test_round_trip_and_numpy_only_format(tmp_path, tiny_zoo):
     assert f["Dense_0/kernel"].shape == (3, 2, 4)
   doc = json.loads((tmp_path / "z" / ZOO_JSON).read_text())
   assert doc["seed"] == 0 and doc["config"]["hidden"] == [4] and "jax" in doc["versions"]
-  assert set(doc["models"][0]) == {"train_loss", "test_loss", "train_acc", "test_acc", "diverged"}
+  assert set(doc["models"][0]) == {"train_loss", "test_loss", "train_acc", "test_acc", "diverged",
+                                     "collapsed"}
 
 
 def test_killed_write_leaves_the_old_zoo_loadable(tmp_path, tiny_zoo, monkeypatch):

@@ -16,6 +16,24 @@ import numpy as np
 from lmc_jax.nn.models import loss_and_correct
 
 
+# A model whose test accuracy is within this of the majority class's share has collapsed:
+# it predicts (nearly) one class whatever the input.
+COLLAPSE_MARGIN = 0.01
+
+
+def chance_accuracy(labels) -> float:
+  """Accuracy of always predicting the most frequent label of `labels` `(n,)`."""
+  labels = np.asarray(labels)
+  if labels.size == 0:
+    return float("nan")
+  return float(np.bincount(labels.astype(np.int64).ravel()).max() / labels.size)
+
+
+def is_collapsed(test_acc: float, chance: float) -> bool:
+  """True for a (finite) test accuracy no better than chance plus `COLLAPSE_MARGIN`."""
+  return bool(np.isfinite(test_acc) and test_acc <= chance + COLLAPSE_MARGIN)
+
+
 class Batches(NamedTuple):
   x: jax.Array  # (num_batches, batch, d)
   y: jax.Array  # (num_batches, batch) int32

@@ -16,14 +16,18 @@ from lmc_jax.zoo.runs import find_zoos
 
 
 def zoo_row(doc: dict) -> dict:
-  """One table row: mean +- std of each metric over the models that did not diverge."""
+  """One table row: mean +- std of each metric over the models that did not diverge.
+
+  Collapsed models (at chance, `nn.evaluation.is_collapsed`) are counted and stay in the
+  means, as they would in a study's table."""
   models = doc["models"]
   ok = [m for m in models if not m.get("diverged")]
   row = {"dataset": doc["config"]["dataset"], "source": doc.get("data_source", ""),
          "optimizer": doc["config"]["optimizer"], "init": doc["config"]["init"],
          "width": doc["config"]["hidden"][0],
          "hidden": "x".join(str(w) for w in doc["config"]["hidden"]),
-         "models": len(models), "diverged": len(models) - len(ok)}
+         "models": len(models), "diverged": len(models) - len(ok),
+         "collapsed": sum(bool(m.get("collapsed")) for m in ok)}
   for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
     vals = [m[key] for m in ok]
     row[key] = mean_std(vals)

@@ -75,6 +75,11 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
     if m["diverged"]:
       logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "
                       "left out of every statistic.", directory, k)
+  collapsed = [k for k, m in enumerate(zoo.metrics) if m.get("collapsed")]
+  if collapsed:
+    logging.warning("%s: %d of %d models collapsed to chance test accuracy (models %s); they "
+                    "are marked in zoo.json, counted in the tables and kept in every statistic.",
+                    directory, len(collapsed), len(zoo.metrics), collapsed)
   return read_zoo_json(directory)
 
 

@@ -19,7 +19,7 @@ import optax
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.evaluation import evaluate_zoo
+from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.models import loss_and_correct, model_for, num_params
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.tree_utils import fold_in_each
@@ -211,13 +211,16 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
 
 
 def zoo_metrics(model, params, dataset: Dataset) -> list:
-  """Per-model metrics dicts; a model with a non-finite loss is marked diverged."""
+  """Per-model metrics dicts; a model with a non-finite loss is marked diverged, one with a
+  finite loss but test accuracy at chance (see `is_collapsed`) is marked collapsed."""
   tr_loss, tr_acc = evaluate_zoo(model, params, dataset.x_train, dataset.y_train)
   te_loss, te_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
+  chance = chance_accuracy(dataset.y_test)
   metrics = []
   for k in range(len(tr_loss)):
     vals = dict(train_loss=float(tr_loss[k]), test_loss=float(te_loss[k]),
                 train_acc=float(tr_acc[k]), test_acc=float(te_acc[k]))
     vals["diverged"] = not all(np.isfinite(v) for v in vals.values())
+    vals["collapsed"] = not vals["diverged"] and is_collapsed(vals["test_acc"], chance)
     metrics.append(vals)
   return metrics
