@@ -7,6 +7,7 @@ The names a researcher uses are here; the sub-packages, in dependency order, hol
 
 __version__ = "0.1.0"
 
+from lmc_jax.align.derive import check_spec, derive_spec, spec_without_prefix
 from lmc_jax.align.registry import MethodSettings, align_by, method_names, register
 from lmc_jax.align.spec import (
                                 PermutationSpec,
@@ -32,7 +33,8 @@ __all__ = [
     # zoos
     "model_for", "train_zoo", "Zoo", "save_zoo", "load_zoo", "load_zoo_checked",
     # alignment
-    "PermutationSpec", "permutation_spec_from_axes", "mlp_permutation_spec", "spec_for_config",
+    "PermutationSpec", "derive_spec", "check_spec", "spec_without_prefix",
+    "permutation_spec_from_axes", "mlp_permutation_spec", "spec_for_config",
     "apply_permutation", "weight_matching", "align_zoo", "align_by", "method_names", "register",
     "MethodSettings",
     # linear mode connectivity

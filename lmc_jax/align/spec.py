@@ -18,6 +18,9 @@ from lmc_jax.errors import LmcError
 from lmc_jax.tree_utils import flatten, unflatten
 
 Axes = Tuple[Optional[str], ...]
+# Collections whose leaves move with their units but say nothing about what a unit computes
+# (BatchNorm's running statistics): permuted with everything else, never matched on.
+STATE_COLLECTIONS = ("batch_stats",)
 
 
 class PermutationSpec(NamedTuple):
@@ -52,6 +55,17 @@ def mlp_permutation_spec(num_hidden: int, layernorm: bool = False) -> Permutatio
       axes[f"LayerNorm_{i}/scale"] = (p_out,)
       axes[f"LayerNorm_{i}/bias"] = (p_out,)
   return permutation_spec_from_axes(axes)
+
+
+def is_state(path: str) -> bool:
+  """True for a leaf of a state collection (`batch_stats/...`)."""
+  return path.split("/", 1)[0] in STATE_COLLECTIONS
+
+
+def matched_axes(spec: PermutationSpec, p: str) -> Tuple[Tuple[str, int], ...]:
+  """The (path, axis) pairs of permutation `p` that weight matching compares: all but
+  those of state collections."""
+  return tuple((path, axis) for path, axis in spec.perm_to_axes[p] if not is_state(path))
 
 
 def spec_for_config(config) -> PermutationSpec:

@@ -22,6 +22,8 @@ from lmc_jax.align.spec import (
   apply_permutation,
   flatten,
   identity_permutation,
+  is_state,
+  matched_axes,
   perm_sizes,
   permute_leaf,
   permute_zoo,
@@ -43,7 +45,7 @@ def matching_cost(spec: PermutationSpec, perm, flat_a, flat_b, p: str) -> np.nda
   over every leaf axis that permutation `p` acts on, the other permutations applied."""
   n = None
   cost = 0.0
-  for path, axis in spec.perm_to_axes[p]:
+  for path, axis in matched_axes(spec, p):
     wa = np.moveaxis(flat_a[path], axis, 0)
     wb = np.moveaxis(permute_leaf(spec, perm, path, flat_b[path], skip=p), axis, 0)
     n = wa.shape[0]
@@ -55,7 +57,7 @@ def matching_objective(spec: PermutationSpec, perm, params_a, params_b) -> float
   """`sum over leaves <theta_A, pi(theta_B)>`; larger is closer."""
   fa, fb = flatten(params_a), flatten(apply_permutation(spec, perm, params_b))
   return float(sum(np.vdot(np.asarray(fa[k], np.float64), np.asarray(fb[k], np.float64))
-                   for k in fa))
+                   for k in fa if not is_state(k)))
 
 
 def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 50,

@@ -14,13 +14,18 @@ import jax
 import jax.numpy as jnp
 from optax.assignment import hungarian_algorithm
 
-from lmc_jax.align.spec import PermutationSpec, permutation_spec_from_axes, permute_leaf
+from lmc_jax.align.spec import (
+  PermutationSpec,
+  matched_axes,
+  permutation_spec_from_axes,
+  permute_leaf,
+)
 from lmc_jax.tree_utils import flatten
 
 
 def _cost(spec, perm, flat_a, flat_b, p, n):
   cost = jnp.zeros((n, n), jnp.float32)
-  for path, axis in spec.perm_to_axes[p]:
+  for path, axis in matched_axes(spec, p):
     wb = permute_leaf(spec, perm, path, flat_b[path], skip=p)
     wa = jnp.moveaxis(flat_a[path], axis, 0).reshape(n, -1)
     wb = jnp.moveaxis(wb, axis, 0).reshape(n, -1)

@@ -1,0 +1,501 @@
+"""Permutation specs read off a Flax module's own computation.
+
+`derive_spec(module, variables, *inputs)` traces `module.apply` to a jaxpr and works out
+which axes of which variables must be permuted together. Every array axis of the trace is
+a node; each primitive ties the nodes it maps one to one (an elementwise op ties the same
+axis of all its operands and its output, a contraction ties the two contracted axes, a
+transpose or reshape maps axes to axes, ...). Nodes tied together form a class; a class
+holding an axis of an input or output of the model, a spatial axis of a convolution or an
+axis along which a constant varies can not be permuted. Every other class that holds
+axes of variables is one free hidden-unit permutation: permuting all of its axes at once
+leaves the outputs unchanged, and two classes move independently.
+
+An op that treats an axis other than one to one (a reshape that merges it with another,
+a slice, an argmax, a loop, a primitive unknown here) is a barrier: if such an axis
+belongs to a class that nothing else fixes, the symmetry can not be followed and the
+derivation stops with one sentence naming the op and the variables; write that spec by
+hand (`permutation_spec_from_axes`) and check it with `check_spec`.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from lmc_jax.align.spec import (
+  PermutationSpec,
+  apply_permutation,
+  perm_sizes,
+  permutation_spec_from_axes,
+  random_permutation,
+  validate_spec,
+)
+from lmc_jax.errors import LmcError
+
+# Primitives that act on each element on its own (operands broadcast on size-1 axes).
+ELEMENTWISE = frozenset("""
+abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil clamp conj convert_element_type
+copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt igamma imag
+integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or pow
+real reduce_precision rem round rsqrt select_n sign sin sinh sqrt square stop_gradient sub tan
+tanh xor
+""".split())
+# Reductions invariant under any order of the reduced elements.
+REDUCTIONS = frozenset(("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and",
+                        "reduce_or", "reduce_xor"))
+# Reductions whose result depends on the order of the reduced axis.
+ORDERED_REDUCTIONS = frozenset(("argmax", "argmin"))
+CUMULATIVE = frozenset(("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"))
+WINDOWED = frozenset(("reduce_window_sum", "reduce_window_max", "reduce_window_min",
+                      "reduce_window"))
+CONTROL_FLOW = frozenset(("scan", "while", "cond"))
+SUB_JAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+
+
+
+class _Val(NamedTuple):
+  """A jaxpr variable in one call of its jaxpr: a jitted function traced once and called
+  twice shares its variables between the calls, which must not tie their axes."""
+  scope: int
+  var: object
+
+  @property
+  def aval(self):
+    return self.var.aval
+
+
+Node = Tuple[_Val, int]  # (variable in a call, axis)
+
+
+class _Trace:
+  """Union-find over the axes of one traced computation, with the marks of `derive_spec`."""
+
+  def __init__(self):
+    self.parent: Dict[Node, Node] = {}
+    self.fixed: Dict[Node, str] = {}  # node -> why it can not move (genuine)
+    self.soft_fixed: set = set()  # outputs of barriers
+    self.barriers: List[Tuple[Node, str]] = []  # (input node, primitive)
+    self.first_seen: Dict[Node, int] = {}
+    self.counter = itertools.count()
+    self.scopes = itertools.count(1)
+
+  def node(self, var, axis: int) -> Node:
+    n = (var, axis)
+    if n not in self.parent:
+      self.parent[n] = n
+    return n
+
+  def find(self, n: Node) -> Node:
+    root = n
+    while self.parent[root] != root:
+      root = self.parent[root]
+    while self.parent[n] != root:
+      self.parent[n], n = root, self.parent[n]
+    return root
+
+  def tie(self, a, ia: int, b, ib: int):
+    """Axis `ia` of `a` and axis `ib` of `b` carry the same units (sizes > 1 only)."""
+    if not _is_var(a) or not _is_var(b) or _size(a, ia) != _size(b, ib) or _size(a, ia) <= 1:
+      return
+    ra, rb = self.find(self.node(a, ia)), self.find(self.node(b, ib))
+    if ra != rb:
+      self.parent[rb] = ra
+
+  def fix(self, var, axis: int, why: str):
+    if _is_var(var) and _size(var, axis) > 1:
+      self.fixed.setdefault(self.node(var, axis), why)
+
+  def fix_all(self, var, why: str):
+    for axis in range(_rank(var)):
+      self.fix(var, axis, why)
+
+  def barrier(self, var, axis: int, primitive: str):
+    if _is_var(var) and _size(var, axis) > 1:
+      self.barriers.append((self.node(var, axis), primitive))
+
+  def barrier_out(self, var, axis: int):
+    if _is_var(var) and _size(var, axis) > 1:
+      self.soft_fixed.add(self.node(var, axis))
+
+  def seen(self, var):
+    if _is_var(var):
+      step = next(self.counter)
+      for axis in range(_rank(var)):
+        self.first_seen.setdefault(self.node(var, axis), step)
+
+
+def _is_var(v) -> bool:
+  return isinstance(v, _Val)
+
+
+def _scoped(scope: int, vs) -> list:
+  return [_Val(scope, v) if isinstance(v, jcore.Var) else v for v in vs]
+
+
+def _shape(v) -> tuple:
+  return tuple(getattr(v.aval, "shape", ()))
+
+
+def _rank(v) -> int:
+  return len(_shape(v))
+
+
+def _size(v, axis: int) -> int:
+  return _shape(v)[axis]
+
+
+def _sub_jaxpr(eqn):
+  for name in SUB_JAXPR_PARAMS:
+    j = eqn.params.get(name)
+    if isinstance(j, jcore.ClosedJaxpr):
+      return j.jaxpr, j.consts
+    if isinstance(j, jcore.Jaxpr):
+      return j, ()
+  return None, ()
+
+
+def _visit_jaxpr(t: _Trace, jaxpr, consts, scope: int):
+  for var, value in zip(_scoped(scope, jaxpr.constvars), consts):
+    _fix_varying_constant(t, var, value)
+  for eqn in jaxpr.eqns:
+    _visit_eqn(t, eqn, scope)
+
+
+def _fix_varying_constant(t: _Trace, var, value):
+  """A constant fixes the axes along which its values differ."""
+  try:
+    arr = np.asarray(value)
+  except Exception:  # noqa: BLE001 - opaque constants (keys, ...) fix every axis
+    t.fix_all(var, "a constant")
+    return
+  for axis in range(arr.ndim):
+    if arr.shape[axis] > 1 and not np.all(arr == np.take(arr, [0], axis=axis)):
+      t.fix(var, axis, "a constant that varies along it")
+
+
+def _visit_eqn(t: _Trace, eqn, scope: int):
+  prim = eqn.primitive.name
+  ins, outs, p = _scoped(scope, eqn.invars), _scoped(scope, eqn.outvars), eqn.params
+  for o in outs:
+    t.seen(o)
+  inner, consts = _sub_jaxpr(eqn)
+  if inner is not None and prim not in CONTROL_FLOW \
+      and len(inner.invars) == len(ins) and len(inner.outvars) == len(outs):
+    inner_scope = next(t.scopes)
+    for a, b in zip(_scoped(inner_scope, inner.invars), ins):
+      for axis in range(_rank(a)):
+        t.tie(a, axis, b, axis)
+    _visit_jaxpr(t, inner, consts, inner_scope)
+    for a, b in zip(_scoped(inner_scope, inner.outvars), outs):
+      for axis in range(_rank(b)):
+        t.tie(a, axis, b, axis)
+    return
+  out = outs[0] if outs else None
+  if prim in ELEMENTWISE and len(outs) == 1:
+    r = _rank(out)
+    if all(_rank(v) in (0, r) for v in ins):
+      for v in ins:
+        if _rank(v) == r:
+          for axis in range(r):
+            t.tie(v, axis, out, axis)
+      return
+  elif prim == "broadcast_in_dim":
+    for i, d in enumerate(p["broadcast_dimensions"]):
+      t.tie(ins[0], i, out, d)
+    return
+  elif prim == "reshape" and p.get("dimensions") is None:
+    return _visit_reshape(t, ins[0], out, prim)
+  elif prim == "squeeze":
+    kept = [a for a in range(_rank(ins[0])) if a not in set(p["dimensions"])]
+    for j, a in enumerate(kept):
+      t.tie(ins[0], a, out, j)
+    return
+  elif prim == "transpose":
+    for j, a in enumerate(p["permutation"]):
+      t.tie(ins[0], a, out, j)
+    return
+  elif prim in REDUCTIONS or prim in ORDERED_REDUCTIONS:
+    reduced = set(p["axes"])
+    kept = [a for a in range(_rank(ins[0])) if a not in reduced]
+    for j, a in enumerate(kept):
+      for v in ins:  # variadic reductions: every operand has the same shape
+        t.tie(v, a, out, j)
+    if prim in ORDERED_REDUCTIONS:
+      for a in reduced:
+        t.barrier(ins[0], a, prim)
+    return
+  elif prim == "dot_general":
+    return _visit_dot(t, ins[0], ins[1], out, p["dimension_numbers"])
+  elif prim == "conv_general_dilated":
+    if _visit_conv(t, ins[0], ins[1], out, p):
+      return
+  elif prim in WINDOWED or prim in CUMULATIVE or prim in ("rev", "slice", "pad", "concatenate",
+                                                          "dynamic_slice"):
+    return _visit_axiswise(t, prim, ins, outs, _touched_axes(prim, p, ins[0]))
+  elif prim == "iota":
+    t.fix_all(out, "an iota")
+    return
+  # Anything else: a barrier for every axis it reads, and its outputs move with nothing.
+  for v in ins:
+    for axis in range(_rank(v) if _is_var(v) else 0):
+      t.barrier(v, axis, prim)
+  for o in outs:
+    for axis in range(_rank(o)):
+      t.barrier_out(o, axis)
+
+
+def _visit_reshape(t: _Trace, x, out, prim: str):
+  """Ties the axes a reshape keeps (alone in their group, possibly among size-1 axes);
+  the axes it merges or splits are barriers."""
+  a_shape, b_shape = _shape(x), _shape(out)
+  i = j = 0
+  while i < len(a_shape) or j < len(b_shape):
+    gi, gj = [i], [j]
+    pa = a_shape[i] if i < len(a_shape) else 1
+    pb = b_shape[j] if j < len(b_shape) else 1
+    i, j = i + 1, j + 1
+    while pa != pb:
+      if pa < pb:
+        gi.append(i)
+        pa *= a_shape[i]
+        i += 1
+      else:
+        gj.append(j)
+        pb *= b_shape[j]
+        j += 1
+    gi = [a for a in gi if a < len(a_shape) and a_shape[a] > 1]
+    gj = [b for b in gj if b < len(b_shape) and b_shape[b] > 1]
+    if len(gi) == 1 and len(gj) == 1:
+      t.tie(x, gi[0], out, gj[0])
+    else:
+      for a in gi:
+        t.barrier(x, a, prim + " (merging or splitting axes)")
+      for b in gj:
+        t.barrier_out(out, b)
+
+
+def _visit_dot(t: _Trace, lhs, rhs, out, dims):
+  (lc, rc), (lb, rb) = dims
+  for a, b in zip(lc, rc):
+    t.tie(lhs, a, rhs, b)
+  for k, (a, b) in enumerate(zip(lb, rb)):
+    t.tie(lhs, a, out, k)
+    t.tie(rhs, b, out, k)
+  lfree = [a for a in range(_rank(lhs)) if a not in lc and a not in lb]
+  rfree = [b for b in range(_rank(rhs)) if b not in rc and b not in rb]
+  for k, a in enumerate(lfree):
+    t.tie(lhs, a, out, len(lb) + k)
+  for k, b in enumerate(rfree):
+    t.tie(rhs, b, out, len(lb) + len(lfree) + k)
+
+
+def _visit_conv(t: _Trace, lhs, rhs, out, p) -> bool:
+  """Dense or depthwise convolution; False for other groupings (then a barrier)."""
+  dn = p["dimension_numbers"]
+  lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+  groups = p["feature_group_count"]
+  if p["batch_group_count"] != 1:
+    return False
+  c_in, c_out = _size(lhs, lhs_spec[1]), _size(rhs, rhs_spec[0])
+  if groups == 1:
+    t.tie(lhs, lhs_spec[1], rhs, rhs_spec[1])
+  elif groups == c_in and c_out == c_in:  # depthwise, one filter per channel
+    t.tie(lhs, lhs_spec[1], rhs, rhs_spec[0])
+  else:
+    return False
+  t.tie(rhs, rhs_spec[0], out, out_spec[1])
+  t.tie(lhs, lhs_spec[0], out, out_spec[0])
+  for v, spec in ((lhs, lhs_spec), (rhs, rhs_spec), (out, out_spec)):
+    for axis in spec[2:]:
+      t.fix(v, axis, "a spatial axis of a convolution")
+  return True
+
+
+def _touched_axes(prim: str, p: dict, x) -> set:
+  """Axes an axis-wise op (slice, pad, window, cumulative, ...) does not map one to one."""
+  r = _rank(x)
+  if prim in CUMULATIVE:
+    return {p["axis"]}
+  if prim == "rev":
+    return set(p["dimensions"])
+  if prim == "concatenate":
+    return {p["dimension"]}
+  if prim == "pad":
+    return {a for a, cfg in enumerate(p["padding_config"]) if any(cfg)}
+  if prim == "slice":
+    strides = p.get("strides") or (1,) * r
+    return {a for a in range(r) if p["start_indices"][a] != 0
+            or p["limit_indices"][a] != _size(x, a) or strides[a] != 1}
+  if prim == "dynamic_slice":
+    return {a for a in range(r) if p["slice_sizes"][a] != _size(x, a)}
+  # windowed reductions
+  pad = p.get("padding", ((0, 0),) * r)
+  ones = (1,) * r
+  return {a for a in range(r) if p["window_dimensions"][a] != 1
+          or p["window_strides"][a] != 1 or tuple(pad[a]) != (0, 0)
+          or p.get("base_dilation", ones)[a] != 1 or p.get("window_dilation", ones)[a] != 1}
+
+
+def _visit_axiswise(t: _Trace, prim: str, ins, out, touched: set):
+  data = [v for v in ins if _is_var(v) and _rank(v) == _rank(out[0])]
+  for v in data:
+    for axis in range(_rank(v)):
+      if axis in touched:
+        t.barrier(v, axis, prim)
+      else:
+        for o in out:
+          t.tie(v, axis, o, axis)
+  for o in out:
+    for axis in touched:
+      t.barrier_out(o, axis)
+
+
+def _trace(module, variables, inputs, apply_kwargs):
+  paths, leaves, treedef = _leaf_paths(variables)
+
+  def fn(*args):
+    v = jax.tree_util.tree_unflatten(treedef, args[:len(leaves)])
+    return module.apply(v, *args[len(leaves):], **apply_kwargs)
+
+  try:
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(
+        *(jnp.asarray(leaf) for leaf in leaves), *inputs)
+  except LmcError:
+    raise
+  except Exception as e:  # noqa: BLE001 - any failure to trace is the caller's input
+    raise LmcError(f"derive_spec could not run module.apply on the given variables and inputs "
+                   f"({type(e).__name__}: {e}); pass the variables from module.init and "
+                   "example inputs of the right shape.") from None
+  return paths, closed, out_shape
+
+
+def _leaf_paths(tree):
+  """(`/`-joined path of each leaf, the leaves, the treedef)."""
+  with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  paths = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in kp)
+           for kp, _ in with_paths]
+  return paths, [leaf for _, leaf in with_paths], treedef
+
+
+def derive_spec(module, variables, *example_inputs, **apply_kwargs) -> PermutationSpec:
+  """The permutation spec of `module`, read off `module.apply(variables, *example_inputs,
+  **apply_kwargs)`.
+
+  `variables` is the whole Flax variables dict of one model (`params`, and `batch_stats`
+  or other collections where present); the spec's paths are its `/`-joined paths
+  (`params/Dense_0/kernel`, `batch_stats/BatchNorm_0/mean`). Trace in evaluation mode
+  (e.g. `train=False`) so running statistics take part; with `mutable=[...]` the updated
+  collections are tied to the variables they update. Permutations are named `P_0, P_1,
+  ...` in the order the trace first computes them.
+  """
+  paths, closed, out_shape = _trace(module, variables, example_inputs, apply_kwargs)
+  jaxpr = closed.jaxpr
+  t = _Trace()
+  n_vars = len(paths)
+  var_nodes = _scoped(0, jaxpr.invars[:n_vars])
+  for v in _scoped(0, jaxpr.invars[n_vars:]):
+    t.fix_all(v, "an input of the model")
+  _visit_jaxpr(t, jaxpr, closed.consts, 0)
+  out_vars = _scoped(0, jaxpr.outvars)
+  mutated = _mutated_outputs(out_shape, apply_kwargs, paths)
+  for k, v in enumerate(out_vars):
+    if k in mutated:
+      src = var_nodes[mutated[k]]
+      for axis in range(_rank(src)):
+        t.tie(src, axis, v, axis)
+    else:
+      t.fix_all(v, "an output of the model")
+  _check_used(jaxpr, paths, var_nodes)
+  return _spec_from_classes(t, paths, var_nodes)
+
+
+def _mutated_outputs(out_shape, apply_kwargs, paths) -> Dict[int, int]:
+  """Output leaf index -> variable index, for the collections `mutable=` returns."""
+  if not apply_kwargs.get("mutable"):
+    return {}
+  y, updates = out_shape
+  n_y = len(jax.tree_util.tree_leaves(y))
+  upd_paths, _, _ = _leaf_paths(updates)
+  index = {p: i for i, p in enumerate(paths)}
+  return {n_y + k: index[p] for k, p in enumerate(upd_paths) if p in index}
+
+
+def _check_used(jaxpr, paths, var_nodes):
+  used = set()
+
+  def walk(j):
+    for eqn in j.eqns:
+      used.update(v for v in eqn.invars if isinstance(v, jcore.Var))
+      inner, _ = _sub_jaxpr(eqn)
+      if inner is not None:
+        walk(inner)
+  walk(jaxpr)
+  used.update(v for v in jaxpr.outvars if isinstance(v, jcore.Var))
+  unused = [p for p, v in zip(paths, var_nodes) if v.var not in used]
+  if unused:
+    raise LmcError(f"derive_spec: variables {unused} do not take part in this call of "
+                   "module.apply, so their axes can not be derived; pass the apply arguments "
+                   "that use them (e.g. train=False for BatchNorm's running statistics) or "
+                   "write the spec by hand.")
+
+
+def _spec_from_classes(t: _Trace, paths, var_nodes) -> PermutationSpec:
+  classes: Dict[Node, List[Node]] = {}
+  for n in t.parent:
+    classes.setdefault(t.find(n), []).append(n)
+  genuinely_fixed = {t.find(n) for n in t.fixed}
+  var_index = {v: i for i, v in enumerate(var_nodes)}
+
+  def variables_in(root):
+    return sorted({paths[var_index[v]] for v, _ in classes[root] if v in var_index})
+
+  for node, prim in t.barriers:
+    root = t.find(node)
+    if root not in genuinely_fixed and variables_in(root):
+      raise LmcError(f"derive_spec can not follow `{prim}` on an axis of size "
+                     f"{_size(*node)} that moves with {', '.join(variables_in(root))}; "
+                     "write the permutation spec for this module by hand "
+                     "(lmc_jax.permutation_spec_from_axes) and check it with "
+                     "lmc_jax.check_spec.")
+  fixed = genuinely_fixed | {t.find(n) for n in t.soft_fixed}
+  free = [r for r in classes if r not in fixed and variables_in(r)]
+  order = lambda r: min(t.first_seen.get(n, 1 << 60) for n in classes[r])
+  names = {r: f"P_{k}" for k, r in enumerate(sorted(free, key=lambda r: (order(r),
+                                                                         variables_in(r))))}
+  axes: Dict[str, Tuple[Optional[str], ...]] = {}
+  for path, v in zip(paths, var_nodes):
+    axes[path] = tuple(names.get(t.find(t.node(v, a))) if (v, a) in t.parent else None
+                       for a in range(_rank(v)))
+  return permutation_spec_from_axes(axes)
+
+
+def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=None,
+               trials: int = 3, **apply_kwargs) -> float:
+  """Largest absolute change of the outputs of `module.apply(variables, *example_inputs,
+  **apply_kwargs)` over `trials` random permutations under `spec` (about 0, up to float
+  rounding, for a correct spec). Raises LmcError if the spec does not fit `variables`."""
+  validate_spec(spec, variables)
+  key = jax.random.key(0) if key is None else key
+  base = jax.tree_util.tree_leaves(module.apply(variables, *example_inputs, **apply_kwargs))
+  sizes = perm_sizes(spec, variables)
+  worst = 0.0
+  for k in range(trials):
+    perm = random_permutation(jax.random.fold_in(key, k), sizes)
+    out = module.apply(apply_permutation(spec, perm, variables), *example_inputs, **apply_kwargs)
+    for a, b in zip(base, jax.tree_util.tree_leaves(out)):
+      worst = max(worst, float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32)
+                                                 - jnp.asarray(b, jnp.float32)))))
+  return worst
+
+
+def spec_without_prefix(spec: PermutationSpec, prefix: str = "params") -> PermutationSpec:
+  """The spec of one collection, its paths relative to it (`params/Dense_0/kernel` ->
+  `Dense_0/kernel`), for code that holds the params dict alone."""
+  head = prefix.rstrip("/") + "/"
+  return permutation_spec_from_axes({p[len(head):]: a for p, a in spec.axes_to_perm.items()
+                                     if p.startswith(head)})
+
