@@ -64,8 +64,11 @@ def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: i
   budget_elements = working_set_budget() if budget_elements is None else budget_elements
   leaves = jax.tree_util.tree_leaves(params_stack)
   n_params = sum(int(np.prod(leaf.shape[1:])) for leaf in leaves)
-  # Activations: a sample passes through every unit; kernels' second axis counts them.
-  units = sum(int(leaf.shape[-1]) for leaf in leaves if leaf.ndim == 3)
+  # Activations: a sample passes through every unit; kernels' last axis counts them. A
+  # convolution's channels are counted at every position of a 32x32 image (an upper bound
+  # for the images here: later layers see fewer positions).
+  units = sum(int(leaf.shape[-1]) * (1024 if leaf.ndim == 5 else 1) for leaf in leaves
+              if leaf.ndim in (3, 5))
   per_pair = num_alphas * (n_params + batch_size * units * 3)
   return int(max(1, min(num_pairs, budget_elements // max(per_pair, 1))))
 

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
-
 
 # A model whose test accuracy is within this of the majority class's share has collapsed:
 # it predicts (nearly) one class whatever the input.
@@ -61,7 +61,7 @@ def metrics_one(model, params, batches: Batches):
   """(loss, accuracy) of one parameter set on a split: scalars, sample-weighted means."""
   def body(carry, batch):
     x, y, w = batch
-    loss, correct = loss_and_correct(model.apply({"params": params}, x), y)
+    loss, correct = loss_and_correct(apply_eval(model, params, x), y)
     return (carry[0] + jnp.sum(w * loss), carry[1] + jnp.sum(w * correct)), None
 
   zero = jnp.zeros((), jnp.float32)

@@ -1,0 +1,70 @@
+"""Resetting BatchNorm statistics of interpolated networks.
+
+The running mean and variance of an interpolated network are not the interpolation of the
+endpoints' (the units' statistics change along the line, and averaging shrinks their
+spread), so evaluating with them measures a broken network. The reset runs each network
+in training mode over training batches, every batch normalised by its own statistics, and
+sets each running statistic to the plain average over the batches of its batch value (as
+PyTorch does with `momentum=None`).
+
+Batch values are read through the network's own update rule, whatever its momentum m:
+training mode from a zero state gives `(1 - m) * batch`, from a state of ones
+`m + (1 - m) * batch`; their difference is m.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc_jax.lmc.interpolation import Curves, pair_sweep
+from lmc_jax.nn.forward import apply_train, join_tree, split_tree
+
+
+def has_batch_stats(tree) -> bool:
+  """True for a variables dict (single model or stack) with BatchNorm statistics."""
+  _, state = split_tree(tree)
+  return bool(jax.tree_util.tree_leaves(state))
+
+
+def reset_batch_stats(model, tree, x_batches):
+  """`tree` (one model) with every state leaf recomputed on `x_batches` `(R, b, d)`."""
+  params, state = split_tree(tree)
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, state)
+  ones = jax.tree_util.tree_map(jnp.ones_like, state)
+  _, from_zero = apply_train(model, params, zeros, x_batches[0])
+  _, from_one = apply_train(model, params, ones, x_batches[0])
+  keep = jax.tree_util.tree_map(lambda a, b: a - b, from_one, from_zero)  # m, per element
+
+  def body(total, xb):
+    _, upd = apply_train(model, params, zeros, xb)
+    return jax.tree_util.tree_map(jnp.add, total, upd), None
+
+  total, _ = jax.lax.scan(body, zeros, x_batches)
+  num = x_batches.shape[0]
+  new_state = jax.tree_util.tree_map(lambda t, m: t / num / (1 - m), total, keep)
+  return join_tree(params, new_state, tree)
+
+
+def _reset_chunk(model, mixed, params_i, params_j, alphas, x_batches):
+  """The `transform` of `pair_sweep`: reset for a chunk of `(pairs * A)` networks."""
+  del params_i, params_j, alphas
+  return jax.vmap(lambda t: reset_batch_stats(model, t, x_batches))(mixed)
+
+
+def reset_batches(x_train: np.ndarray, num_batches: int, batch_size: int, seed: int = 0):
+  """`(R, b, d)` float32: `num_batches` batches of distinct training inputs drawn with
+  `seed` (fewer batches when the split is smaller)."""
+  n = x_train.shape[0]
+  b = max(1, min(int(batch_size), n))
+  r = max(1, min(int(num_batches), n // b))
+  order = np.random.default_rng(seed).permutation(n)[:r * b]
+  return jnp.asarray(x_train[order].reshape((r, b) + x_train.shape[1:]), jnp.float32)
+
+
+def reset_pair_sweep(model, params_stack, pairs, x_batches, x, y, alphas=None,
+                     **kwargs) -> Curves:
+  """`pair_sweep` with every interpolated network's BatchNorm statistics recomputed on
+  `x_batches` `(R, b, d)` (see `reset_batches`) before it is evaluated on `(x, y)`."""
+  return pair_sweep(model, params_stack, pairs, x, y, alphas, transform=_reset_chunk,
+                    transform_data=x_batches, **kwargs)

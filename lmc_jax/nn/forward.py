@@ -1,0 +1,61 @@
+"""Running any zoo member: an MLP's params dict or a whole Flax variables dict.
+
+A zoo stores, per model, either the `params` dict of the study's MLP or, for any other
+network, the whole variables dict (`{"params": ..., "batch_stats": ...}`); a tree with a
+top-level `params` key is the latter. These helpers hide the difference from training,
+evaluation and the pair sweep. Networks whose `__call__` takes `train` get `train=False`
+in evaluation and `train=True` (with their state collections mutable) in training.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Tuple
+
+PARAMS = "params"
+
+
+def is_variables(tree) -> bool:
+  """True for a whole Flax variables dict, False for a bare params dict."""
+  return isinstance(tree, dict) and PARAMS in tree
+
+
+def split_tree(tree) -> Tuple[dict, dict]:
+  """(params, state): state holds every collection but params (empty for a params dict)."""
+  if is_variables(tree):
+    return tree[PARAMS], {k: v for k, v in tree.items() if k != PARAMS}
+  return tree, {}
+
+
+def join_tree(params, state: dict, like) -> dict:
+  """The tree `split_tree(like)` came from, with new params and state."""
+  return {PARAMS: params, **state} if is_variables(like) else params
+
+
+@functools.lru_cache(maxsize=None)
+def takes_train(module_type) -> bool:
+  """Whether a module class's `__call__` has a `train` argument."""
+  try:
+    return "train" in inspect.signature(module_type.__call__).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+def apply_eval(model, tree, x):
+  """Logits `(n, d_out)` of one model in evaluation mode (running statistics)."""
+  variables = tree if is_variables(tree) else {PARAMS: tree}
+  if takes_train(type(model)):
+    return model.apply(variables, x, train=False)
+  return model.apply(variables, x)
+
+
+def apply_train(model, params, state: dict, x):
+  """(logits, new state) of one model in training mode: batch statistics, and the state
+  collections (BatchNorm's running statistics) updated."""
+  variables = {PARAMS: params, **state}
+  if not takes_train(type(model)):
+    return model.apply(variables, x), state
+  if not state:
+    return model.apply(variables, x, train=True), state
+  logits, updates = model.apply(variables, x, train=True, mutable=list(state))
+  return logits, {**state, **updates}
