@@ -6,6 +6,7 @@ on disk) and written to `zoo.json` as a plain dict.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 from lmc_jax.errors import LmcError
@@ -16,16 +17,18 @@ class ZooConfig:
   dataset: str = "moons"
   hidden: tuple = (512,)  # hidden widths, e.g. (w,) or (w, w, w)
   layernorm: str = "none"  # 'none' | 'after_relu' | 'before_relu'
+  layernorm_eps: float = 1e-6  # Flax's default; torch's nn.LayerNorm uses 1e-5
   init: str = "pytorch"  # see models.INITS
   num_models: int = 50
   epochs: int = 100
   batch_size: int = 256
   optimizer: str = "adamw"  # see optim.OPTIMIZERS
-  lr: float = 0.1  # learning rate; for onecycle the peak when peak_lr is None
+  lr: float = 0.1  # learning rate; for onecycle(_torch) the peak when peak_lr is None
   weight_decay: float = 0.01
   momentum: float = 0.9  # SGD only
   schedule: str = "cosine"  # see optim.SCHEDULES
   peak_lr: Optional[float] = None  # one-cycle peak; None means lr
+  cycle_momentum: bool = False  # OneCycleLR's: beta1 / momentum 0.95 -> 0.85 -> 0.95
   seed: int = 0  # model inits and data orders
   data_seed: int = 0  # the dataset itself (Moons generation)
   n_train: int = 512  # Moons only
@@ -64,6 +67,15 @@ class ZooConfig:
                      "pass e.g. --width=8.")
     if self.lr <= 0:
       raise LmcError(f"lr must be > 0, got {self.lr}.")
+    if not (math.isfinite(self.layernorm_eps) and self.layernorm_eps > 0):
+      raise LmcError(f"layernorm_eps must be finite and > 0, got {self.layernorm_eps}; "
+                     "pass e.g. --layernorm_eps=1e-5 (PyTorch's).")
+    if self.cycle_momentum and self.schedule not in ("onecycle", "onecycle_torch"):
+      raise LmcError(f"cycle_momentum needs a one-cycle schedule, got {self.schedule!r}; pass "
+                     "--schedule=onecycle_torch (or onecycle) or drop --cycle_momentum.")
+    if self.cycle_momentum and self.optimizer == "adagrad":
+      raise LmcError("cycle_momentum cycles a momentum that adagrad lacks (torch's OneCycleLR "
+                     "refuses it too); drop --cycle_momentum or use adamw, sgd or rmsprop.")
     return self
 
 

@@ -47,3 +47,37 @@ def test_zoo_directory_names_tell_configurations_apart():
   assert zoo_dirname(default_config("cifar10", optimizer="sgd", hidden=(64,) * 3)) == \
       "cifar10_sgd_w64"
   assert zoo_dirname(default_config("cifar10")) == "cifar10_w512"
+
+
+def test_pytorch_exact_options_default_to_todays_behaviour():
+  for dataset in ("moons", "mnist", "cifar10"):
+    c = default_config(dataset)
+    assert (c.cycle_momentum, c.layernorm_eps) == (False, 1e-6)
+  # A zoo.json written before these fields existed loads as the same config.
+  c = default_config("mnist", hidden=(8, 8, 8))
+  old = {k: v for k, v in c.to_dict().items() if k not in ("cycle_momentum", "layernorm_eps")}
+  assert ZooConfig.from_dict(old) == c
+  new = default_config("mnist", cycle_momentum=True, layernorm_eps=1e-5,
+                       schedule="onecycle_torch", init="kaiming_uniform_torch_bias")
+  assert ZooConfig.from_dict(new.to_dict()) == new != default_config("mnist")
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(layernorm_eps=0.0), "layernorm_eps"),
+    (dict(layernorm_eps=-1e-5), "layernorm_eps"),
+    (dict(layernorm_eps=float("inf")), "layernorm_eps"),
+    (dict(layernorm_eps=float("nan")), "layernorm_eps"),
+    (dict(cycle_momentum=True), "one-cycle"),  # moons: cosine
+    (dict(cycle_momentum=True, schedule="constant"), "one-cycle"),
+    (dict(cycle_momentum=True, schedule="onecycle", optimizer="adagrad"), "adagrad"),
+])
+def test_pytorch_exact_options_are_checked(bad, words):
+  with pytest.raises(LmcError, match=words):
+    default_config("moons", **bad)
+
+
+def test_cycle_momentum_goes_with_either_one_cycle_schedule():
+  for schedule in ("onecycle", "onecycle_torch"):
+    for optimizer in ("adamw", "sgd", "rmsprop"):
+      c = default_config("cifar10", schedule=schedule, optimizer=optimizer, cycle_momentum=True)
+      assert c.cycle_momentum and c.schedule == schedule

@@ -41,7 +41,7 @@ flags.DEFINE_integer("epochs", None, "Training epochs (default moons: 100, mnist
 flags.DEFINE_integer("batch_size", None, "Mini-batch size (default: 256).")
 flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Optimizer, PyTorch semantics (default: adamw). "
                   "On cifar10 it also selects the study's E8 settings for that optimizer.")
-flags.DEFINE_float("lr", None, "Learning rate; for onecycle the schedule's peak unless "
+flags.DEFINE_float("lr", None, "Learning rate; for onecycle(_torch) the schedule's peak unless "
                    "--peak_lr is given (default moons: 0.1, mnist: 0.01).")
 flags.DEFINE_float("peak_lr", None, "Peak learning rate of the onecycle schedule (default mnist: "
                    "0.1; otherwise --lr).")
@@ -49,14 +49,27 @@ flags.DEFINE_float("weight_decay", None, "Weight decay: decoupled for adamw, L2 
                    "(default: 0.01).")
 flags.DEFINE_float("momentum", None, "SGD momentum (default: 0.9).")
 flags.DEFINE_enum("schedule", None, SCHEDULES, "Learning-rate schedule over all steps "
-                  "(default moons: cosine, mnist: onecycle).")
+                  "(default moons: cosine, mnist: onecycle). onecycle is optax's one-cycle; "
+                  "onecycle_torch is torch's OneCycleLR rule exactly (same values, peak and end "
+                  "one step earlier: about 2e-4 of the peak apart at most over 60 x 235 steps).")
+flags.DEFINE_bool("cycle_momentum", False, "With a one-cycle schedule, also cycle adamw's beta1 "
+                  "(sgd's, rmsprop's momentum) 0.95 -> 0.85 at the peak -> 0.95 at the end, as "
+                  "torch's OneCycleLR does by default; on sgd it replaces --momentum and on "
+                  "rmsprop it switches torch's momentum buffer on. Not for adagrad. The "
+                  "momentum follows torch's phase boundaries: with --schedule=onecycle_torch "
+                  "both match torch (default: off, a constant beta1 0.9 / --momentum).")
 flags.DEFINE_enum("init", None, INITS, "Weight init: pytorch (torch.nn.Linear's default, what "
                   "the study used; the default), default (Flax's), kaiming_normal, "
-                  "kaiming_uniform.")
+                  "kaiming_uniform (He, ReLU gain, zero bias), kaiming_normal_torch_bias, "
+                  "kaiming_uniform_torch_bias (the study's section-5.2 code: torch's "
+                  "kaiming_normal_/kaiming_uniform_ on the weight, torch.nn.Linear's default "
+                  "bias).")
 flags.DEFINE_enum("layernorm", None, LAYERNORM_POSITIONS, "LayerNorm on each hidden layer "
-                  "(default moons: none; mnist, cifar10: before_relu, Linear -> LayerNorm -> ReLU, the "
-                  "order that reproduces the study's MNIST table; after_relu is its published "
-                  "code's order, which collapses many narrow nets).")
+                  "(default moons: none; mnist, cifar10: before_relu, Linear -> LayerNorm -> "
+                  "ReLU, the order that reproduces the study's MNIST table; after_relu is its "
+                  "published code's order, which collapses many narrow nets).")
+flags.DEFINE_float("layernorm_eps", None, "Epsilon of every LayerNorm (default: 1e-6, Flax's; "
+                   "PyTorch's nn.LayerNorm uses 1e-5).")
 flags.DEFINE_integer("seed", 0, "Seed of model inits and data orders; same seed, same zoo.")
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated dataset (Moons).")
 flags.DEFINE_integer("n_train", 512, "Moons training samples.")
@@ -69,8 +82,8 @@ flags.DEFINE_integer("eval_every", 0, "Also record every model's test loss and a
                      "this many epochs (and after the last) in history.npz; 0: train loss only.")
 define_distributed_flags()
 
-COLUMNS = ["width", "optimizer", "init", "models", "diverged", "collapsed", "train_loss", "test_loss",
-           "train_acc", "test_acc"]
+COLUMNS = ["width", "optimizer", "init", "models", "diverged", "collapsed", "train_loss",
+           "test_loss", "train_acc", "test_acc"]
 
 
 def config_for(width: int):
@@ -80,7 +93,8 @@ def config_for(width: int):
       batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer, lr=FLAGS.lr,
       peak_lr=FLAGS.peak_lr, weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum,
       schedule=FLAGS.schedule, init=FLAGS.init, layernorm=FLAGS.layernorm, seed=FLAGS.seed,
-      data_seed=FLAGS.data_seed, n_train=FLAGS.n_train, n_test=FLAGS.n_test, noise=FLAGS.noise)
+      data_seed=FLAGS.data_seed, n_train=FLAGS.n_train, n_test=FLAGS.n_test, noise=FLAGS.noise,
+      layernorm_eps=FLAGS.layernorm_eps, cycle_momentum=FLAGS.cycle_momentum)
 
 
 @exit_on_lmc_error

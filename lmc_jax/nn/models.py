@@ -7,6 +7,7 @@ Hidden layer `i` is `Dense_i` (+ `LayerNorm_i` when enabled); the readout is
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -17,7 +18,8 @@ import numpy as np
 from lmc_jax.data.datasets import dims_of
 from lmc_jax.errors import LmcError
 
-INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform")
+INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform", "kaiming_normal_torch_bias",
+         "kaiming_uniform_torch_bias")
 LAYERNORM_POSITIONS = ("none", "after_relu", "before_relu")
 
 
@@ -33,17 +35,25 @@ def initializers(init: str, fan_in: int):
   pytorch: torch.nn.Linear's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernel and
     bias; what the study's code used for its zoos.
   kaiming_normal / kaiming_uniform: He et al. with the ReLU gain sqrt(2), fan-in mode,
-    zero bias (the study's section 5.2).
+    zero bias (Flax's he_normal, a normal truncated at 2 std and rescaled, / he_uniform).
+  kaiming_normal_torch_bias / kaiming_uniform_torch_bias: the study's section-5.2 code,
+    torch.nn.init.kaiming_normal_ / kaiming_uniform_ on the weight only (a plain normal
+    with std sqrt(2 / fan_in) / U(+-sqrt(6 / fan_in))), the bias left at torch.nn.Linear's
+    default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
   """
+  torch_bias = lambda key, shape, dtype=jnp.float32: _pytorch_uniform(key, shape, dtype, fan_in)
   if init == "default":
     return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
   if init == "pytorch":
-    f = lambda key, shape, dtype=jnp.float32: _pytorch_uniform(key, shape, dtype, fan_in)
-    return f, f
+    return torch_bias, torch_bias
   if init == "kaiming_normal":
     return nn.initializers.he_normal(), nn.initializers.zeros_init()
   if init == "kaiming_uniform":
     return nn.initializers.he_uniform(), nn.initializers.zeros_init()
+  if init == "kaiming_normal_torch_bias":
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal"), torch_bias
+  if init == "kaiming_uniform_torch_bias":
+    return nn.initializers.variance_scaling(2.0, "fan_in", "uniform"), torch_bias
   raise LmcError(f"Unknown init {init!r}; use one of {', '.join(INITS)}.")
 
 
@@ -58,11 +68,13 @@ class MLP(nn.Module):
       (Linear -> ReLU -> LayerNorm, the study's published code, which collapses many narrow
       nets: a layer whose ReLUs are all off hands LayerNorm a constant).
     init_scheme: one of INITS (named so as not to shadow `Module.init`).
+    layernorm_eps: LayerNorm's epsilon (Flax's default 1e-6; torch's nn.LayerNorm 1e-5).
   """
   hidden: Sequence[int]
   d_out: int
   layernorm: str = "none"
   init_scheme: str = "pytorch"
+  layernorm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x, preactivation0=None):
@@ -77,10 +89,10 @@ class MLP(nn.Module):
       else:
         x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, name=f"Dense_{i}")(x)
       if self.layernorm == "before_relu":
-        x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
+        x = nn.LayerNorm(epsilon=self.layernorm_eps, name=f"LayerNorm_{i}")(x)
       x = nn.relu(x)
       if self.layernorm == "after_relu":
-        x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
+        x = nn.LayerNorm(epsilon=self.layernorm_eps, name=f"LayerNorm_{i}")(x)
       fan_in = width
     k_init, b_init = initializers(self.init_scheme, fan_in)
     return nn.Dense(self.d_out, kernel_init=k_init, bias_init=b_init,
@@ -88,7 +100,7 @@ class MLP(nn.Module):
 
 
 def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
-             init: str = "pytorch") -> MLP:
+             init: str = "pytorch", layernorm_eps: float = 1e-6) -> MLP:
   """Builds an MLP after checking its arguments, with a clear error for bad ones."""
   hidden = tuple(int(w) for w in hidden)
   if not hidden:
@@ -99,12 +111,18 @@ def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
     raise LmcError(f"Unknown layernorm position {layernorm!r}; use one of "
                    f"{', '.join(LAYERNORM_POSITIONS)}.")
   initializers(init, 1)  # validates the name
-  return MLP(hidden=hidden, d_out=int(d_out), layernorm=layernorm, init_scheme=init)
+  layernorm_eps = float(layernorm_eps)
+  if not (math.isfinite(layernorm_eps) and layernorm_eps > 0):
+    raise LmcError(f"layernorm_eps must be finite and > 0, got {layernorm_eps}; pass e.g. "
+                   "1e-5 (PyTorch's) or 1e-6 (Flax's).")
+  return MLP(hidden=hidden, d_out=int(d_out), layernorm=layernorm, init_scheme=init,
+             layernorm_eps=layernorm_eps)
 
 
 def model_for(config) -> MLP:
   """The MLP a `ZooConfig` describes (the dataset fixes its inputs and logits)."""
-  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init)
+  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init,
+                  config.layernorm_eps)
 
 
 def loss_and_correct(logits, labels):

@@ -1,0 +1,51 @@
+"""The zoo command's PyTorch-exact options: documented in --help, passed into the config,
+refused cleanly when they make no sense."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _python(*args):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_help_lists_the_pytorch_exact_options():
+  r = _python("-m", "experiments.zoo", "--help")  # absl's --help exits 1
+  for word in ("--[no]cycle_momentum", "--layernorm_eps", "onecycle_torch",
+               "kaiming_normal_torch_bias", "kaiming_uniform_torch_bias"):
+    assert word in r.stdout
+
+
+def _config(*flags):
+  code = ("import json, sys; from lmc_jax.cli import zoo; zoo.FLAGS(sys.argv); "
+          "print(json.dumps(zoo.config_for(8).to_dict()))")
+  r = _python("-c", code, *flags)
+  assert r.returncode == 0, r.stderr
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_flags_reach_the_config():
+  c = _config("--dataset=mnist", "--cycle_momentum", "--schedule=onecycle_torch",
+              "--layernorm_eps=1e-5", "--init=kaiming_normal_torch_bias")
+  assert (c["cycle_momentum"], c["schedule"], c["layernorm_eps"], c["init"]) == \
+      (True, "onecycle_torch", 1e-5, "kaiming_normal_torch_bias")
+  c = _config("--dataset=mnist")
+  assert (c["cycle_momentum"], c["schedule"], c["layernorm_eps"]) == (False, "onecycle", 1e-6)
+
+
+def test_bad_options_are_refused_in_one_line(tmp_path):
+  for flags, word in ((["--cycle_momentum"], "one-cycle"),  # moons: cosine
+                      (["--layernorm_eps=0"], "layernorm_eps"),
+                      (["--dataset=cifar10", "--optimizer=adagrad", "--cycle_momentum"],
+                       "adagrad")):
+    r = _python("-m", "experiments.zoo", "--width=4", f"--out={tmp_path}", *flags)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and word in errors[0], r.stderr
+  assert not any(tmp_path.iterdir())
