@@ -10,7 +10,8 @@
               "activation": {the curve keys and the same method keys}, ...,
               "<method>+repair": {curves after REPAIR}, "<method>": {"skipped": why}},
   "diagnostics": {...} (optional),
-  "excluded": [diverged models], "params_sha256": the zoo's, "versions": {...}}
+  "excluded": [diverged models], "collapsed": [models at chance accuracy, kept in every pair],
+  "params_sha256": the zoo's, "versions": {...}}
 `method_curves(result, name)` reads any entry's curves, the weight method's included.
 """
 from __future__ import annotations
@@ -230,10 +231,23 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
         alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
                               job.fit_x[:settings.fit_samples], job.x, job.y, settings),
         settings=wanted)
+  result["collapsed"] = collapsed_models(job.doc)
   result["versions"] = package_versions()
   result["params_sha256"] = job.doc["params_sha256"]
   atomic_write_json(job.directory / BARRIER_JSON, result)
   return result
+
+
+def collapsed_models(doc: dict) -> list:
+  """Models of a zoo.json dict marked collapsed (at chance accuracy; not diverged)."""
+  return [k for k, m in enumerate(doc.get("models", []))
+          if m.get("collapsed") and not m.get("diverged")]
+
+
+def pairs_with(pairs, models) -> int:
+  """How many of `pairs` `(P, 2)` involve one of `models`."""
+  pairs = np.asarray(pairs).reshape(-1, 2)
+  return int(np.isin(pairs, list(models)).any(axis=1).sum()) if len(models) else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +259,7 @@ class ZooBarriers:
   models: Tuple[int, ...]  # usable models
   mean_test_loss: float  # over the usable models
   data_source: str = ""  # e.g. 'CIFAR-10 (JPEG re-encode)'; '' for the dataset itself
+  collapsed: Tuple[int, ...] = ()  # usable models at chance accuracy
 
   @property
   def width(self) -> int:
@@ -273,4 +288,4 @@ def zoo_barriers(directory, result: dict) -> ZooBarriers:
   models = tuple(usable_models(doc, directory))
   return ZooBarriers(Path(directory), ZooConfig.from_dict(doc["config"]), result, models,
                      float(np.mean([doc["models"][k]["test_loss"] for k in models])),
-                     doc.get("data_source", ""))
+                     doc.get("data_source", ""), tuple(collapsed_models(doc)))

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence
 
 from lmc_jax import result_files
-from lmc_jax.analysis.barrier import ZooBarriers
+from lmc_jax.analysis.barrier import ZooBarriers, pairs_with
 from lmc_jax.analysis.comparison import comparison_rows, diagnostics_rows
 from lmc_jax.lmc.measures import quartiles
 from lmc_jax.report import figures, method_figures
 from lmc_jax.report.tables import write_csv
 from lmc_jax.zoo.runs import zoo_family
 
-EPSILON_COLUMNS = ["width", "pairs", "naive_epsilon_q1", "naive_epsilon_median",
+EPSILON_COLUMNS = ["width", "pairs", "collapsed_pairs", "naive_epsilon_q1", "naive_epsilon_median",
                    "naive_epsilon_q3", "aligned_epsilon_q1", "aligned_epsilon_median",
                    "aligned_epsilon_q3"]
-EPSILON_HEADERS = ["width", "pairs", "naive Q1", "naive median", "naive Q3",
+EPSILON_HEADERS = ["width", "pairs", "with collapsed", "naive Q1", "naive median", "naive Q3",
                    "aligned Q1", "aligned median", "aligned Q3"]
 COMPARISON_COLUMNS = ["width", "method", "pairs", "q1", "median", "q3", "ref_median",
                       "other_median", "optimal", "excess_median", "seconds", "note"]
@@ -44,9 +44,11 @@ class FamilyReport(NamedTuple):
   paths: List[Path]  # every figure written
 
 
-def epsilon_row(width: int, result: dict) -> dict:
-  """Quartiles of every measure (naive and aligned) of one zoo's barrier.json dict."""
-  row = {"width": width, "pairs": len(result["naive"]["pairs"])}
+def epsilon_row(width: int, result: dict, collapsed=()) -> dict:
+  """Quartiles of every measure (naive and aligned) of one zoo's barrier.json dict, and how
+  many pairs involve a `collapsed` model (at chance accuracy: its curves say little)."""
+  row = {"width": width, "pairs": len(result["naive"]["pairs"]),
+         "collapsed_pairs": pairs_with(result["naive"]["pairs"], collapsed)}
   for which in ("naive", "aligned"):
     for measure in ("epsilon", "barrier", "rebasin_barrier"):
       q = quartiles(result[which][measure])
@@ -79,7 +81,7 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
   method entries to compare (none beyond weight matching: no comparison)."""
   fig_dir = Path(fig_dir)
   dataset = recs[0].data_source or recs[0].config.dataset
-  rows = [epsilon_row(r.width, r.result) for r in recs]
+  rows = [epsilon_row(r.width, r.result, r.collapsed) for r in recs]
   write_csv(fig_dir / result_files.epsilon_summary_csv(label), rows)
   paths = [figures.epsilon_vs_width(recs, dataset,
                                     fig_dir / result_files.epsilon_vs_width_png(label))]

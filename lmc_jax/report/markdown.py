@@ -50,21 +50,24 @@ def zoo_table(summary_csv: Path, reference: dict, label: str) -> str:
     w = int(r["width"])
     ref = reference.get(w)
     diff = float(r["test_acc_mean"]) - ref[2] if ref else float("nan")
-    rows.append([w, r["models"], r["test_loss"], f"{ref[0]:.3f} +- {ref[1]:.3f}" if ref else "-",
+    rows.append([w, r["models"], r.get("diverged", "0"), r.get("collapsed", "-"), r["test_loss"],
+                 f"{ref[0]:.3f} +- {ref[1]:.3f}" if ref else "-",
                  r["test_acc"], f"{ref[2]:.3f} +- {ref[3]:.3f}" if ref else "-", f"{diff:+.3f}"])
   if not rows:
     return f"*{label}: no zoos in this run.*\n"
-  return _md_table(["width", "models", "test loss (ours)", "test loss (study)", "test acc (ours)",
-                    "test acc (study)", "acc difference"], rows) + "\n"
+  return _md_table(["width", "models", "diverged", "collapsed", "test loss (ours)",
+                    "test loss (study)", "test acc (ours)", "test acc (study)", "acc difference"],
+                   rows) + "\n"
 
 
 def epsilon_table(path: Path) -> tuple:
   rows = _csv(path)
   if not rows:
     return "*not produced in this run.*\n", None
-  table = _md_table(["width", "pairs", "naive Q1", "naive median", "naive Q3", "aligned Q1",
-                     "aligned median", "aligned Q3"],
-                    [[r["width"], r["pairs"]] + [_f(r[f"{w}_epsilon_{q}"], 4)
+  table = _md_table(["width", "pairs", "with a collapsed net", "naive Q1", "naive median",
+                     "naive Q3", "aligned Q1", "aligned median", "aligned Q3"],
+                    [[r["width"], r["pairs"], r.get("collapsed_pairs", "-")]
+                     + [_f(r[f"{w}_epsilon_{q}"], 4)
                                                  for w in ("naive", "aligned")
                                                  for q in ("q1", "median", "q3")] for r in rows])
   below = all(float(r["aligned_epsilon_median"]) < float(r["naive_epsilon_median"]) for r in rows)
