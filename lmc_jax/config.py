@@ -11,11 +11,23 @@ from typing import Optional
 
 from lmc_jax.errors import LmcError
 
+# Network families: the study's MLP, and convolutional nets for image datasets (whose
+# `hidden` is one width multiplier); see nn.models.model_for.
+ARCHS = ("mlp", "vgg", "vgg_small", "resnet20")
+CONV_NORMS = ("none", "layernorm", "batchnorm")
+AUGMENTS = ("none", "crop_flip")
+IMAGE_DATASETS = ("mnist", "cifar10")
+
 
 @dataclasses.dataclass(frozen=True)
 class ZooConfig:
   dataset: str = "moons"
-  hidden: tuple = (512,)  # hidden widths, e.g. (w,) or (w, w, w)
+  hidden: tuple = (512,)  # MLP: hidden widths, e.g. (w,) or (w, w, w); conv: (multiplier,)
+  arch: str = "mlp"  # one of ARCHS
+  norm: str = "none"  # conv nets: one of CONV_NORMS (MLPs use `layernorm`)
+  augment: str = "none"  # 'crop_flip': random crop after 4-pixel padding, horizontal flip
+  train_subset: int = 0  # train on this many training samples (drawn by data_seed); 0: all
+  test_subset: int = 0  # evaluate on this many test samples (drawn by data_seed); 0: all
   layernorm: str = "none"  # 'none' | 'after_relu' | 'before_relu'
   layernorm_eps: float = 1e-6  # Flax's default; torch's nn.LayerNorm uses 1e-5
   init: str = "pytorch"  # see models.INITS
@@ -67,6 +79,26 @@ class ZooConfig:
                      "pass e.g. --width=8.")
     if self.lr <= 0:
       raise LmcError(f"lr must be > 0, got {self.lr}.")
+    if self.arch not in ARCHS:
+      raise LmcError(f"Unknown --arch {self.arch!r}; use one of {', '.join(ARCHS)}.")
+    if self.arch != "mlp":
+      if self.dataset not in IMAGE_DATASETS:
+        raise LmcError(f"--arch={self.arch} is a convolutional net and {self.dataset} has no "
+                       f"images; use --dataset={' or --dataset='.join(IMAGE_DATASETS)}, or "
+                       "--arch=mlp.")
+      if len(self.hidden) != 1:
+        raise LmcError(f"--arch={self.arch} takes one width multiplier per zoo, got "
+                       f"{list(self.hidden)}; pass e.g. --width=1,2,4 without --depth.")
+    if self.norm not in CONV_NORMS:
+      raise LmcError(f"Unknown --norm {self.norm!r}; use one of {', '.join(CONV_NORMS)}.")
+    if self.augment not in AUGMENTS:
+      raise LmcError(f"Unknown --augment {self.augment!r}; use one of {', '.join(AUGMENTS)}.")
+    if self.augment != "none" and self.dataset not in IMAGE_DATASETS:
+      raise LmcError(f"--augment={self.augment} needs an image dataset, not {self.dataset}; "
+                     "pass --augment=none.")
+    if self.train_subset < 0 or self.test_subset < 0:
+      raise LmcError(f"train_subset and test_subset must be >= 0 (0: the whole split), got "
+                     f"{self.train_subset} and {self.test_subset}.")
     if not (math.isfinite(self.layernorm_eps) and self.layernorm_eps > 0):
       raise LmcError(f"layernorm_eps must be finite and > 0, got {self.layernorm_eps}; "
                      "pass e.g. --layernorm_eps=1e-5 (PyTorch's).")
@@ -114,6 +146,13 @@ def default_config(dataset: str = "moons", **overrides) -> ZooConfig:
   optimizer = overrides.get("optimizer") or fields.get("optimizer", "adamw")
   fields.update(OPTIMIZER_DEFAULTS.get(dataset, {}).get(optimizer, {}))
   fields.update({k: v for k, v in overrides.items() if v is not None})
+  if fields.get("arch", "mlp") != "mlp":
+    # Conv nets: BatchNorm as in the published VGG and ResNet-20; CIFAR-10's standard
+    # augmentation (flipping digits would change them, so MNIST has none).
+    if overrides.get("norm") is None:
+      fields["norm"] = "batchnorm"
+    if overrides.get("augment") is None:
+      fields["augment"] = "crop_flip" if dataset == "cifar10" else "none"
   if "hidden" in fields:
     fields["hidden"] = tuple(int(w) for w in fields["hidden"])
   return ZooConfig(**fields).validate()

@@ -109,3 +109,31 @@ def test_derived_specs_of_the_conv_nets_hold_and_recover_planted_permutations(ar
   back = flatten(apply_permutation(spec, found, shuffled))
   for k, v in flatten(variables).items():
     np.testing.assert_allclose(back[k], v, atol=1e-6)
+
+
+def _images(n, seed):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(n, 784)).astype(np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+def test_a_conv_zoo_equals_its_models_trained_one_at_a_time(monkeypatch):
+  from lmc_jax.config import default_config
+  from lmc_jax.data.datasets import Dataset
+  from lmc_jax.zoo import training
+  # SGD: Adam's normalisation would blow float rounding in near-zero gradients up.
+  config = default_config("mnist", arch="vgg_small", hidden=(1,), num_models=3, epochs=2,
+                          batch_size=16, optimizer="sgd", schedule="constant", lr=0.05)
+  assert config.norm == "batchnorm" and config.augment == "none"
+  data = Dataset(*_images(40, 0), *_images(12, 1), num_classes=10)
+  zoo = training.train_zoo(config, data, log=None)
+  assert "batch_stats" in zoo.params
+  for k in range(3):
+    alone = training.train_zoo(config, data, model_ids=[k], log=None)
+    for a, b in zip(jax.tree_util.tree_leaves(alone.params),
+                    jax.tree_util.tree_leaves(take(zoo.params, np.array([k])))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # The accelerator's path (all models one vmap, each epoch one scan) on this CPU.
+  monkeypatch.setattr(training, "host_loops", lambda *a, **k: False)
+  vmapped = training.train_zoo(config.replace(seed=0), data, log=None)
+  for a, b in zip(jax.tree_util.tree_leaves(vmapped.params), jax.tree_util.tree_leaves(zoo.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -69,7 +69,21 @@ def matched_axes(spec: PermutationSpec, p: str) -> Tuple[Tuple[str, int], ...]:
 
 
 def spec_for_config(config) -> PermutationSpec:
-  return mlp_permutation_spec(len(config.hidden), config.layernorm != "none")
+  """The spec of the zoo `config` describes: written out for the MLP, derived from the
+  module (`derive_spec`) for every other architecture, over its whole variables dict."""
+  if getattr(config, "arch", "mlp") == "mlp":
+    return mlp_permutation_spec(len(config.hidden), config.layernorm != "none")
+  return _derived_spec(config)
+
+
+def _derived_spec(config) -> PermutationSpec:
+  from lmc_jax.align.derive import derive_spec
+  from lmc_jax.data.datasets import dims_of
+  from lmc_jax.nn.models import init_tree, model_for
+  model, d_in = model_for(config), dims_of(config.dataset)[0]
+  variables = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))
+  variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+  return derive_spec(model, variables, jnp.zeros((2, d_in), jnp.float32))
 
 
 def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:

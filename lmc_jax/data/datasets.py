@@ -79,7 +79,27 @@ def moons(n_train: int = 512, n_test: int = 512, noise: float = 0.1, seed: int =
 
 
 def load_dataset(config, data_dir="data") -> Dataset:
-  """The dataset a `ZooConfig` names; files are looked up under `data_dir`."""
+  """The dataset a `ZooConfig` names, cut to its `train_subset` / `test_subset` samples
+  where those are set; files are looked up under `data_dir`."""
+  data = _load_full(config, data_dir)
+  return subset(data, getattr(config, "train_subset", 0), getattr(config, "test_subset", 0),
+                config.data_seed)
+
+
+def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
+  """`data` with `n_train` training and `n_test` test samples drawn without replacement by
+  `seed` (kept in their original order; 0 keeps a whole split)."""
+  def cut(x, y, n, stream):
+    if not n or n >= len(y):
+      return x, y
+    keep = np.sort(np.random.default_rng([seed, stream]).choice(len(y), n, replace=False))
+    return x[keep], y[keep]
+  x_tr, y_tr = cut(data.x_train, data.y_train, n_train, 2)
+  x_te, y_te = cut(data.x_test, data.y_test, n_test, 3)
+  return data._replace(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+
+
+def _load_full(config, data_dir) -> Dataset:
   if config.dataset == "moons":
     return moons(config.n_train, config.n_test, config.noise, config.data_seed)
   if config.dataset == "mnist":

@@ -13,12 +13,15 @@ training mode from a zero state gives `(1 - m) * batch`, from a state of ones
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
-from lmc_jax.nn.forward import apply_train, join_tree, split_tree
+from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
+from lmc_jax.tree_utils import stack
 
 
 def has_batch_stats(tree) -> bool:
@@ -40,15 +43,32 @@ def reset_batch_stats(model, tree, x_batches):
     _, upd = apply_train(model, params, zeros, xb)
     return jax.tree_util.tree_map(jnp.add, total, upd), None
 
-  total, _ = jax.lax.scan(body, zeros, x_batches)
+  if host_loops(tree):  # concrete arrays: one jitted call per batch
+    total = zeros
+    for xb in x_batches:
+      total, _ = _body_jit(model, params, total, xb)
+  else:
+    total, _ = jax.lax.scan(body, zeros, x_batches)
   num = x_batches.shape[0]
   new_state = jax.tree_util.tree_map(lambda t, m: t / num / (1 - m), total, keep)
   return join_tree(params, new_state, tree)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _body_jit(model, params, total, xb):
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, total)
+  _, upd = apply_train(model, params, zeros, xb)
+  return jax.tree_util.tree_map(jnp.add, total, upd), None
+
+
 def _reset_chunk(model, mixed, params_i, params_j, alphas, x_batches):
   """The `transform` of `pair_sweep`: reset for a chunk of `(pairs * A)` networks."""
   del params_i, params_j, alphas
+  first = jax.tree_util.tree_map(lambda p: p[0], mixed)
+  if host_loops(first):  # called from the host with concrete arrays
+    n = jax.tree_util.tree_leaves(mixed)[0].shape[0]
+    return stack([reset_batch_stats(model, jax.tree_util.tree_map(lambda p, k=k: p[k], mixed),
+                                    x_batches) for k in range(n)], jnp.stack)
   return jax.vmap(lambda t: reset_batch_stats(model, t, x_batches))(mixed)
 
 

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.evaluation import Batches, metrics_stack, to_batches
+from lmc_jax.nn.evaluation import Batches, metrics_from_host, metrics_stack, to_batches
+from lmc_jax.nn.forward import host_loops
 from lmc_jax.nn.models import MLP, loss_and_correct
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
@@ -160,6 +161,10 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
                    "more with --num_models.")
   batches = to_batches(x, y, batch_size)
   mesh = model_mesh(devices)
+  if host_loops(jax.tree_util.tree_map(lambda p: p[0], params_stack), mesh.devices.size):
+    loss, acc = _sweep_from_host(model, params_stack, pairs, alphas, batches, transform,
+                                 transform_data)
+    return Curves(alphas, pairs, loss, acc)
   if chunk is None:
     chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs))
   chunk = padded_size(chunk, mesh)  # every device gets the same share of a chunk
@@ -176,6 +181,28 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
   loss = loss.reshape(-1, len(alphas))[:len(pairs)]
   acc = acc.reshape(-1, len(alphas))[:len(pairs)]
   return Curves(alphas, pairs, loss, acc)
+
+
+_interpolate_jit = jax.jit(interpolate)
+
+
+def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, transform_data):
+  """The sweep as host loops over pairs, alphas and batches, one jitted call per step (see
+  `forward.host_loops`); `transform` gets chunks of one network."""
+  loss = np.zeros((len(pairs), len(alphas)))
+  acc = np.zeros_like(loss)
+  one = lambda t: jax.tree_util.tree_map(lambda p: jnp.asarray(p)[None], t)
+  for p, (i, j) in enumerate(pairs):
+    pi = jax.tree_util.tree_map(lambda q: jnp.asarray(q[i]), params_stack)
+    pj = jax.tree_util.tree_map(lambda q: jnp.asarray(q[j]), params_stack)
+    for a, alpha in enumerate(alphas):
+      mixed = _interpolate_jit(pi, pj, jnp.float32(alpha))
+      if transform is not None:
+        mixed = transform(model, one(mixed), one(pi), one(pj),
+                          jnp.asarray(alphas[a:a + 1], jnp.float32), transform_data)
+        mixed = jax.tree_util.tree_map(lambda q: q[0], mixed)
+      loss[p, a], acc[p, a] = metrics_from_host(model, mixed, batches)
+  return loss, acc
 
 
 def pairwise_aligned_sweep(model, params_stack, aligned_j, pairs, x, y, **kwargs) -> Curves:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.nn.forward import apply_eval
+from lmc_jax.nn.forward import apply_eval, host_loops
 from lmc_jax.nn.models import loss_and_correct
 
 # A model whose test accuracy is within this of the majority class's share has collapsed:
@@ -70,6 +70,22 @@ def metrics_one(model, params, batches: Batches):
   return loss_sum / n, correct_sum / n
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_sums(model, tree, x, y, w):
+  loss, correct = loss_and_correct(apply_eval(model, tree, x), y)
+  return jnp.sum(w * loss), jnp.sum(w * correct)
+
+
+def metrics_from_host(model, tree, batches: Batches):
+  """`metrics_one` with the batches looped from the host, one jitted call each (see
+  `forward.host_loops`): numpy scalars (loss, accuracy)."""
+  sums = np.zeros(2)
+  for b in range(batches.x.shape[0]):
+    sums += np.asarray(_batch_sums(model, tree, batches.x[b], batches.y[b], batches.w[b]))
+  n = float(np.sum(np.asarray(batches.w)))
+  return sums[0] / n, sums[1] / n
+
+
 def metrics_stack(model, params_stack, batches: Batches):
   """(loss, accuracy), each `(m,)`, for a stack of `m` parameter sets (axis 0)."""
   return jax.vmap(metrics_one, in_axes=(None, 0, None))(model, params_stack, batches)
@@ -82,5 +98,12 @@ def _metrics_stack_jit(model, params_stack, batches):
 
 def evaluate_zoo(model, params_stack, x: np.ndarray, y: np.ndarray, batch_size: int = 1024):
   """numpy (loss, accuracy), each `(num_models,)`, of every model of a zoo on (x, y)."""
-  loss, acc = _metrics_stack_jit(model, params_stack, to_batches(x, y, batch_size))
+  batches = to_batches(x, y, batch_size)
+  first = jax.tree_util.tree_map(lambda p: p[0], params_stack)
+  if host_loops(first):
+    num = jax.tree_util.tree_leaves(params_stack)[0].shape[0]
+    rows = [metrics_from_host(model, jax.tree_util.tree_map(lambda p, k=k: p[k], params_stack),
+                              batches) for k in range(num)]
+    return np.asarray([r[0] for r in rows]), np.asarray([r[1] for r in rows])
+  loss, acc = _metrics_stack_jit(model, params_stack, batches)
   return np.asarray(loss), np.asarray(acc)

@@ -12,6 +12,8 @@ import functools
 import inspect
 from typing import Tuple
 
+import jax
+
 PARAMS = "params"
 
 
@@ -59,3 +61,12 @@ def apply_train(model, params, state: dict, x):
     return model.apply(variables, x, train=True), state
   logits, updates = model.apply(variables, x, train=True, mutable=list(state))
   return logits, {**state, **updates}
+
+
+def host_loops(tree_one, num_devices: int = 1) -> bool:
+  """True where loops over steps, batches and models run from the host, one jitted call
+  per step: convolutional nets (a 4-d kernel in `tree_one`, one model) on one CPU device.
+  There XLA runs a convolution inside a loop (`lax.scan`, `lax.map`) about 14x slower than
+  alone, and a vmapped (grouped) one about 3x slower per model (BUILD_NOTES.md)."""
+  return (num_devices == 1 and jax.devices()[0].platform == "cpu"
+          and any(getattr(leaf, "ndim", 0) == 4 for leaf in jax.tree_util.tree_leaves(tree_one)))

@@ -119,10 +119,27 @@ def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
              layernorm_eps=layernorm_eps)
 
 
-def model_for(config) -> MLP:
-  """The MLP a `ZooConfig` describes (the dataset fixes its inputs and logits)."""
+def model_for(config):
+  """The network a `ZooConfig` describes (the dataset fixes its inputs and logits): the
+  MLP, or for a conv `arch` a VGG / ResNet-20 with width multiplier `hidden[0]`."""
+  if getattr(config, "arch", "mlp") != "mlp":
+    from lmc_jax.nn.conv import conv_image_shape, make_conv_net
+    return make_conv_net(config.arch, config.hidden[0], dims_of(config.dataset)[1],
+                         conv_image_shape(config.dataset), config.norm, config.init)
   return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init,
                   config.layernorm_eps)
+
+
+def stores_params_only(model) -> bool:
+  """True for the study's MLP, whose zoo holds its params dict; every other network's zoo
+  holds its whole variables dict (`params`, and `batch_stats` where it has them)."""
+  return isinstance(model, MLP)
+
+
+def init_tree(model, key, d_in: int):
+  """One model's initial tree as a zoo stores it (see `stores_params_only`)."""
+  variables = model.init(key, jnp.zeros((1, d_in), jnp.float32))
+  return variables["params"] if stores_params_only(model) else dict(variables)
 
 
 def loss_and_correct(logits, labels):

@@ -94,6 +94,9 @@ def build_report(preset, figdir: Path, runs: Path, log: list, seconds: float, ma
                f"width {p.cifar_width}, {p.cifar_models} models per optimizer, {p.cifar_epochs} "
                "epochs.\n")
 
+  parts.append("## Settings: the study's code or its text\n")
+  parts.append(_md_table(["setting", "used here", "from"],
+                         [list(r) for r in study.SETTINGS_PROVENANCE]) + "\n")
   parts.append("## Moons zoos (E1, Table 3.1)\n")
   parts.append(zoo_table(runs / "moons" / rf.zoo_summary_csv("moons"), study.MOONS_TABLE_3_1,
                          "Moons"))

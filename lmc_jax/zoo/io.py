@@ -22,7 +22,7 @@ from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_f
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dims_of
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.models import model_for
+from lmc_jax.nn.models import init_tree, model_for
 from lmc_jax.result_files import HISTORY_NPZ, PARAMS_NPZ, ZOO_FORMAT, ZOO_JSON, check_format
 from lmc_jax.tree_utils import flatten, unflatten
 
@@ -123,8 +123,8 @@ def load_zoo_checked(directory) -> LoadedZoo:
   """Loads a zoo and checks every leaf's shape against the model its config describes."""
   config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
   model, d_in = model_for(config), dims_of(config.dataset)[0]
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, d_in), np.float32)))
-  expected = {k: v.shape for k, v in flatten(shapes["params"]).items()}
+  shapes = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))
+  expected = {k: v.shape for k, v in flatten(shapes).items()}
   config, params, doc = load_zoo(directory, expected_shapes=expected)
   return LoadedZoo(config, model, params, doc)
 

@@ -17,12 +17,14 @@ import numpy as np
 import optax
 
 from lmc_jax.config import ZooConfig
+from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
-from lmc_jax.nn.models import loss_and_correct, model_for, num_params
+from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
+from lmc_jax.nn.models import init_tree, loss_and_correct, model_for, num_params
 from lmc_jax.nn.optim import optimizer_for
-from lmc_jax.tree_utils import fold_in_each
+from lmc_jax.tree_utils import fold_in_each, stack, take
 from lmc_jax.zoo.progress import Progress
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
@@ -61,42 +63,76 @@ def epoch_batches(key, n_train: int, batch_size: int):
 
 
 def make_train_step(model, tx):
-  """One optimizer step on one batch: (params, opt_state, x, y, w) -> (..., loss)."""
-  def loss_fn(params, x, y, w):
-    loss, _ = loss_and_correct(model.apply({"params": params}, x), y)
-    return jnp.sum(w * loss) / jnp.sum(w)
+  """One optimizer step on one batch: (tree, opt_state, x, y, w) -> (..., loss).
 
-  def step(params, opt_state, x, y, w):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, w)
+  `tree` is what the zoo stores (see `models.stores_params_only`); the optimizer sees its
+  params only, and state collections (BatchNorm statistics) follow the training pass.
+  """
+  def loss_fn(params, state, x, y, w):
+    logits, state = apply_train(model, params, state, x)
+    loss, _ = loss_and_correct(logits, y)
+    return jnp.sum(w * loss) / jnp.sum(w), state
+
+  def step(tree, opt_state, x, y, w):
+    params, state = split_tree(tree)
+    (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y, w)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return join_tree(optax.apply_updates(params, updates), state, tree), opt_state, loss
   return step
 
 
-def make_epoch(model, tx, batch_size: int):
-  """One model's epoch as one `lax.scan` over its shuffled batches.
+# Augmentation keys are folded from the epoch key with this, so the data order (drawn from
+# the epoch key itself) is the same with and without augmentation.
+AUGMENT_STREAM = 1
 
-  Returns epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_batch_loss).
+
+def make_epoch(model, tx, batch_size: int, augment_shape: Optional[tuple] = None,
+               host_steps: bool = False):
+  """One model's epoch as one `lax.scan` over its shuffled batches; with `augment_shape`
+  (H, W, C) each batch is cropped and flipped (`data.augment`) with a key per step. With
+  `host_steps` the steps are jitted calls from a Python loop instead of a scan (see
+  `nn.forward.host_loops`); the arithmetic is the same.
+
+  Returns epoch(tree, opt_state, key, x, y) -> (tree, opt_state, mean_batch_loss).
   """
   step = make_train_step(model, tx)
 
+  def body(carry, batch, x, y, aug_key):
+    params, opt_state = carry
+    bi, bw, t = batch
+    xb = x[bi]
+    if augment_shape is not None:
+      xb = augment_batch(jax.random.fold_in(aug_key, t), xb, augment_shape)
+    params, opt_state, loss = step(params, opt_state, xb, y[bi], bw)
+    return (params, opt_state), loss
+
   def epoch(params, opt_state, key, x, y):
     idx, w = epoch_batches(key, x.shape[0], batch_size)
-
-    def body(carry, batch):
-      params, opt_state = carry
-      bi, bw = batch
-      params, opt_state, loss = step(params, opt_state, x[bi], y[bi], bw)
-      return (params, opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (idx, w))
+    aug_key = jax.random.fold_in(key, AUGMENT_STREAM)
+    steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+    (params, opt_state), losses = jax.lax.scan(
+        lambda c, b: body(c, b, x, y, aug_key), (params, opt_state), (idx, w, steps))
     return params, opt_state, jnp.mean(losses)
-  return epoch
+
+  if not host_steps:
+    return epoch
+  one_step = jax.jit(body, donate_argnums=(0,))
+  batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+
+  def epoch_from_host(params, opt_state, key, x, y):
+    idx, w = batches(key, x.shape[0], batch_size)
+    aug_key = jax.random.fold_in(key, AUGMENT_STREAM)
+    carry, losses = (params, opt_state), []
+    for t in range(idx.shape[0]):
+      carry, loss = one_step(carry, (idx[t], w[t], jnp.int32(t)), x, y, aug_key)
+      losses.append(loss)
+    return carry[0], carry[1], jnp.mean(jnp.stack(losses))
+  return epoch_from_host
 
 
 def init_params(model, d_in: int, init_keys):
-  """Stacked initial params `(len(init_keys), ...)`."""
-  return jax.vmap(lambda k: model.init(k, jnp.zeros((1, d_in), jnp.float32))["params"])(init_keys)
+  """Stacked initial trees `(len(init_keys), ...)` (params, or whole variables dicts)."""
+  return jax.vmap(lambda k: init_tree(model, k, d_in))(init_keys)
 
 
 def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: int = 1) -> int:
@@ -108,24 +144,38 @@ def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: 
   """
   if num_devices > 1 or jax.devices()[0].platform != "cpu":
     return num_models
-  units = sum(int(leaf.shape[-1]) for leaf in jax.tree_util.tree_leaves(params_one)
-              if leaf.ndim == 2)
+  # A conv kernel's channels count at every position of a 32x32 image (an upper bound).
+  units = sum(int(leaf.shape[-1]) * (1024 if leaf.ndim == 4 else 1)
+              for leaf in jax.tree_util.tree_leaves(params_one) if leaf.ndim in (2, 4))
   per_model = 4 * batch_size * units + 4 * num_params(params_one)
   return int(max(1, min(num_models, 2 ** 22 // per_model)))
 
 
 @functools.lru_cache(maxsize=32)
-def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional[int] = None):
-  """The jitted zoo epoch `(params, opt_state, keys, x, y) -> (params, opt_state, losses)`
-  over a stack of models, with the incoming params and optimizer state donated.
+def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional[int] = None,
+                 loop: bool = False):
+  """The zoo epoch `(params, opt_state, keys, x, y) -> (params, opt_state, losses)` over a
+  stack of models, jitted, with the incoming params and optimizer state donated.
 
   `chunk=None` vmaps over all models; otherwise `lax.map` runs chunks of `chunk` models,
-  each chunk vmapped (same results, a smaller working set). Cached on everything that
-  shapes the computation but not on the seed or the zoo size, so epochs, seeds and zoos of
-  the same architecture and optimizer reuse one compilation per input shape.
+  each chunk vmapped (same results, a smaller working set); `loop` calls one jitted
+  single-model epoch per model from the host instead (see `nn.forward.host_loops`). Cached on
+  everything that shapes the computation but not on the seed or the zoo size, so epochs,
+  seeds and zoos of the same architecture and optimizer reuse one compilation per input
+  shape.
   """
   tx = optimizer_for(optimizer_config, steps)
-  epoch = make_epoch(model, tx, optimizer_config.batch_size)
+  augment = None
+  if optimizer_config.augment == "crop_flip":
+    from lmc_jax.nn.conv import conv_image_shape
+    augment = conv_image_shape(optimizer_config.dataset)
+  epoch = make_epoch(model, tx, optimizer_config.batch_size, augment, host_steps=loop)
+  if loop:
+    def run_each(params, opt_state, keys, x, y):
+      outs = [epoch(take(params, k), take(opt_state, k), keys[k], x, y)
+              for k in range(keys.shape[0])]
+      return stack(outs, jnp.stack)
+    return tx, run_each
   if chunk is None:
     run = jax.vmap(epoch, in_axes=(0, 0, 0, None, None))
   else:
@@ -167,15 +217,19 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   run_ids = ids + [max(ids) + 1 + k for k in range(extra)]
   model = model_for(config)
   steps = steps_per_epoch(len(dataset.y_train), config.batch_size)
-  shape_key = config.replace(seed=0, data_seed=0, num_models=1, n_train=0, n_test=0, noise=0.0)
+  shape_key = config.replace(seed=0, data_seed=0, num_models=1, n_train=0, n_test=0, noise=0.0,
+                             train_subset=0, test_subset=0)
   init_keys, data_keys = model_keys(config.seed, run_ids)
   params = init_params(model, dataset.x_train.shape[1], init_keys)
   chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
                            min(config.batch_size, len(dataset.y_train)), len(run_ids),
                            mesh.devices.size)
-  tx, run_epoch = zoo_epoch_fn(model, shape_key, steps, None if chunk >= len(run_ids) else chunk)
+  loop = host_loops(jax.tree_util.tree_map(lambda p: p[0], params), mesh.devices.size)
+  chunk = 1 if loop else chunk
+  tx, run_epoch = zoo_epoch_fn(model, shape_key, steps,
+                               None if chunk >= len(run_ids) else chunk, loop)
   params = split_models(params, mesh)
-  opt_state = split_models(jax.vmap(tx.init)(params), mesh)
+  opt_state = split_models(jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params), mesh)
   data_keys = split_models(jax.random.key_data(data_keys), mesh)
   x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
   label = label or f"{config.dataset} hidden={list(config.hidden)}"
