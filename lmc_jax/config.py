@@ -74,6 +74,9 @@ class ZooConfig:
       raise LmcError(f"epochs must be >= 0, got {self.epochs}.")
     if self.batch_size < 1:
       raise LmcError(f"batch_size must be >= 1, got {self.batch_size}.")
+    if self.arch != "mlp" and self.hidden and min(self.hidden) < 1:
+      raise LmcError(f"The width multiplier of --arch={self.arch} must be >= 1, got "
+                     f"{list(self.hidden)}; pass e.g. --width=1,2,4.")
     if not self.hidden or min(self.hidden) < 1:
       raise LmcError(f"Every hidden width must be >= 1, got {list(self.hidden)}; "
                      "pass e.g. --width=8.")

@@ -34,6 +34,10 @@ def epsilon_summary_csv(label: str) -> str:
   return f"{label}_epsilon_summary.csv"
 
 
+def barrier_vs_width_png(label: str) -> str:
+  return f"{label}_barrier_vs_width.png"
+
+
 def epsilon_vs_width_png(label: str) -> str:
   return f"{label}_epsilon_vs_width.png"
 

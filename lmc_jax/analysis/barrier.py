@@ -32,9 +32,11 @@ from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batches, reset_pair_sweep
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import MEASURES, curves_entry
 from lmc_jax.lmc.repair import repaired_pair_sweep
+from lmc_jax.nn.models import stores_params_only
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
 
@@ -58,11 +60,17 @@ class BarrierJob(NamedTuple):
   y: np.ndarray
   fit_x: np.ndarray  # training data (fitting methods, REPAIR)
   fit_y: np.ndarray
+  reset_x: Optional[object] = None  # (R, b, d) training batches for BatchNorm reset, or None
 
 
 def prepare_job(directory, reference: int = 0, split: str = "test", alphas=None,
-                data_dir="data") -> BarrierJob:
-  """Loads the zoo and its data; refuses a bad split, reference or zoo in one sentence."""
+                data_dir="data", bn_reset_batches: int = 10,
+                bn_reset_batch_size: int = 256) -> BarrierJob:
+  """Loads the zoo and its data; refuses a bad split, reference or zoo in one sentence.
+
+  For a zoo with BatchNorm, every interpolated network's statistics are recomputed on
+  `bn_reset_batches` training batches of `bn_reset_batch_size` (`lmc.batchnorm`); 0 keeps
+  the interpolated running statistics."""
   directory = Path(directory)
   config, model, params, doc = load_zoo_checked(directory)
   spec = spec_for_config(config)
@@ -83,10 +91,29 @@ def prepare_job(directory, reference: int = 0, split: str = "test", alphas=None,
   data = load_dataset(config, data_dir)
   x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
   skip = set(range(n)) - set(usable)
+  if bn_reset_batches < 0:
+    raise LmcError(f"--bn_reset_batches must be >= 0 (0: no reset), got {bn_reset_batches}.")
+  reset_x = None
+  if has_batch_stats(params) and bn_reset_batches:
+    reset_x = reset_batches(data.x_train, bn_reset_batches, bn_reset_batch_size)
   return BarrierJob(directory, model, params, doc, spec, reference, split, usable, skip,
                     all_pairs(n, exclude=skip),
                     default_alphas() if alphas is None else np.asarray(alphas), x, y,
-                    data.x_train, data.y_train)
+                    data.x_train, data.y_train, reset_x)
+
+
+def sweep(job: BarrierJob, params):
+  """The job's pair sweep of `params` (stacked), with BatchNorm reset where it applies."""
+  if job.reset_x is not None:
+    return reset_pair_sweep(job.model, params, job.pairs, job.reset_x, job.x, job.y, job.alphas)
+  return pair_sweep(job.model, params, job.pairs, job.x, job.y, job.alphas)
+
+
+def reset_record(job: BarrierJob) -> Optional[dict]:
+  """How the job resets BatchNorm statistics, as barrier.json records it (None: no reset)."""
+  if job.reset_x is None:
+    return None
+  return {"batches": int(job.reset_x.shape[0]), "batch_size": int(job.reset_x.shape[1])}
 
 
 def method_curves(result: dict, name: str) -> Optional[dict]:
@@ -117,7 +144,8 @@ def _previous(job: BarrierJob) -> Optional[dict]:
     if (old.get("format") == BARRIER_FORMAT
         and old.get("params_sha256") == job.doc["params_sha256"]
         and old.get("split") == job.split and old.get("reference") == job.reference
-        and np.allclose(old["alphas"], job.alphas) and "naive" in old and "aligned" in old):
+        and np.allclose(old["alphas"], job.alphas) and "naive" in old and "aligned" in old
+        and old.get("bn_reset") == reset_record(job)):
       old.setdefault("methods", {})
       return old
   except (ValueError, KeyError, TypeError, AttributeError):
@@ -128,8 +156,9 @@ def _previous(job: BarrierJob) -> Optional[dict]:
 def _fresh(job: BarrierJob) -> dict:
   """A new result with the naive curves."""
   t0 = time.perf_counter()
-  naive = pair_sweep(job.model, job.params, job.pairs, job.x, job.y, job.alphas)
+  naive = sweep(job, job.params)
   return {"format": BARRIER_FORMAT, "zoo": str(job.directory), "split": job.split,
+          "bn_reset": reset_record(job),
           "reference": job.reference, "alphas": job.alphas.tolist(), "excluded": sorted(job.skip),
           "naive": curves_entry(naive), "methods": {},
           "seconds": {"naive_sweep": time.perf_counter() - t0}}
@@ -152,6 +181,14 @@ def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
   """Aligns by `name` and records its entry (curves in 'aligned' for weight matching);
   returns the aligned params, or None when the method refused (then `only` re-raises)."""
   wanted = settings.for_method(name)
+  if name != "weight" and not stores_params_only(job.model):
+    why = (f"{name} works on the study's MLP only so far; weight matching works on any "
+           "network through its permutation spec")
+    if only:
+      raise LmcError(why + "; pass --align=weight.")
+    logging.warning("%s: %s skipped: %s", job.directory, name, why)
+    result["methods"][name] = {"skipped": why, "settings": wanted}
+    return None
   logging.info("%s: aligning by %s", job.directory, name)
   try:
     res = align_by(name, job.model, job.spec, job.params, job.reference, job.skip, job.fit_x,
@@ -163,7 +200,7 @@ def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
     result["methods"][name] = {"skipped": str(e), "settings": wanted}
     return None
   t = time.perf_counter()
-  curves = curves_entry(pair_sweep(job.model, res.params, job.pairs, job.x, job.y, job.alphas))
+  curves = curves_entry(sweep(job, res.params))
   record = dict(reference=job.reference, settings=wanted, seconds=res.seconds,
                 sweep_seconds=time.perf_counter() - t, info=res.info,
                 fraction_moved=[fraction_moved(p) for p in res.perms],
@@ -184,6 +221,11 @@ def _repair(job: BarrierJob, result: dict, name: str, params, settings: MethodSe
   key, n = f"{name}+repair", settings.fit_samples
   if result["methods"].get(key, {}).get("fit_samples") == n:
     return
+  if not stores_params_only(job.model):
+    why = "REPAIR works on the study's MLP only so far"
+    logging.warning("%s: %s skipped: %s", job.directory, key, why)
+    result["methods"][key] = {"skipped": why, "fit_samples": n}
+    return
   curves = repaired_pair_sweep(job.model, params, job.pairs, job.fit_x[:n], job.x, job.y,
                                job.alphas)
   result["methods"][key] = dict(curves_entry(curves), fit_samples=n, **extra)
@@ -193,7 +235,7 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                 alphas: Optional[np.ndarray] = None, data_dir="data",
                 methods: Sequence[str] = ("weight",), repair: bool = False,
                 diagnostics: bool = False, settings: Optional[MethodSettings] = None,
-                recompute: bool = False) -> dict:
+                recompute: bool = False, bn_reset_batches: int = 10) -> dict:
   """Naive curves and curves after each alignment method in `methods`; writes
   `barrier.json` into the zoo directory (atomically) and returns its dict.
 
@@ -204,7 +246,7 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
   """
   settings = settings if settings is not None else MethodSettings()
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
-  job = prepare_job(directory, reference, split, alphas, data_dir)
+  job = prepare_job(directory, reference, split, alphas, data_dir, bn_reset_batches)
   old = None if recompute else _previous(job)
   result = old if old is not None else _fresh(job)
   kept = []
@@ -226,7 +268,10 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                  job.directory, ", ".join(kept), BARRIER_JSON)
   wanted = {"seed": settings.seed, "max_iter": settings.max_iter,
             "fit_samples": settings.fit_samples}
-  if diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
+  if diagnostics and not stores_params_only(job.model):
+    logging.warning("%s: diagnostics skipped: they work on the study's MLP only so far",
+                    job.directory)
+  elif diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
     result["diagnostics"] = dict(
         alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
                               job.fit_x[:settings.fit_samples], job.x, job.y, settings),

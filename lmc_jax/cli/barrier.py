@@ -47,6 +47,9 @@ flags.DEFINE_enum("split", "test", ["test", "train"], "Split the loss is measure
 flags.DEFINE_string("figures", None, "Where figures and summary CSVs go (default: "
                     "<runs>/figures, or <parent of the first --zoo>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
+flags.DEFINE_integer("bn_reset_batches", 10, "For nets with BatchNorm: recompute every "
+                     "interpolated net's statistics on this many training batches of 256 "
+                     "before measuring it (0: keep the interpolated running statistics).")
 flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
 
 
@@ -92,7 +95,8 @@ def main(argv):
   for z in zoos:
     result = analyse_zoo(z, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
                          methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
-                         settings=settings, recompute=FLAGS.recompute)
+                         settings=settings, recompute=FLAGS.recompute,
+                         bn_reset_batches=FLAGS.bn_reset_batches)
     records.append(zoo_barriers(z, result))
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)

@@ -50,7 +50,7 @@ def main(argv):
   print(format_table(res.rows, list(res.rows[0]), ["group", "models", "test loss", "test acc",
                                                    "eps within", "eps across"]))
   panels = [("naive", mats["naive"], None), ("aligned to the best model", mats["best"], best)]
-  panels += [(f"aligned to best of {k[8:]}", mats[k], refs[k]) for k in mats
+  panels += [(f"aligned to best of\n{k[8:]}", mats[k], refs[k]) for k in mats
              if k.startswith("best_of_")]
   if "pairwise" in mats:
     panels.append(("each pair aligned directly", mats["pairwise"], None))

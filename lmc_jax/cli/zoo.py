@@ -2,6 +2,7 @@
 
   python -m experiments.zoo --width=512                 # 50 Moons nets, the study's settings
   python -m experiments.zoo --width=2,4,8,16,32,64,128,256,512
+  python -m experiments.zoo --dataset=cifar10 --arch=resnet20 --width=1,2,4   # multipliers
 
 Writes one directory per width, `<out>/<dataset>_w<width>/` with zoo.json and params.npz,
 and ends with a table of mean +- std train/test loss and accuracy per width (also
@@ -23,8 +24,9 @@ from lmc_jax.cli.common import (
   int_list,
   run_main,
 )
-from lmc_jax.config import DATASET_DEFAULTS, default_config
-from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS
+from lmc_jax.config import ARCHS, AUGMENTS, CONV_NORMS, DATASET_DEFAULTS, default_config
+from lmc_jax.errors import LmcError
+from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS, model_for
 from lmc_jax.nn.optim import OPTIMIZERS, SCHEDULES
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table, write_zoo_summary, zoo_row
@@ -64,6 +66,19 @@ flags.DEFINE_enum("init", None, INITS, "Weight init: pytorch (torch.nn.Linear's 
                   "kaiming_uniform_torch_bias (the study's section-5.2 code: torch's "
                   "kaiming_normal_/kaiming_uniform_ on the weight, torch.nn.Linear's default "
                   "bias).")
+flags.DEFINE_enum("arch", "mlp", ARCHS, "Network: mlp (the study's; --width are hidden "
+                  "widths), vgg (VGG-11), vgg_small (3 conv stages of 16, 32, 64 channels) or "
+                  "resnet20 (the CIFAR ResNet-20); for the conv nets --width is the width "
+                  "multiplier and the dataset must have images (mnist, cifar10).")
+flags.DEFINE_enum("norm", None, CONV_NORMS, "Norm of the conv nets after each conv "
+                  "(default: batchnorm; the sweeps then reset its statistics).")
+flags.DEFINE_enum("augment", None, AUGMENTS, "Training augmentation of image datasets: "
+                  "crop_flip (random crop after 4-pixel padding, horizontal flip; default for "
+                  "conv nets on cifar10) or none.")
+flags.DEFINE_integer("train_subset", 0, "Train on this many training samples, drawn by "
+                     "--data_seed (0: all): for reduced runs on a CPU.")
+flags.DEFINE_integer("test_subset", 0, "Evaluate on this many test samples, drawn by "
+                     "--data_seed (0: all).")
 flags.DEFINE_enum("layernorm", None, LAYERNORM_POSITIONS, "LayerNorm on each hidden layer "
                   "(default moons: none; mnist, cifar10: before_relu, Linear -> LayerNorm -> "
                   "ReLU, the order that reproduces the study's MNIST table; after_relu is its "
@@ -87,9 +102,17 @@ COLUMNS = ["width", "optimizer", "init", "models", "diverged", "collapsed", "tra
 
 
 def config_for(width: int):
-  depth = FLAGS.depth or len(DATASET_DEFAULTS.get(FLAGS.dataset, {}).get("hidden", (1,)))
+  if FLAGS.arch != "mlp":
+    if FLAGS.depth is not None:
+      raise LmcError(f"--depth applies to --arch=mlp only; --arch={FLAGS.arch} has a fixed "
+                     "depth, so drop --depth.")
+    depth = 1
+  else:
+    depth = FLAGS.depth or len(DATASET_DEFAULTS.get(FLAGS.dataset, {}).get("hidden", (1,)))
   return default_config(
-      FLAGS.dataset, hidden=(width,) * depth, num_models=FLAGS.num_models, epochs=FLAGS.epochs,
+      FLAGS.dataset, hidden=(width,) * depth, arch=FLAGS.arch, norm=FLAGS.norm,
+      augment=FLAGS.augment, train_subset=FLAGS.train_subset, test_subset=FLAGS.test_subset,
+      num_models=FLAGS.num_models, epochs=FLAGS.epochs,
       batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer, lr=FLAGS.lr,
       peak_lr=FLAGS.peak_lr, weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum,
       schedule=FLAGS.schedule, init=FLAGS.init, layernorm=FLAGS.layernorm, seed=FLAGS.seed,
@@ -103,6 +126,8 @@ def main(argv):
   init_distributed()
   widths = int_list(FLAGS.width, "width")
   configs = [config_for(w) for w in widths]  # validates every width before any training
+  for config in configs:
+    model_for(config)  # and that each network fits the dataset
   out = Path(FLAGS.out)
   rows, histories = [], []
   for config in configs:

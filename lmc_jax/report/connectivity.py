@@ -84,7 +84,9 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
   rows = [epsilon_row(r.width, r.result, r.collapsed) for r in recs]
   write_csv(fig_dir / result_files.epsilon_summary_csv(label), rows)
   paths = [figures.epsilon_vs_width(recs, dataset,
-                                    fig_dir / result_files.epsilon_vs_width_png(label))]
+                                    fig_dir / result_files.epsilon_vs_width_png(label)),
+           figures.barrier_vs_width(recs, dataset,
+                                    fig_dir / result_files.barrier_vs_width_png(label))]
   for which in ("naive", "aligned"):
     how = "naive interpolation" if which == "naive" else "after weight matching"
     panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.curves(which)["loss"])

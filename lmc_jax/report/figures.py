@@ -52,6 +52,42 @@ class CurvePanel(NamedTuple):
   loss: np.ndarray  # (P, A)
 
 
+def width_label(config) -> str:
+  """x-axis label of a width study: hidden width (MLP) or width multiplier (conv nets)."""
+  if getattr(config, "arch", "mlp") != "mlp":
+    return f"width multiplier of {config.arch} (log2 axis)"
+  return "hidden layer width (log2 axis)"
+
+
+def barrier_vs_width(records, dataset: str, path) -> Path:
+  """Git Re-Basin's width figure: the loss barrier (max over alpha of L(alpha) minus the
+  line between the endpoints' losses) against width, naive and after weight matching;
+  median over pairs with the interquartile range as error bars."""
+  widths = np.asarray([r.width for r in records], float)
+  fig, axes = new_figure(1, 1, (6.5, 4.5))
+  ax = axes[0][0]
+  for which, color, label in (("naive", NAIVE_COLOR, "naive"),
+                              ("aligned", ALIGNED_COLOR,
+                               f"weight matching to model {records[0].reference}")):
+    vals = [np.asarray(r.curves(which)["barrier"], float) for r in records]
+    vals = [v[np.isfinite(v)] for v in vals]
+    q = np.asarray([np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3 for v in vals])
+    ax.errorbar(widths, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]], color=color,
+                marker="o", capsize=4, label=label)
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(widths)
+  ax.set_xticklabels([str(r.width) for r in records])
+  ax.set_xlabel(width_label(records[0].config))
+  ax.set_ylabel(f"{records[0].result.get('split', 'test')} loss barrier (nats)")
+  ax.axhline(0, color="gray", lw=0.8, ls=":")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  pairs = len(records[0].curves("naive")["barrier"])
+  ax.set_title(f"{dataset}: loss barrier against width\n(median and quartiles over "
+               f"{pairs} pairs per width)")
+  return save_figure(fig, path)
+
+
 def epsilon_vs_width(records, dataset: str, path) -> Path:
   """Fig 4.1 (naive), 4.4 (aligned) and 4.5 (both, box plots) in one row."""
   x = np.log2([r.width for r in records])
@@ -83,7 +119,7 @@ def epsilon_vs_width(records, dataset: str, path) -> Path:
     ax.set_xticks(x)
     ax.set_xticklabels([str(r.width) for r in records])
     ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
-    ax.set_xlabel("hidden layer width (log2 axis)")
+    ax.set_xlabel(width_label(records[0].config))
     ax.set_ylabel("epsilon = max L(alpha) - max(L_i, L_j)")
     ax.axhline(0, color="gray", lw=0.8, ls=":")
     ax.grid(axis="y", alpha=0.3)

@@ -20,10 +20,15 @@ STALE_RESULTS = (BARRIER_JSON,)
 
 
 def zoo_family(config: ZooConfig) -> str:
-  """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`: the dataset, then the init
-  and optimizer where they differ from the dataset's defaults."""
+  """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`, `cifar10_resnet20`: the
+  dataset, the architecture and its norm where not the default, then the init and optimizer
+  where they differ from the dataset's defaults."""
   default = default_config(config.dataset)
   parts = [config.dataset]
+  if config.arch != "mlp":
+    parts.append(config.arch)
+    if config.norm != "batchnorm":
+      parts.append(config.norm)
   if config.init != default.init:
     parts.append(config.init)
   if config.optimizer != default.optimizer:
