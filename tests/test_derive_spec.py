@@ -226,3 +226,12 @@ def test_weight_matching_recovers_a_planted_permutation_with_batchnorm():
   back = apply_permutation(spec, found, shuffled)
   for k, v in flatten(variables).items():
     np.testing.assert_allclose(flatten(back)[k], v, atol=1e-6)
+
+
+def test_the_readme_example_runs(capsys):
+  from pathlib import Path
+  readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  block = next(b.split("```", 1)[0] for b in readme.split("```python")[1:]
+               if "derive_spec(net" in b)
+  exec(compile(block, "README.md", "exec"), {})
+  assert float(capsys.readouterr().out.strip()) < 1e-5
