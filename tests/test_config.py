@@ -81,3 +81,24 @@ def test_cycle_momentum_goes_with_either_one_cycle_schedule():
     for optimizer in ("adamw", "sgd", "rmsprop"):
       c = default_config("cifar10", schedule=schedule, optimizer=optimizer, cycle_momentum=True)
       assert c.cycle_momentum and c.schedule == schedule
+
+
+def test_conv_architectures_take_a_width_multiplier_and_image_defaults():
+  from lmc_jax.zoo.runs import zoo_dirname
+  c = default_config("cifar10", arch="resnet20", hidden=(2,))
+  assert (c.norm, c.augment, c.hidden) == ("batchnorm", "crop_flip", (2,))
+  assert zoo_dirname(c) == "cifar10_resnet20_w2"
+  m = default_config("mnist", arch="vgg_small", hidden=(1,), norm="layernorm")
+  assert (m.norm, m.augment) == ("layernorm", "none")  # flipping digits changes them
+  assert zoo_dirname(m) == "mnist_vgg_small_layernorm_w1"
+  assert default_config("mnist").norm == "none" and default_config("mnist").arch == "mlp"
+  for bad, word in ((dict(arch="resnet20"), "no images"),
+                    (dict(arch="vgg", hidden=(4, 4)), "one width multiplier"),
+                    (dict(arch="vgg", hidden=(0,)), "multiplier"),
+                    (dict(arch="nope", hidden=(1,)), "Unknown --arch"),
+                    (dict(arch="vgg", hidden=(1,), norm="groupnorm"), "Unknown --norm"),
+                    (dict(augment="crop_flip"), "image dataset"),
+                    (dict(train_subset=-1), "train_subset")):
+    dataset = "moons" if bad.get("arch") == "resnet20" or "augment" in bad else "cifar10"
+    with pytest.raises(LmcError, match=word):
+      default_config(dataset, **bad)

@@ -480,13 +480,15 @@ def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=No
   rounding, for a correct spec). Raises LmcError if the spec does not fit `variables`."""
   validate_spec(spec, variables)
   key = jax.random.key(0) if key is None else key
-  base = jax.tree_util.tree_leaves(module.apply(variables, *example_inputs, **apply_kwargs))
+  run = jax.jit(lambda v: jax.tree_util.tree_leaves(
+      module.apply(v, *example_inputs, **apply_kwargs)))
+  base = run(variables)
   sizes = perm_sizes(spec, variables)
   worst = 0.0
   for k in range(trials):
     perm = random_permutation(jax.random.fold_in(key, k), sizes)
-    out = module.apply(apply_permutation(spec, perm, variables), *example_inputs, **apply_kwargs)
-    for a, b in zip(base, jax.tree_util.tree_leaves(out)):
+    out = run(apply_permutation(spec, perm, variables))
+    for a, b in zip(base, out):
       worst = max(worst, float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32)
                                                  - jnp.asarray(b, jnp.float32)))))
   return worst

@@ -7,6 +7,12 @@ implementation avoids: for training the optimizer state read and written once pe
 for a sweep the endpoint parameters read and the mixed ones written once per network).
 `floor_s` turns those into the least time the device could take, from its rates measured
 by `device_rates`.
+
+Convolutional zoos (`ZooConfig.arch`) run the paths the library runs for them: on one CPU
+device those are host loops, one jitted call per model epoch, step or network
+(`nn.forward.host_loops`), so there the "vectorised" side is that loop and the baselines
+avoid XLA's slow convolution inside loops too. Their FLOPs are counted from the traced
+network (`forward_flops`).
 """
 from __future__ import annotations
 
@@ -20,13 +26,16 @@ import numpy as np
 from lmc_jax.align.spec import spec_for_config
 from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.config import ZooConfig
+from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
 from lmc_jax.nn.evaluation import metrics_one, to_batches
-from lmc_jax.nn.models import loss_and_correct, mlp_matmul_flops, num_params
+from lmc_jax.nn.forward import apply_eval, host_loops, split_tree
+from lmc_jax.nn.models import loss_and_correct, mlp_matmul_flops, num_params, stores_params_only
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.training import (
+  AUGMENT_STREAM,
   epoch_batches,
   epoch_keys,
   init_params,
@@ -74,11 +83,59 @@ def floor_s(flops: float, num_bytes: float, rates: dict) -> tuple:
   return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
+def _jaxpr_flops(jaxpr) -> int:
+  """Multiply-adds x 2 of the convolutions and matrix products of a jaxpr (and of the
+  jaxprs nested in its equations, e.g. jitted calls)."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "conv_general_dilated":
+      kernel = eqn.invars[1].aval.shape  # its input-feature axis is already per group
+      per_output = np.prod(kernel) // kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+      total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * int(per_output)
+    elif name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += (2 * int(np.prod(eqn.outvars[0].aval.shape))
+                * int(np.prod([lhs[c] for c in contract])))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          total += _jaxpr_flops(inner)
+  return total
+
+
+def forward_flops(model, tree_one, d_in: int) -> int:
+  """Multiply-adds x 2 of one sample's forward pass through one network (evaluation
+  mode): every convolution and matrix product of the traced network. For the study's MLP
+  this is `mlp_matmul_flops`."""
+  x = jnp.zeros((1, d_in), jnp.float32)
+  return _jaxpr_flops(jax.make_jaxpr(lambda t, v: apply_eval(model, t, v))(tree_one, x).jaxpr)
+
+
+def _net_flops(model, tree_one, d_in: int) -> int:
+  if stores_params_only(model):
+    return mlp_matmul_flops(tree_one)
+  return forward_flops(model, tree_one, d_in)
+
+
+def _augment_shape(config: ZooConfig):
+  """(H, W, C) where the config crops and flips its training batches, else None."""
+  if config.augment != "crop_flip":
+    return None
+  from lmc_jax.nn.conv import conv_image_shape
+  return conv_image_shape(config.dataset)
+
+
 def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None) -> dict:
   """Seconds to train `config.num_models` models for `config.epochs` epochs: all at once
   (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
   over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
   over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`).
+  Where the zoo trains from host loops (`host_loops` True: conv nets on one CPU device)
+  both it and the per-epoch loop run each step as a jitted call (`make_epoch(...,
+  host_steps=True)`), so the zoo side is itself a loop over models there.
 
   `baseline_models`: time the loops on this many models only and scale their seconds to
   the whole zoo (the models are alike, so time is linear in their number); for zoos
@@ -88,17 +145,23 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   init_keys, data_keys = model_keys(config.seed, ids)
   params = init_params(model, data.x_train.shape[1], init_keys)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  # The zoo side exactly as train_zoo runs it (chunks of models on a CPU). Its epoch donates
-  # its inputs, so it gets copies: the initial state is reused by the loops below.
-  chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
-                           min(config.batch_size, len(data.y_train)), len(ids))
+  one_model = take(params, 0)
+  augment = _augment_shape(config)
+  # The zoo side exactly as train_zoo runs it (chunks of models on a CPU; conv nets on one
+  # CPU device from host loops). Its epoch donates its inputs, so it gets copies: the
+  # initial state is reused by the loops below.
+  loop = host_loops(one_model)
+  chunk = 1 if loop else models_per_chunk(one_model, min(config.batch_size, len(data.y_train)),
+                                          len(ids))
   tx, zoo_epoch = zoo_epoch_fn(model, config, steps_per_epoch(len(data.y_train), config.batch_size),
-                               None if chunk >= len(ids) else chunk)
-  opt = jax.vmap(tx.init)(params)
+                               None if chunk >= len(ids) else chunk, loop)
+  opt = jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params)
   copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)
   key_data = jax.random.key_data(data_keys)
-  epoch = make_epoch(model, tx, config.batch_size)
-  one_epoch = jax.jit(epoch)
+  # A model's epoch: one scan, jitted; where the zoo runs host loops, a jitted call per step
+  # (a scanned convolution is what host loops avoid on a CPU).
+  epoch = make_epoch(model, tx, config.batch_size, augment, host_steps=loop)
+  one_epoch = epoch if loop else jax.jit(epoch)
 
   t = time.perf_counter()
   _block(zoo_epoch(copy(params), copy(opt), epoch_keys(key_data, 0), x, y))
@@ -124,28 +187,37 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
     _block(pk)
   loop_s = (time.perf_counter() - t) * scale
 
-  # The study's style: one model at a time, one Python call per mini-batch step.
+  # The study's style: one model at a time, one Python call per mini-batch step (each
+  # batch cropped and flipped as the zoo's are, where the config augments).
   step = jax.jit(make_train_step(model, tx))
   batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+  crop_flip = jax.jit(lambda key, s, xb: augment_batch(
+      jax.random.fold_in(jax.random.fold_in(key, AUGMENT_STREAM), s), xb, augment))
+
+  def batch(key, idx, s):
+    xb = x[idx[s]]
+    return xb if augment is None else crop_flip(key, s, xb)
+
   idx, w = batches(data_keys[0], len(data.y_train), config.batch_size)
-  _block(step(take(params, 0), take(opt, 0), x[idx[0]], y[idx[0]], w[0]))
+  _block(step(take(params, 0), take(opt, 0), batch(data_keys[0], idx, 0), y[idx[0]], w[0]))
   t = time.perf_counter()
   for k in looped:
     pk, ok = take(params, k), take(opt, k)
     for e in range(config.epochs):
-      idx, w = batches(jax.random.fold_in(data_keys[k], e), len(data.y_train), config.batch_size)
+      key = jax.random.fold_in(data_keys[k], e)
+      idx, w = batches(key, len(data.y_train), config.batch_size)
       for s in range(idx.shape[0]):
-        pk, ok, _ = step(pk, ok, x[idx[s]], y[idx[s]], w[s])
+        pk, ok, _ = step(pk, ok, batch(key, idx, s), y[idx[s]], w[s])
     _block(pk)
   step_loop_s = (time.perf_counter() - t) * scale
 
-  one_model = take(params, 0)
-  flops = 3 * mlp_matmul_flops(one_model) * len(data.y_train) * config.epochs * len(ids)
+  net_flops = _net_flops(model, one_model, data.x_train.shape[1])
+  flops = 3 * net_flops * len(data.y_train) * config.epochs * len(ids)
   model_steps = steps_per_epoch(len(data.y_train), config.batch_size) * config.epochs * len(ids)
   state_words = 7 if config.optimizer == "adamw" else 5  # params, grads and two moments
-  num_bytes = 4 * state_words * num_params(one_model) * model_steps
+  num_bytes = 4 * state_words * num_params(split_tree(one_model)[0]) * model_steps
   return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
-          "loop_s": loop_s, "step_loop_s": step_loop_s,
+          "loop_s": loop_s, "step_loop_s": step_loop_s, "host_loops": loop,
           "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops,
           "bytes": num_bytes}
 
@@ -155,7 +227,12 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
   a Python loop over pairs and alphas calling a jitted single-network evaluation, and
   against the study's style of loop. `baseline_pairs`: run the loops on this many pairs
-  and scale their time to all pairs."""
+  and scale their time to all pairs.
+
+  Conv nets: where `pair_sweep` runs host loops (one CPU device) the single-network call
+  runs the test batches unrolled instead of scanned (`host_loops` True). Every side
+  interpolates the whole variables dict, BatchNorm statistics included, and none resets
+  them (`lmc.batchnorm`): the sweep is timed without the reset."""
   model = model_for(config)
   pairs = all_pairs(config.num_models)
   alphas = default_alphas()
@@ -170,9 +247,23 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   sweep_s = time.perf_counter() - t
 
   batches = to_batches(x, y)
-  one = jax.jit(lambda pi, pj, a: metrics_one(model, interpolate(pi, pj, a), batches))
   members = [take(params_stack, k) for k in range(config.num_models)]
-  _block(one(members[0], members[1], 0.5))
+  unrolled = host_loops(members[0])
+
+  def network(pi, pj, a):
+    mixed = interpolate(pi, pj, a)
+    if not unrolled:
+      return metrics_one(model, mixed, batches)
+    sums = jnp.zeros(2)
+    for b in range(batches.x.shape[0]):  # no loop around the convolutions
+      loss, correct = loss_and_correct(apply_eval(model, mixed, batches.x[b]), batches.y[b])
+      sums = sums + jnp.stack([loss @ batches.w[b], correct @ batches.w[b]])
+    return sums / jnp.sum(batches.w)
+
+  one = jax.jit(network)
+  # Warm up with the loop's own argument types: a Python float would compile for a weak
+  # type and the loop's numpy alphas compile again, inside the timing.
+  _block(one(members[0], members[1], alphas[0]))
   looped = pairs[:baseline_pairs or len(pairs)]
   scale = len(pairs) / len(looped)
   loop = np.zeros((len(looped), len(alphas)))
@@ -184,16 +275,17 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
 
   # The study's style: mix the weights tensor by tensor, then run the test set through the
   # network batch by batch (a DataLoader of 256) and sum the losses on the host.
-  forward = jax.jit(lambda params, xb, yb: loss_and_correct(model.apply({"params": params}, xb),
-                                                            yb))
+  forward = jax.jit(lambda tree, xb, yb: loss_and_correct(apply_eval(model, tree, xb), yb))
   test_batches = [(x[s:s + 256], y[s:s + 256]) for s in range(0, len(y), 256)]
-  forward(members[0], *test_batches[0])
+  mix = lambda u, v, alpha: (1 - alpha) * u + alpha * v
+  _block(jax.tree_util.tree_map(lambda u, v: mix(u, v, alphas[0]), members[0], members[1]))
+  for xb, yb in (test_batches[0], test_batches[-1]):  # a last, partial batch has its own shape
+    _block(forward(members[0], xb, yb))
   study = np.zeros((len(looped), len(alphas)))
   t = time.perf_counter()
   for p, (i, j) in enumerate(looped):
     for a, alpha in enumerate(alphas):
-      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, members[i],
-                                     members[j])
+      mixed = jax.tree_util.tree_map(lambda u, v: mix(u, v, alpha), members[i], members[j])
       total = 0.0
       for xb, yb in test_batches:
         total += float(jnp.sum(forward(mixed, xb, yb)[0]))
@@ -203,11 +295,11 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   ours = curves.loss[:len(looped)]
   max_diff = float(max(np.max(np.abs(loop - ours)), np.max(np.abs(study - ours))))
   nets = len(pairs) * len(alphas)
-  flops = mlp_matmul_flops(members[0]) * nets * len(y)
+  flops = _net_flops(model, members[0], x.shape[1]) * nets * len(y)
   return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
           "compile_sweep_s": sweep_compile, "flops": flops,
           "bytes": 4 * 3 * num_params(members[0]) * nets, "pairs": len(pairs),
-          "baseline_pairs": len(looped),
+          "baseline_pairs": len(looped), "host_loops": unrolled,
           "max_abs_diff": max_diff}
 
 
@@ -231,7 +323,7 @@ def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int 
   batches = to_batches(x, y)
   point = jax.jit(lambda u, v: metrics_one(model, jax.tree_util.tree_map(
       lambda o, a, b: o + u * a + v * b, basis.origin, basis.e1, basis.e2), batches))
-  point(0.0, 0.0)
+  point(*coords[0])  # the loop's argument types (numpy float32), so no compile in the loop
   loop = np.zeros(len(coords))
   t = time.perf_counter()
   for n, (u, v) in enumerate(coords):

@@ -4,12 +4,19 @@
   python -m experiments.bench --quick    # 20 models, 20 epochs (timed in BUILD_NOTES.md)
   python -m experiments.bench --json=bench.json
   python -m experiments.bench --dataset=mnist --width=512 --epochs=60 --baseline_models=2
+  python -m experiments.bench --dataset=cifar10 --arch=vgg_small --width=1 --num_models=3 \
+      --epochs=1 --train_subset=512 --test_subset=256   # a conv zoo, small enough for a CPU
 
 Prints one table: for zoo training, the pair sweep, a loss plane and weight matching
 (to a reference and of all pairs), the seconds of each side measured in the same run
 (compilation excluded and reported apart), the speed-up, the achieved FLOP/s and bytes/s,
 and the floor: the least time the device could take at its measured matmul rate and copy
 bandwidth, with which of the two bounds it.
+
+Conv nets (`--arch`) time training and the pair sweep; on one CPU device the library runs
+them as host loops (one jitted call per step or network; `nn.forward.host_loops`), and
+that is what the 'vectorised' column times there. The loss plane is timed for the MLP
+only; weight matching runs on the conv zoo's derived permutation spec.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from lmc_jax.analysis.benchmarks import (
 )
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
-from lmc_jax.config import default_config
+from lmc_jax.config import ARCHS, default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.report.tables import format_table
@@ -39,8 +46,15 @@ from lmc_jax.zoo.training import train_zoo
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "moons", ["moons", "mnist", "cifar10"], "Dataset (mnist and "
                   "cifar10 need experiments.fetch first) with the study's settings for it.")
-flags.DEFINE_list("width", ["16", "512"], "Hidden widths; training and the sweep are timed at "
-                  "each, the plane and alignment at the widest.")
+flags.DEFINE_enum("arch", "mlp", ARCHS, "Network: mlp (the study's) or a conv net (vgg, "
+                  "vgg_small, resnet20; needs --dataset=mnist or cifar10, --width is its width "
+                  "multiplier).")
+flags.DEFINE_list("width", ["16", "512"], "Hidden widths (conv nets: width multipliers, "
+                  "default 1); training and the sweep are timed at each, the plane and "
+                  "alignment at the widest.")
+flags.DEFINE_integer("train_subset", 0, "Train on this many training samples (0: all): for "
+                     "small runs on a CPU.")
+flags.DEFINE_integer("test_subset", 0, "Sweep on this many test samples (0: all).")
 flags.DEFINE_integer("baseline_models", None, "Run the one-model-at-a-time training loops on "
                      "this many models and scale their time to the zoo (default: all).")
 flags.DEFINE_integer("baseline_pairs", None, "Run the loops over pairs (sweep, scipy matching) "
@@ -75,10 +89,17 @@ def row(what, baseline, baseline_s, vectorised_s, compile_s, rates, flops=None,
   return out
 
 
+def config_for(width: int, n: int, epochs: int):
+  """The zoo timed at `width` (checked: a conv net on Moons is refused here)."""
+  depth = len(default_config(FLAGS.dataset).hidden) if FLAGS.arch == "mlp" else 1
+  return default_config(FLAGS.dataset, arch=FLAGS.arch, hidden=(width,) * depth, num_models=n,
+                        epochs=epochs, train_subset=FLAGS.train_subset,
+                        test_subset=FLAGS.test_subset)
+
+
 def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
   """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
-  depth = len(default_config(FLAGS.dataset).hidden)
-  config = default_config(FLAGS.dataset, hidden=(width,) * depth, num_models=n, epochs=epochs)
+  config = config_for(width, n, epochs)
   data = load_dataset(config, FLAGS.data_dir)
   train = bench_training(config, data, FLAGS.baseline_models)
   zoo = train_zoo(config, data, log=None)
@@ -91,14 +112,20 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
             if train["baseline_models"] < n else "")
   pscaled = (f" (scaled from {s['baseline_pairs']} of {s['pairs']})"
              if s["baseline_pairs"] < s["pairs"] else "")
+  per_epoch = ("a model at a time, a call per epoch of host-looped steps" if t["host_loops"]
+               else "a model at a time, a call per epoch")
+  per_net = "loop: a jitted call per (pair, alpha)" + (", batches unrolled" if s["host_loops"]
+                                                        else "")
+  if config.arch != "mlp" and config.norm == "batchnorm":  # every side mixes the statistics
+    pairs += ", BatchNorm stats interpolated, no reset"
   rows = [
       row(what, "a model at a time, a call per step" + scaled, t["step_loop_s"], t["zoo_s"],
           t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
-      row(what, "a model at a time, a call per epoch" + scaled, t["loop_s"], t["zoo_s"],
+      row(what, per_epoch + scaled, t["loop_s"], t["zoo_s"],
           t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
       row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s["study_loop_s"],
           s["sweep_s"], s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
-      row(pairs, "loop: a jitted call per (pair, alpha)" + pscaled, s["loop_s"], s["sweep_s"],
+      row(pairs, per_net + pscaled, s["loop_s"], s["sweep_s"],
           s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
   ]
   return rows, config, data, zoo.params
@@ -116,15 +143,18 @@ def main(argv):
     raise LmcError(f"--num_models must be >= 3 (pairs and a plane), got {n}.")
   if not 2 <= align_n <= n:
     raise LmcError(f"--align_models must be between 2 and --num_models ({n}), got {align_n}.")
-  widths = int_list(FLAGS.width, "width")
+  conv = FLAGS.arch != "mlp"
+  widths = int_list(FLAGS.width if FLAGS["width"].present or not conv else ["1"], "width")
   if not widths:
     raise LmcError("--width must list at least one width.")
+  for width in widths:  # bad settings fail here, before any timing
+    config_for(width, n, epochs)
   device = jax.devices()[0]
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
         f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
-        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {n} models, "
-        f"{epochs} epochs")
+        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {FLAGS.arch}, {n} "
+        f"models, {epochs} epochs")
   record, rows, widest = {}, [], max(widths)
   for width in widths:
     width_out, config, data, params = width_rows(width, n, epochs, rates, record)
@@ -132,15 +162,16 @@ def main(argv):
     if width == widest:  # the plane and alignment are timed on the widest zoo
       widest_zoo = config, data, params
   config, data, params = widest_zoo
-  plane = bench_plane(config, data, params)
+  plane = None if conv else bench_plane(config, data, params)
   first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
   align = bench_alignment(config.replace(num_models=align_n), first,
                           baseline_pairs=FLAGS.baseline_pairs)
   record.update(plane=plane, alignment=align)
+  if plane is not None:
+    rows.append(row(f"w{widest}: loss plane, {plane['points']} points", "a jitted call per point",
+                    plane["loop_s"], plane["plane_s"], plane["compile_s"], rates, plane["flops"],
+                    plane["bytes"]))
   rows += [
-      row(f"w{widest}: loss plane, {plane['points']} points", "a jitted call per point",
-          plane["loop_s"], plane["plane_s"], plane["compile_s"], rates, plane["flops"],
-          plane["bytes"]),
       row(f"w{widest}: weight-match {align['models'] - 1} models to one",
           "scipy, a model at a time", align["reference_host_s"], align["reference_device_s"],
           align["compile_s"], rates),
@@ -150,15 +181,23 @@ def main(argv):
           align["host_s"], align["device_s"], align["compile_s"], rates),
   ]
   print(format_table(rows, COLUMNS, HEADERS))
-  diffs = [record[f"w{w}"]["sweep"]["max_abs_diff"] for w in widths] + [plane["max_abs_diff"]]
+  diffs = [record[f"w{w}"]["sweep"]["max_abs_diff"] for w in widths]
+  diffs += [plane["max_abs_diff"]] if plane is not None else []
   print(f"loops and vectorised paths agree to {max(diffs):.2e} (max abs difference in loss); "
         f"host and device matching objectives to {align['max_rel_objective_diff']:.1e} "
         "(max relative difference; float32 on the device). Alignment: 'vectorised' is the "
         "jitted solver vmapped over models or pairs.")
+  if conv:
+    print(f"--arch={FLAGS.arch}: the loss plane is timed for the MLP only."
+          + (" On one CPU device a conv zoo trains and sweeps from host loops (a jitted call "
+             "per model step or network), so 'vectorised' there is that loop."
+             if record[f"w{widest}"]["training"]["host_loops"] else ""))
   if FLAGS.json:
     atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
                                    "settings": {"models": n, "epochs": epochs, "widths": widths,
-                                                "align_models": align_n},
+                                                "align_models": align_n, "arch": FLAGS.arch,
+                                                "train_subset": FLAGS.train_subset,
+                                                "test_subset": FLAGS.test_subset},
                                    "rates": rates, "results": record, "table": rows,
                                    "device": str(device), "machine": platform.platform(),
                                    "versions": package_versions()})
