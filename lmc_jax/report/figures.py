@@ -66,13 +66,15 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
   widths = np.asarray([r.width for r in records], float)
   fig, axes = new_figure(1, 1, (6.5, 4.5))
   ax = axes[0][0]
-  for which, color, label in (("naive", NAIVE_COLOR, "naive"),
-                              ("aligned", ALIGNED_COLOR,
-                               f"weight matching to model {records[0].reference}")):
+  for which, color, label, dodge in (("naive", NAIVE_COLOR, "naive", 0.97),
+                                     ("aligned", ALIGNED_COLOR,
+                                      f"weight matching to model {records[0].reference}", 1.03)):
     vals = [np.asarray(r.curves(which)["barrier"], float) for r in records]
     vals = [v[np.isfinite(v)] for v in vals]
     q = np.asarray([np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3 for v in vals])
-    ax.errorbar(widths, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]], color=color,
+    # Side by side (a few % apart on the log axis), so the two sets of bars never overlap.
+    ax.errorbar(widths * dodge, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]],
+                color=color,
                 marker="o", capsize=4, label=label)
   ax.set_xscale("log", base=2)
   ax.set_xticks(widths)
@@ -102,7 +104,7 @@ def epsilon_vs_width(records, dataset: str, path) -> Path:
     for body in parts["bodies"]:
       body.set_facecolor(color)
       body.set_alpha(0.6)
-    ax.set_title(f"{dataset}: epsilon, {title}")
+    ax.set_title(f"epsilon, {title}")
   w = 0.35
   bp_n = axes[2].boxplot(naive, positions=x - w / 2, widths=w * 0.9, showfliers=False,
                          patch_artist=True)
@@ -114,7 +116,8 @@ def epsilon_vs_width(records, dataset: str, path) -> Path:
     for med in bp["medians"]:
       med.set_color("black")
   axes[2].legend([bp_n["boxes"][0], bp_a["boxes"][0]], ["naive", "aligned"], loc="upper right")
-  axes[2].set_title(f"{dataset}: naive vs aligned (outliers omitted)")
+  axes[2].set_title("naive vs aligned (outliers omitted)")
+  fig.suptitle(f"{dataset}: epsilon against width", y=1.04)
   for ax in axes:
     ax.set_xticks(x)
     ax.set_xticklabels([str(r.width) for r in records])
