@@ -305,7 +305,9 @@ def training_history(panels, dataset: str, path) -> Path:
       test = np.nanmedian(np.asarray(history["test_loss"], np.float64), axis=1)
       ax.plot(history["eval_epoch"], test, "o-", color=ALIGNED_COLOR, ms=3, lw=1,
               label="test, median")
-    if np.all(np.isfinite(med)) and np.nanmin(q1) > 0:
+    # A log axis where the loss spans a factor of 3 or more; over a narrow range (a zoo stuck
+    # at chance) it would only repeat one rounded label.
+    if np.all(np.isfinite(med)) and np.nanmin(q1) > 0 and np.nanmax(q3) / np.nanmin(q1) >= 3:
       ax.set_yscale("log")
       plain = FuncFormatter(lambda v, _: f"{v:.3g}")
       ax.yaxis.set_major_formatter(plain)
