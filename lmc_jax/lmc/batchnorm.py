@@ -13,8 +13,6 @@ training mode from a zero state gives `(1 - m) * batch`, from a state of ones
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,26 +37,26 @@ def reset_batch_stats(model, tree, x_batches):
   _, from_one = apply_train(model, params, ones, x_batches[0])
   keep = jax.tree_util.tree_map(lambda a, b: a - b, from_one, from_zero)  # m, per element
 
-  def body(total, xb):
-    _, upd = apply_train(model, params, zeros, xb)
-    return jax.tree_util.tree_map(jnp.add, total, upd), None
-
   if host_loops(tree):  # concrete arrays: one jitted call per batch
     total = zeros
     for xb in x_batches:
-      total, _ = _body_jit(model, params, total, xb)
+      total = _add_batch_jit(model, params, total, xb)
   else:
-    total, _ = jax.lax.scan(body, zeros, x_batches)
+    total, _ = jax.lax.scan(lambda t, xb: (_add_batch(model, params, t, xb), None), zeros,
+                            x_batches)
   num = x_batches.shape[0]
   new_state = jax.tree_util.tree_map(lambda t, m: t / num / (1 - m), total, keep)
   return join_tree(params, new_state, tree)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _body_jit(model, params, total, xb):
+def _add_batch(model, params, total, xb):
+  """`total` plus the state a training pass from a zero state gives on batch `xb`."""
   zeros = jax.tree_util.tree_map(jnp.zeros_like, total)
   _, upd = apply_train(model, params, zeros, xb)
-  return jax.tree_util.tree_map(jnp.add, total, upd), None
+  return jax.tree_util.tree_map(jnp.add, total, upd)
+
+
+_add_batch_jit = jax.jit(_add_batch, static_argnums=0)
 
 
 def _reset_chunk(model, mixed, params_i, params_j, alphas, x_batches):
