@@ -99,7 +99,7 @@ def test_correlation_matches_numpy():
 def test_hidden_features_are_the_hidden_layer_outputs():
   model, params = random_params(jax.random.key(0), (5, 3), d_in=2, d_out=2, layernorm="after_relu")
   x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 2)), jnp.float32)
-  h0, h1 = hidden_features(model, params, x)
+  h0, h1 = hidden_features(model, mlp_permutation_spec(2, True), params, x)
   # Plain forward pass: Dense -> ReLU -> LayerNorm, twice.
   def ln(h, p):
     mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)

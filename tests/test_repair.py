@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.lmc.interpolation import pair_sweep
-from lmc_jax.lmc.repair import preactivation_stats, repair_network, repaired_pair_sweep
+from lmc_jax.lmc.repair import mlp_repair_sites, repair_network, repaired_pair_sweep, site_stats
 from tests.helpers import random_params
 
 
@@ -47,9 +47,12 @@ def test_repaired_units_have_the_interpolated_statistics():
     targets.append(((1 - alpha) * za.mean(0) + alpha * zb.mean(0),
                     (1 - alpha) * za.std(0) + alpha * zb.std(0)))
     ha, hb = np.maximum(za, 0), np.maximum(zb, 0)
-  fixed = repair_network(model, mixed, [(jnp.asarray(m, jnp.float32), jnp.asarray(s, jnp.float32))
-                                        for m, s in targets], jnp.asarray(x))
-  stats = preactivation_stats(model, fixed, jnp.asarray(x))
-  for (mean, std), (t_mean, t_std) in zip(stats, targets):
+  sites = mlp_repair_sites(model)
+  fixed = repair_network(model, mixed, {s: (jnp.asarray(m, jnp.float32),
+                                            jnp.asarray(d, jnp.float32))
+                                        for s, (m, d) in zip(sites, targets)}, jnp.asarray(x))
+  stats = site_stats(model, fixed, jnp.asarray(x), sites)
+  assert list(stats) == ["Dense_0", "Dense_1"]
+  for (mean, std), (t_mean, t_std) in zip(stats.values(), targets):
     np.testing.assert_allclose(mean, t_mean, atol=1e-4)
     np.testing.assert_allclose(std, t_std, rtol=1e-3, atol=1e-4)

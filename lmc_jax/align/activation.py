@@ -1,14 +1,18 @@
 """Activation matching (Ainsworth et al., Git Re-Basin; Li et al. 2016): permute model B's
 hidden units so that each one behaves like a unit of model A on the same inputs.
 
-A hidden layer's features (its output after the ReLU, and after the LayerNorm where it
-follows the ReLU) move with that layer's permutation only, so every layer is one linear
-assignment problem, solved exactly and independently: maximise the summed correlation of
-matched units over a batch of training data.
+The features of a permutation are the inputs of the contractions (`nn.Dense`, `nn.Conv`)
+that read its units (`units.feature_sites`): for the study's MLP, each hidden layer's
+output after its ReLU (and its LayerNorm where that follows the ReLU); for a conv net,
+every position of every image counts as a sample of a channel, and a residual stream
+read by several layers sums their correlations. A permutation's features move with it
+alone, so each is one linear assignment problem, solved exactly and independently:
+maximise the summed correlation of matched units over a batch of training data.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+import functools
+from typing import Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -16,24 +20,25 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, register
+from lmc_jax.align.spec import PermutationSpec
+from lmc_jax.align.units import feature_sites
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.layer_taps import run_tapped
+
+CHUNK = 256  # inputs per jitted call: a conv net's features of 2,048 images at once need GBs
 
 
-def hidden_features(model, params, x) -> List[jax.Array]:
-  """Each hidden layer's output, `[(n, width_i)]`, for inputs `x` `(n, d_in)`."""
-  _, state = model.apply({"params": params}, x, capture_intermediates=True)
-  inter = state["intermediates"]
-  feats = []
-  for i in range(len(model.hidden)):
-    h = inter[f"Dense_{i}"]["__call__"][0]
-    if model.layernorm == "before_relu":
-      h = jax.nn.relu(inter[f"LayerNorm_{i}"]["__call__"][0])
-    elif model.layernorm == "after_relu":
-      h = inter[f"LayerNorm_{i}"]["__call__"][0]
-    else:
-      h = jax.nn.relu(h)
-    feats.append(h)
-  return feats
+def layer_inputs(model, tree, x, paths) -> Dict[str, jax.Array]:
+  """`{path: input of that layer}` on inputs `x`, units on the last axis."""
+  got: Dict[str, jax.Array] = {}
+
+  def record(call, inp, out):
+    if call.path in paths and call.path not in got:
+      got[call.path] = inp
+    return out
+
+  run_tapped(model, tree, x, record)
+  return got
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,22 +51,78 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return (a / sa).T @ (b / sb)
 
 
-def activation_matching(model, spec, params_a, params_b, x) -> Dict[str, np.ndarray]:
-  """The permutation of B (`{"P_i": (width_i,)}`) whose units best correlate with A's on
-  inputs `x` `(n, d_in)`; `spec` must be the MLP spec (`P_i` acts on hidden layer i)."""
+@functools.lru_cache(maxsize=16)
+def _moments_fn(model, paths: Tuple[str, ...]):
+  """Jitted `(tree_a, tree_b, x) -> {path: (n, mean_a, mean_b, ss_a, ss_b, cross)}`: the
+  centred moments of both models' features at each site on one chunk of inputs."""
+  def moments(tree_a, tree_b, x):
+    fa, fb = layer_inputs(model, tree_a, x, paths), layer_inputs(model, tree_b, x, paths)
+    out = {}
+    for path in fa:
+      a = fa[path].reshape(-1, fa[path].shape[-1]).astype(jnp.float32)
+      b = fb[path].reshape(-1, fb[path].shape[-1]).astype(jnp.float32)
+      ac, bc = a - a.mean(0), b - b.mean(0)
+      out[path] = (jnp.float32(a.shape[0]), a.mean(0), b.mean(0), jnp.sum(ac * ac, 0),
+                   jnp.sum(bc * bc, 0), ac.T @ bc)
+    return out
+  return jax.jit(moments)
+
+
+def _merge(m1, m2):
+  """Moments of two chunks together (Chan et al.'s pairwise update), in float64."""
+  n1, ma1, mb1, sa1, sb1, c1 = m1
+  n2, ma2, mb2, sa2, sb2, c2 = m2
+  n = n1 + n2
+  da, db = ma2 - ma1, mb2 - mb1
+  w = n1 * n2 / n
+  return (n, ma1 + da * n2 / n, mb1 + db * n2 / n, sa1 + sa2 + da * da * w,
+          sb1 + sb2 + db * db * w, c1 + c2 + np.outer(da, db) * w)
+
+
+def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dict[str, np.ndarray]:
+  """`{perm: (n, n)}` correlation of A's units (rows) with B's (columns), summed over the
+  sites that read them, on inputs `x`."""
+  sites = feature_sites(spec, model, tree_a, x[:1])
+  paths = tuple(dict.fromkeys(path for path, _ in sites))
+  fn = _moments_fn(model, paths)
+  total = None
+  for chunk in np.array_split(np.asarray(x), max(1, -(-len(x) // CHUNK))):
+    m = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
+                               fn(tree_a, tree_b, jnp.asarray(chunk)))
+    total = m if total is None else {p: _merge(total[p], m[p]) for p in total}
+  corr: Dict[str, np.ndarray] = {}
+  for path, p in sites:
+    _, _, _, sa, sb, cross = total[path]
+    sa, sb = np.sqrt(sa), np.sqrt(sb)
+    c = cross / np.where(sa > 0, sa, np.inf)[:, None] / np.where(sb > 0, sb, np.inf)[None, :]
+    corr[p] = corr[p] + c if p in corr else c
+  return corr
+
+
+def activation_matching(model, spec: PermutationSpec, params_a, params_b,
+                        x) -> Dict[str, np.ndarray]:
+  """The permutation of B (`{perm: (n,)}`) whose units best correlate with A's on inputs
+  `x` `(n, ...)`; `params_a`, `params_b` are trees of one model as the zoo stores them."""
   if len(x) < 2:
     raise LmcError(f"Activation matching needs at least 2 inputs to correlate, got {len(x)}.")
-  fa = hidden_features(model, params_a, jnp.asarray(x))
-  fb = hidden_features(model, params_b, jnp.asarray(x))
+  corr = feature_correlations(model, spec, params_a, params_b, x)
+  unread = sorted(set(spec.perm_to_axes) - set(corr))
+  if unread:
+    raise LmcError(f"Activation matching correlates the inputs of nn.Dense and nn.Conv layers, "
+                   f"and no such layer reads the units of permutation(s) {', '.join(unread)}; "
+                   "align this network by weight matching (--align=weight).")
   perm = {}
-  for i, (a, b) in enumerate(zip(fa, fb)):
-    corr = correlation(np.asarray(a, np.float64), np.asarray(b, np.float64))
-    _, cols = linear_sum_assignment(corr, maximize=True)
-    perm[f"P_{i}"] = cols
-  if set(perm) != set(spec.perm_to_axes):
-    raise LmcError(f"Activation matching knows the MLP's permutations {sorted(perm)}, but the "
-                   f"spec has {sorted(spec.perm_to_axes)}.")
+  for p, c in corr.items():
+    _, cols = linear_sum_assignment(c, maximize=True)
+    perm[p] = cols
   return perm
+
+
+def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
+  """The features activation matching correlates, one array per site in call order."""
+  paths = tuple(path for path, _ in feature_sites(spec, model, tree, x[:1]))
+  got = layer_inputs(model, tree, jnp.asarray(x), paths)
+  return [got[p] for p in paths]
 
 
 @register("activation", "activation matching to the reference, on training inputs",

@@ -24,6 +24,7 @@ from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.spec import PermutationSpec, apply_soft_permutation, permutation_spec_from_axes
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
 from lmc_jax.tree_utils import fold_in_each
@@ -68,7 +69,7 @@ def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, par
     mats = {p: log_sinkhorn(p_logits, iters) for p, p_logits in logits.items()}
     soft_b = apply_soft_permutation(spec, mats, b)
     mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, params_a, soft_b)
-    loss, _ = loss_and_correct(model.apply({"params": mixed}, xb), yb)
+    loss, _ = loss_and_correct(apply_eval(model, mixed, xb), yb)
     return jnp.mean(loss)
 
   grad = jax.vmap(jax.value_and_grad(loss_one), in_axes=(0, 0, None, None, 0))

@@ -22,6 +22,7 @@ from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.spec import apply_permutation
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.nn.evaluation import metrics_one, to_batches
+from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
 
@@ -42,7 +43,7 @@ def _step(model, tx, proxy, opt_state, params_a, projected, x, y):
   def loss_fn(proxy):
     # Forward: the projection; backward: the identity onto the proxy.
     b = jax.tree_util.tree_map(lambda t, q: t + jax.lax.stop_gradient(q - t), proxy, projected)
-    loss, _ = loss_and_correct(model.apply({"params": _midpoint(params_a, b)}, x), y)
+    loss, _ = loss_and_correct(apply_eval(model, _midpoint(params_a, b), x), y)
     return jnp.mean(loss)
   loss, grads = jax.value_and_grad(loss_fn)(proxy)
   updates, opt_state = tx.update(grads, opt_state, proxy)

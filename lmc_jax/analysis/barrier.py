@@ -28,6 +28,7 @@ import numpy as np
 from lmc_jax.align.diagnostics import alignment_diagnostics, fraction_moved
 from lmc_jax.align.registry import MethodSettings, align_by, check_methods
 from lmc_jax.align.spec import PermutationSpec, permute_zoo, spec_for_config, validate_spec
+from lmc_jax.align.units import repair_sites
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
@@ -36,8 +37,8 @@ from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batches, reset_pair_swe
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import MEASURES, curves_entry
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.nn.models import stores_params_only
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
+from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
 
 CURVE_KEYS = ("pairs", "loss", "acc", *MEASURES)
@@ -181,14 +182,6 @@ def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
   """Aligns by `name` and records its entry (curves in 'aligned' for weight matching);
   returns the aligned params, or None when the method refused (then `only` re-raises)."""
   wanted = settings.for_method(name)
-  if name != "weight" and not stores_params_only(job.model):
-    why = (f"{name} works on the study's MLP only so far; weight matching works on any "
-           "network through its permutation spec")
-    if only:
-      raise LmcError(why + "; pass --align=weight.")
-    logging.warning("%s: %s skipped: %s", job.directory, name, why)
-    result["methods"][name] = {"skipped": why, "settings": wanted}
-    return None
   logging.info("%s: aligning by %s", job.directory, name)
   try:
     res = align_by(name, job.model, job.spec, job.params, job.reference, job.skip, job.fit_x,
@@ -221,13 +214,15 @@ def _repair(job: BarrierJob, result: dict, name: str, params, settings: MethodSe
   key, n = f"{name}+repair", settings.fit_samples
   if result["methods"].get(key, {}).get("fit_samples") == n:
     return
-  if not stores_params_only(job.model):
-    why = "REPAIR works on the study's MLP only so far"
+  sites = repair_sites(job.spec, job.model, take(job.params, 0), job.fit_x[:1])
+  if not sites:
+    why = ("this network makes no hidden unit at a Dense or Conv with a bias, nor at a norm "
+           "after one without, so REPAIR has nothing to fold its correction into")
     logging.warning("%s: %s skipped: %s", job.directory, key, why)
     result["methods"][key] = {"skipped": why, "fit_samples": n}
     return
   curves = repaired_pair_sweep(job.model, params, job.pairs, job.fit_x[:n], job.x, job.y,
-                               job.alphas)
+                               job.alphas, sites=sites)
   result["methods"][key] = dict(curves_entry(curves), fit_samples=n, **extra)
 
 
@@ -268,10 +263,7 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                  job.directory, ", ".join(kept), BARRIER_JSON)
   wanted = {"seed": settings.seed, "max_iter": settings.max_iter,
             "fit_samples": settings.fit_samples}
-  if diagnostics and not stores_params_only(job.model):
-    logging.warning("%s: diagnostics skipped: they work on the study's MLP only so far",
-                    job.directory)
-  elif diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
+  if diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
     result["diagnostics"] = dict(
         alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
                               job.fit_x[:settings.fit_samples], job.x, job.y, settings),

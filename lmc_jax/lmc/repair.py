@@ -1,67 +1,131 @@
 """REPAIR (Jordan et al., 2022): renormalise the hidden units of an interpolated network.
 
-Averaging two networks shrinks the spread of each hidden unit's pre-activation ("variance
-collapse"). REPAIR measures, on training inputs, the mean and standard deviation of every
-hidden unit's pre-activation (the output of `Dense_i`) in both endpoints, and rescales the
-interpolated network's units, layer by layer, so that their statistics are the same
-interpolation of the endpoints' statistics: for alpha,
+Averaging two networks shrinks the spread of each hidden unit ("variance collapse").
+REPAIR measures, on training inputs, the mean and standard deviation of every hidden unit
+at the layer that makes it (a "site") in both endpoints, and rescales the interpolated
+network's units, site by site in the order the network computes them, so that their
+statistics are the same interpolation of the endpoints' statistics: for alpha,
   target = (1 - alpha) * stat_i + alpha * stat_j,
   z -> (z - mean) * (target_std + eps) / (std + eps) + target_mean,
-folded into `Dense_i`'s kernel and bias. At alpha 0 and 1 the network is the endpoint itself,
-so the endpoints are left unchanged.
+folded into the site's parameters (a Dense or Conv's kernel and bias, a norm's scale and
+bias). At alpha 0 and 1 the network is the endpoint itself, left unchanged.
+
+Sites are paths of tapped layers (`nn.layer_taps`). For the study's MLP they are its hidden
+Dense layers (`mlp_repair_sites`); for any other network `align.units.repair_sites` reads
+them off its permutation spec: each hidden unit is repaired where it is made, at a Dense or
+Conv with a bias, or, after one without, at the LayerNorm or BatchNorm that follows it.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+import dataclasses
+from typing import Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
+from lmc_jax.nn.layer_taps import run_tapped
+from lmc_jax.nn.models import MLP
+from lmc_jax.tree_utils import flatten, unflatten
 
 EPS = 1e-5
+Stats = Dict[str, Tuple[jax.Array, jax.Array]]  # site path -> (mean (w,), std (w,))
 
 
-def preactivation_stats(model, params, x) -> List[Tuple[jax.Array, jax.Array]]:
-  """`[(mean (w_i,), std (w_i,))]` of each hidden layer's pre-activation on inputs `x`."""
-  _, state = model.apply({"params": params}, x, capture_intermediates=True)
-  stats = []
-  for i in range(len(model.hidden)):
-    z = state["intermediates"][f"Dense_{i}"]["__call__"][0]
-    stats.append((jnp.mean(z, 0), jnp.std(z, 0)))
+def mlp_repair_sites(model: MLP) -> Tuple[str, ...]:
+  """The hidden Dense layers of the study's MLP (its zoo stores params only)."""
+  return tuple(f"Dense_{i}" for i in range(len(model.hidden)))
+
+
+def _unit_stats(z) -> Tuple[jax.Array, jax.Array]:
+  axes = tuple(range(z.ndim - 1))  # every sample and position; units on the last axis
+  return jnp.mean(z, axes), jnp.std(z, axes)
+
+
+def site_stats(model, tree, x, sites: Sequence[str]) -> Stats:
+  """`{site: (mean, std)}` of each site's output units on inputs `x`."""
+  stats: Stats = {}
+
+  def record(call, _, out):
+    if call.path in sites and call.path not in stats:
+      stats[call.path] = _unit_stats(out)
+    return out
+
+  run_tapped(model, tree, x, record)
   return stats
 
 
-def repair_network(model, params, targets, x):
-  """`params` with each hidden layer rescaled, in order, so that its pre-activation on `x`
-  has the mean and std of `targets` `[(mean (w_i,), std (w_i,))]`."""
-  params = dict(params)
-  for i, (t_mean, t_std) in enumerate(targets):
-    mean, std = preactivation_stats(model, params, x)[i]
-    scale = (t_std + EPS) / (std + EPS)
-    dense = params[f"Dense_{i}"]
-    params[f"Dense_{i}"] = {"kernel": dense["kernel"] * scale,
-                            "bias": (dense["bias"] - mean) * scale + t_mean}
-  return params
+def repair_network(model, tree, targets: Stats, x):
+  """`tree` with each site in `targets` rescaled, in the order the network computes them, so
+  that its output units on `x` have the target mean and std (`{site: (mean, std)}`)."""
+  corrections: Dict[str, tuple] = {}
+
+  def correct(call, _, out):
+    if call.path not in targets:
+      return out
+    if call.path not in corrections:  # a layer called twice keeps its first correction
+      mean, std = _unit_stats(out)
+      t_mean, t_std = targets[call.path]
+      scale = (t_std + EPS) / (std + EPS)
+      corrections[call.path] = (call, scale, t_mean - mean * scale)
+    _, scale, shift = corrections[call.path]
+    return out * scale + shift
+
+  run_tapped(model, tree, x, correct)
+  missing = sorted(set(targets) - set(corrections))
+  if missing:
+    raise LmcError(f"REPAIR sites {missing} are not layers this network calls; name sites "
+                   "from lmc_jax.align.units.repair_sites.")
+  return _fold(tree, corrections.values())
 
 
-def _repair_chunk(model, mixed, params_i, params_j, alphas, x_stats):
-  """The `transform` of `pair_sweep`: REPAIR for a chunk of `(pairs * A)` networks."""
-  stats = jax.vmap(lambda p: preactivation_stats(model, p, x_stats))
-  si, sj = stats(params_i), stats(params_j)  # per layer: (mean, std), each (chunk, w)
-  al = alphas.reshape(1, -1, 1)
+def _fold(tree, corrections):
+  flat = dict(flatten(tree))
+  for call, scale, shift in corrections:
+    weight = f"{call.path}/kernel" if call.kind == "contraction" else f"{call.path}/scale"
+    bias = f"{call.path}/bias"
+    if weight not in flat or bias not in flat:
+      raise LmcError(f"REPAIR can not fold its correction into {call.path}: it needs a "
+                     f"{weight.rsplit('/', 1)[1]} and a bias there; leave that layer out of "
+                     "the sites.")
+    flat[weight] = flat[weight] * scale  # units on the last axis
+    flat[bias] = flat[bias] * scale + shift
+  return unflatten(flat)
 
-  def target(a, b):
-    return ((1 - al) * a[:, None] + al * b[:, None]).reshape((-1,) + a.shape[1:])
 
-  targets = [(target(mi, mj), target(di, dj)) for (mi, di), (mj, dj) in zip(si, sj)]
-  return jax.vmap(lambda p, t: repair_network(model, p, t, x_stats))(mixed, targets)
+@dataclasses.dataclass(frozen=True)
+class RepairTransform:
+  """The `transform` of `pair_sweep` that REPAIRs a chunk of `(pairs * A)` networks at
+  `sites` on the inputs it is given (hashable: it keys the sweep's compilation)."""
+  sites: Tuple[str, ...]
+
+  def __call__(self, model, mixed, params_i, params_j, alphas, x_stats):
+    stats = jax.vmap(lambda p: site_stats(model, p, x_stats, self.sites))
+    si, sj = stats(params_i), stats(params_j)  # per site: (mean, std), each (chunk, w)
+    al = alphas.reshape(1, -1, 1)
+
+    def target(a, b):
+      return ((1 - al) * a[:, None] + al * b[:, None]).reshape((-1,) + a.shape[1:])
+
+    targets = {s: (target(si[s][0], sj[s][0]), target(si[s][1], sj[s][1])) for s in si}
+    return jax.vmap(lambda p, t: repair_network(model, p, t, x_stats))(mixed, targets)
 
 
 def repaired_pair_sweep(model, params_stack, pairs, x_stats, x, y, alphas=None,
-                        **kwargs) -> Curves:
-  """`pair_sweep` with every interpolated network REPAIRed on inputs `x_stats` `(m, d_in)`
-  (training data) before it is evaluated on `(x, y)`."""
-  return pair_sweep(model, params_stack, pairs, x, y, alphas, transform=_repair_chunk,
+                        sites: Sequence[str] = None, **kwargs) -> Curves:
+  """`pair_sweep` with every interpolated network REPAIRed at `sites` (layer paths; the
+  MLP's hidden layers by default) on inputs `x_stats` `(m, ...)` (training data) before it is
+  evaluated on `(x, y)`."""
+  if sites is None:
+    if not isinstance(model, MLP):
+      raise LmcError("REPAIR needs the layers to repair for this network; pass "
+                     "sites=lmc_jax.align.units.repair_sites(spec, model, tree, x).")
+    sites = mlp_repair_sites(model)
+  if not sites:
+    raise LmcError("REPAIR was given no layers to repair; this network has no hidden unit "
+                   "made by a Dense or Conv with a bias or by a norm after one without.")
+  return pair_sweep(model, params_stack, pairs, x, y, alphas,
+                    transform=RepairTransform(tuple(sites)),
                     transform_data=jnp.asarray(np.asarray(x_stats), jnp.float32), **kwargs)

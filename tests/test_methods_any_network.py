@@ -1,0 +1,145 @@
+"""Activation matching, the learned methods, MergeMany and REPAIR on a network written here,
+not by lmc_jax: a conv net with a residual stream, LayerNorm, tanh and GELU. Oracles: planted
+permutations, numpy correlations of whole arrays, and Flax's own captured intermediates."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmc_jax import LmcError, derive_spec
+from lmc_jax.align import activation
+from lmc_jax.align.registry import MethodSettings, align_by
+from lmc_jax.align.spec import apply_permutation, perm_sizes, random_permutation
+from lmc_jax.align.units import feature_sites, repair_sites
+from lmc_jax.lmc.interpolation import pair_sweep
+from lmc_jax.lmc.repair import repair_network, repaired_pair_sweep
+from lmc_jax.nn.forward import apply_eval
+from lmc_jax.tree_utils import flatten, stack, take
+
+
+class TanhResNet(nn.Module):
+  """Conv stem (bias) -> tanh; a residual block whose convs have no bias and a LayerNorm
+  each; a hidden Dense with GELU; a confident readout."""
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], 6, 6, 2)
+    h = jnp.tanh(nn.Conv(5, (3, 3), name="stem")(x))
+    y = jnp.tanh(nn.LayerNorm(name="ln_a")(nn.Conv(4, (3, 3), use_bias=False, name="a")(h)))
+    y = nn.LayerNorm(name="ln_b")(nn.Conv(5, (3, 3), use_bias=False, name="b")(y))
+    h = jnp.tanh(h + y)
+    h = nn.gelu(nn.Dense(6, name="hidden")(h.mean((1, 2))))
+    return 200.0 * nn.Dense(3, name="head")(h)
+
+
+def _random(variables, key):
+  """Every leaf random (LayerNorm scales and biases too): no tie hides a permutation."""
+  leaves, tree = jax.tree_util.tree_flatten(variables)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree_util.tree_unflatten(
+      tree, [0.7 * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves)])
+
+
+@pytest.fixture(scope="module")
+def net():
+  model = TanhResNet()
+  x = np.asarray(jax.random.normal(jax.random.key(0), (160, 72)), np.float32)
+  a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
+  a["params"]["head"]["bias"] = jnp.zeros(3)  # labels of every class
+  spec = derive_spec(model, a, x[:2])
+  y = np.asarray(jnp.argmax(apply_eval(model, a, x), -1), np.int32)
+  return model, spec, a, x, y
+
+
+def test_sites_are_read_off_the_spec(net):
+  model, spec, a, x, _ = net
+  assert len(spec.perm_to_axes) == 3  # stream (stem, b, ln_b), inner (a, ln_a), hidden
+  reads = dict(feature_sites(spec, model, a, x[:1]))
+  assert list(reads) == ["params/a", "params/b", "params/hidden", "params/head"]
+  assert reads["params/a"] == reads["params/hidden"]  # the stream's units, read twice
+  assert len(set(reads.values())) == 3
+  # Biased contractions are repaired themselves; bias-free ones at the norm after them.
+  assert repair_sites(spec, model, a, x[:1]) == ("params/stem", "params/ln_a", "params/ln_b",
+                                                 "params/hidden")
+
+
+def test_feature_correlations_match_numpy_on_whole_arrays(net, monkeypatch):
+  model, spec, a, x, _ = net
+  b = _random(a, jax.random.key(9))
+  monkeypatch.setattr(activation, "CHUNK", 7)  # many chunks merged, one of another size
+  got = activation.feature_correlations(model, spec, a, b, x[:50])
+  fa = activation.hidden_features(model, spec, a, x[:50])
+  fb = activation.hidden_features(model, spec, b, x[:50])
+  want = {}
+  for (_, p), ua, ub in zip(feature_sites(spec, model, a, x[:1]), fa, fb):
+    flat = lambda u: np.asarray(u, np.float64).reshape(-1, u.shape[-1])
+    want[p] = want.get(p, 0) + activation.correlation(flat(ua), flat(ub))
+  assert set(got) == set(want)
+  for p in want:
+    np.testing.assert_allclose(got[p], want[p], atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["activation", "weight", "mergemany", "ste", "sinkhorn"])
+def test_methods_recover_a_planted_permutation(net, name):
+  model, spec, a, x, y = net
+  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
+  b = apply_permutation(spec, planted, a)
+  # Few, small learned steps: this teacher's loss on its own labels is not 0 everywhere, so
+  # long runs of the learned methods may find blends with a lower loss than the planted copy.
+  settings = MethodSettings(ste_steps=5, sinkhorn_steps=5, sinkhorn_lr=0.1)
+  res = align_by(name, model, spec, stack([a, b]), 0, (), x[:100], y[:100], x[100:], y[100:],
+                 settings)
+  back, want = flatten(take(res.params, 1)), flatten(a)
+  for k in want:
+    np.testing.assert_allclose(back[k], want[k], atol=1e-5, err_msg=f"{name}: {k}")
+
+
+def _captured(model, tree, x, paths):
+  """Each layer's output by Flax's own `capture_intermediates`."""
+  _, state = model.apply(tree, x, capture_intermediates=True)
+  inter = state["intermediates"]
+  return {p: np.asarray(inter[p.split("/", 1)[1]]["__call__"][0], np.float64) for p in paths}
+
+
+def test_repaired_sites_carry_the_interpolated_statistics(net):
+  model, spec, a, x, _ = net
+  b = _random(a, jax.random.key(5))
+  sites = repair_sites(spec, model, a, x[:1])
+  alpha = 0.4
+  mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, a, b)
+  ca, cb = _captured(model, a, x, sites), _captured(model, b, x, sites)
+  stats = lambda z: (z.reshape(-1, z.shape[-1]).mean(0), z.reshape(-1, z.shape[-1]).std(0))
+  targets = {}
+  for s in sites:
+    (ma, sa), (mb, sb) = stats(ca[s]), stats(cb[s])
+    targets[s] = (jnp.asarray((1 - alpha) * ma + alpha * mb, jnp.float32),
+                  jnp.asarray((1 - alpha) * sa + alpha * sb, jnp.float32))
+  fixed = repair_network(model, mixed, targets, jnp.asarray(x))
+  got = _captured(model, fixed, x, sites)  # a plain forward pass of the folded parameters
+  for s in sites:
+    mean, std = stats(got[s])
+    np.testing.assert_allclose(mean, targets[s][0], atol=2e-4, err_msg=s)
+    np.testing.assert_allclose(std, targets[s][1], rtol=2e-3, atol=2e-4, err_msg=s)
+  # Only the sites' parameters changed.
+  changed = {k for k, v in flatten(fixed).items() if not np.allclose(v, flatten(mixed)[k])}
+  assert changed <= {f"{s}/{leaf}" for s in sites for leaf in ("kernel", "scale", "bias")}
+
+
+def test_repaired_sweep_keeps_the_endpoints(net):
+  model, spec, a, x, y = net
+  zoo = stack([a, _random(a, jax.random.key(6))])
+  sites = repair_sites(spec, model, a, x[:1])
+  plain = pair_sweep(model, zoo, [[0, 1]], x, y)
+  fixed = repaired_pair_sweep(model, zoo, [[0, 1]], x[:64], x, y, sites=sites)
+  np.testing.assert_allclose(fixed.loss[:, [0, -1]], plain.loss[:, [0, -1]], rtol=1e-4)
+  assert np.max(np.abs(fixed.loss[:, 5] - plain.loss[:, 5])) > 1e-3
+
+
+def test_activation_matching_names_permutations_no_layer_reads(net):
+  model, spec, a, x, _ = net
+  from lmc_jax.align.spec import permutation_spec_from_axes
+  axes = dict(spec.axes_to_perm)
+  axes["params/head/bias"] = ("Q",)  # a permutation of the outputs nothing reads
+  axes["params/head/kernel"] = (axes["params/head/kernel"][0], "Q")
+  with pytest.raises(LmcError, match="permutation\\(s\\) Q"):
+    activation.activation_matching(model, permutation_spec_from_axes(axes), a, a, x[:10])
