@@ -143,3 +143,20 @@ def test_activation_matching_names_permutations_no_layer_reads(net):
   axes["params/head/kernel"] = (axes["params/head/kernel"][0], "Q")
   with pytest.raises(LmcError, match="permutation\\(s\\) Q"):
     activation.activation_matching(model, permutation_spec_from_axes(axes), a, a, x[:10])
+
+
+def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
+  from lmc_jax.align import sinkhorn
+  from lmc_jax.nn.optim import cached_adam
+  model, spec, a, x, y = net
+  b = stack([_random(a, jax.random.key(k)) for k in (7, 8)])
+  logits = {p: jnp.asarray(np.stack([sinkhorn.start_logits(np.arange(n))] * 2))
+            for p, n in perm_sizes(spec, a).items()}
+  args = (model, tuple(sorted(spec.axes_to_perm.items())), 4, 10, "expected",
+          cached_adam(0.3), logits, a, b, jnp.asarray(x), jnp.asarray(y),
+          jax.random.split(jax.random.key(0), 2))
+  scanned, looped = sinkhorn._train(*args), sinkhorn._train_from_host(*args)
+  np.testing.assert_allclose(looped[1], scanned[1], rtol=1e-4, atol=1e-6)  # losses per step
+  for p in logits:
+    np.testing.assert_allclose(looped[0][p], scanned[0][p], atol=1e-5)
+  assert not np.allclose(scanned[0]["P_0"], sinkhorn.log_sinkhorn(logits["P_0"][0], 10))

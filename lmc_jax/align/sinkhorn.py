@@ -7,7 +7,8 @@ Each hidden layer's permutation is relaxed to a doubly stochastic matrix
 of it) and are trained with Adam on the expected loss of the interpolated network, alpha
 drawn uniformly from [0, 1] each step (or alpha = 1/2: the midpoint). At the end each `P`
 is rounded to the permutation with the largest total weight (a linear assignment).
-All models of a zoo train at once: `jit(vmap)` over the models, `lax.scan` over the steps.
+All models of a zoo train at once: `jit(vmap)` over the models, `lax.scan` over the steps
+(a host loop over jitted steps for conv nets on a CPU, `forward.host_loops`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.spec import PermutationSpec, apply_soft_permutation, permutation_spec_from_axes
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.forward import apply_eval
+from lmc_jax.nn.forward import apply_eval, host_loops
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
 from lmc_jax.tree_utils import fold_in_each
@@ -62,33 +63,64 @@ class SinkhornResult(NamedTuple):
   losses: np.ndarray  # (steps, models) training loss of each step
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b, x, y, keys):
+def _step_fn(model, spec_items, iters, objective, tx):
+  """`step((logits, opt_state), s, params_a, params_b, x, y, keys) -> (carry, loss (m,))`:
+  one Adam step of every model's logits on batch `s` of `(x, y)`."""
   spec = permutation_spec_from_axes(dict(spec_items))
-  def loss_one(logits, b, xb, yb, alpha):
-    mats = {p: log_sinkhorn(p_logits, iters) for p, p_logits in logits.items()}
-    soft_b = apply_soft_permutation(spec, mats, b)
-    mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, params_a, soft_b)
-    loss, _ = loss_and_correct(apply_eval(model, mixed, xb), yb)
-    return jnp.mean(loss)
 
-  grad = jax.vmap(jax.value_and_grad(loss_one), in_axes=(0, 0, None, None, 0))
+  def step(carry, s, params_a, params_b, x, y, keys):
+    def loss_one(logits, b, xb, yb, alpha):
+      mats = {p: log_sinkhorn(p_logits, iters) for p, p_logits in logits.items()}
+      soft_b = apply_soft_permutation(spec, mats, b)
+      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, params_a, soft_b)
+      loss, _ = loss_and_correct(apply_eval(model, mixed, xb), yb)
+      return jnp.mean(loss)
 
-  def step(carry, s):
     logits, opt_state = carry
     k = jax.random.fold_in(keys[0], s)
     idx = jax.random.choice(jax.random.fold_in(k, 0), x.shape[0], (min(256, x.shape[0]),),
                             replace=False)
     alpha = (jnp.full((keys.shape[0],), 0.5) if objective == "midpoint"
              else jax.vmap(lambda kk: jax.random.uniform(jax.random.fold_in(kk, s)))(keys))
+    grad = jax.vmap(jax.value_and_grad(loss_one), in_axes=(0, 0, None, None, 0))
     loss, g = grad(logits, params_b, x[idx], y[idx], alpha)
     updates, opt_state = jax.vmap(tx.update)(g, opt_state, logits)
     return (optax.apply_updates(logits, updates), opt_state), loss
+  return step
 
-  (logits, _), losses = jax.lax.scan(step, (logits, jax.vmap(tx.init)(logits)), jnp.arange(steps))
-  mats = jax.vmap(lambda model_logits: {p: log_sinkhorn(v, iters)
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b, x, y, keys):
+  """Every step in one `lax.scan`; returns (final matrices, losses `(steps, m)`)."""
+  step = _step_fn(model, spec_items, iters, objective, tx)
+  carry = (logits, jax.vmap(tx.init)(logits))
+  (logits, _), losses = jax.lax.scan(
+      lambda c, s: step(c, s, params_a, params_b, x, y, keys), carry, jnp.arange(steps))
+  return _matrices(logits, iters), losses
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _one_step(model, spec_items, iters, objective, tx, carry, s, params_a, params_b, x, y, keys):
+  return _step_fn(model, spec_items, iters, objective, tx)(carry, s, params_a, params_b, x, y,
+                                                           keys)
+
+
+def _train_from_host(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b,
+                     x, y, keys):
+  """`_train` with the steps looped from the host, one jitted call each (conv nets on a
+  CPU: `forward.host_loops`)."""
+  carry, losses = (logits, jax.vmap(tx.init)(logits)), []
+  for s in range(steps):
+    carry, loss = _one_step(model, spec_items, iters, objective, tx, carry, jnp.int32(s),
+                            params_a, params_b, x, y, keys)
+    losses.append(loss)
+  losses = jnp.stack(losses) if losses else jnp.zeros((0, keys.shape[0]))
+  return jax.jit(_matrices, static_argnums=1)(carry[0], iters), losses
+
+
+def _matrices(logits, iters):
+  return jax.vmap(lambda model_logits: {p: log_sinkhorn(v, iters)
                                         for p, v in model_logits.items()})(logits)
-  return mats, losses
 
 
 def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stack, start_perms,
@@ -105,7 +137,8 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   keys = fold_in_each(key, np.arange(m))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
   spec_items = tuple(sorted(spec.axes_to_perm.items()))  # hashable: a static argument
-  mats, losses = _train(model, spec_items, int(steps), int(iters), objective,
+  train = _train_from_host if host_loops(params_a) else _train
+  mats, losses = train(model, spec_items, int(steps), int(iters), objective,
                         cached_adam(float(lr)), logits, params_a, params_b_stack,
                         jnp.asarray(x), jnp.asarray(y), keys)
   mats = {p: np.asarray(v) for p, v in mats.items()}

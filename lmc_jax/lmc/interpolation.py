@@ -192,6 +192,7 @@ def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, tra
   loss = np.zeros((len(pairs), len(alphas)))
   acc = np.zeros_like(loss)
   one = lambda t: jax.tree_util.tree_map(lambda p: jnp.asarray(p)[None], t)
+  transform = None if transform is None else jax.jit(transform, static_argnums=0)
   for p, (i, j) in enumerate(pairs):
     pi = jax.tree_util.tree_map(lambda q: jnp.asarray(q[i]), params_stack)
     pj = jax.tree_util.tree_map(lambda q: jnp.asarray(q[j]), params_stack)

@@ -39,13 +39,16 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
       if xs:
         ax.errorbar(xs, med, yerr=[err_lo, err_hi], fmt="-o", ms=3.5, lw=1.2, capsize=2,
                     color=color_of(root), label=root)
-    ax.set_yscale("log")
-    # Quartiles of 0 (flat lines, e.g. nets at chance) would pull the axis down to nothing:
-    # start it a little below the smallest positive median; zeros are not drawn.
+    # Quartiles of 0 (flat lines, e.g. nets at chance) would pull a log axis down to
+    # nothing: start it a little below the smallest positive median; zeros are not drawn.
+    # With no positive median at all (every line flat) the axis stays linear.
     positive = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), float) if y > 0]
     if positive:
+      ax.set_yscale("log")
       ax.set_ylim(bottom=min(positive) / 3)
-    ax.set_ylabel("epsilon: median, bars Q1-Q3 (log; zeros not drawn)")
+      ax.set_ylabel("epsilon: median, bars Q1-Q3 (log; zeros not drawn)")
+    else:
+      ax.set_ylabel("epsilon: median, bars Q1-Q3 (every median is 0)")
     ax.set_title(f"{dataset}: epsilon by method" + (" after REPAIR" if suffix else ""))
   for name in base:
     secs = [(w, r.curves(name).get("seconds")) for w, r in zip(widths, records)
