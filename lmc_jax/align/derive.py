@@ -19,6 +19,7 @@ hand (`permutation_spec_from_axes`) and check it with `check_spec`.
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import jax
@@ -233,8 +234,11 @@ def _visit_eqn(t: _Trace, eqn, scope: int):
   elif prim == "conv_general_dilated":
     if _visit_conv(t, ins[0], ins[1], out, p):
       return
+  elif prim == "gather":
+    if _visit_gather(t, ins[0], ins[1], out, p):
+      return
   elif prim in WINDOWED or prim in CUMULATIVE or prim in ("rev", "slice", "pad", "concatenate",
-                                                          "dynamic_slice"):
+                                                          "dynamic_slice", "split"):
     return _visit_axiswise(t, prim, ins, outs, _touched_axes(prim, p, ins[0]))
   elif prim == "iota":
     t.fix_all(out, "an iota")
@@ -315,6 +319,33 @@ def _visit_conv(t: _Trace, lhs, rhs, out, p) -> bool:
   return True
 
 
+def _visit_gather(t: _Trace, operand, indices, out, p) -> bool:
+  """A gather that picks whole slices along some axes (`nn.Embed`'s lookup, `x[idx]`): the
+  axes it indexes stay fixed (the indices come from the data), the axes it slices whole map
+  one to one onto the output's, and the indices' batch axes onto the output's others. False
+  for other forms (batched gathers), which are then a barrier."""
+  dn = p["dimension_numbers"]
+  if tuple(getattr(dn, "operand_batching_dims", ())):
+    return False
+  kept = [a for a in range(_rank(operand)) if a not in set(dn.collapsed_slice_dims)]
+  offset = list(dn.offset_dims)
+  if len(kept) != len(offset):
+    return False
+  for a in dn.collapsed_slice_dims:
+    t.fix(operand, a, "an axis a gather indexes")
+  for a, o in zip(kept, offset):
+    if a in set(dn.start_index_map) or p["slice_sizes"][a] != _size(operand, a):
+      t.fix(operand, a, "an axis a gather indexes")
+      t.barrier_out(out, o)
+    else:
+      t.tie(operand, a, out, o)
+  batch = [o for o in range(_rank(out)) if o not in set(offset)]
+  for k, o in enumerate(batch):  # the index vector is the indices' last axis
+    if _is_var(indices) and k < _rank(indices) - 1:
+      t.tie(indices, k, out, o)
+  return True
+
+
 def _touched_axes(prim: str, p: dict, x) -> set:
   """Axes an axis-wise op (slice, pad, window, cumulative, ...) does not map one to one."""
   r = _rank(x)
@@ -324,6 +355,8 @@ def _touched_axes(prim: str, p: dict, x) -> set:
     return set(p["dimensions"])
   if prim == "concatenate":
     return {p["dimension"]}
+  if prim == "split":
+    return {p["axis"]}
   if prim == "pad":
     return {a for a, cfg in enumerate(p["padding_config"]) if any(cfg)}
   if prim == "slice":
@@ -381,7 +414,8 @@ def _leaf_paths(tree):
   return paths, [leaf for _, leaf in with_paths], treedef
 
 
-def derive_spec(module, variables, *example_inputs, **apply_kwargs) -> PermutationSpec:
+def derive_spec(module, variables, *example_inputs, strict: bool = True,
+                **apply_kwargs) -> PermutationSpec:
   """The permutation spec of `module`, read off `module.apply(variables, *example_inputs,
   **apply_kwargs)`.
 
@@ -391,6 +425,11 @@ def derive_spec(module, variables, *example_inputs, **apply_kwargs) -> Permutati
   (e.g. `train=False`) so running statistics take part; with `mutable=[...]` the updated
   collections are tied to the variables they update. Permutations are named `P_0, P_1,
   ...` in the order the trace first computes them.
+
+  An op that moves units other than one to one (a reshape that flattens channels into one
+  axis, a concatenation or split of channels, GroupNorm's groups, a grouped convolution, a
+  loop) raises LmcError naming it; with `strict=False` the units it touches are left
+  unpermuted instead (a smaller symmetry, never a wrong one) and a warning names them.
   """
   paths, closed, out_shape = _trace(module, variables, example_inputs, apply_kwargs)
   jaxpr = closed.jaxpr
@@ -410,7 +449,7 @@ def derive_spec(module, variables, *example_inputs, **apply_kwargs) -> Permutati
     else:
       t.fix_all(v, "an output of the model")
   _check_used(jaxpr, paths, var_nodes)
-  return _spec_from_classes(t, paths, var_nodes)
+  return _spec_from_classes(t, paths, var_nodes, strict)
 
 
 def _mutated_outputs(out_shape, apply_kwargs, paths) -> Dict[int, int]:
@@ -443,7 +482,7 @@ def _check_used(jaxpr, paths, var_nodes):
                    "write the spec by hand.")
 
 
-def _spec_from_classes(t: _Trace, paths, var_nodes) -> PermutationSpec:
+def _spec_from_classes(t: _Trace, paths, var_nodes, strict: bool = True) -> PermutationSpec:
   classes: Dict[Node, List[Node]] = {}
   for n in t.parent:
     classes.setdefault(t.find(n), []).append(n)
@@ -453,15 +492,22 @@ def _spec_from_classes(t: _Trace, paths, var_nodes) -> PermutationSpec:
   def variables_in(root):
     return sorted({paths[var_index[v]] for v, _ in classes[root] if v in var_index})
 
+  unfollowed = {}
   for node, prim in t.barriers:
     root = t.find(node)
-    if root not in genuinely_fixed and variables_in(root):
-      raise LmcError(f"derive_spec can not follow `{prim}` on an axis of size "
-                     f"{_size(*node)} that moves with {', '.join(variables_in(root))}; "
-                     "write the permutation spec for this module by hand "
-                     "(lmc_jax.permutation_spec_from_axes) and check it with "
-                     "lmc_jax.check_spec.")
-  fixed = genuinely_fixed | {t.find(n) for n in t.soft_fixed}
+    if root in genuinely_fixed or root in unfollowed or not variables_in(root):
+      continue
+    why = (f"`{prim}` on an axis of size {_size(*node)} that moves with "
+           f"{', '.join(variables_in(root))}")
+    if strict:
+      raise LmcError(f"derive_spec can not follow {why}; write the permutation spec for this "
+                     "module by hand (lmc_jax.permutation_spec_from_axes) and check it with "
+                     "lmc_jax.check_spec, or pass strict=False to leave those units "
+                     "unpermuted.")
+    unfollowed[root] = why
+  for why in unfollowed.values():
+    logging.warning("derive_spec leaves units unpermuted: it can not follow %s.", why)
+  fixed = genuinely_fixed | set(unfollowed) | {t.find(n) for n in t.soft_fixed}
   free = [r for r in classes if r not in fixed and variables_in(r)]
   order = lambda r: min(t.first_seen.get(n, 1 << 60) for n in classes[r])
   names = {r: f"P_{k}" for k, r in enumerate(sorted(free, key=lambda r: (order(r),
