@@ -7,21 +7,30 @@ The names a researcher uses are here; the sub-packages, in dependency order, hol
 
 __version__ = "0.1.0"
 
+from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.derive import check_spec, derive_spec, spec_without_prefix
+from lmc_jax.align.merge_many import merge_many
 from lmc_jax.align.registry import MethodSettings, align_by, method_names, register
 from lmc_jax.align.spec import (
                                 PermutationSpec,
                                 apply_permutation,
+                                invert_permutation,
                                 mlp_permutation_spec,
+                                perm_sizes,
                                 permutation_spec_from_axes,
+                                random_permutation,
                                 spec_for_config,
+                                validate_spec,
 )
+from lmc_jax.align.units import repair_sites
 from lmc_jax.align.weight import align_zoo, weight_matching
 from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.data.datasets import Dataset, load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.lmc.batchnorm import reset_pair_sweep
 from lmc_jax.lmc.interpolation import Curves, all_pairs, pair_sweep
 from lmc_jax.lmc.measures import epsilon, loss_barrier, rebasin_barrier
+from lmc_jax.lmc.repair import repaired_pair_sweep
 from lmc_jax.nn.models import model_for
 from lmc_jax.zoo.io import load_zoo, load_zoo_checked, save_zoo
 from lmc_jax.zoo.training import Zoo, train_zoo
@@ -35,9 +44,11 @@ __all__ = [
     # alignment
     "PermutationSpec", "derive_spec", "check_spec", "spec_without_prefix",
     "permutation_spec_from_axes", "mlp_permutation_spec", "spec_for_config",
-    "apply_permutation", "weight_matching", "align_zoo", "align_by", "method_names", "register",
-    "MethodSettings",
+    "validate_spec", "apply_permutation", "invert_permutation", "perm_sizes",
+    "random_permutation", "weight_matching", "align_zoo", "activation_matching", "merge_many",
+    "align_by", "method_names", "register", "MethodSettings",
     # linear mode connectivity
-    "all_pairs", "pair_sweep", "Curves", "epsilon", "loss_barrier", "rebasin_barrier",
+    "all_pairs", "pair_sweep", "reset_pair_sweep", "repaired_pair_sweep", "repair_sites",
+    "Curves", "epsilon", "loss_barrier", "rebasin_barrier",
     "LmcError",
 ]

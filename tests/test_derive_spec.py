@@ -168,18 +168,18 @@ def test_an_op_it_can_not_follow_is_named_with_the_variables(module, op):
     derive_spec(module, variables, x)
 
 
-class Flatten(nn.Module):
+class Regroup(nn.Module):
   @nn.compact
   def __call__(self, x):
-    h = nn.relu(nn.Conv(3, (3, 3))(x.reshape(x.shape[0], 4, 4, 1)))
-    return nn.Dense(2)(h.reshape(h.shape[0], -1))  # merges channels with positions
+    h = nn.relu(nn.Dense(4, name="inner")(x.reshape(x.shape[0], 6, -1)))  # 6 tokens x 4 units
+    return nn.Dense(2)(h.reshape(h.shape[0], 4, 6).sum(1))  # (6, 4) read as (4, 6)
 
 
-def test_a_reshape_that_merges_hidden_units_with_positions_is_refused():
-  x = x_of((2, 16))
-  variables = Flatten().init(jax.random.key(0), x)
-  with pytest.raises(LmcError, match="reshape .merging or splitting axes.*params/Conv_0"):
-    derive_spec(Flatten(), variables, x)
+def test_a_reshape_that_regroups_hidden_units_is_refused():
+  x = x_of((2, 18))
+  variables = Regroup().init(jax.random.key(0), x)
+  with pytest.raises(LmcError, match="reshape .merging or splitting axes.*params/inner"):
+    derive_spec(Regroup(), variables, x)
 
 
 class Unused(nn.Module):

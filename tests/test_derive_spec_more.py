@@ -117,11 +117,9 @@ D0 = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/head/kernel", 0)}
 
 
 @pytest.mark.parametrize("module, op, free", [
-    (GroupNormNet(), "reshape", [D0]),
     (ConcatNet(), "concatenate", [D0]),
     (GatedNet(), "split", [D0 - {("params/head/kernel", 0)} | {("params/gate/kernel", 0)}]),
     (GroupedConvNet(), "conv_general_dilated", [D0]),
-    (FlattenNet(), "reshape", [D0]),
 ])
 def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, caplog):
   x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
@@ -138,3 +136,48 @@ def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, ca
   for path, axes in spec.axes_to_perm.items():
     if path not in moved:
       assert axes == (None,) * len(axes), path
+
+
+def _x_img():
+  return jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+
+
+def test_a_flatten_into_a_dense_layer_permutes_the_channel_factor_of_its_kernel():
+  model, x = FlattenNet(), _x_img()
+  variables = _randomised(model.init(jax.random.key(1), x))
+  spec = derive_spec(model, variables, x)
+  # The (4*4*3, 5) kernel is viewed as (4, 4, 3, 5): positions fixed, channels with c0.
+  assert spec.views == {"params/d0/kernel": (4, 4, 3, 5)}
+  channels = {("params/c0/kernel", 3), ("params/c0/bias", 0), ("params/d0/kernel", 2)}
+  hidden = {("params/d0/kernel", 3), ("params/d0/bias", 0), ("params/head/kernel", 0)}
+  assert partition(spec) == {frozenset(channels), frozenset(hidden)}
+  _each_group_alone_is_a_symmetry(model, variables, spec, x)
+  # By hand: the channel permutation moves rows c, c+3, c+6, ... of the flat kernel.
+  perm = {"P_0": np.array([2, 0, 1]), "P_1": np.arange(5)}
+  moved = apply_permutation(spec, perm, variables)["params"]["d0"]["kernel"]
+  flat = np.asarray(variables["params"]["d0"]["kernel"]).reshape(16, 3, 5)
+  np.testing.assert_array_equal(np.asarray(moved).reshape(16, 3, 5), flat[:, [2, 0, 1]])
+  planted = random_permutation(jax.random.key(3), perm_sizes(spec, variables))
+  found = weight_matching(jax.random.key(0), spec, variables,
+                          apply_permutation(spec, planted, variables)).perm
+  for p in planted:
+    np.testing.assert_array_equal(found[p], invert_permutation(planted)[p])
+
+
+def test_group_norm_permutes_groups_and_the_units_within_them():
+  model, x = GroupNormNet(), _x_img()
+  variables = _randomised(model.init(jax.random.key(1), x))
+  spec = derive_spec(model, variables, x)
+  # Channels (8) = 2 groups x 4: one permutation of the groups, one of the units within
+  # every group (the same for each: the form a spec of one permutation per axis holds).
+  views = {"params/c0/kernel": (3, 3, 2, 2, 4), "params/c0/bias": (2, 4),
+           "params/gn/scale": (2, 4), "params/gn/bias": (2, 4), "params/d0/kernel": (2, 4, 5)}
+  assert spec.views == views
+  groups = {("params/c0/kernel", 3), ("params/c0/bias", 0), ("params/gn/scale", 0),
+            ("params/gn/bias", 0), ("params/d0/kernel", 0)}
+  within = {(path, axis + 1) for path, axis in groups}
+  assert partition(spec) == {frozenset(groups), frozenset(within), frozenset(D0)} - {
+      frozenset(D0)} | {frozenset({("params/d0/kernel", 2), ("params/d0/bias", 0),
+                                   ("params/head/kernel", 0)})}
+  _each_group_alone_is_a_symmetry(model, variables, spec, x)
+  assert check_spec(model, variables, spec, x) < 1e-5

@@ -10,7 +10,7 @@ import pytest
 from lmc_jax import LmcError, derive_spec
 from lmc_jax.align import activation
 from lmc_jax.align.registry import MethodSettings, align_by
-from lmc_jax.align.spec import apply_permutation, perm_sizes, random_permutation
+from lmc_jax.align.spec import apply_permutation, perm_sizes, random_permutation, spec_key
 from lmc_jax.align.units import feature_sites, repair_sites
 from lmc_jax.lmc.interpolation import pair_sweep
 from lmc_jax.lmc.repair import repair_network, repaired_pair_sweep
@@ -54,7 +54,7 @@ def net():
 def test_sites_are_read_off_the_spec(net):
   model, spec, a, x, _ = net
   assert len(spec.perm_to_axes) == 3  # stream (stem, b, ln_b), inner (a, ln_a), hidden
-  reads = dict(feature_sites(spec, model, a, x[:1]))
+  reads = {s.path: s.perm for s in feature_sites(spec, model, a, x[:1])}
   assert list(reads) == ["params/a", "params/b", "params/hidden", "params/head"]
   assert reads["params/a"] == reads["params/hidden"]  # the stream's units, read twice
   assert len(set(reads.values())) == 3
@@ -71,9 +71,9 @@ def test_feature_correlations_match_numpy_on_whole_arrays(net, monkeypatch):
   fa = activation.hidden_features(model, spec, a, x[:50])
   fb = activation.hidden_features(model, spec, b, x[:50])
   want = {}
-  for (_, p), ua, ub in zip(feature_sites(spec, model, a, x[:1]), fa, fb):
+  for site, ua, ub in zip(feature_sites(spec, model, a, x[:1]), fa, fb):
     flat = lambda u: np.asarray(u, np.float64).reshape(-1, u.shape[-1])
-    want[p] = want.get(p, 0) + activation.correlation(flat(ua), flat(ub))
+    want[site.perm] = want.get(site.perm, 0) + activation.correlation(flat(ua), flat(ub))
   assert set(got) == set(want)
   for p in want:
     np.testing.assert_allclose(got[p], want[p], atol=2e-5)
@@ -152,7 +152,7 @@ def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
   b = stack([_random(a, jax.random.key(k)) for k in (7, 8)])
   logits = {p: jnp.asarray(np.stack([sinkhorn.start_logits(np.arange(n))] * 2))
             for p, n in perm_sizes(spec, a).items()}
-  args = (model, tuple(sorted(spec.axes_to_perm.items())), 4, 10, "expected",
+  args = (model, spec_key(spec), 4, 10, "expected",
           cached_adam(0.3), logits, a, b, jnp.asarray(x), jnp.asarray(y),
           jax.random.split(jax.random.key(0), 2))
   scanned, looped = sinkhorn._train(*args), sinkhorn._train_from_host(*args)
@@ -160,3 +160,29 @@ def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
   for p in logits:
     np.testing.assert_allclose(looped[0][p], scanned[0][p], atol=1e-5)
   assert not np.allclose(scanned[0]["P_0"], sinkhorn.log_sinkhorn(logits["P_0"][0], 10))
+
+
+class FlattenTanh(nn.Module):
+  """conv -> tanh -> flatten -> Dense: the conv's channels are read through a view."""
+  @nn.compact
+  def __call__(self, x):
+    h = jnp.tanh(nn.Conv(3, (3, 3), name="c0")(x.reshape(x.shape[0], 6, 6, 2)))
+    return nn.Dense(3, name="head")(jnp.tanh(nn.Dense(4, name="d0")(h.reshape(h.shape[0], -1))))
+
+
+def test_activation_matching_reads_units_through_a_view():
+  model = FlattenTanh()
+  x = np.asarray(jax.random.normal(jax.random.key(0), (64, 72)), np.float32)
+  a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
+  spec = derive_spec(model, a, x[:2])
+  assert spec.views == {"params/d0/kernel": (6, 6, 3, 4)}
+  sites = feature_sites(spec, model, a, x[:1])
+  assert [(s.path, s.factors, s.factor) for s in sites] == [
+      ("params/d0", (6, 6, 3), 2), ("params/head", (4,), 0)]
+  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
+  found = activation.activation_matching(model, spec, a, apply_permutation(spec, planted, a), x)
+  back, want = flatten(apply_permutation(spec, found, apply_permutation(spec, planted, a))), \
+      flatten(a)
+  for k in want:
+    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
+  assert repair_sites(spec, model, a, x[:1]) == ("params/c0", "params/d0")

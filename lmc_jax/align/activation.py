@@ -21,7 +21,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, register
 from lmc_jax.align.spec import PermutationSpec
-from lmc_jax.align.units import feature_sites
+from lmc_jax.align.units import FeatureSite, feature_sites
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.layer_taps import run_tapped
 
@@ -51,19 +51,28 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return (a / sa).T @ (b / sb)
 
 
+def _site_features(site: FeatureSite, inp) -> jax.Array:
+  """`(samples, n)`: the input of the site's layer with its units on the last axis (every
+  other axis, and every other factor of a viewed axis, a sample)."""
+  inp = inp.reshape(inp.shape[:-1] + site.factors)
+  inp = jnp.moveaxis(inp, inp.ndim - len(site.factors) + site.factor, -1)
+  return inp.reshape(-1, inp.shape[-1]).astype(jnp.float32)
+
+
 @functools.lru_cache(maxsize=16)
-def _moments_fn(model, paths: Tuple[str, ...]):
-  """Jitted `(tree_a, tree_b, x) -> {path: (n, mean_a, mean_b, ss_a, ss_b, cross)}`: the
-  centred moments of both models' features at each site on one chunk of inputs."""
+def _moments_fn(model, sites: Tuple[FeatureSite, ...]):
+  """Jitted `(tree_a, tree_b, x) -> [(n, mean_a, mean_b, ss_a, ss_b, cross)]`: the centred
+  moments of both models' features at each site on one chunk of inputs."""
+  paths = {s.path for s in sites}
+
   def moments(tree_a, tree_b, x):
     fa, fb = layer_inputs(model, tree_a, x, paths), layer_inputs(model, tree_b, x, paths)
-    out = {}
-    for path in fa:
-      a = fa[path].reshape(-1, fa[path].shape[-1]).astype(jnp.float32)
-      b = fb[path].reshape(-1, fb[path].shape[-1]).astype(jnp.float32)
+    out = []
+    for site in sites:
+      a, b = _site_features(site, fa[site.path]), _site_features(site, fb[site.path])
       ac, bc = a - a.mean(0), b - b.mean(0)
-      out[path] = (jnp.float32(a.shape[0]), a.mean(0), b.mean(0), jnp.sum(ac * ac, 0),
-                   jnp.sum(bc * bc, 0), ac.T @ bc)
+      out.append((jnp.float32(a.shape[0]), a.mean(0), b.mean(0), jnp.sum(ac * ac, 0),
+                  jnp.sum(bc * bc, 0), ac.T @ bc))
     return out
   return jax.jit(moments)
 
@@ -82,20 +91,18 @@ def _merge(m1, m2):
 def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dict[str, np.ndarray]:
   """`{perm: (n, n)}` correlation of A's units (rows) with B's (columns), summed over the
   sites that read them, on inputs `x`."""
-  sites = feature_sites(spec, model, tree_a, x[:1])
-  paths = tuple(dict.fromkeys(path for path, _ in sites))
-  fn = _moments_fn(model, paths)
+  sites = tuple(feature_sites(spec, model, tree_a, x[:1]))
+  fn = _moments_fn(model, sites)
   total = None
   for chunk in np.array_split(np.asarray(x), max(1, -(-len(x) // CHUNK))):
     m = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
                                fn(tree_a, tree_b, jnp.asarray(chunk)))
-    total = m if total is None else {p: _merge(total[p], m[p]) for p in total}
+    total = m if total is None else [_merge(t, c) for t, c in zip(total, m)]
   corr: Dict[str, np.ndarray] = {}
-  for path, p in sites:
-    _, _, _, sa, sb, cross = total[path]
+  for site, (_, _, _, sa, sb, cross) in zip(sites, total or []):
     sa, sb = np.sqrt(sa), np.sqrt(sb)
     c = cross / np.where(sa > 0, sa, np.inf)[:, None] / np.where(sb > 0, sb, np.inf)[None, :]
-    corr[p] = corr[p] + c if p in corr else c
+    corr[site.perm] = corr[site.perm] + c if site.perm in corr else c
   return corr
 
 
@@ -119,10 +126,10 @@ def activation_matching(model, spec: PermutationSpec, params_a, params_b,
 
 
 def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
-  """The features activation matching correlates, one array per site in call order."""
-  paths = tuple(path for path, _ in feature_sites(spec, model, tree, x[:1]))
-  got = layer_inputs(model, tree, jnp.asarray(x), paths)
-  return [got[p] for p in paths]
+  """The features activation matching correlates, `(samples, n)` per site in call order."""
+  sites = feature_sites(spec, model, tree, x[:1])
+  got = layer_inputs(model, tree, jnp.asarray(x), {s.path for s in sites})
+  return [_site_features(s, got[s.path]) for s in sites]
 
 
 @register("activation", "activation matching to the reference, on training inputs",

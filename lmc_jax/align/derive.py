@@ -81,6 +81,9 @@ class _Trace:
     self.soft_fixed: set = set()  # outputs of barriers
     self.barriers: List[Tuple[Node, str]] = []  # (input node, primitive)
     self.first_seen: Dict[Node, int] = {}
+    # Axes that are a product of others (a flatten's output, a split reshape's input):
+    # (node, factor sizes, one sub-node per factor, tied to the factor's axis).
+    self.compounds: List[Tuple[Node, Tuple[int, ...], List[tuple]]] = []
     self.counter = itertools.count()
     self.scopes = itertools.count(1)
 
@@ -105,6 +108,24 @@ class _Trace:
     ra, rb = self.find(self.node(a, ia)), self.find(self.node(b, ib))
     if ra != rb:
       self.parent[rb] = ra
+
+  def union(self, a, b):
+    ra, rb = self.find(a), self.find(b)
+    if ra != rb:
+      self.parent[rb] = ra
+
+  def compound(self, var, axis: int, parts):
+    """Axis `axis` of `var` is the row-major product of the axes `parts` [(var, axis)]:
+    each factor moves with its own axis, the product axis as a whole with nothing."""
+    node = self.node(var, axis)
+    subs = []
+    for m, (v, a) in enumerate(parts):
+      sub = ("factor", node, m)
+      self.parent.setdefault(sub, sub)
+      self.union(self.node(v, a), sub)
+      subs.append(sub)
+    self.compounds.append((node, tuple(_size(v, a) for v, a in parts), subs))
+    self.soft_fixed.add(node)
 
   def fix(self, var, axis: int, why: str):
     if _is_var(var) and _size(var, axis) > 1:
@@ -254,7 +275,8 @@ def _visit_eqn(t: _Trace, eqn, scope: int):
 
 def _visit_reshape(t: _Trace, x, out, prim: str):
   """Ties the axes a reshape keeps (alone in their group, possibly among size-1 axes);
-  the axes it merges or splits are barriers."""
+  an axis it flattens several into, or splits into several, is their product
+  (`_Trace.compound`); axes regrouped otherwise ((6, 4) -> (4, 6)) are barriers."""
   a_shape, b_shape = _shape(x), _shape(out)
   i = j = 0
   while i < len(a_shape) or j < len(b_shape):
@@ -275,6 +297,10 @@ def _visit_reshape(t: _Trace, x, out, prim: str):
     gj = [b for b in gj if b < len(b_shape) and b_shape[b] > 1]
     if len(gi) == 1 and len(gj) == 1:
       t.tie(x, gi[0], out, gj[0])
+    elif len(gj) == 1:  # a flatten: the output axis is the product of the input's
+      t.compound(out, gj[0], [(x, a) for a in gi])
+    elif len(gi) == 1:  # a split: the input axis is the product of the output's
+      t.compound(x, gi[0], [(out, b) for b in gj])
     else:
       for a in gi:
         t.barrier(x, a, prim + " (merging or splitting axes)")
@@ -482,23 +508,73 @@ def _check_used(jaxpr, paths, var_nodes):
                    "write the spec by hand.")
 
 
+def _settle_compounds(t: _Trace):
+  """Products that fall into one class: with the same factors, their factors move
+  together; with other factors (a flatten of (2, 8) read where one of (4, 4) is) they can
+  not be followed. Returns ({root: (factor sizes, sub-nodes)}, [(node, why, size)])."""
+  conflicts, changed = [], True
+  while changed:
+    changed, first = False, {}
+    for node, sizes, subs in t.compounds:
+      root = t.find(node)
+      if root not in first:
+        first[root] = (sizes, subs)
+      elif first[root][0] == sizes:
+        for a, b in zip(first[root][1], subs):
+          if t.find(a) != t.find(b):
+            t.union(a, b)
+            changed = True
+      else:
+        conflicts.append((node, "reshape (one axis flattened two ways)", _size(*node)))
+  return {t.find(n): v for n, v in first.items()} if t.compounds else {}, conflicts
+
+
 def _spec_from_classes(t: _Trace, paths, var_nodes, strict: bool = True) -> PermutationSpec:
+  compound_of, conflicts = _settle_compounds(t)
   classes: Dict[Node, List[Node]] = {}
   for n in t.parent:
     classes.setdefault(t.find(n), []).append(n)
-  genuinely_fixed = {t.find(n) for n in t.fixed}
   var_index = {v: i for i, v in enumerate(var_nodes)}
 
-  def variables_in(root):
-    return sorted({paths[var_index[v]] for v, _ in classes[root] if v in var_index})
+  def factors(root):  # the sub-classes of a product, with their sizes
+    sizes, subs = compound_of[root]
+    return [(size, t.find(sub)) for size, sub in zip(sizes, subs)]
+
+  products_of: Dict[Node, set] = {}  # factor class -> the product classes it is part of
+  for root in compound_of:
+    for _, sub in factors(root):
+      products_of.setdefault(sub, set()).add(root)
+
+  def variables_in(root, seen=()):
+    """Variables with an axis in the class, or in a product it is a factor of (they hold
+    the factor's units through a view)."""
+    own = {paths[var_index[n[0]]] for n in classes[root] if len(n) == 2 and n[0] in var_index}
+    for product in products_of.get(root, ()):
+      if product not in seen:
+        own.update(variables_in(product, seen + (root,)))
+    return sorted(own)
+
+  # A product's factors share what happens to the product: a barrier or a fixed axis.
+  barriers = [(t.find(n), prim, _size(*n)) for n, prim in t.barriers] + \
+      [(t.find(n), why, size) for n, why, size in conflicts]
+  for root, prim, _ in barriers:  # the list grows as it is walked
+    if root in compound_of:
+      barriers.extend((sub, prim, size) for size, sub in factors(root)
+                      if (sub, prim, size) not in barriers)
+  genuinely_fixed = {t.find(n) for n in t.fixed}
+  stack = list(genuinely_fixed)
+  while stack:
+    root = stack.pop()
+    for _, sub in factors(root) if root in compound_of else ():
+      if sub not in genuinely_fixed:
+        genuinely_fixed.add(sub)
+        stack.append(sub)
 
   unfollowed = {}
-  for node, prim in t.barriers:
-    root = t.find(node)
+  for root, prim, size in barriers:
     if root in genuinely_fixed or root in unfollowed or not variables_in(root):
       continue
-    why = (f"`{prim}` on an axis of size {_size(*node)} that moves with "
-           f"{', '.join(variables_in(root))}")
+    why = f"`{prim}` on an axis of size {size} that moves with {', '.join(variables_in(root))}"
     if strict:
       raise LmcError(f"derive_spec can not follow {why}; write the permutation spec for this "
                      "module by hand (lmc_jax.permutation_spec_from_axes) and check it with "
@@ -512,11 +588,29 @@ def _spec_from_classes(t: _Trace, paths, var_nodes, strict: bool = True) -> Perm
   order = lambda r: min(t.first_seen.get(n, 1 << 60) for n in classes[r])
   names = {r: f"P_{k}" for k, r in enumerate(sorted(free, key=lambda r: (order(r),
                                                                          variables_in(r))))}
+
+  def expand(root, size):  # [(size, class)] of an axis, products split into their factors
+    if root not in compound_of:
+      return [(size, root)]
+    return [part for sub_size, sub in factors(root) for part in expand(sub, sub_size)]
+
   axes: Dict[str, Tuple[Optional[str], ...]] = {}
+  views: Dict[str, Tuple[int, ...]] = {}
   for path, v in zip(paths, var_nodes):
-    axes[path] = tuple(names.get(t.find(t.node(v, a))) if (v, a) in t.parent else None
-                       for a in range(_rank(v)))
-  return permutation_spec_from_axes(axes)
+    view, names_of, split = [], [], False
+    for a in range(_rank(v)):
+      parts = expand(t.find(t.node(v, a)), _size(v, a)) if (v, a) in t.parent else []
+      if len(parts) > 1 and any(r in names for _, r in parts):
+        view.extend(size for size, _ in parts)
+        names_of.extend(names.get(r) for _, r in parts)
+        split = True
+      else:
+        view.append(_size(v, a))
+        names_of.append(names.get(t.find(t.node(v, a))) if (v, a) in t.parent else None)
+    axes[path] = tuple(names_of)
+    if split:
+      views[path] = tuple(view)
+  return permutation_spec_from_axes(axes, views)
 
 
 def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=None,

@@ -22,7 +22,7 @@ import optax
 from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
-from lmc_jax.align.spec import PermutationSpec, apply_soft_permutation, permutation_spec_from_axes
+from lmc_jax.align.spec import PermutationSpec, apply_soft_permutation, spec_from_key, spec_key
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.forward import apply_eval, host_loops
@@ -66,7 +66,7 @@ class SinkhornResult(NamedTuple):
 def _step_fn(model, spec_items, iters, objective, tx):
   """`step((logits, opt_state), s, params_a, params_b, x, y, keys) -> (carry, loss (m,))`:
   one Adam step of every model's logits on batch `s` of `(x, y)`."""
-  spec = permutation_spec_from_axes(dict(spec_items))
+  spec = spec_from_key(spec_items)
 
   def step(carry, s, params_a, params_b, x, y, keys):
     def loss_one(logits, b, xb, yb, alpha):
@@ -136,7 +136,7 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   m = len(start_perms)
   keys = fold_in_each(key, np.arange(m))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
-  spec_items = tuple(sorted(spec.axes_to_perm.items()))  # hashable: a static argument
+  spec_items = spec_key(spec)  # hashable: a static argument
   train = _train_from_host if host_loops(params_a) else _train
   mats, losses = train(model, spec_items, int(steps), int(iters), objective,
                         cached_adam(float(lr)), logits, params_a, params_b_stack,

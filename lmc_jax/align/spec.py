@@ -5,10 +5,16 @@ one map, `axes_to_perm[path] = (perm name or None for each axis)`; the inverse m
 `perm_to_axes` is derived from it. A permutation is a dict `{perm name: int array (n,)}`,
 and applying it means `leaf = take(leaf, perm, axis)` on every axis the spec assigns.
 The permuted network computes the same function as the original.
+
+A leaf may carry a view (`views[path]` = a shape of as many elements): its axes are then
+those of `leaf.reshape(view)`, so a permutation can act on a factor of a flattened axis
+(the channels of a conv feature map flattened into a Dense layer's input: view
+`(H, W, C, out)` of the `(H*W*C, out)` kernel). Every function here reshapes to the view
+and back; nothing else needs to know.
 """
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -24,17 +30,68 @@ STATE_COLLECTIONS = ("batch_stats",)
 
 
 class PermutationSpec(NamedTuple):
-  axes_to_perm: Dict[str, Axes]  # leaf path -> perm name (or None) per axis
+  axes_to_perm: Dict[str, Axes]  # leaf path -> perm name (or None) per axis (of its view)
   perm_to_axes: Dict[str, Tuple[Tuple[str, int], ...]]  # perm name -> ((path, axis), ...)
+  views: Dict[str, Tuple[int, ...]] = {}  # leaf path -> the shape its axes refer to
 
 
-def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes]) -> PermutationSpec:
+def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes],
+                               views: Optional[Dict[str, Tuple[int, ...]]] = None
+                               ) -> PermutationSpec:
+  """The spec of `axes_to_perm` (and `views`, leaf path -> shape, for leaves whose axes are
+  those of a reshape)."""
   perm_to_axes: Dict[str, list] = {}
   for path, axes in axes_to_perm.items():
     for axis, perm in enumerate(axes):
       if perm is not None:
         perm_to_axes.setdefault(perm, []).append((path, axis))
-  return PermutationSpec(dict(axes_to_perm), {p: tuple(v) for p, v in perm_to_axes.items()})
+  views = {p: tuple(int(n) for n in v) for p, v in (views or {}).items()}
+  return PermutationSpec(dict(axes_to_perm), {p: tuple(v) for p, v in perm_to_axes.items()},
+                         views)
+
+
+def spec_key(spec: PermutationSpec) -> tuple:
+  """A hashable form of `spec` (a static argument of jitted functions); `spec_from_key`
+  inverts it."""
+  return (tuple(sorted(spec.axes_to_perm.items())), tuple(sorted(spec.views.items())))
+
+
+def spec_from_key(key: tuple) -> PermutationSpec:
+  axes, views = key
+  return permutation_spec_from_axes(dict(axes), dict(views))
+
+
+def leaf_shape(spec: PermutationSpec, path: str, shape) -> Tuple[int, ...]:
+  """The shape the spec's axes of leaf `path` refer to: its view, or `shape` itself."""
+  return spec.views.get(path, tuple(shape))
+
+
+def axis_groups(spec: PermutationSpec, path: str, shape) -> Optional[List[List[int]]]:
+  """For each axis of a leaf of `shape`, the axes of its view it is split into (`[[0], [1],
+  ...]` without a view); None where the view does not refine the shape axis by axis."""
+  shape = tuple(shape)
+  view = spec.views.get(path)
+  if view is None:
+    return [[a] for a in range(len(shape))]
+  groups, j = [], 0
+  for n in shape:
+    group, size = [], 1
+    while j < len(view) and (size < n or (not group and n == 1 and view[j] == 1)):
+      group.append(j)
+      size *= view[j]
+      j += 1
+    if size != n:
+      return None
+    groups.append(group)
+  if groups and j < len(view) and all(view[k] == 1 for k in range(j, len(view))):
+    groups[-1].extend(range(j, len(view)))
+    j = len(view)
+  return groups if j == len(view) else None
+
+
+def view_leaves(spec: PermutationSpec, flat: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
+  """`flat` (path -> one model's leaf) with every leaf that has a view reshaped to it."""
+  return {k: v.reshape(spec.views[k]) if k in spec.views else v for k, v in flat.items()}
 
 
 def mlp_permutation_spec(num_hidden: int, layernorm: bool = False) -> PermutationSpec:
@@ -89,7 +146,7 @@ def _derived_spec(config) -> PermutationSpec:
 def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:
   """Size of each permutation, read off `params` (after `batch_dims` leading axes)."""
   flat = flatten(params)
-  return {p: flat[path].shape[batch_dims + axis]
+  return {p: leaf_shape(spec, path, flat[path].shape[batch_dims:])[axis]
           for p, ((path, axis), *_) in spec.perm_to_axes.items()}
 
 
@@ -106,6 +163,13 @@ def validate_spec(spec: PermutationSpec, params, batch_dims: int = 0) -> None:
   sizes: Dict[str, int] = {}
   for path, axes in spec.axes_to_perm.items():
     shape = flat[path].shape[batch_dims:]
+    if path in spec.views:
+      view = spec.views[path]
+      if int(np.prod(view)) != int(np.prod(shape)):
+        raise LmcError(f"The permutation spec views {path}, of shape {tuple(shape)}, as "
+                       f"{tuple(view)}, which has another number of elements; fix the view of "
+                       f"{path}.")
+      shape = view
     if len(axes) != len(shape):
       raise LmcError(f"The permutation spec gives {len(axes)} axes for {path}, whose shape is "
                      f"{tuple(shape)}; fix the spec entry for {path}.")
@@ -122,12 +186,16 @@ def permute_leaf(spec: PermutationSpec, perm: Dict[str, jax.Array], path: str, l
                  skip: Optional[str] = None):
   """Leaf `path` with every permutation the spec assigns to its axes applied, except
   `skip` (weight matching holds the one it solves for unapplied). numpy leaves stay
-  numpy; jax arrays and tracers go through `jnp.take`, so it works under jit/vmap."""
+  numpy; jax arrays and tracers go through `jnp.take`, so it works under jit/vmap. A leaf
+  with a view is permuted in its view and given back in the shape it came in."""
+  shape = leaf.shape
+  if path in spec.views:
+    leaf = leaf.reshape(spec.views[path])
   for axis, p in enumerate(spec.axes_to_perm[path]):
     if p is not None and p != skip:
       leaf = jnp.take(leaf, perm[p], axis=axis) if isinstance(leaf, jax.Array) \
           else np.take(leaf, perm[p], axis=axis)
-  return leaf
+  return leaf.reshape(shape)
 
 
 def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params):
@@ -144,10 +212,12 @@ def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], pa
   it is the soft relaxation Sinkhorn matching optimises."""
   out = {}
   for path, leaf in flatten(params).items():
+    shape = leaf.shape
+    leaf = leaf.reshape(leaf_shape(spec, path, shape))
     for axis, p in enumerate(spec.axes_to_perm[path]):
       if p is not None:
         leaf = jnp.moveaxis(jnp.tensordot(mats[p], leaf, axes=([1], [axis])), 0, axis)
-    out[path] = leaf
+    out[path] = leaf.reshape(shape)
   return unflatten(out)
 
 

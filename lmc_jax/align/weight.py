@@ -28,6 +28,7 @@ from lmc_jax.align.spec import (
   permute_leaf,
   permute_zoo,
   validate_spec,
+  view_leaves,
 )
 from lmc_jax.align.weight_device import match_many
 from lmc_jax.errors import LmcError
@@ -64,8 +65,8 @@ def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: in
                     init_perm: Optional[Dict[str, np.ndarray]] = None) -> MatchResult:
   """Permutation of B's hidden units that best matches A's weights (one model each)."""
   validate_spec(spec, params_a)
-  flat_a = {k: np.asarray(v, np.float64) for k, v in flatten(params_a).items()}
-  flat_b = {k: np.asarray(v, np.float64) for k, v in flatten(params_b).items()}
+  flat_a = view_leaves(spec, {k: np.asarray(v, np.float64) for k, v in flatten(params_a).items()})
+  flat_b = view_leaves(spec, {k: np.asarray(v, np.float64) for k, v in flatten(params_b).items()})
   sizes = perm_sizes(spec, params_a)
   perm = dict(init_perm) if init_perm is not None else identity_permutation(sizes)
   names = sorted(sizes)

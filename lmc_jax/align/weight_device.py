@@ -17,8 +17,10 @@ from optax.assignment import hungarian_algorithm
 from lmc_jax.align.spec import (
   PermutationSpec,
   matched_axes,
-  permutation_spec_from_axes,
   permute_leaf,
+  spec_from_key,
+  spec_key,
+  view_leaves,
 )
 from lmc_jax.tree_utils import flatten
 
@@ -38,8 +40,8 @@ def weight_matching_jax(key, spec: PermutationSpec, sizes: Dict[str, int], param
   """(perm dict of int32 arrays, sweeps run); jittable and vmappable (spec, sizes and
   max_iter static)."""
   names = sorted(sizes)
-  flat_a = {k: jnp.asarray(v, jnp.float32) for k, v in flatten(params_a).items()}
-  flat_b = {k: jnp.asarray(v, jnp.float32) for k, v in flatten(params_b).items()}
+  flat_a = view_leaves(spec, {k: jnp.asarray(v, jnp.float32) for k, v in flatten(params_a).items()})
+  flat_b = view_leaves(spec, {k: jnp.asarray(v, jnp.float32) for k, v in flatten(params_b).items()})
   perm0 = {p: jnp.arange(sizes[p], dtype=jnp.int32) for p in names}
 
   def update(p):
@@ -73,8 +75,8 @@ def weight_matching_jax(key, spec: PermutationSpec, sizes: Dict[str, int], param
 
 
 @functools.lru_cache(maxsize=None)
-def _matcher(axes_items, sizes_items, max_iter):
-  spec = permutation_spec_from_axes(dict(axes_items))
+def _matcher(key, sizes_items, max_iter):
+  spec = spec_from_key(key)
   sizes = dict(sizes_items)
   return jax.jit(jax.vmap(lambda k, a, b: weight_matching_jax(k, spec, sizes, a, b, max_iter)))
 
@@ -85,5 +87,5 @@ def match_many(spec: PermutationSpec, sizes: Dict[str, int], keys, params_a, par
 
   Returns (perms {name: (P, n) int32}, sweeps (P,)). Compiled once per spec, sizes and
   max_iter."""
-  fn = _matcher(tuple(sorted(spec.axes_to_perm.items())), tuple(sorted(sizes.items())), max_iter)
+  fn = _matcher(spec_key(spec), tuple(sorted(sizes.items())), max_iter)
   return fn(keys, params_a, params_b)
