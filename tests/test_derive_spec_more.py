@@ -1,7 +1,8 @@
 """`derive_spec` on more networks nobody wrote for lmc_jax: a token transformer (nn.Embed's
-gather), and ops whose symmetry a spec of one permutation per axis can not hold (GroupNorm,
-channel concatenation, a split gate, grouped convolutions, a flatten), which `strict=False`
-leaves unpermuted. Oracles: partitions worked out by hand, outputs under each group alone."""
+gather), and flattens, GroupNorm, equal-size splits and concatenations (followed through views of
+the leaves), and ops whose symmetry a spec of one permutation per axis can not hold
+(concatenating unequal channel blocks, grouped convolutions), which `strict=False` leaves
+unpermuted. Oracles: partitions worked out by hand, outputs under each group alone."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -118,7 +119,6 @@ D0 = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/head/kernel", 0)}
 
 @pytest.mark.parametrize("module, op, free", [
     (ConcatNet(), "concatenate", [D0]),
-    (GatedNet(), "split", [D0 - {("params/head/kernel", 0)} | {("params/gate/kernel", 0)}]),
     (GroupedConvNet(), "conv_general_dilated", [D0]),
 ])
 def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, caplog):
@@ -181,3 +181,31 @@ def test_group_norm_permutes_groups_and_the_units_within_them():
                                    ("params/head/kernel", 0)})}
   _each_group_alone_is_a_symmetry(model, variables, spec, x)
   assert check_spec(model, variables, spec, x) < 1e-5
+
+
+class EqualConcatNet(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    a = jnp.tanh(nn.Conv(4, (3, 3), name="c0")(x))
+    b = jnp.tanh(nn.Conv(4, (3, 3), name="c1")(a))
+    return nn.Dense(3, name="head")(jnp.concatenate([a, b], -1).mean((1, 2)))
+
+
+def test_equal_pieces_of_a_split_or_a_concatenation_share_one_permutation():
+  x = _x_img()
+  gated = GatedNet()
+  variables = _randomised(gated.init(jax.random.key(1), x))
+  spec = derive_spec(gated, variables, x)
+  assert spec.views == {"params/gate/kernel": (5, 2, 6), "params/gate/bias": (2, 6)}
+  halves = {("params/gate/kernel", 2), ("params/gate/bias", 1), ("params/head/kernel", 0)}
+  hidden = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/gate/kernel", 0)}
+  assert partition(spec) == {frozenset(halves), frozenset(hidden)}
+  _each_group_alone_is_a_symmetry(gated, variables, spec, x)
+  cat = EqualConcatNet()
+  variables = _randomised(cat.init(jax.random.key(1), x))
+  spec = derive_spec(cat, variables, x)
+  assert spec.views == {"params/head/kernel": (2, 4, 3)}
+  assert partition(spec) == {frozenset({
+      ("params/c0/kernel", 3), ("params/c0/bias", 0), ("params/c1/kernel", 2),
+      ("params/c1/kernel", 3), ("params/c1/bias", 0), ("params/head/kernel", 1)})}
+  _each_group_alone_is_a_symmetry(cat, variables, spec, x)

@@ -117,14 +117,24 @@ class _Trace:
   def compound(self, var, axis: int, parts):
     """Axis `axis` of `var` is the row-major product of the axes `parts` [(var, axis)]:
     each factor moves with its own axis, the product axis as a whole with nothing."""
+    self.product(var, axis, [_size(v, a) for v, a in parts], [[(v, a)] for v, a in parts])
+
+  def product(self, var, axis: int, sizes, ties, fixed: str = ""):
+    """Axis `axis` of `var` is the row-major product of factors of `sizes`, factor m moving
+    with the axes `ties[m]` [(var, axis)], or, where `ties[m]` is empty and `fixed` says
+    why, with nothing (which piece of a split or a concatenation)."""
     node = self.node(var, axis)
     subs = []
-    for m, (v, a) in enumerate(parts):
+    for m, nodes in enumerate(ties):
       sub = ("factor", node, m)
       self.parent.setdefault(sub, sub)
-      self.union(self.node(v, a), sub)
+      for v, a in nodes:
+        if _is_var(v):
+          self.union(self.node(v, a), sub)
+      if not nodes and fixed:
+        self.fixed.setdefault(sub, fixed)
       subs.append(sub)
-    self.compounds.append((node, tuple(_size(v, a) for v, a in parts), subs))
+    self.compounds.append((node, tuple(sizes), subs))
     self.soft_fixed.add(node)
 
   def fix(self, var, axis: int, why: str):
@@ -258,6 +268,8 @@ def _visit_eqn(t: _Trace, eqn, scope: int):
   elif prim == "gather":
     if _visit_gather(t, ins[0], ins[1], out, p):
       return
+  elif prim in ("concatenate", "split") and _visit_pieces(t, prim, ins, outs, p):
+    return
   elif prim in WINDOWED or prim in CUMULATIVE or prim in ("rev", "slice", "pad", "concatenate",
                                                           "dynamic_slice", "split"):
     return _visit_axiswise(t, prim, ins, outs, _touched_axes(prim, p, ins[0]))
@@ -342,6 +354,25 @@ def _visit_conv(t: _Trace, lhs, rhs, out, p) -> bool:
   for v, spec in ((lhs, lhs_spec), (rhs, rhs_spec), (out, out_spec)):
     for axis in spec[2:]:
       t.fix(v, axis, "a spatial axis of a convolution")
+  return True
+
+
+def _visit_pieces(t: _Trace, prim: str, ins, outs, p) -> bool:
+  """A concatenation of, or a split into, pieces of one size `m` along an axis: that axis is
+  the product (pieces, m), the first factor fixed (which piece), the second moving with the
+  pieces' axis, so every piece takes the same permutation. False for pieces of unequal
+  sizes (then a barrier)."""
+  axis = p["dimension"] if prim == "concatenate" else p["axis"]
+  whole, pieces = (outs[0], ins) if prim == "concatenate" else (ins[0], outs)
+  if not _is_var(whole) or len(pieces) < 2 or len({_size(v, axis) for v in pieces}) != 1 \
+      or any(_rank(v) != _rank(whole) for v in pieces):
+    return False
+  for v in pieces:
+    for a in range(_rank(whole)):
+      if a != axis:
+        t.tie(v, a, whole, a)
+  t.product(whole, axis, [len(pieces), _size(pieces[0], axis)],
+            [[], [(v, axis) for v in pieces]], fixed=f"which piece of a {prim}")
   return True
 
 
