@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import lmc_jax
 from lmc_jax import LmcError, check_spec, derive_spec, spec_without_prefix
 from lmc_jax.align.spec import (
   apply_permutation,
@@ -231,7 +232,14 @@ def test_weight_matching_recovers_a_planted_permutation_with_batchnorm():
 def test_the_readme_example_runs(capsys):
   from pathlib import Path
   readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-  block = next(b.split("```", 1)[0] for b in readme.split("```python")[1:]
-               if "derive_spec(net" in b)
-  exec(compile(block, "README.md", "exec"), {})
+  blocks = [b.split("```", 1)[0] for b in readme.split("```python")[1:]]
+  first = next(b for b in blocks if "derive_spec(net" in b)
+  then = next(b for b in blocks if "repair_sites(" in b)  # runs on the first's names
+  namespace = {}
+  exec(compile(first, "README.md", "exec"), namespace)
   assert float(capsys.readouterr().out.strip()) < 1e-5
+  exec(compile(then, "README.md", "exec"), namespace)
+  assert namespace["curves"].loss.shape == (1, 11)
+  assert len(namespace["joint"]) == 2
+  for p, n in lmc_jax.perm_sizes(namespace["spec"], namespace["a"]).items():
+    assert sorted(namespace["perm_by_activations"][p]) == list(range(n))
