@@ -23,22 +23,9 @@ from lmc_jax.align.registry import Alignment, AlignTask, register
 from lmc_jax.align.spec import PermutationSpec
 from lmc_jax.align.units import FeatureSite, feature_sites
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.layer_taps import run_tapped
+from lmc_jax.nn.layer_taps import layer_values
 
 CHUNK = 256  # inputs per jitted call: a conv net's features of 2,048 images at once need GBs
-
-
-def layer_inputs(model, tree, x, paths) -> Dict[str, jax.Array]:
-  """`{path: input of that layer}` on inputs `x`, units on the last axis."""
-  got: Dict[str, jax.Array] = {}
-
-  def record(call, inp, out):
-    if call.path in paths and call.path not in got:
-      got[call.path] = inp
-    return out
-
-  run_tapped(model, tree, x, record)
-  return got
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,7 +53,7 @@ def _moments_fn(model, sites: Tuple[FeatureSite, ...]):
   paths = {s.path for s in sites}
 
   def moments(tree_a, tree_b, x):
-    fa, fb = layer_inputs(model, tree_a, x, paths), layer_inputs(model, tree_b, x, paths)
+    fa, fb = layer_values(model, tree_a, x, paths), layer_values(model, tree_b, x, paths)
     out = []
     for site in sites:
       a, b = _site_features(site, fa[site.path]), _site_features(site, fb[site.path])
@@ -128,7 +115,7 @@ def activation_matching(model, spec: PermutationSpec, params_a, params_b,
 def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
   """The features activation matching correlates, `(samples, n)` per site in call order."""
   sites = feature_sites(spec, model, tree, x[:1])
-  got = layer_inputs(model, tree, jnp.asarray(x), {s.path for s in sites})
+  got = layer_values(model, tree, jnp.asarray(x), {s.path for s in sites})
   return [_site_features(s, got[s.path]) for s in sites]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
-from lmc_jax.nn.layer_taps import run_tapped
+from lmc_jax.nn.layer_taps import layer_values, run_tapped
 from lmc_jax.nn.models import MLP
 from lmc_jax.tree_utils import flatten, unflatten
 
@@ -46,15 +46,7 @@ def _unit_stats(z) -> Tuple[jax.Array, jax.Array]:
 
 def site_stats(model, tree, x, sites: Sequence[str]) -> Stats:
   """`{site: (mean, std)}` of each site's output units on inputs `x`."""
-  stats: Stats = {}
-
-  def record(call, _, out):
-    if call.path in sites and call.path not in stats:
-      stats[call.path] = _unit_stats(out)
-    return out
-
-  run_tapped(model, tree, x, record)
-  return stats
+  return {path: _unit_stats(z) for path, z in layer_values(model, tree, x, sites, "output").items()}
 
 
 def repair_network(model, tree, targets: Stats, x):

@@ -87,3 +87,17 @@ def layer_calls(model, tree, x) -> List[LayerCall]:
 
   jax.eval_shape(lambda t, xb: run_tapped(model, t, xb, record), tree, x)
   return calls
+
+
+def layer_values(model, tree, x, paths, side: str = "input"):
+  """`{path: the layer's input (side='input') or output ('output')}` on inputs `x`, for the
+  tapped layers at `paths` (the first call of each), units on the last axis."""
+  got = {}
+
+  def record(call, inp, out):
+    if call.path in paths and call.path not in got:
+      got[call.path] = inp if side == "input" else out
+    return out
+
+  run_tapped(model, tree, x, record)
+  return got
