@@ -90,6 +90,16 @@ def test_training_mode_ties_the_updated_statistics_to_the_running_ones():
   eval_spec = derive_spec(model, variables, x)
   train_spec = derive_spec(model, variables, x, train=True, mutable=["batch_stats"])
   assert partition(train_spec) == partition(eval_spec)
+  # check_spec compares the updated statistics moved with their units: 0 for the spec, and
+  # not for one that leaves the running statistics where they are.
+  kw = dict(train=True, mutable=["batch_stats"])
+  assert check_spec(model, variables, train_spec, x, **kw) < 1e-4
+  from lmc_jax.align.spec import permutation_spec_from_axes
+  frozen = {p: (None,) * len(a) if p.startswith("batch_stats") else a
+            for p, a in train_spec.axes_to_perm.items()}
+  varied = jax.tree_util.tree_map(lambda v: v + jax.random.uniform(jax.random.key(5), v.shape),
+                                  variables)
+  assert check_spec(model, varied, permutation_spec_from_axes(frozen), x, **kw) > 1e-3
   perm = random_permutation(jax.random.key(3), perm_sizes(eval_spec, variables))
   _, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
   _, upd_p = model.apply(apply_permutation(eval_spec, perm, variables), x, train=True,

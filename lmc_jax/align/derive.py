@@ -239,18 +239,25 @@ def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=No
                trials: int = 3, **apply_kwargs) -> float:
   """Largest absolute change of the outputs of `module.apply(variables, *example_inputs,
   **apply_kwargs)` over `trials` random permutations under `spec` (about 0, up to float
-  rounding, for a correct spec). Raises LmcError if the spec does not fit `variables`."""
+  rounding, for a correct spec). With `mutable=[...]` the updated collections are compared
+  with the original updates permuted the same way (they move with their units). Raises
+  LmcError if the spec does not fit `variables`."""
   validate_spec(spec, variables)
   key = jax.random.key(0) if key is None else key
-  run = jax.jit(lambda v: jax.tree_util.tree_leaves(
-      module.apply(v, *example_inputs, **apply_kwargs)))
+  mutable = bool(apply_kwargs.get("mutable"))
+  run = jax.jit(lambda v: module.apply(v, *example_inputs, **apply_kwargs))
   base = run(variables)
   sizes = perm_sizes(spec, variables)
   worst = 0.0
   for k in range(trials):
     perm = random_permutation(jax.random.fold_in(key, k), sizes)
     out = run(apply_permutation(spec, perm, variables))
-    for a, b in zip(base, out):
+    want = base
+    if mutable:  # the updated state, permuted as the variables it replaces
+      y, updates = base
+      moved = apply_permutation(spec, perm, {**variables, **updates})
+      want = (y, {c: moved[c] for c in updates})
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(out)):
       worst = max(worst, float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32)
                                                  - jnp.asarray(b, jnp.float32)))))
   return worst
