@@ -117,6 +117,7 @@ class AxisTrace:
       subs.append(sub)
     self.compounds.append((node, tuple(sizes), subs))
     self.soft_fixed.add(node)
+    return subs
 
   def fix(self, var, axis: int, why: str):
     if _is_var(var) and size_of(var, axis) > 1:
@@ -317,19 +318,32 @@ def _visit_dot(t: AxisTrace, lhs, rhs, out, dims):
 
 
 def _visit_conv(t: AxisTrace, lhs, rhs, out, p) -> bool:
-  """Dense or depthwise convolution; False for other groupings (then a barrier)."""
+  """A convolution, grouped or not; False for batch-grouped ones (then a barrier).
+
+  With G feature groups the input channels are (G, c_in / G) and the output channels
+  (G, c_out / G), row-major: the group factor is one class on both sides, the kernel's
+  input axis moves with the input's within-group factor (one permutation for every group),
+  and the output's within-group factor is a class of its own. Depthwise convolutions (one
+  filter per channel) tie input and output channels directly."""
   dn = p["dimension_numbers"]
   lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
   groups = p["feature_group_count"]
-  if p["batch_group_count"] != 1:
+  if p["batch_group_count"] != 1 or not _is_var(rhs):
     return False
   c_in, c_out = size_of(lhs, lhs_spec[1]), size_of(rhs, rhs_spec[0])
   if groups == 1:
     t.tie(lhs, lhs_spec[1], rhs, rhs_spec[1])
-  elif groups == c_in and c_out == c_in:  # depthwise, one filter per channel
+  elif c_in % groups or c_out % groups or not _is_var(lhs):
+    return False
+  elif c_in == groups and c_out == groups:  # depthwise, one filter per channel
     t.tie(lhs, lhs_spec[1], rhs, rhs_spec[0])
   else:
-    return False
+    per_in, per_out = c_in // groups, c_out // groups
+    group_in = t.node(lhs, lhs_spec[1]) if per_in == 1 else t.product(
+        lhs, lhs_spec[1], [groups, per_in], [[], [(rhs, rhs_spec[1])]])[0]
+    group_out = t.node(rhs, rhs_spec[0]) if per_out == 1 else t.product(
+        rhs, rhs_spec[0], [groups, per_out], [[], []])[0]
+    t.union(group_in, group_out)
   t.tie(rhs, rhs_spec[0], out, out_spec[1])
   t.tie(lhs, lhs_spec[0], out, out_spec[0])
   for v, spec in ((lhs, lhs_spec), (rhs, rhs_spec), (out, out_spec)):

@@ -74,9 +74,10 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
   collections are tied to the variables they update. Permutations are named `P_0, P_1,
   ...` in the order the trace first computes them.
 
-  An op that moves units other than one to one (a reshape that flattens channels into one
-  axis, a concatenation or split of channels, GroupNorm's groups, a grouped convolution, a
-  loop) raises LmcError naming it; with `strict=False` the units it touches are left
+  Flattens, splits, equal pieces of a concatenation and grouped convolutions are followed
+  as products of axes (views of the variables that hold them). An op that moves units
+  otherwise (a slice, an argmax, a loop, unequal pieces concatenated, a reshape that
+  regroups axes) raises LmcError naming it; with `strict=False` the units it touches are left
   unpermuted instead (a smaller symmetry, never a wrong one) and a warning names them.
   """
   paths, closed, out_shape = _trace(module, variables, example_inputs, apply_kwargs)
