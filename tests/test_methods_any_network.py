@@ -135,14 +135,23 @@ def test_repaired_sweep_keeps_the_endpoints(net):
   assert np.max(np.abs(fixed.loss[:, 5] - plain.loss[:, 5])) > 1e-3
 
 
-def test_activation_matching_names_permutations_no_layer_reads(net):
-  model, spec, a, x, _ = net
-  from lmc_jax.align.spec import permutation_spec_from_axes
-  axes = dict(spec.axes_to_perm)
-  axes["params/head/bias"] = ("Q",)  # a permutation of the outputs nothing reads
-  axes["params/head/kernel"] = (axes["params/head/kernel"][0], "Q")
-  with pytest.raises(LmcError, match="permutation\\(s\\) Q"):
-    activation.activation_matching(model, permutation_spec_from_axes(axes), a, a, x[:10])
+class OwnParams(nn.Module):
+  """A hidden layer computed from the module's own parameters, read the same way."""
+  @nn.compact
+  def __call__(self, x):
+    w1 = self.param("w1", nn.initializers.normal(1.0), (x.shape[-1], 5))
+    w2 = self.param("w2", nn.initializers.normal(1.0), (5, 4))
+    return nn.Dense(3, name="head")(jnp.tanh(jnp.tanh(x @ w1) @ w2))
+
+
+def test_activation_matching_names_permutations_no_layer_holds():
+  model = OwnParams()
+  x = np.asarray(jax.random.normal(jax.random.key(0), (20, 6)), np.float32)
+  a = model.init(jax.random.key(1), x)
+  spec = derive_spec(model, a, x)
+  assert len(spec.perm_to_axes) == 2  # w1's units (no Flax layer), w2's (read by head)
+  with pytest.raises(LmcError, match="permutation\\(s\\) P_0; align this network by weight"):
+    activation.activation_matching(model, spec, a, a, x)
 
 
 def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
@@ -186,3 +195,23 @@ def test_activation_matching_reads_units_through_a_view():
   for k in want:
     np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
   assert repair_sites(spec, model, a, x[:1]) == ("params/c0", "params/d0")
+
+
+def test_activation_matching_on_a_transformer_recovers_a_planted_permutation():
+  from tests.test_derive_spec_more import TokenTransformer, _randomised
+  model = TokenTransformer()
+  tokens = np.asarray(jax.random.randint(jax.random.key(0), (64, 5), 0, 20))
+  a = _randomised(model.init(jax.random.key(1), tokens[:2]))
+  spec = derive_spec(model, a, tokens[:2])
+  sites = feature_sites(spec, model, a, tokens[:1])
+  # Query/key features are read by no layer (the attention product does): their sites are
+  # the outputs of the query and key projections; every other unit is read by a layer.
+  made = {(s.path, s.axis) for s in sites if s.side == "output"}
+  assert made == {("params/attn/query", -1), ("params/attn/key", -1)}
+  assert {s.perm for s in sites} == set(spec.perm_to_axes)
+  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
+  b = apply_permutation(spec, planted, a)
+  found = activation.activation_matching(model, spec, a, b, tokens)
+  back, want = flatten(apply_permutation(spec, found, b)), flatten(a)
+  for k in want:
+    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)

@@ -1,13 +1,15 @@
 """Activation matching (Ainsworth et al., Git Re-Basin; Li et al. 2016): permute model B's
 hidden units so that each one behaves like a unit of model A on the same inputs.
 
-The features of a permutation are the inputs of the contractions (`nn.Dense`, `nn.Conv`)
-that read its units (`units.feature_sites`): for the study's MLP, each hidden layer's
-output after its ReLU (and its LayerNorm where that follows the ReLU); for a conv net,
-every position of every image counts as a sample of a channel, and a residual stream
-read by several layers sums their correlations. A permutation's features move with it
-alone, so each is one linear assignment problem, solved exactly and independently:
-maximise the summed correlation of matched units over a batch of training data.
+The features of a permutation are the inputs of the layers (`nn.Dense`, `nn.Conv`,
+`nn.DenseGeneral`) that read its units (`units.feature_sites`), or, for units no layer
+reads (attention's query and key features), the outputs of the layers that make them: for
+the study's MLP, each hidden layer's output after its ReLU (and its LayerNorm where that
+follows the ReLU); for a conv net, every position of every image counts as a sample of a
+channel, and a residual stream read by several layers sums their correlations. A
+permutation's features move with it alone, so each is one linear assignment problem,
+solved exactly and independently: maximise the summed correlation of matched units over a
+batch of training data.
 """
 from __future__ import annotations
 
@@ -38,12 +40,23 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return (a / sa).T @ (b / sb)
 
 
-def _site_features(site: FeatureSite, inp) -> jax.Array:
-  """`(samples, n)`: the input of the site's layer with its units on the last axis (every
-  other axis, and every other factor of a viewed axis, a sample)."""
-  inp = inp.reshape(inp.shape[:-1] + site.factors)
-  inp = jnp.moveaxis(inp, inp.ndim - len(site.factors) + site.factor, -1)
-  return inp.reshape(-1, inp.shape[-1]).astype(jnp.float32)
+def _site_features(site: FeatureSite, value) -> jax.Array:
+  """`(samples, n)`: the site's input or output with its units on the last axis; axes and
+  factors other permutations move are averaged over, every other one is a sample."""
+  value = jnp.mean(value.astype(jnp.float32), axis=site.mean_axes, keepdims=True) \
+      if site.mean_axes else value.astype(jnp.float32)
+  value = jnp.moveaxis(value, site.axis, -1)
+  value = value.reshape(value.shape[:-1] + site.factors)
+  first = value.ndim - len(site.factors)
+  if site.mean_factors:
+    value = jnp.mean(value, axis=tuple(first + j for j in site.mean_factors), keepdims=True)
+  value = jnp.moveaxis(value, first + site.factor, -1)
+  return value.reshape(-1, value.shape[-1])
+
+
+def _value(site: FeatureSite, values) -> jax.Array:
+  inp, out = values[site.path]
+  return inp if site.side == "input" else out
 
 
 @functools.lru_cache(maxsize=16)
@@ -56,7 +69,7 @@ def _moments_fn(model, sites: Tuple[FeatureSite, ...]):
     fa, fb = layer_values(model, tree_a, x, paths), layer_values(model, tree_b, x, paths)
     out = []
     for site in sites:
-      a, b = _site_features(site, fa[site.path]), _site_features(site, fb[site.path])
+      a, b = _site_features(site, _value(site, fa)), _site_features(site, _value(site, fb))
       ac, bc = a - a.mean(0), b - b.mean(0)
       out.append((jnp.float32(a.shape[0]), a.mean(0), b.mean(0), jnp.sum(ac * ac, 0),
                   jnp.sum(bc * bc, 0), ac.T @ bc))
@@ -102,9 +115,10 @@ def activation_matching(model, spec: PermutationSpec, params_a, params_b,
   corr = feature_correlations(model, spec, params_a, params_b, x)
   unread = sorted(set(spec.perm_to_axes) - set(corr))
   if unread:
-    raise LmcError(f"Activation matching correlates the inputs of nn.Dense and nn.Conv layers, "
-                   f"and no such layer reads the units of permutation(s) {', '.join(unread)}; "
-                   "align this network by weight matching (--align=weight).")
+    raise LmcError(f"Activation matching correlates the units Flax's Dense, DenseGeneral, "
+                   f"Conv and norm layers read or make, and no such layer holds the units of "
+                   f"permutation(s) {', '.join(unread)}; align this network by weight "
+                   "matching (--align=weight).")
   perm = {}
   for p, c in corr.items():
     _, cols = linear_sum_assignment(c, maximize=True)
@@ -116,7 +130,7 @@ def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
   """The features activation matching correlates, `(samples, n)` per site in call order."""
   sites = feature_sites(spec, model, tree, x[:1])
   got = layer_values(model, tree, jnp.asarray(x), {s.path for s in sites})
-  return [_site_features(s, got[s.path]) for s in sites]
+  return [_site_features(s, _value(s, got)) for s in sites]
 
 
 @register("activation", "activation matching to the reference, on training inputs",

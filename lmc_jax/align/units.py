@@ -1,10 +1,10 @@
 """Which permutation each tapped layer's units move with, read off a permutation spec.
 
-A contraction (`nn.Dense`, `nn.Conv`) reads units of the permutation on its kernel's
-second-to-last axis and makes units of the one on its kernel's last axis; a norm's units
-are those of its `scale` (or `bias`). Where the kernel has a view (a Dense reading a
-flattened conv feature map), the read axis is a product of view axes, each perhaps with its
-own permutation: a site then names the factor its permutation acts on.
+A tapped layer (`nn.layer_taps`) says which axes of its input and output meet which axes
+of its weight; the spec names the permutation on each weight axis. Where the weight has a
+view (a Dense reading a flattened conv feature map), that axis is a product of view axes,
+each perhaps with its own permutation: a site then names the factor its permutation acts
+on. `None` where the spec permutes nothing there (the network's inputs and outputs).
 """
 from __future__ import annotations
 
@@ -16,12 +16,19 @@ from lmc_jax.tree_utils import flatten
 
 
 class FeatureSite(NamedTuple):
-  """Units of permutation `perm` in the input of the contraction at `path`: the input's last
-  axis, viewed as `factors`, at factor `factor` (`factors == (n,)` without a view)."""
+  """Units of permutation `perm` in the input (`side='input'`) or output of the layer at
+  `path`: its axis `axis`, viewed as `factors`, at factor `factor` (`factors == (n,)`
+  without a view). Other axes (and other factors of `axis`) that other permutations move
+  are `mean_axes` (and `mean_factors`): averaged over, so that every remaining sample
+  means the same in two networks whose other units are still in different orders."""
   path: str
   perm: str
+  side: str
+  axis: int
   factors: Tuple[int, ...]
   factor: int
+  mean_axes: Tuple[int, ...] = ()
+  mean_factors: Tuple[int, ...] = ()
 
 
 def _axis_perms(spec: PermutationSpec, path: str, shape, axis: int):
@@ -38,42 +45,47 @@ def _axis_perms(spec: PermutationSpec, path: str, shape, axis: int):
   return [(axes[a], factors, k) for k, a in enumerate(group)]
 
 
-def _kernel_or_scale(call: LayerCall, flat) -> Tuple[str, tuple]:
-  leaf = f"{call.path}/kernel" if call.kind == "contraction" else f"{call.path}/scale"
-  if leaf not in flat and call.kind == "norm":
-    leaf = f"{call.path}/bias"
-  return leaf, tuple(flat[leaf].shape) if leaf in flat else ()
-
-
-def input_sites(spec: PermutationSpec, call: LayerCall, flat) -> List[FeatureSite]:
-  """The permuted units a contraction reads (none for a norm)."""
-  if call.kind != "contraction":
+def _sites(spec: PermutationSpec, call: LayerCall, flat, side: str) -> List[FeatureSite]:
+  leaf = f"{call.path}/{call.weight}"
+  if leaf not in flat:
     return []
-  leaf, shape = _kernel_or_scale(call, flat)
-  return [FeatureSite(call.path, p, factors, k)
-          for p, factors, k in _axis_perms(spec, leaf, shape, -2) if p is not None]
+  shape = tuple(flat[leaf].shape)
+  pairs = call.reads if side == "input" else call.makes
+  held = [(value_axis, factors, k, p) for value_axis, weight_axis in pairs
+          for p, factors, k in _axis_perms(spec, leaf, shape, weight_axis) if p is not None]
+  return [FeatureSite(call.path, p, side, value_axis, factors, k,
+                      tuple(sorted({a for a, _, _, _ in held if a != value_axis})),
+                      tuple(j for a, _, j, _ in held if a == value_axis and j != k))
+          for value_axis, factors, k, p in held]
 
 
 def output_perm(spec: PermutationSpec, call: LayerCall, flat) -> Optional[Tuple[str, ...]]:
-  """The permutation(s) of the units a tapped layer makes (several where its output axis is
-  viewed as factors), or None where nothing permutes them."""
-  leaf, shape = _kernel_or_scale(call, flat)
-  axis = -1 if call.kind == "contraction" else 0
-  perms = tuple(p for p, _, _ in _axis_perms(spec, leaf, shape, axis) if p is not None)
+  """The permutation(s) of the units a tapped layer makes on its output's last axis
+  (several where that axis is viewed as factors); None where nothing permutes them, or
+  where the layer makes units on more than one axis."""
+  if call.makes != ((-1, -1),):
+    return None
+  perms = tuple(s.perm for s in _sites(spec, call, flat, "output"))
   return perms or None
 
 
 def feature_sites(spec: PermutationSpec, model, tree, x) -> List[FeatureSite]:
-  """The sites whose inputs are hidden units, in call order: the features activation
-  matching correlates."""
+  """The sites activation matching correlates, in call order: every layer input that holds
+  units of a permutation, and, for a permutation no layer reads (attention's query and key
+  features, read by the attention product), the outputs of the layers that make it."""
   flat = flatten(tree)
-  return [s for call in layer_calls(model, tree, x) for s in input_sites(spec, call, flat)]
+  calls = layer_calls(model, tree, x)
+  reads = [s for call in calls for s in _sites(spec, call, flat, "input")]
+  read = {s.perm for s in reads}
+  made = [s for call in calls if call.kind == "contraction"
+          for s in _sites(spec, call, flat, "output") if s.perm not in read]
+  return reads + made
 
 
 def repair_sites(spec: PermutationSpec, model, tree, x) -> Tuple[str, ...]:
-  """Paths of the layers REPAIR renormalises (`lmc.repair`): every Dense or Conv with a bias
-  that makes hidden units, and, after one without a bias, the next norm (with scale and
-  bias) on the same units, in call order."""
+  """Paths of the layers REPAIR renormalises (`lmc.repair`): every contraction with a bias
+  that makes hidden units on its last axis, and, after one without a bias, the next norm
+  (with scale and bias) on the same units, in call order."""
   flat = flatten(tree)
   sites: List[str] = []
   waiting = set()  # permutations whose last contraction had no bias to fold into

@@ -46,7 +46,7 @@ def _unit_stats(z) -> Tuple[jax.Array, jax.Array]:
 
 def site_stats(model, tree, x, sites: Sequence[str]) -> Stats:
   """`{site: (mean, std)}` of each site's output units on inputs `x`."""
-  return {path: _unit_stats(z) for path, z in layer_values(model, tree, x, sites, "output").items()}
+  return {path: _unit_stats(out) for path, (_, out) in layer_values(model, tree, x, sites).items()}
 
 
 def repair_network(model, tree, targets: Stats, x):
@@ -76,9 +76,8 @@ def repair_network(model, tree, targets: Stats, x):
 def _fold(tree, corrections):
   flat = dict(flatten(tree))
   for call, scale, shift in corrections:
-    weight = f"{call.path}/kernel" if call.kind == "contraction" else f"{call.path}/scale"
-    bias = f"{call.path}/bias"
-    if weight not in flat or bias not in flat:
+    weight, bias = f"{call.path}/{call.weight}", f"{call.path}/bias"
+    if weight == bias or weight not in flat or bias not in flat:
       raise LmcError(f"REPAIR can not fold its correction into {call.path}: it needs a "
                      f"{weight.rsplit('/', 1)[1]} and a bias there; leave that layer out of "
                      "the sites.")
