@@ -15,7 +15,7 @@ def test_resnet20_zoo_trains_aligns_repairs_and_sweeps_from_the_cli(tmp_path):
   assert r.returncode == 0, r.stderr
   zoo = tmp_path / "mnist_resnet20_w1"
   r = run("barrier", f"--zoo={zoo}", "--align=weight,activation,mergemany,exact", "--repair",
-          "--bn_reset_batches=2", "--fit_samples=128")
+          "--diagnostics", "--bn_reset_batches=2", "--fit_samples=128")
   assert r.returncode == 0, r.stderr
   assert "mergemany+repair" in r.stdout
   res = json.loads((zoo / "barrier.json").read_text())
@@ -33,3 +33,5 @@ def test_resnet20_zoo_trains_aligns_repairs_and_sweeps_from_the_cli(tmp_path):
   for name in ("naive+repair", "weight+repair", "activation+repair", "mergemany+repair"):
     entry = method_curves(res, name)
     assert "skipped" not in entry and len(entry["loss"][0]) == len(res["alphas"]), name
+  restarts = res["diagnostics"]["weight_restarts"]  # the diagnostics ran on the conv zoo
+  assert restarts["models"] == [1] and len(restarts["epsilon"][0]) == 5

@@ -14,6 +14,7 @@ import numpy as np
 from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.spec import PermutationSpec, apply_permutation, compose_permutations
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.lmc.batchnorm import reset_arguments
 from lmc_jax.lmc.interpolation import pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.tree_utils import stack, take, to_numpy
@@ -50,10 +51,11 @@ def cycle_consistency(match: Callable[[int, int], Perm], triples: Sequence) -> L
 
 def weight_matching_restarts(spec: PermutationSpec, model, params, reference: int,
                              others: Sequence[int], restarts: int, x, y,
-                             max_iter: int = 50) -> dict:
+                             max_iter: int = 50, reset_x=None) -> dict:
   """Weight matching of each model in `others` onto the reference from `restarts` layer
   orders (keys 0..restarts-1): final objective and epsilon on (x, y) of every restart,
-  `(len(others), restarts)` each."""
+  `(len(others), restarts)` each. With `reset_x` (training batches `(R, b, d)`) BatchNorm
+  statistics are reset along every line, as the barrier's sweeps do."""
   host = to_numpy(params)
   objective = np.zeros((len(others), restarts))
   aligned = []
@@ -64,7 +66,7 @@ def weight_matching_restarts(spec: PermutationSpec, model, params, reference: in
       aligned.append(apply_permutation(spec, res.perm, take(host, k)))
   stacked = stack(aligned)
   pairs = np.array([[reference, k] for k in others for _ in range(restarts)], np.int32)
-  curves = pairwise_aligned_sweep(model, host, stacked, pairs, x, y)
+  curves = pairwise_aligned_sweep(model, host, stacked, pairs, x, y, **reset_arguments(reset_x))
   eps = epsilon(curves.loss, curves.alphas).reshape(len(others), restarts)
   return {"models": list(map(int, others)), "objective": objective.tolist(),
           "epsilon": eps.tolist(),
@@ -73,7 +75,7 @@ def weight_matching_restarts(spec: PermutationSpec, model, params, reference: in
 
 
 def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x, y,
-                          settings, triples: int = 10, restarts: int = 5) -> dict:
+                          settings, triples: int = 10, restarts: int = 5, reset_x=None) -> dict:
   """Cycle consistency of weight and activation matching over triples (reference, k, k+1),
   and the spread of weight matching over `restarts` layer orders, for up to `triples`
   models besides the reference. `settings` is the `MethodSettings` of the methods (its
@@ -93,5 +95,5 @@ def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x,
     out[f"{name}_cycle_consistency"] = cycle_consistency(match, trips)
   out["weight_restarts"] = weight_matching_restarts(spec, model, params, reference,
                                                     others[:triples], restarts, x, y,
-                                                    settings.max_iter)
+                                                    settings.max_iter, reset_x)
   return out

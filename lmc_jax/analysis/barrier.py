@@ -266,7 +266,8 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
   if diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
     result["diagnostics"] = dict(
         alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
-                              job.fit_x[:settings.fit_samples], job.x, job.y, settings),
+                              job.fit_x[:settings.fit_samples], job.x, job.y, settings,
+                              reset_x=job.reset_x),
         settings=wanted)
   result["collapsed"] = collapsed_models(job.doc)
   result["versions"] = package_versions()

@@ -84,5 +84,13 @@ def reset_pair_sweep(model, params_stack, pairs, x_batches, x, y, alphas=None,
                      **kwargs) -> Curves:
   """`pair_sweep` with every interpolated network's BatchNorm statistics recomputed on
   `x_batches` `(R, b, d)` (see `reset_batches`) before it is evaluated on `(x, y)`."""
-  return pair_sweep(model, params_stack, pairs, x, y, alphas, transform=_reset_chunk,
-                    transform_data=x_batches, **kwargs)
+  return pair_sweep(model, params_stack, pairs, x, y, alphas, **reset_arguments(x_batches),
+                    **kwargs)
+
+
+def reset_arguments(x_batches) -> dict:
+  """The arguments of `pair_sweep` (or `pairwise_aligned_sweep`) that reset BatchNorm
+  statistics on `x_batches` `(R, b, d)`; none for None."""
+  if x_batches is None:
+    return {}
+  return {"transform": _reset_chunk, "transform_data": x_batches}
