@@ -215,3 +215,28 @@ def test_activation_matching_on_a_transformer_recovers_a_planted_permutation():
   back, want = flatten(apply_permutation(spec, found, b)), flatten(a)
   for k in want:
     np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
+
+
+class GroupedTanh(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    h = jnp.tanh(nn.Conv(8, (3, 3), name="c0")(x.reshape(x.shape[0], 6, 6, 2)))
+    h = jnp.tanh(nn.Conv(8, (3, 3), feature_group_count=2, name="c1")(h))
+    return nn.Dense(3, name="head")(jnp.tanh(nn.Dense(5, name="d0")(h.mean((1, 2)))))
+
+
+def test_activation_matching_through_a_grouped_convolution():
+  model = GroupedTanh()
+  x = np.asarray(jax.random.normal(jax.random.key(0), (64, 72)), np.float32)
+  a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
+  spec = derive_spec(model, a, x[:2])
+  # c1 reads 8 channels = (2 groups, 4 per group) through a kernel axis of 4: the groups
+  # are averaged over, the 4 within-group channels correlated.
+  c1 = [s for s in feature_sites(spec, model, a, x[:1]) if s.path == "params/c1"]
+  assert [(s.factors, s.factor, s.mean_factors) for s in c1] == [((2, 4), 1, (0,))]
+  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
+  b = apply_permutation(spec, planted, a)
+  found = activation.activation_matching(model, spec, a, b, x)
+  back, want = flatten(apply_permutation(spec, found, b)), flatten(a)
+  for k in want:
+    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)

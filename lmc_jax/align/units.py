@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Tuple
 
+import numpy as np
+
 from lmc_jax.align.spec import PermutationSpec, axis_groups
 from lmc_jax.nn.layer_taps import LayerCall, layer_calls
 from lmc_jax.tree_utils import flatten
+
+GROUPS = "<groups>"  # the group factor of a grouped conv's input: moved, never a site
 
 
 class FeatureSite(NamedTuple):
@@ -51,12 +55,25 @@ def _sites(spec: PermutationSpec, call: LayerCall, flat, side: str) -> List[Feat
     return []
   shape = tuple(flat[leaf].shape)
   pairs = call.reads if side == "input" else call.makes
-  held = [(value_axis, factors, k, p) for value_axis, weight_axis in pairs
-          for p, factors, k in _axis_perms(spec, leaf, shape, weight_axis) if p is not None]
-  return [FeatureSite(call.path, p, side, value_axis, factors, k,
-                      tuple(sorted({a for a, _, _, _ in held if a != value_axis})),
-                      tuple(j for a, _, j, _ in held if a == value_axis and j != k))
-          for value_axis, factors, k, p in held]
+  value_shape = call.in_shape if side == "input" else call.out_shape
+  held = []  # (value axis, factors, factor index, perm; GROUPS for a group factor)
+  for value_axis, weight_axis in pairs:
+    found = _axis_perms(spec, leaf, shape, weight_axis)
+    if not found:
+      continue
+    per = int(np.prod(found[0][1]))
+    size = value_shape[value_axis] if value_shape else per
+    if size % per:
+      continue
+    if size > per:  # a grouped conv's input channels: (groups, per group)
+      found = [(GROUPS, (size // per,) + found[0][1], 0)] + \
+          [(p, (size // per,) + f, k + 1) for p, f, k in found]
+    held.extend((value_axis, f, k, p) for p, f, k in found)
+  moved = [(a, k) for a, _, k, p in held if p is not None]  # moved by some permutation
+  return [FeatureSite(call.path, p, side, axis, factors, k,
+                      tuple(sorted({a for a, _ in moved if a != axis})),
+                      tuple(j for a, j in moved if a == axis and j != k))
+          for axis, factors, k, p in held if p is not None and p != GROUPS]
 
 
 def output_perm(spec: PermutationSpec, call: LayerCall, flat) -> Optional[Tuple[str, ...]]:

@@ -36,16 +36,24 @@ class LayerCall(NamedTuple):
   weight: str  # the leaf its units meet: 'kernel', or a norm's 'scale' (or 'bias')
   reads: Tuple[Tuple[int, int], ...]  # (input axis, weight axis) pairs, axes negative
   makes: Tuple[Tuple[int, int], ...]  # (output axis, weight axis) pairs, axes negative
+  in_shape: Tuple[int, ...] = ()
+  out_shape: Tuple[int, ...] = ()
 
 
 def _axes(a) -> tuple:
   return tuple(a) if isinstance(a, (tuple, list)) else (a,)
 
 
-def _call_of(module, method: str, tree, x) -> Optional[LayerCall]:
+def _call_of(module, method: str, tree, x, out) -> Optional[LayerCall]:
   """The call's record, or None for a method or layer that is not tapped."""
-  if method != "__call__" or getattr(x, "ndim", None) is None:
+  if method != "__call__" or getattr(x, "ndim", None) is None or not hasattr(out, "shape"):
     return None
+  call = _layer_call(module, tree, x)
+  return None if call is None else call._replace(in_shape=tuple(x.shape),
+                                                 out_shape=tuple(out.shape))
+
+
+def _layer_call(module, tree, x) -> Optional[LayerCall]:
   path = "/".join(((PARAMS,) if is_variables(tree) else ()) + tuple(module.path))
   if isinstance(module, (nn.Dense, nn.Conv)):
     return LayerCall(path, "contraction", bool(module.use_bias), False, "kernel",
@@ -77,7 +85,7 @@ def run_tapped(model, tree, x, hook: Hook):
   replaces the layer's output. Works under jit and vmap (the hook runs at trace time)."""
   def interceptor(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    call = _call_of(context.module, context.method_name, tree, args[0]) if args else None
+    call = _call_of(context.module, context.method_name, tree, args[0], out) if args else None
     return out if call is None else hook(call, args[0], out)
 
   with nn.intercept_methods(interceptor):
