@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -61,29 +62,41 @@ def width_label(config) -> str:
 
 def barrier_vs_width(records, dataset: str, path) -> Path:
   """Git Re-Basin's width figure: the loss barrier (max over alpha of L(alpha) minus the
-  line between the endpoints' losses) against width, naive and after weight matching;
-  median over pairs with the interquartile range as error bars."""
+  line between the endpoints' losses) against width, naive, after weight matching and after
+  every other alignment method measured on every zoo (not their REPAIR variants); median
+  over pairs with the interquartile range as error bars."""
   widths = np.asarray([r.width for r in records], float)
   fig, axes = new_figure(1, 1, (6.5, 4.5))
   ax = axes[0][0]
-  for which, color, label, dodge in (("naive", NAIVE_COLOR, "naive", 0.97),
-                                     ("aligned", ALIGNED_COLOR,
-                                      f"weight matching to model {records[0].reference}", 1.03)):
+  others = [n for n in records[0].result.get("methods", {})
+            if n != "weight" and "+" not in n
+            and all(r.curves(n) is not None and "skipped" not in r.curves(n) for r in records)]
+  if others:
+    fig.set_size_inches(8.6, 4.5)
+  series = [("naive", NAIVE_COLOR, "naive"),
+            ("aligned", ALIGNED_COLOR, f"weight matching to model {records[0].reference}")]
+  colors = matplotlib.colormaps["tab10"]
+  series += [(n, colors((k + 2) % 10), n) for k, n in enumerate(others)]
+  for k, (which, color, label) in enumerate(series):
     vals = [np.asarray(r.curves(which)["barrier"], float) for r in records]
     vals = [v[np.isfinite(v)] for v in vals]
     q = np.asarray([np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3 for v in vals])
-    # Side by side (a few % apart on the log axis), so the two sets of bars never overlap.
+    # Side by side (a few % apart on the log axis), so the sets of bars never overlap.
+    dodge = 2 ** (0.05 * (k - (len(series) - 1) / 2))
     ax.errorbar(widths * dodge, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]],
-                color=color,
-                marker="o", capsize=4, label=label)
+                color=color, marker="o", capsize=4, label=label)
   ax.set_xscale("log", base=2)
   ax.set_xticks(widths)
   ax.set_xticklabels([str(r.width) for r in records])
+  ax.minorticks_off()
   ax.set_xlabel(width_label(records[0].config))
   ax.set_ylabel(f"{records[0].result.get('split', 'test')} loss barrier (nats)")
   ax.axhline(0, color="gray", lw=0.8, ls=":")
   ax.grid(alpha=0.3)
-  ax.legend()
+  if len(series) > 2:  # beside the axes: with several methods it would cover their bars
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  else:
+    ax.legend()
   pairs = len(records[0].curves("naive")["barrier"])
   ax.set_title(f"{dataset}: loss barrier against width\n(median and quartiles over "
                f"{pairs} pairs per width)")

@@ -8,7 +8,7 @@ from typing import Sequence
 import matplotlib
 import numpy as np
 
-from lmc_jax.report.figures import new_figure, save_figure
+from lmc_jax.report.figures import new_figure, save_figure, width_label
 
 
 def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, path) -> Path:
@@ -63,7 +63,7 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
     ax.set_xticks(widths)
     ax.set_xticklabels([str(w) for w in widths])
     ax.minorticks_off()
-    ax.set_xlabel("hidden width")
+    ax.set_xlabel(width_label(records[0].config))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
