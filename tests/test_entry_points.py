@@ -122,7 +122,7 @@ def test_a_zoo_written_by_one_run_is_reused_by_the_next(runs):
 
 
 def _refused(result, *words):
-  assert result.returncode != 0
+  assert result.returncode == 2, (result.returncode, result.stderr)
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1, result.stderr
   for w in words:
@@ -134,6 +134,9 @@ def _refused(result, *words):
     (["--dataset=imagenet"], ["imagenet"]),
     (["--width=0"], ["width", ">= 1"]),
     (["--width=four"], ["--width", "integers"]),
+    (["--width="], ["--width", "empty"]),
+    (["--width=4", "--optimizer=adam"], ["--optimizer", "adamw"]),  # absl's own check
+    (["--width=4", "--no_such_flag=1"], ["no_such_flag"]),
     (["--width=4", "--num_models=0"], ["num_models"]),
     (["--width=4", "--num_models=2", "--epochs=1"], ["another config", "--overwrite"]),
 ])

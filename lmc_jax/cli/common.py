@@ -23,7 +23,17 @@ def run_main(main, doc: str, module: str) -> None:
   if module != "__main__":
     for flag in flags.FLAGS.get_key_flags_for_module(module):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad flag (an unknown name, a value not of its type or not
+  one of its choices) reported as every other bad input is: one line, exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}; see --help for the flags and the values they take.", file=sys.stderr)
+    sys.exit(2)
 
 
 def exit_on_lmc_error(main):
@@ -40,6 +50,11 @@ def exit_on_lmc_error(main):
 
 
 def int_list(values, name: str):
+  """The integers of list flag `--name`; an empty list or a non-integer is refused."""
+  values = [v for v in values if v.strip()]
+  if not values:
+    raise LmcError(f"--{name} is empty; pass one or more comma-separated integers, e.g. "
+                   f"--{name}=1,2.")
   try:
     return [int(v) for v in values]
   except ValueError:
