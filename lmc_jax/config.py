@@ -19,6 +19,9 @@ AUGMENTS = ("none", "crop_flip")
 IMAGE_DATASETS = ("mnist", "cifar10")
 
 
+MAX_SEED = 2 ** 31 - 1  # seeds become 32-bit keys: larger ones would collide with smaller
+
+
 @dataclasses.dataclass(frozen=True)
 class ZooConfig:
   dataset: str = "moons"
@@ -68,6 +71,25 @@ class ZooConfig:
     return dataclasses.replace(self, **changes)
 
   def validate(self) -> "ZooConfig":
+    for name in ("lr", "weight_decay", "momentum", "peak_lr", "noise", "layernorm_eps"):
+      value = getattr(self, name)
+      if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise LmcError(f"--{name} must be a finite number, got {value!r}.")
+    if self.weight_decay < 0:
+      raise LmcError(f"--weight_decay must be >= 0, got {self.weight_decay}.")
+    if not 0 <= self.momentum < 1:
+      raise LmcError(f"--momentum must be in [0, 1), got {self.momentum}.")
+    if self.peak_lr is not None and self.peak_lr <= 0:
+      raise LmcError(f"--peak_lr must be > 0, got {self.peak_lr}.")
+    if self.noise < 0:
+      raise LmcError(f"--noise must be >= 0, got {self.noise}.")
+    for name in ("seed", "data_seed"):
+      value = getattr(self, name)
+      if not 0 <= value <= MAX_SEED:
+        raise LmcError(f"--{name} must be in 0..{MAX_SEED} (larger seeds would wrap onto "
+                       f"smaller ones), got {value}.")
+    if self.dataset == "moons" and (self.n_train < 1 or self.n_test < 1):
+      raise LmcError(f"n_train and n_test must be >= 1, got {self.n_train} and {self.n_test}.")
     if self.num_models < 1:
       raise LmcError(f"num_models must be >= 1, got {self.num_models}.")
     if self.epochs < 0:

@@ -102,3 +102,28 @@ def test_conv_architectures_take_a_width_multiplier_and_image_defaults():
     dataset = "moons" if bad.get("arch") == "resnet20" or "augment" in bad else "cifar10"
     with pytest.raises(LmcError, match=word):
       default_config(dataset, **bad)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(lr=float("nan")), ["--lr", "finite"]),
+    (dict(lr=float("inf")), ["--lr", "finite"]),
+    (dict(weight_decay=float("nan")), ["--weight_decay", "finite"]),
+    (dict(weight_decay=-0.1), ["--weight_decay", ">= 0"]),
+    (dict(noise=float("nan")), ["--noise", "finite"]),
+    (dict(noise=-1.0), ["--noise", ">= 0"]),
+    (dict(momentum=1.0), ["--momentum", "[0, 1)"]),
+    (dict(peak_lr=0.0, schedule="onecycle"), ["--peak_lr", "> 0"]),
+    (dict(seed=-1), ["--seed", "0..2147483647"]),
+    (dict(seed=2 ** 32), ["--seed", "wrap"]),
+    (dict(data_seed=2 ** 31), ["--data_seed"]),
+    (dict(n_train=0), ["n_train"]),
+])
+def test_numbers_that_are_not_sane_are_refused_by_name(bad, words):
+  with pytest.raises(LmcError) as e:
+    default_config("moons", **bad)
+  for w in words:
+    assert w in str(e.value)
+
+
+def test_the_largest_seed_is_accepted():
+  assert default_config("moons", seed=2 ** 31 - 1).seed == 2 ** 31 - 1
