@@ -73,10 +73,14 @@ def mean_std(values) -> str:
 
 def single_linkage_order(matrix) -> np.ndarray:
   """Leaf order of single-linkage hierarchical clustering on a symmetric `(n, n)`
-  dissimilarity matrix (negative values count as 0, as epsilon may dip below 0)."""
+  dissimilarity matrix (negative values count as 0, as epsilon may dip below 0; missing
+  ones, NaN, as 0; infinite ones as the largest finite one)."""
   from scipy.cluster.hierarchy import leaves_list, linkage
   from scipy.spatial.distance import squareform
-  m = np.clip(np.nan_to_num(np.asarray(matrix, np.float64), nan=0.0), 0.0, None)
+  m = np.asarray(matrix, np.float64)
+  finite = m[np.isfinite(m)]
+  big = float(finite.max()) if finite.size else 0.0
+  m = np.clip(np.nan_to_num(m, nan=0.0, posinf=big, neginf=0.0), 0.0, None)
   m = 0.5 * (m + m.T)
   np.fill_diagonal(m, 0.0)
   if len(m) < 3:

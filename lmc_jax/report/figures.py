@@ -106,8 +106,11 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
 def epsilon_vs_width(records, dataset: str, path) -> Path:
   """Fig 4.1 (naive), 4.4 (aligned) and 4.5 (both, box plots) in one row."""
   x = np.log2([r.width for r in records])
-  naive = [np.asarray(r.curves("naive")["epsilon"]) for r in records]
-  aligned = [np.asarray(r.curves("aligned")["epsilon"]) for r in records]
+  finite = lambda v: v[np.isfinite(v)] if np.isfinite(v).any() else np.zeros(1) * np.nan
+  naive = [finite(np.asarray(r.curves("naive")["epsilon"], float)) for r in records]
+  aligned = [finite(np.asarray(r.curves("aligned")["epsilon"], float)) for r in records]
+  dropped = sum(int((~np.isfinite(np.asarray(r.curves(w)["epsilon"], float))).sum())
+                for r in records for w in ("naive", "aligned"))
   fig, axes = new_figure(1, 3, (16, 4.2))
   axes = axes[0]
   for ax, data, color, title in ((axes[0], naive, NAIVE_COLOR, "naive interpolation"),
@@ -130,7 +133,8 @@ def epsilon_vs_width(records, dataset: str, path) -> Path:
       med.set_color("black")
   axes[2].legend([bp_n["boxes"][0], bp_a["boxes"][0]], ["naive", "aligned"], loc="upper right")
   axes[2].set_title("naive vs aligned (outliers omitted)")
-  fig.suptitle(f"{dataset}: epsilon against width", y=1.04)
+  fig.suptitle(f"{dataset}: epsilon against width" + (
+      f" ({dropped} non-finite values not drawn)" if dropped else ""), y=1.04)
   for ax in axes:
     ax.set_xticks(x)
     ax.set_xticklabels([str(r.width) for r in records])
@@ -148,7 +152,14 @@ def loss_curves(panels: Sequence[CurvePanel], title: str, path, split: str = "te
   fig, axes = panel_grid(len(panels))
   for ax, panel in zip(axes, panels):
     alphas = np.asarray(panel.alphas)
-    loss = np.asarray(panel.loss)
+    loss = np.asarray(panel.loss, float)
+    finite = np.isfinite(loss).all(axis=1)
+    dropped = f";\n{int((~finite).sum())} with non-finite losses not drawn" \
+        if not finite.all() else ""
+    loss = loss[finite]
+    if not len(loss):
+      ax.set_title(f"{panel.title} (no pair with finite losses)")
+      continue
     ax.plot(alphas, loss.T, color="gray", lw=0.5, alpha=max(0.02, min(0.4, 20 / len(loss))))
     q1, med, q3 = np.percentile(loss, [25, 50, 75], axis=0)
     ax.plot(alphas, med, color="red", lw=2, label="median")
@@ -159,7 +170,7 @@ def loss_curves(panels: Sequence[CurvePanel], title: str, path, split: str = "te
     pad = 0.05 * max(hi - lo, 1e-6)
     ax.set_ylim(max(0.0, lo - pad), hi + pad)
     ax.ticklabel_format(axis="y", useOffset=False)
-    ax.set_title(f"{panel.title} ({len(loss)} pairs)")
+    ax.set_title(f"{panel.title} ({len(loss)} pairs{dropped})")
     ax.set_xlabel("alpha (0: model i, 1: model j)")
     ax.set_ylabel(f"{split} loss")
     ax.grid(alpha=0.3)
@@ -198,7 +209,9 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
     # The edge markers sit outside the image; keep them from widening the axes.
     ax.set_xlim(-0.5, len(models) - 0.5)
     ax.set_ylim(len(models) - 0.5, -0.5)
-    ax.set_title(f"width {r.width}")
+    bad = int((~np.isfinite(np.asarray(entry["epsilon"], float))).sum())
+    ax.set_title(f"width {r.width}" + (f" ({bad} non-finite, blank or at the top)" if bad
+                                       else ""))
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.ax.tick_params(labelsize=7)
   label = {"naive": "naive", "aligned": "after weight matching to the reference",
