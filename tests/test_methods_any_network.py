@@ -171,6 +171,16 @@ def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
   assert not np.allclose(scanned[0]["P_0"], sinkhorn.log_sinkhorn(logits["P_0"][0], 10))
 
 
+def _activation_matching_undoes_a_planted_permutation(model, spec, a, x):
+  """Activation matching of a randomly permuted copy of `a` gives back `a` exactly."""
+  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
+  b = apply_permutation(spec, planted, a)
+  found = activation.activation_matching(model, spec, a, b, x)
+  back, want = flatten(apply_permutation(spec, found, b)), flatten(a)
+  for k in want:
+    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
+
+
 class FlattenTanh(nn.Module):
   """conv -> tanh -> flatten -> Dense: the conv's channels are read through a view."""
   @nn.compact
@@ -188,12 +198,7 @@ def test_activation_matching_reads_units_through_a_view():
   sites = feature_sites(spec, model, a, x[:1])
   assert [(s.path, s.factors, s.factor) for s in sites] == [
       ("params/d0", (6, 6, 3), 2), ("params/head", (4,), 0)]
-  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
-  found = activation.activation_matching(model, spec, a, apply_permutation(spec, planted, a), x)
-  back, want = flatten(apply_permutation(spec, found, apply_permutation(spec, planted, a))), \
-      flatten(a)
-  for k in want:
-    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
+  _activation_matching_undoes_a_planted_permutation(model, spec, a, x)
   assert repair_sites(spec, model, a, x[:1]) == ("params/c0", "params/d0")
 
 
@@ -209,12 +214,7 @@ def test_activation_matching_on_a_transformer_recovers_a_planted_permutation():
   made = {(s.path, s.axis) for s in sites if s.side == "output"}
   assert made == {("params/attn/query", -1), ("params/attn/key", -1)}
   assert {s.perm for s in sites} == set(spec.perm_to_axes)
-  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
-  b = apply_permutation(spec, planted, a)
-  found = activation.activation_matching(model, spec, a, b, tokens)
-  back, want = flatten(apply_permutation(spec, found, b)), flatten(a)
-  for k in want:
-    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
+  _activation_matching_undoes_a_planted_permutation(model, spec, a, tokens)
 
 
 class GroupedTanh(nn.Module):
@@ -234,9 +234,4 @@ def test_activation_matching_through_a_grouped_convolution():
   # are averaged over, the 4 within-group channels correlated.
   c1 = [s for s in feature_sites(spec, model, a, x[:1]) if s.path == "params/c1"]
   assert [(s.factors, s.factor, s.mean_factors) for s in c1] == [((2, 4), 1, (0,))]
-  planted = random_permutation(jax.random.key(4), perm_sizes(spec, a))
-  b = apply_permutation(spec, planted, a)
-  found = activation.activation_matching(model, spec, a, b, x)
-  back, want = flatten(apply_permutation(spec, found, b)), flatten(a)
-  for k in want:
-    np.testing.assert_allclose(back[k], want[k], atol=1e-6, err_msg=k)
+  _activation_matching_undoes_a_planted_permutation(model, spec, a, x)
