@@ -35,9 +35,14 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   that is constant on the batch correlates 0 with everything."""
   a = a - a.mean(0)
   b = b - b.mean(0)
-  sa, sb = np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0)
-  sa, sb = np.where(sa > 0, sa, np.inf), np.where(sb > 0, sb, np.inf)
-  return (a / sa).T @ (b / sb)
+  return _normalised(np.sum(a * a, 0), np.sum(b * b, 0), a.T @ b)
+
+
+def _normalised(ss_a, ss_b, cross) -> np.ndarray:
+  """Correlations from centred sums of squares `(w,)` and the cross products `(w, w)`; 0
+  for a unit without spread."""
+  sa, sb = np.sqrt(ss_a), np.sqrt(ss_b)
+  return cross / np.where(sa > 0, sa, np.inf)[:, None] / np.where(sb > 0, sb, np.inf)[None, :]
 
 
 def _site_features(site: FeatureSite, value) -> jax.Array:
@@ -99,9 +104,8 @@ def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dic
                                fn(tree_a, tree_b, jnp.asarray(chunk)))
     total = m if total is None else [_merge(t, c) for t, c in zip(total, m)]
   corr: Dict[str, np.ndarray] = {}
-  for site, (_, _, _, sa, sb, cross) in zip(sites, total or []):
-    sa, sb = np.sqrt(sa), np.sqrt(sb)
-    c = cross / np.where(sa > 0, sa, np.inf)[:, None] / np.where(sb > 0, sb, np.inf)[None, :]
+  for site, (_, _, _, ss_a, ss_b, cross) in zip(sites, total or []):
+    c = _normalised(ss_a, ss_b, cross)
     corr[site.perm] = corr[site.perm] + c if site.perm in corr else c
   return corr
 

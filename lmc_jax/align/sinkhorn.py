@@ -115,12 +115,15 @@ def _train_from_host(model, spec_items, steps, iters, objective, tx, logits, par
                             params_a, params_b, x, y, keys)
     losses.append(loss)
   losses = jnp.stack(losses) if losses else jnp.zeros((0, keys.shape[0]))
-  return jax.jit(_matrices, static_argnums=1)(carry[0], iters), losses
+  return _matrices_jit(carry[0], iters), losses
 
 
 def _matrices(logits, iters):
   return jax.vmap(lambda model_logits: {p: log_sinkhorn(v, iters)
                                         for p, v in model_logits.items()})(logits)
+
+
+_matrices_jit = jax.jit(_matrices, static_argnums=1)
 
 
 def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stack, start_perms,

@@ -12,7 +12,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from lmc_jax.align.spec import PermutationSpec, axis_groups
+from lmc_jax.align.spec import PermutationSpec, axis_groups, leaf_shape
 from lmc_jax.nn.layer_taps import LayerCall, layer_calls
 from lmc_jax.tree_utils import flatten
 
@@ -43,10 +43,9 @@ def _axis_perms(spec: PermutationSpec, path: str, shape, axis: int):
   groups = axis_groups(spec, path, shape)
   if groups is None or not -len(groups) <= axis < len(groups):
     return []
-  group = groups[axis]
-  view = spec.views.get(path, tuple(shape))
-  factors = tuple(view[a] for a in group)
-  return [(axes[a], factors, k) for k, a in enumerate(group)]
+  view = leaf_shape(spec, path, shape)
+  factors = tuple(view[a] for a in groups[axis])
+  return [(axes[a], factors, k) for k, a in enumerate(groups[axis])]
 
 
 def _sites(spec: PermutationSpec, call: LayerCall, flat, side: str) -> List[FeatureSite]:

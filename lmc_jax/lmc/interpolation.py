@@ -186,13 +186,19 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
 _interpolate_jit = jax.jit(interpolate)
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_transform(transform):
+  """`transform` jitted once per (hashable) transform, not once per sweep."""
+  return jax.jit(transform, static_argnums=0)
+
+
 def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, transform_data):
   """The sweep as host loops over pairs, alphas and batches, one jitted call per step (see
   `forward.host_loops`); `transform` gets chunks of one network."""
   loss = np.zeros((len(pairs), len(alphas)))
   acc = np.zeros_like(loss)
   one = lambda t: jax.tree_util.tree_map(lambda p: jnp.asarray(p)[None], t)
-  transform = None if transform is None else jax.jit(transform, static_argnums=0)
+  transform = None if transform is None else _jitted_transform(transform)
   for p, (i, j) in enumerate(pairs):
     pi = jax.tree_util.tree_map(lambda q: jnp.asarray(q[i]), params_stack)
     pj = jax.tree_util.tree_map(lambda q: jnp.asarray(q[j]), params_stack)
