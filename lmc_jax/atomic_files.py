@@ -5,14 +5,19 @@ through here, so a run killed mid-write never leaves half a file under the real 
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lmc_jax.crash_points import crash_point
 
 
 def _json_safe(x):
@@ -42,6 +47,7 @@ def atomic_write_bytes(path: Path, write) -> None:
       write(f)
       f.flush()
       os.fsync(f.fileno())
+    crash_point(f"write:{path.name}")
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -62,3 +68,103 @@ def sha256_file(path: Path) -> str:
   return h.hexdigest()
 
 
+
+
+def sha256_bytes(*arrays) -> str:
+  """SHA-256 of the raw bytes of numpy arrays, in order."""
+  h = hashlib.sha256()
+  for a in arrays:
+    h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data)
+  return h.hexdigest()
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+  """Swaps what the paths `a` and `b` name in one step (Linux's renameat2 with
+  RENAME_EXCHANGE); False, with nothing changed, where the OS or the disk cannot."""
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (AttributeError, OSError):
+    return False
+  at_fdcwd = -100
+  if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    return True
+  err = ctypes.get_errno()
+  if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+    return False
+  raise OSError(err, os.strerror(err), str(a))
+
+
+def aside_name(target: Path, kind: str) -> Path:
+  """`<parent>/.<name>.<kind>-<pid>`: where a directory is built (kind `new`) or put
+  aside (`old`) beside `target`; `stale_asides` finds those left by killed runs."""
+  return target.parent / f".{target.name}.{kind}-{os.getpid()}"
+
+
+def stale_asides(target: Path, kind: str) -> list:
+  return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
+
+
+def replace_directory(staged: Path, target: Path, exchange=exchange_paths) -> None:
+  """Puts the finished directory `staged` (beside `target`) at `target`.
+
+  With a directory already at `target`, the two are exchanged in one step where the OS
+  can, so `target` always names one whole directory, old or new; the old one is then
+  removed. Elsewhere the old one is first renamed aside (`aside_name(target, "old")`); a
+  crash between the two renames leaves `target` missing and both whole beside it, and
+  `recover_directory` puts the new one in place.
+  """
+  staged, target = Path(staged), Path(target)
+  if not target.exists():
+    os.replace(staged, target)
+    return
+  if exchange(staged, target):
+    crash_point("swap:exchanged")
+    shutil.rmtree(staged)  # now the old directory
+    return
+  old = aside_name(target, "old")
+  os.replace(target, old)
+  crash_point("swap:aside")
+  try:
+    os.replace(staged, target)
+  except FileNotFoundError:  # another run's recover_directory moved it in already
+    if not target.exists():
+      raise
+  shutil.rmtree(old)
+
+
+def recover_directory(target: Path, is_whole) -> bool:
+  """Where a killed `replace_directory` left `target` missing, puts back the newest whole
+  (`is_whole(path)`) built directory, else the one put aside; True if it did."""
+  target = Path(target)
+  if target.exists():
+    return False
+  built = sorted(stale_asides(target, "new"), key=lambda p: p.stat().st_mtime, reverse=True)
+  for candidate in built + stale_asides(target, "old"):
+    if is_whole(candidate):
+      try:
+        os.replace(candidate, target)
+        return True
+      except OSError:  # another run recovered it first
+        return target.exists()
+  return False
+
+
+def remove_stale_asides(target: Path) -> list:
+  """Removes the directories killed runs built or put aside beside `target` (call it while
+  holding `target`'s lock); returns their names."""
+  found = stale_asides(Path(target), "new") + stale_asides(Path(target), "old")
+  for leftover in found:
+    shutil.rmtree(leftover, ignore_errors=True)
+  return [p.name for p in found]
+
+
+def remove_stale_temporaries(directory: Path) -> list:
+  """Removes the temporary files `atomic_write_bytes` left in `directory` when a run was
+  killed mid-write; returns their names."""
+  found = sorted(Path(directory).glob(".*.tmp")) if Path(directory).is_dir() else []
+  for p in found:
+    p.unlink(missing_ok=True)
+  return [p.name for p in found]

@@ -18,6 +18,13 @@ REDUNDANCY_JSON = "redundancy.json"
 SWA_JSON = "swa.json"
 PLANE_JSON = "plane.json"
 PLANE_PNG = "plane.png"
+CHECKPOINT_NPZ = "checkpoint.npz"  # training state of an unfinished zoo (zoo.checkpoint)
+HOLDER_NOTE = ".lmc_jax.lock"  # who holds the directory's lock (dir_lock)
+# Results computed from a zoo's params: a zoo trained again leaves them behind.
+ZOO_RESULTS = (BARRIER_JSON, REDUNDANCY_JSON, SWA_JSON, PLANE_JSON, PLANE_PNG)
+# Every name lmc_jax writes into a zoo directory (its lock's note included).
+ZOO_DIR_FILES = (ZOO_JSON, PARAMS_NPZ, HISTORY_NPZ, CHECKPOINT_NPZ, HOLDER_NOTE,
+                 *ZOO_RESULTS)
 
 
 def zoo_summary_csv(dataset: str) -> str:

@@ -8,6 +8,11 @@ Writes one directory per width, `<out>/<dataset>_w<width>/` with zoo.json and pa
 and ends with a table of mean +- std train/test loss and accuracy per width (also
 written to `<out>/<dataset>_zoo_summary.csv`). Expected on Moons (the study's Table 3.1):
 test accuracy ~0.86 at width 2 rising to ~0.998 from width 32 on.
+
+A finished zoo is reused (after its checksum and shapes are checked); a killed run, started
+again with the same command, continues from its last checkpoint (every --checkpoint_minutes)
+and ends with the zoo an uninterrupted run writes. --overwrite builds the new zoo beside
+the old one and swaps it in whole. One run per zoo directory at a time.
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ from lmc_jax.config import ARCHS, AUGMENTS, CONV_NORMS, DATASET_DEFAULTS, defaul
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS, model_for
 from lmc_jax.nn.optim import OPTIMIZERS, SCHEDULES
+from lmc_jax.preflight import check_disk_room, check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table, write_zoo_summary, zoo_row
+from lmc_jax.zoo.footprint import check_fits
 from lmc_jax.zoo.io import load_history
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
 
@@ -92,7 +99,15 @@ flags.DEFINE_integer("n_test", 512, "Moons test samples.")
 flags.DEFINE_float("noise", 0.1, "Moons noise standard deviation.")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
-flags.DEFINE_bool("overwrite", False, "Retrain and replace a zoo that already exists.")
+flags.DEFINE_bool("overwrite", False, "Retrain and replace a zoo that already exists, whatever "
+                  "state it is in; the new zoo is built beside it and swapped in whole.")
+flags.DEFINE_bool("resume", True, "Continue an interrupted run from its last checkpoint "
+                  "(checkpoint.npz in the zoo directory); the result is the zoo an "
+                  "uninterrupted run writes. --noresume starts again from epoch 0.")
+flags.DEFINE_integer("checkpoint_every", 0, "Also checkpoint every this many epochs "
+                     "(0: by time only, see --checkpoint_minutes).")
+flags.DEFINE_float("checkpoint_minutes", 10.0, "Checkpoint the training state at most every "
+                   "this many minutes (0: never by time).")
 flags.DEFINE_integer("eval_every", 0, "Also record every model's test loss and accuracy every "
                      "this many epochs (and after the last) in history.npz; 0: train loss only.")
 define_distributed_flags()
@@ -120,19 +135,37 @@ def config_for(width: int):
       layernorm_eps=FLAGS.layernorm_eps, cycle_momentum=FLAGS.cycle_momentum)
 
 
+def preflight(configs, out: Path) -> None:
+  """Before any training: every network fits its dataset and the memory here, and `out`
+  is a writable directory with room for every zoo (and the largest checkpoint)."""
+  import jax
+
+  check_output_dir(out, "--out")
+  need = 0
+  for config in configs:
+    model_for(config.validate())
+    footprint = check_fits(config, jax.device_count())
+    if FLAGS.overwrite or not (out / zoo_dirname(config) / result_files.ZOO_JSON).exists():
+      need += footprint.disk_bytes
+  check_disk_room(out, need, f"{len(configs)} zoo(s) of {configs[0].num_models} models", "--out")
+
+
 @exit_on_lmc_error
 def main(argv):
   del argv
   init_distributed()
   widths = int_list(FLAGS.width, "width")
+  if FLAGS.checkpoint_every < 0 or not FLAGS.checkpoint_minutes >= 0:
+    raise LmcError(f"--checkpoint_every and --checkpoint_minutes must be >= 0 (0: off), got "
+                   f"{FLAGS.checkpoint_every} and {FLAGS.checkpoint_minutes}.")
   configs = [config_for(w) for w in widths]  # validates every width before any training
-  for config in configs:
-    model_for(config)  # and that each network fits the dataset
   out = Path(FLAGS.out)
+  preflight(configs, out)
   rows, histories = [], []
   for config in configs:
     directory = out / zoo_dirname(config)
-    doc = run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir, FLAGS.eval_every)
+    doc = run_zoo(config, directory, FLAGS.overwrite, FLAGS.data_dir, FLAGS.eval_every,
+                  FLAGS.resume, FLAGS.checkpoint_every, FLAGS.checkpoint_minutes)
     if doc is None:  # not the first of several processes: it has written and will report
       continue
     rows.append(zoo_row(doc))

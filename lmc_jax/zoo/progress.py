@@ -19,11 +19,14 @@ def format_seconds(s: float) -> str:
 class Progress:
   """Calls `log(line)` for step k of `total` when `every` seconds have passed since the last
   line, and always for the last step. The estimate of the time left assumes the remaining
-  steps take as long as the mean step so far (the first includes compilation)."""
+  steps take as long as the mean step so far (the first includes compilation). `first`:
+  steps done before this loop started (a resumed run); they count in neither."""
 
   def __init__(self, label: str, total: int, log: Optional[Callable[[str], None]],
-               every: float = 5.0, clock: Callable[[], float] = time.perf_counter):
+               every: float = 5.0, clock: Callable[[], float] = time.perf_counter,
+               first: int = 0):
     self.label, self.total, self.log, self.every, self.clock = label, total, log, every, clock
+    self.first = first
     self.start = clock()
     self.last = self.start
 
@@ -34,7 +37,7 @@ class Progress:
       return None
     self.last = now
     elapsed = now - self.start
-    left = elapsed / step * (self.total - step)
+    left = elapsed / max(1, step - self.first) * (self.total - step)
     line = (f"{self.label}: epoch {step}/{self.total}{', ' + detail if detail else ''}; "
             f"{format_seconds(elapsed)} elapsed" + (f", about {format_seconds(left)} left"
                                                     if step < self.total else ""))

@@ -1,22 +1,35 @@
-"""Zoo runs on disk: where a zoo lives, reusing a finished one, retraining on request."""
+"""Zoo runs on disk: where a zoo lives, reusing a finished one after checking it, resuming an
+unfinished one, replacing one whole."""
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import jax
 
+from lmc_jax.atomic_files import (
+  aside_name,
+  recover_directory,
+  remove_stale_asides,
+  remove_stale_temporaries,
+  replace_directory,
+)
 from lmc_jax.config import ZooConfig, default_config
+from lmc_jax.crash_points import crash_point
 from lmc_jax.data.datasets import load_dataset
+from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
-from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
-from lmc_jax.zoo.io import read_zoo_json, save_zoo
+from lmc_jax.preflight import check_output_dir
+from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
+from lmc_jax.zoo.checkpoint import Checkpointer
+from lmc_jax.zoo.footprint import check_fits
+from lmc_jax.zoo.io import load_zoo_checked, read_zoo_json, save_zoo
 from lmc_jax.zoo.training import train_zoo
-
-STALE_RESULTS = (BARRIER_JSON,)
 
 
 def zoo_family(config: ZooConfig) -> str:
@@ -43,39 +56,117 @@ def zoo_dirname(config: ZooConfig) -> str:
 
 
 def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data",
-            eval_every: int = 0) -> dict:
+            eval_every: int = 0, resume: bool = True, checkpoint_every: int = 0,
+            checkpoint_minutes: float = 10.0) -> dict:
   """Trains the zoo `config` into `directory` and returns its zoo.json dict (None on every
   process but the first when several hosts train it together).
 
-  A finished zoo with the same config is reused as it is. A zoo with another config is
-  an error unless `overwrite`; then it is replaced and results computed from the old
-  one (barrier.json) are removed only after the new zoo is in place.
+  - A finished zoo with the same config is reused once its params pass their checksum
+    and fit the model; a damaged one is trained again. A zoo with another config, or a
+    zoo.json that cannot be read, is an error unless `overwrite`.
+  - Training checkpoints into the directory every `checkpoint_every` epochs (0: by time
+    only) and at most every `checkpoint_minutes` (0: never by time); the same call after a
+    kill continues from the last checkpoint (unless `resume` is False) and ends with the
+    zoo an uninterrupted run writes.
+  - The new zoo is built beside the directory and swapped in whole (see
+    `atomic_files.replace_directory`), carrying over files lmc_jax did not write; results
+    computed from an old zoo (barrier.json, ...) are left behind with it.
+  - One process at a time: a second run on the same directory is refused, naming the first.
   """
   directory = Path(directory)
-  if (directory / ZOO_JSON).exists():
-    doc = read_zoo_json(directory)
-    same = ZooConfig.from_dict(doc["config"]) == config
-    if same and not overwrite:
-      logging.info("%s already holds this zoo; reusing it (pass --overwrite to retrain).",
-                   directory)
+  check_output_dir(directory.parent, "--out")
+  check_fits(config.validate(), jax.device_count())  # before anything is created
+  recovered = recover_directory(directory, _is_whole_zoo)
+  if recovered:
+    logging.warning("%s: a run was killed while swapping in its new zoo; the whole one it "
+                    "left beside the directory is now in place.", directory)
+  if jax.process_index() != 0:  # several hosts: the first one owns the directory
+    return _train_and_save(config, directory, data_dir, eval_every, resume, checkpoint_every,
+                           checkpoint_minutes)
+  with DirLock(directory, "zoo run"):
+    removed = remove_stale_asides(directory) + remove_stale_temporaries(directory)
+    if removed:
+      logging.info("%s: removed what killed runs left: %s", directory, ", ".join(removed))
+    doc = _reusable(config, directory, overwrite)
+    if doc is not None:
       return doc
-    if not overwrite:
-      raise LmcError(f"{directory} already holds a zoo with another config; pass --overwrite to "
-                     "replace it, or another --out.")
-  elif directory.exists() and any(directory.iterdir()):
-    if not overwrite:
-      raise LmcError(f"{directory} exists and is not a zoo; pass another --out, or --overwrite "
-                     "to write the zoo into it.")
-  dataset = load_dataset(config, data_dir)
-  start = time.perf_counter()
-  zoo = train_zoo(config, dataset, label=str(directory), eval_every=eval_every)
-  seconds = time.perf_counter() - start
-  if jax.process_index() != 0:  # several hosts trained it together; the first one writes
+    return _train_and_save(config, directory, data_dir, eval_every, resume, checkpoint_every,
+                           checkpoint_minutes)
+
+
+def _is_whole_zoo(path: Path) -> bool:
+  try:
+    load_zoo_checked(path)
+    return True
+  except LmcError:
+    return False
+
+
+def foreign_entries(directory: Path) -> list:
+  """Names in `directory` that lmc_jax did not write (hidden temporaries count as its)."""
+  if not directory.is_dir():
+    return []
+  return sorted(p.name for p in directory.iterdir()
+                if p.name not in ZOO_DIR_FILES and not p.name.endswith(".tmp"))
+
+
+def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[dict]:
+  """The zoo.json of a finished, whole zoo of `config` in `directory` to reuse; None to
+  train; an error where training would replace what the user did not ask to replace."""
+  if not (directory / ZOO_JSON).exists():
+    foreign = foreign_entries(directory)
+    if foreign and not overwrite:
+      raise LmcError(f"{directory} exists and is not a zoo (it holds {', '.join(foreign[:5])}"
+                     f"{', ...' if len(foreign) > 5 else ''}); pass another --out, or "
+                     "--overwrite to write the zoo into it (its files are kept).")
     return None
-  save_zoo(directory, config, zoo.params, zoo.metrics, history=zoo.history,
+  try:
+    doc = read_zoo_json(directory)
+    old = ZooConfig.from_dict(doc["config"])
+  except LmcError as e:
+    if overwrite:
+      logging.warning("%s: replacing a zoo that cannot be read (%s)", directory, e)
+      return None
+    raise LmcError(f"{directory} holds a zoo.json that cannot be read ({e}); pass --overwrite "
+                   "to train the zoo again in its place.") from None
+  if old != config:
+    if overwrite:
+      return None
+    raise LmcError(f"{directory} already holds a zoo with another config; pass --overwrite to "
+                   "replace it, or another --out.")
+  if overwrite:
+    return None
+  try:
+    load_zoo_checked(directory)
+  except LmcError as e:
+    logging.warning("%s holds this zoo but it is damaged (%s); training it again.", directory, e)
+    return None
+  logging.info("%s already holds this zoo; reusing it (pass --overwrite to retrain).", directory)
+  return doc
+
+
+def _train_and_save(config: ZooConfig, directory: Path, data_dir, eval_every: int, resume: bool,
+                    checkpoint_every: int, checkpoint_minutes: float) -> Optional[dict]:
+  dataset = load_dataset(config, data_dir)
+  first = jax.process_index() == 0
+  checkpointer = Checkpointer(directory, config, checkpoint_every, 60.0 * checkpoint_minutes,
+                              write=first)
+  if not resume and first:
+    checkpointer.remove()
+  start = time.perf_counter()
+  zoo = train_zoo(config, dataset, label=str(directory), eval_every=eval_every,
+                  checkpoint=checkpointer)
+  seconds = time.perf_counter() - start
+  if not first:  # several hosts trained it together; the first one writes
+    return None
+  staged = aside_name(directory, "new")
+  shutil.rmtree(staged, ignore_errors=True)
+  save_zoo(staged, config, zoo.params, zoo.metrics, history=zoo.history,
            extra={"train_seconds": seconds, "data_source": dataset.source})
-  for name in STALE_RESULTS:
-    (directory / name).unlink(missing_ok=True)
+  for name in foreign_entries(directory):  # the user's files stay with the directory
+    _carry(directory / name, staged / name)
+  crash_point("zoo:staged")
+  replace_directory(staged, directory)
   for k, m in enumerate(zoo.metrics):
     if m["diverged"]:
       logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "
@@ -86,6 +177,24 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
                     "are marked in zoo.json, counted in the tables and kept in every statistic.",
                     directory, len(collapsed), len(zoo.metrics), collapsed)
   return read_zoo_json(directory)
+
+
+def _carry(src: Path, dst: Path) -> None:
+  """A hard link of `src` at `dst` (a copy across disks; folders recursively): the original
+  stays in place until the swap, so a kill before it loses nothing."""
+  if src.is_dir() and not src.is_symlink():
+    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+  else:
+    _link_or_copy(src, dst)
+
+
+def _link_or_copy(src, dst) -> None:
+  try:
+    if Path(src).is_symlink():
+      raise OSError("a link is copied as a link")
+    os.link(src, dst)
+  except OSError:
+    shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def find_zoos(root) -> List[Path]:

@@ -25,6 +25,8 @@ from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
 from lmc_jax.nn.models import init_tree, loss_and_correct, model_for, num_params
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.tree_utils import fold_in_each, stack, take
+from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
+from lmc_jax.zoo.footprint import check_fits
 from lmc_jax.zoo.progress import Progress
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
@@ -193,7 +195,8 @@ def epoch_keys(key_data, epoch):
 def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[int]] = None,
               log: Optional[Callable[[str], None]] = logging.info,
               devices: Optional[Sequence] = None, label: Optional[str] = None,
-              log_every: float = 5.0, eval_every: int = 0) -> Zoo:
+              log_every: float = 5.0, eval_every: int = 0,
+              checkpoint: Optional[Checkpointer] = None) -> Zoo:
   """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
 
   All models train at once, their axis split over `devices` (default: every visible
@@ -205,6 +208,9 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   `Zoo.history`: "train_loss" `(epochs, N)`, each model's mean loss over the batches of
   each epoch; with `eval_every` k > 0 also "eval_epoch" `(K,)` (every k-th epoch and the
   last) and "test_loss", "test_acc" `(K, N)` on the test split after those epochs.
+
+  With `checkpoint`, training starts from its saved state where it has one for this run
+  and saves the state whenever it is due (see `zoo.checkpoint`); the result is the same.
   """
   if eval_every < 0:
     raise LmcError(f"--eval_every must be >= 0 (0: no test metrics during training), got "
@@ -220,16 +226,28 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   shape_key = config.replace(seed=0, data_seed=0, num_models=1, n_train=0, n_test=0, noise=0.0,
                              train_subset=0, test_subset=0)
   init_keys, data_keys = model_keys(config.seed, run_ids)
-  params = init_params(model, dataset.x_train.shape[1], init_keys)
-  chunk = models_per_chunk(jax.tree_util.tree_map(lambda p: p[0], params),
-                           min(config.batch_size, len(dataset.y_train)), len(run_ids),
+  d_in = dataset.x_train.shape[1]
+  one = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))  # shapes only
+  chunk = models_per_chunk(one, min(config.batch_size, len(dataset.y_train)), len(run_ids),
                            mesh.devices.size)
-  loop = host_loops(jax.tree_util.tree_map(lambda p: p[0], params), mesh.devices.size)
+  loop = host_loops(one, mesh.devices.size)
   chunk = 1 if loop else chunk
+  check_fits(config.replace(num_models=len(run_ids)), mesh.devices.size, chunk)
+  params = init_params(model, d_in, init_keys)
   tx, run_epoch = zoo_epoch_fn(model, shape_key, steps,
                                None if chunk >= len(run_ids) else chunk, loop)
-  params = split_models(params, mesh)
-  opt_state = split_models(jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params), mesh)
+  opt_state = jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params)
+  start = TrainState(0, params, opt_state, np.zeros((0, len(run_ids)), np.float32),
+                     np.zeros((0,), np.int64), np.zeros((0, len(ids)), np.float32),
+                     np.zeros((0, len(ids)), np.float32))
+  saved = checkpoint.restore(start) if checkpoint is not None else None
+  if saved is not None:
+    start = saved
+    if log is not None:
+      log(f"{label or config.dataset}: resuming from {checkpoint.path} after epoch "
+          f"{saved.epoch} of {config.epochs}")
+  params = split_models(start.params, mesh)
+  opt_state = split_models(start.opt_state, mesh)
   data_keys = split_models(jax.random.key_data(data_keys), mesh)
   x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
   label = label or f"{config.dataset} hidden={list(config.hidden)}"
@@ -239,16 +257,29 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
         f"device(s), {min(chunk, per_device)} at a time per device"
         + (f"; {extra} padding model(s) trained and dropped" if extra else ""))
 
-  progress = Progress(label, config.epochs, log, log_every)
-  epoch_losses, evals = [], {"eval_epoch": [], "test_loss": [], "test_acc": []}
-  for e in range(config.epochs):
+  progress = Progress(label, config.epochs, log, log_every, first=start.epoch)
+  epoch_losses = []  # of the epochs this call trains; start.train_loss holds the earlier ones
+  evals = {"eval_epoch": list(start.eval_epoch), "test_loss": list(start.test_loss),
+           "test_acc": list(start.test_acc)}
+
+  def losses_so_far():  # (epochs, R) on the host: one transfer, one gather across hosts
+    new = to_host(jnp.stack(epoch_losses)) if epoch_losses else start.train_loss[:0]
+    return np.concatenate([start.train_loss, new.astype(np.float32)])
+
+  for e in range(start.epoch, config.epochs):
     params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
     epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
     if eval_every and ((e + 1) % eval_every == 0 or e + 1 == config.epochs):
       test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
       evals["eval_epoch"].append(e + 1)
-      evals["test_loss"].append(np.asarray(test_loss)[:len(ids)])
-      evals["test_acc"].append(np.asarray(test_acc)[:len(ids)])
+      evals["test_loss"].append(np.asarray(test_loss, np.float32)[:len(ids)])
+      evals["test_acc"].append(np.asarray(test_acc, np.float32)[:len(ids)])
+    if checkpoint is not None and checkpoint.due(e + 1):
+      checkpoint.save(TrainState(
+          e + 1, to_host(params), to_host(opt_state), losses_so_far(),
+          np.asarray(evals["eval_epoch"], np.int64),
+          np.asarray(evals["test_loss"], np.float32).reshape(-1, len(ids)),
+          np.asarray(evals["test_acc"], np.float32).reshape(-1, len(ids))))
     if log is not None:
       losses = to_host(losses)[:len(ids)]
       finite = losses[np.isfinite(losses)]
@@ -257,8 +288,7 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
                       + (f", {losses.size - finite.size} non-finite" if finite.size < losses.size
                          else ""))
   params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
-  # One transfer (one gather across hosts) for the whole run, not one per epoch.
-  history = {"train_loss": to_host(jnp.stack(epoch_losses))[:, :len(ids)].astype(np.float32)}
+  history = {"train_loss": losses_so_far()[:, :len(ids)]}
   if evals["eval_epoch"]:
     history.update({k: np.asarray(v) for k, v in evals.items()})
   return Zoo(config, params, zoo_metrics(model, params, dataset), history)

@@ -1,0 +1,148 @@
+"""How much memory and disk a zoo takes, estimated from its config before anything is
+allocated, and the refusal of one that cannot fit.
+
+Everything is counted from shapes (`jax.eval_shape`): the parameters of one model, the
+activations of one training batch (every Flax module's output, captured), the dataset.
+Training holds per model the params, their gradients, the update and the optimizer's
+slots, in float32, plus the activations of the models trained at once (twice: forward
+values kept for the backward pass and their gradients).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from lmc_jax.config import ZooConfig
+from lmc_jax.data.datasets import dims_of
+from lmc_jax.errors import LmcError
+from lmc_jax.nn.forward import is_variables, takes_train
+from lmc_jax.nn.models import init_tree, model_for
+from lmc_jax.preflight import format_bytes
+
+# Optimizer state per parameter, in floats (PyTorch semantics, see nn.optim).
+OPTIMIZER_SLOTS = {"adamw": 2, "sgd": 1, "rmsprop": 2, "adagrad": 1}
+# Training and test samples of the datasets that are not generated.
+SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}
+FLOAT = 4
+
+
+class Footprint(NamedTuple):
+  params_per_model: int  # floats in one model's tree (BatchNorm statistics included)
+  activations_per_sample: int  # floats of every module's output for one training sample
+  memory_bytes: int  # peak while training, on each device
+  disk_bytes: int  # the finished zoo and its checkpoint
+
+
+def split_sizes(config: ZooConfig):
+  """(training, test) samples the zoo trains and evaluates on."""
+  n_train, n_test = ((config.n_train, config.n_test) if config.dataset == "moons"
+                     else SPLIT_SIZES[config.dataset])
+  return (min(n_train, config.train_subset or n_train),
+          min(n_test, config.test_subset or n_test))
+
+
+def activations_per_sample(model, tree, d_in: int) -> int:
+  """Floats of every module's output for one sample in training mode (shapes only)."""
+  variables = tree if is_variables(tree) else {"params": tree}
+  kwargs = {"train": True} if takes_train(type(model)) else {}
+  x = jax.ShapeDtypeStruct((1, d_in), jnp.float32)
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=True, **kwargs),
+      variables, x)
+  return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state["intermediates"]))
+
+
+def zoo_footprint(config: ZooConfig, num_devices: int = 1,
+                  models_at_once: Optional[int] = None) -> Footprint:
+  """The footprint of training `config` with its models split over `num_devices`, of which
+  `models_at_once` per device train in one step (default: all of them)."""
+  from lmc_jax.zoo.training import models_per_chunk  # training imports this module
+
+  model, d_in = model_for(config), dims_of(config.dataset)[0]
+  tree = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))
+  params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
+  acts = activations_per_sample(model, tree, d_in)
+  n_train, n_test = split_sizes(config)
+  batch = min(config.batch_size, n_train)
+  per_device = -(-config.num_models // num_devices)
+  if models_at_once is None:
+    models_at_once = models_per_chunk(tree, batch, per_device, num_devices)
+  at_once = min(per_device, models_at_once)
+  slots = OPTIMIZER_SLOTS.get(config.optimizer, 2)
+  state = per_device * params * (3 + slots) * FLOAT
+  activations = 2 * at_once * batch * acts * FLOAT
+  data = (n_train + n_test) * d_in * FLOAT
+  host_copies = config.num_models * params * (1 + slots) * FLOAT if num_devices == 1 else 0
+  zoo_bytes = config.num_models * params * FLOAT
+  checkpoint = config.num_models * params * (1 + slots) * FLOAT
+  return Footprint(params, acts, state + activations + data + host_copies,
+                   zoo_bytes + checkpoint + config.num_models * config.epochs * FLOAT)
+
+
+def available_memory(device=None):
+  """(bytes free for a zoo on `device` (default: the first), what that is), or None
+  where it cannot be told."""
+  device = device or jax.devices()[0]
+  if device.platform != "cpu":
+    try:
+      stats = device.memory_stats() or {}
+      return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"{device.device_kind} memory"
+    except (KeyError, TypeError, AttributeError, NotImplementedError):
+      return None
+  free = _meminfo_available()
+  limit = _cgroup_room()
+  if free is None and limit is None:
+    return None
+  return min(v for v in (free, limit) if v is not None), "available memory"
+
+
+def _meminfo_available() -> Optional[int]:
+  try:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+      if line.startswith("MemAvailable:"):
+        return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def _cgroup_room() -> Optional[int]:
+  """Room left under a cgroup v2 memory limit (containers, batch jobs), if there is one."""
+  try:
+    limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    if limit == "max":
+      return None
+    used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    return int(limit) - used
+  except (OSError, ValueError):
+    return None
+
+
+def describe(config: ZooConfig) -> str:
+  """`a zoo of 50 models with hidden widths [512, 512, 512]` (or width multiplier 4)."""
+  what = (f"hidden widths {list(config.hidden)}" if config.arch == "mlp"
+          else f"{config.arch} at width multiplier {config.hidden[0]}")
+  return f"a zoo of {config.num_models} models with {what}"
+
+
+def check_fits(config: ZooConfig, num_devices: int = 1,
+               models_at_once: Optional[int] = None) -> Footprint:
+  """Refuses, in one sentence naming the size and the flags to change, a zoo whose
+  training cannot fit in the memory of its devices; returns its footprint."""
+  fp = zoo_footprint(config, num_devices, models_at_once)
+  room = available_memory()
+  if room is not None and fp.memory_bytes > room[0]:
+    raise LmcError(f"{describe(config)} needs about {format_bytes(fp.memory_bytes)} to train "
+                   f"({format_bytes(fp.params_per_model * FLOAT)} of parameters per model) "
+                   f"but this machine has {format_bytes(room[0])} of {room[1]}; pass a smaller "
+                   "--width or --num_models (or --batch_size, if the activations are what is "
+                   "large).")
+  return fp
