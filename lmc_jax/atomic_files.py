@@ -135,13 +135,16 @@ def replace_directory(staged: Path, target: Path, exchange=exchange_paths) -> No
   shutil.rmtree(old)
 
 
-def recover_directory(target: Path, is_whole) -> bool:
-  """Where a killed `replace_directory` left `target` missing, puts back the newest whole
-  (`is_whole(path)`) built directory, else the one put aside; True if it did."""
+def recover_directory(target: Path, is_whole=None) -> bool:
+  """Where a killed `replace_directory` left `target` missing, puts back the newest built
+  directory that `is_whole(path)` accepts (none without `is_whole`), else the one put
+  aside; True if it did."""
   target = Path(target)
   if target.exists():
     return False
   built = sorted(stale_asides(target, "new"), key=lambda p: p.stat().st_mtime, reverse=True)
+  built = built if is_whole is not None else []
+  is_whole = is_whole or (lambda path: True)
   for candidate in built + stale_asides(target, "old"):
     if is_whole(candidate):
       try:
@@ -168,3 +171,23 @@ def remove_stale_temporaries(directory: Path) -> list:
   for p in found:
     p.unlink(missing_ok=True)
   return [p.name for p in found]
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+  """`src` at `dst` too, as a hard link where the disk allows (a copy elsewhere; folders
+  recursively, symbolic links as links): `src` stays where it is, so carrying a user's
+  files into a directory about to be swapped in loses nothing if the run is killed."""
+  src, dst = Path(src), Path(dst)
+  if src.is_symlink():
+    os.symlink(os.readlink(src), dst)
+  elif src.is_dir():
+    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy_file)
+  else:
+    _link_or_copy_file(src, dst)
+
+
+def _link_or_copy_file(src, dst) -> None:
+  try:
+    os.link(src, dst, follow_symlinks=False)
+  except OSError:
+    shutil.copy2(src, dst, follow_symlinks=False)

@@ -151,10 +151,18 @@ def test_corrupt_and_hostile_inputs(tmp_path, rng):
 
 def test_wrong_image_size_is_refused(tmp_path, rng):
   _image_folder(tmp_path / "imgs", rng, n=1)
-  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(
-      tmp_path / "imgs" / "test" / "dog" / "0000.png")
+  small = tmp_path / "imgs" / "test" / "dog" / "0000.png"
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(small)
+  with pytest.raises(LmcError, match=f"{small} is 16x16, not 32x32.*pass another --source"):
+    cifar10.install_cifar10(tmp_path / "imgs", tmp_path / "d")  # refused before installing
+  assert not (tmp_path / "d" / "cifar10").exists()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small)
   cifar10.install_cifar10(tmp_path / "imgs", tmp_path / "d")
-  with pytest.raises(LmcError, match="not 32x32"):
+  # An installed image changed afterwards is refused when loaded, with how to reinstall.
+  installed = tmp_path / "d" / "cifar10" / "images" / "test" / "dog" / "0000.png"
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(installed)
+  os.utime(installed, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+  with pytest.raises(LmcError, match="not 32x32.*experiments.fetch --dataset=cifar10"):
     cifar10.load_cifar10_raw(tmp_path / "d")
 
 

@@ -11,6 +11,12 @@ CIFAR-10: installs --source (the cifar-10-python.tar.gz tarball or its
 cifar-10-batches-py folder, an image folder {train,test}/<class>/, the JPEG re-encode
 .tgz, or tfds:<TFDS data dir>) and decodes it once into a cache; SOURCE.json records
 which it is, and results from a re-encode are labelled so.
+
+Either way the new copy is built in a staging folder beside <data_dir>/<dataset>/ and
+checked as a load checks it (image shape and dtype, labels in 0..9, one per image, no
+empty split) before it replaces the installed one: a bad source exits with status 2 and
+one line, leaving what was installed as it was. Staging folders a killed fetch left
+behind are removed by the next one.
 """
 from __future__ import annotations
 

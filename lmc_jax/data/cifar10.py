@@ -6,6 +6,8 @@ JPEG re-encode in shared/data is one, shipped as a .tgz), or a TFDS-prepared cop
 what it is (results from the JPEG re-encode are labelled "CIFAR-10 (JPEG re-encode)").
 `load_cifar10_raw` decodes it once into `cache/`; the cache stores a fingerprint of
 the source files (paths, sizes, modification times) and is rebuilt when they change.
+An install is built beside the installed copy and checked as a load checks it before it
+replaces that copy, and archives unpack only plain folders and files, inside the folder.
 """
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
+from lmc_jax.data.archives import safe_extract
+from lmc_jax.data.checks import check_split
 from lmc_jax.data.safe_pickle import load_arrays
+from lmc_jax.data.staging import replacing
 from lmc_jax.errors import LmcError
 from lmc_jax.result_files import SOURCE_FORMAT, check_format
 
@@ -28,6 +32,7 @@ MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)  # the study's per-channel
 STD = np.array([0.2023, 0.1994, 0.2010], np.float32)
 BATCHES = "cifar-10-batches-py"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SHAPE = (32, 32, 3)
 
 
 def _root(data_dir) -> Path:
@@ -42,131 +47,167 @@ def fetch_hint(data_dir) -> str:
 
 
 # ---------------------------------------------------------------- decoding each format
-def read_batches(folder: Path):
-  """The pickled batches: data_batch_1..5 (train) and test_batch, as uint8 NHWC."""
+def _namer(folder: Path, shown):
+  """How files under `folder` are named in errors: as they are, or as `shown` plus their
+  path relative to `folder` (a staging folder is named after the source it came from)."""
+  if shown is None:
+    return str
+  return lambda p: f"{shown}{Path(p).relative_to(folder).as_posix()}"
+
+
+def read_batches(folder: Path, shown=None, fix: str = "install the data again"):
+  """The pickled batches: data_batch_1..5 (train) and test_batch, as uint8 NHWC, each one
+  checked (uint8 rows of 3072 pixels, integer labels in 0..9, one label per image)."""
+  name_of = _namer(folder, shown)
+
   def one(name):
     path = folder / name
+    where = name_of(path)
     if not path.is_file():
-      raise LmcError(f"CIFAR-10 batch {path} is missing; install the data again.")
-    d = load_arrays(path.read_bytes(), str(path))
+      raise LmcError(f"CIFAR-10 batch {where} is missing; {fix}.")
+    d = load_arrays(path.read_bytes(), where)
     if not isinstance(d, dict):
-      raise LmcError(f"{path} is not a CIFAR-10 batch (no dict inside); install the data again.")
+      raise LmcError(f"{where} is not a CIFAR-10 batch (no dict inside); {fix}.")
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    if "data" not in d or "labels" not in d:
+      raise LmcError(f"{where} is not a CIFAR-10 batch (it has no 'data' and 'labels'); {fix}.")
     try:
-      x = np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-      y = np.asarray(d["labels"], np.int64)
-    except (KeyError, ValueError) as e:
-      raise LmcError(f"{path} is not a CIFAR-10 batch ({e}); install the data again.") from None
-    if len(x) != len(y):
-      raise LmcError(f"{path} has {len(x)} images but {len(y)} labels; install the data again.")
-    return x, y
+      data, y = np.asarray(d["data"]), np.asarray(d["labels"])
+    except ValueError as e:  # ragged lists
+      raise LmcError(f"{where} is not a CIFAR-10 batch ({e}); {fix}.") from None
+    if data.dtype != np.uint8:
+      raise LmcError(f"CIFAR-10 batch {where} holds pixels of dtype {data.dtype}, not uint8; "
+                     f"{fix}.")
+    if data.ndim != 2 or data.shape[1] != 3072:
+      raise LmcError(f"CIFAR-10 batch {where} holds data of shape {data.shape}, not (n, 3072) "
+                     f"rows of 3x32x32 pixels; {fix}.")
+    x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    check_split(x, y, IMAGE_SHAPE, f"CIFAR-10 batch {where} images",
+                f"CIFAR-10 batch {where} labels", fix)
+    return x, y.astype(np.int64)
   train = [one(f"data_batch_{i}") for i in range(1, 6)]
   x_te, y_te = one("test_batch")
   return (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]), x_te, y_te)
 
 
-def read_image_folder(folder: Path):
-  """`{train,test}/<class>/*` with the class folders in CIFAR-10's label order."""
+def read_image_folder(folder: Path, shown=None, fix: str = "install the data again"):
+  """`{train,test}/<class>/*` with the class folders in CIFAR-10's label order; every
+  class folder of each split must hold images, each a 32x32 picture."""
   from PIL import Image
+  name_of = _namer(folder, shown)
   out = []
   for split in ("train", "test"):
     xs, ys = [], []
     for label, cls in enumerate(CLASSES):
       d = folder / split / cls
       if not d.is_dir():
-        raise LmcError(f"Image folder {d} is missing; the layout must be "
+        raise LmcError(f"Image folder {name_of(d)} is missing; the layout must be "
                        "{train,test}/<class>/*.jpg|png with CIFAR-10's ten class names.")
-      for f in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        try:
-          with Image.open(f) as im:
-            a = np.asarray(im.convert("RGB"), np.uint8)
-        except OSError as e:
-          raise LmcError(f"Image {f} cannot be decoded ({e}); replace or remove it.") from None
-        if a.shape != (32, 32, 3):
-          raise LmcError(f"Image {f} is {a.shape[1]}x{a.shape[0]}, not 32x32; this is not "
-                         "CIFAR-10.")
-        xs.append(a)
+      files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+      if not files:
+        raise LmcError(f"Image folder {name_of(d)} holds no {'/'.join(IMAGE_SUFFIXES)} images, "
+                       f"and every class of a CIFAR-10 split has some; {fix}.")
+      for f in files:
+        xs.append(_decode(Image, f, name_of(f), fix))
         ys.append(label)
-    if not xs:
-      raise LmcError(f"No images under {folder / split}.")
     out += [np.stack(xs), np.asarray(ys, np.int64)]
   return tuple(out)
 
 
-# ---------------------------------------------------------------- installing a source
-def _safe_extract(archive: Path, dest: Path):
+def _decode(Image, f: Path, where: str, fix: str) -> np.ndarray:
+  """Image file `f` as uint8 (32, 32, 3); its size is checked before it is decoded."""
   try:
-    with tarfile.open(archive) as tar:
-      for m in tar.getmembers():
-        target = (dest / m.name).resolve()
-        if not str(target).startswith(str(dest.resolve())) or m.issym() or m.islnk():
-          raise LmcError(f"{archive} holds a member {m.name!r} that would land outside "
-                         f"{dest}; refusing to extract it.")
-      tar.extractall(dest)
-  except (tarfile.TarError, EOFError, OSError) as e:
-    raise LmcError(f"{archive} is not a readable tar archive ({e}).") from None
+    with Image.open(f) as im:
+      size = im.size
+      a = np.asarray(im.convert("RGB"), np.uint8) if size == (32, 32) else None
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise LmcError(f"Image {where} cannot be decoded ({e}); replace or remove it.") from None
+  if a is None:
+    raise LmcError(f"Image {where} is {size[0]}x{size[1]}, not 32x32, so this is not CIFAR-10; "
+                   f"{fix}.")
+  return a
 
 
+def check_arrays(arrays, where: str, fix: str):
+  """(x_train, y_train, x_test, y_test) as one CIFAR-10 copy has them: uint8 images
+  (n, 32, 32, 3), integer labels (n,) in 0..9, no empty split; `where` names the copy."""
+  x_tr, y_tr, x_te, y_te = arrays
+  check_split(x_tr, y_tr, IMAGE_SHAPE, f"CIFAR-10 train images of {where}",
+              f"CIFAR-10 train labels of {where}", fix)
+  check_split(x_te, y_te, IMAGE_SHAPE, f"CIFAR-10 test images of {where}",
+              f"CIFAR-10 test labels of {where}", fix)
+  return arrays
+
+
+# ---------------------------------------------------------------- installing a source
 def _describe(folder: Path):
   """(kind, folder with the data) for an extracted or given folder, or None."""
   for cand in (folder, folder / BATCHES):
     if (cand / "data_batch_1").is_file():
       return "cifar-10-python", cand
-  for cand in [folder] + [p for p in folder.iterdir() if p.is_dir()]:
+  for cand in [folder] + sorted(p for p in folder.iterdir() if p.is_dir()):
     if (cand / "train").is_dir() and (cand / "test").is_dir():
       return "image-folder", cand
   return None
 
 
+def _data_folder(kind: str) -> str:
+  return "batches" if kind == "cifar-10-python" else "images"
+
+
 def install_cifar10(source, data_dir) -> dict:
   """Copies or extracts `source` into `<data_dir>/cifar10/` and writes SOURCE.json.
 
-  Returns the SOURCE.json dict: kind, label, where it came from."""
+  The new copy is built in a staging folder beside `cifar10/`, decoded and checked as a
+  load checks it (and cached), and only then swapped in; a refused source leaves the
+  installed copy as it was. Returns the SOURCE.json dict: kind, label, where it came from.
+  """
   source = str(source)
   root = _root(data_dir)
+  fix = "it is not a usable CIFAR-10 copy, pass another --source (the installed one is unchanged)"
   if source.startswith("tfds:"):
     info = {"format": SOURCE_FORMAT, "kind": "tfds", "label": "CIFAR-10 (TFDS)",
-            "tfds_data_dir": source[5:], "from": source}
-    load_raw_from(info, root)  # checks it loads before anything is written
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "SOURCE.json", info)
+            "tfds_data_dir": os.path.abspath(source[5:]), "from": source}
+    with replacing(root) as staging:
+      atomic_write_json(staging / "SOURCE.json", info)
+      cached_arrays(info, staging, fix)
     return info
   src = Path(source)
   if not src.exists():
     raise LmcError(f"CIFAR-10 source {src} does not exist; " + fetch_hint(data_dir))
-  staging = root.parent / ".cifar10-staging"
-  shutil.rmtree(staging, ignore_errors=True)
-  staging.mkdir(parents=True)
-  try:
+  with replacing(root) as staging:
     if src.is_file():
-      _safe_extract(src, staging)
-      found = _describe(staging)
-    else:
-      found = _describe(src)
+      unpacked = staging / "unpacked"
+      unpacked.mkdir()
+      safe_extract(src, unpacked)
+      found = _describe(unpacked)
       if found:
-        shutil.copytree(found[1], staging / "data")
-        found = (found[0], staging / "data")
+        rel = found[1].relative_to(unpacked).as_posix()
+        shown = f"{src}:" + ("" if rel == "." else f"{rel}/")
+    else:
+      unpacked = None
+      found = _describe(src)
+      shown = f"{found[1]}/" if found else None
     if not found:
       raise LmcError(f"{src} holds neither {BATCHES} batches nor a {{train,test}}/<class>/ image "
                      "folder; " + fetch_hint(data_dir))
     kind, folder = found
-    jpeg = kind == "image-folder" and any(folder.glob("train/*/*.jpg"))
+    data = staging / _data_folder(kind)
+    if unpacked is None:
+      shutil.copytree(folder, data)
+    else:
+      os.replace(folder, data)
+      if unpacked.exists():
+        shutil.rmtree(unpacked)
+    jpeg = kind == "image-folder" and any(data.glob("train/*/*.jpg"))
     label = "CIFAR-10" if kind == "cifar-10-python" else (
         "CIFAR-10 (JPEG re-encode)" if jpeg else "CIFAR-10 (image folder)")
     info = {"format": SOURCE_FORMAT, "kind": kind, "label": label, "from": str(src.resolve())}
     if src.is_file():
       info["sha256"] = sha256_file(src)
-    # Replace the installed copy only once the new one is complete.
-    target = root / ("batches" if kind == "cifar-10-python" else "images")
-    root.mkdir(parents=True, exist_ok=True)
-    for old in ("batches", "images", "cache"):
-      p = root / old
-      shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    os.replace(folder, target)
-    atomic_write_json(root / "SOURCE.json", info)
-    return info
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    atomic_write_json(staging / "SOURCE.json", info)
+    cached_arrays(info, staging, fix, shown=shown)
+  return info
 
 
 # ---------------------------------------------------------------- loading with a cache
@@ -193,16 +234,25 @@ def _fingerprint(info: dict, root: Path) -> str:
   return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def load_raw_from(info: dict, root: Path):
+def load_raw_from(info: dict, root: Path, fix: str = "install the data again", shown=None):
+  """The four arrays of the copy `info` describes under `root`, decoded and checked."""
   if info["kind"] == "cifar-10-python":
-    return read_batches(root / "batches")
-  if info["kind"] == "image-folder":
-    return read_image_folder(root / "images")
-  if info["kind"] == "tfds":
+    arrays = read_batches(root / "batches", shown, fix)
+    where = shown or root / "batches"
+  elif info["kind"] == "image-folder":
+    arrays = read_image_folder(root / "images", shown, fix)
+    where = shown or root / "images"
+  elif info["kind"] == "tfds":
     from lmc_jax.data.tfds import load_tfds_arrays
-    return load_tfds_arrays("cifar10", info["tfds_data_dir"])
-  raise LmcError(f"{root / 'SOURCE.json'} names an unknown kind {info['kind']!r}; install the "
-                 "data again.")
+    arrays = load_tfds_arrays("cifar10", info["tfds_data_dir"])
+    where = f"TFDS data dir {info['tfds_data_dir']}"
+  else:
+    raise LmcError(f"{root / 'SOURCE.json'} names an unknown kind {info['kind']!r}; install the "
+                   "data again.")
+  return check_arrays(arrays, str(where).rstrip("/:"), fix)
+
+
+KINDS = ("cifar-10-python", "image-folder", "tfds")
 
 
 def read_source_info(data_dir) -> dict:
@@ -210,12 +260,46 @@ def read_source_info(data_dir) -> dict:
   if not path.is_file():
     raise LmcError(f"CIFAR-10 is not installed in {_root(data_dir)}; " + fetch_hint(data_dir) + ".")
   try:
-    return check_format(json.loads(path.read_text()), path, SOURCE_FORMAT)
+    info = check_format(json.loads(path.read_text()), path, SOURCE_FORMAT)
+  except LmcError:
+    raise
   except ValueError:
-    raise LmcError(f"{path} is not valid JSON; install the data again.") from None
+    raise LmcError(f"{path} is not valid JSON; " + fetch_hint(data_dir) + ".") from None
+  if not isinstance(info, dict):
+    problem = f"it holds a {type(info).__name__}, not an object"
+  elif info.get("kind") not in KINDS:
+    problem = f"its kind {info.get('kind')!r} is not one of {', '.join(KINDS)}"
+  elif not isinstance(info.get("label"), str):
+    problem = "it has no label"
+  elif info["kind"] == "tfds" and not isinstance(info.get("tfds_data_dir"), str):
+    problem = "it names no tfds_data_dir"
+  else:
+    return info
+  raise LmcError(f"{path} is not a CIFAR-10 SOURCE.json ({problem}); " + fetch_hint(data_dir) + ".")
 
 
 CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def cached_arrays(info: dict, root: Path, fix: str, shown=None):
+  """The four checked arrays of the copy under `root`, from `root/cache` where its
+  fingerprint matches the source and its arrays pass the checks, else decoded (and
+  checked: a bad file is named, with `fix`) and cached, the fingerprint written last."""
+  fp = _fingerprint(info, root)
+  cache = root / "cache"
+  stamp = cache / "fingerprint.txt"
+  if stamp.is_file() and stamp.read_text() == fp:
+    try:
+      arrays = [np.load(cache / f"{k}.npy", allow_pickle=False) for k in CACHE_ARRAYS]
+      return tuple(check_arrays(arrays, str(cache), "rebuild the cache"))
+    except (OSError, ValueError, EOFError):  # LmcError included
+      pass  # an unreadable or damaged cache is rebuilt, never trusted
+  arrays = load_raw_from(info, root, fix, shown)
+  stamp.unlink(missing_ok=True)  # the cache is invalid until every array is written
+  for k, a in zip(CACHE_ARRAYS, arrays):
+    atomic_write_bytes(cache / f"{k}.npy", lambda f, a=a: np.save(f, a))
+  atomic_write_bytes(stamp, lambda f: f.write(fp.encode()))
+  return tuple(arrays)
 
 
 def load_cifar10_raw(data_dir):
@@ -223,25 +307,12 @@ def load_cifar10_raw(data_dir):
 
   The decoded arrays are cached as `.npy` files in `cache/` (one plain read each, no
   decoding), with the source fingerprint written last; a cache whose fingerprint
-  does not match the source, or that cannot be read, is rebuilt.
+  does not match the source, or that cannot be read, is rebuilt. Every array is checked
+  (uint8 32x32x3 images, labels in 0..9, one per image, no empty split); a bad file is
+  named in the error, which says how to install the data again.
   """
-  root = _root(data_dir)
   info = read_source_info(data_dir)
-  fp = _fingerprint(info, root)
-  cache = root / "cache"
-  stamp = cache / "fingerprint.txt"
-  if stamp.is_file() and stamp.read_text() == fp:
-    try:
-      arrays = [np.load(cache / f"{k}.npy", allow_pickle=False) for k in CACHE_ARRAYS]
-      return (*arrays, info["label"])
-    except (OSError, ValueError, EOFError):
-      pass  # an unreadable cache is rebuilt
-  arrays = load_raw_from(info, root)
-  stamp.unlink(missing_ok=True)  # the cache is invalid until every array is written
-  for k, a in zip(CACHE_ARRAYS, arrays):
-    atomic_write_bytes(cache / f"{k}.npy", lambda f, a=a: np.save(f, a))
-  atomic_write_bytes(stamp, lambda f: f.write(fp.encode()))
-  return (*arrays, info["label"])
+  return (*cached_arrays(info, _root(data_dir), fetch_hint(data_dir)), info["label"])
 
 
 def normalise(images: np.ndarray) -> np.ndarray:

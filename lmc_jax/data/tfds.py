@@ -30,5 +30,12 @@ def load_tfds_arrays(name: str, data_dir: str):
     raise LmcError(f"TFDS could not load {name!r} from {data_dir} ({type(e).__name__}: {e}); "
                    f"prepare it there with tfds first, or pass another --source.") from None
   (x_tr, y_tr), (x_te, y_te) = tfds.as_numpy(splits)
-  return (np.asarray(x_tr, np.uint8), np.asarray(y_tr).astype(np.int64),
-          np.asarray(x_te, np.uint8), np.asarray(y_te).astype(np.int64))
+  out = []
+  for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype != np.uint8 or y.dtype.kind not in "ui":
+      raise LmcError(f"TFDS {name!r} in {data_dir} gives {split} images of dtype {x.dtype} and "
+                     f"labels of dtype {y.dtype}, not uint8 pixels and integer labels; prepare "
+                     "it again with tfds, or pass another --source.")
+    out += [x, y.astype(np.int64)]
+  return tuple(out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import jax
 
 from lmc_jax.atomic_files import (
   aside_name,
+  link_or_copy,
   recover_directory,
   remove_stale_asides,
   remove_stale_temporaries,
@@ -164,7 +164,7 @@ def _train_and_save(config: ZooConfig, directory: Path, data_dir, eval_every: in
   save_zoo(staged, config, zoo.params, zoo.metrics, history=zoo.history,
            extra={"train_seconds": seconds, "data_source": dataset.source})
   for name in foreign_entries(directory):  # the user's files stay with the directory
-    _carry(directory / name, staged / name)
+    link_or_copy(directory / name, staged / name)
   crash_point("zoo:staged")
   replace_directory(staged, directory)
   for k, m in enumerate(zoo.metrics):
@@ -177,24 +177,6 @@ def _train_and_save(config: ZooConfig, directory: Path, data_dir, eval_every: in
                     "are marked in zoo.json, counted in the tables and kept in every statistic.",
                     directory, len(collapsed), len(zoo.metrics), collapsed)
   return read_zoo_json(directory)
-
-
-def _carry(src: Path, dst: Path) -> None:
-  """A hard link of `src` at `dst` (a copy across disks; folders recursively): the original
-  stays in place until the swap, so a kill before it loses nothing."""
-  if src.is_dir() and not src.is_symlink():
-    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
-  else:
-    _link_or_copy(src, dst)
-
-
-def _link_or_copy(src, dst) -> None:
-  try:
-    if Path(src).is_symlink():
-      raise OSError("a link is copied as a link")
-    os.link(src, dst)
-  except OSError:
-    shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def find_zoos(root) -> List[Path]:
