@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from lmc_jax.accelerator import on_accelerator
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.spec import (
   PermutationSpec,
@@ -99,12 +100,17 @@ class ZooAlignment(NamedTuple):
   sweeps: List[int]  # per model (0 at the reference and skipped models)
 
 
-MATCHERS = ("host", "device")
+MATCHERS = ("auto", "host", "device")
 
 
-def _check_matcher(matcher: str):
+def _check_matcher(matcher: str) -> str:
+  """The matcher to run: `auto` is `device` on an accelerator (`lmc_jax.accelerator`),
+  `host` on a CPU."""
   if matcher not in MATCHERS:
     raise LmcError(f"Unknown matcher {matcher!r}; use one of {', '.join(MATCHERS)}.")
+  if matcher == "auto":
+    return "device" if on_accelerator() else "host"
+  return matcher
 
 
 def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
@@ -113,9 +119,10 @@ def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
 
   Model k's layer orders come from `fold_in(key, k)`. Models in `skip` (diverged ones)
   keep the identity permutation and an empty objective. `matcher='device'` matches all
-  models at once with the jittable solver (float32); 'host' one at a time with scipy.
+  models at once with the jittable solver (float32); 'host' one at a time with scipy;
+  'auto' the first on an accelerator, the second on a CPU.
   """
-  _check_matcher(matcher)
+  matcher = _check_matcher(matcher)
   host = to_numpy(params_stack)
   num = jax.tree_util.tree_leaves(host)[0].shape[0]
   validate_spec(spec, host, batch_dims=1)
@@ -169,7 +176,7 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
   Pair p's layer orders come from `fold_in(key, p)`. `matcher='device'` matches every
   pair at once with the jittable solver.
   """
-  _check_matcher(matcher)
+  matcher = _check_matcher(matcher)
   host = to_numpy(params_stack)
   validate_spec(spec, host, batch_dims=1)
   pairs = np.asarray(pairs).reshape(-1, 2)
@@ -188,10 +195,13 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
 
 @register("weight", "weight matching of every model to the reference (the study's method)",
           uses=("seed", "max_iter"),
-          settings=(Setting("matcher", "host", "Weight matching one model at a time with scipy "
-                            "(host), or all models at once with a jitted solver (device, "
-                            "float32).", MATCHERS),))
+          settings=(Setting("matcher", "auto", "Weight matching one model at a time with scipy "
+                            "(host), all models at once with a jitted solver (device, "
+                            "float32), or auto: device on a GPU or TPU, host on a CPU.",
+                            MATCHERS),))
 def _align_by_weights(task: AlignTask) -> Alignment:
+  matcher = _check_matcher(task.settings.matcher)
   res = align_zoo(task.key, task.spec, task.params, task.reference, task.settings.max_iter,
-                  task.skip, task.settings.matcher)
-  return Alignment(res.perms, {"sweeps": res.sweeps, "objective": res.objective})
+                  task.skip, matcher)
+  return Alignment(res.perms, {"sweeps": res.sweeps, "objective": res.objective,
+                               "matcher": matcher})

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.accelerator import accelerator_memory
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import Batches, metrics_from_host, metrics_stack, to_batches
 from lmc_jax.nn.forward import host_loops
@@ -51,10 +52,9 @@ def working_set_budget(device=None) -> int:
   """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory;
   4 MiB on a CPU, about one core's L2 cache (a chunk that stays in cache runs fastest
   there; BUILD_NOTES.md measures it against 128 MiB chunks on the Moons sweeps)."""
-  device = device or jax.devices()[0]
-  stats = device.memory_stats() if device.platform != "cpu" else None
-  if stats and stats.get("bytes_limit"):
-    return int(stats["bytes_limit"]) // 4 // 4
+  memory = accelerator_memory(device)
+  if memory is not None:
+    return memory // 4 // 4
   return 2 ** 20
 
 

@@ -14,6 +14,8 @@ from typing import Tuple
 
 import jax
 
+from lmc_jax.accelerator import on_accelerator
+
 PARAMS = "params"
 
 
@@ -68,5 +70,5 @@ def host_loops(tree_one, num_devices: int = 1) -> bool:
   per step: convolutional nets (a 4-d kernel in `tree_one`, one model) on one CPU device.
   There XLA runs a convolution inside a loop (`lax.scan`, `lax.map`) about 14x slower than
   alone, and a vmapped (grouped) one about 3x slower per model (BUILD_NOTES.md)."""
-  return (num_devices == 1 and jax.devices()[0].platform == "cpu"
+  return (num_devices == 1 and not on_accelerator()
           and any(getattr(leaf, "ndim", 0) == 4 for leaf in jax.tree_util.tree_leaves(tree_one)))

@@ -92,7 +92,7 @@ def available_memory(device=None):
     try:
       stats = device.memory_stats() or {}
       return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"{device.device_kind} memory"
-    except (KeyError, TypeError, AttributeError, NotImplementedError):
+    except (KeyError, TypeError, AttributeError, NotImplementedError, RuntimeError):
       return None
   free = _meminfo_available()
   limit = _cgroup_room()

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmc_jax.accelerator import on_accelerator
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset
@@ -144,7 +145,7 @@ def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: 
   as keep one chunk's activations and optimizer state near the cache (16 MiB): at 50 Moons
   nets of width 512 that trains faster than all 50 at once (measured in BUILD_NOTES.md).
   """
-  if num_devices > 1 or jax.devices()[0].platform != "cpu":
+  if num_devices > 1 or on_accelerator():
     return num_models
   # A conv kernel's channels count at every position of a 32x32 image (an upper bound).
   units = sum(int(leaf.shape[-1]) * (1024 if leaf.ndim == 4 else 1)

@@ -1,0 +1,117 @@
+"""The paths that run only on a GPU or TPU, forced on this CPU (LMC_JAX_ACCELERATOR_PATHS=1):
+every model of a zoo in one vmap, conv nets inside jit rather than host loops, chunks sized
+from the device's memory, the device matcher as `auto`. Each is checked against the CPU's
+own path on the same inputs, and scripts/gpu_bench.sh runs end to end at a tiny size."""
+import json
+import os
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from lmc_jax import accelerator
+from lmc_jax.align.spec import spec_for_config
+from lmc_jax.align.weight import _check_matcher
+from lmc_jax.config import default_config
+from lmc_jax.data.datasets import load_dataset, subset
+from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, working_set_budget
+from lmc_jax.nn.forward import host_loops
+from lmc_jax.nn.models import init_tree, model_for
+from lmc_jax.zoo.training import models_per_chunk, train_zoo, zoo_epoch_fn
+from tests.helpers.cli import ROOT
+
+
+@pytest.fixture
+def forced(monkeypatch):
+  monkeypatch.setenv(accelerator.ENV, "1")
+  monkeypatch.setenv(accelerator.MEMORY_ENV, str(1 << 30))
+  yield
+  zoo_epoch_fn.cache_clear()
+
+
+def test_the_switch_takes_every_accelerator_path(monkeypatch):
+  config = default_config("mnist", arch="vgg_small", hidden=(1,))
+  model = model_for(config)
+  conv = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), 784))
+  wide = jax.eval_shape(lambda: init_tree(model_for(default_config("moons", hidden=(4096,))),
+                                          jax.random.key(0), 2))
+  monkeypatch.delenv(accelerator.ENV, raising=False)
+  cpu = (models_per_chunk(wide, 256, 50), host_loops(conv), working_set_budget(),
+         _check_matcher("auto"))
+  assert cpu == (1, True, 2 ** 20, "host")
+  monkeypatch.setenv(accelerator.ENV, "1")
+  monkeypatch.setenv(accelerator.MEMORY_ENV, str(1 << 30))
+  acc = (models_per_chunk(wide, 256, 50), host_loops(conv), working_set_budget(),
+         _check_matcher("auto"))
+  assert acc == (50, False, (1 << 30) // 16, "device")
+  assert _check_matcher("host") == "host"  # an explicit choice stays
+
+
+def _train(config, data):
+  zoo = train_zoo(config, data, log=None)
+  return jax.tree_util.tree_map(np.asarray, zoo.params), zoo.history["train_loss"]
+
+
+def test_one_vmap_over_all_models_trains_the_zoo_the_chunked_path_trains(forced, monkeypatch):
+  config = default_config("moons", hidden=(2048,), num_models=3, epochs=2)
+  data = load_dataset(config)
+  acc_params, acc_loss = _train(config, data)
+  monkeypatch.delenv(accelerator.ENV)
+  cpu_params, cpu_loss = _train(config, data)  # a model at a time: 2048 units fill the cache
+  np.testing.assert_allclose(acc_loss, cpu_loss, rtol=1e-5)
+  for a, c in zip(jax.tree_util.tree_leaves(acc_params), jax.tree_util.tree_leaves(cpu_params)):
+    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not (ROOT / "data" / "mnist").is_dir(), reason="needs experiments.fetch "
+                    "--dataset=mnist")
+def test_conv_nets_inside_jit_match_their_host_loops(forced, monkeypatch):
+  config = default_config("mnist", arch="vgg_small", hidden=(1,), num_models=2, epochs=1,
+                          batch_size=32, train_subset=64, test_subset=32, norm="batchnorm")
+  data = subset(load_dataset(config, ROOT / "data"), 64, 32)
+  acc_params, acc_loss = _train(config, data)
+  pairs = all_pairs(2)
+  alphas = np.linspace(0, 1, 3)
+  model = model_for(config)
+  acc_sweep = pair_sweep(model, acc_params, pairs, data.x_test, data.y_test, alphas)
+  monkeypatch.delenv(accelerator.ENV)
+  cpu_params, cpu_loss = _train(config, data)
+  cpu_sweep = pair_sweep(model, cpu_params, pairs, data.x_test, data.y_test, alphas)
+  np.testing.assert_allclose(acc_loss, cpu_loss, rtol=1e-4)
+  # AdamW's first steps move a weight by about the learning rate whatever its gradient's
+  # size, so float32 rounding of a near-zero gradient shows at a small fraction of it.
+  for a, c in zip(jax.tree_util.tree_leaves(acc_params), jax.tree_util.tree_leaves(cpu_params)):
+    np.testing.assert_allclose(a, c, rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(acc_sweep.loss, cpu_sweep.loss, rtol=1e-4)
+
+
+def test_auto_matching_on_the_forced_path_is_the_device_solver(forced):
+  from lmc_jax.align.registry import MethodSettings, align_by
+  config = default_config("moons", hidden=(8,), num_models=3, epochs=3)
+  data = load_dataset(config)
+  params, _ = _train(config, data)
+  model, spec = model_for(config), spec_for_config(config)
+  res = align_by("weight", model, spec, params, 0, frozenset(), data.x_train, data.y_train,
+                 data.x_test, data.y_test, MethodSettings())
+  assert res.info["matcher"] == "device"
+  for perm in res.perms:  # each a permutation, and the reference's the identity
+    assert all(sorted(v.tolist()) == list(range(8)) for v in perm.values())
+  assert all((v == np.arange(8)).all() for v in res.perms[0].values())
+
+
+def test_gpu_bench_script_runs_at_a_tiny_size(tmp_path):
+  env = dict(os.environ, OUT=str(tmp_path), WIDTH="8", NUM_MODELS="3", EPOCHS="1",
+             BASELINE_MODELS="1", BASELINE_PAIRS="2", TRAIN_SUBSET="256",
+             MOONS_ARGS="--width=4 --num_models=3 --epochs=2 --baseline_models=1 "
+                        "--baseline_pairs=2",
+             PYTHONPATH=str(ROOT), **{accelerator.ENV: "1"})
+  if not (ROOT / "data" / "mnist").is_dir():
+    pytest.skip("needs experiments.fetch --dataset=mnist")
+  r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh")], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  for name, width in (("bench_mnist_w8.json", "w8"), ("bench_moons.json", "w4")):
+    doc = json.loads((tmp_path / name).read_text())
+    assert doc["results"][width]["training"]["models_per_chunk"] == 3  # all at once
+    assert {"plane", "alignment"} <= set(doc["results"]) and len(doc["table"]) >= 7
