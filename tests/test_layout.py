@@ -7,7 +7,8 @@ import lmc_jax
 
 PACKAGE = Path(lmc_jax.__file__).parent
 ORDER = ["data", "nn", "zoo", "lmc", "align", "analysis", "report", "cli"]
-FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files"}
+FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files", "preflight",
+              "dir_lock", "crash_points", "file_schema", "accelerator"}
 
 
 def level(module: str) -> int:

@@ -6,7 +6,6 @@ after re-aligning them to the reference (the study's code skipped that re-alignm
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from lmc_jax.align.spec import mlp_permutation_spec
 from lmc_jax.align.weight import align_zoo
+from lmc_jax.analysis.barrier import read_barrier_json
 from lmc_jax.analysis.study_numbers import MOONS_TABLE_5_1
 from lmc_jax.analysis.unit_merging import reduce_zoo
 from lmc_jax.atomic_files import atomic_write_json
@@ -25,13 +25,7 @@ from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curves_entry
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import make_mlp
-from lmc_jax.result_files import (
-  BARRIER_FORMAT,
-  BARRIER_JSON,
-  REDUNDANCY_FORMAT,
-  REDUNDANCY_JSON,
-  check_format,
-)
+from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_FORMAT, REDUNDANCY_JSON
 from lmc_jax.tree_utils import take, to_numpy
 from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
 
@@ -84,18 +78,22 @@ class RedundancyRow(NamedTuple):
   second: dict  # of the second
 
 
+def original_epsilon(directory, num_models: int) -> list:
+  """Naive epsilon per pair of the zoo's own nets, from its barrier.json ([] if there is
+  none); a damaged one is refused in one sentence."""
+  if not (Path(directory) / BARRIER_JSON).exists():
+    return []
+  return read_barrier_json(directory, num_models)["naive"]["epsilon"]
+
+
 def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
                    data_dir="data") -> RedundancyRow:
   """`analyse_redundancy` of one zoo, summarised beside the study's Table 5.1."""
   directory = Path(directory)
   loaded = load_zoo_checked(directory)
+  orig = original_epsilon(directory, loaded.doc["num_models"])  # refused before any work
   res = analyse_redundancy(directory, threshold, reference, data_dir=data_dir, loaded=loaded)
   w, ok, doc = res["width"], res["models"], loaded.doc
-  barrier = directory / BARRIER_JSON
-  orig = []
-  if barrier.exists():
-    old = check_format(json.loads(barrier.read_text()), barrier, BARRIER_FORMAT)
-    orig = old["naive"]["epsilon"]
   study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
   row = {"width": w, "merged_width": float(np.mean([res["reduced_width"][k] for k in ok])),
          "study_merged_width": study[0],

@@ -22,9 +22,11 @@ from absl import flags
 
 from lmc_jax.analysis.groups import compare_groups
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
 from lmc_jax.result_files import epsilon_groups_png
+from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, one per group (same architecture).", required=True)
@@ -41,6 +43,9 @@ flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 def main(argv):
   del argv
   out = Path(FLAGS.figures or Path(FLAGS.zoo[0]).parent / "figures")
+  check_output_dir(out, "--figures")
+  for z in FLAGS.zoo:  # every zoo whole before any work
+    read_zoo_json(z)
   res = compare_groups(FLAGS.zoo, FLAGS.name, out, FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise,
                        FLAGS.data_dir)
   zoo, mats, refs, name = res.zoo, res.matrices, res.references, res.name

@@ -18,10 +18,11 @@ import jax
 from absl import flags, logging
 
 from lmc_jax import result_files
-from lmc_jax.analysis.redundancy import redundancy_row
+from lmc_jax.analysis.redundancy import original_epsilon, redundancy_row
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import redundancy_figures
 from lmc_jax.report.tables import format_table, write_csv
 from lmc_jax.zoo.io import read_zoo_json
@@ -54,6 +55,10 @@ def main(argv):
     raise LmcError(f"No one-hidden-layer Moons zoo under {FLAGS.runs}; train them with "
                    "`python -m experiments.zoo --width=4,8,...` or pass --zoo.")
   fig_dir = Path(FLAGS.figures or (zoos[0].parent / "figures"))
+  check_output_dir(fig_dir, "--figures")
+  for z in zoos:  # before any work: redundancy.json goes into each zoo, beside its barrier.json
+    original_epsilon(z, read_zoo_json(z)["num_models"])
+    check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   results = []
   for z in zoos:
     logging.info("%s: merging units with cosine similarity > %s", z, FLAGS.threshold)

@@ -21,6 +21,7 @@ from absl import flags, logging
 
 from lmc_jax.atomic_files import atomic_write_bytes
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.preflight import check_output_dir
 from lmc_jax.report.markdown import build_report
 from lmc_jax.report.reproduction import PRESETS, steps
 
@@ -41,6 +42,8 @@ def main(argv):
   out = Path(FLAGS.out or f"docs/{preset.name}")
   runs = Path(FLAGS.runs or f"runs/reproduce_{preset.name}")
   figdir = out / "figures"
+  check_output_dir(out, "--out")  # before any step: the report and the zoos need somewhere
+  check_output_dir(runs, "--runs")
   figdir.mkdir(parents=True, exist_ok=True)
   cifar_source = FLAGS.cifar_source
   if cifar_source and (Path(FLAGS.data_dir) / "cifar10" / "SOURCE.json").is_file():

@@ -18,8 +18,10 @@ from lmc_jax import result_files
 from lmc_jax.analysis.swa import swa_zoo
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
 from lmc_jax.lmc.measures import quartiles
+from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
+from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)
@@ -32,15 +34,25 @@ flags.DEFINE_string("figures", None, "Where figures go (default <parent of first
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 
 
+def _finite_min(values) -> float:
+  """The smallest finite value (NaN if none): a diverged sample is not the best one."""
+  v, _ = figures.finite_values(values)
+  return float(v.min()) if v.size else float("nan")
+
+
 @exit_on_lmc_error
 def main(argv):
   del argv
   zoos = [Path(z) for z in FLAGS.zoo]
   fig_dir = Path(FLAGS.figures or zoos[0].parent / "figures")
+  check_output_dir(fig_dir, "--figures")
+  for z in zoos:  # checks every zoo before any work; swa.json is written into it
+    read_zoo_json(z)
+    check_output_dir(z, "--zoo")
   results = sorted((swa_zoo(z, FLAGS.model, FLAGS.epochs, FLAGS.lr, FLAGS.seed, FLAGS.data_dir)
                     for z in zoos), key=lambda r: r.width)
   rows = [{"width": r.width, "model": r.model, "start": r.start_loss,
-           "best_sample": float(r.sample_loss.min()), "average": float(r.average_loss[-1]),
+           "best_sample": _finite_min(r.sample_loss), "average": float(r.average_loss[-1]),
            "eps_median": quartiles(r.samples["epsilon"])["median"]} for r in results]
   name, dataset = results[-1].data_name, results[-1].dataset
   print(f"{name}: SWA, {FLAGS.epochs} epochs at lr {FLAGS.lr} (test loss)")

@@ -46,6 +46,39 @@ def save_figure(fig, path) -> Path:
   return path
 
 
+def finite_values(values):
+  """(the finite values of `values`, flattened, as float64; how many were left out). A
+  null read back from JSON (where NaN and infinities are written as null) counts as
+  non-finite."""
+  v = np.asarray(values, np.float64).ravel()
+  keep = np.isfinite(v)
+  return v[keep], int((~keep).sum())
+
+
+def bulk_limits(values, reach: float = 100.0):
+  """(lo, hi, beyond): axis limits around the bulk of the finite `values` and how many of
+  them fall outside. A value further from the median than `reach` times the median's size
+  (or its absolute deviation, if larger) is an outlier, e.g. a loss of 1e30 among losses
+  near 0.1, and is left off the axes rather than squashing the rest flat; up to half the
+  values may be outliers."""
+  v, _ = finite_values(values)
+  if not v.size:
+    return 0.0, 1.0, 0
+  med = np.median(v)
+  span = reach * max(float(np.median(np.abs(v - med))), abs(float(med)), 1e-12)
+  inside = v[np.abs(v - med) <= span]
+  lo, hi = float(inside.min()), float(inside.max())
+  pad = 0.05 * max(hi - lo, 1e-6)
+  return lo - pad, hi + pad, int(v.size - inside.size)
+
+
+def left_out(non_finite: int = 0, beyond: int = 0, what: str = "values") -> str:
+  """'3 non-finite values not drawn, 1 beyond the axes', or '' when nothing was left out."""
+  parts = ([f"{non_finite} non-finite {what} not drawn"] if non_finite else []) + \
+      ([f"{beyond} beyond the axes"] if beyond else [])
+  return ", ".join(parts)
+
+
 class CurvePanel(NamedTuple):
   """One panel of `loss_curves`: every line's loss at each alpha."""
   title: str
@@ -77,10 +110,11 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
             ("aligned", ALIGNED_COLOR, f"weight matching to model {records[0].reference}")]
   colors = matplotlib.colormaps["tab10"]
   series += [(n, colors((k + 2) % 10), n) for k, n in enumerate(others)]
+  dropped = 0
   for k, (which, color, label) in enumerate(series):
-    vals = [np.asarray(r.curves(which)["barrier"], float) for r in records]
-    vals = [v[np.isfinite(v)] for v in vals]
-    q = np.asarray([np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3 for v in vals])
+    vals = [finite_values(r.curves(which)["barrier"]) for r in records]
+    dropped += sum(n for _, n in vals)
+    q = np.asarray([np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3 for v, _ in vals])
     # Side by side (a few % apart on the log axis), so the sets of bars never overlap.
     dodge = 2 ** (0.05 * (k - (len(series) - 1) / 2))
     ax.errorbar(widths * dodge, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]],
@@ -98,8 +132,9 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
   else:
     ax.legend()
   pairs = len(records[0].curves("naive")["barrier"])
+  note = left_out(dropped, what="barriers")
   ax.set_title(f"{dataset}: loss barrier against width\n(median and quartiles over "
-               f"{pairs} pairs per width)")
+               f"{pairs} pairs per width{'; ' + note if note else ''})")
   return save_figure(fig, path)
 
 
@@ -165,10 +200,14 @@ def loss_curves(panels: Sequence[CurvePanel], title: str, path, split: str = "te
     ax.plot(alphas, med, color="red", lw=2, label="median")
     ax.plot(alphas, q1, color="red", lw=1, ls="--", label="Q1, Q3")
     ax.plot(alphas, q3, color="red", lw=1, ls="--")
-    # Zoom so that the bulk of the curves is readable; a few outlying lines leave the axes.
-    lo, hi = loss.min(), np.percentile(loss, 99)
+    # Zoom so that the bulk of the curves is readable; a few outlying lines leave the axes
+    # (and a line of huge losses, 1e30, is counted as leaving them).
+    lo, hi = loss.min(), min(np.percentile(loss, 99), bulk_limits(loss)[1])
     pad = 0.05 * max(hi - lo, 1e-6)
     ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    beyond = int((loss.max(axis=1) > hi + pad).sum())
+    if beyond:
+      dropped += f";\n{beyond} leaving the axes"
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_title(f"{panel.title} ({len(loss)} pairs{dropped})")
     ax.set_xlabel("alpha (0: model i, 1: model j)")
@@ -189,7 +228,7 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
     models, entry = list(r.models), r.curves(which)
     index = {m: k for k, m in enumerate(models)}
     pairs = np.asarray([[index[i], index[j]] for i, j in entry["pairs"]]).reshape(-1, 2)
-    m = pair_matrix(np.asarray(entry["epsilon"]), pairs, len(models))
+    m = pair_matrix(np.asarray(entry["epsilon"], np.float64), pairs, len(models))
     order = single_linkage_order(m)
     vmax = max(r.mean_test_loss, 1e-6)
     im = ax.imshow(m[np.ix_(order, order)], cmap="viridis", vmin=0, vmax=vmax,
@@ -224,42 +263,68 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
 
 def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path:
   """Fig 1.1/1.2: loss over the plane through three networks, one panel per grid, with
-  A, B and C marked; a shared logarithmic colour scale so panels compare."""
-  lo = max(min(float(g.loss.min()) for g in grids), 1e-4)
-  hi = max(float(np.percentile(g.loss, 99)) for g in grids)
+  A, B and C marked; a shared logarithmic colour scale so panels compare. Non-finite grid
+  points are left blank and counted in their panel's title."""
+  finite = np.concatenate([finite_values(g.loss)[0] for g in grids])
+  if finite.size:
+    lo = max(float(finite.min()), 1e-4)
+    hi = min(float(np.percentile(finite, 99)), bulk_limits(finite)[1])
+  else:
+    lo, hi = 1e-4, 1.0
   levels = np.geomspace(lo, max(hi, lo * 1.01), 16)
   fig, axes = new_figure(1, len(grids), (5.2 * len(grids) + 0.8, 4.6))
+  cs = None
   for ax, g, title in zip(axes[0], grids, titles):
-    cs = ax.contourf(g.xs, g.ys, np.clip(g.loss, lo, levels[-1]), levels=levels, norm=LogNorm(),
-                     cmap="viridis_r")
-    ax.contour(g.xs, g.ys, np.clip(g.loss, lo, levels[-1]), levels=levels, colors="k",
-               linewidths=0.3, alpha=0.5)
+    loss = np.asarray(g.loss, np.float64)
+    bad = int((~np.isfinite(loss)).sum())
+    shown = np.ma.masked_invalid(np.where(np.isfinite(loss), np.clip(loss, lo, levels[-1]),
+                                          np.nan))
+    if bad < loss.size:
+      cs = ax.contourf(g.xs, g.ys, shown, levels=levels, norm=LogNorm(), cmap="viridis_r")
+      ax.contour(g.xs, g.ys, shown, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
     for (cx, cy), name, corner_loss in zip(g.corners, "ABC", g.corner_loss):
+      if not (np.isfinite(cx) and np.isfinite(cy)):
+        continue
       ax.plot(cx, cy, "o", ms=8, mfc="white", mec="red", mew=2)
       ax.annotate(f"{name} ({corner_loss:.3f})", (cx, cy), xytext=(6, 6),
                   textcoords="offset points", color="red", fontsize=9, fontweight="bold")
     ax.set_aspect("equal")
-    ax.set_title(title)
+    note = "no finite loss" if bad == loss.size else \
+        f"{bad} non-finite points left blank" if bad else ""
+    ax.set_title(title + (f"\n({note})" if note else ""))
     ax.set_xlabel("along B - A (parameter distance)")
     ax.set_ylabel("along C - A, orthogonal part")
-  cb = fig.colorbar(cs, ax=list(axes[0]), fraction=0.03, pad=0.02, ticks=levels[::3])
-  cb.ax.set_yticklabels([f"{v:.3g}" for v in levels[::3]])
-  cb.ax.minorticks_off()
-  cb.set_label(f"{split} loss (log scale)")
+  if cs is not None:
+    cb = fig.colorbar(cs, ax=list(axes[0]), fraction=0.03, pad=0.02, ticks=levels[::3])
+    cb.ax.set_yticklabels([f"{v:.3g}" for v in levels[::3]])
+    cb.ax.minorticks_off()
+    cb.set_label(f"{split} loss (log scale)")
   fig.suptitle(suptitle)
   return save_figure(fig, path)
 
 
 def swa_losses(records, dataset: str, path) -> Path:
   """Fig 4.7: test loss of each SWA sample and of the running average, per epoch; the
-  model SWA started from as a dashed line. `records`: `SwaResult`s (zoo.swa)."""
+  model SWA started from as a dashed line. `records`: `SwaResult`s (zoo.swa). Non-finite
+  losses are not drawn and huge ones are left off the axes; each panel counts both."""
   fig, axes = panel_grid(len(records), size=3.2)
   for ax, r in zip(axes, records):
-    e = np.arange(1, len(r.sample_loss) + 1)
-    ax.plot(e, r.sample_loss, "o", color=NAIVE_COLOR, label="sample")
-    ax.plot(e, r.average_loss, "-", color=ALIGNED_COLOR, lw=2, label="running average")
-    ax.axhline(r.start_loss, color="gray", ls="--", lw=1, label="start")
-    ax.set_title(f"width {r.width}")
+    sample = np.asarray(r.sample_loss, np.float64)
+    average = np.asarray(r.average_loss, np.float64)
+    start = np.asarray([r.start_loss], np.float64)
+    every = np.concatenate([sample, average, start])
+    _, bad = finite_values(every)
+    lo, hi, beyond = bulk_limits(every)
+    e = np.arange(1, len(sample) + 1)
+    ax.plot(e, np.where(np.isfinite(sample), sample, np.nan), "o", color=NAIVE_COLOR,
+            label="sample")
+    ax.plot(e, np.where(np.isfinite(average), average, np.nan), "-", color=ALIGNED_COLOR, lw=2,
+            label="running average")
+    if np.isfinite(start[0]):
+      ax.axhline(start[0], color="gray", ls="--", lw=1, label="start")
+    ax.set_ylim(lo, hi)
+    note = left_out(bad, beyond, "losses")
+    ax.set_title(f"width {r.width}" + (f"\n({note})" if note else ""), fontsize=10)
     ax.set_xlabel("SWA epoch")
     ax.set_ylabel("test loss")
     ax.grid(alpha=0.3)

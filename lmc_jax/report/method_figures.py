@@ -8,7 +8,13 @@ from typing import Sequence
 import matplotlib
 import numpy as np
 
-from lmc_jax.report.figures import new_figure, save_figure, width_label
+from lmc_jax.report.figures import (
+  finite_values,
+  left_out,
+  new_figure,
+  save_figure,
+  width_label,
+)
 
 
 def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, path) -> Path:
@@ -23,6 +29,7 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
   colors = matplotlib.colormaps["tab10"]
   color_of = lambda root: "0.45" if root == "naive" else colors(base.index(root) % 10)
   for ax, (suffix, members) in zip(axes, panels):
+    dropped = 0
     for i, name in enumerate(members):
       root = name.split("+")[0]
       xs, med, err_lo, err_hi = [], [], [], []
@@ -31,7 +38,11 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
         e = r.curves(name)
         if e is None or "skipped" in e:
           continue
-        q1, q2, q3 = np.percentile(np.asarray(e["epsilon"], np.float64), [25, 50, 75])
+        eps, bad = finite_values(e["epsilon"])
+        dropped += bad
+        if not eps.size:
+          continue
+        q1, q2, q3 = np.percentile(eps, [25, 50, 75])
         xs.append(w * shift)
         med.append(q2)
         err_lo.append(q2 - q1)
@@ -49,10 +60,13 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
       ax.set_ylabel("epsilon: median, bars Q1-Q3 (log; zeros not drawn)")
     else:
       ax.set_ylabel("epsilon: median, bars Q1-Q3 (every median is 0)")
-    ax.set_title(f"{dataset}: epsilon by method" + (" after REPAIR" if suffix else ""))
+    note = left_out(dropped, what="epsilons")
+    ax.set_title(f"{dataset}: epsilon by method" + (" after REPAIR" if suffix else "")
+                 + (f"\n({note})" if note else ""))
   for name in base:
     secs = [(w, r.curves(name).get("seconds")) for w, r in zip(widths, records)
             if r.curves(name) is not None and "skipped" not in r.curves(name)]
+    secs = [(w, t) for w, t in secs if isinstance(t, (int, float)) and np.isfinite(t) and t > 0]
     if secs:
       axes[-1].plot(*zip(*secs), "-o", ms=3.5, color=color_of(name), label=name)
   axes[-1].set_yscale("log")
@@ -65,6 +79,7 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
     ax.minorticks_off()
     ax.set_xlabel(width_label(records[0].config))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
   fig.tight_layout()
   return save_figure(fig, path)

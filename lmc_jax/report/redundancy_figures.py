@@ -7,7 +7,15 @@ import numpy as np
 
 from lmc_jax.analysis.unit_merging import cosine_similarity
 from lmc_jax.lmc.measures import single_linkage_order
-from lmc_jax.report.figures import ALIGNED_COLOR, NAIVE_COLOR, new_figure, panel_grid, save_figure
+from lmc_jax.report.figures import (
+  ALIGNED_COLOR,
+  NAIVE_COLOR,
+  finite_values,
+  left_out,
+  new_figure,
+  panel_grid,
+  save_figure,
+)
 
 
 def _logit_fn(params):
@@ -77,10 +85,12 @@ def reduced_epsilon(records, path, title: str):
             ("merged, re-aligned", "red_aligned", ALIGNED_COLOR, 0.25)]
   fig, axes = new_figure(1, 1, (9, 4.2))
   ax = axes[0, 0]
-  handles = []
+  handles, dropped = [], 0
   for label, key, color, off in series:
-    bp = ax.boxplot([np.asarray(getattr(r, key)) for r in records], positions=x + off, widths=0.22,
-                    showfliers=False, patch_artist=True)
+    vals = [finite_values(getattr(r, key)) for r in records]
+    dropped += sum(n for _, n in vals)
+    bp = ax.boxplot([v for v, _ in vals], positions=x + off, widths=0.22, showfliers=False,
+                    patch_artist=True)
     for box in bp["boxes"]:
       box.set_facecolor(color)
     for med in bp["medians"]:
@@ -93,5 +103,6 @@ def reduced_epsilon(records, path, title: str):
   ax.set_ylabel("epsilon (test loss)")
   ax.axhline(0, color="gray", lw=0.8, ls=":")
   ax.grid(axis="y", alpha=0.3)
-  ax.set_title(title)
+  note = left_out(dropped, what="epsilons")
+  ax.set_title(title + (f" ({note})" if note else ""))
   return save_figure(fig, path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from lmc_jax import result_files
 from lmc_jax.atomic_files import atomic_write_bytes
+from lmc_jax.errors import LmcError
 from lmc_jax.lmc.measures import mean_std
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
@@ -62,8 +64,14 @@ def write_csv(path, rows: Iterable[dict]) -> Path:
 
 def write_zoo_summary(root, dataset: str) -> Path:
   """`<root>/<dataset>_zoo_summary.csv`: one `zoo_row` per zoo of `dataset` under `root`
-  (one level down), sorted by optimizer, init and width."""
-  rows = [zoo_row(read_zoo_json(d)) for d in find_zoos(root)]
+  (one level down), sorted by optimizer, init and width. A zoo whose zoo.json is damaged
+  is left out with a warning (it is another run's; this one's zoo is already saved)."""
+  rows = []
+  for d in find_zoos(root):
+    try:
+      rows.append(zoo_row(read_zoo_json(d)))
+    except LmcError as e:
+      logging.warning("left out of the zoo summary: %s", e)
   rows = sorted((r for r in rows if r["dataset"] == dataset),
                 key=lambda r: (r["optimizer"], r["init"], r["width"]))
   return write_csv(Path(root) / result_files.zoo_summary_csv(dataset), rows)

@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
+from lmc_jax import file_schema
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dims_of
@@ -70,10 +71,10 @@ def read_zoo_json(directory) -> dict:
                    "again with `python -m experiments.zoo`.")
   try:
     doc = json.loads(path.read_text())
-    doc["config"]
-  except (ValueError, KeyError, TypeError) as e:
-    raise LmcError(f"{path} is not a valid zoo description ({e}); train the zoo again.") from None
-  return check_format(doc, path, ZOO_FORMAT)
+  except (OSError, ValueError) as e:
+    raise LmcError(f"{path} is not a valid zoo description (not JSON: {e}); "
+                   f"{file_schema.zoo_fix(path)}.") from None
+  return file_schema.check_zoo_doc(check_format(doc, path, ZOO_FORMAT), path)
 
 
 def load_zoo(directory, expected_shapes: dict = None):

@@ -191,6 +191,7 @@ def find_zoos(root) -> List[Path]:
 
 def _width_key(path: Path):
   try:
-    return json.loads((path / ZOO_JSON).read_text())["config"]["hidden"][0]
+    width = json.loads((path / ZOO_JSON).read_text())["config"]["hidden"][0]
+    return width if isinstance(width, int) else 0
   except (OSError, ValueError, KeyError, IndexError, TypeError):
     return 0

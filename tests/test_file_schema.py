@@ -1,0 +1,260 @@
+"""zoo.json and barrier.json that parse but are wrong are refused by field (zoo.json) or
+recomputed with a warning (a barrier.json the analysis would reuse), never used."""
+import copy
+import json
+import shutil
+
+import pytest
+
+from lmc_jax.analysis import barrier as barrier_mod
+from lmc_jax.analysis.barrier import analyse_zoo, read_barrier_json
+from lmc_jax.errors import LmcError
+from lmc_jax.file_schema import SchemaError, check_barrier_doc, check_zoo_doc
+from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
+from lmc_jax.zoo.io import read_zoo_json
+from tests.helpers import saved_moons_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+  """A 3-model width-4 Moons zoo with a barrier.json of weight and activation matching and
+  the diagnostics."""
+  d = tmp_path_factory.mktemp("schema") / "moons_w4"
+  saved_moons_zoo(d, 4)
+  analyse_zoo(d, methods=("weight", "activation"), diagnostics=True)
+  return d
+
+
+def _docs(zoo):
+  return (json.loads((zoo / ZOO_JSON).read_text()), json.loads((zoo / BARRIER_JSON).read_text()))
+
+
+def _set(path, value):
+  """A damage: the field at `path` (keys and indices) set to `value`."""
+  def damage(doc):
+    for key in path[:-1]:
+      doc = doc[key]
+    doc[path[-1]] = value
+  return damage
+
+
+def _drop(path):
+  def damage(doc):
+    for key in path[:-1]:
+      doc = doc[key]
+    del doc[path[-1]]
+  return damage
+
+
+ZOO_DAMAGES = [
+    ("format not an int", _set(["format"], "1"), "format is '1', not an integer"),
+    ("config missing", _drop(["config"]), "config is missing"),
+    ("config a list", _set(["config"], [1]), "config is [1], not a JSON object"),
+    ("config key unknown", _set(["config", "colour"], "red"), "config has unknown keys ['colour']"),
+    ("lr a string", _set(["config", "lr"], "fast"), "config.lr is 'fast', not a number"),
+    ("hidden empty", _set(["config", "hidden"], []), "config.hidden is [], not a non-empty list"),
+    ("hidden floats", _set(["config", "hidden"], [4.5]), "config.hidden is [4.5]"),
+    ("epochs a bool", _set(["config", "epochs"], True), "config.epochs is True, not an integer"),
+    ("momentum out of range", _set(["config", "momentum"], 1.5),
+     "config.momentum does not pass its check (--momentum must be in [0, 1), got 1.5)"),
+    ("arch unknown", _set(["config", "arch"], "mlpx"), "config.arch does not pass its check"),
+    ("sha not hex", _set(["params_sha256"], "abc"), "params_sha256 is 'abc', not the 64 hex"),
+    ("sha missing", _drop(["params_sha256"]), "params_sha256 is missing"),
+    ("num_models zero", _set(["num_models"], 0), "num_models is 0, outside >= 1"),
+    ("num_models a string", _set(["num_models"], "3"), "num_models is '3', not an integer"),
+    ("num_models not the config's", _set(["num_models"], 2),
+     "num_models is 2 but config.num_models is 3"),
+    ("models truncated", lambda d: d["models"].pop(), "models has 2 entries but num_models is 3"),
+    ("model not a dict", _set(["models", 1], "x"), "models[1] is 'x', not a JSON object"),
+    ("diverged not a bool", _set(["models", 1, "diverged"], "no"),
+     "models[1].diverged is 'no', not true or false"),
+    ("diverged missing", _drop(["models", 0, "diverged"]), "models[0].diverged is missing"),
+    ("metric missing", _drop(["models", 2, "train_acc"]), "models[2].train_acc is missing"),
+    ("metric a string", _set(["models", 2, "test_loss"], "0.1"),
+     "models[2].test_loss is '0.1', not a finite number"),
+    ("null loss, not diverged", _set(["models", 0, "test_loss"], None),
+     "models[0].test_loss is null but the model is not marked diverged"),
+    ("collapsed not a bool", _set(["models", 0, "collapsed"], 1), "models[0].collapsed is 1"),
+    ("only other keys", lambda d: d.clear() or d.update(x=1), "config is missing"),
+]
+
+
+@pytest.mark.parametrize("name, damage, words", ZOO_DAMAGES, ids=[c[0] for c in ZOO_DAMAGES])
+def test_a_wrong_zoo_json_is_refused_naming_the_field(zoo, name, damage, words):
+  doc, _ = _docs(zoo)
+  damage(doc)
+  path = zoo / ZOO_JSON
+  with pytest.raises(SchemaError) as e:
+    check_zoo_doc(doc, path)
+  msg = str(e.value)
+  assert msg.startswith(f"{path}: ") and words in msg, msg
+  assert msg.endswith(f"`python -m experiments.zoo --out={zoo.parent} ... --overwrite` (the "
+                      "flags it was trained with).")
+  assert ". " not in msg.replace("... ", ""), msg  # one sentence
+
+
+def test_a_good_zoo_json_passes_and_a_diverged_model_may_hold_nulls(zoo):
+  doc, _ = _docs(zoo)
+  assert check_zoo_doc(copy.deepcopy(doc), "z.json") == doc
+  doc["models"][1].update(test_loss=None, train_loss=float("nan"), diverged=True)
+  check_zoo_doc(doc, "z.json")
+  old = copy.deepcopy(doc)  # a zoo.json written before a config field existed
+  del old["config"]["layernorm_eps"], old["format"]
+  check_zoo_doc(old, "z.json")
+  with pytest.raises(SchemaError, match=r"z.json: the file is \[1\], not a JSON object"):
+    check_zoo_doc([1], "z.json")
+
+
+def test_read_zoo_json_refuses_a_wrong_one_and_changes_nothing(zoo, tmp_path):
+  d = tmp_path / "z"
+  shutil.copytree(zoo, d)
+  doc = json.loads((d / ZOO_JSON).read_text())
+  doc["models"][1]["diverged"] = "maybe"
+  (d / ZOO_JSON).write_text(json.dumps(doc))
+  before = (d / ZOO_JSON).read_bytes()
+  with pytest.raises(LmcError, match=r"zoo.json: models\[1\].diverged is 'maybe'"):
+    read_zoo_json(d)
+  assert (d / ZOO_JSON).read_bytes() == before
+  (d / ZOO_JSON).write_text("[1, 2")
+  with pytest.raises(LmcError, match="not a valid zoo description .*--overwrite"):
+    read_zoo_json(d)
+
+
+BARRIER_DAMAGES = [
+    ("alphas empty", _set(["alphas"], []), "alphas is empty"),
+    ("alphas missing", _drop(["alphas"]), "alphas is missing"),
+    ("alpha a string", _set(["alphas", 3], "x"), "alphas[3] is 'x', not a finite number"),
+    ("naive missing", _drop(["naive"]), "naive is missing"),
+    ("pair out of range", _set(["naive", "pairs", 0], [0, 9]),
+     "naive.pairs[0] is 9, outside 0..2"),
+    ("pair not a pair", _set(["aligned", "pairs", 1], [0]), "aligned.pairs[1] is [0], not a pair"),
+    ("pair of floats", _set(["naive", "pairs", 2], [1.0, 2.0]),
+     "naive.pairs[2] is 1.0, not an integer"),
+    ("loss truncated", lambda d: d["naive"]["loss"].pop(), "naive.loss has 2 entries, expected 3"),
+    ("curve truncated", lambda d: d["aligned"]["loss"][0].pop(),
+     "aligned.loss[0] has 10 entries, expected 11"),
+    ("acc missing", _drop(["naive", "acc"]), "naive.acc is missing"),
+    ("measure a string", _set(["aligned", "epsilon", 1], "x"),
+     "aligned.epsilon[1] is 'x', not a number or null"),
+    ("measure truncated", lambda d: d["methods"]["activation"]["barrier"].pop(),
+     "methods.activation.barrier has 2 entries, expected 3"),
+    ("perm repeats", _set(["methods", "weight", "perms", 1, "P_0"], [0, 0, 1, 2]),
+     "methods.weight.perms[1].P_0 is not a permutation of 0..3"),
+    ("perm of floats", _set(["methods", "activation", "perms", 2, "P_0"], [0.0, 1.0, 2.0, 3.0]),
+     "methods.activation.perms[2].P_0 is not a permutation of 0..3"),
+    ("perm too short", _set(["methods", "weight", "perms", 1, "P_0"], [0, 1, 2]),
+     "methods.weight.perms[1].P_0 has 3 entries, expected 4"),
+    ("perm renamed", lambda d: d["methods"]["weight"]["perms"][0].update(Q=d["methods"]["weight"][
+        "perms"][0].pop("P_0")), "methods.weight.perms[0] names permutations ['Q']"),
+    ("perms one short", lambda d: d["methods"]["weight"]["perms"].pop(),
+     "methods.weight.perms has 2 entries, expected 3"),
+    ("method not a dict", _set(["methods", "activation"], 3), "methods.activation is 3"),
+    ("weight without aligned", _drop(["aligned"]), "aligned is missing though methods.weight"),
+    ("reference out of range", _set(["reference"], 7), "reference is 7, outside 0..2"),
+    ("diagnostics without restarts", _drop(["diagnostics", "weight_restarts"]),
+     "diagnostics.weight_restarts is missing"),
+    ("cycle consistency a string", _set(["diagnostics", "activation_cycle_consistency"], "x"),
+     "diagnostics.activation_cycle_consistency is 'x', not a list"),
+    ("spread a string", _set(["diagnostics", "weight_restarts", "max_epsilon_spread"], "big"),
+     "diagnostics.weight_restarts.max_epsilon_spread is 'big', not a finite number"),
+]
+
+
+@pytest.mark.parametrize("name, damage, words", BARRIER_DAMAGES,
+                         ids=[c[0] for c in BARRIER_DAMAGES])
+def test_a_wrong_barrier_json_is_refused_naming_the_field(zoo, name, damage, words):
+  _, doc = _docs(zoo)
+  damage(doc)
+  path = zoo / BARRIER_JSON
+  with pytest.raises(SchemaError) as e:
+    check_barrier_doc(doc, path, num_models=3, perm_sizes={"P_0": 4})
+  msg = str(e.value)
+  assert msg.startswith(f"{path}: ") and words in msg, msg
+  assert msg.endswith(f"recompute it with `python -m experiments.barrier --zoo={zoo} "
+                      "--recompute`.")
+
+
+def test_a_good_barrier_json_passes_with_nulls_and_without_sizes(zoo):
+  _, doc = _docs(zoo)
+  doc["naive"]["loss"][0][4] = None  # NaN is written as null
+  doc["naive"]["epsilon"][0] = None
+  assert check_barrier_doc(doc, "b.json", 3, {"P_0": 4}) is doc
+  check_barrier_doc(doc, "b.json")
+  doc["methods"]["ste"] = {"skipped": "too slow", "settings": {}}
+  del doc["aligned"], doc["methods"]["weight"]  # a run stopped after the naive curves
+  check_barrier_doc(doc, "b.json", 3)
+
+
+def _count_alignments(monkeypatch):
+  calls = []
+  real = barrier_mod.align_by
+
+  def counting(name, *args, **kwargs):
+    calls.append(name)
+    return real(name, *args, **kwargs)
+  monkeypatch.setattr(barrier_mod, "align_by", counting)
+  return calls
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_set(["methods", "weight", "perms", 1, "P_0"], [3, 3, 3, 3]),
+     "methods.weight.perms[1].P_0 is not a permutation of 0..3"),
+    (lambda d: d["methods"]["activation"]["loss"].pop(),
+     "methods.activation.loss has 2 entries, expected 3"),
+    (_set(["methods", "weight", "perms", 0], {"P_0": [0, 1, 2, 3], "P_9": [0]}),
+     "methods.weight.perms[0] names permutations ['P_0', 'P_9']"),
+])
+def test_a_damaged_barrier_json_is_recomputed_with_a_warning(zoo, tmp_path, monkeypatch,
+                                                             caplog, damage, words):
+  d = tmp_path / "z"
+  shutil.copytree(zoo, d)
+  good = json.loads((d / BARRIER_JSON).read_text())
+  bad = copy.deepcopy(good)
+  damage(bad)
+  (d / BARRIER_JSON).write_text(json.dumps(bad))
+  calls = _count_alignments(monkeypatch)
+  result = analyse_zoo(d, methods=("weight", "activation"), diagnostics=True)
+  assert words in caplog.text and "not reused" in caplog.text
+  assert calls == ["weight", "activation"]  # nothing of the damaged file was kept
+  on_disk = read_barrier_json(d, 3)
+  assert on_disk["methods"]["weight"]["perms"] == good["methods"]["weight"]["perms"]
+  assert result["aligned"]["epsilon"] == pytest.approx(good["aligned"]["epsilon"])
+
+
+def test_a_barrier_json_that_is_not_json_is_recomputed_and_a_good_one_reused(zoo, tmp_path,
+                                                                            monkeypatch, caplog):
+  d = tmp_path / "z"
+  shutil.copytree(zoo, d)
+  text = (d / BARRIER_JSON).read_text()
+  (d / BARRIER_JSON).write_text(text[: len(text) // 2])
+  calls = _count_alignments(monkeypatch)
+  analyse_zoo(d, methods=("weight", "activation"), diagnostics=True)
+  assert "is not readable JSON" in caplog.text and calls == ["weight", "activation"]
+  analyse_zoo(d, methods=("weight", "activation"), diagnostics=True)  # now whole: kept
+  assert calls == ["weight", "activation"]
+
+
+def test_read_barrier_json_refuses_a_damaged_one(zoo, tmp_path):
+  d = tmp_path / "z"
+  shutil.copytree(zoo, d)
+  doc = json.loads((d / BARRIER_JSON).read_text())
+  doc["naive"]["pairs"][0] = [0, 5]
+  (d / BARRIER_JSON).write_text(json.dumps(doc))
+  with pytest.raises(LmcError, match=r"barrier.json: naive.pairs\[0\] is 5, outside 0..2; "
+                                     "recompute it with"):
+    read_barrier_json(d, 3)
+  (d / BARRIER_JSON).write_text("{")
+  with pytest.raises(LmcError, match="barrier.json is not readable JSON .*--recompute"):
+    read_barrier_json(d)
+
+
+def test_the_zoo_summary_leaves_out_a_damaged_zoo_with_a_warning(zoo, tmp_path, caplog):
+  from lmc_jax.report.tables import write_zoo_summary
+  shutil.copytree(zoo, tmp_path / "moons_w4")
+  shutil.copytree(zoo, tmp_path / "moons_w8")
+  doc = json.loads((zoo / ZOO_JSON).read_text())
+  doc["config"]["hidden"] = [8.5]
+  (tmp_path / "moons_w8" / ZOO_JSON).write_text(json.dumps(doc))
+  path = write_zoo_summary(tmp_path, "moons")
+  assert len(path.read_text().splitlines()) == 2  # the header and the whole zoo
+  assert "left out of the zoo summary" in caplog.text and "config.hidden" in caplog.text
