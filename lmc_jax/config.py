@@ -19,6 +19,7 @@ AUGMENTS = ("none", "crop_flip")
 IMAGE_DATASETS = ("mnist", "cifar10")
 
 
+PRECISIONS = ("fp32", "bf16")  # see nn.precision
 MAX_SEED = 2 ** 31 - 1  # seeds become 32-bit keys: larger ones would collide with smaller
 
 
@@ -49,6 +50,7 @@ class ZooConfig:
   n_train: int = 512  # Moons only
   n_test: int = 512  # Moons only
   noise: float = 0.1  # Moons only
+  precision: str = "fp32"  # 'bf16': matmul inputs in bfloat16, the rest float32 (nn.precision)
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
@@ -114,6 +116,12 @@ class ZooConfig:
       if len(self.hidden) != 1:
         raise LmcError(f"--arch={self.arch} takes one width multiplier per zoo, got "
                        f"{list(self.hidden)}; pass e.g. --width=1,2,4 without --depth.")
+    if self.precision not in PRECISIONS:
+      raise LmcError(f"Unknown --precision {self.precision!r}; use one of "
+                     f"{', '.join(PRECISIONS)}.")
+    if self.precision != "fp32" and self.arch != "mlp":
+      raise LmcError(f"--precision={self.precision} is built for the MLP; --arch={self.arch} "
+                     "trains in fp32, so drop --precision.")
     if self.norm not in CONV_NORMS:
       raise LmcError(f"Unknown --norm {self.norm!r}; use one of {', '.join(CONV_NORMS)}.")
     if self.augment not in AUGMENTS:

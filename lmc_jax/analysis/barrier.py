@@ -27,17 +27,26 @@ import numpy as np
 
 from lmc_jax.align.diagnostics import alignment_diagnostics, fraction_moved
 from lmc_jax.align.registry import MethodSettings, align_by, check_methods
-from lmc_jax.align.spec import PermutationSpec, permute_zoo, spec_for_config, validate_spec
+from lmc_jax.align.spec import (
+  PermutationSpec,
+  perm_sizes,
+  permute_zoo,
+  spec_for_config,
+  validate_spec,
+)
 from lmc_jax.align.units import repair_sites
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
+from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
+from lmc_jax.file_schema import SchemaError, barrier_fix, check_barrier_doc
 from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batches, reset_pair_sweep
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import MEASURES, curves_entry
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
+from lmc_jax.nn.models import model_at
+from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON, check_format
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
 
@@ -66,14 +75,17 @@ class BarrierJob(NamedTuple):
 
 def prepare_job(directory, reference: int = 0, split: str = "test", alphas=None,
                 data_dir="data", bn_reset_batches: int = 10,
-                bn_reset_batch_size: int = 256) -> BarrierJob:
+                bn_reset_batch_size: int = 256, precision: str = "fp32") -> BarrierJob:
   """Loads the zoo and its data; refuses a bad split, reference or zoo in one sentence.
+  The curves are measured with matmuls at `precision` (`nn.precision`), whatever the zoo
+  trained in.
 
   For a zoo with BatchNorm, every interpolated network's statistics are recomputed on
   `bn_reset_batches` training batches of `bn_reset_batch_size` (`lmc.batchnorm`); 0 keeps
   the interpolated running statistics."""
   directory = Path(directory)
-  config, model, params, doc = load_zoo_checked(directory)
+  config, _, params, doc = load_zoo_checked(directory)
+  model = model_at(config, precision)
   spec = spec_for_config(config)
   validate_spec(spec, params, batch_dims=1)
   if split not in ("test", "train"):
@@ -117,6 +129,11 @@ def reset_record(job: BarrierJob) -> Optional[dict]:
   return {"batches": int(job.reset_x.shape[0]), "batch_size": int(job.reset_x.shape[1])}
 
 
+def precision_of(job: BarrierJob) -> str:
+  """The precision of the job's matmuls, as barrier.json records it."""
+  return getattr(job.model, "precision", "fp32")
+
+
 def method_curves(result: dict, name: str) -> Optional[dict]:
   """The entry of `name` in a barrier.json dict: 'naive', 'aligned', or a method (for
   'weight', its record with the curves of 'aligned'); None where it was not computed."""
@@ -131,38 +148,71 @@ def method_curves(result: dict, name: str) -> Optional[dict]:
 def _previous(job: BarrierJob) -> Optional[dict]:
   """The zoo's barrier.json if it was computed from these params with these settings (an
   older format is recomputed; a newer one is refused, so this version never overwrites it
-  unasked)."""
+  unasked). One that is damaged (not JSON, or a field wrong: see
+  `file_schema.check_barrier_doc`) is recomputed with a warning saying what was wrong."""
   path = job.directory / BARRIER_JSON
+  if not path.exists():
+    return None
   try:
     old = json.loads(path.read_text())
-  except (OSError, ValueError):
+  except (OSError, ValueError) as e:
+    logging.warning("%s is not readable JSON (%s); it is not reused, every entry is recomputed.",
+                    path, e)
     return None
   found = old.get("format") if isinstance(old, dict) else None
   if isinstance(found, int) and found > BARRIER_FORMAT:
     raise LmcError(f"{path} has format {found}, newer than the {BARRIER_FORMAT} this lmc_jax "
                    "reads; upgrade lmc_jax, or pass --recompute to replace it.")
+  if not isinstance(old, dict) or found != BARRIER_FORMAT \
+      or old.get("params_sha256") != job.doc["params_sha256"]:
+    return None  # an older format, or another zoo's: recomputed
   try:
-    if (old.get("format") == BARRIER_FORMAT
-        and old.get("params_sha256") == job.doc["params_sha256"]
-        and old.get("split") == job.split and old.get("reference") == job.reference
-        and np.allclose(old["alphas"], job.alphas) and "naive" in old and "aligned" in old
-        and old.get("bn_reset") == reset_record(job)):
-      old.setdefault("methods", {})
-      return old
-  except (ValueError, KeyError, TypeError, AttributeError):
-    pass
+    check_barrier_doc(old, path, job.doc["num_models"],
+                      perm_sizes(job.spec, job.params, batch_dims=1))
+  except SchemaError as e:
+    logging.warning("%s: %s; it is not reused, every entry is recomputed.", path, e.what)
+    return None
+  if (old.get("split") == job.split and old.get("reference") == job.reference
+      and len(old["alphas"]) == len(job.alphas) and np.allclose(old["alphas"], job.alphas)
+      and old.get("bn_reset") == reset_record(job)
+      and old.get("precision", "fp32") == precision_of(job)):
+    old.setdefault("methods", {})
+    return old
   return None
 
 
+def read_barrier_json(directory, num_models: Optional[int] = None) -> dict:
+  """A zoo's barrier.json for a table or figure; refuses one that is not JSON, of a newer
+  format or with a field wrong, in one sentence naming the file, the field and the fix."""
+  path = Path(directory) / BARRIER_JSON
+  try:
+    doc = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise LmcError(f"{path} is not readable JSON ({e}); {barrier_fix(path)}.") from None
+  return check_barrier_doc(check_format(doc, path, BARRIER_FORMAT), path, num_models)
+
+
+def save_result(job: BarrierJob, result: dict) -> None:
+  """Writes `result` as the zoo's barrier.json (atomically): after every entry, so that a
+  run stopped part way keeps what it finished and the next run goes on from there."""
+  result["collapsed"] = collapsed_models(job.doc)
+  result["versions"] = package_versions()
+  result["params_sha256"] = job.doc["params_sha256"]
+  atomic_write_json(job.directory / BARRIER_JSON, result)
+
+
 def _fresh(job: BarrierJob) -> dict:
-  """A new result with the naive curves."""
+  """A new result with the naive curves (already written)."""
   t0 = time.perf_counter()
   naive = sweep(job, job.params)
-  return {"format": BARRIER_FORMAT, "zoo": str(job.directory), "split": job.split,
-          "bn_reset": reset_record(job),
-          "reference": job.reference, "alphas": job.alphas.tolist(), "excluded": sorted(job.skip),
-          "naive": curves_entry(naive), "methods": {},
-          "seconds": {"naive_sweep": time.perf_counter() - t0}}
+  result = {"format": BARRIER_FORMAT, "zoo": str(job.directory), "split": job.split,
+            "bn_reset": reset_record(job), "precision": precision_of(job),
+            "reference": job.reference,
+            "alphas": job.alphas.tolist(), "excluded": sorted(job.skip),
+            "naive": curves_entry(naive), "methods": {},
+            "seconds": {"naive_sweep": time.perf_counter() - t0}}
+  save_result(job, result)
+  return result
 
 
 def _kept(job: BarrierJob, entry: Optional[dict], wanted: dict):
@@ -201,7 +251,8 @@ def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
   if name == "weight":  # the study's measure: its curves are 'aligned', stored once
     result["aligned"] = dict(curves, reference=job.reference, method="weight_matching",
                              max_iter=wanted["max_iter"], seed=wanted["seed"],
-                             matcher=wanted["matcher"], sweeps=res.info["sweeps"])
+                             matcher=res.info.get("matcher", wanted["matcher"]),
+                             sweeps=res.info["sweeps"])
     result["methods"][name] = record
   else:
     result["methods"][name] = dict(curves, **record)
@@ -209,30 +260,34 @@ def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
 
 
 def _repair(job: BarrierJob, result: dict, name: str, params, settings: MethodSettings,
-            extra: dict) -> None:
-  """Curves of `params` after REPAIR as entry `<name>+repair`, unless already there."""
+            extra: dict) -> bool:
+  """Curves of `params` after REPAIR as entry `<name>+repair`, unless already there;
+  whether it added the entry."""
   key, n = f"{name}+repair", settings.fit_samples
   if result["methods"].get(key, {}).get("fit_samples") == n:
-    return
+    return False
   sites = repair_sites(job.spec, job.model, take(job.params, 0), job.fit_x[:1])
   if not sites:
     why = ("this network makes no hidden unit at a Dense or Conv with a bias, nor at a norm "
            "after one without, so REPAIR has nothing to fold its correction into")
     logging.warning("%s: %s skipped: %s", job.directory, key, why)
     result["methods"][key] = {"skipped": why, "fit_samples": n}
-    return
+    return True
   curves = repaired_pair_sweep(job.model, params, job.pairs, job.fit_x[:n], job.x, job.y,
                                job.alphas, sites=sites)
   result["methods"][key] = dict(curves_entry(curves), fit_samples=n, **extra)
+  return True
 
 
 def analyse_zoo(directory, reference: int = 0, split: str = "test",
                 alphas: Optional[np.ndarray] = None, data_dir="data",
                 methods: Sequence[str] = ("weight",), repair: bool = False,
                 diagnostics: bool = False, settings: Optional[MethodSettings] = None,
-                recompute: bool = False, bn_reset_batches: int = 10) -> dict:
+                recompute: bool = False, bn_reset_batches: int = 10,
+                precision: str = "fp32") -> dict:
   """Naive curves and curves after each alignment method in `methods`; writes
-  `barrier.json` into the zoo directory (atomically) and returns its dict.
+  `barrier.json` into the zoo directory (atomically, after each entry, so a run stopped
+  part way keeps what it finished) and returns its dict.
 
   `weight` always runs (it fills `aligned`, the study's measure). With `repair`, every
   set of curves is also measured after REPAIR (entries `<name>+repair`, `naive+repair`).
@@ -241,7 +296,14 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
   """
   settings = settings if settings is not None else MethodSettings()
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
-  job = prepare_job(directory, reference, split, alphas, data_dir, bn_reset_batches)
+  job = prepare_job(directory, reference, split, alphas, data_dir, bn_reset_batches,
+                    precision=precision)
+  with DirLock(job.directory, "barrier analysis"):  # no zoo run replaces it meanwhile
+    return _analyse_job(job, methods, repair, diagnostics, settings, recompute)
+
+
+def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
+                 settings: MethodSettings, recompute: bool) -> dict:
   old = None if recompute else _previous(job)
   result = old if old is not None else _fresh(job)
   kept = []
@@ -253,11 +315,12 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
     else:
       result["methods"].pop(f"{name}+repair", None)  # measured on the old alignment
       aligned = _align(job, result, name, settings, only=len(methods) == 1)
-    if repair and aligned is not None:
-      _repair(job, result, name, aligned, settings,
-              {"reference": job.reference, "settings": wanted})
-  if repair:
-    _repair(job, result, "naive", job.params, settings, {})
+      save_result(job, result)
+    if repair and aligned is not None and _repair(
+        job, result, name, aligned, settings, {"reference": job.reference, "settings": wanted}):
+      save_result(job, result)
+  if repair and _repair(job, result, "naive", job.params, settings, {}):
+    save_result(job, result)
   if kept:
     logging.info("%s: kept the %s results already in %s (pass --recompute to redo them)",
                  job.directory, ", ".join(kept), BARRIER_JSON)
@@ -269,10 +332,7 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                               job.fit_x[:settings.fit_samples], job.x, job.y, settings,
                               reset_x=job.reset_x),
         settings=wanted)
-  result["collapsed"] = collapsed_models(job.doc)
-  result["versions"] = package_versions()
-  result["params_sha256"] = job.doc["params_sha256"]
-  atomic_write_json(job.directory / BARRIER_JSON, result)
+  save_result(job, result)
   return result
 
 

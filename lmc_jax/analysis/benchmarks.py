@@ -65,14 +65,26 @@ def _best_of(fn, repeats: int = 5) -> float:
 
 def device_rates(copy_mib: int = 256, matmul_n: int = 2048) -> dict:
   """The default device's measured copy bandwidth (bytes/s: read plus write of a
-  `copy_mib` MiB float32 array) and float32 matmul rate (FLOP/s, `matmul_n` squared)."""
+  `copy_mib` MiB float32 array) and matmul rates (FLOP/s, `matmul_n` squared): float32,
+  and bfloat16 inputs with float32 accumulation (`nn.precision`)."""
   x = jnp.ones((copy_mib * 2 ** 18,), jnp.float32)
   copy = jax.jit(lambda a: a * 1.0001)
   copy_s = _best_of(lambda: copy(x).block_until_ready())
   a = jnp.ones((matmul_n, matmul_n), jnp.float32)
   mm = jax.jit(lambda u: u @ u)
   mm_s = _best_of(lambda: mm(a).block_until_ready())
-  return {"copy_bytes_per_s": 2 * x.nbytes / copy_s, "matmul_flops_per_s": 2 * matmul_n ** 3 / mm_s}
+  b = a.astype(jnp.bfloat16)
+  mm16 = jax.jit(lambda u: jnp.matmul(u, u, preferred_element_type=jnp.float32))
+  mm16_s = _best_of(lambda: mm16(b).block_until_ready())
+  return {"copy_bytes_per_s": 2 * x.nbytes / copy_s, "matmul_flops_per_s": 2 * matmul_n ** 3 / mm_s,
+          "bf16_matmul_flops_per_s": 2 * matmul_n ** 3 / mm16_s}
+
+
+def rates_at(rates: dict, precision: str) -> dict:
+  """`rates` with the matmul rate of `precision` as the one floors use."""
+  if precision == "bf16":
+    return dict(rates, matmul_flops_per_s=rates["bf16_matmul_flops_per_s"])
+  return rates
 
 
 def floor_s(flops: float, num_bytes: float, rates: dict) -> tuple:

@@ -13,6 +13,7 @@ from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.loss_plane import PlaneGrid, plane_grid
+from lmc_jax.nn.models import model_at
 from lmc_jax.result_files import PLANE_FORMAT, PLANE_JSON
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
@@ -33,11 +34,12 @@ def grid_json(g: PlaneGrid) -> dict:
 
 def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31,
               margin: float = 0.25, max_iter: int = 50, seed: int = 0,
-              data_dir="data") -> PlaneResult:
+              data_dir="data", precision: str = "fp32") -> PlaneResult:
   """Test loss on the plane through `models` (A, B, C) of the zoo in `directory`, naive and
-  with B and C weight-matched to A; writes plane.json there."""
+  with B and C weight-matched to A, with matmuls at `precision`; writes plane.json there."""
   directory = Path(directory)
-  config, model, params, doc = load_zoo_checked(directory)
+  config, _, params, doc = load_zoo_checked(directory)
+  model = model_at(config, precision)
   ids = [int(k) for k in models]
   usable = usable_models(doc, directory)
   if len(ids) != 3 or len(set(ids)) != 3 or not set(ids) <= set(usable):
@@ -55,7 +57,8 @@ def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31
   grids = [plane_grid(model, a, b, c, data.x_test, data.y_test, resolution, margin),
            plane_grid(model, a, b_al, c_al, data.x_test, data.y_test, resolution, margin)]
   atomic_write_json(directory / PLANE_JSON, {
-      "format": PLANE_FORMAT, "models": ids, "split": "test", "naive": grid_json(grids[0]),
+      "format": PLANE_FORMAT, "models": ids, "split": "test", "precision": precision,
+      "naive": grid_json(grids[0]),
       "aligned": grid_json(grids[1]), "versions": package_versions()})
   return PlaneResult(ids, grids[0], grids[1], doc.get("data_source") or config.dataset,
                      config.hidden[0])

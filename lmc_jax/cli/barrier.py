@@ -26,7 +26,9 @@ from absl import flags
 from lmc_jax.align.registry import MethodSettings, all_settings, check_methods, method_names
 from lmc_jax.analysis.barrier import analyse_zoo, zoo_barriers
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.config import PRECISIONS
 from lmc_jax.errors import LmcError
+from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import connectivity as conn
 from lmc_jax.report.tables import format_table
 from lmc_jax.zoo.io import read_zoo_json
@@ -50,6 +52,8 @@ flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see exp
 flags.DEFINE_integer("bn_reset_batches", 10, "For nets with BatchNorm: recompute every "
                      "interpolated net's statistics on this many training batches of 256 "
                      "before measuring it (0: keep the interpolated running statistics).")
+flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the sweeps: fp32, or bf16 "
+                  "(bfloat16 inputs, float32 accumulation and everything else; MLPs only).")
 flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
 
 
@@ -89,14 +93,16 @@ def main(argv):
     fig_dir = Path(FLAGS.figures or Path(FLAGS.runs) / "figures")
   methods = check_methods(FLAGS.align)
   settings = method_settings()
-  for z in zoos:  # checks every zoo before any work
+  check_output_dir(fig_dir, "--figures")
+  for z in zoos:  # checks every zoo before any work; barrier.json is written into it
     read_zoo_json(z)
+    check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   records = []
   for z in zoos:
     result = analyse_zoo(z, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
                          methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
                          settings=settings, recompute=FLAGS.recompute,
-                         bn_reset_batches=FLAGS.bn_reset_batches)
+                         bn_reset_batches=FLAGS.bn_reset_batches, precision=FLAGS.precision)
     records.append(zoo_barriers(z, result))
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)

@@ -32,6 +32,7 @@ from lmc_jax.analysis.benchmarks import (
   bench_training,
   device_rates,
   floor_s,
+  rates_at,
 )
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
@@ -67,6 +68,9 @@ flags.DEFINE_integer("align_models", None, "Align all pairs of the first this ma
 flags.DEFINE_bool("quick", False, "Small sizes for a 2-core CPU: 20 models, 20 epochs, "
                   "alignment of 10 models.")
 flags.DEFINE_string("json", None, "Also write the numbers to this JSON file.")
+flags.DEFINE_list("precision", ["fp32"], "Precisions timed side by side, e.g. fp32,bf16 (bf16: "
+                  "bfloat16 matmul inputs, float32 accumulation; MLPs only); each row's floor "
+                  "uses the measured matmul rate of its precision.")
 
 COLUMNS = ["what", "baseline", "baseline_s", "vectorised_s", "speedup", "gflops", "gbytes",
            "floor_s", "of_floor", "bound", "compile_s"]
@@ -89,24 +93,32 @@ def row(what, baseline, baseline_s, vectorised_s, compile_s, rates, flops=None,
   return out
 
 
-def config_for(width: int, n: int, epochs: int):
+def config_for(width: int, n: int, epochs: int, precision: str = "fp32"):
   """The zoo timed at `width` (checked: a conv net on Moons is refused here)."""
   depth = len(default_config(FLAGS.dataset).hidden) if FLAGS.arch == "mlp" else 1
   return default_config(FLAGS.dataset, arch=FLAGS.arch, hidden=(width,) * depth, num_models=n,
                         epochs=epochs, train_subset=FLAGS.train_subset,
-                        test_subset=FLAGS.test_subset)
+                        test_subset=FLAGS.test_subset, precision=precision)
 
 
-def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict):
+def key_of(width: int, precision: str) -> str:
+  """`w512`, or `w512_bf16`: a width's entry in the record."""
+  return f"w{width}" + ("" if precision == "fp32" else f"_{precision}")
+
+
+def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
+               precision: str = "fp32"):
   """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
-  config = config_for(width, n, epochs)
+  config = config_for(width, n, epochs, precision)
+  rates = rates_at(rates, precision)
   data = load_dataset(config, FLAGS.data_dir)
   train = bench_training(config, data, FLAGS.baseline_models)
   zoo = train_zoo(config, data, log=None)
   sweep = bench_pair_sweep(config, data, zoo.params, FLAGS.baseline_pairs)
-  record[f"w{width}"] = {"training": train, "sweep": sweep}
-  what = f"w{width}: train {n} models x {epochs} epochs"
-  pairs = f"w{width}: {sweep['pairs']} pairs x 11 alphas"
+  record[key_of(width, precision)] = {"training": train, "sweep": sweep}
+  tag = "" if precision == "fp32" else f" [{precision}]"
+  what = f"w{width}{tag}: train {n} models x {epochs} epochs"
+  pairs = f"w{width}{tag}: {sweep['pairs']} pairs x 11 alphas"
   t, s = train, sweep
   scaled = (f" (scaled from {train['baseline_models']} of {n})"
             if train["baseline_models"] < n else "")
@@ -147,20 +159,26 @@ def main(argv):
   widths = int_list(FLAGS.width if FLAGS["width"].present or not conv else ["1"], "width")
   if not widths:
     raise LmcError("--width must list at least one width.")
+  precisions = list(dict.fromkeys(p.strip() for p in FLAGS.precision if p.strip()))
+  if not precisions:
+    raise LmcError("--precision is empty; pass fp32, bf16 or fp32,bf16.")
   for width in widths:  # bad settings fail here, before any timing
-    config_for(width, n, epochs)
+    for precision in precisions:
+      config_for(width, n, epochs, precision)
   device = jax.devices()[0]
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
         f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
-        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {FLAGS.arch}, {n} "
-        f"models, {epochs} epochs")
+        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, bf16 matmul "
+        f"{rates['bf16_matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {FLAGS.arch}, "
+        f"{n} models, {epochs} epochs")
   record, rows, widest = {}, [], max(widths)
   for width in widths:
-    width_out, config, data, params = width_rows(width, n, epochs, rates, record)
-    rows += width_out
-    if width == widest:  # the plane and alignment are timed on the widest zoo
-      widest_zoo = config, data, params
+    for precision in precisions:
+      width_out, config, data, params = width_rows(width, n, epochs, rates, record, precision)
+      rows += width_out
+      if width == widest and precision == precisions[0]:  # plane and alignment: widest zoo
+        widest_zoo = config, data, params
   config, data, params = widest_zoo
   plane = None if conv else bench_plane(config, data, params)
   first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
@@ -181,7 +199,14 @@ def main(argv):
           align["host_s"], align["device_s"], align["compile_s"], rates),
   ]
   print(format_table(rows, COLUMNS, HEADERS))
-  diffs = [record[f"w{w}"]["sweep"]["max_abs_diff"] for w in widths]
+  for width in widths:
+    base = record[key_of(width, precisions[0])]
+    for p in precisions[1:]:
+      other = record[key_of(width, p)]
+      print(f"w{width}: {p} trains {base['training']['zoo_s'] / other['training']['zoo_s']:.2f}x "
+            f"and sweeps {base['sweep']['sweep_s'] / other['sweep']['sweep_s']:.2f}x as fast as "
+            f"{precisions[0]}")
+  diffs = [record[key_of(w, p)]["sweep"]["max_abs_diff"] for w in widths for p in precisions]
   diffs += [plane["max_abs_diff"]] if plane is not None else []
   print(f"loops and vectorised paths agree to {max(diffs):.2e} (max abs difference in loss); "
         f"host and device matching objectives to {align['max_rel_objective_diff']:.1e} "
@@ -195,6 +220,7 @@ def main(argv):
   if FLAGS.json:
     atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
                                    "settings": {"models": n, "epochs": epochs, "widths": widths,
+                                                "precisions": precisions,
                                                 "align_models": align_n, "arch": FLAGS.arch,
                                                 "train_subset": FLAGS.train_subset,
                                                 "test_subset": FLAGS.test_subset},

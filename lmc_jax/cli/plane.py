@@ -15,8 +15,11 @@ from absl import flags
 
 from lmc_jax.analysis.plane import plane_zoo
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
+from lmc_jax.config import PRECISIONS
+from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.result_files import PLANE_JSON, PLANE_PNG
+from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)
@@ -27,22 +30,28 @@ flags.DEFINE_float("margin", 0.25, "Border around the three networks, as a fract
 flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
 flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
+flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the grid: fp32, or bf16 (bfloat16 "
+                  "inputs, float32 accumulation and everything else; MLPs only).")
 
 
 @exit_on_lmc_error
 def main(argv):
   del argv
   zoo = Path(FLAGS.zoo)
+  read_zoo_json(zoo)  # before any work: the zoo is whole, and plane.json and plane.png go in it
+  check_output_dir(zoo, "--zoo")
   res = plane_zoo(zoo, int_list(FLAGS.models, "models"), FLAGS.resolution, FLAGS.margin,
-                  FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir)
+                  FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
   a, b, c = res.models
   path = figures.loss_planes(
       [res.naive, res.aligned], ["naive", "B, C weight-matched to A"],
       f"{res.data_name}, width {res.width}: test loss on the plane through models "
       f"A={a}, B={b}, C={c}", zoo / PLANE_PNG)
   for label, g in (("naive", res.naive), ("aligned", res.aligned)):
-    print(f"{label}: losses at A, B, C {g.corner_loss.round(4).tolist()}; grid min "
-          f"{g.loss.min():.4f}, max {g.loss.max():.4f}")
+    finite, bad = figures.finite_values(g.loss)
+    span = f"grid min {finite.min():.4f}, max {finite.max():.4f}" if finite.size else "grid"
+    print(f"{label}: losses at A, B, C {g.corner_loss.round(4).tolist()}; {span}"
+          + (f" ({bad} non-finite points)" if bad else ""))
   print(f"wrote {zoo / PLANE_JSON} and {path}")
 
 

@@ -29,7 +29,14 @@ from lmc_jax.cli.common import (
   int_list,
   run_main,
 )
-from lmc_jax.config import ARCHS, AUGMENTS, CONV_NORMS, DATASET_DEFAULTS, default_config
+from lmc_jax.config import (
+  ARCHS,
+  AUGMENTS,
+  CONV_NORMS,
+  DATASET_DEFAULTS,
+  PRECISIONS,
+  default_config,
+)
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import INITS, LAYERNORM_POSITIONS, model_for
 from lmc_jax.nn.optim import OPTIMIZERS, SCHEDULES
@@ -92,6 +99,9 @@ flags.DEFINE_enum("layernorm", None, LAYERNORM_POSITIONS, "LayerNorm on each hid
                   "published code's order, which collapses many narrow nets).")
 flags.DEFINE_float("layernorm_eps", None, "Epsilon of every LayerNorm (default: 1e-6, Flax's; "
                    "PyTorch's nn.LayerNorm uses 1e-5).")
+flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of training: fp32, or bf16 "
+                  "(bfloat16 inputs; params, optimizer state, LayerNorm, the loss and every "
+                  "accumulation in float32; MLPs only). Part of the zoo's config.")
 flags.DEFINE_integer("seed", 0, "Seed of model inits and data orders; same seed, same zoo.")
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated dataset (Moons).")
 flags.DEFINE_integer("n_train", 512, "Moons training samples.")
@@ -132,7 +142,8 @@ def config_for(width: int):
       peak_lr=FLAGS.peak_lr, weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum,
       schedule=FLAGS.schedule, init=FLAGS.init, layernorm=FLAGS.layernorm, seed=FLAGS.seed,
       data_seed=FLAGS.data_seed, n_train=FLAGS.n_train, n_test=FLAGS.n_test, noise=FLAGS.noise,
-      layernorm_eps=FLAGS.layernorm_eps, cycle_momentum=FLAGS.cycle_momentum)
+      layernorm_eps=FLAGS.layernorm_eps, cycle_momentum=FLAGS.cycle_momentum,
+      precision=FLAGS.precision)
 
 
 def preflight(configs, out: Path) -> None:

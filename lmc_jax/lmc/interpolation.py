@@ -21,6 +21,7 @@ from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import Batches, metrics_from_host, metrics_stack, to_batches
 from lmc_jax.nn.forward import host_loops
 from lmc_jax.nn.models import MLP, loss_and_correct
+from lmc_jax.nn.precision import einsum
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 NUM_ALPHAS = 11  # the study's 11 equally spaced points
@@ -121,8 +122,8 @@ def _line_metrics_mlp(model, params_i, params_j, mixed, alphas, batches: Batches
 
   def body(carry, batch):
     x, y, w = batch
-    zi = jnp.einsum("bd,pdw->pbw", x, params_i["Dense_0"]["kernel"])
-    zj = jnp.einsum("bd,pdw->pbw", x, params_j["Dense_0"]["kernel"])
+    zi = einsum(model.precision, "bd,pdw->pbw", x, params_i["Dense_0"]["kernel"])
+    zj = einsum(model.precision, "bd,pdw->pbw", x, params_j["Dense_0"]["kernel"])
     z = (1 - al) * zi[:, None] + al * zj[:, None]
     z = z.reshape((num_pairs * num_alphas,) + zi.shape[1:])
     z = z + bias[:, None, :]

@@ -17,6 +17,7 @@ import numpy as np
 
 from lmc_jax.data.datasets import dims_of
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.precision import check_precision, dot_general_for
 
 INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform", "kaiming_normal_torch_bias",
          "kaiming_uniform_torch_bias")
@@ -69,12 +70,15 @@ class MLP(nn.Module):
       nets: a layer whose ReLUs are all off hands LayerNorm a constant).
     init_scheme: one of INITS (named so as not to shadow `Module.init`).
     layernorm_eps: LayerNorm's epsilon (Flax's default 1e-6; torch's nn.LayerNorm 1e-5).
+    precision: 'fp32', or 'bf16' for bfloat16 matmul inputs with float32 accumulation and
+      everything else float32 (`nn.precision`).
   """
   hidden: Sequence[int]
   d_out: int
   layernorm: str = "none"
   init_scheme: str = "pytorch"
   layernorm_eps: float = 1e-6
+  precision: str = "fp32"
 
   @nn.compact
   def __call__(self, x, preactivation0=None):
@@ -82,12 +86,14 @@ class MLP(nn.Module):
     given, is used as the output of `Dense_0` instead of computing it (the pair sweep
     interpolates it, since it is linear in the first layer's parameters)."""
     fan_in = x.shape[-1]
+    dot = dot_general_for(self.precision)
     for i, width in enumerate(self.hidden):
       k_init, b_init = initializers(self.init_scheme, fan_in)
       if i == 0 and preactivation0 is not None:
         x = preactivation0
       else:
-        x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, name=f"Dense_{i}")(x)
+        x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, dot_general=dot,
+                     name=f"Dense_{i}")(x)
       if self.layernorm == "before_relu":
         x = nn.LayerNorm(epsilon=self.layernorm_eps, name=f"LayerNorm_{i}")(x)
       x = nn.relu(x)
@@ -95,12 +101,12 @@ class MLP(nn.Module):
         x = nn.LayerNorm(epsilon=self.layernorm_eps, name=f"LayerNorm_{i}")(x)
       fan_in = width
     k_init, b_init = initializers(self.init_scheme, fan_in)
-    return nn.Dense(self.d_out, kernel_init=k_init, bias_init=b_init,
+    return nn.Dense(self.d_out, kernel_init=k_init, bias_init=b_init, dot_general=dot,
                     name=f"Dense_{len(self.hidden)}")(x)
 
 
 def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
-             init: str = "pytorch", layernorm_eps: float = 1e-6) -> MLP:
+             init: str = "pytorch", layernorm_eps: float = 1e-6, precision: str = "fp32") -> MLP:
   """Builds an MLP after checking its arguments, with a clear error for bad ones."""
   hidden = tuple(int(w) for w in hidden)
   if not hidden:
@@ -116,7 +122,7 @@ def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
     raise LmcError(f"layernorm_eps must be finite and > 0, got {layernorm_eps}; pass e.g. "
                    "1e-5 (PyTorch's) or 1e-6 (Flax's).")
   return MLP(hidden=hidden, d_out=int(d_out), layernorm=layernorm, init_scheme=init,
-             layernorm_eps=layernorm_eps)
+             layernorm_eps=layernorm_eps, precision=check_precision(precision))
 
 
 def model_for(config):
@@ -127,7 +133,13 @@ def model_for(config):
     return make_conv_net(config.arch, config.hidden[0], dims_of(config.dataset)[1],
                          conv_image_shape(config.dataset), config.norm, config.init)
   return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init,
-                  config.layernorm_eps)
+                  config.layernorm_eps, getattr(config, "precision", "fp32"))
+
+
+def model_at(config, precision: str):
+  """The network of `config` with its matmuls at `precision` (a sweep or plane measured in
+  bf16 of a zoo trained in fp32, or the other way round)."""
+  return model_for(config.replace(precision=precision).validate())
 
 
 def stores_params_only(model) -> bool:
