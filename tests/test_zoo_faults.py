@@ -252,3 +252,32 @@ def test_the_swap_without_an_atomic_exchange_recovers_after_a_kill(tmp_path, mon
     assert (target / "zoo.json").read_text() == expect
     atomic_files.remove_stale_asides(target)
     assert not list(tmp_path.glob(f".{target.name}.*"))
+
+
+def test_an_analysis_killed_while_saving_keeps_a_whole_barrier_json_and_finishes(tmp_path,
+                                                                              reference):
+  """experiments.barrier killed (SIGKILL) mid-write of its second save: barrier.json holds
+  the first (the naive curves) whole; the same command then adds the rest and equals an
+  uninterrupted analysis."""
+  zoo = tmp_path / "moons_w4"
+  shutil.copytree(reference["old_dir"], zoo)
+  args = [f"--zoo={zoo}", "--align=weight,activation", f"--figures={tmp_path / 'figures'}"]
+  r = run_module("barrier", *args, env={crash_points.ENV: "write:barrier.json#2"})
+  assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+  partial = json.loads((zoo / "barrier.json").read_text())
+  assert "naive" in partial and not partial["methods"]
+  r = run_module("barrier", *args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert not list(zoo.glob(".*.tmp"))
+  resumed = json.loads((zoo / "barrier.json").read_text())
+  whole = tmp_path / "whole"
+  shutil.copytree(reference["old_dir"], whole)
+  r = run_module("barrier", f"--zoo={whole}", "--align=weight,activation",
+                 f"--figures={tmp_path / 'figures2'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  uninterrupted = json.loads((whole / "barrier.json").read_text())
+  for doc in (resumed, uninterrupted):
+    doc.pop("seconds", None), doc.pop("zoo", None)
+    for entry in doc["methods"].values():
+      entry.pop("seconds", None), entry.pop("sweep_seconds", None)
+  assert resumed == uninterrupted

@@ -35,7 +35,7 @@ from lmc_jax.align.spec import (
   validate_spec,
 )
 from lmc_jax.align.units import repair_sites
-from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.atomic_files import atomic_write_json, remove_stale_temporaries
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.dir_lock import DirLock
@@ -299,6 +299,7 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
   job = prepare_job(directory, reference, split, alphas, data_dir, bn_reset_batches,
                     precision=precision)
   with DirLock(job.directory, "barrier analysis"):  # no zoo run replaces it meanwhile
+    remove_stale_temporaries(job.directory)  # what a killed write left
     return _analyse_job(job, methods, repair, diagnostics, settings, recompute)
 
 

@@ -143,7 +143,10 @@ def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: 
 
   On an accelerator, or with several devices, all of them (one `vmap`). On a CPU, as many
   as keep one chunk's activations and optimizer state near the cache (16 MiB): at 50 Moons
-  nets of width 512 that trains faster than all 50 at once (measured in BUILD_NOTES.md).
+  nets of width 512 that trains faster than all 50 at once. A model too large for the
+  cache on its own trains with all the others in one `vmap`: its matrix products are large
+  enough to share the cores, and a chunk of one (`lax.map` over single models) ran 1.4x
+  slower than calling each model's epoch from the host (MNIST 3x512, BUILD_NOTES.md).
   """
   if num_devices > 1 or on_accelerator():
     return num_models
@@ -151,7 +154,8 @@ def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: 
   units = sum(int(leaf.shape[-1]) * (1024 if leaf.ndim == 4 else 1)
               for leaf in jax.tree_util.tree_leaves(params_one) if leaf.ndim in (2, 4))
   per_model = 4 * batch_size * units + 4 * num_params(params_one)
-  return int(max(1, min(num_models, 2 ** 22 // per_model)))
+  fits = 2 ** 22 // per_model
+  return int(num_models if fits < 2 else min(num_models, fits))
 
 
 @functools.lru_cache(maxsize=32)
