@@ -2,12 +2,10 @@
 there; the entry points refuse an output folder they cannot write, and a damaged zoo.json
 or barrier.json, before any work and in one line, changing nothing; figures leave out
 non-finite and huge values and say how many."""
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from lmc_jax.lmc.measures import curves_entry
 from lmc_jax.report import figures, method_figures
 from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
 from tests.helpers import saved_moons_zoo
+from tests.helpers.cli import refused, run_module, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,27 +41,6 @@ def pristine(tmp_path_factory):
 def _copy(pristine, to: Path) -> Path:
   shutil.copytree(pristine, to)
   return to
-
-
-def _snapshot(root: Path) -> dict:
-  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _run(module, *args, prefix=()):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([*prefix, sys.executable, "-m", f"experiments.{module}", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
-def _refused(result, *words):
-  """The run exited 2 with exactly one `error:` line holding every one of `words`."""
-  assert result.returncode == 2, (result.returncode, result.stderr)
-  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1, result.stderr
-  for w in words:
-    assert w in lines[0], lines[0]
-  return lines[0]
 
 
 # -- a run stopped part way -----------------------------------------------------------------
@@ -148,9 +126,9 @@ def _file(tmp_path) -> Path:
 def test_an_output_that_is_a_file_is_refused_before_any_work(pristine, tmp_path, module, args,
                                                               flag):
   z, f = _copy(pristine, tmp_path / "moons_w4"), _file(tmp_path)
-  before = _snapshot(tmp_path)
-  _refused(_run(module, *args(z, f)), f"{flag}={f}", "is a file")
-  assert _snapshot(tmp_path) == before
+  before = snapshot(tmp_path)
+  refused(run_module(module, *args(z, f)), f"{flag}={f}", "is a file")
+  assert snapshot(tmp_path) == before
 
 
 def _writable(folder) -> bool:
@@ -163,15 +141,15 @@ def _writable(folder) -> bool:
   return True
 
 
-def test_an_output_no_one_can_write_is_refused(pristine, tmp_path):
+def test_an_output_no_one_can_write_isrefused(pristine, tmp_path):
   """/proc takes no new files, even from root (who writes into any read-only folder)."""
   if not Path("/proc").is_dir() or _writable("/proc"):
     pytest.skip("needs /proc, a folder no one can create files in")
   z = _copy(pristine, tmp_path / "moons_w4")
-  before = _snapshot(tmp_path)
-  _refused(_run("barrier", f"--zoo={z}", "--figures=/proc/lmc_jax_test/figures"),
+  before = snapshot(tmp_path)
+  refused(run_module("barrier", f"--zoo={z}", "--figures=/proc/lmc_jax_test/figures"),
            "--figures=/proc/lmc_jax_test/figures", "cannot be written")
-  assert _snapshot(tmp_path) == before
+  assert snapshot(tmp_path) == before
 
 
 def _bound_by_modes():
@@ -201,13 +179,13 @@ def test_a_read_only_folder_is_refused_before_any_work(pristine, tmp_path, modul
     pytest.skip("root writes into read-only folders, and setpriv cannot stop it here")
   z = _copy(pristine, tmp_path / "moons_w4")
   ro = _copy(pristine, tmp_path / "read_only")
-  before = _snapshot(tmp_path)
+  before = snapshot(tmp_path)
   ro.chmod(0o555)
   try:
-    _refused(_run(module, *args(z, ro), prefix=prefix), flag, f"{ro}", "cannot be written")
+    refused(run_module(module, *args(z, ro), prefix=prefix), flag, f"{ro}", "cannot be written")
   finally:
     ro.chmod(0o755)
-  assert _snapshot(tmp_path) == before
+  assert snapshot(tmp_path) == before
 
 
 # -- damaged files, through the entry points ---------------------------------------------------
@@ -270,17 +248,17 @@ def test_a_damaged_file_is_refused_in_one_line_and_nothing_changes(pristine, tmp
                                                                    extra, words):
   z = _copy(pristine, tmp_path / "moons_w4")
   damage(z)
-  before = _snapshot(tmp_path)
+  before = snapshot(tmp_path)
   figures_flag = [f"--figures={tmp_path / 'figures'}"] if module != "plane" else []
-  line = _refused(_run(module, f"--zoo={z}", *figures_flag, *extra), str(z / damaged), *words)
+  line = refused(run_module(module, f"--zoo={z}", *figures_flag, *extra), str(z / damaged), *words)
   assert line.startswith(f"error: {z / damaged}")
-  assert _snapshot(tmp_path) == before
+  assert snapshot(tmp_path) == before
 
 
 def test_the_barrier_entry_point_recomputes_a_damaged_barrier_json(pristine, tmp_path):
   z = _copy(pristine, tmp_path / "moons_w4")
   _edit(BARRIER_JSON, _set_perm)(z)
-  r = _run("barrier", f"--zoo={z}", f"--figures={tmp_path / 'figures'}")
+  r = run_module("barrier", f"--zoo={z}", f"--figures={tmp_path / 'figures'}")
   assert r.returncode == 0, r.stderr
   assert "methods.weight.perms[1].P_0 is not a permutation of 0..3" in r.stderr
   assert "not reused" in r.stderr

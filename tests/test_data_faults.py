@@ -6,8 +6,6 @@ import io
 import os
 import pickle
 import stat
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -22,31 +20,10 @@ from lmc_jax.data import archives, cifar10
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.data.idx import idx_bytes
 from lmc_jax.errors import LmcError
+from tests.helpers.cli import refused, run_module, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTER_PATHS = [pytest.param(True, id="data_filter"), pytest.param(False, id="manual_checks")]
-
-
-def _run(module, *args):
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
-
-
-def _one_error_line(result, *words):
-  assert result.returncode == 2, (result.returncode, result.stderr)
-  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1, result.stderr
-  for w in words:
-    assert w in lines[0], lines[0]
-  return lines[0]
-
-
-def _snapshot(root: Path) -> dict:
-  """Every file and folder under `root` (hidden ones included) with its bytes' SHA-256."""
-  return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
-                                     if p.is_file() else "dir")
-          for p in sorted(root.rglob("*"))}
 
 
 # ---------------------------------------------------------------- MNIST files
@@ -108,9 +85,9 @@ def test_zoo_cli_refuses_damaged_mnist_in_one_line_and_writes_nothing(tmp_path, 
   files["train-labels-idx1-ubyte"] = idx_bytes(np.array([1, 12, 3], np.uint8))
   _write_mnist(tmp_path / "data", files)
   out = tmp_path / "runs"
-  r = _run("zoo", "--dataset=mnist", f"--data_dir={tmp_path / 'data'}", "--width=2",
+  r = run_module("zoo", "--dataset=mnist", f"--data_dir={tmp_path / 'data'}", "--width=2",
            "--num_models=1", "--epochs=1", f"--out={out}")
-  _one_error_line(r, "train-labels-idx1-ubyte hold the label 12", "experiments.fetch")
+  refused(r, "train-labels-idx1-ubyte hold the label 12", "experiments.fetch")
   assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
 
 
@@ -144,13 +121,13 @@ def test_mnist_fetch_that_fails_its_checks_leaves_the_install_as_it_was(
     tmp_path, rng, monkeypatch):
   _write_mnist(tmp_path, _mnist_files(rng))
   (tmp_path / "mnist" / "train-labels-idx1-ubyte").write_bytes(b"old, not official")
-  before = _snapshot(tmp_path / "mnist")
+  before = snapshot(tmp_path / "mnist", folders=True)
   bad = _mnist_files(np.random.default_rng(1))
   bad["t10k-images-idx3-ubyte"] = idx_bytes(np.zeros((2, 27, 28), np.uint8))
   _fake_official(monkeypatch, bad)  # matching MD5s, yet not MNIST-shaped
   with pytest.raises(LmcError, match=r"have shape \(2, 27, 28\).*fetch from another source"):
     mnist.fetch_mnist(tmp_path, mirrors=("fake://",), use_wheel=False)
-  assert _snapshot(tmp_path / "mnist") == before
+  assert snapshot(tmp_path / "mnist", folders=True) == before
   assert not list(tmp_path.glob(".mnist-*"))
 
 
@@ -289,11 +266,11 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(tmp_path, monkey
   work.mkdir()
   for label, members, words in _hostile(work):
     archive = _tar_of(work / f"{label}.tgz", members)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path, folders=True)
     with pytest.raises(LmcError, match=f"^{archive} .*{words}") as e:
       cifar10.install_cifar10(archive, work / "data")
     assert "\n" not in str(e.value) and str(e.value).endswith("."), label
-    after = _snapshot(tmp_path)
+    after = snapshot(tmp_path, folders=True)
     # Only the lock file may be new: nothing extracted anywhere, no staging folder left.
     assert set(after) - set(before) <= {"work/data", "work/data/.cifar10.lock"}, label
     assert after.items() >= before.items(), label
@@ -385,14 +362,14 @@ def test_a_bad_source_leaves_the_good_install_byte_for_byte(tmp_path, rng):
   data = tmp_path / "data"
   cifar10.install_cifar10(tmp_path / "installed", data)
   cifar10.load_cifar10_raw(data)
-  before = _snapshot(data)
+  before = snapshot(data, folders=True)
   words = {"garbage": "not a readable tar archive", "truncated": "not a readable tar archive",
            "counts": "holds no .jpg/.jpeg/.png images", "labels": "hold 3 labels",
            "escape": "would land outside"}
   for name, source in _bad_sources(tmp_path / "bad", rng).items():
     with pytest.raises(LmcError, match=words[name]):
       cifar10.install_cifar10(source, data)
-    assert _snapshot(data) == before, name
+    assert snapshot(data, folders=True) == before, name
   assert cifar10.load_cifar10_raw(data)[4] == "CIFAR-10 (image folder)"
 
 
@@ -400,11 +377,11 @@ def test_fetch_cli_refuses_a_bad_source_in_one_line_keeping_the_install(tmp_path
   _image_folder(tmp_path / "installed", rng)
   data = tmp_path / "data"
   cifar10.install_cifar10(tmp_path / "installed", data)
-  before = _snapshot(data)
+  before = snapshot(data, folders=True)
   bad = _bad_sources(tmp_path / "bad", rng)["counts"]
-  r = _run("fetch", "--dataset=cifar10", f"--source={bad}", f"--data_dir={data}")
-  _one_error_line(r, "test/ship holds no", "the installed one is unchanged")
-  assert _snapshot(data) == before
+  r = run_module("fetch", "--dataset=cifar10", f"--source={bad}", f"--data_dir={data}")
+  refused(r, "test/ship holds no", "the installed one is unchanged")
+  assert snapshot(data, folders=True) == before
 
 
 def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path, rng):
@@ -427,12 +404,12 @@ def test_a_fetch_killed_between_its_renames_gets_the_old_install_back(tmp_path, 
   _image_folder(tmp_path / "imgs", rng)
   data = tmp_path / "data"
   cifar10.install_cifar10(tmp_path / "imgs", data)
-  before = _snapshot(data / "cifar10")
+  before = snapshot(data / "cifar10", folders=True)
   os.replace(data / "cifar10", data / ".cifar10.old-killed")  # as a kill mid-swap leaves it
   (data / ".cifar10.new-killed").mkdir()
   with pytest.raises(LmcError, match="not a readable tar archive"):
     cifar10.install_cifar10(_bad_sources(tmp_path / "bad", rng)["garbage"], data)
-  assert _snapshot(data / "cifar10") == before
+  assert snapshot(data / "cifar10", folders=True) == before
   assert sorted(p.name for p in data.iterdir()) == [".cifar10.lock", "cifar10"]
 
 

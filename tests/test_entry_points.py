@@ -1,5 +1,4 @@
 """The two entry points run end to end as a user runs them, and refuse bad input cleanly."""
-import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from lmc_jax.analysis.barrier import method_curves
 from lmc_jax.config import default_config
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.models import model_for, num_params
+from tests.helpers.cli import refused, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,11 +23,6 @@ def run(module, *args, cwd=None):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=cwd or ROOT,
                         env=env, capture_output=True, text=True, timeout=600)
-
-
-def snapshot(root: Path) -> dict:
-  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +105,7 @@ def test_barrier_compares_alignment_methods_and_keeps_what_it_has(runs, tmp_path
   assert r.returncode == 0 and "kept the weight, activation" in r.stderr
   assert json.loads((runs / "moons_w4" / "barrier.json").read_bytes())["methods"] == \
       json.loads(before)["methods"]
-  _refused(run("barrier", f"--runs={runs}", "--align=weight,nearest"), "Unknown alignment method")
+  refused(run("barrier", f"--runs={runs}", "--align=weight,nearest"), "Unknown alignment method")
 
 
 def test_a_zoo_written_by_one_run_is_reused_by_the_next(runs):
@@ -119,15 +114,6 @@ def test_a_zoo_written_by_one_run_is_reused_by_the_next(runs):
   assert r.returncode == 0, r.stderr
   assert "reusing" in r.stderr
   assert snapshot(runs / "moons_w4") == before
-
-
-def _refused(result, *words):
-  assert result.returncode == 2, (result.returncode, result.stderr)
-  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1, result.stderr
-  for w in words:
-    assert w in lines[0], lines[0]
-  return lines[0]
 
 
 @pytest.mark.parametrize("args, words", [
@@ -142,22 +128,22 @@ def _refused(result, *words):
 ])
 def test_zoo_bad_input(runs, args, words):
   before = snapshot(runs)
-  _refused(run("zoo", f"--out={runs}", *args), *words)
+  refused(run("zoo", f"--out={runs}", *args), *words)
   assert snapshot(runs) == before
 
 
 def test_barrier_bad_input(runs, tmp_path):
   before = snapshot(runs)
-  _refused(run("barrier", f"--zoo={tmp_path / 'nope'}"), "does not exist")
-  _refused(run("barrier", f"--runs={tmp_path}"), "No zoo found")
-  _refused(run("barrier", f"--zoo={runs / 'moons_w4'}", "--reference=9", "--recompute"),
+  refused(run("barrier", f"--zoo={tmp_path / 'nope'}"), "does not exist")
+  refused(run("barrier", f"--runs={tmp_path}"), "No zoo found")
+  refused(run("barrier", f"--zoo={runs / 'moons_w4'}", "--reference=9", "--recompute"),
            "Reference model 9")
   assert snapshot(runs) == before
 
   # One model is nothing to compare.
   r = run("zoo", "--width=4", "--num_models=1", "--epochs=1", f"--out={tmp_path}")
   assert r.returncode == 0, r.stderr
-  _refused(run("barrier", f"--zoo={tmp_path / 'moons_w4'}"), "at least 2")
+  refused(run("barrier", f"--zoo={tmp_path / 'moons_w4'}"), "at least 2")
 
   # A corrupt params.npz: refused, and the barrier.json already there is left as it was.
   broken = tmp_path / "broken"
@@ -166,7 +152,7 @@ def test_barrier_bad_input(runs, tmp_path):
   npz = broken / "params.npz"
   npz.write_bytes(npz.read_bytes()[:100])
   kept = (broken / "barrier.json").read_bytes()
-  _refused(run("barrier", f"--zoo={broken}", "--recompute"), str(npz), "train the zoo again")
+  refused(run("barrier", f"--zoo={broken}", "--recompute"), str(npz), "train the zoo again")
   assert (broken / "barrier.json").read_bytes() == kept
 
 
@@ -178,13 +164,13 @@ def test_help_documents_every_flag():
 
 
 def test_fetch_and_zoo_say_what_to_do_without_data(tmp_path):
-  _refused(run("fetch", "--dataset=cifar10", f"--data_dir={tmp_path}"), "--source=PATH")
-  _refused(run("fetch", "--dataset=cifar10", f"--source={tmp_path / 'nope.tgz'}",
+  refused(run("fetch", "--dataset=cifar10", f"--data_dir={tmp_path}"), "--source=PATH")
+  refused(run("fetch", "--dataset=cifar10", f"--source={tmp_path / 'nope.tgz'}",
                f"--data_dir={tmp_path}"), "does not exist")
-  _refused(run("zoo", "--dataset=cifar10", "--width=4", "--num_models=2", "--epochs=1",
+  refused(run("zoo", "--dataset=cifar10", "--width=4", "--num_models=2", "--epochs=1",
                f"--data_dir={tmp_path}", f"--out={tmp_path / 'runs'}"),
            "experiments.fetch --dataset=cifar10")
-  _refused(run("zoo", "--dataset=mnist", "--width=4", "--num_models=2", "--epochs=1",
+  refused(run("zoo", "--dataset=mnist", "--width=4", "--num_models=2", "--epochs=1",
                f"--data_dir={tmp_path}", f"--out={tmp_path / 'runs'}"),
            "experiments.fetch --dataset=mnist")
   assert not (tmp_path / "runs").exists()
@@ -202,7 +188,7 @@ def test_plane_end_to_end_and_bad_models(runs):
     want = [doc["models"][k]["test_loss"] for k in (0, 2, 3)]
     np.testing.assert_allclose(res[which]["corner_loss"], want, rtol=1e-4)
   assert (runs / "moons_w8" / "plane.png").read_bytes()[:4] == b"\x89PNG"
-  _refused(run("plane", f"--zoo={runs / 'moons_w8'}", "--models=0,0,1"), "three different")
+  refused(run("plane", f"--zoo={runs / 'moons_w8'}", "--models=0,0,1"), "three different")
 
 
 def test_redundancy_end_to_end(runs):
@@ -230,7 +216,7 @@ def test_swa_end_to_end(runs, tmp_path):
   # The first running average is the first sample itself.
   assert res["average_loss"][0] == pytest.approx(res["sample_loss"][0], rel=1e-5)
   assert (tmp_path / "moons_swa_losses.png").stat().st_size > 10_000
-  _refused(run("swa", f"--zoo={runs / 'moons_w8'}", "--epochs=1"), "--epochs must be >= 2")
+  refused(run("swa", f"--zoo={runs / 'moons_w8'}", "--epochs=1"), "--epochs must be >= 2")
 
 
 def test_find_zoos_looks_one_level_down(tmp_path):
@@ -263,8 +249,8 @@ def test_bench_prints_its_table_and_writes_json(tmp_path):
   assert res["results"]["plane"]["max_abs_diff"] < 1e-5
   assert res["results"]["alignment"]["max_rel_objective_diff"] < 1e-5
   assert res["rates"]["copy_bytes_per_s"] > 0 and res["rates"]["matmul_flops_per_s"] > 0
-  _refused(run("bench", "--num_models=2"), "--num_models must be >= 3")
-  _refused(run("bench", "--num_models=3", "--align_models=5"), "--align_models must be between")
+  refused(run("bench", "--num_models=2"), "--num_models must be >= 3")
+  refused(run("bench", "--num_models=3", "--align_models=5"), "--align_models must be between")
 
 
 def test_console_scripts_and_module_entry_points_run_the_same_main():

@@ -8,12 +8,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_module(module: str, *args, env: dict = None, timeout: float = 600):
+def run_module(module: str, *args, env: dict = None, timeout: float = 600, prefix=()):
   """`python -m experiments.<module> args...` from the repository root; `env` adds to
-  the environment (e.g. LMC_JAX_CRASH_AT)."""
+  the environment (e.g. LMC_JAX_CRASH_AT); `prefix` goes before the interpreter (e.g. a
+  `setpriv` that drops root's permission overrides)."""
   full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
-                        env=full, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run([*prefix, sys.executable, "-m", f"experiments.{module}", *args],
+                        cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 def refused(result, *words) -> str:
@@ -27,7 +28,9 @@ def refused(result, *words) -> str:
   return lines[0]
 
 
-def snapshot(root: Path) -> dict:
-  """SHA-256 of every file under `root`, by relative path."""
-  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(Path(root).rglob("*")) if p.is_file()}
+def snapshot(root: Path, folders: bool = False) -> dict:
+  """SHA-256 of every file under `root` (hidden ones included), by relative path; with
+  `folders`, every folder too (as "dir")."""
+  return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                     if p.is_file() else "dir")
+          for p in sorted(Path(root).rglob("*")) if p.is_file() or (folders and p.is_dir())}
