@@ -76,13 +76,15 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
   directory = Path(directory)
   check_output_dir(directory.parent, "--out")
   check_fits(config.validate(), jax.device_count())  # before anything is created
-  recovered = recover_directory(directory, _is_whole_zoo)
-  if recovered:
+  if jax.process_index() != 0:
+    # Several hosts: the first one owns the directory; the others make the same decision
+    # from the same files (reuse, or train with it), writing nothing.
+    doc = _reusable(config, directory, overwrite)
+    return doc if doc is not None else _train_and_save(
+        config, directory, data_dir, eval_every, resume, checkpoint_every, checkpoint_minutes)
+  if recover_directory(directory, _is_whole_zoo):
     logging.warning("%s: a run was killed while swapping in its new zoo; the whole one it "
                     "left beside the directory is now in place.", directory)
-  if jax.process_index() != 0:  # several hosts: the first one owns the directory
-    return _train_and_save(config, directory, data_dir, eval_every, resume, checkpoint_every,
-                           checkpoint_minutes)
   with DirLock(directory, "zoo run"):
     removed = remove_stale_asides(directory) + remove_stale_temporaries(directory)
     if removed:
