@@ -281,3 +281,14 @@ def test_an_analysis_killed_while_saving_keeps_a_whole_barrier_json_and_finishes
     for entry in doc["methods"].values():
       entry.pop("seconds", None), entry.pop("sweep_seconds", None)
   assert resumed == uninterrupted
+
+
+def test_a_checkpoint_taken_with_other_test_evaluations_is_not_resumed(tmp_path):
+  """--eval_every is not part of the config, so a checkpoint records which epochs it
+  evaluated; a rerun with another --eval_every starts over rather than mixing them."""
+  out = tmp_path / "runs"
+  killed_at("zoo:checkpoint#2", out, *NEW, "--eval_every=2")  # evaluated after 2 and 4
+  r = ok(out, *NEW, "--eval_every=3")
+  assert "not the [3] this run's --eval_every=3 makes" in r.stderr and "resuming" not in r.stderr
+  with np.load(out / "moons_w4" / "history.npz") as h:
+    assert h["eval_epoch"].tolist() == [3, 6, 8]

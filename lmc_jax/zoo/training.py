@@ -246,6 +246,13 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
                      np.zeros((0,), np.int64), np.zeros((0, len(ids)), np.float32),
                      np.zeros((0, len(ids)), np.float32))
   saved = checkpoint.restore(start) if checkpoint is not None else None
+  evaluated = [k for k in range(1, saved.epoch + 1) if eval_every and k % eval_every == 0] \
+      if saved is not None else []
+  if saved is not None and list(saved.eval_epoch) != evaluated:
+    logging.warning("%s holds test evaluations after epochs %s, not the %s this run's "
+                    "--eval_every=%d makes; training starts from epoch 0.", checkpoint.path,
+                    list(saved.eval_epoch), evaluated, eval_every)
+    saved = None
   if saved is not None:
     start = saved
     if log is not None:
