@@ -115,3 +115,5 @@ def test_gpu_bench_script_runs_at_a_tiny_size(tmp_path):
     doc = json.loads((tmp_path / name).read_text())
     assert doc["results"][width]["training"]["models_per_chunk"] == 3  # all at once
     assert {"plane", "alignment"} <= set(doc["results"]) and len(doc["table"]) >= 7
+  bf16 = json.loads((tmp_path / "bench_mnist_w8.json").read_text())["results"]["w8_bf16"]
+  assert bf16["training"]["zoo_s"] > 0 and bf16["sweep"]["max_abs_diff"] < 1e-2
