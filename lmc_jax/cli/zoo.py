@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
 from absl import flags
 
 from lmc_jax import result_files
@@ -149,8 +150,6 @@ def config_for(width: int):
 def preflight(configs, out: Path) -> None:
   """Before any training: every network fits its dataset and the memory here, and `out`
   is a writable directory with room for every zoo (and the largest checkpoint)."""
-  import jax
-
   check_output_dir(out, "--out")
   need = 0
   for config in configs:

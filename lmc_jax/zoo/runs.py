@@ -27,7 +27,6 @@ from lmc_jax.errors import LmcError
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
 from lmc_jax.zoo.checkpoint import Checkpointer
-from lmc_jax.zoo.footprint import check_fits
 from lmc_jax.zoo.io import load_zoo_checked, read_zoo_json, save_zoo
 from lmc_jax.zoo.training import train_zoo
 
@@ -75,7 +74,7 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
   """
   directory = Path(directory)
   check_output_dir(directory.parent, "--out")
-  check_fits(config.validate(), jax.device_count())  # before anything is created
+  config.validate()
   if jax.process_index() != 0:
     # Several hosts: the first one owns the directory; the others make the same decision
     # from the same files (reuse, or train with it), writing nothing.

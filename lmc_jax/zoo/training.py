@@ -16,18 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmc_jax.accelerator import on_accelerator
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
-from lmc_jax.nn.models import init_tree, loss_and_correct, model_for, num_params
+from lmc_jax.nn.models import init_tree, loss_and_correct, model_for
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.tree_utils import fold_in_each, stack, take
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
-from lmc_jax.zoo.footprint import check_fits
+from lmc_jax.zoo.footprint import check_fits, models_per_chunk
 from lmc_jax.zoo.progress import Progress
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
@@ -136,26 +135,6 @@ def make_epoch(model, tx, batch_size: int, augment_shape: Optional[tuple] = None
 def init_params(model, d_in: int, init_keys):
   """Stacked initial trees `(len(init_keys), ...)` (params, or whole variables dicts)."""
   return jax.vmap(lambda k: init_tree(model, k, d_in))(init_keys)
-
-
-def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: int = 1) -> int:
-  """How many models one step of the zoo epoch trains at once.
-
-  On an accelerator, or with several devices, all of them (one `vmap`). On a CPU, as many
-  as keep one chunk's activations and optimizer state near the cache (16 MiB): at 50 Moons
-  nets of width 512 that trains faster than all 50 at once. A model too large for the
-  cache on its own trains with all the others in one `vmap`: its matrix products are large
-  enough to share the cores, and a chunk of one (`lax.map` over single models) ran 1.4x
-  slower than calling each model's epoch from the host (MNIST 3x512, BUILD_NOTES.md).
-  """
-  if num_devices > 1 or on_accelerator():
-    return num_models
-  # A conv kernel's channels count at every position of a 32x32 image (an upper bound).
-  units = sum(int(leaf.shape[-1]) * (1024 if leaf.ndim == 4 else 1)
-              for leaf in jax.tree_util.tree_leaves(params_one) if leaf.ndim in (2, 4))
-  per_model = 4 * batch_size * units + 4 * num_params(params_one)
-  fits = 2 ** 22 // per_model
-  return int(num_models if fits < 2 else min(num_models, fits))
 
 
 @functools.lru_cache(maxsize=32)
