@@ -16,6 +16,7 @@ from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.nn.precision import bf16_dense, einsum
 from lmc_jax.zoo.training import make_train_step, train_zoo
 from tests.helpers.cli import refused, run_module
+from tests.helpers.jaxprs import matrix_products
 
 
 def rounded(x):
@@ -38,15 +39,6 @@ def test_bf16_dense_and_its_gradients_are_float32_sums_of_rounded_operands():
                              rtol=1e-5, atol=1e-5)
 
 
-def _dots(jaxpr):
-  """Every matrix product (dot_general of matrices) in a jaxpr and the jaxprs inside it."""
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general" and min(v.aval.ndim for v in eqn.invars) >= 2:
-      yield eqn
-    for sub in jax.core.jaxprs_in_params(eqn.params):
-      yield from _dots(sub)
-
-
 def test_a_bf16_training_step_multiplies_in_bf16_and_keeps_everything_else_float32():
   config = default_config("mnist", hidden=(16, 16, 16), precision="bf16")
   model = model_for(config)
@@ -55,7 +47,7 @@ def test_a_bf16_training_step_multiplies_in_bf16_and_keeps_everything_else_float
   opt_state = tx.init(params)
   x, y, w = jnp.ones((8, 784)), jnp.arange(8) % 10, jnp.ones(8)
   step = make_train_step(model, tx)
-  dots = list(_dots(jax.make_jaxpr(step)(params, opt_state, x, y, w).jaxpr))
+  dots = matrix_products(step, params, opt_state, x, y, w)
   assert len(dots) >= 4 * 3  # per layer: the forward product and two backward
   for eqn in dots:
     assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn

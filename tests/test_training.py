@@ -4,13 +4,16 @@ import numpy as np
 import optax
 import pytest
 
+from lmc_jax import accelerator
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import make_optimizer, make_schedule, optimizer_for
+from lmc_jax.tree_utils import map_in_chunks
 from lmc_jax.zoo import training
+from lmc_jax.zoo.footprint import CPU_CHUNK_BYTES, models_per_chunk
 from lmc_jax.zoo.io import load_history, save_zoo
 from lmc_jax.zoo.training import (
   epoch_batches,
@@ -21,6 +24,7 @@ from lmc_jax.zoo.training import (
   train_zoo,
   zoo_epoch_fn,
 )
+from tests.helpers.jaxprs import matrix_products
 
 TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
 
@@ -223,12 +227,43 @@ def test_chunks_of_models_train_like_one_vmap():
   steps = steps_per_epoch(len(data.y_train), config.batch_size)
   init_keys, data_keys = model_keys(config.seed, range(5))
   results = []
-  for chunk in (None, 2):  # 2 does not divide 5: the remainder runs as its own chunk
+  # 2 and 4 do not divide 5: the rest runs as its own chunk (of one model, unbatched, for
+  # 4); 1 trains one model at a time with no vmap.
+  for chunk in (None, 2, 4, 1):
     tx, run = zoo_epoch_fn(model, config, steps, chunk)
     params = init_params(model, 2, init_keys)
     state = jax.vmap(tx.init)(params)
     params, state, _ = run(params, state, data_keys, jnp.asarray(data.x_train),
                            jnp.asarray(data.y_train))
     results.append(params)
-  for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+  for other in results[1:]:
+    for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(other)):
+      np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, chunk", [(7, 1), (7, 2), (7, 3), (7, 7), (7, 9), (1, 1), (6, 3)])
+def test_map_in_chunks_is_vmap_and_never_batches_one_item(n, chunk):
+  f = lambda t: {"y": jnp.tanh(t["x"] @ t["w"]), "s": jnp.sum(t["x"])}
+  xs = {"x": jax.random.normal(jax.random.key(0), (n, 3, 4)),
+        "w": jax.random.normal(jax.random.key(1), (n, 4, 2))}
+  out = jax.jit(lambda xs: map_in_chunks(f, xs, chunk))(xs)
+  expected = {k: np.stack([np.asarray(f({"x": xs["x"][i], "w": xs["w"][i]})[k]) for i in range(n)])
+              for k in ("y", "s")}  # a plain loop, one item at a time
+  for k in expected:
+    np.testing.assert_allclose(out[k], expected[k], rtol=1e-6, atol=1e-6)
+  sizes = [eqn.invars[0].aval.shape[d] for eqn in matrix_products(
+      lambda xs: map_in_chunks(f, xs, chunk), xs) for d in eqn.params["dimension_numbers"][1][0]]
+  assert 1 not in sizes  # a vmap of one item (slow on a CPU) never appears
+  assert sorted(set(sizes)) == sorted({c for c in (min(chunk, n), n % min(chunk, n)) if c > 1})
+
+
+def test_cpu_chunks_are_even_and_a_model_too_large_for_them_trains_alone(monkeypatch):
+  monkeypatch.delenv(accelerator.ENV, raising=False)
+  small = {"k": jax.ShapeDtypeStruct((2, 16), jnp.float32)}  # 16 units: ~66 KB at batch 1000
+  per_model = 4 * 1000 * 16 + 4 * 32
+  fits = CPU_CHUNK_BYTES // per_model
+  assert models_per_chunk(small, 1000, fits) == fits  # all fit: one chunk
+  assert models_per_chunk(small, 1000, fits + 1) == -(-(fits + 1) // 2)  # two even chunks
+  big = {"k": jax.ShapeDtypeStruct((784, 2048), jnp.float32)}
+  assert models_per_chunk(big, 256, 10) == 1
+  assert models_per_chunk(big, 256, 10, num_devices=2) == 10  # several devices: one vmap

@@ -24,7 +24,7 @@ from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
 from lmc_jax.nn.models import init_tree, loss_and_correct, model_for
 from lmc_jax.nn.optim import optimizer_for
-from lmc_jax.tree_utils import fold_in_each, stack, take
+from lmc_jax.tree_utils import fold_in_each, map_in_chunks, stack, take
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
 from lmc_jax.zoo.footprint import check_fits, models_per_chunk
 from lmc_jax.zoo.progress import Progress
@@ -143,8 +143,9 @@ def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional
   """The zoo epoch `(params, opt_state, keys, x, y) -> (params, opt_state, losses)` over a
   stack of models, jitted, with the incoming params and optimizer state donated.
 
-  `chunk=None` vmaps over all models; otherwise `lax.map` runs chunks of `chunk` models,
-  each chunk vmapped (same results, a smaller working set); `loop` calls one jitted
+  `chunk=None` vmaps over all models; otherwise chunks of `chunk` models run one after
+  another, each chunk vmapped, and `chunk=1` one model at a time with no vmap (same
+  results, a smaller working set; `tree_utils.map_in_chunks`); `loop` calls one jitted
   single-model epoch per model from the host instead (see `nn.forward.host_loops`). Cached on
   everything that shapes the computation but not on the seed or the zoo size, so epochs,
   seeds and zoos of the same architecture and optimizer reuse one compilation per input
@@ -166,7 +167,7 @@ def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional
     run = jax.vmap(epoch, in_axes=(0, 0, 0, None, None))
   else:
     def run(params, opt_state, keys, x, y):
-      return jax.lax.map(lambda m: epoch(*m, x, y), (params, opt_state, keys), batch_size=chunk)
+      return map_in_chunks(lambda m: epoch(*m, x, y), (params, opt_state, keys), chunk)
   return tx, jax.jit(run, donate_argnums=(0, 1))
 
 
