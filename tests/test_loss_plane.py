@@ -55,3 +55,18 @@ def test_degenerate_planes_are_refused():
   mid = jax.tree_util.tree_map(lambda u, v: 0.5 * (u + v), a, b)
   with pytest.raises(LmcError, match="on the line"):
     plane_basis(a, b, mid)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_every_chunking_of_the_points_gives_each_points_own_loss(chunk):
+  """Chunks of one point evaluate one network (no stack); 2 does not divide 5 (padding)."""
+  nets = [random_params(jax.random.key(k), (4, 5), d_out=3)[1] for k in range(3)]
+  model = random_params(jax.random.key(0), (4, 5), d_out=3)[0]
+  basis = plane_basis(*nets)
+  x, y = _data()
+  pts = np.array([[0.3, -1.7], [0.0, 0.0], [1.1, 0.4], [-0.5, 2.0], [2.5, -0.2]])
+  loss, _ = plane_metrics(model, basis, pts, x, y, chunk=chunk)
+  expected = [_loss(model, jax.tree_util.tree_map(lambda o, a, b: o + px * a + py * b,
+                                                  basis.origin, basis.e1, basis.e2), x, y)
+              for px, py in pts]
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)

@@ -18,7 +18,7 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import pair_chunk_size
-from lmc_jax.nn.evaluation import metrics_stack, to_batches
+from lmc_jax.nn.evaluation import metrics_one, metrics_stack, to_batches
 
 
 class PlaneBasis(NamedTuple):
@@ -58,6 +58,10 @@ def _plane_metrics(model, basis_trees, coords_chunked, batches, chunk):
   origin, e1, e2 = basis_trees
 
   def one_chunk(xy):
+    if chunk == 1:  # one network, not a stack of one (a vmap of one runs slowly on a CPU)
+      params = jax.tree_util.tree_map(lambda o, a, b: o + xy[0, 0] * a + xy[0, 1] * b,
+                                      origin, e1, e2)
+      return jax.tree_util.tree_map(lambda v: v[None], metrics_one(model, params, batches))
     params = jax.tree_util.tree_map(
         lambda o, a, b: o[None] + xy[:, 0].reshape((-1,) + (1,) * o.ndim) * a[None]
         + xy[:, 1].reshape((-1,) + (1,) * o.ndim) * b[None], origin, e1, e2)
