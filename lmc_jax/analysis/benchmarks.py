@@ -25,6 +25,7 @@ import numpy as np
 
 from lmc_jax.align.spec import spec_for_config
 from lmc_jax.align.weight import align_pairs, align_zoo
+from lmc_jax.analysis.product_rates import equations, product_seconds
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset
@@ -110,7 +111,7 @@ def _jaxpr_flops(jaxpr) -> int:
   """Multiply-adds x 2 of the convolutions and matrix products of a jaxpr (and of the
   jaxprs nested in its equations, e.g. jitted calls)."""
   total = 0
-  for eqn in jaxpr.eqns:
+  for eqn in equations(jaxpr):
     name = eqn.primitive.name
     if name == "conv_general_dilated":
       kernel = eqn.invars[1].aval.shape  # its input-feature axis is already per group
@@ -121,11 +122,6 @@ def _jaxpr_flops(jaxpr) -> int:
       lhs = eqn.invars[0].aval.shape
       total += (2 * int(np.prod(eqn.outvars[0].aval.shape))
                 * int(np.prod([lhs[c] for c in contract])))
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          total += _jaxpr_flops(inner)
   return total
 
 
@@ -239,7 +235,14 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   model_steps = steps_per_epoch(len(data.y_train), config.batch_size) * config.epochs * len(ids)
   state_words = 7 if config.optimizer == "adamw" else 5  # params, grads and two moments
   num_bytes = 4 * state_words * num_params(split_tree(one_model)[0]) * model_steps
+  # One step's matrix products timed alone, each at its own shape: a floor no schedule of
+  # the step beats on this device (`analysis.product_rates`).
+  b = min(config.batch_size, len(data.y_train))
+  products = product_seconds(make_train_step(model, tx), one_model, take(opt, 0), x[:b], y[:b],
+                             jnp.ones((b,), jnp.float32))
   return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
+          "products_s": None if products is None else products["seconds"] * model_steps,
+          "products_flops_per_s": None if products is None else products["flops_per_s"],
           "loop_s": loop_s, "step_loop_s": step_loop_s, "host_loops": loop,
           "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops,
           "bytes": num_bytes}

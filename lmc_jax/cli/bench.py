@@ -11,7 +11,9 @@ Prints one table: for zoo training, the pair sweep, a loss plane and weight matc
 (to a reference and of all pairs), the seconds of each side measured in the same run
 (compilation excluded and reported apart), the speed-up, the achieved FLOP/s and bytes/s,
 and the floor: the least time the device could take at its measured matmul rate and copy
-bandwidth, with which of the two bounds it.
+bandwidth, with which of the two bounds it. Under the table, for MLP zoos: the time a
+training step's matrix products take alone, each at its own shape (small products and
+transposed operands run below the square-matmul rate on a CPU), against the zoo's time.
 
 Conv nets (`--arch`) time training and the pair sweep; on one CPU device the library runs
 them as host loops (one jitted call per step or network; `nn.forward.host_loops`), and
@@ -199,6 +201,15 @@ def main(argv):
           align["host_s"], align["device_s"], align["compile_s"], rates),
   ]
   print(format_table(rows, COLUMNS, HEADERS))
+  for width in widths:
+    for p in precisions:
+      training = record[key_of(width, p)]["training"]
+      if training.get("products_s"):
+        print(f"w{width} {p}: a training step's matrix products, each timed alone at its own "
+              f"shape, run at {training['products_flops_per_s'] / 1e9:.0f} GFLOP/s: "
+              f"{training['products_s']:.3g} s for this zoo, which trains in "
+              f"{training['zoo_s']:.3g} s ({training['products_s'] / training['zoo_s']:.0%} "
+              "of its time)")
   for width in widths:
     base = record[key_of(width, precisions[0])]
     for p in precisions[1:]:

@@ -1,19 +1,11 @@
-"""Reading a traced computation: the equations of a jaxpr and of every jaxpr inside it."""
+"""Reading a traced computation: the matrix products of a function's jaxpr."""
 import jax
-from jax.extend.core import jaxprs_in_params
 
-
-def equations(jaxpr):
-  """Every equation of `jaxpr` (a Jaxpr or ClosedJaxpr) and of the jaxprs nested in it
-  (scans, jitted calls, custom VJPs), depth first."""
-  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for sub in jaxprs_in_params(eqn.params):
-      yield from equations(sub)
+from lmc_jax.analysis.product_rates import equations
 
 
 def matrix_products(fn, *args):
-  """Every dot_general of matrices (both operands 2-d or more) that `fn(*args)` traces."""
+  """Every dot_general of matrices (both operands 2-d or more) that `fn(*args)` traces,
+  nested jaxprs included, as jaxpr equations."""
   return [eqn for eqn in equations(jax.make_jaxpr(fn)(*args))
           if eqn.primitive.name == "dot_general" and min(v.aval.ndim for v in eqn.invars) >= 2]
