@@ -245,7 +245,10 @@ def test_bench_prints_its_table_and_writes_json(tmp_path):
   assert plane["bytes"] == 16 * num_params(w8_net) * plane["points"]
   for width in ("w4", "w8"):  # the loops and the sweep compute the same losses
     assert res["results"][width]["sweep"]["max_abs_diff"] < 1e-5
-    assert res["results"][width]["training"]["zoo_s"] > 0
+    training = res["results"][width]["training"]
+    assert training["zoo_s"] > 0 and training["products_s"] > 0
+    assert training["products_flops_per_s"] > 0
+    assert f"{width} fp32: a training step's matrix products, each timed alone" in r.stdout
   assert res["results"]["plane"]["max_abs_diff"] < 1e-5
   assert res["results"]["alignment"]["max_rel_objective_diff"] < 1e-5
   assert res["rates"]["copy_bytes_per_s"] > 0 and res["rates"]["matmul_flops_per_s"] > 0
