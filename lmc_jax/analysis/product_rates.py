@@ -62,8 +62,12 @@ def matrix_products(fn, *args) -> list:
   """Every product of floating-point matrices that `fn(*args)` traces and needs (nested
   jaxprs included), as `Product`s, once per time it runs (one inside a scan counts once,
   not once per step)."""
+  return _products(jax.make_jaxpr(fn)(*args))
+
+
+def _products(closed) -> list:
   found = []
-  for eqn in equations(_live(jax.make_jaxpr(fn)(*args))):
+  for eqn in equations(_live(closed)):
     if eqn.primitive.name != "dot_general":
       continue
     lhs, rhs = eqn.invars[0].aval, eqn.invars[1].aval
@@ -102,10 +106,10 @@ def product_seconds(fn, *args) -> dict:
   """The matrix products of `fn(*args)`, each timed alone at its own shape: "seconds" (their
   sum, per call of `fn`), "flops" (per call) and "flops_per_s" (their combined rate).
   None where `fn` also convolves (convolutions are not timed)."""
-  products = matrix_products(fn, *args)
-  if any(eqn.primitive.name == "conv_general_dilated"
-         for eqn in equations(jax.make_jaxpr(fn)(*args))):
+  closed = jax.make_jaxpr(fn)(*args)
+  if any(eqn.primitive.name == "conv_general_dilated" for eqn in equations(closed)):
     return None  # convolutions are not timed here, so the sum would leave them out
+  products = _products(closed)
   timed = {}
   for p in products:
     if p not in timed:

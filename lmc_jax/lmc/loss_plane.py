@@ -18,7 +18,8 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import pair_chunk_size
-from lmc_jax.nn.evaluation import metrics_one, metrics_stack, to_batches
+from lmc_jax.nn.evaluation import metrics_one, to_batches
+from lmc_jax.tree_utils import map_in_chunks
 
 
 class PlaneBasis(NamedTuple):
@@ -54,35 +55,30 @@ def plane_basis(theta_a, theta_b, theta_c) -> PlaneBasis:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def _plane_metrics(model, basis_trees, coords_chunked, batches, chunk):
+def _plane_metrics(model, basis_trees, coords, batches, chunk):
   origin, e1, e2 = basis_trees
 
-  def one_chunk(xy):
-    if chunk == 1:  # one network, not a stack of one (a vmap of one runs slowly on a CPU)
-      params = jax.tree_util.tree_map(lambda o, a, b: o + xy[0, 0] * a + xy[0, 1] * b,
-                                      origin, e1, e2)
-      return jax.tree_util.tree_map(lambda v: v[None], metrics_one(model, params, batches))
-    params = jax.tree_util.tree_map(
-        lambda o, a, b: o[None] + xy[:, 0].reshape((-1,) + (1,) * o.ndim) * a[None]
-        + xy[:, 1].reshape((-1,) + (1,) * o.ndim) * b[None], origin, e1, e2)
-    return metrics_stack(model, params, batches)
+  def one_point(xy):
+    params = jax.tree_util.tree_map(lambda o, a, b: o + xy[0] * a + xy[1] * b, origin, e1, e2)
+    return metrics_one(model, params, batches)
 
-  return jax.lax.map(one_chunk, coords_chunked)
+  return map_in_chunks(one_point, coords, chunk)
 
 
 def plane_metrics(model, basis: PlaneBasis, coords, x, y, batch_size: int = 1024, chunk=None):
-  """(loss, acc), each `(len(coords),)`, of the networks at plane coordinates `(n, 2)`."""
+  """(loss, acc), each `(len(coords),)`, of the networks at plane coordinates `(n, 2)`,
+  `chunk` points at a time (default: as many as the sweep's memory budget allows)."""
   coords = np.asarray(coords, np.float32).reshape(-1, 2)
   batches = to_batches(x, y, batch_size)
   stack_like = jax.tree_util.tree_map(lambda v: v[None], basis.origin)
   if chunk is None:
     chunk = pair_chunk_size(stack_like, batches.batch_size, 1, len(coords))
-  n_chunks = -(-len(coords) // chunk)
-  logging.info("loss plane: %d points in %d chunks of %d", len(coords), n_chunks, chunk)
-  padded = np.concatenate([coords, np.zeros((n_chunks * chunk - len(coords), 2), np.float32)])
-  loss, acc = _plane_metrics(model, (basis.origin, basis.e1, basis.e2),
-                             jnp.asarray(padded.reshape(n_chunks, chunk, 2)), batches, chunk)
-  return np.asarray(loss).reshape(-1)[:len(coords)], np.asarray(acc).reshape(-1)[:len(coords)]
+  chunk = max(1, min(int(chunk), len(coords)))
+  logging.info("loss plane: %d points in %d chunks of %d", len(coords),
+               -(-len(coords) // chunk), chunk)
+  loss, acc = _plane_metrics(model, (basis.origin, basis.e1, basis.e2), jnp.asarray(coords),
+                             batches, chunk)
+  return np.asarray(loss), np.asarray(acc)
 
 
 class PlaneGrid(NamedTuple):
