@@ -23,7 +23,15 @@ from lmc_jax.errors import LmcError
 from tests.helpers.cli import refused, run_module, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-FILTER_PATHS = [pytest.param(True, id="data_filter"), pytest.param(False, id="manual_checks")]
+@pytest.fixture(params=[pytest.param(True, id="data_filter"),
+                        pytest.param(False, id="manual_checks")])
+def extraction_path(request, monkeypatch):
+  """Each archive test runs twice: through tarfile's data filter and through the manual
+  checks that stand in for it on a Python without one."""
+  if request.param and not hasattr(tarfile, "data_filter"):
+    pytest.skip("this Python's tarfile has no extraction filters")
+  monkeypatch.setattr(archives, "HAS_DATA_FILTER", request.param)
+  return request.param
 
 
 # ---------------------------------------------------------------- MNIST files
@@ -256,12 +264,7 @@ def _hostile(tmp_path):
   ]
 
 
-@pytest.mark.parametrize("use_filter", FILTER_PATHS)
-def test_hostile_archives_are_refused_and_write_nothing_outside(tmp_path, monkeypatch,
-                                                                 use_filter):
-  if use_filter and not hasattr(tarfile, "data_filter"):
-    pytest.skip("this Python's tarfile has no extraction filters")
-  monkeypatch.setattr(archives, "HAS_DATA_FILTER", use_filter)
+def test_hostile_archives_are_refused_and_write_nothing_outside(tmp_path, extraction_path):
   work = tmp_path / "work"
   work.mkdir()
   for label, members, words in _hostile(work):
@@ -277,12 +280,7 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(tmp_path, monkey
   assert not (work / "outside.txt").exists() and not (tmp_path / "evil.txt").exists()
 
 
-@pytest.mark.parametrize("use_filter", FILTER_PATHS)
-def test_extracted_files_lose_setuid_sticky_and_group_other_write(tmp_path, monkeypatch,
-                                                                   use_filter):
-  if use_filter and not hasattr(tarfile, "data_filter"):
-    pytest.skip("this Python's tarfile has no extraction filters")
-  monkeypatch.setattr(archives, "HAS_DATA_FILTER", use_filter)
+def test_extracted_files_lose_setuid_sticky_and_group_other_write(tmp_path, extraction_path):
   archive = _tar_of(tmp_path / "modes.tgz", [
       _member("dir", tarfile.DIRTYPE, mode=0o3777),
       _member("dir/suid", mode=0o4755), _member("dir/sgid", mode=0o2775),
