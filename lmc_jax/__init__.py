@@ -2,27 +2,12 @@
 mode connectivity along every line between them.
 
 The names a researcher uses are here; the sub-packages, in dependency order, hold the rest:
-`data`, `nn`, `zoo`, `lmc`, `align`, `analysis`, `report`.
+`data`, `nn`, `symmetry`, `zoo`, `lmc`, `align`, `analysis`, `report`.
 """
 
-__version__ = "0.1.0"
-
 from lmc_jax.align.activation import activation_matching
-from lmc_jax.align.derive import check_spec, derive_spec, spec_without_prefix
 from lmc_jax.align.merge_many import merge_many
 from lmc_jax.align.registry import MethodSettings, align_by, method_names, register
-from lmc_jax.align.spec import (
-                                PermutationSpec,
-                                apply_permutation,
-                                invert_permutation,
-                                mlp_permutation_spec,
-                                perm_sizes,
-                                permutation_spec_from_axes,
-                                random_permutation,
-                                spec_for_config,
-                                validate_spec,
-)
-from lmc_jax.align.units import repair_sites
 from lmc_jax.align.weight import align_zoo, weight_matching
 from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.data.datasets import Dataset, load_dataset
@@ -31,7 +16,20 @@ from lmc_jax.lmc.batchnorm import reset_pair_sweep
 from lmc_jax.lmc.interpolation import Curves, all_pairs, pair_sweep
 from lmc_jax.lmc.measures import epsilon, loss_barrier, rebasin_barrier
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.nn.models import model_for
+from lmc_jax.nn.architectures import model_for
+from lmc_jax.symmetry.derive import check_spec, derive_spec, spec_for_config, spec_without_prefix
+from lmc_jax.symmetry.spec import (
+                                PermutationSpec,
+                                apply_permutation,
+                                invert_permutation,
+                                mlp_permutation_spec,
+                                perm_sizes,
+                                permutation_spec_from_axes,
+                                random_permutation,
+                                validate_spec,
+)
+from lmc_jax.symmetry.units import repair_sites
+from lmc_jax.version import __version__
 from lmc_jax.zoo.io import load_zoo, load_zoo_checked, save_zoo
 from lmc_jax.zoo.training import Zoo, train_zoo
 

@@ -8,7 +8,6 @@ caller that recomputes instead of refusing (a stale barrier.json).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from lmc_jax.config import ZooConfig
+from lmc_jax.config import ConfigError, ZooConfig
 from lmc_jax.errors import LmcError
 
 METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")  # per model in zoo.json
@@ -123,8 +122,8 @@ def check_zoo_doc(doc, path) -> dict:
   if not (isinstance(sha, str) and _HEX64.fullmatch(sha)):
     c.fail("params_sha256", f"is {_show(sha)}, not the 64 hex digits of a SHA-256")
   n = c.integer(c.get(doc, "num_models"), "num_models", 1)
-  if n != config.num_models:
-    c.fail("num_models", f"is {n} but config.num_models is {config.num_models}")
+  if n != config.train.num_models:
+    c.fail("num_models", f"is {n} but config.train.num_models is {config.train.num_models}")
   models = c.seq(c.get(doc, "models"), "models")
   if len(models) != n:
     c.fail("models", f"has {len(models)} entries but num_models is {n}")
@@ -150,33 +149,15 @@ def check_zoo_doc(doc, path) -> dict:
 
 
 def _check_config(c: _Checker, config) -> ZooConfig:
-  """The `ZooConfig` of zoo.json's config, every field of the type of its default."""
+  """The `ZooConfig` of zoo.json's config (its sections, or the flat dict of format 1),
+  every field checked by the config itself."""
   c.obj(config, "config")
-  fields = {f.name: f.default for f in dataclasses.fields(ZooConfig)}
-  unknown = sorted(set(config) - set(fields))
-  if unknown:
-    c.fail("config", f"has unknown keys {unknown} (written by another version of lmc_jax?)")
-  for name, value in config.items():
-    default, field = fields[name], f"config.{name}"
-    if isinstance(default, bool):
-      ok, want = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-      ok, want = _is_int(value), "an integer"
-    elif isinstance(default, float) or default is None:
-      ok, want = _is_number(value) or (default is None and value is None), "a number"
-    elif isinstance(default, str):
-      ok, want = isinstance(value, str), "a string"
-    else:  # hidden: a tuple of widths
-      ok = isinstance(value, list) and bool(value) and all(_is_int(w) for w in value)
-      want = "a non-empty list of integers"
-    if not ok:
-      c.fail(field, f"is {_show(value)}, not {want}")
   try:
     return ZooConfig.from_dict(config).validate()
-  except LmcError as e:
-    why = str(e).rstrip(".")
-    named = [n for n in fields if re.search(rf"(--|\b){n}\b", why)]
-    c.fail(f"config.{named[0]}" if named else "config", f"does not pass its check ({why})")
+  except ConfigError as e:
+    c.fail(f"config.{e.field}" if e.field != "config" else "config", e.problem)
+  except (TypeError, ValueError) as e:  # a value a section cannot even be built from
+    c.fail("config", f"does not make a config ({e})")
 
 
 def check_barrier_doc(doc, path, num_models: Optional[int] = None,

@@ -109,7 +109,7 @@ def plane_png(dataset: str) -> str:
 
 # The format each JSON file is written in (its "format" field). A reader refuses a file of
 # a newer format than it knows, since its fields may mean something else there.
-ZOO_FORMAT = 1
+ZOO_FORMAT = 2  # 2: the config in sections; params.npz holds every model's whole variables dict
 BARRIER_FORMAT = 2  # 2: weight matching's curves stored once, as "aligned"
 REDUNDANCY_FORMAT = 1
 SWA_FORMAT = 1

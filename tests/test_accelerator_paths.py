@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from lmc_jax import accelerator
-from lmc_jax.align.spec import spec_for_config
 from lmc_jax.align.weight import _check_matcher
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset, subset
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, working_set_budget
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.forward import host_loops
-from lmc_jax.nn.models import init_tree, model_for
+from lmc_jax.nn.models import init_variables
+from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.zoo.training import models_per_chunk, train_zoo, zoo_epoch_fn
 from tests.helpers.cli import ROOT
 
@@ -33,8 +34,8 @@ def forced(monkeypatch):
 def test_the_switch_takes_every_accelerator_path(monkeypatch):
   config = default_config("mnist", arch="vgg_small", hidden=(1,))
   model = model_for(config)
-  conv = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), 784))
-  wide = jax.eval_shape(lambda: init_tree(model_for(default_config("moons", hidden=(512,))),
+  conv = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), 784))
+  wide = jax.eval_shape(lambda: init_variables(model_for(default_config("moons", hidden=(512,))),
                                           jax.random.key(0), 2))
   monkeypatch.delenv(accelerator.ENV, raising=False)
   cpu = (models_per_chunk(wide, 256, 50), host_loops(conv), working_set_budget(),

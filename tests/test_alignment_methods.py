@@ -10,15 +10,15 @@ from lmc_jax.align.exact import candidates, exact_alignment
 from lmc_jax.align.merge_many import merge_many
 from lmc_jax.align.registry import MethodSettings, align_by, check_methods, method_names
 from lmc_jax.align.sinkhorn import log_sinkhorn, sinkhorn_matching
-from lmc_jax.align.spec import (
+from lmc_jax.align.weight import weight_matching
+from lmc_jax.errors import LmcError
+from lmc_jax.symmetry.spec import (
   apply_permutation,
   apply_soft_permutation,
   invert_permutation,
   mlp_permutation_spec,
   random_permutation,
 )
-from lmc_jax.align.weight import weight_matching
-from lmc_jax.errors import LmcError
 from tests.helpers import random_params
 
 SMALL = MethodSettings()  # the default 50 steps of STE and Sinkhorn

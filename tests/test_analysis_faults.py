@@ -220,12 +220,14 @@ DAMAGES = [
      ["is not a valid zoo description", "--overwrite"]),
     ("diverged not a bool", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["models"][1].update(
         diverged="no")), "barrier", [], ["models[1].diverged is 'no'", "--overwrite"]),
-    ("momentum out of range", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["config"].update(
-        momentum=2.0)), "barrier", [], ["config.momentum does not pass its check"]),
-    ("lr a string", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["config"].update(lr="fast")), "swa",
-     ["--epochs=2"], ["config.lr is 'fast', not a number"]),
+    ("momentum out of range", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["config"]["optim"].update(
+        momentum=2.0)), "barrier", [], ["config.optim.momentum must be < 1, got 2.0"]),
+    ("lr a string", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["config"]["optim"].update(lr="fast")),
+     "swa", ["--epochs=2"], ["config.optim.lr must be a finite number, got 'fast'"]),
+    ("arch unknown", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["config"]["model"].update(
+        arch="mlpx")), "barrier", [], ["config.model.arch must be one of", "got 'mlpx'"]),
     ("num_models not the config's", ZOO_JSON, _edit(ZOO_JSON, lambda d: d.update(num_models=2)),
-     "plane", [], ["num_models is 2 but config.num_models is 3"]),
+     "plane", [], ["num_models is 2 but config.train.num_models is 3"]),
     ("sha not hex", ZOO_JSON, _edit(ZOO_JSON, lambda d: d.update(params_sha256="xyz")),
      "redundancy", [], ["params_sha256 is 'xyz'"]),
     ("models cut short", ZOO_JSON, _edit(ZOO_JSON, lambda d: d["models"].pop()), "dynamics", [],

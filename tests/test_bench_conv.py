@@ -5,7 +5,8 @@ import numpy as np
 from lmc_jax.analysis.benchmarks import bench_pair_sweep, bench_training, forward_flops
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import Dataset
-from lmc_jax.nn.models import init_tree, mlp_matmul_flops, model_for
+from lmc_jax.nn.architectures import model_for
+from lmc_jax.nn.models import init_variables, mlp_matmul_flops
 from lmc_jax.zoo.training import init_params, model_keys
 
 
@@ -19,12 +20,12 @@ def _images(n_train=64, n_test=16):
 
 def test_forward_flops_count_convolutions_and_match_the_mlp_count():
   conv = model_for(default_config("mnist", arch="vgg_small", hidden=(1,)))
-  tree = init_tree(conv, jax.random.key(0), 784)
+  tree = init_variables(conv, jax.random.key(0), 784)
   # 3x3 convs 1->16 at 28x28, 16->32 at 14x14, 32->64 at 7x7 ('SAME'), then Dense 64->10.
   expected = 2 * (28 * 28 * 9 * 16 + 14 * 14 * 9 * 16 * 32 + 7 * 7 * 9 * 32 * 64 + 64 * 10)
   assert forward_flops(conv, tree, 784) == expected
   mlp = model_for(default_config("mnist", hidden=(8, 8, 8)))
-  params = init_tree(mlp, jax.random.key(0), 784)
+  params = init_variables(mlp, jax.random.key(0), 784)
   assert forward_flops(mlp, params, 784) == mlp_matmul_flops(params)
 
 
@@ -33,19 +34,19 @@ def test_bench_training_and_sweep_run_on_a_batchnorm_conv_zoo():
   # zoo's, the per-epoch loop's and the per-step loop's).
   config = default_config("mnist", arch="vgg_small", hidden=(1,), num_models=2, epochs=1,
                           batch_size=32)
-  assert config.norm == "batchnorm"
+  assert config.model.norm == "batchnorm"
   data, model = _images(), model_for(config)
   train = bench_training(config, data)
   for k in ("zoo_s", "loop_s", "step_loop_s", "compile_zoo_s", "compile_loop_s"):
     assert train[k] > 0, k
-  net_flops = forward_flops(model, init_tree(model, jax.random.key(0), 784), 784)
+  net_flops = forward_flops(model, init_variables(model, jax.random.key(0), 784), 784)
   assert train["flops"] == 3 * net_flops * 64 * 2  # forward and backward, 64 samples, 2 models
   assert train["bytes"] > 0 and train["baseline_models"] == 2
   assert train["host_loops"] == (jax.devices()[0].platform == "cpu")
 
   # The sweep needs no training: the two initial networks (BatchNorm statistics included,
   # interpolated on every side, no reset) are a pair like any other.
-  params = init_params(model, 784, model_keys(config.seed, [0, 1])[0])
+  params = init_params(model, 784, model_keys(config.train.seed, [0, 1])[0])
   sweep = bench_pair_sweep(config, data, params)
   assert sweep["pairs"] == 1 and sweep["sweep_s"] > 0 and sweep["loop_s"] > 0
   assert sweep["study_loop_s"] > 0 and sweep["flops"] == net_flops * 11 * 16

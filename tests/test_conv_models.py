@@ -10,9 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmc_jax.config import ConfigError, default_config
 from lmc_jax.data import cifar10
 from lmc_jax.data.augment import augment_batch, augment_choices
+from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.conv import (
   CONV_ARCHS,
   NORMS,
@@ -20,7 +23,6 @@ from lmc_jax.nn.conv import (
   VGG11_STAGES,
   VGG11_STAGES_SMALL,
   ResNet20,
-  conv_image_shape,
   make_conv_net,
 )
 from lmc_jax.nn.models import num_params
@@ -238,12 +240,13 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_bad_inputs_and_datasets():
-  assert conv_image_shape("mnist") == (28, 28, 1)
-  assert conv_image_shape("cifar10") == (32, 32, 3)
-  with pytest.raises(LmcError, match="'moons' has no images"):
-    conv_image_shape("moons")
-  with pytest.raises(LmcError, match="Unknown dataset 'svhn'"):
-    conv_image_shape("svhn")
+  assert dataset_info(default_config("mnist")).image_shape == (28, 28, 1)
+  assert dataset_info(default_config("cifar10")).image_shape == (32, 32, 3)
+  with pytest.raises(ConfigError, match="model.arch is vgg, a convolutional net, and moons has "
+                                        "no images"):
+    model_for(default_config("moons", arch="vgg"))
+  with pytest.raises(ConfigError, match="data.dataset must be one of .*got 'svhn'"):
+    default_config("svhn")
   with pytest.raises(LmcError, match="784 features"):
     _abstract_init(ResNet20(image_shape=(32, 32, 3)), (28, 28, 1))
   with pytest.raises(LmcError, match="hold 'X'"):

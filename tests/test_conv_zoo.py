@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from lmc_jax import check_spec, derive_spec
-from lmc_jax.align.spec import apply_permutation, perm_sizes, random_permutation
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.lmc.batchnorm import reset_batch_stats, reset_batches, reset_pair_sweep
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.nn.conv import make_conv_net
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
+from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation
 from lmc_jax.tree_utils import flatten, stack, take
 
 
@@ -122,7 +122,7 @@ def test_a_conv_zoo_equals_its_models_trained_one_at_a_time(monkeypatch):
   # SGD: Adam's normalisation would blow float rounding in near-zero gradients up.
   config = default_config("mnist", arch="vgg_small", hidden=(1,), num_models=2, epochs=2,
                           batch_size=16, optimizer="sgd", schedule="constant", lr=0.05)
-  assert config.norm == "batchnorm" and config.augment == "none"
+  assert config.model.norm == "batchnorm" and config.train.augment == "none"
   data = Dataset(*_images(24, 0), *_images(8, 1), num_classes=10)  # two steps an epoch
   zoo = training.train_zoo(config, data, log=None)
   assert "batch_stats" in zoo.params

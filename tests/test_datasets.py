@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lmc_jax.config import default_config
-from lmc_jax.data.datasets import load_dataset, moons
+from lmc_jax.data.datasets import moons
 from lmc_jax.errors import LmcError
 
 
@@ -41,7 +41,9 @@ def test_noise_is_gaussian_with_the_given_scale():
 
 
 def test_bad_dataset_inputs():
-  with pytest.raises(LmcError, match="Unknown dataset"):
+  with pytest.raises(LmcError, match="data.dataset must be one of moons, mnist, cifar10"):
     default_config("imagenet")
-  with pytest.raises(LmcError, match="at least 2"):
-    load_dataset(default_config("moons", n_train=1))
+  with pytest.raises(LmcError, match="data.n_train must be >= 2"):
+    default_config("moons", n_train=1)
+  with pytest.raises(LmcError, match="at least 2"):  # the generator checks its own arguments
+    moons(n_train=1)

@@ -8,15 +8,15 @@ import pytest
 
 import lmc_jax
 from lmc_jax import LmcError, check_spec, derive_spec, spec_without_prefix
-from lmc_jax.align.spec import (
+from lmc_jax.align.weight import weight_matching
+from lmc_jax.nn.models import make_mlp
+from lmc_jax.symmetry.spec import (
   apply_permutation,
   invert_permutation,
   mlp_permutation_spec,
   perm_sizes,
   random_permutation,
 )
-from lmc_jax.align.weight import weight_matching
-from lmc_jax.nn.models import make_mlp
 from lmc_jax.tree_utils import flatten
 
 
@@ -94,7 +94,7 @@ def test_training_mode_ties_the_updated_statistics_to_the_running_ones():
   # not for one that leaves the running statistics where they are.
   kw = dict(train=True, mutable=["batch_stats"])
   assert check_spec(model, variables, train_spec, x, **kw) < 1e-4
-  from lmc_jax.align.spec import permutation_spec_from_axes
+  from lmc_jax.symmetry.spec import permutation_spec_from_axes
   frozen = {p: (None,) * len(a) if p.startswith("batch_stats") else a
             for p, a in train_spec.axes_to_perm.items()}
   varied = jax.tree_util.tree_map(lambda v: v + jax.random.uniform(jax.random.key(5), v.shape),
@@ -214,7 +214,7 @@ def test_check_spec_catches_a_wrong_spec():
   spec = derive_spec(model, variables, x)
   broken = dict(spec.axes_to_perm)
   broken["params/Dense_1/kernel"] = (None, "P_1")  # forgets that Dense_1 reads P_0's units
-  from lmc_jax.align.spec import permutation_spec_from_axes
+  from lmc_jax.symmetry.spec import permutation_spec_from_axes
   assert check_spec(model, variables, permutation_spec_from_axes(broken), x_of((9, 4))) > 1e-2
   wrong_shape = dict(spec.axes_to_perm)
   wrong_shape["params/Dense_1/kernel"] = ("P_0",)

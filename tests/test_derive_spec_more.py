@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 
 from lmc_jax import LmcError, check_spec, derive_spec
-from lmc_jax.align.spec import apply_permutation, invert_permutation, perm_sizes, random_permutation
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.symmetry.spec import (
+  apply_permutation,
+  invert_permutation,
+  perm_sizes,
+  random_permutation,
+)
 from tests.test_derive_spec import partition
 
 

@@ -13,7 +13,8 @@ import pytest
 from lmc_jax.analysis.barrier import method_curves
 from lmc_jax.config import default_config
 from lmc_jax.lmc.measures import epsilon
-from lmc_jax.nn.models import model_for, num_params
+from lmc_jax.nn.architectures import model_for
+from lmc_jax.nn.models import num_params
 from tests.helpers.cli import refused, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ def test_plane_end_to_end_and_bad_models(runs):
   assert r.returncode == 0, r.stderr
   res = json.loads((runs / "moons_w8" / "plane.json").read_text())
   doc = json.loads((runs / "moons_w8" / "zoo.json").read_text())
-  assert res["format"] == 1 and doc["format"] == 1
+  assert res["format"] == 1 and doc["format"] == 2
   for which in ("naive", "aligned"):
     assert np.asarray(res[which]["loss"]).shape == (6, 6)
     # The marked networks are the zoo's models, aligned or not (permutation keeps the loss).
@@ -240,7 +241,7 @@ def test_bench_prints_its_table_and_writes_json(tmp_path):
   res = json.loads((tmp_path / "b.json").read_text())
   assert res["format"] == 1
   plane = res["results"]["plane"]  # bytes: 16 per parameter of one net per grid point
-  w8 = default_config("moons", hidden=(8,) * len(default_config("moons").hidden))
+  w8 = default_config("moons", hidden=(8,) * len(default_config("moons").model.hidden))
   w8_net = model_for(w8).init(jax.random.key(0), jnp.zeros((1, 2)))["params"]  # Moons: 2 inputs
   assert plane["bytes"] == 16 * num_params(w8_net) * plane["points"]
   for width in ("w4", "w8"):  # the loops and the sweep compute the same losses

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from lmc_jax.align.exact import exact_alignment
-from lmc_jax.align.spec import apply_permutation, mlp_permutation_spec
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import pair_sweep
 from lmc_jax.lmc.measures import epsilon
+from lmc_jax.symmetry.spec import apply_permutation, mlp_permutation_spec
 from tests.helpers import random_params
 
 

@@ -50,20 +50,26 @@ ZOO_DAMAGES = [
     ("format not an int", _set(["format"], "1"), "format is '1', not an integer"),
     ("config missing", _drop(["config"]), "config is missing"),
     ("config a list", _set(["config"], [1]), "config is [1], not a JSON object"),
-    ("config key unknown", _set(["config", "colour"], "red"), "config has unknown keys ['colour']"),
-    ("lr a string", _set(["config", "lr"], "fast"), "config.lr is 'fast', not a number"),
-    ("hidden empty", _set(["config", "hidden"], []), "config.hidden is [], not a non-empty list"),
-    ("hidden floats", _set(["config", "hidden"], [4.5]), "config.hidden is [4.5]"),
-    ("epochs a bool", _set(["config", "epochs"], True), "config.epochs is True, not an integer"),
-    ("momentum out of range", _set(["config", "momentum"], 1.5),
-     "config.momentum does not pass its check (--momentum must be in [0, 1), got 1.5)"),
-    ("arch unknown", _set(["config", "arch"], "mlpx"), "config.arch does not pass its check"),
+    ("config section unknown", _set(["config", "colour"], "red"),
+     "config has unknown sections ['colour']"),
+    ("config key unknown", _set(["config", "model", "colour"], "red"),
+     "config.model has unknown keys ['colour']"),
+    ("lr a string", _set(["config", "optim", "lr"], "fast"),
+     "config.optim.lr must be a finite number, got 'fast'"),
+    ("hidden empty", _set(["config", "model", "hidden"], []),
+     "config.model.hidden must be one or more integer widths, got []"),
+    ("hidden floats", _set(["config", "model", "hidden"], [4.5]),
+     "config.model.hidden must be one or more integer widths, got [4.5]"),
+    ("epochs a bool", _set(["config", "train", "epochs"], True),
+     "config.train.epochs must be an integer, got True"),
+    ("momentum out of range", _set(["config", "optim", "momentum"], 1.5),
+     "config.optim.momentum must be < 1, got 1.5"),
     ("sha not hex", _set(["params_sha256"], "abc"), "params_sha256 is 'abc', not the 64 hex"),
     ("sha missing", _drop(["params_sha256"]), "params_sha256 is missing"),
     ("num_models zero", _set(["num_models"], 0), "num_models is 0, outside >= 1"),
     ("num_models a string", _set(["num_models"], "3"), "num_models is '3', not an integer"),
     ("num_models not the config's", _set(["num_models"], 2),
-     "num_models is 2 but config.num_models is 3"),
+     "num_models is 2 but config.train.num_models is 3"),
     ("models truncated", lambda d: d["models"].pop(), "models has 2 entries but num_models is 3"),
     ("model not a dict", _set(["models", 1], "x"), "models[1] is 'x', not a JSON object"),
     ("diverged not a bool", _set(["models", 1, "diverged"], "no"),
@@ -99,7 +105,7 @@ def test_a_good_zoo_json_passes_and_a_diverged_model_may_hold_nulls(zoo):
   doc["models"][1].update(test_loss=None, train_loss=float("nan"), diverged=True)
   check_zoo_doc(doc, "z.json")
   old = copy.deepcopy(doc)  # a zoo.json written before a config field existed
-  del old["config"]["layernorm_eps"], old["format"]
+  del old["config"]["model"]["layernorm_eps"], old["format"]
   check_zoo_doc(old, "z.json")
   with pytest.raises(SchemaError, match=r"z.json: the file is \[1\], not a JSON object"):
     check_zoo_doc([1], "z.json")
@@ -253,8 +259,8 @@ def test_the_zoo_summary_leaves_out_a_damaged_zoo_with_a_warning(zoo, tmp_path, 
   shutil.copytree(zoo, tmp_path / "moons_w4")
   shutil.copytree(zoo, tmp_path / "moons_w8")
   doc = json.loads((zoo / ZOO_JSON).read_text())
-  doc["config"]["hidden"] = [8.5]
+  doc["config"]["model"]["hidden"] = [8.5]
   (tmp_path / "moons_w8" / ZOO_JSON).write_text(json.dumps(doc))
   path = write_zoo_summary(tmp_path, "moons")
   assert len(path.read_text().splitlines()) == 2  # the header and the whole zoo
-  assert "left out of the zoo summary" in caplog.text and "config.hidden" in caplog.text
+  assert "left out of the zoo summary" in caplog.text and "config.model.hidden" in caplog.text

@@ -33,10 +33,10 @@ def test_a_zoo_of_a_newer_format_is_refused(zoo_dir, tmp_path):
   for name in (ZOO_JSON, "params.npz"):
     (d / name).write_bytes((zoo_dir / name).read_bytes())
   doc = json.loads((d / ZOO_JSON).read_text())
-  assert doc["format"] == 1
-  doc["format"] = 2
+  assert doc["format"] == 2
+  doc["format"] = 3
   (d / ZOO_JSON).write_text(json.dumps(doc))
-  with pytest.raises(LmcError, match="zoo.json has format 2, newer than the 1"):
+  with pytest.raises(LmcError, match="zoo.json has format 3, newer than the 2"):
     load_zoo(d)
 
 

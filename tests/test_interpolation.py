@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import flatten
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import MIN_FAN_IN_TO_INTERPOLATE_OUTPUT, all_pairs, pair_sweep
+from lmc_jax.symmetry.spec import flatten
 from tests.helpers import random_params
 
 

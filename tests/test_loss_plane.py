@@ -2,10 +2,10 @@ import jax
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import flatten
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.loss_plane import plane_basis, plane_grid, plane_metrics
 from lmc_jax.nn.evaluation import evaluate_zoo
+from lmc_jax.symmetry.spec import flatten
 from tests.helpers import random_params
 
 

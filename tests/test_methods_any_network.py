@@ -10,11 +10,11 @@ import pytest
 from lmc_jax import LmcError, derive_spec
 from lmc_jax.align import activation
 from lmc_jax.align.registry import MethodSettings, align_by
-from lmc_jax.align.spec import apply_permutation, perm_sizes, random_permutation, spec_key
-from lmc_jax.align.units import feature_sites, repair_sites
 from lmc_jax.lmc.interpolation import pair_sweep
 from lmc_jax.lmc.repair import repair_network, repaired_pair_sweep
 from lmc_jax.nn.forward import apply_eval
+from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation, spec_key
+from lmc_jax.symmetry.units import feature_sites, repair_sites
 from lmc_jax.tree_utils import flatten, stack, take
 
 

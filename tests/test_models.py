@@ -3,10 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import flatten
 from lmc_jax.config import default_config
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.models import loss_and_correct, make_mlp, model_for
+from lmc_jax.nn.architectures import model_for
+from lmc_jax.nn.models import loss_and_correct, make_mlp
+from lmc_jax.symmetry.spec import flatten
 from tests.helpers import random_params
 
 

@@ -141,11 +141,11 @@ def test_optimizer_for_cycles_momentum_over_the_whole_run():
                           weight_decay=0.1, cycle_momentum=True)
   grad_fn = lambda w: 2 * (w - np.array([1.0, -2.0, 3.0]))
   w0 = np.array([0.5, 0.5, 0.5])
-  got = _run(optimizer_for(config, 5), grad_fn, w0, 15)
+  got = _run(optimizer_for(config.optim, 15), grad_fn, w0, 15)
   np.testing.assert_allclose(got, _torch_reference("adamw", 15, 15, 0.05, 0.1, grad_fn, w0),
                              rtol=1e-4)
   # Off (the default): today's optimizer, constant beta1.
-  plain = _run(optimizer_for(config.replace(cycle_momentum=False), 5), grad_fn, w0, 15)
+  plain = _run(optimizer_for(config.optim.replace(cycle_momentum=False), 15), grad_fn, w0, 15)
   assert np.abs(plain - got).max() > 1e-4
 
 
@@ -155,4 +155,4 @@ def test_cycle_momentum_refusals():
                    momentum_schedule=onecycle_momentum(10))
   config = default_config("moons", hidden=(4,))
   with pytest.raises(LmcError, match="one-cycle"):  # replace() skips validate()
-    optimizer_for(config.replace(cycle_momentum=True), 5)
+    optimizer_for(config.optim.replace(cycle_momentum=True), 5)

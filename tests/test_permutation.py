@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import (
+from lmc_jax.errors import LmcError
+from lmc_jax.symmetry.spec import (
   apply_permutation,
   compose_permutations,
   flatten,
@@ -14,7 +15,6 @@ from lmc_jax.align.spec import (
   random_permutation,
   validate_spec,
 )
-from lmc_jax.errors import LmcError
 from tests.helpers import random_params
 
 
@@ -85,7 +85,7 @@ def test_validate_spec_names_what_is_wrong():
   spec = mlp_permutation_spec(2)
   bad = dict(spec.axes_to_perm)
   bad["Dense_1/kernel"] = ("P_1", "P_0")  # axes swapped: lengths 4 and 5 disagree
-  from lmc_jax.align.spec import permutation_spec_from_axes
+  from lmc_jax.symmetry.spec import permutation_spec_from_axes
   with pytest.raises(LmcError, match="same length"):
     validate_spec(permutation_spec_from_axes(bad), p1)
   bad["Dense_1/kernel"] = ("P_0",)

@@ -11,7 +11,8 @@ from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
-from lmc_jax.nn.models import init_tree, model_at, model_for
+from lmc_jax.nn.architectures import model_at, model_for
+from lmc_jax.nn.models import init_variables
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.nn.precision import bf16_dense, einsum
 from lmc_jax.zoo.training import make_train_step, train_zoo
@@ -42,9 +43,9 @@ def test_bf16_dense_and_its_gradients_are_float32_sums_of_rounded_operands():
 def test_a_bf16_training_step_multiplies_in_bf16_and_keeps_everything_else_float32():
   config = default_config("mnist", hidden=(16, 16, 16), precision="bf16")
   model = model_for(config)
-  params = init_tree(model, jax.random.key(0), 784)
-  tx = optimizer_for(config, 10)
-  opt_state = tx.init(params)
+  params = init_variables(model, jax.random.key(0), 784)
+  tx = optimizer_for(config.optim, 10)
+  opt_state = tx.init(params["params"])
   x, y, w = jnp.ones((8, 784)), jnp.arange(8) % 10, jnp.ones(8)
   step = make_train_step(model, tx)
   dots = matrix_products(step, params, opt_state, x, y, w)
@@ -80,9 +81,9 @@ def test_a_bf16_zoo_tracks_the_float32_zoo_with_the_same_seeds():
 
 
 def test_bf16_is_refused_where_it_is_not_built(tmp_path):
-  with pytest.raises(LmcError, match="--precision=bf16 is built for the MLP"):
-    default_config("mnist", arch="vgg_small", hidden=(1,), precision="bf16")
-  with pytest.raises(LmcError, match="Unknown --precision 'fp16'"):
+  with pytest.raises(LmcError, match="model.precision is bf16, which vgg_small does not run"):
+    model_for(default_config("mnist", arch="vgg_small", hidden=(1,), precision="bf16"))
+  with pytest.raises(LmcError, match="model.precision must be one of fp32, bf16, got 'fp16'"):
     default_config("moons", precision="fp16")
   refused(run_module("zoo", f"--out={tmp_path}", "--precision=fp8"), "--precision", "bf16")
   assert not list(tmp_path.iterdir())
@@ -93,7 +94,7 @@ def test_the_zoo_records_its_precision(tmp_path):
                  "--precision=bf16")
   assert r.returncode == 0, r.stderr[-2000:]
   doc = json.loads((tmp_path / "moons_w4" / "zoo.json").read_text())
-  assert doc["config"]["precision"] == "bf16"
+  assert doc["config"]["model"]["precision"] == "bf16"
   r = run_module("barrier", f"--zoo={tmp_path / 'moons_w4'}", "--precision=bf16")
   assert r.returncode == 0, r.stderr[-2000:]
   assert json.loads((tmp_path / "moons_w4" / "barrier.json").read_text())["precision"] == "bf16"

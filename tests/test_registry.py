@@ -17,13 +17,13 @@ from lmc_jax.align.registry import (
   register,
   unregister,
 )
-from lmc_jax.align.spec import apply_permutation, mlp_permutation_spec, perm_sizes
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import epsilon
-from lmc_jax.nn.models import model_for
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.result_files import BARRIER_JSON
+from lmc_jax.symmetry.spec import apply_permutation, mlp_permutation_spec, perm_sizes
 from lmc_jax.tree_utils import stack, take, to_numpy
 from tests.helpers import saved_moons_zoo
 
@@ -70,7 +70,7 @@ def test_unregistered_methods_are_refused(toy_method):
 
 def test_align_by_runs_a_registered_method(toy_method, small_zoo):
   _, config, params = small_zoo
-  spec = mlp_permutation_spec(1)
+  spec = mlp_permutation_spec(1, collection="params")
   data = load_dataset(config)
   res = align_by(toy_method, model_for(config), spec, params, 1, {2}, data.x_train,
                  data.y_train, data.x_test, data.y_test, MethodSettings(toyroll_shift=2))
@@ -80,8 +80,8 @@ def test_align_by_runs_a_registered_method(toy_method, small_zoo):
   assert res.info == {"rolled": [0]}
   # The returned zoo is model k permuted by perms[k], computed here by hand.
   want = stack([apply_permutation(spec, res.perms[k], take(params, k)) for k in range(3)])
-  for a, b in zip(*(np.asarray(x) for x in (res.params["Dense_0"]["kernel"],
-                                            want["Dense_0"]["kernel"]))):
+  for a, b in zip(*(np.asarray(x) for x in (res.params["params"]["Dense_0"]["kernel"],
+                                            want["params"]["Dense_0"]["kernel"]))):
     np.testing.assert_array_equal(a, b)
 
 
@@ -91,7 +91,8 @@ def test_a_method_returning_too_few_permutations_is_refused(small_zoo):
   try:
     data = load_dataset(config)
     with pytest.raises(LmcError, match="returned 1 permutations for 3 models"):
-      align_by("toyshort", model_for(config), mlp_permutation_spec(1), params, 0, (),
+      align_by("toyshort", model_for(config), mlp_permutation_spec(1, collection="params"),
+               params, 0, (),
                data.x_train, data.y_train, data.x_test, data.y_test)
   finally:
     unregister("toyshort")
@@ -113,7 +114,7 @@ def test_the_barrier_entry_point_runs_a_registered_method(toy_method, small_zoo,
   assert entry["settings"] == {"seed": 0, "toyroll_shift": 2}
   # Independent oracle: roll models 1 and 2 by hand and sweep every pair.
   perm = roll_perm({"P_0": 6}, 2)
-  spec = mlp_permutation_spec(1)
+  spec = mlp_permutation_spec(1, collection="params")
   rolled = stack([take(params, 0)] + [apply_permutation(spec, perm, take(params, k))
                                       for k in (1, 2)])
   data = load_dataset(config)

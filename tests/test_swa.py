@@ -4,9 +4,10 @@ import numpy as np
 
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.zoo.swa import running_mean, swa
-from lmc_jax.zoo.training import model_for, train_zoo
+from lmc_jax.zoo.training import train_zoo
 
 
 def test_swa_samples_and_running_average():

@@ -8,6 +8,7 @@ from lmc_jax import accelerator
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import make_optimizer, make_schedule, optimizer_for
@@ -18,7 +19,6 @@ from lmc_jax.zoo.io import load_history, save_zoo
 from lmc_jax.zoo.training import (
   epoch_batches,
   init_params,
-  model_for,
   model_keys,
   steps_per_epoch,
   train_zoo,
@@ -33,9 +33,10 @@ def _train_alone_plain_loop(config, data, k, epoch_losses=None):
   """Model k trained by itself: a Python loop over single optimizer steps, no vmap, no scan.
   Appends each epoch's mean batch loss to `epoch_losses` if given."""
   model = model_for(config)
-  init_keys, data_keys = model_keys(config.seed, [k])
-  params = jax.tree_util.tree_map(lambda v: v[0], init_params(model, 2, init_keys))
-  tx = optimizer_for(config, steps_per_epoch(len(data.y_train), config.batch_size))
+  init_keys, data_keys = model_keys(config.train.seed, [k])
+  params = jax.tree_util.tree_map(lambda v: v[0], init_params(model, 2, init_keys))["params"]
+  steps = steps_per_epoch(len(data.y_train), config.train.batch_size)
+  tx = optimizer_for(config.optim, config.train.epochs * steps)
   state = tx.init(params)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 
@@ -43,9 +44,9 @@ def _train_alone_plain_loop(config, data, k, epoch_losses=None):
     loss, _ = loss_and_correct(model.apply({"params": p}, xb), yb)
     return jnp.sum(wb * loss) / jnp.sum(wb)
 
-  for e in range(config.epochs):
+  for e in range(config.train.epochs):
     idx, w = epoch_batches(jax.random.fold_in(data_keys[0], e), len(data.y_train),
-                           config.batch_size)
+                           config.train.batch_size)
     batch_losses = []
     for s in range(idx.shape[0]):
       loss, g = jax.value_and_grad(loss_fn)(params, x[idx[s]], y[idx[s]], w[s])
@@ -63,7 +64,7 @@ def test_vmapped_zoo_equals_models_trained_alone(optimizer, schedule):
   config = default_config("moons", optimizer=optimizer, schedule=schedule, lr=0.05, **TINY)
   data = load_dataset(config)
   zoo = train_zoo(config, data, log=None)
-  for k in range(config.num_models):
+  for k in range(config.train.num_models):
     alone = _train_alone_plain_loop(config, data, k)
     for got, want in zip(jax.tree_util.tree_leaves(zoo.params), jax.tree_util.tree_leaves(alone)):
       np.testing.assert_allclose(got[k], want, rtol=2e-4, atol=2e-5)
@@ -75,7 +76,7 @@ def test_history_records_each_epochs_loss_as_a_plain_loop_sees_it(tmp_path):
   zoo = train_zoo(config, data, log=None, eval_every=2)
   h = zoo.history
   assert h["train_loss"].shape == (3, 3) and h["eval_epoch"].tolist() == [2, 3]
-  for k in range(config.num_models):
+  for k in range(config.train.num_models):
     plain = []
     _train_alone_plain_loop(config, data, k, plain)
     np.testing.assert_allclose(h["train_loss"][:, k], plain, rtol=1e-4)
@@ -102,10 +103,10 @@ def test_same_seed_same_zoo_bit_for_bit_and_subsets_agree():
   for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(alone.params)):
     np.testing.assert_allclose(u[2], v[0], rtol=1e-5, atol=1e-6)
   # Different models of a zoo differ, and another seed gives another zoo.
-  k0 = np.asarray(a.params["Dense_0"]["kernel"])
+  k0 = np.asarray(a.params["params"]["Dense_0"]["kernel"])
   assert not np.allclose(k0[0], k0[1])
   c = train_zoo(config.replace(seed=1), data, log=None)
-  assert not np.allclose(k0, np.asarray(c.params["Dense_0"]["kernel"]))
+  assert not np.allclose(k0, np.asarray(c.params["params"]["Dense_0"]["kernel"]))
 
 
 def test_training_learns_moons_and_metrics_match_evaluation():
@@ -224,15 +225,16 @@ def test_chunks_of_models_train_like_one_vmap():
   config = default_config("moons", hidden=(6,), num_models=5, epochs=2, batch_size=200)
   data = load_dataset(config)
   model = model_for(config)
-  steps = steps_per_epoch(len(data.y_train), config.batch_size)
-  init_keys, data_keys = model_keys(config.seed, range(5))
+  steps = steps_per_epoch(len(data.y_train), config.train.batch_size)
+  init_keys, data_keys = model_keys(config.train.seed, range(5))
   results = []
   # 2 and 4 do not divide 5: the rest runs as its own chunk (of one model, unbatched, for
   # 4); 1 trains one model at a time with no vmap.
   for chunk in (None, 2, 4, 1):
-    tx, run = zoo_epoch_fn(model, config, steps, chunk)
+    tx, run = zoo_epoch_fn(model, config.optim, config.train.epochs * steps,
+                           config.train.batch_size, None, chunk)
     params = init_params(model, 2, init_keys)
-    state = jax.vmap(tx.init)(params)
+    state = jax.vmap(lambda t: tx.init(t["params"]))(params)
     params, state, _ = run(params, state, data_keys, jnp.asarray(data.x_train),
                            jnp.asarray(data.y_train))
     results.append(params)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import (
+from lmc_jax.align.weight import align_zoo, matching_objective, weight_matching
+from lmc_jax.symmetry.spec import (
   apply_permutation,
   flatten,
   invert_permutation,
@@ -13,7 +14,6 @@ from lmc_jax.align.spec import (
   perm_sizes,
   random_permutation,
 )
-from lmc_jax.align.weight import align_zoo, matching_objective, weight_matching
 from tests.helpers import random_params
 
 

@@ -3,15 +3,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import (
+from lmc_jax.align.weight import matching_objective, weight_matching
+from lmc_jax.align.weight_device import match_many
+from lmc_jax.symmetry.spec import (
   apply_permutation,
   invert_permutation,
   mlp_permutation_spec,
   perm_sizes,
   random_permutation,
 )
-from lmc_jax.align.weight import matching_objective, weight_matching
-from lmc_jax.align.weight_device import match_many
 from tests.helpers import random_params
 
 
@@ -65,8 +65,8 @@ def test_agrees_with_the_host_matcher_on_random_nets():
 
 
 def test_align_zoo_and_pairs_on_the_device_match_the_host():
-  from lmc_jax.align.spec import flatten
   from lmc_jax.align.weight import align_pairs, align_zoo
+  from lmc_jax.symmetry.spec import flatten
   spec = mlp_permutation_spec(1)
   nets = [random_params(jax.random.key(30 + k), (9,))[1] for k in range(4)]
   stack = _stack(nets)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lmc_jax import atomic_files, crash_points, preflight
-from lmc_jax.config import default_config
+from lmc_jax.config import RunOptions, default_config
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.zoo.io import load_zoo_checked
@@ -92,7 +92,7 @@ def test_an_overwrite_killed_again_and_again_leaves_the_old_or_the_new_zoo_whole
   for point, holds in (("zoo:checkpoint#2", "old"), ("write:zoo.json", "old"),
                        ("zoo:staged", "old"), ("swap:exchanged", "new")):
     killed_at(point, out, *NEW, "--overwrite")
-    seed = config_of(out / "moons_w4").seed  # it loads, checksum and shapes checked
+    seed = config_of(out / "moons_w4").train.seed  # it loads, checksum and shapes checked
     assert seed == {"old": 1, "new": 0}[holds], point
   ok(out, *NEW, "--overwrite")
   assert zoo_bytes(out / "moons_w4") == reference["new"]
@@ -138,7 +138,7 @@ def test_reuse_checks_the_zoo_and_trains_a_damaged_one_again(tmp_path, reference
   with pytest.raises(LmcError, match="cannot be read.*--overwrite"):
     run_zoo(config, directory)
   assert snapshot(directory) == before
-  run_zoo(config, directory, overwrite=True)  # --overwrite works whatever state it is in
+  run_zoo(config, directory, RunOptions(overwrite=True))  # whatever state it is in
   assert zoo_bytes(directory) == reference["new"]
 
 
@@ -157,7 +157,7 @@ def test_a_damaged_or_foreign_checkpoint_is_ignored_and_training_starts_over(tmp
   killed_at("zoo:checkpoint#2", out, *NEW)
   r = ok(out, *NEW[:-2], "--epochs=10")  # another config: its checkpoint is not this run's
   assert "written for another config" in r.stderr
-  assert json.loads((out / "moons_w4" / "zoo.json").read_text())["config"]["epochs"] == 10
+  assert json.loads((out / "moons_w4" / "zoo.json").read_text())["config"]["train"]["epochs"] == 10
 
 
 def test_a_non_zoo_folder_keeps_its_files_when_a_zoo_is_written_into_it(tmp_path, reference):

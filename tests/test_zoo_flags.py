@@ -24,7 +24,7 @@ def test_help_lists_the_pytorch_exact_options():
 
 def _config(*flags):
   code = ("import json, sys; from lmc_jax.cli import zoo; zoo.FLAGS(sys.argv); "
-          "print(json.dumps(zoo.config_for(8).to_dict()))")
+          "print(json.dumps(zoo.config_from_flags(8).to_dict()))")
   r = _python("-c", code, *flags)
   assert r.returncode == 0, r.stderr
   return json.loads(r.stdout.strip().splitlines()[-1])
@@ -33,15 +33,21 @@ def _config(*flags):
 def test_flags_reach_the_config():
   c = _config("--dataset=mnist", "--cycle_momentum", "--schedule=onecycle_torch",
               "--layernorm_eps=1e-5", "--init=kaiming_normal_torch_bias")
-  assert (c["cycle_momentum"], c["schedule"], c["layernorm_eps"], c["init"]) == \
+  optim, model = c["optim"], c["model"]
+  assert (optim["cycle_momentum"], optim["schedule"], model["layernorm_eps"], model["init"]) == \
       (True, "onecycle_torch", 1e-5, "kaiming_normal_torch_bias")
   c = _config("--dataset=mnist")
-  assert (c["cycle_momentum"], c["schedule"], c["layernorm_eps"]) == (False, "onecycle", 1e-6)
+  assert (c["optim"]["cycle_momentum"], c["optim"]["schedule"], c["model"]["layernorm_eps"]) == \
+      (False, "onecycle", 1e-6)
+  c = _config("--dataset=mnist", "--width=8", "--depth=2", "--num_models=3", "--lr=0.5")
+  assert (c["model"]["hidden"], c["train"]["num_models"], c["optim"]["lr"]) == ([8, 8], 3, 0.5)
 
 
 def test_bad_options_are_refused_in_one_line(tmp_path):
   for flags, word in ((["--cycle_momentum"], "one-cycle"),  # moons: cosine
-                      (["--layernorm_eps=0"], "layernorm_eps"),
+                      (["--layernorm_eps=0"], "--layernorm_eps must be > 0"),
+                      (["--depth=0"], "--depth must be >= 1"),
+                      (["--checkpoint_every=-1"], "--checkpoint_every must be >= 0"),
                       (["--dataset=cifar10", "--optimizer=adagrad", "--cycle_momentum"],
                        "adagrad")):
     r = _python("-m", "experiments.zoo", "--width=4", f"--out={tmp_path}", *flags)
@@ -52,8 +58,14 @@ def test_bad_options_are_refused_in_one_line(tmp_path):
 
 
 def test_bad_conv_flags_are_refused(tmp_path):
-  for flags, word in ((["--arch=resnet20"], "no images"),  # moons
-                      (["--dataset=cifar10", "--arch=vgg_small", "--width=0"], "multiplier")):
+  for flags, word in ((["--arch=resnet20"], "--arch is resnet20, a convolutional net, and moons "
+                                          "has no images"),
+                      (["--dataset=cifar10", "--arch=vgg_small", "--width=0"], "--width holds a "
+                       "width below 1"),
+                      (["--dataset=cifar10", "--arch=vgg_small", "--depth=2"], "drop --depth"),
+                      (["--arch=nope"], "--arch must be one of mlp, vgg, vgg_small, resnet20 or "
+                       "package.module:Name, got 'nope'"),
+                      (["--augment=crop_flip"], "--augment is crop_flip, which needs images")):
     r = _python("-m", "experiments.zoo", "--width=4", f"--out={tmp_path}", *flags)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]

@@ -2,7 +2,6 @@ import jax
 import numpy as np
 import pytest
 
-from lmc_jax.align.spec import apply_permutation, spec_for_config
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.analysis.groups import combine_zoos, group_epsilon_matrices
 from lmc_jax.config import default_config
@@ -10,6 +9,8 @@ from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import pair_sweep
 from lmc_jax.lmc.measures import epsilon
+from lmc_jax.symmetry.derive import spec_for_config
+from lmc_jax.symmetry.spec import apply_permutation
 from lmc_jax.zoo.runs import run_zoo
 
 

@@ -25,10 +25,11 @@ def test_round_trip_and_numpy_only_format(tmp_path, tiny_zoo):
   for u, v in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tiny_zoo.params)):
     np.testing.assert_array_equal(u, v)
   with np.load(tmp_path / "z" / PARAMS_NPZ) as f:  # readable by numpy alone
-    assert sorted(f.files) == ["Dense_0/bias", "Dense_0/kernel", "Dense_1/bias", "Dense_1/kernel"]
-    assert f["Dense_0/kernel"].shape == (3, 2, 4)
+    assert sorted(f.files) == ["params/Dense_0/bias", "params/Dense_0/kernel",
+                               "params/Dense_1/bias", "params/Dense_1/kernel"]
+    assert f["params/Dense_0/kernel"].shape == (3, 2, 4)
   doc = json.loads((tmp_path / "z" / ZOO_JSON).read_text())
-  assert doc["seed"] == 0 and doc["config"]["hidden"] == [4] and "jax" in doc["versions"]
+  assert doc["seed"] == 0 and doc["config"]["model"]["hidden"] == [4] and "jax" in doc["versions"]
   assert set(doc["models"][0]) == {"train_loss", "test_loss", "train_acc", "test_acc", "diverged",
                                      "collapsed"}
 

@@ -22,10 +22,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, register
-from lmc_jax.align.spec import PermutationSpec
-from lmc_jax.align.units import FeatureSite, feature_sites
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.layer_taps import layer_values
+from lmc_jax.symmetry.spec import PermutationSpec
+from lmc_jax.symmetry.units import FeatureSite, feature_sites
 
 CHUNK = 256  # inputs per jitted call: a conv net's features of 2,048 images at once need GBs
 

@@ -12,11 +12,11 @@ import jax
 import numpy as np
 
 from lmc_jax.align.activation import activation_matching
-from lmc_jax.align.spec import PermutationSpec, apply_permutation, compose_permutations
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.lmc.batchnorm import reset_arguments
 from lmc_jax.lmc.interpolation import pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon
+from lmc_jax.symmetry.spec import PermutationSpec, apply_permutation, compose_permutations
 from lmc_jax.tree_utils import stack, take, to_numpy
 
 Perm = Dict[str, np.ndarray]

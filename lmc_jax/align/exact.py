@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
-from lmc_jax.align.spec import PermutationSpec, apply_permutation, perm_sizes
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import NUM_ALPHAS, pair_sweep
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.models import mlp_matmul_flops
+from lmc_jax.symmetry.spec import PermutationSpec, apply_permutation, perm_sizes
 
 MAX_CANDIDATES = math.factorial(8)
 

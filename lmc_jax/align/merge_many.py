@@ -14,7 +14,8 @@ import jax
 import numpy as np
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
-from lmc_jax.align.spec import (
+from lmc_jax.align.weight import matching_objective, weight_matching
+from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_permutation,
   compose_permutations,
@@ -22,7 +23,6 @@ from lmc_jax.align.spec import (
   invert_permutation,
   perm_sizes,
 )
-from lmc_jax.align.weight import matching_objective, weight_matching
 from lmc_jax.tree_utils import take
 
 

@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import jax
 import numpy as np
 
-from lmc_jax.align.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
 from lmc_jax.errors import LmcError
+from lmc_jax.symmetry.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
 from lmc_jax.tree_utils import take, to_numpy
 
 Perm = Dict[str, np.ndarray]
@@ -98,6 +98,7 @@ class MethodResult(NamedTuple):
 
 _METHODS: Dict[str, AlignMethod] = {}
 _SETTINGS: Dict[str, Setting] = {}
+_PLUGINS_LOADED = [False]
 
 
 def _add_setting(setting: Setting) -> None:
@@ -147,7 +148,8 @@ def unregister(name: str) -> None:
 
 
 def method_names() -> Tuple[str, ...]:
-  """Registered methods, in the order they registered."""
+  """Registered methods (plug-ins included), in the order they registered."""
+  _load_plugins_once()
   return tuple(_METHODS)
 
 
@@ -157,11 +159,14 @@ def get_method(name: str) -> AlignMethod:
 
 
 def all_settings() -> Tuple[Setting, ...]:
+  """Every declared setting (plug-ins' included)."""
+  _load_plugins_once()
   return tuple(_SETTINGS.values())
 
 
 def check_methods(names: Sequence[str]) -> List[str]:
   """`names` without repeats, or an LmcError naming the unknown ones."""
+  _load_plugins_once()
   unknown = [n for n in names if n not in _METHODS]
   if unknown or not names:
     raise LmcError(f"Unknown alignment method(s) {', '.join(unknown) or '(none given)'}; use "
@@ -174,6 +179,7 @@ class MethodSettings:
   results of every method that reads them. `MethodSettings(ste_steps=5).ste_steps == 5`."""
 
   def __init__(self, **values):
+    _load_plugins_once()
     for name, value in values.items():
       if name not in _SETTINGS:
         raise LmcError(f"Unknown alignment setting {name!r}; the settings are "
@@ -231,6 +237,12 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
 
 
 PLUGINS_ENV = "LMC_JAX_ALIGN_PLUGINS"
+
+
+def _load_plugins_once() -> None:
+  if not _PLUGINS_LOADED[0]:
+    _PLUGINS_LOADED[0] = True
+    load_plugins()
 
 
 def load_plugins() -> None:

@@ -22,12 +22,12 @@ import optax
 from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
-from lmc_jax.align.spec import PermutationSpec, apply_soft_permutation, spec_from_key, spec_key
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.forward import apply_eval, host_loops
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
+from lmc_jax.symmetry.spec import PermutationSpec, apply_soft_permutation, spec_from_key, spec_key
 from lmc_jax.tree_utils import fold_in_each
 
 OBJECTIVES = ("expected", "midpoint")

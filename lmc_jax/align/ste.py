@@ -19,12 +19,12 @@ import numpy as np
 import optax
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
-from lmc_jax.align.spec import apply_permutation
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
+from lmc_jax.symmetry.spec import apply_permutation
 
 
 class SteResult(NamedTuple):

@@ -18,7 +18,9 @@ from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.accelerator import on_accelerator
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
-from lmc_jax.align.spec import (
+from lmc_jax.align.weight_device import match_many
+from lmc_jax.errors import LmcError
+from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_permutation,
   flatten,
@@ -31,8 +33,6 @@ from lmc_jax.align.spec import (
   validate_spec,
   view_leaves,
 )
-from lmc_jax.align.weight_device import match_many
-from lmc_jax.errors import LmcError
 from lmc_jax.tree_utils import fold_in_each, stack, take, to_numpy
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from optax.assignment import hungarian_algorithm
 
-from lmc_jax.align.spec import (
+from lmc_jax.symmetry.spec import (
   PermutationSpec,
   matched_axes,
   permute_leaf,

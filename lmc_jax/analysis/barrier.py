@@ -27,14 +27,6 @@ import numpy as np
 
 from lmc_jax.align.diagnostics import alignment_diagnostics, fraction_moved
 from lmc_jax.align.registry import MethodSettings, align_by, check_methods
-from lmc_jax.align.spec import (
-  PermutationSpec,
-  perm_sizes,
-  permute_zoo,
-  spec_for_config,
-  validate_spec,
-)
-from lmc_jax.align.units import repair_sites
 from lmc_jax.atomic_files import atomic_write_json, remove_stale_temporaries
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
@@ -45,8 +37,11 @@ from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batches, reset_pair_swe
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import MEASURES, curves_entry
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.nn.models import model_at
+from lmc_jax.nn.architectures import model_at
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON, check_format
+from lmc_jax.symmetry.derive import spec_for_config
+from lmc_jax.symmetry.spec import PermutationSpec, perm_sizes, permute_zoo, validate_spec
+from lmc_jax.symmetry.units import repair_sites
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
 
@@ -362,7 +357,7 @@ class ZooBarriers:
 
   @property
   def width(self) -> int:
-    return self.config.hidden[0]
+    return self.config.model.hidden[0]
 
   @property
   def alphas(self) -> np.ndarray:

@@ -23,26 +23,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.align.spec import spec_for_config
 from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.analysis.product_rates import equations, product_seconds
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.augment import augment_batch
-from lmc_jax.data.datasets import Dataset
+from lmc_jax.data.datasets import Dataset, dataset_info
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.nn.forward import apply_eval, host_loops, split_tree
-from lmc_jax.nn.models import loss_and_correct, mlp_matmul_flops, num_params, stores_params_only
+from lmc_jax.nn.models import loss_and_correct, num_params
+from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.training import (
   AUGMENT_STREAM,
+  augment_shape,
   epoch_batches,
   epoch_keys,
   init_params,
   make_epoch,
   make_train_step,
-  model_for,
   model_keys,
   models_per_chunk,
   steps_per_epoch,
@@ -127,28 +128,14 @@ def _jaxpr_flops(jaxpr) -> int:
 
 def forward_flops(model, tree_one, d_in: int) -> int:
   """Multiply-adds x 2 of one sample's forward pass through one network (evaluation
-  mode): every convolution and matrix product of the traced network. For the study's MLP
-  this is `mlp_matmul_flops`."""
+  mode): every convolution and matrix product of the traced network (for the study's MLP,
+  `models.mlp_matmul_flops`)."""
   x = jnp.zeros((1, d_in), jnp.float32)
   return _jaxpr_flops(jax.make_jaxpr(lambda t, v: apply_eval(model, t, v))(tree_one, x).jaxpr)
 
 
-def _net_flops(model, tree_one, d_in: int) -> int:
-  if stores_params_only(model):
-    return mlp_matmul_flops(tree_one)
-  return forward_flops(model, tree_one, d_in)
-
-
-def _augment_shape(config: ZooConfig):
-  """(H, W, C) where the config crops and flips its training batches, else None."""
-  if config.augment != "crop_flip":
-    return None
-  from lmc_jax.nn.conv import conv_image_shape
-  return conv_image_shape(config.dataset)
-
-
 def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None) -> dict:
-  """Seconds to train `config.num_models` models for `config.epochs` epochs: all at once
+  """Seconds to train `config.train.num_models` models for its epochs: all at once
   (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
   over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
   over every mini-batch step, the way the study's PyTorch code ran (`step_loop_s`).
@@ -159,27 +146,28 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   `baseline_models`: time the loops on this many models only and scale their seconds to
   the whole zoo (the models are alike, so time is linear in their number); for zoos
   whose loops would take too long to run whole. Reported as `baseline_models`."""
-  model = model_for(config)
-  ids = list(range(config.num_models))
-  init_keys, data_keys = model_keys(config.seed, ids)
+  model, train = model_for(config), config.train
+  ids = list(range(train.num_models))
+  init_keys, data_keys = model_keys(train.seed, ids)
   params = init_params(model, data.x_train.shape[1], init_keys)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   one_model = take(params, 0)
-  augment = _augment_shape(config)
+  augment = augment_shape(config, dataset_info(config.data))
   # The zoo side exactly as train_zoo runs it (chunks of models on a CPU; conv nets on one
   # CPU device from host loops). Its epoch donates its inputs, so it gets copies: the
   # initial state is reused by the loops below.
   loop = host_loops(one_model)
-  chunk = 1 if loop else models_per_chunk(one_model, min(config.batch_size, len(data.y_train)),
+  chunk = 1 if loop else models_per_chunk(one_model, min(train.batch_size, len(data.y_train)),
                                           len(ids))
-  tx, zoo_epoch = zoo_epoch_fn(model, config, steps_per_epoch(len(data.y_train), config.batch_size),
-                               None if chunk >= len(ids) else chunk, loop)
+  steps = steps_per_epoch(len(data.y_train), train.batch_size)
+  tx, zoo_epoch = zoo_epoch_fn(model, config.optim, train.epochs * steps, train.batch_size,
+                               augment, None if chunk >= len(ids) else chunk, loop)
   opt = jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params)
   copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)
   key_data = jax.random.key_data(data_keys)
   # A model's epoch: one scan, jitted; where the zoo runs host loops, a jitted call per step
   # (a scanned convolution is what host loops avoid on a CPU).
-  epoch = make_epoch(model, tx, config.batch_size, augment, host_steps=loop)
+  epoch = make_epoch(model, tx, train.batch_size, augment, host_steps=loop)
   one_epoch = epoch if loop else jax.jit(epoch)
 
   t = time.perf_counter()
@@ -187,7 +175,7 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   compile_zoo = time.perf_counter() - t
   p, o = copy(params), copy(opt)
   t = time.perf_counter()
-  for e in range(config.epochs):
+  for e in range(train.epochs):
     p, o, _ = zoo_epoch(p, o, epoch_keys(key_data, e), x, y)
   _block(p)
   zoo_s = time.perf_counter() - t
@@ -201,7 +189,7 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   t = time.perf_counter()
   for k in looped:
     pk, ok = take(params, k), take(opt, k)
-    for e in range(config.epochs):
+    for e in range(train.epochs):
       pk, ok, _ = one_epoch(pk, ok, jax.random.fold_in(data_keys[k], e), x, y)
     _block(pk)
   loop_s = (time.perf_counter() - t) * scale
@@ -217,27 +205,27 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
     xb = x[idx[s]]
     return xb if augment is None else crop_flip(key, s, xb)
 
-  idx, w = batches(data_keys[0], len(data.y_train), config.batch_size)
+  idx, w = batches(data_keys[0], len(data.y_train), train.batch_size)
   _block(step(take(params, 0), take(opt, 0), batch(data_keys[0], idx, 0), y[idx[0]], w[0]))
   t = time.perf_counter()
   for k in looped:
     pk, ok = take(params, k), take(opt, k)
-    for e in range(config.epochs):
+    for e in range(train.epochs):
       key = jax.random.fold_in(data_keys[k], e)
-      idx, w = batches(key, len(data.y_train), config.batch_size)
+      idx, w = batches(key, len(data.y_train), train.batch_size)
       for s in range(idx.shape[0]):
         pk, ok, _ = step(pk, ok, batch(key, idx, s), y[idx[s]], w[s])
     _block(pk)
   step_loop_s = (time.perf_counter() - t) * scale
 
-  net_flops = _net_flops(model, one_model, data.x_train.shape[1])
-  flops = 3 * net_flops * len(data.y_train) * config.epochs * len(ids)
-  model_steps = steps_per_epoch(len(data.y_train), config.batch_size) * config.epochs * len(ids)
-  state_words = 7 if config.optimizer == "adamw" else 5  # params, grads and two moments
+  net_flops = forward_flops(model, one_model, data.x_train.shape[1])
+  flops = 3 * net_flops * len(data.y_train) * train.epochs * len(ids)
+  model_steps = steps * train.epochs * len(ids)
+  state_words = 7 if config.optim.optimizer == "adamw" else 5  # params, grads and two moments
   num_bytes = 4 * state_words * num_params(split_tree(one_model)[0]) * model_steps
   # One step's matrix products timed alone, each at its own shape: a floor no schedule of
   # the step beats on this device (`analysis.product_rates`).
-  b = min(config.batch_size, len(data.y_train))
+  b = min(train.batch_size, len(data.y_train))
   products = product_seconds(make_train_step(model, tx), one_model, take(opt, 0), x[:b], y[:b],
                              jnp.ones((b,), jnp.float32))
   return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
@@ -260,7 +248,7 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   interpolates the whole variables dict, BatchNorm statistics included, and none resets
   them (`lmc.batchnorm`): the sweep is timed without the reset."""
   model = model_for(config)
-  pairs = all_pairs(config.num_models)
+  pairs = all_pairs(config.train.num_models)
   alphas = default_alphas()
   x, y = data.x_test, data.y_test
 
@@ -273,7 +261,7 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   sweep_s = time.perf_counter() - t
 
   batches = to_batches(x, y)
-  members = [take(params_stack, k) for k in range(config.num_models)]
+  members = [take(params_stack, k) for k in range(config.train.num_models)]
   unrolled = host_loops(members[0])
 
   def network(pi, pj, a):
@@ -321,7 +309,7 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   ours = curves.loss[:len(looped)]
   max_diff = float(max(np.max(np.abs(loop - ours)), np.max(np.abs(study - ours))))
   nets = len(pairs) * len(alphas)
-  flops = _net_flops(model, members[0], x.shape[1]) * nets * len(y)
+  flops = forward_flops(model, members[0], x.shape[1]) * nets * len(y)
   return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
           "compile_sweep_s": sweep_compile, "flops": flops,
           "bytes": 4 * 3 * num_params(members[0]) * nets, "pairs": len(pairs),
@@ -357,7 +345,7 @@ def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int 
   loop_s = time.perf_counter() - t
   one = take(on_device, 0)
   return {"plane_s": plane_s, "loop_s": loop_s, "compile_s": compile_s, "points": len(coords),
-          "flops": mlp_matmul_flops(one) * len(coords) * len(y),
+          "flops": forward_flops(model, one, x.shape[1]) * len(coords) * len(y),
           "bytes": 4 * 4 * num_params(one) * len(coords),
           "max_abs_diff": float(np.max(np.abs(loop - grid)))}
 
@@ -368,7 +356,7 @@ def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50,
   on the host (on `baseline_pairs` pairs, scaled to all, if given) against all pairs at
   once with the jitted solver (compile reported apart); and every model to model 0."""
   spec = spec_for_config(config)
-  pairs = all_pairs(config.num_models)
+  pairs = all_pairs(config.train.num_models)
   key = jax.random.key(0)
   t = time.perf_counter()
   align_pairs(key, spec, params_stack, pairs[:1], max_iter, matcher="device")

@@ -11,7 +11,6 @@ from typing import List, NamedTuple, Optional
 import jax
 import numpy as np
 
-from lmc_jax.align.spec import spec_for_config
 from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
@@ -19,6 +18,7 @@ from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
 from lmc_jax.result_files import DYNAMICS_FORMAT, dynamics_json
+from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.tree_utils import stack
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
@@ -38,20 +38,21 @@ def combine_zoos(directories) -> GroupedZoo:
   parts, arch, inits = [], None, {}
   for g, d in enumerate(directories):
     config, model, params, doc = load_zoo_checked(d)
-    same = inits.setdefault((config.seed, config.init), d)
+    same = inits.setdefault((config.train.seed, config.model.init), d)
     if same != d:
       logging.warning("%s and %s use seed %d and init %s, so model k of one starts from model "
                       "k's initialisation in the other and they look connected for that reason "
                       "alone; train each zoo with its own --seed to compare independent nets.",
-                      same, d, config.seed, config.init)
-    key = (config.dataset, config.hidden, config.layernorm)
+                      same, d, config.train.seed, config.model.init)
+    # The network, whatever its init: zoos of one architecture on one dataset compare.
+    key = (config.data.dataset, config.model.replace(init="pytorch"))
     if arch is None:
       arch, first = key, (config, model)
     elif key != arch:
       raise LmcError(f"{d} has architecture {key}, unlike {arch} of {directories[0]}; only zoos "
                      "of one architecture can be compared.")
     ok = usable_models(doc, d)
-    parts.append((g, f"{config.init} / {config.optimizer}", d, ok,
+    parts.append((g, f"{config.model.init} / {config.optim.optimizer}", d, ok,
                   jax.tree_util.tree_map(lambda v: np.asarray(v)[ok], params),
                   [doc["models"][k] for k in ok]))
   labels = [p[1] for p in parts]
@@ -128,7 +129,7 @@ def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max
   if len(directories) < 2:
     raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
   zoo = combine_zoos([Path(d) for d in directories])
-  name = name or f"{zoo.config.dataset}_w{zoo.config.hidden[0]}"
+  name = name or f"{zoo.config.data.dataset}_w{zoo.config.model.hidden[0]}"
   mats = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
   refs = mats.pop("references")
   rows = []

@@ -7,14 +7,15 @@ from typing import List, NamedTuple, Sequence
 
 import jax
 
-from lmc_jax.align.spec import apply_permutation, spec_for_config
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.loss_plane import PlaneGrid, plane_grid
-from lmc_jax.nn.models import model_at
+from lmc_jax.nn.architectures import model_at
 from lmc_jax.result_files import PLANE_FORMAT, PLANE_JSON
+from lmc_jax.symmetry.derive import spec_for_config
+from lmc_jax.symmetry.spec import apply_permutation
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
 
@@ -60,5 +61,5 @@ def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31
       "format": PLANE_FORMAT, "models": ids, "split": "test", "precision": precision,
       "naive": grid_json(grids[0]),
       "aligned": grid_json(grids[1]), "versions": package_versions()})
-  return PlaneResult(ids, grids[0], grids[1], doc.get("data_source") or config.dataset,
-                     config.hidden[0])
+  return PlaneResult(ids, grids[0], grids[1], doc.get("data_source") or config.data.dataset,
+                     config.model.hidden[0])

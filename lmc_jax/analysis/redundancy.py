@@ -12,7 +12,6 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from lmc_jax.align.spec import mlp_permutation_spec
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.analysis.barrier import read_barrier_json
 from lmc_jax.analysis.study_numbers import MOONS_TABLE_5_1
@@ -23,9 +22,12 @@ from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curves_entry
+from lmc_jax.nn.architectures import describe_width
 from lmc_jax.nn.evaluation import evaluate_zoo
-from lmc_jax.nn.models import make_mlp
+from lmc_jax.nn.forward import split_tree
+from lmc_jax.nn.models import is_one_hidden_layer_mlp
 from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_FORMAT, REDUNDANCY_JSON
+from lmc_jax.symmetry.spec import mlp_permutation_spec
 from lmc_jax.tree_utils import take, to_numpy
 from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
 
@@ -35,10 +37,12 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
   """Merges each model's redundant units and measures the reduced nets; writes and returns
   redundancy.json's dict. `loaded`: the zoo already read by `load_zoo_checked`."""
   directory = Path(directory)
-  config, model, params, doc = loaded or load_zoo_checked(directory)
-  if len(config.hidden) != 1 or config.layernorm != "none":
-    raise LmcError(f"{directory}: merging handles one hidden layer without LayerNorm (the "
-                   f"study's Moons nets); this zoo has hidden {list(config.hidden)}.")
+  config, model, variables, doc = loaded or load_zoo_checked(directory)
+  params = split_tree(variables)[0]
+  if not is_one_hidden_layer_mlp(model):
+    raise LmcError(f"{directory}: merging handles the study's MLP with one hidden layer and "
+                   f"no LayerNorm (its Moons nets); this zoo's network is "
+                   f"{describe_width(config.model)}.")
   if not 0 < threshold <= 1:
     raise LmcError(f"--threshold must be in (0, 1], got {threshold}.")
   usable = usable_models(doc, directory)
@@ -47,7 +51,7 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
   n = doc["num_models"]
   data = load_dataset(config, data_dir)
   reduced, widths = reduce_zoo(jax.tree_util.tree_map(np.asarray, params), threshold)
-  rmodel = make_mlp((reduced["Dense_0"]["kernel"].shape[2],), model.d_out, init=config.init)
+  rmodel = model.clone(hidden=(int(widths.max(initial=1)),))
   loss, acc = evaluate_zoo(rmodel, reduced, data.x_test, data.y_test)
   pairs = all_pairs(n, exclude=set(range(n)) - set(usable))
   naive = pair_sweep(rmodel, reduced, pairs, data.x_test, data.y_test)
@@ -57,7 +61,8 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
   result = {
       "format": REDUNDANCY_FORMAT, "zoo": str(directory), "threshold": threshold,
       "reference": reference,
-      "alphas": naive.alphas.tolist(), "width": config.hidden[0], "reduced_width": widths.tolist(),
+      "alphas": naive.alphas.tolist(), "width": config.model.hidden[0],
+      "reduced_width": widths.tolist(),
       "reduced_test_loss": loss.tolist(), "reduced_test_acc": acc.tolist(),
       "models": usable, "naive": curves_entry(naive), "aligned": curves_entry(aligned),
       "params_sha256": doc["params_sha256"], "versions": package_versions(),
@@ -102,6 +107,6 @@ def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
          "study_test_acc_after": study[1],
          "eps_naive_median": float(np.median(res["naive"]["epsilon"])),
          "eps_aligned_median": float(np.median(res["aligned"]["epsilon"]))}
-  host = to_numpy(loaded.params)
+  host = to_numpy(split_tree(loaded.params)[0])
   return RedundancyRow(row, orig, res["naive"]["epsilon"], res["aligned"]["epsilon"],
                        loaded.config, (ok[0], ok[1]), take(host, ok[0]), take(host, ok[1]))

@@ -54,6 +54,7 @@ def swa_zoo(directory, model: Optional[int] = None, epochs: int = 10, lr: float 
       "start_loss": run.start_loss,
       "sample_loss": run.sample_loss.tolist(), "average_loss": run.average_loss.tolist(),
       "alphas": curves.alphas.tolist(), "samples": entry, "versions": package_versions()})
-  return SwaResult(config.hidden[0], config.dataset, doc.get("data_source") or config.dataset, k,
+  return SwaResult(config.model.hidden[0], config.data.dataset,
+                   doc.get("data_source") or config.data.dataset, k,
                    run.start_loss, np.asarray(run.sample_loss), np.asarray(run.average_loss),
                    np.asarray(curves.alphas), entry)

@@ -17,8 +17,8 @@ transposed operands run below the square-matmul rate on a CPU), against the zoo'
 
 Conv nets (`--arch`) time training and the pair sweep; on one CPU device the library runs
 them as host loops (one jitted call per step or network; `nn.forward.host_loops`), and
-that is what the 'vectorised' column times there. The loss plane is timed for the MLP
-only; weight matching runs on the conv zoo's derived permutation spec.
+that is what the 'vectorised' column times there, and the loss plane is not timed; weight
+matching runs on the zoo's derived permutation spec.
 """
 from __future__ import annotations
 
@@ -38,9 +38,13 @@ from lmc_jax.analysis.benchmarks import (
 )
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
-from lmc_jax.config import ARCHS, default_config
+from lmc_jax.cli.config_flags import in_flags
+from lmc_jax.config import DEFAULT_ARCH, ConfigError, default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.lmc.batchnorm import has_batch_stats
+from lmc_jax.nn.architectures import model_for, takes_depth
+from lmc_jax.nn.architectures import names as arch_names
 from lmc_jax.report.tables import format_table
 from lmc_jax.result_files import BENCH_FORMAT
 from lmc_jax.zoo.io import package_versions
@@ -49,12 +53,12 @@ from lmc_jax.zoo.training import train_zoo
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "moons", ["moons", "mnist", "cifar10"], "Dataset (mnist and "
                   "cifar10 need experiments.fetch first) with the study's settings for it.")
-flags.DEFINE_enum("arch", "mlp", ARCHS, "Network: mlp (the study's) or a conv net (vgg, "
-                  "vgg_small, resnet20; needs --dataset=mnist or cifar10, --width is its width "
-                  "multiplier).")
-flags.DEFINE_list("width", ["16", "512"], "Hidden widths (conv nets: width multipliers, "
-                  "default 1); training and the sweep are timed at each, the plane and "
-                  "alignment at the widest.")
+flags.DEFINE_string("arch", DEFAULT_ARCH, f"Network: one of {', '.join(arch_names())}, or "
+                    "package.module:Name (a network other than the MLP needs an image dataset "
+                    "where it convolves; --width is then its width multiplier).")
+flags.DEFINE_list("width", None, "Hidden widths (default 16,512; for a network other than the "
+                  "MLP its width multiplier, default its own); training and the sweep are "
+                  "timed at each, the plane and alignment at the widest.")
 flags.DEFINE_integer("train_subset", 0, "Train on this many training samples (0: all): for "
                      "small runs on a CPU.")
 flags.DEFINE_integer("test_subset", 0, "Sweep on this many test samples (0: all).")
@@ -97,10 +101,26 @@ def row(what, baseline, baseline_s, vectorised_s, compile_s, rates, flops=None,
 
 def config_for(width: int, n: int, epochs: int, precision: str = "fp32"):
   """The zoo timed at `width` (checked: a conv net on Moons is refused here)."""
-  depth = len(default_config(FLAGS.dataset).hidden) if FLAGS.arch == "mlp" else 1
-  return default_config(FLAGS.dataset, arch=FLAGS.arch, hidden=(width,) * depth, num_models=n,
-                        epochs=epochs, train_subset=FLAGS.train_subset,
-                        test_subset=FLAGS.test_subset, precision=precision)
+  try:
+    depth = len(default_config(FLAGS.dataset).model.hidden) if takes_depth(FLAGS.arch) else 1
+    config = default_config(FLAGS.dataset, arch=FLAGS.arch, hidden=(width,) * depth,
+                            num_models=n, epochs=epochs, train_subset=FLAGS.train_subset,
+                            test_subset=FLAGS.test_subset, precision=precision)
+    model_for(config)
+    return config
+  except ConfigError as e:
+    raise in_flags(e) from None
+
+
+def default_widths() -> list:
+  """Widths timed when --width is not given: 16 and 512 hidden units for the MLP, the
+  architecture's own default width (multiplier) otherwise."""
+  try:
+    if takes_depth(FLAGS.arch):
+      return [16, 512]
+    return list(default_config(FLAGS.dataset, arch=FLAGS.arch).model.hidden)
+  except ConfigError as e:
+    raise in_flags(e) from None
 
 
 def key_of(width: int, precision: str) -> str:
@@ -116,7 +136,7 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
   data = load_dataset(config, FLAGS.data_dir)
   train = bench_training(config, data, FLAGS.baseline_models)
   zoo = train_zoo(config, data, log=None)
-  sweep = bench_pair_sweep(config, data, zoo.params, FLAGS.baseline_pairs)
+  sweep = bench_pair_sweep(config, data, zoo.variables, FLAGS.baseline_pairs)
   record[key_of(width, precision)] = {"training": train, "sweep": sweep}
   tag = "" if precision == "fp32" else f" [{precision}]"
   what = f"w{width}{tag}: train {n} models x {epochs} epochs"
@@ -130,7 +150,7 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
                else "a model at a time, a call per epoch")
   per_net = "loop: a jitted call per (pair, alpha)" + (", batches unrolled" if s["host_loops"]
                                                         else "")
-  if config.arch != "mlp" and config.norm == "batchnorm":  # every side mixes the statistics
+  if has_batch_stats(zoo.variables):  # every side mixes the statistics
     pairs += ", BatchNorm stats interpolated, no reset"
   rows = [
       row(what, "a model at a time, a call per step" + scaled, t["step_loop_s"], t["zoo_s"],
@@ -142,7 +162,7 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
       row(pairs, per_net + pscaled, s["loop_s"], s["sweep_s"],
           s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
   ]
-  return rows, config, data, zoo.params
+  return rows, config, data, zoo.variables
 
 
 @exit_on_lmc_error
@@ -157,8 +177,7 @@ def main(argv):
     raise LmcError(f"--num_models must be >= 3 (pairs and a plane), got {n}.")
   if not 2 <= align_n <= n:
     raise LmcError(f"--align_models must be between 2 and --num_models ({n}), got {align_n}.")
-  conv = FLAGS.arch != "mlp"
-  widths = int_list(FLAGS.width if FLAGS["width"].present or not conv else ["1"], "width")
+  widths = int_list(FLAGS.width, "width") if FLAGS.width is not None else default_widths()
   if not widths:
     raise LmcError("--width must list at least one width.")
   precisions = list(dict.fromkeys(p.strip() for p in FLAGS.precision if p.strip()))
@@ -182,7 +201,10 @@ def main(argv):
       if width == widest and precision == precisions[0]:  # plane and alignment: widest zoo
         widest_zoo = config, data, params
   config, data, params = widest_zoo
-  plane = None if conv else bench_plane(config, data, params)
+  # A plane is one jitted grid; where the zoo runs from host loops (conv nets on one CPU
+  # device) there is no such grid to time.
+  looped = record[key_of(widest, precisions[0])]["training"]["host_loops"]
+  plane = None if looped else bench_plane(config, data, params)
   first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
   align = bench_alignment(config.replace(num_models=align_n), first,
                           baseline_pairs=FLAGS.baseline_pairs)
@@ -223,11 +245,10 @@ def main(argv):
         f"host and device matching objectives to {align['max_rel_objective_diff']:.1e} "
         "(max relative difference; float32 on the device). Alignment: 'vectorised' is the "
         "jitted solver vmapped over models or pairs.")
-  if conv:
-    print(f"--arch={FLAGS.arch}: the loss plane is timed for the MLP only."
-          + (" On one CPU device a conv zoo trains and sweeps from host loops (a jitted call "
-             "per model step or network), so 'vectorised' there is that loop."
-             if record[f"w{widest}"]["training"]["host_loops"] else ""))
+  if looped:
+    print(f"--arch={FLAGS.arch}: on one CPU device this network trains and sweeps from host "
+          "loops (a jitted call per model step or network), so 'vectorised' there is that "
+          "loop, and the loss plane is not timed.")
   if FLAGS.json:
     atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
                                    "settings": {"models": n, "epochs": epochs, "widths": widths,

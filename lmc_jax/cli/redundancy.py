@@ -20,8 +20,11 @@ from absl import flags, logging
 from lmc_jax import result_files
 from lmc_jax.analysis.redundancy import original_epsilon, redundancy_row
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import model_for
+from lmc_jax.nn.models import is_one_hidden_layer_mlp
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import redundancy_figures
 from lmc_jax.report.tables import format_table, write_csv
@@ -41,8 +44,8 @@ BOUNDARY_WIDTHS = (4, 512)  # Fig 5.1: a narrow and a wide net
 def one_layer_moons(zoos):
   keep = []
   for z in zoos:
-    c = read_zoo_json(z)["config"]
-    if c["dataset"] == "moons" and len(c["hidden"]) == 1 and c["layernorm"] == "none":
+    config = ZooConfig.from_dict(read_zoo_json(z)["config"])
+    if config.data.dataset == "moons" and is_one_hidden_layer_mlp(model_for(config)):
       keep.append(z)
   return keep
 

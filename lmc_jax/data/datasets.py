@@ -5,7 +5,7 @@ labels `(n,)`. Moons is generated from a seed, so it needs no download.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -32,6 +32,33 @@ class Dataset(NamedTuple):
 def logits_for(num_classes: int) -> int:
   """Logits a model needs: one for a binary problem (sigmoid), else one per class."""
   return 1 if num_classes == 2 else num_classes
+
+
+class DatasetInfo(NamedTuple):
+  """What is known of a dataset without loading its arrays."""
+  name: str
+  d_in: int  # features of one flat row
+  num_classes: int
+  image_shape: Optional[Tuple[int, int, int]]  # (H, W, C) of image data, else None
+  n_train: int  # samples trained on (after train_subset)
+  n_test: int  # samples evaluated on (after test_subset)
+
+
+_IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+_SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}
+
+
+def dataset_info(config, data_dir="data") -> DatasetInfo:
+  """The `DatasetInfo` of the dataset `config` (a data section, or a config holding one)
+  names."""
+  data = getattr(config, "data", config)
+  d_in, classes = DATASET_DIMS[data.dataset] if data.dataset in DATASET_DIMS else dims_of(
+      data.dataset)
+  n_train, n_test = ((data.n_train, data.n_test) if data.dataset == "moons"
+                     else _SPLIT_SIZES[data.dataset])
+  return DatasetInfo(data.dataset, d_in, classes, _IMAGE_SHAPES.get(data.dataset),
+                     min(n_train, data.train_subset or n_train),
+                     min(n_test, data.test_subset or n_test))
 
 
 def dims_of(name: str):
@@ -79,11 +106,12 @@ def moons(n_train: int = 512, n_test: int = 512, noise: float = 0.1, seed: int =
 
 
 def load_dataset(config, data_dir="data") -> Dataset:
-  """The dataset a `ZooConfig` names, cut to its `train_subset` / `test_subset` samples
-  where those are set; files are looked up under `data_dir`."""
+  """The dataset `config` (a data section, or a config holding one) names, cut to its
+  `train_subset` / `test_subset` samples where those are set; files are looked up under
+  `data_dir`."""
+  config = getattr(config, "data", config)
   data = _load_full(config, data_dir)
-  return subset(data, getattr(config, "train_subset", 0), getattr(config, "test_subset", 0),
-                config.data_seed)
+  return subset(data, config.train_subset, config.test_subset, config.data_seed)
 
 
 def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:

@@ -19,8 +19,14 @@ import numpy as np
 from lmc_jax.accelerator import accelerator_memory
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.evaluation import Batches, metrics_from_host, metrics_stack, to_batches
-from lmc_jax.nn.forward import host_loops
-from lmc_jax.nn.models import MLP, loss_and_correct
+from lmc_jax.nn.forward import (
+  LinearFirstLayer,
+  apply_eval,
+  host_loops,
+  is_variables,
+  linear_first_layer,
+)
+from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.precision import einsum
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
@@ -91,11 +97,12 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
       return mixed.reshape((chunk * num_alphas,) + a.shape[1:])
 
     mixed = jax.tree_util.tree_map(mix, pi, pj)
+    first = linear_first_layer(model) if is_variables(mixed) else None
     if transform is not None:
       mixed = transform(model, mixed, pi, pj, alphas, transform_data)
       loss, acc = metrics_stack(model, mixed, batches)
-    elif isinstance(model, MLP) and batches.x.shape[-1] >= MIN_FAN_IN_TO_INTERPOLATE_OUTPUT:
-      loss, acc = _line_metrics_mlp(model, pi, pj, mixed, alphas, batches)
+    elif first is not None and batches.x.shape[-1] >= MIN_FAN_IN_TO_INTERPOLATE_OUTPUT:
+      loss, acc = _line_metrics_first_linear(model, first, pi, pj, mixed, alphas, batches)
     else:
       loss, acc = metrics_stack(model, mixed, batches)
     return loss.reshape(chunk, num_alphas), acc.reshape(chunk, num_alphas)
@@ -109,25 +116,34 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
 MIN_FAN_IN_TO_INTERPOLATE_OUTPUT = 64
 
 
-def _line_metrics_mlp(model, params_i, params_j, mixed, alphas, batches: Batches):
-  """(loss, acc), each `(P * A,)`, of the interpolated MLPs `mixed` (pair-major).
+def _at(tree, path):
+  for key in path:
+    tree = tree[key]
+  return tree
 
-  The first layer's output is linear in its parameters, so for each pair it is computed
-  for the two endpoints only and interpolated, instead of once per alpha: for MNIST's
-  784-wide input that layer is most of the work.
+
+def _line_metrics_first_linear(model, first: LinearFirstLayer, params_i, params_j, mixed, alphas,
+                               batches: Batches):
+  """(loss, acc), each `(P * A,)`, of the interpolated networks `mixed` (pair-major) of a
+  network that offers its linear first layer (`nn.forward.linear_first_layer`).
+
+  That layer's output is linear in its parameters, so for each pair it is computed for the
+  two endpoints only and interpolated, instead of once per alpha: for MNIST's 784-wide
+  input that layer is most of the work.
   """
-  num_pairs, num_alphas = params_i["Dense_0"]["kernel"].shape[0], alphas.shape[0]
+  kernel_i, kernel_j = _at(params_i, first.kernel), _at(params_j, first.kernel)
+  num_pairs, num_alphas = kernel_i.shape[0], alphas.shape[0]
   al = alphas.reshape(1, -1, 1, 1)
-  bias = mixed["Dense_0"]["bias"]  # (P * A, w)
+  bias = _at(mixed, first.bias)  # (P * A, w)
 
   def body(carry, batch):
     x, y, w = batch
-    zi = einsum(model.precision, "bd,pdw->pbw", x, params_i["Dense_0"]["kernel"])
-    zj = einsum(model.precision, "bd,pdw->pbw", x, params_j["Dense_0"]["kernel"])
+    zi = einsum(first.precision, "bd,pdw->pbw", x, kernel_i)
+    zj = einsum(first.precision, "bd,pdw->pbw", x, kernel_j)
     z = (1 - al) * zi[:, None] + al * zj[:, None]
     z = z.reshape((num_pairs * num_alphas,) + zi.shape[1:])
     z = z + bias[:, None, :]
-    logits = jax.vmap(lambda p, zk: model.apply({"params": p}, x, preactivation0=zk))(mixed, z)
+    logits = jax.vmap(lambda p, zk: apply_eval(model, p, x, **{first.keyword: zk}))(mixed, z)
     loss, correct = jax.vmap(loss_and_correct, in_axes=(0, None))(logits, y)
     return (carry[0] + loss @ w, carry[1] + correct @ w), None
 

@@ -10,10 +10,9 @@ statistics are the same interpolation of the endpoints' statistics: for alpha,
 folded into the site's parameters (a Dense or Conv's kernel and bias, a norm's scale and
 bias). At alpha 0 and 1 the network is the endpoint itself, left unchanged.
 
-Sites are paths of tapped layers (`nn.layer_taps`). For the study's MLP they are its hidden
-Dense layers (`mlp_repair_sites`); for any other network `align.units.repair_sites` reads
-them off its permutation spec: each hidden unit is repaired where it is made, at a Dense or
-Conv with a bias, or, after one without, at the LayerNorm or BatchNorm that follows it.
+Sites are paths of tapped layers (`nn.layer_taps`), read off the network's permutation spec
+(`symmetry.units.repair_sites`): each hidden unit is repaired where it is made, at a Dense
+or Conv with a bias, or, after one without, at the LayerNorm or BatchNorm that follows it.
 """
 from __future__ import annotations
 
@@ -26,17 +25,14 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
+from lmc_jax.nn.forward import PARAMS, is_variables
 from lmc_jax.nn.layer_taps import layer_values, run_tapped
-from lmc_jax.nn.models import MLP
-from lmc_jax.tree_utils import flatten, unflatten
+from lmc_jax.symmetry.derive import derive_spec
+from lmc_jax.symmetry.units import repair_sites
+from lmc_jax.tree_utils import flatten, take, unflatten
 
 EPS = 1e-5
 Stats = Dict[str, Tuple[jax.Array, jax.Array]]  # site path -> (mean (w,), std (w,))
-
-
-def mlp_repair_sites(model: MLP) -> Tuple[str, ...]:
-  """The hidden Dense layers of the study's MLP (its zoo stores params only)."""
-  return tuple(f"Dense_{i}" for i in range(len(model.hidden)))
 
 
 def _unit_stats(z) -> Tuple[jax.Array, jax.Array]:
@@ -69,7 +65,7 @@ def repair_network(model, tree, targets: Stats, x):
   missing = sorted(set(targets) - set(corrections))
   if missing:
     raise LmcError(f"REPAIR sites {missing} are not layers this network calls; name sites "
-                   "from lmc_jax.align.units.repair_sites.")
+                   "from lmc_jax.symmetry.units.repair_sites.")
   return _fold(tree, corrections.values())
 
 
@@ -106,14 +102,15 @@ class RepairTransform:
 
 def repaired_pair_sweep(model, params_stack, pairs, x_stats, x, y, alphas=None,
                         sites: Sequence[str] = None, **kwargs) -> Curves:
-  """`pair_sweep` with every interpolated network REPAIRed at `sites` (layer paths; the
-  MLP's hidden layers by default) on inputs `x_stats` `(m, ...)` (training data) before it is
-  evaluated on `(x, y)`."""
+  """`pair_sweep` with every interpolated network REPAIRed at `sites` (layer paths; by
+  default those `symmetry.units.repair_sites` reads off the network's derived spec) on
+  inputs `x_stats` `(m, ...)` (training data) before it is evaluated on `(x, y)`."""
   if sites is None:
-    if not isinstance(model, MLP):
-      raise LmcError("REPAIR needs the layers to repair for this network; pass "
-                     "sites=lmc_jax.align.units.repair_sites(spec, model, tree, x).")
-    sites = mlp_repair_sites(model)
+    if not is_variables(params_stack):  # a bare params stack: sites are read on variables
+      params_stack = {PARAMS: params_stack}
+    one = take(params_stack, 0)
+    sites = repair_sites(derive_spec(model, one, np.asarray(x_stats)[:1]), model, one,
+                         np.asarray(x_stats)[:1])
   if not sites:
     raise LmcError("REPAIR was given no layers to repair; this network has no hidden unit "
                    "made by a Dense or Conv with a bias or by a norm after one without.")

@@ -30,12 +30,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.data.datasets import DATASETS
+from lmc_jax.config import NORMS
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.models import initializers
 
 CONV_ARCHS = ("vgg", "vgg_small", "resnet20")
-NORMS = ("none", "layernorm", "batchnorm")
 # VGG-11 for 32x32 images (Simonyan & Zisserman's config A with the CIFAR global-pool head):
 # channels per 3x3 conv, "M" a 2x2 max pool. Five pools need images of at least 32x32.
 VGG11_STAGES = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -46,20 +45,8 @@ VGG11_STAGES_SMALL = VGG11_STAGES[:-1]
 # pool; about 1/200 of VGG-11's multiply-adds on 32x32, sized for width studies on a CPU.
 SMALL_VGG_STAGES = (16, "M", 32, "M", 64, "M")
 RESNET20_DOWNSAMPLING = 4  # two stride-2 stages
-_IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 Stage = Union[int, str]
-
-
-def conv_image_shape(dataset: str) -> Tuple[int, int, int]:
-  """(H, W, C) of the images of `dataset`: (28, 28, 1) for MNIST, (32, 32, 3) for CIFAR-10."""
-  if dataset in _IMAGE_SHAPES:
-    return _IMAGE_SHAPES[dataset]
-  if dataset in DATASETS:
-    raise LmcError(f"Dataset {dataset!r} has no images and conv architectures need an image "
-                   f"dataset; use one of {', '.join(_IMAGE_SHAPES)}.")
-  raise LmcError(f"Unknown dataset {dataset!r}; conv architectures take one of "
-                 f"{', '.join(_IMAGE_SHAPES)}.")
 
 
 def _check_image_shape(image_shape) -> Tuple[int, int, int]:

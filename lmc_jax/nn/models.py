@@ -15,13 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.data.datasets import dims_of
+from lmc_jax.config import INITS, LAYERNORM_POSITIONS
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.forward import LinearFirstLayer
 from lmc_jax.nn.precision import check_precision, dot_general_for
-
-INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform", "kaiming_normal_torch_bias",
-         "kaiming_uniform_torch_bias")
-LAYERNORM_POSITIONS = ("none", "after_relu", "before_relu")
 
 
 def _pytorch_uniform(key, shape, dtype, fan_in):
@@ -104,6 +101,12 @@ class MLP(nn.Module):
     return nn.Dense(self.d_out, kernel_init=k_init, bias_init=b_init, dot_general=dot,
                     name=f"Dense_{len(self.hidden)}")(x)
 
+  def linear_first_layer(self) -> LinearFirstLayer:
+    """`Dense_0` reads the raw inputs and `preactivation0` takes its output (see
+    `nn.forward.linear_first_layer`)."""
+    return LinearFirstLayer(("params", "Dense_0", "kernel"), ("params", "Dense_0", "bias"),
+                            self.precision, "preactivation0")
+
 
 def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
              init: str = "pytorch", layernorm_eps: float = 1e-6, precision: str = "fp32") -> MLP:
@@ -125,33 +128,16 @@ def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
              layernorm_eps=layernorm_eps, precision=check_precision(precision))
 
 
-def model_for(config):
-  """The network a `ZooConfig` describes (the dataset fixes its inputs and logits): the
-  MLP, or for a conv `arch` a VGG / ResNet-20 with width multiplier `hidden[0]`."""
-  if getattr(config, "arch", "mlp") != "mlp":
-    from lmc_jax.nn.conv import conv_image_shape, make_conv_net
-    return make_conv_net(config.arch, config.hidden[0], dims_of(config.dataset)[1],
-                         conv_image_shape(config.dataset), config.norm, config.init)
-  return make_mlp(config.hidden, dims_of(config.dataset)[1], config.layernorm, config.init,
-                  config.layernorm_eps, getattr(config, "precision", "fp32"))
+def is_one_hidden_layer_mlp(model) -> bool:
+  """True for the study's MLP with one hidden layer and no LayerNorm (its Moons nets: what
+  the unit merging of `analysis.unit_merging` handles)."""
+  return isinstance(model, MLP) and len(model.hidden) == 1 and model.layernorm == "none"
 
 
-def model_at(config, precision: str):
-  """The network of `config` with its matmuls at `precision` (a sweep or plane measured in
-  bf16 of a zoo trained in fp32, or the other way round)."""
-  return model_for(config.replace(precision=precision).validate())
-
-
-def stores_params_only(model) -> bool:
-  """True for the study's MLP, whose zoo holds its params dict; every other network's zoo
-  holds its whole variables dict (`params`, and `batch_stats` where it has them)."""
-  return isinstance(model, MLP)
-
-
-def init_tree(model, key, d_in: int):
-  """One model's initial tree as a zoo stores it (see `stores_params_only`)."""
-  variables = model.init(key, jnp.zeros((1, d_in), jnp.float32))
-  return variables["params"] if stores_params_only(model) else dict(variables)
+def init_variables(model, key, d_in: int) -> dict:
+  """One model's whole variables dict (`params`, and `batch_stats` where it has them), as a
+  zoo stores it, for inputs of `d_in` features."""
+  return dict(model.init(key, jnp.zeros((1, d_in), jnp.float32)))
 
 
 def loss_and_correct(logits, labels):

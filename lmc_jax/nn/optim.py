@@ -13,11 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmc_jax.config import OPTIMIZERS, SCHEDULES, OptimConfig
 from lmc_jax.errors import LmcError
 
-OPTIMIZERS = ("adamw", "sgd", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "cosine", "onecycle", "onecycle_torch")
-ONECYCLE_SCHEDULES = ("onecycle", "onecycle_torch")
 # Optimizers whose momentum term OneCycleLR can cycle: torch refuses Adagrad (it has none).
 CYCLE_MOMENTUM_OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 # OneCycleLR's defaults.
@@ -170,16 +168,13 @@ def make_optimizer(name: str, schedule: optax.Schedule, weight_decay: float = 0.
   return optax.chain(*l2, core)
 
 
-def optimizer_for(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optimizer a `ZooConfig` describes, its schedule spanning the whole run."""
-  total = config.epochs * steps_per_epoch
-  schedule = make_schedule(config.schedule, config.lr, total, config.peak_lr)
-  cycle = config.cycle_momentum
-  if cycle and config.schedule not in ONECYCLE_SCHEDULES:
-    raise LmcError(f"cycle_momentum needs a one-cycle schedule, got {config.schedule!r}; pass "
-                   "--schedule=onecycle_torch (or onecycle) or drop --cycle_momentum.")
-  return make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum,
-                        onecycle_momentum(total) if cycle else None)
+def optimizer_for(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+  """The optimizer an `OptimConfig` describes, its schedule spanning `total_steps` steps
+  (the whole run)."""
+  optim.validate()
+  schedule = make_schedule(optim.schedule, optim.lr, total_steps, optim.peak_lr)
+  return make_optimizer(optim.optimizer, schedule, optim.weight_decay, optim.momentum,
+                        onecycle_momentum(total_steps) if optim.cycle_momentum else None)
 
 
 @functools.lru_cache(maxsize=8)

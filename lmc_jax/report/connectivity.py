@@ -63,8 +63,7 @@ def group_families(records: Sequence[ZooBarriers]) -> Dict[str, List[ZooBarriers
   gets a numbered label, so its files do not overwrite the first's."""
   groups: Dict[str, List[ZooBarriers]] = {}
   for r in records:
-    cfg = r.config.to_dict()
-    cfg.pop("hidden")
+    cfg = r.config.replace(hidden=(0,)).to_dict()
     groups.setdefault(json.dumps(cfg, sort_keys=True), []).append(r)
   out: Dict[str, List[ZooBarriers]] = {}
   for recs in groups.values():
@@ -80,7 +79,7 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
   """Writes the family's CSVs and figures into `fig_dir`; `methods` and `repair` say which
   method entries to compare (none beyond weight matching: no comparison)."""
   fig_dir = Path(fig_dir)
-  dataset = recs[0].data_source or recs[0].config.dataset
+  dataset = recs[0].data_source or recs[0].config.data.dataset
   rows = [epsilon_row(r.width, r.result, r.collapsed) for r in recs]
   write_csv(fig_dir / result_files.epsilon_summary_csv(label), rows)
   paths = [figures.epsilon_vs_width(recs, dataset,

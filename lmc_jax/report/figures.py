@@ -19,6 +19,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from lmc_jax.lmc.measures import pair_matrix, single_linkage_order
+from lmc_jax.nn import architectures
 
 NAIVE_COLOR, ALIGNED_COLOR = "#4C72B0", "#DD8452"
 
@@ -87,10 +88,8 @@ class CurvePanel(NamedTuple):
 
 
 def width_label(config) -> str:
-  """x-axis label of a width study: hidden width (MLP) or width multiplier (conv nets)."""
-  if getattr(config, "arch", "mlp") != "mlp":
-    return f"width multiplier of {config.arch} (log2 axis)"
-  return "hidden layer width (log2 axis)"
+  """x-axis label of a width study of the zoos of `config` (`nn.architectures.width_label`)."""
+  return architectures.width_label(config.model)
 
 
 def barrier_vs_width(records, dataset: str, path) -> Path:

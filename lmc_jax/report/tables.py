@@ -11,6 +11,7 @@ import numpy as np
 
 from lmc_jax import result_files
 from lmc_jax.atomic_files import atomic_write_bytes
+from lmc_jax.config import ZooConfig
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.measures import mean_std
 from lmc_jax.zoo.io import read_zoo_json
@@ -23,11 +24,12 @@ def zoo_row(doc: dict) -> dict:
   Collapsed models (at chance, `nn.evaluation.is_collapsed`) are counted and stay in the
   means, as they would in a study's table."""
   models = doc["models"]
+  config = ZooConfig.from_dict(doc["config"])
   ok = [m for m in models if not m.get("diverged")]
-  row = {"dataset": doc["config"]["dataset"], "source": doc.get("data_source", ""),
-         "optimizer": doc["config"]["optimizer"], "init": doc["config"]["init"],
-         "width": doc["config"]["hidden"][0],
-         "hidden": "x".join(str(w) for w in doc["config"]["hidden"]),
+  row = {"dataset": config.data.dataset, "source": doc.get("data_source", ""),
+         "optimizer": config.optim.optimizer, "init": config.model.init,
+         "width": config.model.hidden[0],
+         "hidden": "x".join(str(w) for w in config.model.hidden),
          "models": len(models), "diverged": len(models) - len(ok),
          "collapsed": sum(bool(m.get("collapsed")) for m in ok)}
   for key in ("train_loss", "test_loss", "train_acc", "test_acc"):

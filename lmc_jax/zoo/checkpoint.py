@@ -61,7 +61,7 @@ class Checkpointer:
     self.last = clock()
 
   def due(self, epochs_done: int) -> bool:
-    if epochs_done >= self.config.epochs:
+    if epochs_done >= self.config.train.epochs:
       return False
     by_count = self.every_epochs > 0 and epochs_done % self.every_epochs == 0
     by_time = self.every_seconds > 0 and self.clock() - self.last >= self.every_seconds
@@ -101,7 +101,7 @@ class Checkpointer:
     models = int(template.train_loss.shape[1])
     tree_leaves, treedef = jax.tree_util.tree_flatten((template.params, template.opt_state))
     if (len(leaves) != len(tree_leaves) + 4 or int(meta["models"]) != models
-        or not 0 < epoch < self.config.epochs):
+        or not 0 < epoch < self.config.train.epochs):
       return self._unusable("it holds another number of models or leaves (another device "
                             "count?)")
     for got, want in zip(leaves, tree_leaves):

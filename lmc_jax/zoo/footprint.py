@@ -19,16 +19,15 @@ import jax.numpy as jnp
 
 from lmc_jax.accelerator import on_accelerator
 from lmc_jax.config import ZooConfig
-from lmc_jax.data.datasets import dims_of
+from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import build_network, describe_width
 from lmc_jax.nn.forward import is_variables, takes_train
-from lmc_jax.nn.models import init_tree, model_for, num_params
+from lmc_jax.nn.models import init_variables, num_params
 from lmc_jax.preflight import format_bytes
 
 # Optimizer state per parameter, in floats (PyTorch semantics, see nn.optim).
 OPTIMIZER_SLOTS = {"adamw": 2, "sgd": 1, "rmsprop": 2, "adagrad": 1}
-# Training and test samples of the datasets that are not generated.
-SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}
 FLOAT = 4
 # The working set a CPU chunk of models is sized to (see `models_per_chunk`).
 CPU_CHUNK_BYTES = 2 ** 22
@@ -39,14 +38,6 @@ class Footprint(NamedTuple):
   activations_per_sample: int  # floats of every module's output for one training sample
   memory_bytes: int  # peak while training, on each device
   disk_bytes: int  # the finished zoo and its checkpoint
-
-
-def split_sizes(config: ZooConfig):
-  """(training, test) samples the zoo trains and evaluates on."""
-  n_train, n_test = ((config.n_train, config.n_test) if config.dataset == "moons"
-                     else SPLIT_SIZES[config.dataset])
-  return (min(n_train, config.train_subset or n_train),
-          min(n_test, config.test_subset or n_test))
 
 
 def activations_per_sample(model, tree, d_in: int) -> int:
@@ -85,25 +76,26 @@ def zoo_footprint(config: ZooConfig, num_devices: int = 1,
                   models_at_once: Optional[int] = None) -> Footprint:
   """The footprint of training `config` with its models split over `num_devices`, of which
   `models_at_once` per device train in one step (default: all of them)."""
-  model, d_in = model_for(config), dims_of(config.dataset)[0]
-  tree = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))
+  info = dataset_info(config.data)
+  model, d_in, train = build_network(config.model, info), info.d_in, config.train
+  tree = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))
   params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
   acts = activations_per_sample(model, tree, d_in)
-  n_train, n_test = split_sizes(config)
-  batch = min(config.batch_size, n_train)
-  per_device = -(-config.num_models // num_devices)
+  n_train, n_test = info.n_train, info.n_test
+  batch = min(train.batch_size, n_train)
+  per_device = -(-train.num_models // num_devices)
   if models_at_once is None:
     models_at_once = models_per_chunk(tree, batch, per_device, num_devices)
   at_once = min(per_device, models_at_once)
-  slots = OPTIMIZER_SLOTS.get(config.optimizer, 2)
+  slots = OPTIMIZER_SLOTS.get(config.optim.optimizer, 2)
   state = per_device * params * (3 + slots) * FLOAT
   activations = 2 * at_once * batch * acts * FLOAT
   data = (n_train + n_test) * d_in * FLOAT
-  host_copies = config.num_models * params * (1 + slots) * FLOAT if num_devices == 1 else 0
-  zoo_bytes = config.num_models * params * FLOAT
-  checkpoint = config.num_models * params * (1 + slots) * FLOAT
+  host_copies = train.num_models * params * (1 + slots) * FLOAT if num_devices == 1 else 0
+  zoo_bytes = train.num_models * params * FLOAT
+  checkpoint = train.num_models * params * (1 + slots) * FLOAT
   return Footprint(params, acts, state + activations + data + host_copies,
-                   zoo_bytes + checkpoint + config.num_models * config.epochs * FLOAT)
+                   zoo_bytes + checkpoint + train.num_models * train.epochs * FLOAT)
 
 
 def available_memory(device=None):
@@ -150,9 +142,7 @@ def _cgroup_room() -> Optional[int]:
 
 def describe(config: ZooConfig) -> str:
   """`a zoo of 50 models with hidden widths [512, 512, 512]` (or width multiplier 4)."""
-  what = (f"hidden widths {list(config.hidden)}" if config.arch == "mlp"
-          else f"{config.arch} at width multiplier {config.hidden[0]}")
-  return f"a zoo of {config.num_models} models with {what}"
+  return f"a zoo of {config.train.num_models} models with {describe_width(config.model)}"
 
 
 def check_fits(config: ZooConfig, num_devices: int = 1,

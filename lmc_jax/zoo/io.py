@@ -20,12 +20,15 @@ import numpy as np
 
 from lmc_jax import file_schema
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
-from lmc_jax.config import ZooConfig
-from lmc_jax.data.datasets import dims_of
+from lmc_jax.config import ConfigError, ZooConfig
+from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.models import init_tree, model_for
+from lmc_jax.nn.architectures import build_network
+from lmc_jax.nn.forward import PARAMS
+from lmc_jax.nn.models import init_variables
 from lmc_jax.result_files import HISTORY_NPZ, PARAMS_NPZ, ZOO_FORMAT, ZOO_JSON, check_format
 from lmc_jax.tree_utils import flatten, unflatten
+from lmc_jax.version import __version__
 
 
 def package_versions() -> dict:
@@ -33,7 +36,6 @@ def package_versions() -> dict:
   import optax
   import scipy
 
-  from lmc_jax import __version__
   return {"lmc_jax": __version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__,
           "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
           "scipy": scipy.__version__, "python": platform.python_version()}
@@ -49,7 +51,7 @@ def save_zoo(directory, config: ZooConfig, params_stack, metrics: list, extra: d
                        lambda f: np.savez(f, **{k: np.asarray(v) for k, v in history.items()}))
   flat = {k: np.asarray(v) for k, v in flatten(jax.device_get(params_stack)).items()}
   atomic_write_bytes(directory / PARAMS_NPZ, lambda f: np.savez(f, **flat))
-  doc = {"format": ZOO_FORMAT, "config": config.to_dict(), "seed": config.seed,
+  doc = {"format": ZOO_FORMAT, "config": config.to_dict(), "seed": config.train.seed,
          "versions": package_versions(), "params_sha256": sha256_file(directory / PARAMS_NPZ),
          "num_models": len(metrics), "models": metrics}
   if history:
@@ -80,9 +82,11 @@ def read_zoo_json(directory) -> dict:
 def load_zoo(directory, expected_shapes: dict = None):
   """Reads a zoo directory.
 
-  Returns (config, params_stack, doc): the `ZooConfig`, the stacked params pytree (numpy
+  Returns (config, variables, doc): the `ZooConfig`, the stacked variables dict (numpy
   arrays, model on axis 0), and the whole `zoo.json` dict. `expected_shapes`, if given,
-  maps each leaf path to its per-model shape; a mismatch is an error.
+  maps each leaf path to its per-model shape; a mismatch is an error. A zoo written before
+  every zoo held its whole variables dict (the study's MLP stored its params alone, as
+  `Dense_0/kernel`, ...) is read as the variables dict `params/...`.
   """
   directory = Path(directory)
   doc = read_zoo_json(directory)
@@ -98,6 +102,8 @@ def load_zoo(directory, expected_shapes: dict = None):
       flat = {k: f[k] for k in f.files}
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
     raise LmcError(f"{npz} is corrupt ({e}); train the zoo again.") from None
+  if flat and not any(k.split("/", 1)[0] == PARAMS for k in flat):
+    flat = {f"{PARAMS}/{k}": v for k, v in flat.items()}
   n = doc.get("num_models", len(doc.get("models", [])))
   for k, v in flat.items():
     if v.ndim < 1 or v.shape[0] != n:
@@ -116,15 +122,21 @@ class LoadedZoo(NamedTuple):
   """A zoo read from disk and checked against the model its config describes."""
   config: ZooConfig
   model: object  # the Flax module of one model
-  params: dict  # stacked params, numpy arrays, model on axis 0
+  params: dict  # stacked variables dict, numpy arrays, model on axis 0
   doc: dict  # the whole zoo.json
 
 
 def load_zoo_checked(directory) -> LoadedZoo:
   """Loads a zoo and checks every leaf's shape against the model its config describes."""
   config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
-  model, d_in = model_for(config), dims_of(config.dataset)[0]
-  shapes = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))
+  info = dataset_info(config.data)
+  try:
+    model = build_network(config.model, info)
+  except ConfigError as e:  # what only the network can tell (an unknown architecture)
+    path = Path(directory) / ZOO_JSON
+    raise file_schema.SchemaError(path, f"config.{e.field}", e.problem,
+                                  file_schema.zoo_fix(path)) from None
+  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), info.d_in))
   expected = {k: v.shape for k, v in flatten(shapes).items()}
   config, params, doc = load_zoo(directory, expected_shapes=expected)
   return LoadedZoo(config, model, params, doc)

@@ -19,11 +19,12 @@ from lmc_jax.atomic_files import (
   remove_stale_temporaries,
   replace_directory,
 )
-from lmc_jax.config import ZooConfig, default_config
+from lmc_jax.config import RunOptions, ZooConfig, default_config
 from lmc_jax.crash_points import crash_point
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import family_part
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
 from lmc_jax.zoo.checkpoint import Checkpointer
@@ -33,40 +34,35 @@ from lmc_jax.zoo.training import train_zoo
 
 def zoo_family(config: ZooConfig) -> str:
   """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`, `cifar10_resnet20`: the
-  dataset, the architecture and its norm where not the default, then the init and optimizer
-  where they differ from the dataset's defaults."""
-  default = default_config(config.dataset)
-  parts = [config.dataset]
-  if config.arch != "mlp":
-    parts.append(config.arch)
-    if config.norm != "batchnorm":
-      parts.append(config.norm)
-  if config.init != default.init:
-    parts.append(config.init)
-  if config.optimizer != default.optimizer:
-    parts.append(config.optimizer)
-  return "_".join(parts)
+  dataset, what the architecture adds (`nn.architectures.family_part`), then the init and
+  optimizer where they differ from the dataset's defaults."""
+  default = default_config(config.data.dataset)
+  parts = [config.data.dataset, family_part(config.model)]
+  if config.model.init != default.model.init:
+    parts.append(config.model.init)
+  if config.optim.optimizer != default.optim.optimizer:
+    parts.append(config.optim.optimizer)
+  return "_".join(p for p in parts if p)
 
 
 def zoo_dirname(config: ZooConfig) -> str:
   """`moons_w512`, `cifar10_sgd_w128`: family and hidden width (the first; the study's
   nets have equal widths)."""
-  return f"{zoo_family(config)}_w{config.hidden[0]}"
+  return f"{zoo_family(config)}_w{config.model.hidden[0]}"
 
 
-def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="data",
-            eval_every: int = 0, resume: bool = True, checkpoint_every: int = 0,
-            checkpoint_minutes: float = 10.0) -> dict:
+def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions()) -> dict:
   """Trains the zoo `config` into `directory` and returns its zoo.json dict (None on every
-  process but the first when several hosts train it together).
+  process but the first when several hosts train it together). `options` say how
+  (`config.RunOptions`):
 
   - A finished zoo with the same config is reused once its params pass their checksum
     and fit the model; a damaged one is trained again. A zoo with another config, or a
-    zoo.json that cannot be read, is an error unless `overwrite`.
-  - Training checkpoints into the directory every `checkpoint_every` epochs (0: by time
-    only) and at most every `checkpoint_minutes` (0: never by time); the same call after a
-    kill continues from the last checkpoint (unless `resume` is False) and ends with the
-    zoo an uninterrupted run writes.
+    zoo.json that cannot be read, is an error unless `options.overwrite`.
+  - Training checkpoints into the directory every `options.checkpoint_every` epochs (0: by
+    time only) and at most every `options.checkpoint_minutes` (0: never by time); the same
+    call after a kill continues from the last checkpoint (unless `options.resume` is False)
+    and ends with the zoo an uninterrupted run writes.
   - The new zoo is built beside the directory and swapped in whole (see
     `atomic_files.replace_directory`), carrying over files lmc_jax did not write; results
     computed from an old zoo (barrier.json, ...) are left behind with it.
@@ -75,12 +71,12 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
   directory = Path(directory)
   check_output_dir(directory.parent, "--out")
   config.validate()
+  options.validate()
   if jax.process_index() != 0:
     # Several hosts: the first one owns the directory; the others make the same decision
     # from the same files (reuse, or train with it), writing nothing.
-    doc = _reusable(config, directory, overwrite)
-    return doc if doc is not None else _train_and_save(
-        config, directory, data_dir, eval_every, resume, checkpoint_every, checkpoint_minutes)
+    doc = _reusable(config, directory, options.overwrite)
+    return doc if doc is not None else _train_and_save(config, directory, options)
   if recover_directory(directory, _is_whole_zoo):
     logging.warning("%s: a run was killed while swapping in its new zoo; the whole one it "
                     "left beside the directory is now in place.", directory)
@@ -88,11 +84,10 @@ def run_zoo(config: ZooConfig, directory, overwrite: bool = False, data_dir="dat
     removed = remove_stale_asides(directory) + remove_stale_temporaries(directory)
     if removed:
       logging.info("%s: removed what killed runs left: %s", directory, ", ".join(removed))
-    doc = _reusable(config, directory, overwrite)
+    doc = _reusable(config, directory, options.overwrite)
     if doc is not None:
       return doc
-    return _train_and_save(config, directory, data_dir, eval_every, resume, checkpoint_every,
-                           checkpoint_minutes)
+    return _train_and_save(config, directory, options)
 
 
 def _is_whole_zoo(path: Path) -> bool:
@@ -146,23 +141,22 @@ def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[d
   return doc
 
 
-def _train_and_save(config: ZooConfig, directory: Path, data_dir, eval_every: int, resume: bool,
-                    checkpoint_every: int, checkpoint_minutes: float) -> Optional[dict]:
-  dataset = load_dataset(config, data_dir)
+def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions) -> Optional[dict]:
+  dataset = load_dataset(config.data, options.data_dir)
   first = jax.process_index() == 0
-  checkpointer = Checkpointer(directory, config, checkpoint_every, 60.0 * checkpoint_minutes,
-                              write=first)
-  if not resume and first:
+  checkpointer = Checkpointer(directory, config, options.checkpoint_every,
+                              60.0 * options.checkpoint_minutes, write=first)
+  if not options.resume and first:
     checkpointer.remove()
   start = time.perf_counter()
-  zoo = train_zoo(config, dataset, label=str(directory), eval_every=eval_every,
+  zoo = train_zoo(config, dataset, label=str(directory), eval_every=options.eval_every,
                   checkpoint=checkpointer)
   seconds = time.perf_counter() - start
   if not first:  # several hosts trained it together; the first one writes
     return None
   staged = aside_name(directory, "new")
   shutil.rmtree(staged, ignore_errors=True)
-  save_zoo(staged, config, zoo.params, zoo.metrics, history=zoo.history,
+  save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
            extra={"train_seconds": seconds, "data_source": dataset.source})
   for name in foreign_entries(directory):  # the user's files stay with the directory
     link_or_copy(directory / name, staged / name)
@@ -192,7 +186,8 @@ def find_zoos(root) -> List[Path]:
 
 def _width_key(path: Path):
   try:
-    width = json.loads((path / ZOO_JSON).read_text())["config"]["hidden"][0]
+    config = json.loads((path / ZOO_JSON).read_text())["config"]
+    width = config.get("model", config)["hidden"][0]
     return width if isinstance(width, int) else 0
   except (OSError, ValueError, KeyError, IndexError, TypeError):
     return 0

@@ -14,10 +14,12 @@ import numpy as np
 
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import evaluate_zoo
+from lmc_jax.nn.forward import split_tree
 from lmc_jax.nn.optim import make_optimizer, make_schedule
 from lmc_jax.tree_utils import stack
-from lmc_jax.zoo.training import make_epoch, model_for
+from lmc_jax.zoo.training import make_epoch
 
 
 class SwaRun(NamedTuple):
@@ -38,14 +40,14 @@ def running_mean(samples):
 
 def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10,
         lr: float = 0.05) -> SwaRun:
-  """Continues training `params` (one model) for `epochs` epochs at constant `lr` with the
-  zoo's optimizer; epoch e's data order comes from `fold_in(key, e)`."""
-  model = model_for(config)
-  tx = make_optimizer(config.optimizer, make_schedule("constant", lr, 1), config.weight_decay,
-                      config.momentum)
-  epoch = jax.jit(make_epoch(model, tx, config.batch_size))
+  """Continues training `params` (one model's variables dict) for `epochs` epochs at
+  constant `lr` with the zoo's optimizer; epoch e's data order comes from `fold_in(key, e)`."""
+  model, optim = model_for(config), config.optim
+  tx = make_optimizer(optim.optimizer, make_schedule("constant", lr, 1), optim.weight_decay,
+                      optim.momentum)
+  epoch = jax.jit(make_epoch(model, tx, config.train.batch_size))
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  p, state, samples = params, tx.init(params), []
+  p, state, samples = params, tx.init(split_tree(params)[0]), []
   for e in range(epochs):
     p, state, _ = epoch(p, state, jax.random.fold_in(key, e), x, y)
     samples.append(p)

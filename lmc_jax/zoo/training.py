@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmc_jax.config import ZooConfig
+from lmc_jax.config import ConfigError, OptimConfig, ZooConfig
 from lmc_jax.data.augment import augment_batch
-from lmc_jax.data.datasets import Dataset
+from lmc_jax.data.datasets import Dataset, DatasetInfo, dataset_info
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
-from lmc_jax.nn.models import init_tree, loss_and_correct, model_for
+from lmc_jax.nn.models import init_variables, loss_and_correct
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.tree_utils import fold_in_each, map_in_chunks, stack, take
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
@@ -32,11 +33,17 @@ from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_model
 
 
 class Zoo(NamedTuple):
-  """A trained zoo: `params` is a Flax params pytree with the model on axis 0."""
+  """A trained zoo: `variables` is the whole Flax variables dict of every model, stacked
+  with the model on axis 0."""
   config: ZooConfig
-  params: dict
+  variables: dict
   metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
   history: Optional[dict] = None  # per epoch: see `train_zoo`
+
+  @property
+  def params(self) -> dict:
+    """The stacked variables dict (the name earlier versions gave it)."""
+    return self.variables
 
 
 def model_keys(seed: int, model_ids: Sequence[int]):
@@ -67,8 +74,8 @@ def epoch_batches(key, n_train: int, batch_size: int):
 def make_train_step(model, tx):
   """One optimizer step on one batch: (tree, opt_state, x, y, w) -> (..., loss).
 
-  `tree` is what the zoo stores (see `models.stores_params_only`); the optimizer sees its
-  params only, and state collections (BatchNorm statistics) follow the training pass.
+  `tree` is one model's variables dict; the optimizer sees its params only, and state
+  collections (BatchNorm statistics) follow the training pass.
   """
   def loss_fn(params, state, x, y, w):
     logits, state = apply_train(model, params, state, x)
@@ -133,12 +140,23 @@ def make_epoch(model, tx, batch_size: int, augment_shape: Optional[tuple] = None
 
 
 def init_params(model, d_in: int, init_keys):
-  """Stacked initial trees `(len(init_keys), ...)` (params, or whole variables dicts)."""
-  return jax.vmap(lambda k: init_tree(model, k, d_in))(init_keys)
+  """Stacked initial variables dicts `(len(init_keys), ...)`."""
+  return jax.vmap(lambda k: init_variables(model, k, d_in))(init_keys)
+
+
+def augment_shape(config: ZooConfig, info: DatasetInfo) -> Optional[tuple]:
+  """(H, W, C) of the images where `config.train` crops and flips its batches, else None."""
+  if config.train.augment == "none":
+    return None
+  if info.image_shape is None:
+    raise ConfigError("train.augment", f"is {config.train.augment}, which needs images, and "
+                      f"{info.name} has none; use none")
+  return tuple(info.image_shape)
 
 
 @functools.lru_cache(maxsize=32)
-def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional[int] = None,
+def zoo_epoch_fn(model, optim: OptimConfig, total_steps: int, batch_size: int,
+                 augment: Optional[tuple] = None, chunk: Optional[int] = None,
                  loop: bool = False):
   """The zoo epoch `(params, opt_state, keys, x, y) -> (params, opt_state, losses)` over a
   stack of models, jitted, with the incoming params and optimizer state donated.
@@ -146,17 +164,14 @@ def zoo_epoch_fn(model, optimizer_config: ZooConfig, steps: int, chunk: Optional
   `chunk=None` vmaps over all models; otherwise chunks of `chunk` models run one after
   another, each chunk vmapped, and `chunk=1` one model at a time with no vmap (same
   results, a smaller working set; `tree_utils.map_in_chunks`); `loop` calls one jitted
-  single-model epoch per model from the host instead (see `nn.forward.host_loops`). Cached on
-  everything that shapes the computation but not on the seed or the zoo size, so epochs,
-  seeds and zoos of the same architecture and optimizer reuse one compilation per input
-  shape.
+  single-model epoch per model from the host instead (see `nn.forward.host_loops`). The
+  optimizer's schedule spans `total_steps`; `augment` is the (H, W, C) of crop-and-flip
+  augmentation or None. Cached on everything that shapes the computation but not on the
+  seed or the zoo size, so epochs, seeds and zoos of the same architecture and optimizer
+  reuse one compilation per input shape.
   """
-  tx = optimizer_for(optimizer_config, steps)
-  augment = None
-  if optimizer_config.augment == "crop_flip":
-    from lmc_jax.nn.conv import conv_image_shape
-    augment = conv_image_shape(optimizer_config.dataset)
-  epoch = make_epoch(model, tx, optimizer_config.batch_size, augment, host_steps=loop)
+  tx = optimizer_for(optim, total_steps)
+  epoch = make_epoch(model, tx, batch_size, augment, host_steps=loop)
   if loop:
     def run_each(params, opt_state, keys, x, y):
       outs = [epoch(take(params, k), take(opt_state, k), keys[k], x, y)
@@ -201,25 +216,26 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
     raise LmcError(f"--eval_every must be >= 0 (0: no test metrics during training), got "
                    f"{eval_every}.")
   config.validate()
-  ids = list(range(config.num_models)) if model_ids is None else list(model_ids)
+  train = config.train
+  ids = list(range(train.num_models)) if model_ids is None else list(model_ids)
   mesh = model_mesh(devices)
   # Pad to a multiple of the device count with models that are trained and dropped.
   extra = padded_size(len(ids), mesh) - len(ids)
   run_ids = ids + [max(ids) + 1 + k for k in range(extra)]
-  model = model_for(config)
-  steps = steps_per_epoch(len(dataset.y_train), config.batch_size)
-  shape_key = config.replace(seed=0, data_seed=0, num_models=1, n_train=0, n_test=0, noise=0.0,
-                             train_subset=0, test_subset=0)
-  init_keys, data_keys = model_keys(config.seed, run_ids)
+  info = dataset_info(config.data)
+  model = build_network(config.model, info)
+  steps = steps_per_epoch(len(dataset.y_train), train.batch_size)
+  init_keys, data_keys = model_keys(train.seed, run_ids)
   d_in = dataset.x_train.shape[1]
-  one = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))  # shapes only
-  chunk = models_per_chunk(one, min(config.batch_size, len(dataset.y_train)), len(run_ids),
+  one = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))  # shapes only
+  chunk = models_per_chunk(one, min(train.batch_size, len(dataset.y_train)), len(run_ids),
                            mesh.devices.size)
   loop = host_loops(one, mesh.devices.size)
   chunk = 1 if loop else chunk
   check_fits(config.replace(num_models=len(run_ids)), mesh.devices.size, chunk)
   params = init_params(model, d_in, init_keys)
-  tx, run_epoch = zoo_epoch_fn(model, shape_key, steps,
+  tx, run_epoch = zoo_epoch_fn(model, config.optim, train.epochs * steps, train.batch_size,
+                               augment_shape(config, info),
                                None if chunk >= len(run_ids) else chunk, loop)
   opt_state = jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params)
   start = TrainState(0, params, opt_state, np.zeros((0, len(run_ids)), np.float32),
@@ -236,20 +252,20 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   if saved is not None:
     start = saved
     if log is not None:
-      log(f"{label or config.dataset}: resuming from {checkpoint.path} after epoch "
-          f"{saved.epoch} of {config.epochs}")
+      log(f"{label or config.data.dataset}: resuming from {checkpoint.path} after epoch "
+          f"{saved.epoch} of {train.epochs}")
   params = split_models(start.params, mesh)
   opt_state = split_models(start.opt_state, mesh)
   data_keys = split_models(jax.random.key_data(data_keys), mesh)
   x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
-  label = label or f"{config.dataset} hidden={list(config.hidden)}"
+  label = label or f"{config.data.dataset} hidden={list(config.model.hidden)}"
   if log is not None:
     per_device = len(run_ids) // mesh.devices.size
-    log(f"{label}: {len(ids)} models x {config.epochs} epochs on {mesh.devices.size} "
+    log(f"{label}: {len(ids)} models x {train.epochs} epochs on {mesh.devices.size} "
         f"device(s), {min(chunk, per_device)} at a time per device"
         + (f"; {extra} padding model(s) trained and dropped" if extra else ""))
 
-  progress = Progress(label, config.epochs, log, log_every, first=start.epoch)
+  progress = Progress(label, train.epochs, log, log_every, first=start.epoch)
   epoch_losses = []  # of the epochs this call trains; start.train_loss holds the earlier ones
   evals = {"eval_epoch": list(start.eval_epoch), "test_loss": list(start.test_loss),
            "test_acc": list(start.test_acc)}
@@ -258,10 +274,10 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
     new = to_host(jnp.stack(epoch_losses)) if epoch_losses else start.train_loss[:0]
     return np.concatenate([start.train_loss, new.astype(np.float32)])
 
-  for e in range(start.epoch, config.epochs):
+  for e in range(start.epoch, train.epochs):
     params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
     epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
-    if eval_every and ((e + 1) % eval_every == 0 or e + 1 == config.epochs):
+    if eval_every and ((e + 1) % eval_every == 0 or e + 1 == train.epochs):
       test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
       evals["eval_epoch"].append(e + 1)
       evals["test_loss"].append(np.asarray(test_loss, np.float32)[:len(ids)])

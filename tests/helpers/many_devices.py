@@ -11,8 +11,9 @@ import numpy as np
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
+from lmc_jax.nn.architectures import model_for
 from lmc_jax.zoo.sharding import model_mesh, split_models
-from lmc_jax.zoo.training import model_for, train_zoo
+from lmc_jax.zoo.training import train_zoo
 
 config = default_config("moons", hidden=(16,), num_models=5, epochs=4, batch_size=128)
 data = load_dataset(config)
@@ -24,7 +25,7 @@ params_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                                   jax.tree_util.tree_leaves(one.params)))
 metric_diff = max(abs(a[k] - b[k]) for a, b in zip(many.metrics, one.metrics)
                   for k in ("train_loss", "test_loss", "train_acc", "test_acc"))
-model, pairs = model_for(config), all_pairs(config.num_models)
+model, pairs = model_for(config), all_pairs(config.train.num_models)
 sweep_many = pair_sweep(model, one.params, pairs, data.x_test, data.y_test, chunk=3)
 sweep_one = pair_sweep(model, one.params, pairs, data.x_test, data.y_test, chunk=3,
                        devices=jax.devices()[:1])

@@ -94,23 +94,27 @@ def view_leaves(spec: PermutationSpec, flat: Dict[str, jax.Array]) -> Dict[str, 
   return {k: v.reshape(spec.views[k]) if k in spec.views else v for k, v in flat.items()}
 
 
-def mlp_permutation_spec(num_hidden: int, layernorm: bool = False) -> PermutationSpec:
-  """Spec of `models.MLP` with `num_hidden` hidden layers.
+def mlp_permutation_spec(num_hidden: int, layernorm: bool = False,
+                         collection: str = "") -> PermutationSpec:
+  """Spec of `models.MLP` with `num_hidden` hidden layers, written out by hand (the oracle
+  `derive_spec` is tested against): of its params dict, or with `collection="params"` of its
+  whole variables dict, as a zoo stores it.
 
   Permutation `P_i` of hidden layer i acts on the output axis of `Dense_i` (kernel axis
   1, bias), on `LayerNorm_i` scale and bias (either position: LayerNorm acts per unit
   given the layer's statistics, which a permutation leaves unchanged), and on the input
   axis of `Dense_{i+1}` (kernel axis 0).
   """
+  head = f"{collection}/" if collection else ""
   axes: Dict[str, Axes] = {}
   for i in range(num_hidden + 1):
     p_in = f"P_{i - 1}" if i > 0 else None
     p_out = f"P_{i}" if i < num_hidden else None
-    axes[f"Dense_{i}/kernel"] = (p_in, p_out)
-    axes[f"Dense_{i}/bias"] = (p_out,)
+    axes[f"{head}Dense_{i}/kernel"] = (p_in, p_out)
+    axes[f"{head}Dense_{i}/bias"] = (p_out,)
     if layernorm and i < num_hidden:
-      axes[f"LayerNorm_{i}/scale"] = (p_out,)
-      axes[f"LayerNorm_{i}/bias"] = (p_out,)
+      axes[f"{head}LayerNorm_{i}/scale"] = (p_out,)
+      axes[f"{head}LayerNorm_{i}/bias"] = (p_out,)
   return permutation_spec_from_axes(axes)
 
 
@@ -123,24 +127,6 @@ def matched_axes(spec: PermutationSpec, p: str) -> Tuple[Tuple[str, int], ...]:
   """The (path, axis) pairs of permutation `p` that weight matching compares: all but
   those of state collections."""
   return tuple((path, axis) for path, axis in spec.perm_to_axes[p] if not is_state(path))
-
-
-def spec_for_config(config) -> PermutationSpec:
-  """The spec of the zoo `config` describes: written out for the MLP, derived from the
-  module (`derive_spec`) for every other architecture, over its whole variables dict."""
-  if getattr(config, "arch", "mlp") == "mlp":
-    return mlp_permutation_spec(len(config.hidden), config.layernorm != "none")
-  return _derived_spec(config)
-
-
-def _derived_spec(config) -> PermutationSpec:
-  from lmc_jax.align.derive import derive_spec
-  from lmc_jax.data.datasets import dims_of
-  from lmc_jax.nn.models import init_tree, model_for
-  model, d_in = model_for(config), dims_of(config.dataset)[0]
-  variables = jax.eval_shape(lambda: init_tree(model, jax.random.key(0), d_in))
-  variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
-  return derive_spec(model, variables, jnp.zeros((2, d_in), jnp.float32))
 
 
 def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:

@@ -1,7 +1,7 @@
 """Permutation specs read off a Flax module's own computation.
 
 `derive_spec(module, variables, *inputs)` traces `module.apply` to a jaxpr and ties, with
-`align.axis_trace`, the axes every primitive maps one to one. Nodes tied together form a
+`symmetry.axis_trace`, the axes every primitive maps one to one. Nodes tied together form a
 class; a class holding an axis of an input or output of the model, a spatial axis of a
 convolution or an axis along which a constant varies can not be permuted. Every other
 class that holds axes of variables is one free hidden-unit permutation: permuting all of
@@ -16,6 +16,7 @@ hand (`permutation_spec_from_axes`) and check it with `check_spec`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -23,8 +24,20 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-from lmc_jax.align.axis_trace import AxisTrace, Node, rank, scoped, size_of, sub_jaxpr, visit_jaxpr
-from lmc_jax.align.spec import (
+from lmc_jax.data.datasets import dataset_info
+from lmc_jax.errors import LmcError
+from lmc_jax.nn.architectures import build_network
+from lmc_jax.nn.models import init_variables
+from lmc_jax.symmetry.axis_trace import (
+  AxisTrace,
+  Node,
+  rank,
+  scoped,
+  size_of,
+  sub_jaxpr,
+  visit_jaxpr,
+)
+from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_permutation,
   perm_sizes,
@@ -32,7 +45,6 @@ from lmc_jax.align.spec import (
   random_permutation,
   validate_spec,
 )
-from lmc_jax.errors import LmcError
 
 
 def _trace(module, variables, inputs, apply_kwargs):
@@ -271,3 +283,20 @@ def spec_without_prefix(spec: PermutationSpec, prefix: str = "params") -> Permut
   return permutation_spec_from_axes({p[len(head):]: a for p, a in spec.axes_to_perm.items()
                                      if p.startswith(head)})
 
+
+
+@functools.lru_cache(maxsize=32)
+def network_spec(model, d_in: int) -> PermutationSpec:
+  """The spec of a network `model` (one model's whole variables dict, inputs of `d_in`
+  features), derived in evaluation mode from its shapes alone."""
+  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))
+  variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  return derive_spec(model, variables, jnp.zeros((2, d_in), jnp.float32))
+
+
+def spec_for_config(config) -> PermutationSpec:
+  """The spec of the zoo a `ZooConfig` describes, over every model's whole variables dict:
+  derived from its network, whatever the architecture (`mlp_permutation_spec`, the study's
+  MLP written out by hand, is the test oracle of the derivation)."""
+  info = dataset_info(config.data)
+  return network_spec(build_network(config.model, info), info.d_in)

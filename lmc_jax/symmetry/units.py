@@ -12,8 +12,8 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from lmc_jax.align.spec import PermutationSpec, axis_groups, leaf_shape
 from lmc_jax.nn.layer_taps import LayerCall, layer_calls
+from lmc_jax.symmetry.spec import PermutationSpec, axis_groups, leaf_shape
 from lmc_jax.tree_utils import flatten
 
 GROUPS = "<groups>"  # the group factor of a grouped conv's input: moved, never a site
