@@ -5,7 +5,7 @@ labels `(n,)`. Moons is generated from a seed, so it needs no download.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class Dataset(NamedTuple):
   y_test: np.ndarray  # (n_test,) int32
   num_classes: int
   source: str = ""  # how results from it are labelled, e.g. "CIFAR-10 (JPEG re-encode)"
+  # (H, W, C) of image data, whose rows are images flattened in HWC order; None otherwise.
+  image_shape: Optional[Tuple[int, int, int]] = None
 
   @property
   def d_out(self) -> int:
@@ -78,12 +80,18 @@ def moons(n_train: int = 512, n_test: int = 512, noise: float = 0.1, seed: int =
   return Dataset(x_tr, y_tr, x_te, y_te, num_classes=2, source="Moons")
 
 
+def _data_section(config):
+  """The data fields of `config`: its `data` section, or the config itself where it is flat."""
+  return getattr(config, "data", config)
+
+
 def load_dataset(config, data_dir="data") -> Dataset:
-  """The dataset a `ZooConfig` names, cut to its `train_subset` / `test_subset` samples
-  where those are set; files are looked up under `data_dir`."""
-  data = _load_full(config, data_dir)
-  return subset(data, getattr(config, "train_subset", 0), getattr(config, "test_subset", 0),
-                config.data_seed)
+  """The dataset a config (or its data section) names, cut to its `train_subset` /
+  `test_subset` samples where those are set; files are looked up under `data_dir`."""
+  data = _data_section(config)
+  full = _load_full(data, data_dir)
+  return subset(full, getattr(data, "train_subset", 0), getattr(data, "test_subset", 0),
+                data.data_seed)
 
 
 def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
@@ -106,10 +114,10 @@ def _load_full(config, data_dir) -> Dataset:
     from lmc_jax.data.mnist import load_mnist_raw, normalise
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
     return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,
-                   source="MNIST")
+                   source="MNIST", image_shape=(28, 28, 1))
   if config.dataset == "cifar10":
     from lmc_jax.data import cifar10
     xtr, ytr, xte, yte, label = cifar10.load_cifar10_raw(data_dir)
     return Dataset(cifar10.normalise(xtr), ytr.astype(np.int32), cifar10.normalise(xte),
-                   yte.astype(np.int32), 10, source=label)
+                   yte.astype(np.int32), 10, source=label, image_shape=cifar10.IMAGE_SHAPE)
   raise LmcError(f"Unknown dataset {config.dataset!r}; use one of {', '.join(DATASETS)}.")
