@@ -2,7 +2,7 @@
 
 Every loader returns a `Dataset` whose arrays are float32 inputs `(n, d)` and int32
 labels `(n,)`. Moons is generated from a seed, so it needs no download. A dataset is named
-`moons`, `mnist`, `cifar10`, or `npz:PATH` for a user's own `.npz` file (`data.npz`);
+`moons`, `mnist`, `cifar10`, or `npz:PATH` for a user's own `.npz` file (see `data.npz`);
 `dataset_info` tells its sizes and shapes without loading its arrays.
 """
 from __future__ import annotations
@@ -16,8 +16,6 @@ import numpy as np
 from lmc_jax.errors import LmcError
 
 DATASETS = ("moons", "mnist", "cifar10")
-# (input dimension, number of classes) of each dataset, known without loading it.
-DATASET_DIMS = {"moons": (2, 2), "mnist": (784, 10), "cifar10": (3072, 10)}
 NPZ_PREFIX = "npz:"
 
 
@@ -55,6 +53,8 @@ _FIXED_INFO = {
     "mnist": DatasetInfo(784, 10, (28, 28, 1), 60000, 10000, "mnist"),
     "cifar10": DatasetInfo(3072, 10, (32, 32, 3), 50000, 10000, "cifar10"),
 }
+# (input dimension, number of classes) of each built-in dataset, known without loading it.
+DATASET_DIMS = {"moons": (2, 2), **{k: (i.d_in, i.num_classes) for k, i in _FIXED_INFO.items()}}
 
 
 def logits_for(num_classes: int) -> int:
