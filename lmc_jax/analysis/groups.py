@@ -13,7 +13,7 @@ import numpy as np
 
 from lmc_jax.align.weight import align_pairs, align_zoo
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax.data.datasets import load_dataset
+from lmc_jax.data.datasets import dataset_slug, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
@@ -129,7 +129,7 @@ def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max
   if len(directories) < 2:
     raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
   zoo = combine_zoos([Path(d) for d in directories])
-  name = name or f"{zoo.config.data.dataset}_w{zoo.config.model.hidden[0]}"
+  name = name or f"{dataset_slug(zoo.config.data.dataset)}_w{zoo.config.model.hidden[0]}"
   mats = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
   refs = mats.pop("references")
   rows = []

@@ -17,6 +17,7 @@ from absl import flags
 from lmc_jax import result_files
 from lmc_jax.analysis.swa import swa_zoo
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
+from lmc_jax.data.datasets import dataset_slug
 from lmc_jax.lmc.measures import quartiles
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
@@ -54,7 +55,7 @@ def main(argv):
   rows = [{"width": r.width, "model": r.model, "start": r.start_loss,
            "best_sample": _finite_min(r.sample_loss), "average": float(r.average_loss[-1]),
            "eps_median": quartiles(r.samples["epsilon"])["median"]} for r in results]
-  name, dataset = results[-1].data_name, results[-1].dataset
+  name, dataset = results[-1].data_name, dataset_slug(results[-1].dataset)
   print(f"{name}: SWA, {FLAGS.epochs} epochs at lr {FLAGS.lr} (test loss)")
   print(format_table(rows, list(rows[0]), ["width", "model", "start", "best sample",
                                            "final average", "median eps (samples)"]))

@@ -38,7 +38,7 @@ from lmc_jax.cli.config_flags import (
   widths_from_flags,
 )
 from lmc_jax.config import ConfigError
-from lmc_jax.data.datasets import dataset_info
+from lmc_jax.data.datasets import dataset_info, dataset_slug
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.preflight import check_disk_room, check_output_dir
 from lmc_jax.report import figures
@@ -97,6 +97,7 @@ def main(argv):
       histories.append((f"width {config.model.hidden[0]}", history))
   if not rows:
     return
+  label = dataset_slug(FLAGS.dataset)  # names the files (npz:PATH -> npz_<stem>)
   print(f"{rows[0]['source'] or FLAGS.dataset}: mean +- std over the models of each zoo")
   print(format_table(rows, COLUMNS))
   csv_path = write_zoo_summary(out, FLAGS.dataset)
@@ -104,7 +105,7 @@ def main(argv):
   if histories:
     name = rows[0]["source"] or FLAGS.dataset
     png = figures.training_history(histories, name,
-                                   out / result_files.training_history_png(FLAGS.dataset))
+                                   out / result_files.training_history_png(label))
     print(f"training history (history.npz in each zoo): {png}")
   sys.stdout.flush()
 

@@ -1,10 +1,14 @@
 """Datasets as in-memory numpy arrays, small enough to live on the device whole.
 
 Every loader returns a `Dataset` whose arrays are float32 inputs `(n, d)` and int32
-labels `(n,)`. Moons is generated from a seed, so it needs no download.
+labels `(n,)`. Moons is generated from a seed, so it needs no download. A dataset is named
+`moons`, `mnist`, `cifar10`, or `npz:PATH` for a user's own `.npz` file (see `data.npz`);
+`dataset_info` tells its sizes and shapes without loading its arrays.
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -12,8 +16,7 @@ import numpy as np
 from lmc_jax.errors import LmcError
 
 DATASETS = ("moons", "mnist", "cifar10")
-# (input dimension, number of classes) of each dataset, known without loading it.
-DATASET_DIMS = {"moons": (2, 2), "mnist": (784, 10), "cifar10": (3072, 10)}
+NPZ_PREFIX = "npz:"
 
 
 class Dataset(NamedTuple):
@@ -23,10 +26,35 @@ class Dataset(NamedTuple):
   y_test: np.ndarray  # (n_test,) int32
   num_classes: int
   source: str = ""  # how results from it are labelled, e.g. "CIFAR-10 (JPEG re-encode)"
+  # (H, W, C) of image data, whose rows are images flattened in HWC order; None otherwise.
+  image_shape: Optional[Tuple[int, int, int]] = None
 
   @property
   def d_out(self) -> int:
     return logits_for(self.num_classes)
+
+
+class DatasetInfo(NamedTuple):
+  """What is known of a dataset without loading its arrays."""
+  d_in: int  # features per flat input row
+  num_classes: int
+  image_shape: Optional[Tuple[int, int, int]]  # (H, W, C) of image data, None for flat rows
+  n_train: int  # training samples a zoo trains on (after train_subset)
+  n_test: int  # test samples it is evaluated on (after test_subset)
+  name: str  # the dataset name as given
+
+  @property
+  def d_out(self) -> int:
+    return logits_for(self.num_classes)
+
+
+# The datasets whose arrays have fixed sizes, at full size (before any subset).
+_FIXED_INFO = {
+    "mnist": DatasetInfo(784, 10, (28, 28, 1), 60000, 10000, "mnist"),
+    "cifar10": DatasetInfo(3072, 10, (32, 32, 3), 50000, 10000, "cifar10"),
+}
+# (input dimension, number of classes) of each built-in dataset, known without loading it.
+DATASET_DIMS = {"moons": (2, 2), **{k: (i.d_in, i.num_classes) for k, i in _FIXED_INFO.items()}}
 
 
 def logits_for(num_classes: int) -> int:
@@ -34,39 +62,76 @@ def logits_for(num_classes: int) -> int:
   return 1 if num_classes == 2 else num_classes
 
 
-class DatasetInfo(NamedTuple):
-  """What is known of a dataset without loading its arrays."""
-  name: str
-  d_in: int  # features of one flat row
-  num_classes: int
-  image_shape: Optional[Tuple[int, int, int]]  # (H, W, C) of image data, else None
-  n_train: int  # samples trained on (after train_subset)
-  n_test: int  # samples evaluated on (after test_subset)
+def _unknown(name) -> LmcError:
+  return LmcError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}, or npz:PATH "
+                  "for a .npz file of your own.")
 
 
-_IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-_SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}
+def is_npz(name) -> bool:
+  """Whether `name` names a user's .npz file (`npz:PATH`)."""
+  return isinstance(name, str) and name.startswith(NPZ_PREFIX)
 
 
-def dataset_info(config, data_dir="data") -> DatasetInfo:
-  """The `DatasetInfo` of the dataset `config` (a data section, or a config holding one)
-  names."""
-  data = getattr(config, "data", config)
-  d_in, classes = DATASET_DIMS[data.dataset] if data.dataset in DATASET_DIMS else dims_of(
-      data.dataset)
-  n_train, n_test = ((data.n_train, data.n_test) if data.dataset == "moons"
-                     else _SPLIT_SIZES[data.dataset])
-  return DatasetInfo(data.dataset, d_in, classes, _IMAGE_SHAPES.get(data.dataset),
-                     min(n_train, data.train_subset or n_train),
-                     min(n_test, data.test_subset or n_test))
+def npz_path(name: str) -> Path:
+  """The file `npz:PATH` names, `~` expanded (a relative PATH is from the working directory)."""
+  if not is_npz(name):
+    raise LmcError(f"Dataset {name!r} is not an npz dataset; name one as npz:PATH.")
+  rest = name[len(NPZ_PREFIX):]
+  if not rest.strip():
+    raise LmcError(f"Dataset {name!r} names no file; write npz:PATH with PATH the .npz file.")
+  return Path(rest).expanduser()
+
+
+def dataset_slug(name: str) -> str:
+  """A label for directory and file names: a built-in dataset's name, or `npz_<stem>` with
+  every character of the file's stem outside [A-Za-z0-9_-] replaced by `_`."""
+  if is_npz(name):
+    return "npz_" + re.sub(r"[^A-Za-z0-9_-]", "_", npz_path(name).stem)
+  if name not in DATASETS:
+    raise _unknown(name)
+  return name
 
 
 def dims_of(name: str):
-  """(input dimension, number of logits) of dataset `name`, without loading it."""
+  """(input dimension, number of logits) of built-in dataset `name`, without loading it."""
+  if is_npz(name):
+    raise LmcError(f"Dataset {name!r} has no fixed dimensions; read them from its file with "
+                   "dataset_info(config).")
   if name not in DATASET_DIMS:
-    raise LmcError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")
+    raise _unknown(name)
   d_in, classes = DATASET_DIMS[name]
   return d_in, logits_for(classes)
+
+
+def _data_section(config):
+  """The data fields of `config`: its `data` section, or the config itself where it is flat."""
+  return getattr(config, "data", config)
+
+
+def _kept(n: int, wanted: int) -> int:
+  """Samples a split of `n` keeps when cut to `wanted` (0 or at least `n`: all of them)."""
+  return wanted if wanted and wanted < n else n
+
+
+def dataset_info(config, data_dir="data") -> DatasetInfo:
+  """What a config (or its data section) trains and evaluates on, with its subsets applied,
+  without loading arrays: Moons from its fields, MNIST and CIFAR-10 from their official
+  sizes, an npz file from its `.npy` headers and its labels. `data_dir` is where the
+  built-in datasets live; it is not read (their sizes are known)."""
+  data = _data_section(config)
+  name = data.dataset
+  if name == "moons":
+    _check_moons(data.n_train, data.n_test, data.noise)
+    full = DatasetInfo(2, 2, None, data.n_train, data.n_test, name)
+  elif name in _FIXED_INFO:
+    full = _FIXED_INFO[name]
+  elif is_npz(name):
+    from lmc_jax.data.npz import npz_info
+    full = npz_info(npz_path(name))._replace(name=name)
+  else:
+    raise _unknown(name)
+  return full._replace(n_train=_kept(full.n_train, getattr(data, "train_subset", 0)),
+                       n_test=_kept(full.n_test, getattr(data, "test_subset", 0)))
 
 
 def make_moons(n: int, noise: float, rng: np.random.Generator):
@@ -95,30 +160,34 @@ def moons(n_train: int = 512, n_test: int = 512, noise: float = 0.1, seed: int =
   numpy's PCG64 generator is specified bit for bit, so a seed gives the same arrays on
   every machine.
   """
-  if n_train < 2 or n_test < 2:
-    raise LmcError(f"Moons needs at least 2 train and 2 test samples, got "
-                   f"n_train={n_train}, n_test={n_test}.")
-  if noise < 0:
-    raise LmcError(f"Moons noise must be >= 0, got {noise}.")
+  _check_moons(n_train, n_test, noise)
   x_tr, y_tr = make_moons(n_train, noise, np.random.default_rng([seed, 0]))
   x_te, y_te = make_moons(n_test, noise, np.random.default_rng([seed, 1]))
   return Dataset(x_tr, y_tr, x_te, y_te, num_classes=2, source="Moons")
 
 
+def _check_moons(n_train: int, n_test: int, noise: float) -> None:
+  if n_train < 2 or n_test < 2:
+    raise LmcError(f"Moons needs at least 2 train and 2 test samples, got "
+                   f"n_train={n_train}, n_test={n_test}.")
+  if noise < 0:
+    raise LmcError(f"Moons noise must be >= 0, got {noise}.")
+
+
 def load_dataset(config, data_dir="data") -> Dataset:
-  """The dataset `config` (a data section, or a config holding one) names, cut to its
-  `train_subset` / `test_subset` samples where those are set; files are looked up under
-  `data_dir`."""
-  config = getattr(config, "data", config)
-  data = _load_full(config, data_dir)
-  return subset(data, config.train_subset, config.test_subset, config.data_seed)
+  """The dataset a config (or its data section) names, cut to its `train_subset` /
+  `test_subset` samples where those are set; files are looked up under `data_dir`."""
+  data = _data_section(config)
+  full = _load_full(data, data_dir)  # data_dir is not used for npz:PATH
+  return subset(full, getattr(data, "train_subset", 0), getattr(data, "test_subset", 0),
+                data.data_seed)
 
 
 def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
   """`data` with `n_train` training and `n_test` test samples drawn without replacement by
   `seed` (kept in their original order; 0 keeps a whole split)."""
   def cut(x, y, n, stream):
-    if not n or n >= len(y):
+    if _kept(len(y), n) == len(y):
       return x, y
     keep = np.sort(np.random.default_rng([seed, stream]).choice(len(y), n, replace=False))
     return x[keep], y[keep]
@@ -127,17 +196,20 @@ def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
   return data._replace(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
 
 
-def _load_full(config, data_dir) -> Dataset:
-  if config.dataset == "moons":
-    return moons(config.n_train, config.n_test, config.noise, config.data_seed)
-  if config.dataset == "mnist":
+def _load_full(data, data_dir) -> Dataset:
+  if is_npz(data.dataset):
+    from lmc_jax.data.npz import load_npz
+    return load_npz(npz_path(data.dataset))
+  if data.dataset == "moons":
+    return moons(data.n_train, data.n_test, data.noise, data.data_seed)
+  if data.dataset == "mnist":
     from lmc_jax.data.mnist import load_mnist_raw, normalise
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
     return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,
-                   source="MNIST")
-  if config.dataset == "cifar10":
+                   source="MNIST", image_shape=_FIXED_INFO["mnist"].image_shape)
+  if data.dataset == "cifar10":
     from lmc_jax.data import cifar10
     xtr, ytr, xte, yte, label = cifar10.load_cifar10_raw(data_dir)
     return Dataset(cifar10.normalise(xtr), ytr.astype(np.int32), cifar10.normalise(xte),
-                   yte.astype(np.int32), 10, source=label)
-  raise LmcError(f"Unknown dataset {config.dataset!r}; use one of {', '.join(DATASETS)}.")
+                   yte.astype(np.int32), 10, source=label, image_shape=cifar10.IMAGE_SHAPE)
+  raise _unknown(data.dataset)

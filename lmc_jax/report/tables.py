@@ -12,6 +12,7 @@ import numpy as np
 from lmc_jax import result_files
 from lmc_jax.atomic_files import atomic_write_bytes
 from lmc_jax.config import ZooConfig
+from lmc_jax.data.datasets import dataset_slug
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.measures import mean_std
 from lmc_jax.zoo.io import read_zoo_json
@@ -76,5 +77,5 @@ def write_zoo_summary(root, dataset: str) -> Path:
       logging.warning("left out of the zoo summary: %s", e)
   rows = sorted((r for r in rows if r["dataset"] == dataset),
                 key=lambda r: (r["optimizer"], r["init"], r["width"]))
-  return write_csv(Path(root) / result_files.zoo_summary_csv(dataset), rows)
+  return write_csv(Path(root) / result_files.zoo_summary_csv(dataset_slug(dataset)), rows)
 

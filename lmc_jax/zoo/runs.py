@@ -21,7 +21,7 @@ from lmc_jax.atomic_files import (
 )
 from lmc_jax.config import RunOptions, ZooConfig, default_config
 from lmc_jax.crash_points import crash_point
-from lmc_jax.data.datasets import load_dataset
+from lmc_jax.data.datasets import dataset_slug, load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import family_part
@@ -37,7 +37,7 @@ def zoo_family(config: ZooConfig) -> str:
   dataset, what the architecture adds (`nn.architectures.family_part`), then the init and
   optimizer where they differ from the dataset's defaults."""
   default = default_config(config.data.dataset)
-  parts = [config.data.dataset, family_part(config.model)]
+  parts = [dataset_slug(config.data.dataset), family_part(config.model)]
   if config.model.init != default.model.init:
     parts.append(config.model.init)
   if config.optim.optimizer != default.optim.optimizer:
