@@ -10,56 +10,65 @@ import jax
 import numpy as np
 import pytest
 
-from lmc_jax import accelerator
+from lmc_jax import execution
 from lmc_jax.align.weight import _check_matcher
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset, subset
-from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, working_set_budget
+from lmc_jax.execution import plan_from_environment
+from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.nn.architectures import model_for
-from lmc_jax.nn.forward import host_loops
 from lmc_jax.nn.models import init_variables
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.zoo.training import models_per_chunk, train_zoo, zoo_epoch_fn
 from tests.helpers.cli import ROOT
 
 
+FORCED = {execution.ACCELERATOR_PATHS_ENV: "1", execution.ACCELERATOR_MEMORY_ENV: str(1 << 30)}
+CPU = plan_from_environment(environ={})
+
+
 @pytest.fixture
-def forced(monkeypatch):
-  monkeypatch.setenv(accelerator.ENV, "1")
-  monkeypatch.setenv(accelerator.MEMORY_ENV, str(1 << 30))
-  yield
+def forced():
+  yield plan_from_environment(environ=FORCED)
   zoo_epoch_fn.cache_clear()
 
 
-def test_the_switch_takes_every_accelerator_path(monkeypatch):
+def test_the_switch_takes_every_accelerator_path():
   config = default_config("mnist", arch="vgg_small", hidden=(1,))
   model = model_for(config)
   conv = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), 784))
   wide = jax.eval_shape(lambda: init_variables(model_for(default_config("moons", hidden=(512,))),
-                                          jax.random.key(0), 2))
-  monkeypatch.delenv(accelerator.ENV, raising=False)
-  cpu = (models_per_chunk(wide, 256, 50), host_loops(conv), working_set_budget(),
-         _check_matcher("auto"))
+                                               jax.random.key(0), 2))
+  cpu = (models_per_chunk(wide, 256, 50, CPU), CPU.host_loops(conv), CPU.sweep_elements(),
+         _check_matcher("auto", CPU))
   assert cpu == (7, True, 2 ** 20, "host")  # 7 Moons nets of width 512 fill the cache
-  monkeypatch.setenv(accelerator.ENV, "1")
-  monkeypatch.setenv(accelerator.MEMORY_ENV, str(1 << 30))
-  acc = (models_per_chunk(wide, 256, 50), host_loops(conv), working_set_budget(),
-         _check_matcher("auto"))
-  assert acc == (50, False, (1 << 30) // 16, "device")
-  assert _check_matcher("host") == "host"  # an explicit choice stays
+  acc = plan_from_environment(environ=FORCED)
+  assert (models_per_chunk(wide, 256, 50, acc), acc.host_loops(conv), acc.sweep_elements(),
+          _check_matcher("auto", acc)) == (50, False, (1 << 30) // 16, "device")
+  assert _check_matcher("host", acc) == "host"  # an explicit choice stays
+  assert plan_from_environment(environ={execution.ACCELERATOR_PATHS_ENV: "1"}).memory_bytes \
+      == execution.DEFAULT_FORCED_MEMORY
 
 
-def _train(config, data):
-  zoo = train_zoo(config, data, log=None)
+def test_the_environment_is_read_in_one_place():
+  """Nothing in the package but `execution` names the switches."""
+  from tests.test_layout import PACKAGE
+  names = (execution.ACCELERATOR_PATHS_ENV, execution.ACCELERATOR_MEMORY_ENV)
+  readers = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                   if any(n in p.read_text() for n in names))
+  assert readers == ["execution.py"]
+
+
+def _train(config, data, plan):
+  zoo = train_zoo(config, data, log=None, plan=plan)
   return jax.tree_util.tree_map(np.asarray, zoo.params), zoo.history["train_loss"]
 
 
-def test_one_vmap_over_all_models_trains_the_zoo_the_chunked_path_trains(forced, monkeypatch):
+def test_one_vmap_over_all_models_trains_the_zoo_the_chunked_path_trains(forced):
   config = default_config("moons", hidden=(512,), num_models=9, epochs=2)
   data = load_dataset(config)
-  acc_params, acc_loss = _train(config, data)
-  monkeypatch.delenv(accelerator.ENV)
-  cpu_params, cpu_loss = _train(config, data)  # chunks of 7 models (lax.map) on the CPU
+  acc_params, acc_loss = _train(config, data, forced)
+  cpu_params, cpu_loss = _train(config, data, CPU)  # chunks of 7 models (lax.map) on the CPU
   np.testing.assert_allclose(acc_loss, cpu_loss, rtol=1e-5)
   for a, c in zip(jax.tree_util.tree_leaves(acc_params), jax.tree_util.tree_leaves(cpu_params)):
     np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
@@ -67,18 +76,17 @@ def test_one_vmap_over_all_models_trains_the_zoo_the_chunked_path_trains(forced,
 
 @pytest.mark.skipif(not (ROOT / "data" / "mnist").is_dir(), reason="needs experiments.fetch "
                     "--dataset=mnist")
-def test_conv_nets_inside_jit_match_their_host_loops(forced, monkeypatch):
+def test_conv_nets_inside_jit_match_their_host_loops(forced):
   config = default_config("mnist", arch="vgg_small", hidden=(1,), num_models=2, epochs=1,
                           batch_size=32, train_subset=64, test_subset=32, norm="batchnorm")
   data = subset(load_dataset(config, ROOT / "data"), 64, 32)
-  acc_params, acc_loss = _train(config, data)
+  acc_params, acc_loss = _train(config, data, forced)
   pairs = all_pairs(2)
   alphas = np.linspace(0, 1, 3)
   model = model_for(config)
-  acc_sweep = pair_sweep(model, acc_params, pairs, data.x_test, data.y_test, alphas)
-  monkeypatch.delenv(accelerator.ENV)
-  cpu_params, cpu_loss = _train(config, data)
-  cpu_sweep = pair_sweep(model, cpu_params, pairs, data.x_test, data.y_test, alphas)
+  acc_sweep = pair_sweep(model, acc_params, pairs, data.x_test, data.y_test, alphas, plan=forced)
+  cpu_params, cpu_loss = _train(config, data, CPU)
+  cpu_sweep = pair_sweep(model, cpu_params, pairs, data.x_test, data.y_test, alphas, plan=CPU)
   np.testing.assert_allclose(acc_loss, cpu_loss, rtol=1e-4)
   # AdamW's first steps move a weight by about the learning rate whatever its gradient's
   # size, so float32 rounding of a near-zero gradient shows at a small fraction of it.
@@ -91,10 +99,10 @@ def test_auto_matching_on_the_forced_path_is_the_device_solver(forced):
   from lmc_jax.align.registry import MethodSettings, align_by
   config = default_config("moons", hidden=(8,), num_models=3, epochs=3)
   data = load_dataset(config)
-  params, _ = _train(config, data)
+  params, _ = _train(config, data, forced)
   model, spec = model_for(config), spec_for_config(config)
   res = align_by("weight", model, spec, params, 0, frozenset(), data.x_train, data.y_train,
-                 data.x_test, data.y_test, MethodSettings())
+                 data.x_test, data.y_test, MethodSettings(), plan=forced)
   assert res.info["matcher"] == "device"
   for perm in res.perms:  # each a permutation, and the reference's the identity
     assert all(sorted(v.tolist()) == list(range(8)) for v in perm.values())
@@ -106,7 +114,7 @@ def test_gpu_bench_script_runs_at_a_tiny_size(tmp_path):
              BASELINE_MODELS="1", BASELINE_PAIRS="2", TRAIN_SUBSET="256",
              MOONS_ARGS="--width=4 --num_models=3 --epochs=2 --baseline_models=1 "
                         "--baseline_pairs=2",
-             PYTHONPATH=str(ROOT), **{accelerator.ENV: "1"})
+             PYTHONPATH=str(ROOT), **{execution.ACCELERATOR_PATHS_ENV: "1"})
   if not (ROOT / "data" / "mnist").is_dir():
     pytest.skip("needs experiments.fetch --dataset=mnist")
   r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh")], cwd=ROOT, env=env,

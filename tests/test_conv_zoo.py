@@ -118,6 +118,7 @@ def _images(n, seed):
 def test_a_conv_zoo_equals_its_models_trained_one_at_a_time(monkeypatch):
   from lmc_jax.config import default_config
   from lmc_jax.data.datasets import Dataset
+  from lmc_jax.execution import ACCELERATOR_PATHS_ENV, plan_from_environment
   from lmc_jax.zoo import training
   # SGD: Adam's normalisation would blow float rounding in near-zero gradients up.
   config = default_config("mnist", arch="vgg_small", hidden=(1,), num_models=2, epochs=2,
@@ -132,7 +133,7 @@ def test_a_conv_zoo_equals_its_models_trained_one_at_a_time(monkeypatch):
                     jax.tree_util.tree_leaves(take(zoo.params, np.array([k])))):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # The accelerator's path (all models one vmap, each epoch one scan) on this CPU.
-  monkeypatch.setattr(training, "host_loops", lambda *a, **k: False)
-  vmapped = training.train_zoo(config.replace(seed=0), data, log=None)
+  forced = plan_from_environment(environ={ACCELERATOR_PATHS_ENV: "1"})
+  vmapped = training.train_zoo(config.replace(seed=0), data, log=None, plan=forced)
   for a, b in zip(jax.tree_util.tree_leaves(vmapped.params), jax.tree_util.tree_leaves(zoo.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

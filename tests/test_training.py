@@ -4,7 +4,6 @@ import numpy as np
 import optax
 import pytest
 
-from lmc_jax import accelerator
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
@@ -14,7 +13,8 @@ from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import make_optimizer, make_schedule, optimizer_for
 from lmc_jax.tree_utils import map_in_chunks
 from lmc_jax.zoo import training
-from lmc_jax.zoo.footprint import CPU_CHUNK_BYTES, models_per_chunk
+from lmc_jax.execution import CPU_CHUNK_BYTES, plan_from_environment
+from lmc_jax.zoo.footprint import models_per_chunk
 from lmc_jax.zoo.io import load_history, save_zoo
 from lmc_jax.zoo.training import (
   epoch_batches,
@@ -259,13 +259,14 @@ def test_map_in_chunks_is_vmap_and_never_batches_one_item(n, chunk):
   assert sorted(set(sizes)) == sorted({c for c in (min(chunk, n), n % min(chunk, n)) if c > 1})
 
 
-def test_cpu_chunks_are_even_and_a_model_too_large_for_them_trains_alone(monkeypatch):
-  monkeypatch.delenv(accelerator.ENV, raising=False)
+def test_cpu_chunks_are_even_and_a_model_too_large_for_them_trains_alone():
+  cpu = plan_from_environment(environ={})
   small = {"k": jax.ShapeDtypeStruct((2, 16), jnp.float32)}  # 16 units: ~66 KB at batch 1000
   per_model = 4 * 1000 * 16 + 4 * 32
   fits = CPU_CHUNK_BYTES // per_model
-  assert models_per_chunk(small, 1000, fits) == fits  # all fit: one chunk
-  assert models_per_chunk(small, 1000, fits + 1) == -(-(fits + 1) // 2)  # two even chunks
+  assert models_per_chunk(small, 1000, fits, cpu) == fits  # all fit: one chunk
+  assert models_per_chunk(small, 1000, fits + 1, cpu) == -(-(fits + 1) // 2)  # two even chunks
   big = {"k": jax.ShapeDtypeStruct((784, 2048), jnp.float32)}
-  assert models_per_chunk(big, 256, 10) == 1
-  assert models_per_chunk(big, 256, 10, num_devices=2) == 10  # several devices: one vmap
+  assert models_per_chunk(big, 256, 10, cpu) == 1
+  two = cpu.with_devices(jax.devices() * 2)
+  assert models_per_chunk(big, 256, 10, two) == 10  # several devices: one vmap

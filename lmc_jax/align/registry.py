@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan
 from lmc_jax.symmetry.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
 from lmc_jax.tree_utils import take, to_numpy
 
@@ -51,6 +52,7 @@ class AlignTask(NamedTuple):
   eval_x: np.ndarray  # the split the curves are measured on
   eval_y: np.ndarray
   settings: "MethodSettings"
+  plan: Optional[ExecutionPlan] = None  # how it runs (default: `execution.default_plan()`)
 
   @property
   def key(self):
@@ -215,7 +217,8 @@ class MethodSettings:
 
 def align_by(name: str, model, spec: PermutationSpec, params, reference: int, skip,
              fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
-             settings: Optional[MethodSettings] = None) -> MethodResult:
+             settings: Optional[MethodSettings] = None,
+             plan: Optional[ExecutionPlan] = None) -> MethodResult:
   """Aligns the stacked zoo `params` by method `name` (see `method_names()`).
 
   `fit_x, fit_y` are training data (the first `settings.fit_samples` are used);
@@ -226,7 +229,7 @@ def align_by(name: str, model, spec: PermutationSpec, params, reference: int, sk
   settings = settings if settings is not None else MethodSettings()
   n = settings.fit_samples
   task = AlignTask(model, spec, to_numpy(params), reference, frozenset(skip), fit_x[:n],
-                   fit_y[:n], eval_x, eval_y, settings)
+                   fit_y[:n], eval_x, eval_y, settings, plan)
   start = time.perf_counter()
   result = method.align(task)
   seconds = time.perf_counter() - start

@@ -7,13 +7,13 @@ Each hidden layer's permutation is relaxed to a doubly stochastic matrix
 of it) and are trained with Adam on the expected loss of the interpolated network, alpha
 drawn uniformly from [0, 1] each step (or alpha = 1/2: the midpoint). At the end each `P`
 is rounded to the permutation with the largest total weight (a linear assignment).
-All models of a zoo train at once: `jit(vmap)` over the models, `lax.scan` over the steps
-(a host loop over jitted steps for conv nets on a CPU, `forward.host_loops`).
+All models of a zoo train at once: `vmap` over the models, `lax.scan` over the steps (a
+host loop over jitted steps where the plan says so: `ExecutionPlan.host_loops`).
 """
 from __future__ import annotations
 
 import functools
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,8 @@ from scipy.optimize import linear_sum_assignment
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.forward import apply_eval, host_loops
+from lmc_jax.execution import ExecutionPlan, plan_or_default, run_steps
+from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
 from lmc_jax.symmetry.spec import PermutationSpec, apply_soft_permutation, spec_from_key, spec_key
@@ -63,6 +64,7 @@ class SinkhornResult(NamedTuple):
   losses: np.ndarray  # (steps, models) training loss of each step
 
 
+@functools.lru_cache(maxsize=16)
 def _step_fn(model, spec_items, iters, objective, tx):
   """`step((logits, opt_state), s, params_a, params_b, x, y, keys) -> (carry, loss (m,))`:
   one Adam step of every model's logits on batch `s` of `(x, y)`."""
@@ -89,33 +91,20 @@ def _step_fn(model, spec_items, iters, objective, tx):
   return step
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _train(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b, x, y, keys):
-  """Every step in one `lax.scan`; returns (final matrices, losses `(steps, m)`)."""
+def _train(model, spec_items, steps, iters, objective, tx, from_host, logits, params_a,
+           params_b, x, y, keys):
+  """Every step, a `lax.scan` (jitted whole: `_train_jit`) or with `from_host` one jitted
+  call each; returns (final matrices, losses `(steps, m)`)."""
   step = _step_fn(model, spec_items, iters, objective, tx)
   carry = (logits, jax.vmap(tx.init)(logits))
-  (logits, _), losses = jax.lax.scan(
-      lambda c, s: step(c, s, params_a, params_b, x, y, keys), carry, jnp.arange(steps))
-  return _matrices(logits, iters), losses
+  (logits, _), losses = run_steps(step, carry, jnp.arange(steps, dtype=jnp.int32), params_a,
+                                  params_b, x, y, keys, from_host=from_host)
+  if losses is None:  # no steps
+    losses = jnp.zeros((0, keys.shape[0]))
+  return _matrices_jit(logits, iters), losses
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _one_step(model, spec_items, iters, objective, tx, carry, s, params_a, params_b, x, y, keys):
-  return _step_fn(model, spec_items, iters, objective, tx)(carry, s, params_a, params_b, x, y,
-                                                           keys)
-
-
-def _train_from_host(model, spec_items, steps, iters, objective, tx, logits, params_a, params_b,
-                     x, y, keys):
-  """`_train` with the steps looped from the host, one jitted call each (conv nets on a
-  CPU: `forward.host_loops`)."""
-  carry, losses = (logits, jax.vmap(tx.init)(logits)), []
-  for s in range(steps):
-    carry, loss = _one_step(model, spec_items, iters, objective, tx, carry, jnp.int32(s),
-                            params_a, params_b, x, y, keys)
-    losses.append(loss)
-  losses = jnp.stack(losses) if losses else jnp.zeros((0, keys.shape[0]))
-  return _matrices_jit(carry[0], iters), losses
+_train_jit = jax.jit(_train, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 
 
 def _matrices(logits, iters):
@@ -128,10 +117,11 @@ _matrices_jit = jax.jit(_matrices, static_argnums=1)
 
 def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stack, start_perms,
                       x, y, steps: int = 50, lr: float = 0.1, iters: int = 20,
-                      objective: str = "expected") -> SinkhornResult:
+                      objective: str = "expected",
+                      plan: Optional[ExecutionPlan] = None) -> SinkhornResult:
   """Permutations of every model of `params_b_stack` `(m, ...)` onto `params_a` (one model),
   learned from their starting permutations `start_perms` (a list of m dicts) on training
-  data `(x, y)`."""
+  data `(x, y)`, run as `plan` says."""
   if objective not in OBJECTIVES:
     raise LmcError(f"Unknown Sinkhorn objective {objective!r}; use one of {', '.join(OBJECTIVES)}.")
   logits = {p: np.stack([start_logits(np.asarray(sp[p])) for sp in start_perms])
@@ -140,10 +130,11 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   keys = fold_in_each(key, np.arange(m))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
   spec_items = spec_key(spec)  # hashable: a static argument
-  train = _train_from_host if host_loops(params_a) else _train
+  from_host = plan_or_default(plan).host_loops(params_a)
+  train = _train if from_host else _train_jit
   mats, losses = train(model, spec_items, int(steps), int(iters), objective,
-                        cached_adam(float(lr)), logits, params_a, params_b_stack,
-                        jnp.asarray(x), jnp.asarray(y), keys)
+                       cached_adam(float(lr)), from_host, logits, params_a, params_b_stack,
+                       jnp.asarray(x), jnp.asarray(y), keys)
   mats = {p: np.asarray(v) for p, v in mats.items()}
   perms = [{p: round_to_permutation(v[k]) for p, v in mats.items()} for k in range(m)]
   return SinkhornResult(perms, mats, np.asarray(losses))
@@ -165,7 +156,7 @@ def _align_by_sinkhorn(task: AlignTask) -> Alignment:
   res = sinkhorn_matching(task.key, task.model, task.spec, task.member(task.reference),
                           task.member(np.asarray(movers)), [start[k] for k in movers],
                           task.fit_x, task.fit_y, s.sinkhorn_steps, s.sinkhorn_lr,
-                          objective=s.sinkhorn_objective)
+                          objective=s.sinkhorn_objective, plan=task.plan)
   for k, p in zip(movers, res.perms):
     perms[k] = p
   return Alignment(perms, {

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from lmc_jax.accelerator import on_accelerator
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.weight_device import match_many
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan, plan_or_default
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_permutation,
@@ -103,26 +103,27 @@ class ZooAlignment(NamedTuple):
 MATCHERS = ("auto", "host", "device")
 
 
-def _check_matcher(matcher: str) -> str:
-  """The matcher to run: `auto` is `device` on an accelerator (`lmc_jax.accelerator`),
-  `host` on a CPU."""
+def _check_matcher(matcher: str, plan: Optional[ExecutionPlan] = None) -> str:
+  """The matcher to run: `auto` is the plan's (`ExecutionPlan.matcher`: `device` on the
+  accelerator's paths, `host` on a CPU)."""
   if matcher not in MATCHERS:
     raise LmcError(f"Unknown matcher {matcher!r}; use one of {', '.join(MATCHERS)}.")
   if matcher == "auto":
-    return "device" if on_accelerator() else "host"
+    return plan_or_default(plan).matcher()
   return matcher
 
 
 def align_zoo(key, spec: PermutationSpec, params_stack, reference: int = 0,
-              max_iter: int = 50, skip=(), matcher: str = "host") -> ZooAlignment:
+              max_iter: int = 50, skip=(), matcher: str = "host",
+              plan: Optional[ExecutionPlan] = None) -> ZooAlignment:
   """Aligns every model of a stacked zoo to model `reference` by weight matching.
 
   Model k's layer orders come from `fold_in(key, k)`. Models in `skip` (diverged ones)
   keep the identity permutation and an empty objective. `matcher='device'` matches all
   models at once with the jittable solver (float32); 'host' one at a time with scipy;
-  'auto' the first on an accelerator, the second on a CPU.
+  'auto' the plan's (the first on an accelerator, the second on a CPU).
   """
-  matcher = _check_matcher(matcher)
+  matcher = _check_matcher(matcher, plan)
   host = to_numpy(params_stack)
   num = jax.tree_util.tree_leaves(host)[0].shape[0]
   validate_spec(spec, host, batch_dims=1)
@@ -169,14 +170,14 @@ def _align_zoo_device(key, spec, host, ref, sizes, reference, max_iter, skip, nu
 
 
 def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int = 50,
-                matcher: str = "host"):
+                matcher: str = "host", plan: Optional[ExecutionPlan] = None):
   """Model j of every pair (i, j) weight-matched directly to model i.
 
   Returns a stack `(P, ...)`: entry p is model pairs[p, 1] permuted onto pairs[p, 0].
   Pair p's layer orders come from `fold_in(key, p)`. `matcher='device'` matches every
-  pair at once with the jittable solver.
+  pair at once with the jittable solver; 'auto' the plan's.
   """
-  matcher = _check_matcher(matcher)
+  matcher = _check_matcher(matcher, plan)
   host = to_numpy(params_stack)
   validate_spec(spec, host, batch_dims=1)
   pairs = np.asarray(pairs).reshape(-1, 2)
@@ -200,7 +201,7 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
                             "float32), or auto: device on a GPU or TPU, host on a CPU.",
                             MATCHERS),))
 def _align_by_weights(task: AlignTask) -> Alignment:
-  matcher = _check_matcher(task.settings.matcher)
+  matcher = _check_matcher(task.settings.matcher, task.plan)
   res = align_zoo(task.key, task.spec, task.params, task.reference, task.settings.max_iter,
                   task.skip, matcher)
   return Alignment(res.perms, {"sweeps": res.sweeps, "objective": res.objective,

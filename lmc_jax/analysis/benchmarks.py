@@ -8,11 +8,11 @@ for a sweep the endpoint parameters read and the mixed ones written once per net
 `floor_s` turns those into the least time the device could take, from its rates measured
 by `device_rates`.
 
-Convolutional zoos (`ZooConfig.arch`) run the paths the library runs for them: on one CPU
-device those are host loops, one jitted call per model epoch, step or network
-(`nn.forward.host_loops`), so there the "vectorised" side is that loop and the baselines
-avoid XLA's slow convolution inside loops too. Their FLOPs are counted from the traced
-network (`forward_flops`).
+Every function times the paths the library runs under the plan it is given (default
+`execution.default_plan()`): for convolutional zoos on one CPU device those are host loops,
+one jitted call per model epoch, step or network (`ExecutionPlan.host_loops`), so there the
+"vectorised" side is that loop and the baselines avoid XLA's slow convolution inside loops
+too. FLOPs are counted from the traced network (`forward_flops`).
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ from lmc_jax.analysis.product_rates import equations, product_seconds
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset, dataset_info
+from lmc_jax.execution import ExecutionPlan, plan_or_default
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import metrics_one, to_batches
-from lmc_jax.nn.forward import apply_eval, host_loops, split_tree
+from lmc_jax.nn.forward import apply_eval, split_tree
 from lmc_jax.nn.models import loss_and_correct, num_params
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.tree_utils import take
@@ -134,7 +135,8 @@ def forward_flops(model, tree_one, d_in: int) -> int:
   return _jaxpr_flops(jax.make_jaxpr(lambda t, v: apply_eval(model, t, v))(tree_one, x).jaxpr)
 
 
-def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None) -> dict:
+def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None,
+                   plan: Optional[ExecutionPlan] = None) -> dict:
   """Seconds to train `config.train.num_models` models for its epochs: all at once
   (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
   over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
@@ -156,9 +158,10 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   # The zoo side exactly as train_zoo runs it (chunks of models on a CPU; conv nets on one
   # CPU device from host loops). Its epoch donates its inputs, so it gets copies: the
   # initial state is reused by the loops below.
-  loop = host_loops(one_model)
+  plan = plan_or_default(plan)
+  loop = plan.host_loops(one_model)
   chunk = 1 if loop else models_per_chunk(one_model, min(train.batch_size, len(data.y_train)),
-                                          len(ids))
+                                          len(ids), plan)
   steps = steps_per_epoch(len(data.y_train), train.batch_size)
   tx, zoo_epoch = zoo_epoch_fn(model, config.optim, train.epochs * steps, train.batch_size,
                                augment, None if chunk >= len(ids) else chunk, loop)
@@ -237,7 +240,8 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
 
 
 def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
-                     baseline_pairs: Optional[int] = None) -> dict:
+                     baseline_pairs: Optional[int] = None,
+                     plan: Optional[ExecutionPlan] = None) -> dict:
   """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
   a Python loop over pairs and alphas calling a jitted single-network evaluation, and
   against the study's style of loop. `baseline_pairs`: run the loops on this many pairs
@@ -253,16 +257,17 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   x, y = data.x_test, data.y_test
 
   t = time.perf_counter()
-  pair_sweep(model, params_stack, pairs[:1], x, y, alphas)  # compiles the 1-chunk shape
+  plan = plan_or_default(plan)
+  pair_sweep(model, params_stack, pairs[:1], x, y, alphas, plan=plan)  # the 1-chunk shape
   sweep_compile = time.perf_counter() - t
-  pair_sweep(model, params_stack, pairs, x, y, alphas)  # compiles the full shape
+  pair_sweep(model, params_stack, pairs, x, y, alphas, plan=plan)  # compiles the full shape
   t = time.perf_counter()
-  curves = pair_sweep(model, params_stack, pairs, x, y, alphas)
+  curves = pair_sweep(model, params_stack, pairs, x, y, alphas, plan=plan)
   sweep_s = time.perf_counter() - t
 
   batches = to_batches(x, y)
   members = [take(params_stack, k) for k in range(config.train.num_models)]
-  unrolled = host_loops(members[0])
+  unrolled = plan.host_loops(members[0])
 
   def network(pi, pj, a):
     mixed = interpolate(pi, pj, a)

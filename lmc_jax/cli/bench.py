@@ -42,6 +42,7 @@ from lmc_jax.cli.config_flags import in_flags
 from lmc_jax.config import DEFAULT_ARCH, ConfigError, default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan, plan_from_environment
 from lmc_jax.lmc.batchnorm import has_batch_stats
 from lmc_jax.nn.architectures import model_for, takes_depth
 from lmc_jax.nn.architectures import names as arch_names
@@ -129,14 +130,14 @@ def key_of(width: int, precision: str) -> str:
 
 
 def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
-               precision: str = "fp32"):
+               precision: str, plan: ExecutionPlan):
   """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
   config = config_for(width, n, epochs, precision)
   rates = rates_at(rates, precision)
   data = load_dataset(config, FLAGS.data_dir)
-  train = bench_training(config, data, FLAGS.baseline_models)
-  zoo = train_zoo(config, data, log=None)
-  sweep = bench_pair_sweep(config, data, zoo.variables, FLAGS.baseline_pairs)
+  train = bench_training(config, data, FLAGS.baseline_models, plan)
+  zoo = train_zoo(config, data, log=None, plan=plan)
+  sweep = bench_pair_sweep(config, data, zoo.variables, FLAGS.baseline_pairs, plan)
   record[key_of(width, precision)] = {"training": train, "sweep": sweep}
   tag = "" if precision == "fp32" else f" [{precision}]"
   what = f"w{width}{tag}: train {n} models x {epochs} epochs"
@@ -187,6 +188,7 @@ def main(argv):
     for precision in precisions:
       config_for(width, n, epochs, precision)
   device = jax.devices()[0]
+  plan = plan_from_environment()
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
         f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
@@ -196,7 +198,8 @@ def main(argv):
   record, rows, widest = {}, [], max(widths)
   for width in widths:
     for precision in precisions:
-      width_out, config, data, params = width_rows(width, n, epochs, rates, record, precision)
+      width_out, config, data, params = width_rows(width, n, epochs, rates, record, precision,
+                                                   plan)
       rows += width_out
       if width == widest and precision == precisions[0]:  # plane and alignment: widest zoo
         widest_zoo = config, data, params

@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import jax
 from absl import flags
 
 from lmc_jax import result_files
@@ -39,6 +38,7 @@ from lmc_jax.cli.config_flags import (
 )
 from lmc_jax.config import ConfigError
 from lmc_jax.data.datasets import dataset_info, dataset_slug
+from lmc_jax.execution import ExecutionPlan, plan_from_environment
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.preflight import check_disk_room, check_output_dir
 from lmc_jax.report import figures
@@ -58,7 +58,7 @@ COLUMNS = ["width", "optimizer", "init", "models", "diverged", "collapsed", "tra
            "test_loss", "train_acc", "test_acc"]
 
 
-def preflight(configs, out: Path, overwrite: bool) -> None:
+def preflight(configs, out: Path, overwrite: bool, plan: ExecutionPlan) -> None:
   """Before any training: every network fits its dataset and the memory here, and `out`
   is a writable directory with room for every zoo (and the largest checkpoint)."""
   check_output_dir(out, "--out")
@@ -69,7 +69,7 @@ def preflight(configs, out: Path, overwrite: bool) -> None:
       model_for(config)
     except ConfigError as e:
       raise in_flags(e) from None
-    footprint = check_fits(config, jax.device_count())
+    footprint = check_fits(config, plan)
     if overwrite or not (out / zoo_dirname(config) / result_files.ZOO_JSON).exists():
       need += footprint.disk_bytes
   check_disk_room(out, need, f"{len(configs)} zoo(s) of {configs[0].train.num_models} models",
@@ -84,11 +84,12 @@ def main(argv):
   options = run_options_from_flags()
   configs = [config_from_flags(w) for w in widths]  # checks every width before any training
   out = Path(FLAGS.out)
-  preflight(configs, out, options.overwrite)
+  plan = plan_from_environment()
+  preflight(configs, out, options.overwrite, plan)
   rows, histories = [], []
   for config in configs:
     directory = out / zoo_dirname(config)
-    doc = run_zoo(config, directory, options)
+    doc = run_zoo(config, directory, options, plan)
     if doc is None:  # not the first of several processes: it has written and will report
       continue
     rows.append(zoo_row(doc))

@@ -13,13 +13,15 @@ training mode from a zero state gives `(1 - m) * batch`, from a state of ones
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.execution import map_items, run_steps
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
-from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
-from lmc_jax.tree_utils import stack
+from lmc_jax.nn.forward import apply_train, join_tree, split_tree
 
 
 def has_batch_stats(tree) -> bool:
@@ -28,46 +30,38 @@ def has_batch_stats(tree) -> bool:
   return bool(jax.tree_util.tree_leaves(state))
 
 
-def reset_batch_stats(model, tree, x_batches):
-  """`tree` (one model) with every state leaf recomputed on `x_batches` `(R, b, d)`."""
+def reset_batch_stats(model, tree, x_batches, from_host: bool = False):
+  """`tree` (one model) with every state leaf recomputed on `x_batches` `(R, b, d)`; the
+  batches a `lax.scan`, or with `from_host` one jitted call each
+  (`execution.ExecutionPlan.host_loops`)."""
   params, state = split_tree(tree)
   zeros = jax.tree_util.tree_map(jnp.zeros_like, state)
   ones = jax.tree_util.tree_map(jnp.ones_like, state)
   _, from_zero = apply_train(model, params, zeros, x_batches[0])
   _, from_one = apply_train(model, params, ones, x_batches[0])
   keep = jax.tree_util.tree_map(lambda a, b: a - b, from_one, from_zero)  # m, per element
-
-  if host_loops(tree):  # concrete arrays: one jitted call per batch
-    total = zeros
-    for xb in x_batches:
-      total = _add_batch_jit(model, params, total, xb)
-  else:
-    total, _ = jax.lax.scan(lambda t, xb: (_add_batch(model, params, t, xb), None), zeros,
-                            x_batches)
+  total, _ = run_steps(_add_batch(model), zeros, x_batches, params, from_host=from_host)
   num = x_batches.shape[0]
   new_state = jax.tree_util.tree_map(lambda t, m: t / num / (1 - m), total, keep)
   return join_tree(params, new_state, tree)
 
 
-def _add_batch(model, params, total, xb):
-  """`total` plus the state a training pass from a zero state gives on batch `xb`."""
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, total)
-  _, upd = apply_train(model, params, zeros, xb)
-  return jax.tree_util.tree_map(jnp.add, total, upd)
+@functools.lru_cache(maxsize=None)
+def _add_batch(model):
+  """The step of `reset_batch_stats` for `model`: `total` plus the state a training pass
+  from a zero state gives on batch `xb` (one function object per model)."""
+  def step(total, xb, params):
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, total)
+    _, upd = apply_train(model, params, zeros, xb)
+    return jax.tree_util.tree_map(jnp.add, total, upd), None
+  return step
 
 
-_add_batch_jit = jax.jit(_add_batch, static_argnums=0)
-
-
-def _reset_chunk(model, mixed, params_i, params_j, alphas, x_batches):
+def _reset_chunk(model, mixed, params_i, params_j, alphas, x_batches, from_host):
   """The `transform` of `pair_sweep`: reset for a chunk of `(pairs * A)` networks."""
   del params_i, params_j, alphas
-  first = jax.tree_util.tree_map(lambda p: p[0], mixed)
-  if host_loops(first):  # called from the host with concrete arrays
-    n = jax.tree_util.tree_leaves(mixed)[0].shape[0]
-    return stack([reset_batch_stats(model, jax.tree_util.tree_map(lambda p, k=k: p[k], mixed),
-                                    x_batches) for k in range(n)], jnp.stack)
-  return jax.vmap(lambda t: reset_batch_stats(model, t, x_batches))(mixed)
+  return map_items(lambda t: reset_batch_stats(model, t, x_batches, from_host), mixed,
+                   from_host=from_host)
 
 
 def reset_batches(x_train: np.ndarray, num_batches: int, batch_size: int, seed: int = 0):

@@ -16,16 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.accelerator import accelerator_memory
 from lmc_jax.errors import LmcError
-from lmc_jax.nn.evaluation import Batches, metrics_from_host, metrics_stack, to_batches
-from lmc_jax.nn.forward import (
-  LinearFirstLayer,
-  apply_eval,
-  host_loops,
-  is_variables,
-  linear_first_layer,
-)
+from lmc_jax.execution import ExecutionPlan, plan_or_default
+from lmc_jax.nn.evaluation import Batches, metrics_one, metrics_stack, to_batches
+from lmc_jax.nn.forward import LinearFirstLayer, apply_eval, is_variables, linear_first_layer
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.precision import einsum
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
@@ -55,21 +49,14 @@ def interpolate(params_i, params_j, alpha):
   return jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, params_i, params_j)
 
 
-def working_set_budget(device=None) -> int:
-  """float32 elements one chunk of a sweep may use: a quarter of an accelerator's memory;
-  4 MiB on a CPU, about one core's L2 cache (a chunk that stays in cache runs fastest
-  there; BUILD_NOTES.md measures it against 128 MiB chunks on the Moons sweeps)."""
-  memory = accelerator_memory(device)
-  if memory is not None:
-    return memory // 4 // 4
-  return 2 ** 20
-
-
 def pair_chunk_size(params_stack, batch_size: int, num_alphas: int, num_pairs: int,
                     budget_elements: Optional[int] = None) -> int:
   """Pairs per chunk so that interpolated params plus activations stay within the budget
-  (float32 elements; default `working_set_budget()`)."""
-  budget_elements = working_set_budget() if budget_elements is None else budget_elements
+  (float32 elements; default the plan's `sweep_elements()`: a quarter of an accelerator's
+  memory, 4 MiB on a CPU, where a chunk that stays in cache runs fastest; BUILD_NOTES.md
+  measures it against 128 MiB chunks on the Moons sweeps)."""
+  if budget_elements is None:
+    budget_elements = plan_or_default(None).sweep_elements()
   leaves = jax.tree_util.tree_leaves(params_stack)
   n_params = sum(int(np.prod(leaf.shape[1:])) for leaf in leaves)
   # Activations: a sample passes through every unit; kernels' last axis counts them. A
@@ -99,7 +86,7 @@ def _sweep(model, params_stack, pairs_chunked, alphas, batches: Batches, chunk: 
     mixed = jax.tree_util.tree_map(mix, pi, pj)
     first = linear_first_layer(model) if is_variables(mixed) else None
     if transform is not None:
-      mixed = transform(model, mixed, pi, pj, alphas, transform_data)
+      mixed = transform(model, mixed, pi, pj, alphas, transform_data, False)
       loss, acc = metrics_stack(model, mixed, batches)
     elif first is not None and batches.x.shape[-1] >= MIN_FAN_IN_TO_INTERPOLATE_OUTPUT:
       loss, acc = _line_metrics_first_linear(model, first, pi, pj, mixed, alphas, batches)
@@ -156,7 +143,7 @@ def _line_metrics_first_linear(model, first: LinearFirstLayer, params_i, params_
 def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
                alphas: Optional[np.ndarray] = None, batch_size: int = 1024,
                chunk: Optional[int] = None, devices=None, transform=None,
-               transform_data=None) -> Curves:
+               transform_data=None, plan: Optional[ExecutionPlan] = None) -> Curves:
   """Loss and accuracy at every alpha for every pair, in one jitted call.
 
   Args:
@@ -165,11 +152,13 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
     pairs: (P, 2) model indices; the curve runs from pairs[:, 0] to pairs[:, 1].
     x, y: the split, (n, d) and (n,).
     alphas: (A,) points in [0, 1]; default the study's 11.
-    chunk: pairs per `lax.map` step; default from `working_set_budget()`.
-    devices: the pairs of a chunk are split over these (default: every visible device).
-    transform: optional `f(model, mixed, params_i, params_j, alphas, transform_data)`
-      applied to each chunk's interpolated networks `(chunk * A, ...)` before they are
-      evaluated (e.g. REPAIR); a module-level function, so it can key the compilation.
+    chunk: pairs per `lax.map` step; default from the plan's `sweep_elements()`.
+    devices: the pairs of a chunk are split over these (default: the plan's devices).
+    transform: optional `f(model, mixed, params_i, params_j, alphas, transform_data,
+      from_host)` applied to each chunk's interpolated networks `(chunk * A, ...)` before
+      they are evaluated (e.g. REPAIR); a module-level function or a hashable object, so it
+      can key the compilation; `from_host` says whether its own loops run from the host.
+    plan: how it runs (`execution.ExecutionPlan`; default `default_plan()`).
   """
   alphas = default_alphas() if alphas is None else np.asarray(alphas, np.float64)
   pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
@@ -177,13 +166,17 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
     raise LmcError("No pairs to interpolate: a zoo needs at least 2 usable models; train "
                    "more with --num_models.")
   batches = to_batches(x, y, batch_size)
-  mesh = model_mesh(devices)
-  if host_loops(jax.tree_util.tree_map(lambda p: p[0], params_stack), mesh.devices.size):
+  plan = plan_or_default(plan)
+  if devices is not None:
+    plan = plan.with_devices(devices)
+  mesh = model_mesh(plan.devices)
+  if plan.host_loops(jax.tree_util.tree_map(lambda p: p[0], params_stack)):
     loss, acc = _sweep_from_host(model, params_stack, pairs, alphas, batches, transform,
                                  transform_data)
     return Curves(alphas, pairs, loss, acc)
   if chunk is None:
-    chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs))
+    chunk = pair_chunk_size(params_stack, batches.batch_size, len(alphas), len(pairs),
+                            plan.sweep_elements())
   chunk = padded_size(chunk, mesh)  # every device gets the same share of a chunk
   num_chunks = -(-len(pairs) // chunk)
   logging.debug("pair sweep: %d pairs x %d alphas in %d chunks of %d pairs on %d device(s)",
@@ -206,12 +199,15 @@ _interpolate_jit = jax.jit(interpolate)
 @functools.lru_cache(maxsize=8)
 def _jitted_transform(transform):
   """`transform` jitted once per (hashable) transform, not once per sweep."""
-  return jax.jit(transform, static_argnums=0)
+  return jax.jit(transform, static_argnums=(0, 6))
 
 
 def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, transform_data):
-  """The sweep as host loops over pairs, alphas and batches, one jitted call per step (see
-  `forward.host_loops`); `transform` gets chunks of one network."""
+  """The sweep one network at a time from the host (`ExecutionPlan.host_loops`): the
+  vectorised sweep's chunks (every pair of a chunk with every alpha in one vmap, the first
+  layer's shortcut) have no form for one network, so its pieces (the interpolation, the
+  `transform` on a chunk of one network, `metrics_one` with its batches from the host) run
+  here in Python loops over pairs and alphas."""
   loss = np.zeros((len(pairs), len(alphas)))
   acc = np.zeros_like(loss)
   one = lambda t: jax.tree_util.tree_map(lambda p: jnp.asarray(p)[None], t)
@@ -223,9 +219,9 @@ def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, tra
       mixed = _interpolate_jit(pi, pj, jnp.float32(alpha))
       if transform is not None:
         mixed = transform(model, one(mixed), one(pi), one(pj),
-                          jnp.asarray(alphas[a:a + 1], jnp.float32), transform_data)
+                          jnp.asarray(alphas[a:a + 1], jnp.float32), transform_data, True)
         mixed = jax.tree_util.tree_map(lambda q: q[0], mixed)
-      loss[p, a], acc[p, a] = metrics_from_host(model, mixed, batches)
+      loss[p, a], acc[p, a] = metrics_one(model, mixed, batches, from_host=True)
   return loss, acc
 
 

@@ -88,7 +88,8 @@ class RepairTransform:
   `sites` on the inputs it is given (hashable: it keys the sweep's compilation)."""
   sites: Tuple[str, ...]
 
-  def __call__(self, model, mixed, params_i, params_j, alphas, x_stats):
+  def __call__(self, model, mixed, params_i, params_j, alphas, x_stats, from_host=False):
+    del from_host  # no loop of its own: one pass over `x_stats`
     stats = jax.vmap(lambda p: site_stats(model, p, x_stats, self.sites))
     si, sj = stats(params_i), stats(params_j)  # per site: (mean, std), each (chunk, w)
     al = alphas.reshape(1, -1, 1)

@@ -7,14 +7,16 @@ parameter sets (axis 0) is evaluated in one jitted call.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.nn.forward import apply_eval, host_loops
+from lmc_jax.execution import ExecutionPlan, map_items, plan_or_default, run_steps
+from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
+from lmc_jax.tree_utils import take
 
 # A model whose test accuracy is within this of the majority class's share has collapsed:
 # it predicts (nearly) one class whatever the input.
@@ -57,33 +59,26 @@ def to_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Batches:
                  jnp.asarray(yp.reshape(nb, b)), jnp.asarray(wp.reshape(nb, b)))
 
 
-def metrics_one(model, params, batches: Batches):
-  """(loss, accuracy) of one parameter set on a split: scalars, sample-weighted means."""
-  def body(carry, batch):
+@functools.lru_cache(maxsize=None)
+def _sums_step(model):
+  """The step of `metrics_one` for `model`: one batch's weighted sums of loss and correct
+  answers added to the carry (one function object per model, so host loops compile once)."""
+  def step(carry, batch, tree):
     x, y, w = batch
-    loss, correct = loss_and_correct(apply_eval(model, params, x), y)
+    loss, correct = loss_and_correct(apply_eval(model, tree, x), y)
     return (carry[0] + jnp.sum(w * loss), carry[1] + jnp.sum(w * correct)), None
+  return step
 
+
+def metrics_one(model, tree, batches: Batches, from_host: bool = False):
+  """(loss, accuracy) of one parameter set on a split: scalars, sample-weighted means. The
+  batches are a `lax.scan`, or with `from_host` a host loop over one jitted call per batch
+  (`execution.ExecutionPlan.host_loops`)."""
   zero = jnp.zeros((), jnp.float32)
-  (loss_sum, correct_sum), _ = jax.lax.scan(body, (zero, zero), tuple(batches))
+  (loss_sum, correct_sum), _ = run_steps(_sums_step(model), (zero, zero), tuple(batches), tree,
+                                         from_host=from_host)
   n = jnp.sum(batches.w)
   return loss_sum / n, correct_sum / n
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _batch_sums(model, tree, x, y, w):
-  loss, correct = loss_and_correct(apply_eval(model, tree, x), y)
-  return jnp.sum(w * loss), jnp.sum(w * correct)
-
-
-def metrics_from_host(model, tree, batches: Batches):
-  """`metrics_one` with the batches looped from the host, one jitted call each (see
-  `forward.host_loops`): numpy scalars (loss, accuracy)."""
-  sums = np.zeros(2)
-  for b in range(batches.x.shape[0]):
-    sums += np.asarray(_batch_sums(model, tree, batches.x[b], batches.y[b], batches.w[b]))
-  n = float(np.sum(np.asarray(batches.w)))
-  return sums[0] / n, sums[1] / n
 
 
 def metrics_stack(model, params_stack, batches: Batches):
@@ -96,14 +91,14 @@ def _metrics_stack_jit(model, params_stack, batches):
   return metrics_stack(model, params_stack, batches)
 
 
-def evaluate_zoo(model, params_stack, x: np.ndarray, y: np.ndarray, batch_size: int = 1024):
-  """numpy (loss, accuracy), each `(num_models,)`, of every model of a zoo on (x, y)."""
+def evaluate_zoo(model, params_stack, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
+                 plan: Optional[ExecutionPlan] = None):
+  """numpy (loss, accuracy), each `(num_models,)`, of every model of a zoo on (x, y): one
+  jitted call, or where the plan runs loops from the host, a model and a batch at a time."""
   batches = to_batches(x, y, batch_size)
-  first = jax.tree_util.tree_map(lambda p: p[0], params_stack)
-  if host_loops(first):
-    num = jax.tree_util.tree_leaves(params_stack)[0].shape[0]
-    rows = [metrics_from_host(model, jax.tree_util.tree_map(lambda p, k=k: p[k], params_stack),
-                              batches) for k in range(num)]
-    return np.asarray([r[0] for r in rows]), np.asarray([r[1] for r in rows])
-  loss, acc = _metrics_stack_jit(model, params_stack, batches)
+  if plan_or_default(plan).host_loops(take(params_stack, 0)):
+    loss, acc = map_items(lambda tree: metrics_one(model, tree, batches, from_host=True),
+                          params_stack, from_host=True)
+  else:
+    loss, acc = _metrics_stack_jit(model, params_stack, batches)
   return np.asarray(loss), np.asarray(acc)

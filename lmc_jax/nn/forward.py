@@ -15,10 +15,6 @@ import functools
 import inspect
 from typing import NamedTuple, Optional, Tuple
 
-import jax
-
-from lmc_jax.accelerator import on_accelerator
-
 PARAMS = "params"
 
 
@@ -84,12 +80,3 @@ def apply_train(model, params, state: dict, x):
     return model.apply(variables, x, train=True), state
   logits, updates = model.apply(variables, x, train=True, mutable=list(state))
   return logits, {**state, **updates}
-
-
-def host_loops(tree_one, num_devices: int = 1) -> bool:
-  """True where loops over steps, batches and models run from the host, one jitted call
-  per step: convolutional nets (a 4-d kernel in `tree_one`, one model) on one CPU device.
-  There XLA runs a convolution inside a loop (`lax.scan`, `lax.map`) about 14x slower than
-  alone, and a vmapped (grouped) one about 3x slower per model (BUILD_NOTES.md)."""
-  return (num_devices == 1 and not on_accelerator()
-          and any(getattr(leaf, "ndim", 0) == 4 for leaf in jax.tree_util.tree_leaves(tree_one)))

@@ -17,10 +17,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from lmc_jax.accelerator import on_accelerator
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan, plan_or_default
 from lmc_jax.nn.architectures import build_network, describe_width
 from lmc_jax.nn.forward import is_variables, takes_train
 from lmc_jax.nn.models import init_variables, num_params
@@ -29,8 +29,6 @@ from lmc_jax.preflight import format_bytes
 # Optimizer state per parameter, in floats (PyTorch semantics, see nn.optim).
 OPTIMIZER_SLOTS = {"adamw": 2, "sgd": 1, "rmsprop": 2, "adagrad": 1}
 FLOAT = 4
-# The working set a CPU chunk of models is sized to (see `models_per_chunk`).
-CPU_CHUNK_BYTES = 2 ** 22
 
 
 class Footprint(NamedTuple):
@@ -51,31 +49,36 @@ def activations_per_sample(model, tree, d_in: int) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state["intermediates"]))
 
 
-def models_per_chunk(params_one, batch_size: int, num_models: int, num_devices: int = 1) -> int:
-  """How many models one step of the zoo epoch trains at once.
+def models_per_chunk(params_one, batch_size: int, num_models: int,
+                     plan: Optional[ExecutionPlan] = None) -> int:
+  """How many models one step of the zoo epoch trains at once under `plan`.
 
-  On an accelerator, or with several devices, all of them (one `vmap`). On a CPU, as many
-  as keep one chunk's activations and parameters within `CPU_CHUNK_BYTES` (4 MiB, about
-  the cache each core has), split evenly over the chunks that takes; a model larger than
-  that trains alone, one after another inside the same jitted epoch. Measured on a 2-core
-  CPU (BUILD_NOTES.md): 50 Moons nets of width 512 train 2.8x faster in chunks of 7 than
-  in one vmap; ten MNIST 3x512 nets 1.2x faster one at a time than in one vmap.
+  On the accelerator's paths, or with several devices, all of them (one `vmap`). On a CPU,
+  as many as keep one chunk's activations and parameters within the plan's
+  `cpu_chunk_bytes` (4 MiB, about the cache each core has), split evenly over the chunks
+  that takes; a model larger than that trains alone, one after another inside the same
+  jitted epoch. Measured on a 2-core CPU (BUILD_NOTES.md): 50 Moons nets of width 512 train
+  2.8x faster in chunks of 7 than in one vmap; ten MNIST 3x512 nets 1.2x faster one at a
+  time than in one vmap.
   """
-  if num_devices > 1 or on_accelerator():
+  plan = plan_or_default(plan)
+  if plan.num_devices > 1 or plan.accelerator:
     return num_models
   # A conv kernel's channels count at every position of a 32x32 image (an upper bound).
   units = sum(int(leaf.shape[-1]) * (1024 if leaf.ndim == 4 else 1)
               for leaf in jax.tree_util.tree_leaves(params_one) if leaf.ndim in (2, 4))
   per_model = 4 * batch_size * units + 4 * num_params(params_one)
-  fits = max(1, CPU_CHUNK_BYTES // per_model)
+  fits = max(1, plan.cpu_chunk_bytes // per_model)
   chunks = -(-num_models // fits)
   return max(1, -(-num_models // chunks))
 
 
-def zoo_footprint(config: ZooConfig, num_devices: int = 1,
+def zoo_footprint(config: ZooConfig, plan: Optional[ExecutionPlan] = None,
                   models_at_once: Optional[int] = None) -> Footprint:
-  """The footprint of training `config` with its models split over `num_devices`, of which
-  `models_at_once` per device train in one step (default: all of them)."""
+  """The footprint of training `config` with its models split over the plan's devices, of
+  which `models_at_once` per device train in one step (default: as the plan trains them)."""
+  plan = plan_or_default(plan)
+  num_devices = plan.num_devices
   info = dataset_info(config.data)
   model, d_in, train = build_network(config.model, info), info.d_in, config.train
   tree = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))
@@ -85,7 +88,7 @@ def zoo_footprint(config: ZooConfig, num_devices: int = 1,
   batch = min(train.batch_size, n_train)
   per_device = -(-train.num_models // num_devices)
   if models_at_once is None:
-    models_at_once = models_per_chunk(tree, batch, per_device, num_devices)
+    models_at_once = models_per_chunk(tree, batch, per_device, plan)
   at_once = min(per_device, models_at_once)
   slots = OPTIMIZER_SLOTS.get(config.optim.optimizer, 2)
   state = per_device * params * (3 + slots) * FLOAT
@@ -145,11 +148,11 @@ def describe(config: ZooConfig) -> str:
   return f"a zoo of {config.train.num_models} models with {describe_width(config.model)}"
 
 
-def check_fits(config: ZooConfig, num_devices: int = 1,
+def check_fits(config: ZooConfig, plan: Optional[ExecutionPlan] = None,
                models_at_once: Optional[int] = None) -> Footprint:
   """Refuses, in one sentence naming the size and the flags to change, a zoo whose
   training cannot fit in the memory of its devices; returns its footprint."""
-  fp = zoo_footprint(config, num_devices, models_at_once)
+  fp = zoo_footprint(config, plan, models_at_once)
   room = available_memory()
   if room is not None and fp.memory_bytes > room[0]:
     raise LmcError(f"{describe(config)} needs about {format_bytes(fp.memory_bytes)} to train "

@@ -24,6 +24,7 @@ from lmc_jax.crash_points import crash_point
 from lmc_jax.data.datasets import dataset_slug, load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan
 from lmc_jax.nn.architectures import family_part
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
@@ -51,10 +52,11 @@ def zoo_dirname(config: ZooConfig) -> str:
   return f"{zoo_family(config)}_w{config.model.hidden[0]}"
 
 
-def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions()) -> dict:
+def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions(),
+            plan: Optional[ExecutionPlan] = None) -> dict:
   """Trains the zoo `config` into `directory` and returns its zoo.json dict (None on every
   process but the first when several hosts train it together). `options` say how
-  (`config.RunOptions`):
+  (`config.RunOptions`), `plan` on what (`execution.ExecutionPlan`):
 
   - A finished zoo with the same config is reused once its params pass their checksum
     and fit the model; a damaged one is trained again. A zoo with another config, or a
@@ -76,7 +78,7 @@ def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions()) ->
     # Several hosts: the first one owns the directory; the others make the same decision
     # from the same files (reuse, or train with it), writing nothing.
     doc = _reusable(config, directory, options.overwrite)
-    return doc if doc is not None else _train_and_save(config, directory, options)
+    return doc if doc is not None else _train_and_save(config, directory, options, plan)
   if recover_directory(directory, _is_whole_zoo):
     logging.warning("%s: a run was killed while swapping in its new zoo; the whole one it "
                     "left beside the directory is now in place.", directory)
@@ -87,7 +89,7 @@ def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions()) ->
     doc = _reusable(config, directory, options.overwrite)
     if doc is not None:
       return doc
-    return _train_and_save(config, directory, options)
+    return _train_and_save(config, directory, options, plan)
 
 
 def _is_whole_zoo(path: Path) -> bool:
@@ -141,7 +143,8 @@ def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[d
   return doc
 
 
-def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions) -> Optional[dict]:
+def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions,
+                    plan: Optional[ExecutionPlan]) -> Optional[dict]:
   dataset = load_dataset(config.data, options.data_dir)
   first = jax.process_index() == 0
   checkpointer = Checkpointer(directory, config, options.checkpoint_every,
@@ -150,7 +153,7 @@ def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions) -> 
     checkpointer.remove()
   start = time.perf_counter()
   zoo = train_zoo(config, dataset, label=str(directory), eval_every=options.eval_every,
-                  checkpoint=checkpointer)
+                  checkpoint=checkpointer, plan=plan)
   seconds = time.perf_counter() - start
   if not first:  # several hosts trained it together; the first one writes
     return None

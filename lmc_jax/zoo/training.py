@@ -20,12 +20,13 @@ from lmc_jax.config import ConfigError, OptimConfig, ZooConfig
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset, DatasetInfo, dataset_info
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan, map_items, plan_or_default, run_steps
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
-from lmc_jax.nn.forward import apply_train, host_loops, join_tree, split_tree
+from lmc_jax.nn.forward import apply_train, join_tree, split_tree
 from lmc_jax.nn.models import init_variables, loss_and_correct
 from lmc_jax.nn.optim import optimizer_for
-from lmc_jax.tree_utils import fold_in_each, map_in_chunks, stack, take
+from lmc_jax.tree_utils import fold_in_each
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
 from lmc_jax.zoo.footprint import check_fits, models_per_chunk
 from lmc_jax.zoo.progress import Progress
@@ -95,16 +96,20 @@ def make_train_step(model, tx):
 AUGMENT_STREAM = 1
 
 
+_jitted_epoch_batches = jax.jit(epoch_batches, static_argnums=(1, 2))
+
+
 def make_epoch(model, tx, batch_size: int, augment_shape: Optional[tuple] = None,
                host_steps: bool = False):
   """One model's epoch as one `lax.scan` over its shuffled batches; with `augment_shape`
   (H, W, C) each batch is cropped and flipped (`data.augment`) with a key per step. With
   `host_steps` the steps are jitted calls from a Python loop instead of a scan (see
-  `nn.forward.host_loops`); the arithmetic is the same.
+  `execution.ExecutionPlan.host_loops`); the arithmetic is the same.
 
   Returns epoch(tree, opt_state, key, x, y) -> (tree, opt_state, mean_batch_loss).
   """
   step = make_train_step(model, tx)
+  batches_of = _jitted_epoch_batches if host_steps else epoch_batches
 
   def body(carry, batch, x, y, aug_key):
     params, opt_state = carry
@@ -116,27 +121,13 @@ def make_epoch(model, tx, batch_size: int, augment_shape: Optional[tuple] = None
     return (params, opt_state), loss
 
   def epoch(params, opt_state, key, x, y):
-    idx, w = epoch_batches(key, x.shape[0], batch_size)
+    idx, w = batches_of(key, x.shape[0], batch_size)
     aug_key = jax.random.fold_in(key, AUGMENT_STREAM)
     steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
-    (params, opt_state), losses = jax.lax.scan(
-        lambda c, b: body(c, b, x, y, aug_key), (params, opt_state), (idx, w, steps))
+    (params, opt_state), losses = run_steps(body, (params, opt_state), (idx, w, steps), x, y,
+                                            aug_key, from_host=host_steps, donate=True)
     return params, opt_state, jnp.mean(losses)
-
-  if not host_steps:
-    return epoch
-  one_step = jax.jit(body, donate_argnums=(0,))
-  batches = jax.jit(epoch_batches, static_argnums=(1, 2))
-
-  def epoch_from_host(params, opt_state, key, x, y):
-    idx, w = batches(key, x.shape[0], batch_size)
-    aug_key = jax.random.fold_in(key, AUGMENT_STREAM)
-    carry, losses = (params, opt_state), []
-    for t in range(idx.shape[0]):
-      carry, loss = one_step(carry, (idx[t], w[t], jnp.int32(t)), x, y, aug_key)
-      losses.append(loss)
-    return carry[0], carry[1], jnp.mean(jnp.stack(losses))
-  return epoch_from_host
+  return epoch
 
 
 def init_params(model, d_in: int, init_keys):
@@ -163,8 +154,9 @@ def zoo_epoch_fn(model, optim: OptimConfig, total_steps: int, batch_size: int,
 
   `chunk=None` vmaps over all models; otherwise chunks of `chunk` models run one after
   another, each chunk vmapped, and `chunk=1` one model at a time with no vmap (same
-  results, a smaller working set; `tree_utils.map_in_chunks`); `loop` calls one jitted
-  single-model epoch per model from the host instead (see `nn.forward.host_loops`). The
+  results, a smaller working set; `tree_utils.map_in_chunks`); `loop` runs the models one
+  after another from the host, each epoch's steps a jitted call each
+  (`execution.ExecutionPlan.host_loops`). The
   optimizer's schedule spans `total_steps`; `augment` is the (H, W, C) of crop-and-flip
   augmentation or None. Cached on everything that shapes the computation but not on the
   seed or the zoo size, so epochs, seeds and zoos of the same architecture and optimizer
@@ -172,18 +164,11 @@ def zoo_epoch_fn(model, optim: OptimConfig, total_steps: int, batch_size: int,
   """
   tx = optimizer_for(optim, total_steps)
   epoch = make_epoch(model, tx, batch_size, augment, host_steps=loop)
-  if loop:
-    def run_each(params, opt_state, keys, x, y):
-      outs = [epoch(take(params, k), take(opt_state, k), keys[k], x, y)
-              for k in range(keys.shape[0])]
-      return stack(outs, jnp.stack)
-    return tx, run_each
-  if chunk is None:
-    run = jax.vmap(epoch, in_axes=(0, 0, 0, None, None))
-  else:
-    def run(params, opt_state, keys, x, y):
-      return map_in_chunks(lambda m: epoch(*m, x, y), (params, opt_state, keys), chunk)
-  return tx, jax.jit(run, donate_argnums=(0, 1))
+
+  def run(params, opt_state, keys, x, y):
+    return map_items(lambda m, x, y: epoch(*m, x, y), (params, opt_state, keys), x, y,
+                     chunk=chunk, from_host=loop)
+  return tx, (run if loop else jax.jit(run, donate_argnums=(0, 1)))
 
 
 @jax.jit
@@ -196,7 +181,8 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
               log: Optional[Callable[[str], None]] = logging.info,
               devices: Optional[Sequence] = None, label: Optional[str] = None,
               log_every: float = 5.0, eval_every: int = 0,
-              checkpoint: Optional[Checkpointer] = None) -> Zoo:
+              checkpoint: Optional[Checkpointer] = None,
+              plan: Optional[ExecutionPlan] = None) -> Zoo:
   """Trains models `model_ids` (default: all `config.num_models`) of the zoo `config`.
 
   All models train at once, their axis split over `devices` (default: every visible
@@ -218,7 +204,10 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   config.validate()
   train = config.train
   ids = list(range(train.num_models)) if model_ids is None else list(model_ids)
-  mesh = model_mesh(devices)
+  plan = plan_or_default(plan)
+  if devices is not None:
+    plan = plan.with_devices(devices)
+  mesh = model_mesh(plan.devices)
   # Pad to a multiple of the device count with models that are trained and dropped.
   extra = padded_size(len(ids), mesh) - len(ids)
   run_ids = ids + [max(ids) + 1 + k for k in range(extra)]
@@ -228,11 +217,10 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   init_keys, data_keys = model_keys(train.seed, run_ids)
   d_in = dataset.x_train.shape[1]
   one = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))  # shapes only
-  chunk = models_per_chunk(one, min(train.batch_size, len(dataset.y_train)), len(run_ids),
-                           mesh.devices.size)
-  loop = host_loops(one, mesh.devices.size)
+  chunk = models_per_chunk(one, min(train.batch_size, len(dataset.y_train)), len(run_ids), plan)
+  loop = plan.host_loops(one)
   chunk = 1 if loop else chunk
-  check_fits(config.replace(num_models=len(run_ids)), mesh.devices.size, chunk)
+  check_fits(config.replace(num_models=len(run_ids)), plan, chunk)
   params = init_params(model, d_in, init_keys)
   tx, run_epoch = zoo_epoch_fn(model, config.optim, train.epochs * steps, train.batch_size,
                                augment_shape(config, info),
@@ -278,7 +266,8 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
     params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
     epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
     if eval_every and ((e + 1) % eval_every == 0 or e + 1 == train.epochs):
-      test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
+      test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test,
+                                         plan=plan)
       evals["eval_epoch"].append(e + 1)
       evals["test_loss"].append(np.asarray(test_loss, np.float32)[:len(ids)])
       evals["test_acc"].append(np.asarray(test_acc, np.float32)[:len(ids)])
@@ -299,14 +288,14 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   history = {"train_loss": losses_so_far()[:, :len(ids)]}
   if evals["eval_epoch"]:
     history.update({k: np.asarray(v) for k, v in evals.items()})
-  return Zoo(config, params, zoo_metrics(model, params, dataset), history)
+  return Zoo(config, params, zoo_metrics(model, params, dataset, plan), history)
 
 
-def zoo_metrics(model, params, dataset: Dataset) -> list:
+def zoo_metrics(model, params, dataset: Dataset, plan: Optional[ExecutionPlan] = None) -> list:
   """Per-model metrics dicts; a model with a non-finite loss is marked diverged, one with a
   finite loss but test accuracy at chance (see `is_collapsed`) is marked collapsed."""
-  tr_loss, tr_acc = evaluate_zoo(model, params, dataset.x_train, dataset.y_train)
-  te_loss, te_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test)
+  tr_loss, tr_acc = evaluate_zoo(model, params, dataset.x_train, dataset.y_train, plan=plan)
+  te_loss, te_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test, plan=plan)
   chance = chance_accuracy(dataset.y_test)
   metrics = []
   for k in range(len(tr_loss)):
