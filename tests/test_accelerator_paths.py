@@ -22,7 +22,6 @@ from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.zoo.training import models_per_chunk, train_zoo, zoo_epoch_fn
 from tests.helpers.cli import ROOT
 
-
 FORCED = {execution.ACCELERATOR_PATHS_ENV: "1", execution.ACCELERATOR_MEMORY_ENV: str(1 << 30)}
 CPU = plan_from_environment(environ={})
 

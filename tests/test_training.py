@@ -7,13 +7,13 @@ import pytest
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import CPU_CHUNK_BYTES, plan_from_environment
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import make_optimizer, make_schedule, optimizer_for
 from lmc_jax.tree_utils import map_in_chunks
 from lmc_jax.zoo import training
-from lmc_jax.execution import CPU_CHUNK_BYTES, plan_from_environment
 from lmc_jax.zoo.footprint import models_per_chunk
 from lmc_jax.zoo.io import load_history, save_zoo
 from lmc_jax.zoo.training import (

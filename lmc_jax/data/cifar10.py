@@ -24,6 +24,7 @@ from lmc_jax.data.archives import safe_extract
 from lmc_jax.data.checks import check_split
 from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.data.staging import replacing
+from lmc_jax.data.tfds import load_tfds_arrays
 from lmc_jax.errors import LmcError
 from lmc_jax.result_files import SOURCE_FORMAT, check_format
 
@@ -243,7 +244,6 @@ def load_raw_from(info: dict, root: Path, fix: str = "install the data again", s
     arrays = read_image_folder(root / "images", shown, fix)
     where = shown or root / "images"
   elif info["kind"] == "tfds":
-    from lmc_jax.data.tfds import load_tfds_arrays
     arrays = load_tfds_arrays("cifar10", info["tfds_data_dir"])
     where = f"TFDS data dir {info['tfds_data_dir']}"
   else:

@@ -9,43 +9,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from lmc_jax.data import cifar10
+from lmc_jax.data.dataset import Dataset, DatasetInfo, logits_for
+from lmc_jax.data.mnist import load_mnist_raw, normalise
+from lmc_jax.data.npz import load_npz, npz_info
 from lmc_jax.errors import LmcError
+
+__all__ = ["Dataset", "DatasetInfo", "logits_for", "dataset_info", "dataset_slug", "dims_of",
+           "is_npz", "load_dataset", "moons", "npz_path", "subset"]
 
 DATASETS = ("moons", "mnist", "cifar10")
 NPZ_PREFIX = "npz:"
-
-
-class Dataset(NamedTuple):
-  x_train: np.ndarray  # (n_train, d) float32
-  y_train: np.ndarray  # (n_train,) int32
-  x_test: np.ndarray  # (n_test, d) float32
-  y_test: np.ndarray  # (n_test,) int32
-  num_classes: int
-  source: str = ""  # how results from it are labelled, e.g. "CIFAR-10 (JPEG re-encode)"
-  # (H, W, C) of image data, whose rows are images flattened in HWC order; None otherwise.
-  image_shape: Optional[Tuple[int, int, int]] = None
-
-  @property
-  def d_out(self) -> int:
-    return logits_for(self.num_classes)
-
-
-class DatasetInfo(NamedTuple):
-  """What is known of a dataset without loading its arrays."""
-  d_in: int  # features per flat input row
-  num_classes: int
-  image_shape: Optional[Tuple[int, int, int]]  # (H, W, C) of image data, None for flat rows
-  n_train: int  # training samples a zoo trains on (after train_subset)
-  n_test: int  # test samples it is evaluated on (after test_subset)
-  name: str  # the dataset name as given
-
-  @property
-  def d_out(self) -> int:
-    return logits_for(self.num_classes)
 
 
 # The datasets whose arrays have fixed sizes, at full size (before any subset).
@@ -55,11 +32,6 @@ _FIXED_INFO = {
 }
 # (input dimension, number of classes) of each built-in dataset, known without loading it.
 DATASET_DIMS = {"moons": (2, 2), **{k: (i.d_in, i.num_classes) for k, i in _FIXED_INFO.items()}}
-
-
-def logits_for(num_classes: int) -> int:
-  """Logits a model needs: one for a binary problem (sigmoid), else one per class."""
-  return 1 if num_classes == 2 else num_classes
 
 
 def _unknown(name) -> LmcError:
@@ -126,7 +98,6 @@ def dataset_info(config, data_dir="data") -> DatasetInfo:
   elif name in _FIXED_INFO:
     full = _FIXED_INFO[name]
   elif is_npz(name):
-    from lmc_jax.data.npz import npz_info
     full = npz_info(npz_path(name))._replace(name=name)
   else:
     raise _unknown(name)
@@ -198,17 +169,14 @@ def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
 
 def _load_full(data, data_dir) -> Dataset:
   if is_npz(data.dataset):
-    from lmc_jax.data.npz import load_npz
     return load_npz(npz_path(data.dataset))
   if data.dataset == "moons":
     return moons(data.n_train, data.n_test, data.noise, data.data_seed)
   if data.dataset == "mnist":
-    from lmc_jax.data.mnist import load_mnist_raw, normalise
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
     return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,
                    source="MNIST", image_shape=_FIXED_INFO["mnist"].image_shape)
   if data.dataset == "cifar10":
-    from lmc_jax.data import cifar10
     xtr, ytr, xte, yte, label = cifar10.load_cifar10_raw(data_dir)
     return Dataset(cifar10.normalise(xtr), ytr.astype(np.int32), cifar10.normalise(xte),
                    yte.astype(np.int32), 10, source=label, image_shape=cifar10.IMAGE_SHAPE)

@@ -25,6 +25,7 @@ from lmc_jax.data.checks import check_split
 from lmc_jax.data.idx import idx_bytes, read_idx
 from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.data.staging import replacing
+from lmc_jax.data.tfds import load_tfds_arrays
 from lmc_jax.errors import LmcError
 from lmc_jax.result_files import SOURCE_FORMAT, check_format
 
@@ -139,7 +140,6 @@ def from_wheel(timeout: float = 120.0) -> dict:
 
 
 def from_tfds(tfds_dir: str) -> dict:
-  from lmc_jax.data.tfds import load_tfds_arrays
   x_tr, y_tr, x_te, y_te = load_tfds_arrays("mnist", tfds_dir)
   return _verified({
       "train-images-idx3-ubyte": idx_bytes(x_tr.reshape(-1, 28, 28)),

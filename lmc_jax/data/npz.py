@@ -21,7 +21,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import numpy as np
 
 from lmc_jax.atomic_files import sha256_file
-from lmc_jax.data.datasets import Dataset, DatasetInfo
+from lmc_jax.data.dataset import Dataset, DatasetInfo
 from lmc_jax.errors import LmcError
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
