@@ -11,23 +11,18 @@ from __future__ import annotations
 
 from typing import List, NamedTuple
 
+import jax
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.models import OneHiddenLayer
 from lmc_jax.tree_utils import stack, take, to_numpy
-
-
-def _check_one_layer(params):
-  if set(params) != {"Dense_0", "Dense_1"}:
-    raise LmcError(f"Neuron merging handles nets with one hidden layer (Dense_0, Dense_1); got "
-                   f"layers {sorted(params)}.")
 
 
 def neuron_vectors(params) -> np.ndarray:
   """(width, d_in + 1): each hidden unit's incoming weights and bias."""
-  _check_one_layer(params)
-  k = np.asarray(params["Dense_0"]["kernel"], np.float64)
-  b = np.asarray(params["Dense_0"]["bias"], np.float64)
+  net = OneHiddenLayer.of(params)
+  k, b = np.asarray(net.kernel_in, np.float64), np.asarray(net.bias_in, np.float64)
   return np.concatenate([k.T, b[:, None]], 1)
 
 
@@ -51,7 +46,8 @@ def merge_similar_neurons(params, threshold: float = 0.99) -> MergeResult:
   n = neuron_vectors(params)
   norm = np.linalg.norm(n, axis=1)
   cos = cosine_similarity(params)
-  out_w = np.asarray(params["Dense_1"]["kernel"], np.float64)
+  net = OneHiddenLayer.of(params)
+  out_w = np.asarray(net.kernel_out, np.float64)
   width = len(n)
   assigned = np.zeros(width, bool)
   groups = []
@@ -65,39 +61,30 @@ def merge_similar_neurons(params, threshold: float = 0.99) -> MergeResult:
   keep = [g[0] for g in groups]
   new_out = np.stack([sum((norm[j] / norm[g[0]]) * out_w[j] for j in g) for g in groups]) \
       if groups else np.zeros((0, out_w.shape[1]))
-  dtype = np.asarray(params["Dense_0"]["kernel"]).dtype
-  reduced = {
-      "Dense_0": {"kernel": np.asarray(params["Dense_0"]["kernel"])[:, keep],
-                  "bias": np.asarray(params["Dense_0"]["bias"])[keep]},
-      "Dense_1": {"kernel": new_out.astype(dtype), "bias": np.asarray(params["Dense_1"]["bias"])},
-  }
-  return MergeResult(reduced, groups)
+  reduced = OneHiddenLayer(net.kernel_in[:, keep], net.bias_in[keep],
+                           new_out.astype(net.kernel_in.dtype), net.bias_out)
+  return MergeResult(reduced.params(), groups)
 
 
 def zero_pad(params, width: int):
   """The same function with `width` hidden units: extra units have zero weights in and out."""
-  _check_one_layer(params)
-  k = np.asarray(params["Dense_0"]["kernel"])
-  w = k.shape[1]
+  net = OneHiddenLayer.of(params)
+  w = net.kernel_in.shape[1]
   if width < w:
     raise LmcError(f"Cannot pad a width-{w} net down to width {width}.")
   pad = width - w
-  return {
-      "Dense_0": {"kernel": np.pad(k, ((0, 0), (0, pad))),
-                  "bias": np.pad(np.asarray(params["Dense_0"]["bias"]), (0, pad))},
-      "Dense_1": {"kernel": np.pad(np.asarray(params["Dense_1"]["kernel"]), ((0, pad), (0, 0))),
-                  "bias": np.asarray(params["Dense_1"]["bias"])},
-  }
+  return OneHiddenLayer(np.pad(net.kernel_in, ((0, 0), (0, pad))), np.pad(net.bias_in, (0, pad)),
+                        np.pad(net.kernel_out, ((0, pad), (0, 0))), net.bias_out).params()
 
 
 def reduce_zoo(params_stack, threshold: float = 0.99):
   """Merges every model of a stacked one-layer zoo and zero-pads them to a common width.
 
   Returns (stacked reduced params, widths after merging (num_models,))."""
-  num = np.asarray(params_stack["Dense_0"]["kernel"]).shape[0]
   host = to_numpy(params_stack)
+  num = jax.tree_util.tree_leaves(host)[0].shape[0]
   merged = [merge_similar_neurons(take(host, k), threshold).params for k in range(num)]
-  widths = np.array([m["Dense_0"]["kernel"].shape[1] for m in merged])
+  widths = np.array([OneHiddenLayer.of(m).kernel_in.shape[1] for m in merged])
   top = max(int(widths.max()), 1)
   padded = [zero_pad(m, top) for m in merged]
   return stack(padded), widths

@@ -8,7 +8,7 @@ Hidden layer `i` is `Dense_i` (+ `LayerNorm_i` when enabled); the readout is
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -132,6 +132,29 @@ def is_one_hidden_layer_mlp(model) -> bool:
   """True for the study's MLP with one hidden layer and no LayerNorm (its Moons nets: what
   the unit merging of `analysis.unit_merging` handles)."""
   return isinstance(model, MLP) and len(model.hidden) == 1 and model.layernorm == "none"
+
+
+class OneHiddenLayer(NamedTuple):
+  """The params of the study's MLP with one hidden layer and no LayerNorm, as its four
+  arrays (what the unit merging of the study's section 5.1 works on)."""
+  kernel_in: np.ndarray  # (d_in, w)
+  bias_in: np.ndarray  # (w,)
+  kernel_out: np.ndarray  # (w, d_out)
+  bias_out: np.ndarray  # (d_out,)
+
+  @classmethod
+  def of(cls, params) -> "OneHiddenLayer":
+    """The four arrays of a params dict (numpy), or an LmcError for another network."""
+    if set(params) != {"Dense_0", "Dense_1"}:
+      raise LmcError(f"Neuron merging handles the MLP with one hidden layer and no LayerNorm "
+                     f"(Dense_0, Dense_1); got layers {sorted(params)}.")
+    return cls(*(np.asarray(params[layer][leaf]) for layer in ("Dense_0", "Dense_1")
+                 for leaf in ("kernel", "bias")))
+
+  def params(self) -> dict:
+    """The params dict of these arrays."""
+    return {"Dense_0": {"kernel": self.kernel_in, "bias": self.bias_in},
+            "Dense_1": {"kernel": self.kernel_out, "bias": self.bias_out}}
 
 
 def init_variables(model, key, d_in: int) -> dict:

@@ -7,6 +7,7 @@ import numpy as np
 
 from lmc_jax.analysis.unit_merging import cosine_similarity
 from lmc_jax.lmc.measures import single_linkage_order
+from lmc_jax.nn.models import OneHiddenLayer
 from lmc_jax.report.figures import (
   ALIGNED_COLOR,
   NAIVE_COLOR,
@@ -19,8 +20,7 @@ from lmc_jax.report.figures import (
 
 
 def _logit_fn(params):
-  k0, b0 = np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_0"]["bias"])
-  k1, b1 = np.asarray(params["Dense_1"]["kernel"]), np.asarray(params["Dense_1"]["bias"])
+  k0, b0, k1, b1 = OneHiddenLayer.of(params)
   return lambda x: (np.maximum(x @ k0 + b0, 0) @ k1 + b1)[:, 0]
 
 
@@ -38,7 +38,7 @@ def decision_boundaries(rows, x, y, path, title: str):
       z = _logit_fn(params)(grid).reshape(gx.shape)
       ax.contourf(gx, gy, z > 0, levels=[-0.5, 0.5, 1.5], colors=["#cfe0f5", "#f8d9c4"], alpha=0.8)
       ax.contour(gx, gy, z, levels=[0], colors="k", linewidths=2)
-      k0, b0 = np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_0"]["bias"])
+      k0, b0 = OneHiddenLayer.of(params)[:2]
       xs = np.linspace(lo[0], hi[0], 2)
       alpha = max(0.05, min(0.6, 20 / k0.shape[1]))  # hundreds of lines must not hide the data
       for j in range(k0.shape[1]):
