@@ -38,16 +38,16 @@ def test_bench_training_and_sweep_run_on_a_batchnorm_conv_zoo():
   data, model = _images(), model_for(config)
   train = bench_training(config, data)
   for k in ("zoo_s", "loop_s", "step_loop_s", "compile_zoo_s", "compile_loop_s"):
-    assert train[k] > 0, k
+    assert getattr(train, k) > 0, k
   net_flops = forward_flops(model, init_variables(model, jax.random.key(0), 784), 784)
-  assert train["flops"] == 3 * net_flops * 64 * 2  # forward and backward, 64 samples, 2 models
-  assert train["bytes"] > 0 and train["baseline_models"] == 2
-  assert train["host_loops"] == (jax.devices()[0].platform == "cpu")
+  assert train.flops == 3 * net_flops * 64 * 2  # forward and backward, 64 samples, 2 models
+  assert train.bytes > 0 and train.baseline_models == 2
+  assert train.host_loops == (jax.devices()[0].platform == "cpu")
 
   # The sweep needs no training: the two initial networks (BatchNorm statistics included,
   # interpolated on every side, no reset) are a pair like any other.
   params = init_params(model, 784, model_keys(config.train.seed, [0, 1])[0])
   sweep = bench_pair_sweep(config, data, params)
-  assert sweep["pairs"] == 1 and sweep["sweep_s"] > 0 and sweep["loop_s"] > 0
-  assert sweep["study_loop_s"] > 0 and sweep["flops"] == net_flops * 11 * 16
-  assert sweep["max_abs_diff"] < 1e-4  # the loops and the sweep compute the same losses
+  assert sweep.pairs == 1 and sweep.sweep_s > 0 and sweep.loop_s > 0
+  assert sweep.study_loop_s > 0 and sweep.flops == net_flops * 11 * 16
+  assert sweep.max_abs_diff < 1e-4  # the loops and the sweep compute the same losses

@@ -41,8 +41,8 @@ def test_a_product_no_output_needs_is_left_out():
 def test_product_seconds_sums_the_products_and_leaves_convolutions_out():
   a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
   r = product_seconds(lambda a, b: (a @ b) @ b.T, a, b)
-  assert r["flops"] == 2 * 64 * 32 * 16 * 2
-  assert r["seconds"] > 0 and r["flops_per_s"] == pytest.approx(r["flops"] / r["seconds"])
+  assert r.flops == 2 * 64 * 32 * 16 * 2
+  assert r.seconds > 0 and r.flops_per_s == pytest.approx(r.flops / r.seconds)
   image, kernel = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
   conv = lambda i, k: jax.lax.conv_general_dilated(i, k, (1, 1), "SAME",
                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -17,7 +17,7 @@ too. FLOPs are counted from the traced network (`forward_flops`).
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,75 @@ def _best_of(fn, repeats: int = 5) -> float:
   return min(times)
 
 
-def device_rates(copy_mib: int = 256, matmul_n: int = 2048, copy_passes: int = 8) -> dict:
+class DeviceRates(NamedTuple):
+  """A device's measured rates."""
+  copy_bytes_per_s: float  # read plus write, in place
+  matmul_flops_per_s: float  # float32 square matmul (the rate floors use: see `at`)
+  bf16_matmul_flops_per_s: float  # bfloat16 inputs, float32 accumulation
+
+  def at(self, precision: str) -> "DeviceRates":
+    """These rates with the matmul rate of `precision` as the one floors use."""
+    if precision == "bf16":
+      return self._replace(matmul_flops_per_s=self.bf16_matmul_flops_per_s)
+    return self
+
+
+class TrainingTimes(NamedTuple):
+  """`bench_training`: seconds of the zoo and of the loops it replaces, and its work."""
+  zoo_s: float  # every model at once, as train_zoo runs it
+  models_per_chunk: int
+  baseline_models: int  # models the loops ran on (their seconds scaled to the zoo)
+  products_s: Optional[float]  # a step's matrix products alone, over the run (None: convs)
+  products_flops_per_s: Optional[float]
+  loop_s: float  # a model at a time, a jitted call per epoch
+  step_loop_s: float  # a model at a time, a jitted call per step (the study's style)
+  host_loops: bool  # the zoo trains from host loops (`ExecutionPlan.host_loops`)
+  compile_zoo_s: float
+  compile_loop_s: float
+  flops: float
+  bytes: float
+
+
+class SweepTimes(NamedTuple):
+  """`bench_pair_sweep`: seconds of the sweep and of the loops it replaces, and its work."""
+  sweep_s: float
+  loop_s: float  # a jitted call per (pair, alpha)
+  study_loop_s: float  # mixed per tensor, a jitted call per batch (the study's style)
+  compile_sweep_s: float
+  flops: float
+  bytes: float
+  pairs: int
+  baseline_pairs: int  # pairs the loops ran on (their seconds scaled to all pairs)
+  host_loops: bool  # the sweep runs from host loops
+  max_abs_diff: float  # between the loops' losses and the sweep's
+
+
+class PlaneTimes(NamedTuple):
+  """`bench_plane`: seconds of the grid and of a loop over its points."""
+  plane_s: float
+  loop_s: float
+  compile_s: float
+  points: int
+  flops: float
+  bytes: float
+  max_abs_diff: float
+
+
+class AlignmentTimes(NamedTuple):
+  """`bench_alignment`: seconds of weight matching, host against device."""
+  host_s: float  # every pair, scipy, a pair at a time (scaled)
+  device_s: float  # every pair at once, jitted
+  compile_s: float
+  pairs: int
+  baseline_pairs: int
+  max_rel_objective_diff: float  # host against device objectives
+  reference_host_s: float  # every model to model 0, scipy, a model at a time
+  reference_device_s: float  # every model to model 0 at once, jitted
+  models: int
+
+
+def device_rates(copy_mib: int = 256, matmul_n: int = 2048,
+                 copy_passes: int = 8) -> DeviceRates:
   """The default device's measured copy bandwidth (bytes/s: read plus write of a
   `copy_mib` MiB float32 array, updated in place `copy_passes` times in one call, so no
   pass pays for fresh memory) and matmul rates (FLOP/s, `matmul_n` squared): float32, and
@@ -90,22 +158,15 @@ def device_rates(copy_mib: int = 256, matmul_n: int = 2048, copy_passes: int = 8
   b = a.astype(jnp.bfloat16)
   mm16 = jax.jit(lambda u: jnp.matmul(u, u, preferred_element_type=jnp.float32))
   mm16_s = _best_of(lambda: mm16(b).block_until_ready())
-  return {"copy_bytes_per_s": 2 * x.nbytes / copy_s, "matmul_flops_per_s": 2 * matmul_n ** 3 / mm_s,
-          "bf16_matmul_flops_per_s": 2 * matmul_n ** 3 / mm16_s}
+  return DeviceRates(2 * x.nbytes / copy_s, 2 * matmul_n ** 3 / mm_s,
+                     2 * matmul_n ** 3 / mm16_s)
 
 
-def rates_at(rates: dict, precision: str) -> dict:
-  """`rates` with the matmul rate of `precision` as the one floors use."""
-  if precision == "bf16":
-    return dict(rates, matmul_flops_per_s=rates["bf16_matmul_flops_per_s"])
-  return rates
-
-
-def floor_s(flops: float, num_bytes: float, rates: dict) -> tuple:
+def floor_s(flops: float, num_bytes: float, rates: DeviceRates) -> tuple:
   """(seconds, bound): the least time for `flops` and `num_bytes` at the device's rates,
   and which of the two bounds it ('compute' or 'memory')."""
-  compute = flops / rates["matmul_flops_per_s"]
-  memory = num_bytes / rates["copy_bytes_per_s"]
+  compute = flops / rates.matmul_flops_per_s
+  memory = num_bytes / rates.copy_bytes_per_s
   return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
@@ -136,7 +197,7 @@ def forward_flops(model, tree_one, d_in: int) -> int:
 
 
 def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[int] = None,
-                   plan: Optional[ExecutionPlan] = None) -> dict:
+                   plan: Optional[ExecutionPlan] = None) -> TrainingTimes:
   """Seconds to train `config.train.num_models` models for its epochs: all at once
   (jit of vmap of a scanned epoch) against one model at a time, both as a Python loop
   over models and epochs of the same jitted scanned epoch (`loop_s`) and as a Python loop
@@ -231,17 +292,15 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   b = min(train.batch_size, len(data.y_train))
   products = product_seconds(make_train_step(model, tx), one_model, take(opt, 0), x[:b], y[:b],
                              jnp.ones((b,), jnp.float32))
-  return {"zoo_s": zoo_s, "models_per_chunk": chunk, "baseline_models": len(looped),
-          "products_s": None if products is None else products["seconds"] * model_steps,
-          "products_flops_per_s": None if products is None else products["flops_per_s"],
-          "loop_s": loop_s, "step_loop_s": step_loop_s, "host_loops": loop,
-          "compile_zoo_s": compile_zoo, "compile_loop_s": compile_one, "flops": flops,
-          "bytes": num_bytes}
+  return TrainingTimes(zoo_s, chunk, len(looped),
+                       None if products is None else products.seconds * model_steps,
+                       None if products is None else products.flops_per_s, loop_s,
+                       step_loop_s, loop, compile_zoo, compile_one, flops, num_bytes)
 
 
 def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
                      baseline_pairs: Optional[int] = None,
-                     plan: Optional[ExecutionPlan] = None) -> dict:
+                     plan: Optional[ExecutionPlan] = None) -> SweepTimes:
   """Seconds to evaluate all pairs x 11 alphas on the test split: one jitted sweep against
   a Python loop over pairs and alphas calling a jitted single-network evaluation, and
   against the study's style of loop. `baseline_pairs`: run the loops on this many pairs
@@ -315,14 +374,13 @@ def bench_pair_sweep(config: ZooConfig, data: Dataset, params_stack,
   max_diff = float(max(np.max(np.abs(loop - ours)), np.max(np.abs(study - ours))))
   nets = len(pairs) * len(alphas)
   flops = forward_flops(model, members[0], x.shape[1]) * nets * len(y)
-  return {"sweep_s": sweep_s, "loop_s": loop_s, "study_loop_s": study_loop_s,
-          "compile_sweep_s": sweep_compile, "flops": flops,
-          "bytes": 4 * 3 * num_params(members[0]) * nets, "pairs": len(pairs),
-          "baseline_pairs": len(looped), "host_loops": unrolled,
-          "max_abs_diff": max_diff}
+  return SweepTimes(sweep_s, loop_s, study_loop_s, sweep_compile, flops,
+                    4 * 3 * num_params(members[0]) * nets, len(pairs), len(looped), unrolled,
+                    max_diff)
 
 
-def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int = 21) -> dict:
+def bench_plane(config: ZooConfig, data: Dataset, params_stack,
+                resolution: int = 21) -> PlaneTimes:
   """Seconds for the loss on a `resolution` squared grid in the plane of models 0, 1, 2:
   one jitted chunked call against a loop calling a jitted evaluation per grid point."""
   model = model_for(config)
@@ -349,14 +407,13 @@ def bench_plane(config: ZooConfig, data: Dataset, params_stack, resolution: int 
     loop[n] = float(point(u, v)[0])
   loop_s = time.perf_counter() - t
   one = take(on_device, 0)
-  return {"plane_s": plane_s, "loop_s": loop_s, "compile_s": compile_s, "points": len(coords),
-          "flops": forward_flops(model, one, x.shape[1]) * len(coords) * len(y),
-          "bytes": 4 * 4 * num_params(one) * len(coords),
-          "max_abs_diff": float(np.max(np.abs(loop - grid)))}
+  return PlaneTimes(plane_s, loop_s, compile_s, len(coords),
+                    forward_flops(model, one, x.shape[1]) * len(coords) * len(y),
+                    4 * 4 * num_params(one) * len(coords), float(np.max(np.abs(loop - grid))))
 
 
 def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50,
-                    baseline_pairs: Optional[int] = None) -> dict:
+                    baseline_pairs: Optional[int] = None) -> AlignmentTimes:
   """Seconds to weight-match every pair of a zoo directly: one pair at a time with scipy
   on the host (on `baseline_pairs` pairs, scaled to all, if given) against all pairs at
   once with the jitted solver (compile reported apart); and every model to model 0."""
@@ -391,8 +448,6 @@ def bench_alignment(config: ZooConfig, params_stack, max_iter: int = 50,
   t = time.perf_counter()
   align_zoo(key, spec, params_stack)
   ref_host_s = time.perf_counter() - t
-  return {"host_s": host_s, "device_s": device_s, "compile_s": compile_s, "pairs": len(pairs),
-          "baseline_pairs": len(looped),
-          "max_rel_objective_diff": float(np.max(np.abs(od - oh) / np.abs(oh))),
-          "reference_host_s": ref_host_s, "reference_device_s": ref_device_s,
-          "models": int(jax.tree_util.tree_leaves(params_stack)[0].shape[0])}
+  return AlignmentTimes(host_s, device_s, compile_s, len(pairs), len(looped),
+                        float(np.max(np.abs(od - oh) / np.abs(oh))), ref_host_s, ref_device_s,
+                        int(jax.tree_util.tree_leaves(params_stack)[0].shape[0]))

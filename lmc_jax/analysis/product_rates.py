@@ -10,7 +10,7 @@ dtypes and contraction, and sums them: the time the step's products take by them
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -102,10 +102,16 @@ def _time_product(p: Product, repeats: int = 8, trials: int = 3) -> float:
   return best / repeats
 
 
-def product_seconds(fn, *args) -> dict:
-  """The matrix products of `fn(*args)`, each timed alone at its own shape: "seconds" (their
-  sum, per call of `fn`), "flops" (per call) and "flops_per_s" (their combined rate).
-  None where `fn` also convolves (convolutions are not timed)."""
+class ProductTimes(NamedTuple):
+  """A function's matrix products, each timed alone at its own shape."""
+  seconds: float  # their sum, per call of the function
+  flops: int  # per call
+  flops_per_s: float  # their combined rate
+
+
+def product_seconds(fn, *args) -> Optional[ProductTimes]:
+  """The matrix products of `fn(*args)`, each timed alone at its own shape; None where `fn`
+  also convolves (convolutions are not timed)."""
   closed = jax.make_jaxpr(fn)(*args)
   if any(eqn.primitive.name == "conv_general_dilated" for eqn in equations(closed)):
     return None  # convolutions are not timed here, so the sum would leave them out
@@ -116,5 +122,4 @@ def product_seconds(fn, *args) -> dict:
       timed[p] = _time_product(p)
   seconds = sum(timed[p] for p in products)
   flops = sum(p.flops for p in products)
-  return {"seconds": seconds, "flops": flops,
-          "flops_per_s": flops / seconds if seconds else float("nan")}
+  return ProductTimes(seconds, flops, flops / seconds if seconds else float("nan"))

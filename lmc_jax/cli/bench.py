@@ -23,18 +23,20 @@ matching runs on the zoo's derived permutation spec.
 from __future__ import annotations
 
 import platform
+from typing import NamedTuple
 
 import jax
 from absl import flags
 
 from lmc_jax.analysis.benchmarks import (
+  SweepTimes,
+  TrainingTimes,
   bench_alignment,
   bench_pair_sweep,
   bench_plane,
   bench_training,
   device_rates,
   floor_s,
-  rates_at,
 )
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
@@ -124,6 +126,12 @@ def default_widths() -> list:
     raise in_flags(e) from None
 
 
+class WidthTimes(NamedTuple):
+  """What one width of the record holds."""
+  training: TrainingTimes
+  sweep: SweepTimes
+
+
 def key_of(width: int, precision: str) -> str:
   """`w512`, or `w512_bf16`: a width's entry in the record."""
   return f"w{width}" + ("" if precision == "fp32" else f"_{precision}")
@@ -133,35 +141,33 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
                precision: str, plan: ExecutionPlan):
   """Training and sweep rows for one width; returns (rows, config, data, trained params)."""
   config = config_for(width, n, epochs, precision)
-  rates = rates_at(rates, precision)
+  rates = rates.at(precision)
   data = load_dataset(config, FLAGS.data_dir)
   train = bench_training(config, data, FLAGS.baseline_models, plan)
   zoo = train_zoo(config, data, log=None, plan=plan)
   sweep = bench_pair_sweep(config, data, zoo.variables, FLAGS.baseline_pairs, plan)
-  record[key_of(width, precision)] = {"training": train, "sweep": sweep}
+  record[key_of(width, precision)] = WidthTimes(train, sweep)
   tag = "" if precision == "fp32" else f" [{precision}]"
   what = f"w{width}{tag}: train {n} models x {epochs} epochs"
-  pairs = f"w{width}{tag}: {sweep['pairs']} pairs x 11 alphas"
+  pairs = f"w{width}{tag}: {sweep.pairs} pairs x 11 alphas"
   t, s = train, sweep
-  scaled = (f" (scaled from {train['baseline_models']} of {n})"
-            if train["baseline_models"] < n else "")
-  pscaled = (f" (scaled from {s['baseline_pairs']} of {s['pairs']})"
-             if s["baseline_pairs"] < s["pairs"] else "")
-  per_epoch = ("a model at a time, a call per epoch of host-looped steps" if t["host_loops"]
+  scaled = f" (scaled from {t.baseline_models} of {n})" if t.baseline_models < n else ""
+  pscaled = (f" (scaled from {s.baseline_pairs} of {s.pairs})" if s.baseline_pairs < s.pairs
+             else "")
+  per_epoch = ("a model at a time, a call per epoch of host-looped steps" if t.host_loops
                else "a model at a time, a call per epoch")
-  per_net = "loop: a jitted call per (pair, alpha)" + (", batches unrolled" if s["host_loops"]
+  per_net = "loop: a jitted call per (pair, alpha)" + (", batches unrolled" if s.host_loops
                                                         else "")
   if has_batch_stats(zoo.variables):  # every side mixes the statistics
     pairs += ", BatchNorm stats interpolated, no reset"
   rows = [
-      row(what, "a model at a time, a call per step" + scaled, t["step_loop_s"], t["zoo_s"],
-          t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
-      row(what, per_epoch + scaled, t["loop_s"], t["zoo_s"],
-          t["compile_zoo_s"], rates, t["flops"], t["bytes"]),
-      row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s["study_loop_s"],
-          s["sweep_s"], s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
-      row(pairs, per_net + pscaled, s["loop_s"], s["sweep_s"],
-          s["compile_sweep_s"], rates, s["flops"], s["bytes"]),
+      row(what, "a model at a time, a call per step" + scaled, t.step_loop_s, t.zoo_s,
+          t.compile_zoo_s, rates, t.flops, t.bytes),
+      row(what, per_epoch + scaled, t.loop_s, t.zoo_s, t.compile_zoo_s, rates, t.flops, t.bytes),
+      row(pairs, "loop: mix per tensor, a call per batch" + pscaled, s.study_loop_s, s.sweep_s,
+          s.compile_sweep_s, rates, s.flops, s.bytes),
+      row(pairs, per_net + pscaled, s.loop_s, s.sweep_s, s.compile_sweep_s, rates, s.flops,
+          s.bytes),
   ]
   return rows, config, data, zoo.variables
 
@@ -191,9 +197,9 @@ def main(argv):
   plan = plan_from_environment()
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
-        f"measured copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, float32 matmul "
-        f"{rates['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, bf16 matmul "
-        f"{rates['bf16_matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {FLAGS.arch}, "
+        f"measured copy {rates.copy_bytes_per_s / 1e9:.1f} GB/s, float32 matmul "
+        f"{rates.matmul_flops_per_s / 1e9:.0f} GFLOP/s, bf16 matmul "
+        f"{rates.bf16_matmul_flops_per_s / 1e9:.0f} GFLOP/s; {FLAGS.dataset}, {FLAGS.arch}, "
         f"{n} models, {epochs} epochs")
   record, rows, widest = {}, [], max(widths)
   for width in widths:
@@ -206,46 +212,45 @@ def main(argv):
   config, data, params = widest_zoo
   # A plane is one jitted grid; where the zoo runs from host loops (conv nets on one CPU
   # device) there is no such grid to time.
-  looped = record[key_of(widest, precisions[0])]["training"]["host_loops"]
+  looped = record[key_of(widest, precisions[0])].training.host_loops
   plane = None if looped else bench_plane(config, data, params)
   first = jax.tree_util.tree_map(lambda v: v[:align_n], params)
   align = bench_alignment(config.replace(num_models=align_n), first,
                           baseline_pairs=FLAGS.baseline_pairs)
-  record.update(plane=plane, alignment=align)
   if plane is not None:
-    rows.append(row(f"w{widest}: loss plane, {plane['points']} points", "a jitted call per point",
-                    plane["loop_s"], plane["plane_s"], plane["compile_s"], rates, plane["flops"],
-                    plane["bytes"]))
+    rows.append(row(f"w{widest}: loss plane, {plane.points} points", "a jitted call per point",
+                    plane.loop_s, plane.plane_s, plane.compile_s, rates, plane.flops,
+                    plane.bytes))
   rows += [
-      row(f"w{widest}: weight-match {align['models'] - 1} models to one",
-          "scipy, a model at a time", align["reference_host_s"], align["reference_device_s"],
-          align["compile_s"], rates),
-      row(f"w{widest}: weight-match all {align['pairs']} pairs", "scipy, a pair at a time" + (
-          f" (scaled from {align['baseline_pairs']} of {align['pairs']})"
-          if align["baseline_pairs"] < align["pairs"] else ""),
-          align["host_s"], align["device_s"], align["compile_s"], rates),
+      row(f"w{widest}: weight-match {align.models - 1} models to one",
+          "scipy, a model at a time", align.reference_host_s, align.reference_device_s,
+          align.compile_s, rates),
+      row(f"w{widest}: weight-match all {align.pairs} pairs", "scipy, a pair at a time" + (
+          f" (scaled from {align.baseline_pairs} of {align.pairs})"
+          if align.baseline_pairs < align.pairs else ""),
+          align.host_s, align.device_s, align.compile_s, rates),
   ]
   print(format_table(rows, COLUMNS, HEADERS))
   for width in widths:
     for p in precisions:
-      training = record[key_of(width, p)]["training"]
-      if training.get("products_s"):
+      training = record[key_of(width, p)].training
+      if training.products_s:
         print(f"w{width} {p}: a training step's matrix products, each timed alone at its own "
-              f"shape, run at {training['products_flops_per_s'] / 1e9:.0f} GFLOP/s: "
-              f"{training['products_s']:.3g} s for this zoo, which trains in "
-              f"{training['zoo_s']:.3g} s ({training['products_s'] / training['zoo_s']:.0%} "
+              f"shape, run at {training.products_flops_per_s / 1e9:.0f} GFLOP/s: "
+              f"{training.products_s:.3g} s for this zoo, which trains in "
+              f"{training.zoo_s:.3g} s ({training.products_s / training.zoo_s:.0%} "
               "of its time)")
   for width in widths:
     base = record[key_of(width, precisions[0])]
     for p in precisions[1:]:
       other = record[key_of(width, p)]
-      print(f"w{width}: {p} trains {base['training']['zoo_s'] / other['training']['zoo_s']:.2f}x "
-            f"and sweeps {base['sweep']['sweep_s'] / other['sweep']['sweep_s']:.2f}x as fast as "
+      print(f"w{width}: {p} trains {base.training.zoo_s / other.training.zoo_s:.2f}x "
+            f"and sweeps {base.sweep.sweep_s / other.sweep.sweep_s:.2f}x as fast as "
             f"{precisions[0]}")
-  diffs = [record[key_of(w, p)]["sweep"]["max_abs_diff"] for w in widths for p in precisions]
-  diffs += [plane["max_abs_diff"]] if plane is not None else []
+  diffs = [record[key_of(w, p)].sweep.max_abs_diff for w in widths for p in precisions]
+  diffs += [plane.max_abs_diff] if plane is not None else []
   print(f"loops and vectorised paths agree to {max(diffs):.2e} (max abs difference in loss); "
-        f"host and device matching objectives to {align['max_rel_objective_diff']:.1e} "
+        f"host and device matching objectives to {align.max_rel_objective_diff:.1e} "
         "(max relative difference; float32 on the device). Alignment: 'vectorised' is the "
         "jitted solver vmapped over models or pairs.")
   if looped:
@@ -259,7 +264,13 @@ def main(argv):
                                                 "align_models": align_n, "arch": FLAGS.arch,
                                                 "train_subset": FLAGS.train_subset,
                                                 "test_subset": FLAGS.test_subset},
-                                   "rates": rates, "results": record, "table": rows,
+                                   "rates": rates._asdict(),
+                                   "results": {**{k: {"training": v.training._asdict(),
+                                                      "sweep": v.sweep._asdict()}
+                                                  for k, v in record.items()},
+                                               "plane": plane and plane._asdict(),
+                                               "alignment": align._asdict()},
+                                   "table": rows,
                                    "device": str(device), "machine": platform.platform(),
                                    "versions": package_versions()})
 
