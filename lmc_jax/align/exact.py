@@ -19,6 +19,7 @@ import numpy as np
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.errors import LmcError
+from lmc_jax.lmc.batchnorm import reset_arguments
 from lmc_jax.lmc.interpolation import NUM_ALPHAS, pair_sweep
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.models import mlp_matmul_flops
@@ -47,8 +48,10 @@ def candidates(sizes) -> dict:
 
 
 def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
-                    max_tflop: float = 1.0) -> ExactResult:
-  """Best permutation of B by epsilon on (x, y), over all permutations of its hidden layers.
+                    max_tflop: float = 1.0, reset_x=None, plan=None) -> ExactResult:
+  """Best permutation of B by epsilon on (x, y), over all permutations of its hidden layers,
+  every line measured as the barrier's are: with `reset_x` (training batches `(R, b, d)`)
+  its BatchNorm statistics recomputed (`lmc.batchnorm`).
 
   Refuses a search whose matrix products would exceed `max_tflop` TFLOP (the default, 1,
   suits a CPU and can be raised on a GPU; search times are measured in BUILD_NOTES.md).
@@ -72,7 +75,7 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
   both = jax.tree_util.tree_map(lambda a, b: np.concatenate([np.asarray(a)[None], np.asarray(b)]),
                                 params_a, permuted)
   pairs = np.stack([np.zeros(count, np.int32), 1 + np.arange(count, dtype=np.int32)], 1)
-  curves = pair_sweep(model, both, pairs, x, y)
+  curves = pair_sweep(model, both, pairs, x, y, plan=plan, **reset_arguments(reset_x))
   eps = epsilon(curves.loss, curves.alphas)
   best = int(np.argmin(eps))
   return ExactResult({p: np.asarray(v[best]) for p, v in cands.items()}, float(eps[best]), eps)
@@ -88,7 +91,8 @@ def _align_exactly(task: AlignTask) -> Alignment:
 
   def one(k):
     found[k] = exact_alignment(task.model, task.spec, ref, task.member(k), task.eval_x,
-                               task.eval_y, task.settings.exact_max_tflop)
+                               task.eval_y, task.settings.exact_max_tflop, task.reset_x,
+                               task.plan)
     return found[k].perm
   perms = task.star(one)
   return Alignment(perms, {"epsilon": {k: r.epsilon for k, r in found.items()}})

@@ -53,6 +53,9 @@ class AlignTask(NamedTuple):
   eval_y: np.ndarray
   settings: "MethodSettings"
   plan: Optional[ExecutionPlan] = None  # how it runs (default: `execution.default_plan()`)
+  reset_x: Optional[object] = None  # (R, b, d) training batches the curves' BatchNorm
+  #   statistics are recomputed on (`lmc.batchnorm`), or None: methods that measure lines
+  #   (exact search) measure them so
 
   @property
   def key(self):
@@ -218,18 +221,19 @@ class MethodSettings:
 def align_by(name: str, model, spec: PermutationSpec, params, reference: int, skip,
              fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
              settings: Optional[MethodSettings] = None,
-             plan: Optional[ExecutionPlan] = None) -> MethodResult:
+             plan: Optional[ExecutionPlan] = None, reset_x=None) -> MethodResult:
   """Aligns the stacked zoo `params` by method `name` (see `method_names()`).
 
   `fit_x, fit_y` are training data (the first `settings.fit_samples` are used);
   `eval_x, eval_y` the split the curves are measured on (exact search scores on it).
-  Models in `skip` keep the identity.
+  Models in `skip` keep the identity. `reset_x`: the training batches BatchNorm statistics
+  are recomputed on along every line, where the curves are measured so.
   """
   method = get_method(name)
   settings = settings if settings is not None else MethodSettings()
   n = settings.fit_samples
   task = AlignTask(model, spec, to_numpy(params), reference, frozenset(skip), fit_x[:n],
-                   fit_y[:n], eval_x, eval_y, settings, plan)
+                   fit_y[:n], eval_x, eval_y, settings, plan, reset_x)
   start = time.perf_counter()
   result = method.align(task)
   seconds = time.perf_counter() - start
