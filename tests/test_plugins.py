@@ -45,3 +45,17 @@ def test_the_cli_offers_a_plugin_named_in_the_environment(tmp_path):
   r = subprocess.run([sys.executable, "-m", "experiments.barrier", "--help"], cwd=ROOT, env=env,
                      capture_output=True, text=True, timeout=300)
   assert "--envmethod_steps" in r.stdout and "envmethod" in r.stdout
+
+
+def test_plugins_load_when_a_method_is_first_looked_up_not_at_import(tmp_path):
+  """Entry points that never align (fetch, zoo) scan no plug-in: a broken one named in the
+  environment is reported by the barrier command, which looks methods up, and by no other."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), **{PLUGINS_ENV: "no_such_plugin_module"})
+
+  def stderr_of(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300).stderr
+  assert "no_such_plugin_module" not in stderr_of("-m", "experiments.fetch", "--help")
+  assert "no_such_plugin_module" not in stderr_of("-m", "experiments.zoo", "--help")
+  assert "no_such_plugin_module" not in stderr_of("-c", "import lmc_jax")
+  assert "no_such_plugin_module" in stderr_of("-m", "experiments.barrier", "--help")
