@@ -1,6 +1,7 @@
 """The records of the result files: each written by `to_json` and read back by `from_json`
 into an equal record (non-finite values, skipped entries and all), in memory and through
-the file."""
+the file; and nothing in lmc_jax but the records reads a result document by key."""
+import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -250,3 +251,78 @@ def test_a_wrong_study_file_names_its_field():
   doc["samples"]["pairs"][0] = [0, 3]
   with pytest.raises(SchemaError, match=r"samples.pairs\[0\] is 3, outside 0..2"):
     SwaRecord.from_json(doc, "swa.json")
+
+
+# -- nothing reads a result document by key outside the records ------------------------------
+
+PACKAGE = Path(lmc_jax.__file__).parent
+RECORD_MODULES = {"records.py", "barrier_records.py", "study_records.py", "schema.py"}
+# Every key of the documents the records hold: zoo.json and its models, barrier.json and
+# its entries, curves and diagnostics, a checkpoint's meta, swa.json, plane.json,
+# redundancy.json and the dynamics JSON.
+DOCUMENT_KEYS = {
+    "format", "config", "seed", "versions", "params_sha256", "num_models", "models", "history",
+    "train_seconds", "data_source", "train_loss", "test_loss", "train_acc", "test_acc",
+    "diverged", "collapsed",
+    "zoo", "split", "bn_reset", "batches", "batch_size", "precision", "reference", "alphas",
+    "excluded", "naive", "methods", "aligned", "diagnostics", "seconds",
+    "pairs", "loss", "acc", "epsilon", "barrier", "rebasin_barrier",
+    "settings", "sweep_seconds", "info", "fraction_moved", "perms", "repaired", "skipped",
+    "fit_samples", "triples", "weight_cycle_consistency", "activation_cycle_consistency",
+    "weight_restarts", "objective", "median_epsilon_spread", "max_epsilon_spread",
+    "epoch", "leaves", "sha256", "model", "epochs", "lr", "start_loss", "sample_loss",
+    "average_loss", "samples", "xs", "ys", "corners", "corner_loss", "threshold", "width",
+    "reduced_width", "reduced_test_loss", "reduced_test_acc", "zoos", "labels", "groups",
+    "origin", "references", "table", "group", "eps_within", "eps_across",
+}
+# Where one of those words indexes something else, and what: (module, key) -> what.
+OTHER_THINGS = {
+    **{("cli/bench.py", k): "the bench record (its own JSON)" for k in ("pairs", "models")},
+    ("analysis/benchmarks.py", "seconds"): "a timing of the bench",
+    ("data/cifar10.py", "labels"): "a CIFAR-10 batch as its pickle holds it",
+    ("data/cifar10.py", "sha256"): "the SOURCE.json of an installed dataset",
+    **{("zoo/training.py", k): "the evaluations collected for history.npz"
+       for k in ("test_loss", "test_acc")},
+    **{("report/figures.py", k): "history.npz" for k in ("train_loss", "test_loss")},
+    ("report/tables.py", "width"): "a zoo table row",
+    **{(m, "width"): "a row of Table 5.1" for m in ("cli/redundancy.py",
+                                                      "report/redundancy_figures.py")},
+    **{("report/markdown.py", k): "a row of a CSV table the report quotes"
+       for k in ("width", "models", "diverged", "collapsed", "test_loss", "test_acc", "pairs",
+                 "seconds")},
+}
+
+
+def lookups_by_key(tree):
+  """(line, key) of every `x["key"]` and `x.get("key", ...)` (also pop, setdefault)."""
+  for node in ast.walk(tree):
+    key = None
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+      key = node.slice.value
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr in ("get", "pop", "setdefault") and node.args
+          and isinstance(node.args[0], ast.Constant)):
+      key = node.args[0].value
+    if isinstance(key, str):
+      yield node.lineno, key
+
+
+def test_no_result_document_is_read_by_key_outside_the_records():
+  found, other = [], set()
+  for path in sorted(PACKAGE.rglob("*.py")):
+    module = path.relative_to(PACKAGE).as_posix()
+    if module in RECORD_MODULES:
+      continue
+    for line, key in lookups_by_key(ast.parse(path.read_text())):
+      if (module, key) in OTHER_THINGS:
+        other.add((module, key))
+      elif key in DOCUMENT_KEYS:
+        found.append(f"lmc_jax/{module}:{line}: [{key!r}]")
+  assert not found, ("read a result document through its record (lmc_jax.records), not by "
+                     "key:\n" + "\n".join(found))
+  assert other == set(OTHER_THINGS), f"no longer indexed: {sorted(set(OTHER_THINGS) - other)}"
+
+
+def test_the_scan_sees_a_lookup_by_key():
+  code = 'doc["methods"]["weight"]\nx = result.get("aligned", {})\nnames = ["naive"]\n'
+  assert sorted(lookups_by_key(ast.parse(code))) == [(1, "methods"), (1, "weight"), (2, "aligned")]
