@@ -74,6 +74,12 @@ def comparison_rows(records: Sequence, methods: Sequence[str], repair: bool = Fa
   return rows
 
 
+def _median(values) -> float:
+  """NaN, without numpy's warning, where there is nothing (a zoo of two models has no
+  triple to test cycle consistency on)."""
+  return float(np.median(values)) if len(values) else float("nan")
+
+
 def diagnostics_rows(records: Sequence) -> List[dict]:
   """Per width: median cycle consistency of weight and activation matching over the
   triples, the spread of epsilon over weight matching's restarts, and the median share of
@@ -84,8 +90,8 @@ def diagnostics_rows(records: Sequence) -> List[dict]:
     if d is None:
       continue
     row = {"width": r.width,
-           "weight_cycle": float(np.median(d.weight_cycle_consistency)),
-           "activation_cycle": float(np.median(d.activation_cycle_consistency)),
+           "weight_cycle": _median(d.weight_cycle_consistency),
+           "activation_cycle": _median(d.activation_cycle_consistency),
            "restart_spread_median": d.weight_restarts.median_epsilon_spread,
            "restart_spread_max": d.weight_restarts.max_epsilon_spread}
     for name in ("weight", "activation", "mergemany"):
