@@ -9,14 +9,17 @@ from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.merge_many import merge_many
 from lmc_jax.align.registry import MethodSettings, align_by, method_names, register
 from lmc_jax.align.weight import align_zoo, weight_matching
+from lmc_jax.analysis.barrier import read_barrier_json
+from lmc_jax.barrier_records import BarrierResult, Diagnostics, MethodEntry, RepairEntry
 from lmc_jax.config import ZooConfig, default_config
 from lmc_jax.data.datasets import Dataset, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.batchnorm import reset_pair_sweep
 from lmc_jax.lmc.interpolation import Curves, all_pairs, pair_sweep
-from lmc_jax.lmc.measures import epsilon, loss_barrier, rebasin_barrier
+from lmc_jax.lmc.measures import curve_set, epsilon, loss_barrier, rebasin_barrier
 from lmc_jax.lmc.repair import repaired_pair_sweep
 from lmc_jax.nn.architectures import model_for
+from lmc_jax.records import CurveSet, ModelMetrics, ZooRecord
 from lmc_jax.symmetry.derive import check_spec, derive_spec, spec_for_config, spec_without_prefix
 from lmc_jax.symmetry.spec import (
                                 PermutationSpec,
@@ -30,7 +33,7 @@ from lmc_jax.symmetry.spec import (
 )
 from lmc_jax.symmetry.units import repair_sites
 from lmc_jax.version import __version__
-from lmc_jax.zoo.io import load_zoo, load_zoo_checked, save_zoo
+from lmc_jax.zoo.io import load_zoo, load_zoo_checked, read_zoo_json, save_zoo
 from lmc_jax.zoo.training import Zoo, train_zoo
 
 __all__ = [
@@ -48,5 +51,8 @@ __all__ = [
     # linear mode connectivity
     "all_pairs", "pair_sweep", "reset_pair_sweep", "repaired_pair_sweep", "repair_sites",
     "Curves", "epsilon", "loss_barrier", "rebasin_barrier",
+    # result files, as records
+    "ZooRecord", "ModelMetrics", "CurveSet", "curve_set", "BarrierResult", "MethodEntry",
+    "RepairEntry", "Diagnostics", "read_zoo_json", "read_barrier_json",
     "LmcError",
 ]

@@ -7,8 +7,6 @@ functions.
 """
 from __future__ import annotations
 
-from lmc_jax.errors import LmcError
-
 # Inside a zoo directory.
 ZOO_JSON = "zoo.json"
 PARAMS_NPZ = "params.npz"
@@ -108,23 +106,17 @@ def plane_png(dataset: str) -> str:
 
 
 # The format each JSON file is written in (its "format" field). A reader refuses a file of
-# a newer format than it knows, since its fields may mean something else there.
+# a newer format than it knows (`schema.check_format`), since its fields may mean
+# something else there.
 ZOO_FORMAT = 2  # 2: the config in sections; params.npz holds every model's whole variables dict
-BARRIER_FORMAT = 2  # 2: weight matching's curves stored once, as "aligned"
+# 2: weight matching's curves stored once, as "aligned"; 3: every method's curves in its
+# entry of "methods", weight matching's too, and REPAIR's as its entry's "repaired" (no
+# "<name>+repair" entries). `barrier_records` reads all three.
+BARRIER_FORMAT = 3
 REDUNDANCY_FORMAT = 1
 SWA_FORMAT = 1
 PLANE_FORMAT = 1
 DYNAMICS_FORMAT = 1
 BENCH_FORMAT = 1
 SOURCE_FORMAT = 1  # a dataset's SOURCE.json
-
-
-def check_format(doc: dict, path, newest: int) -> dict:
-  """`doc` (read from `path`) unless its format is newer than `newest`; files from before
-  formats were recorded count as format 1."""
-  found = doc.get("format", 1) if isinstance(doc, dict) else 1
-  if not isinstance(found, int) or found > newest:
-    raise LmcError(f"{path} has format {found!r}, newer than the {newest} this lmc_jax reads; "
-                   "upgrade lmc_jax (pip install -U lmc_jax), or write the file again with "
-                   "this version.")
-  return doc
+CHECKPOINT_FORMAT = 1  # the meta document of a training checkpoint

@@ -16,13 +16,15 @@ from lmc_jax.analysis import barrier as barrier_mod
 from lmc_jax.analysis.barrier import ZooBarriers, analyse_zoo, read_barrier_json
 from lmc_jax.analysis.swa import SwaResult
 from lmc_jax.atomic_files import atomic_write_json
+from lmc_jax.barrier_records import BarrierResult, MethodEntry, RepairEntry
 from lmc_jax.config import default_config
 from lmc_jax.lmc.interpolation import Curves
 from lmc_jax.lmc.loss_plane import PlaneGrid
-from lmc_jax.lmc.measures import curves_entry
+from lmc_jax.lmc.measures import curve_set
 from lmc_jax.report import figures, method_figures
 from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
-from tests.helpers import saved_moons_zoo
+from lmc_jax.study_records import SwaRecord
+from tests.helpers import saved_moons_zoo, zoo_record
 from tests.helpers.cli import refused, run_module, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,10 @@ class Killed(BaseException):
 
 
 def _content(doc):
-  """A barrier.json dict without what differs between two runs of the same work."""
+  """A barrier.json dict without what differs between two runs of the same work (the
+  file's own path: read it as JSON, as a user would)."""
+  if isinstance(doc, Path):
+    return _content(json.loads((doc / BARRIER_JSON).read_text()))
   if isinstance(doc, dict):
     return {k: _content(v) for k, v in doc.items()
             if "seconds" not in k and k not in ("versions", "zoo")}
@@ -78,9 +83,9 @@ def test_a_killed_analysis_keeps_what_it_finished_and_goes_on(pristine, tmp_path
   with pytest.raises(Killed):
     analyse_zoo(d, methods=methods, repair=repair)
   kept = read_barrier_json(d, 3)  # whole, and it passes the schema
-  finished = {"weight", "activation"}
-  assert set(kept["methods"]) == finished | ({f"{m}+repair" for m in finished} if repair else set())
-  assert "aligned" in kept and "naive" in kept
+  assert kept.method_names == ("weight", "activation")
+  assert all((kept.repaired(m) is not None) == repair for m in kept.method_names)
+  assert kept.curves("aligned") is not None and kept.repaired("naive") is None
 
   calls = []
 
@@ -90,7 +95,8 @@ def test_a_killed_analysis_keeps_what_it_finished_and_goes_on(pristine, tmp_path
   monkeypatch.setattr(barrier_mod, "align_by", counting)
   analyse_zoo(d, methods=methods, repair=repair)
   assert calls == ["mergemany"]  # the first two are not recomputed
-  assert _content(read_barrier_json(d, 3)) == _content(read_barrier_json(whole, 3))
+  read_barrier_json(d, 3)
+  assert _content(d) == _content(whole)
 
 
 def test_the_naive_curves_are_kept_when_the_first_method_is_killed(pristine, tmp_path,
@@ -104,8 +110,9 @@ def test_the_naive_curves_are_kept_when_the_first_method_is_killed(pristine, tmp
   with pytest.raises(Killed):
     analyse_zoo(d)
   kept = read_barrier_json(d, 3)
-  assert kept["methods"] == {} and "aligned" not in kept
-  assert kept["naive"] == read_barrier_json(pristine, 3)["naive"]
+  assert kept.methods == () and kept.curves("aligned") is None
+  assert kept.naive == read_barrier_json(pristine, 3).naive
+  assert json.loads((d / BARRIER_JSON).read_text())["methods"] == {}
 
 
 # -- pre-flight: output folders ---------------------------------------------------------------
@@ -264,7 +271,8 @@ def test_the_barrier_entry_point_recomputes_a_damaged_barrier_json(pristine, tmp
   assert r.returncode == 0, r.stderr
   assert "methods.weight.perms[1].P_0 is not a permutation of 0..3" in r.stderr
   assert "not reused" in r.stderr
-  assert _content(read_barrier_json(z, 3)) == _content(read_barrier_json(pristine, 3))
+  read_barrier_json(z, 3)
+  assert _content(z) == _content(pristine)
 
 
 # -- figures around non-finite and huge values ---------------------------------------------------
@@ -298,11 +306,12 @@ def test_swa_figures_leave_out_non_finite_and_huge_losses(tmp_path, drawn):
   average = np.array([0.3, 0.28, np.nan, 0.26, 1e30, 0.24])
   loss = np.random.default_rng(0).uniform(0.2, 0.4, (15, 11))
   loss[1, 4], loss[2, 2], loss[3, 7] = BAD
-  entry = curves_entry(Curves(np.linspace(0, 1, 11), np.zeros((15, 2), int), loss,
-                               np.full_like(loss, 0.5)))
-  recs = [SwaResult(8, "moons", "moons", 0, 0.3, sample, average, np.linspace(0, 1, 11), entry),
-          SwaResult(16, "moons", "moons", 0, np.nan, sample * np.nan, average * np.nan,
-                    np.linspace(0, 1, 11), entry)]
+  alphas = np.linspace(0, 1, 11)
+  entry = curve_set(Curves(alphas, np.zeros((15, 2), int), loss, np.full_like(loss, 0.5)))
+  recs = [SwaResult(8, "moons", "moons", SwaRecord(0, 6, 0.05, 0, 0.3, sample, average, alphas,
+                                                   entry)),
+          SwaResult(16, "moons", "moons", SwaRecord(0, 6, 0.05, 0, np.nan, sample * np.nan,
+                                                    average * np.nan, alphas, entry))]
   path = figures.swa_losses(recs, "moons", tmp_path / "swa_losses.png")
   assert path.stat().st_size > 5000
   fig = drawn["swa_losses.png"]
@@ -310,7 +319,8 @@ def test_swa_figures_leave_out_non_finite_and_huge_losses(tmp_path, drawn):
   assert "3 non-finite losses not drawn, 2 beyond the axes" in titles  # width 8
   assert "13 non-finite losses not drawn" in titles  # width 16: every loss
   assert fig.axes[0].get_ylim()[1] < 1  # 1e30 does not squash the others flat
-  panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.samples["loss"]) for r in recs]
+  panels = [figures.CurvePanel(f"width {r.width}", r.swa.alphas, r.swa.samples.loss)
+            for r in recs]
   figures.loss_curves(panels, "moons SWA samples", tmp_path / "swa_curves.png")
   titles = _texts(drawn["swa_curves.png"])
   assert "13 pairs;\n2 with non-finite losses not drawn;\n1 leaving the axes" in titles
@@ -334,16 +344,17 @@ def test_loss_planes_leave_non_finite_points_blank_and_count_them(tmp_path, draw
 def _record(width, loss, tmp_path):
   alphas = np.linspace(0, 1, loss.shape[1])
   pairs = np.array([[0, 1], [0, 2], [1, 2]])
+  curves = curve_set(Curves(alphas, pairs, loss, np.full_like(loss, 0.5)))
+  repaired = RepairEntry(64, curves)
+  result = BarrierResult(alphas, curves, (
+      MethodEntry("weight", seconds=float("nan"), curves=curves, repaired=repaired),
+      MethodEntry("activation", seconds=1.0, curves=curves, repaired=repaired)),
+      naive_repaired=repaired, reference=0)
   # As barrier.json gives it back: NaN and infinities written as null.
-  atomic_write_json(tmp_path / "entry.json",
-                    curves_entry(Curves(alphas, pairs, loss, np.full_like(loss, 0.5))))
-  entry = json.loads((tmp_path / "entry.json").read_text())
-  result = {"alphas": alphas.tolist(), "reference": 0, "split": "test", "naive": entry,
-            "aligned": entry, "methods": {"weight": {"seconds": float("nan")},
-                                          "activation": dict(entry, seconds=1.0),
-                                          "activation+repair": entry, "weight+repair": entry,
-                                          "naive+repair": entry}}
-  return ZooBarriers(Path("."), default_config("moons", hidden=(width,)), result, (0, 1, 2), 0.5)
+  atomic_write_json(tmp_path / BARRIER_JSON, result.to_json())
+  result = BarrierResult.from_json(json.loads((tmp_path / BARRIER_JSON).read_text()),
+                                   tmp_path / BARRIER_JSON)
+  return ZooBarriers(Path("."), zoo_record(default_config("moons", hidden=(width,))), result)
 
 
 def test_width_and_method_figures_count_what_they_leave_out(tmp_path, drawn):
@@ -357,8 +368,8 @@ def test_width_and_method_figures_count_what_they_leave_out(tmp_path, drawn):
   assert path.stat().st_size > 5000
   # naive, aligned and activation, 2 widths, 2 of 3 pairs non-finite each
   assert "12 non-finite barriers not drawn" in _texts(drawn["bvw.png"])
-  names = ["weight", "activation", "naive+repair", "weight+repair", "activation+repair"]
-  path = method_figures.comparison_figure(records, names, "moons", tmp_path / "methods.png")
+  path = method_figures.comparison_figure(records, ["weight", "activation"], True, "moons",
+                                          tmp_path / "methods.png")
   assert path.stat().st_size > 5000
   titles = _texts(drawn["methods.png"])
   assert "(12 non-finite epsilons not drawn)" in titles  # naive, weight, activation x 2 widths

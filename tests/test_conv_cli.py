@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 
-from lmc_jax.analysis.barrier import method_curves
-from tests.test_entry_points import run
+from tests.test_entry_points import curves_of, run
 
 
 def test_resnet20_zoo_trains_aligns_repairs_and_sweeps_from_the_cli(tmp_path):
@@ -23,7 +22,7 @@ def test_resnet20_zoo_trains_aligns_repairs_and_sweeps_from_the_cli(tmp_path):
   # Exact search can not enumerate 12 groups of 16-64 channels; it says so and is skipped.
   assert "permutations" in res["methods"]["exact"]["skipped"]
   for name in ("weight", "activation", "mergemany"):
-    entry = method_curves(res, name)
+    entry = curves_of(res, name)
     assert "skipped" not in entry, entry.get("skipped")
     for perm in entry["perms"][1]:
       assert sorted(entry["perms"][1][perm]) == list(range(len(entry["perms"][1][perm])))
@@ -31,7 +30,7 @@ def test_resnet20_zoo_trains_aligns_repairs_and_sweeps_from_the_cli(tmp_path):
     np.testing.assert_allclose(np.asarray(entry["loss"])[:, [0, -1]], naive[:, [0, -1]],
                                rtol=1e-3, err_msg=name)
   for name in ("naive+repair", "weight+repair", "activation+repair", "mergemany+repair"):
-    entry = method_curves(res, name)
+    entry = curves_of(res, name)
     assert "skipped" not in entry and len(entry["loss"][0]) == len(res["alphas"]), name
   restarts = res["diagnostics"]["weight_restarts"]  # the diagnostics ran on the conv zoo
   assert restarts["models"] == [1] and len(restarts["epsilon"][0]) == 5

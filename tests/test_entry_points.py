@@ -10,14 +10,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc_jax.analysis.barrier import method_curves
 from lmc_jax.config import default_config
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.models import num_params
+from lmc_jax.study_records import PlaneRecord, RedundancyRecord, SwaRecord
 from tests.helpers.cli import refused, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def curves_of(res: dict, name: str) -> dict:
+  """The entry of barrier.json (format 3, read as JSON) that holds the curves of `name`:
+  'naive', 'aligned' (weight matching's), a method, or '<either>+repair'."""
+  base, _, repair = name.partition("+")
+  entry = res["naive"] if base == "naive" else \
+      res["methods"]["weight" if base == "aligned" else base]
+  return entry["repaired"] if repair else entry
 
 
 def run(module, *args, cwd=None):
@@ -45,14 +54,15 @@ def test_zoo_and_barrier_end_to_end(runs):
     assert doc["num_models"] == 4 and len(doc["models"]) == 4
     res = json.loads((d / "barrier.json").read_text())
     assert res["alphas"] == pytest.approx(np.linspace(0, 1, 11).tolist())
+    assert res["format"] == 3 and "aligned" not in res
     for which in ("naive", "aligned"):
-      entry = res[which]
+      entry = curves_of(res, which)
       assert entry["pairs"] == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
       loss = np.asarray(entry["loss"])
       assert loss.shape == (6, 11) and np.asarray(entry["acc"]).shape == (6, 11)
       np.testing.assert_allclose(entry["epsilon"], epsilon(loss, res["alphas"]))
       assert {"barrier", "rebasin_barrier"} <= set(entry)
-    assert res["aligned"]["reference"] == 0
+    assert res["methods"]["weight"]["reference"] == 0
     # Curve endpoints are the models' own test losses.
     naive = np.asarray(res["naive"]["loss"])
     assert naive[0, 0] == pytest.approx(doc["models"][0]["test_loss"], rel=1e-5)
@@ -80,22 +90,23 @@ def test_barrier_compares_alignment_methods_and_keeps_what_it_has(runs, tmp_path
   for w in (4, 8):
     res = json.loads((runs / f"moons_w{w}" / "barrier.json").read_text())
     for name in every.split(",") + ["naive+repair", "weight+repair", "exact+repair"]:
-      entry = method_curves(res, name)  # same fields as 'aligned'
+      entry = curves_of(res, name)  # the same fields for every set of curves
       assert {"pairs", "loss", "acc", "epsilon", "barrier", "rebasin_barrier"} <= set(entry)
-      assert entry["pairs"] == res["aligned"]["pairs"]
+      assert entry["pairs"] == res["naive"]["pairs"]
       np.testing.assert_allclose(entry["epsilon"],
                                  epsilon(np.asarray(entry["loss"]), res["alphas"]))
-    # Weight matching's curves are stored once, as 'aligned'; its entry keeps the rest.
-    assert "loss" not in res["methods"]["weight"] and "perms" in res["methods"]["weight"]
+    # Weight matching is an entry like every other: its curves, permutations and REPAIR.
+    assert {"loss", "perms", "repaired"} <= set(res["methods"]["weight"])
+    assert not any(name.endswith("+repair") for name in res["methods"])
     for name in every.split(","):  # the permutations found are recorded with the curves
       perms = res["methods"][name]["perms"]
       assert len(perms) == 4 and sorted(perms[2]["P_0"]) == list(range(w))
       assert perms[0]["P_0"] == list(range(w))  # the reference stays as it is
     # Exact search is the optimum for the reference's pairs: no method beats it there.
-    ref = [k for k, (i, j) in enumerate(res["aligned"]["pairs"]) if 0 in (i, j)]
+    ref = [k for k, (i, j) in enumerate(res["naive"]["pairs"]) if 0 in (i, j)]
     best = np.asarray(res["methods"]["exact"]["epsilon"])[ref]
     for name in ("weight", "activation", "ste", "sinkhorn", "mergemany"):
-      assert (np.asarray(method_curves(res, name)["epsilon"])[ref] >= best - 1e-6).all()
+      assert (np.asarray(curves_of(res, name)["epsilon"])[ref] >= best - 1e-6).all()
     assert len(res["diagnostics"]["weight_cycle_consistency"]) == 2  # triples (0,1,2), (0,2,3)
   png = tmp_path / "moons_alignment_methods.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -188,6 +199,7 @@ def test_plane_end_to_end_and_bad_models(runs):
     # The marked networks are the zoo's models, aligned or not (permutation keeps the loss).
     want = [doc["models"][k]["test_loss"] for k in (0, 2, 3)]
     np.testing.assert_allclose(res[which]["corner_loss"], want, rtol=1e-4)
+  assert PlaneRecord.from_json(res, "plane.json").to_json() == res  # its record, whole
   assert (runs / "moons_w8" / "plane.png").read_bytes()[:4] == b"\x89PNG"
   refused(run("plane", f"--zoo={runs / 'moons_w8'}", "--models=0,0,1"), "three different")
 
@@ -203,6 +215,7 @@ def test_redundancy_end_to_end(runs):
   for k in range(4):
     assert abs(res["reduced_test_acc"][k] - doc["models"][k]["test_acc"]) <= 4 / 512
   assert len(res["naive"]["epsilon"]) == 6 and len(res["aligned"]["epsilon"]) == 6
+  assert RedundancyRecord.from_json(res, "redundancy.json").to_json() == res
   for name in ("moons_redundancy_epsilon", "moons_unit_cosine", "moons_decision_boundaries"):
     assert (runs / "figures" / f"{name}.png").stat().st_size > 10_000
 
@@ -216,6 +229,7 @@ def test_swa_end_to_end(runs, tmp_path):
   assert res["samples"]["pairs"] == [[0, 1], [0, 2], [1, 2]]
   # The first running average is the first sample itself.
   assert res["average_loss"][0] == pytest.approx(res["sample_loss"][0], rel=1e-5)
+  assert SwaRecord.from_json(res, "swa.json").to_json() == res
   assert (tmp_path / "moons_swa_losses.png").stat().st_size > 10_000
   refused(run("swa", f"--zoo={runs / 'moons_w8'}", "--epochs=1"), "--epochs must be >= 2")
 

@@ -5,19 +5,20 @@ from pathlib import Path
 import numpy as np
 
 from lmc_jax.analysis.barrier import ZooBarriers
+from lmc_jax.barrier_records import BarrierResult, MethodEntry
 from lmc_jax.config import default_config
 from lmc_jax.lmc.interpolation import Curves
-from lmc_jax.lmc.measures import curves_entry, single_linkage_order
+from lmc_jax.lmc.measures import curve_set, single_linkage_order
 from lmc_jax.report.connectivity import report_family
+from tests.helpers import zoo_record
 
 
 def _record(width, loss):
   alphas = np.linspace(0, 1, loss.shape[1])
   pairs = np.array([[0, 1], [0, 2], [1, 2]])
-  entry = curves_entry(Curves(alphas, pairs, loss, np.full_like(loss, 0.5)))
-  result = {"alphas": alphas.tolist(), "reference": 0, "split": "test", "naive": entry,
-            "aligned": entry, "methods": {}}
-  return ZooBarriers(Path("."), default_config("moons", hidden=(width,)), result, (0, 1, 2), 0.5)
+  curves = curve_set(Curves(alphas, pairs, loss, np.full_like(loss, 0.5)))
+  result = BarrierResult(alphas, curves, (MethodEntry("weight", curves=curves),), reference=0)
+  return ZooBarriers(Path("."), zoo_record(default_config("moons", hidden=(width,))), result)
 
 
 def test_every_figure_is_drawn_around_non_finite_losses(tmp_path):

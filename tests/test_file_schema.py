@@ -1,27 +1,41 @@
 """zoo.json and barrier.json that parse but are wrong are refused by field (zoo.json) or
-recomputed with a warning (a barrier.json the analysis would reuse), never used."""
+recomputed with a warning (a barrier.json the analysis would reuse), never used: their
+records' `from_json` is the check. barrier.json is checked in every format this version
+reads (format 2 laid out by `tests.helpers.legacy`)."""
 import copy
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from lmc_jax.analysis import barrier as barrier_mod
 from lmc_jax.analysis.barrier import analyse_zoo, read_barrier_json
+from lmc_jax.barrier_records import BarrierResult
 from lmc_jax.errors import LmcError
-from lmc_jax.file_schema import SchemaError, check_barrier_doc, check_zoo_doc
+from lmc_jax.records import ZooRecord
 from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
+from lmc_jax.schema import SchemaError
 from lmc_jax.zoo.io import read_zoo_json
 from tests.helpers import saved_moons_zoo
+from tests.helpers.legacy import as_format_2
+
+
+def check_zoo_doc(doc, path):
+  return ZooRecord.from_json(doc, path)
+
+
+def check_barrier_doc(doc, path, num_models=None, perm_sizes=None):
+  return BarrierResult.from_json(doc, path, num_models, perm_sizes)
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-  """A 3-model width-4 Moons zoo with a barrier.json of weight and activation matching and
-  the diagnostics."""
+  """A 3-model width-4 Moons zoo with a barrier.json of weight and activation matching,
+  REPAIR and the diagnostics."""
   d = tmp_path_factory.mktemp("schema") / "moons_w4"
   saved_moons_zoo(d, 4)
-  analyse_zoo(d, methods=("weight", "activation"), diagnostics=True)
+  analyse_zoo(d, methods=("weight", "activation"), repair=True, diagnostics=True)
   return d
 
 
@@ -101,9 +115,10 @@ def test_a_wrong_zoo_json_is_refused_naming_the_field(zoo, name, damage, words):
 
 def test_a_good_zoo_json_passes_and_a_diverged_model_may_hold_nulls(zoo):
   doc, _ = _docs(zoo)
-  assert check_zoo_doc(copy.deepcopy(doc), "z.json") == doc
+  assert check_zoo_doc(copy.deepcopy(doc), "z.json").to_json() == doc  # read whole, unchanged
   doc["models"][1].update(test_loss=None, train_loss=float("nan"), diverged=True)
-  check_zoo_doc(doc, "z.json")
+  record = check_zoo_doc(doc, "z.json")
+  assert np.isnan(record.models[1].test_loss) and record.usable == (0, 2)
   old = copy.deepcopy(doc)  # a zoo.json written before a config field existed
   del old["config"]["model"]["layernorm_eps"], old["format"]
   check_zoo_doc(old, "z.json")
@@ -133,15 +148,16 @@ BARRIER_DAMAGES = [
     ("naive missing", _drop(["naive"]), "naive is missing"),
     ("pair out of range", _set(["naive", "pairs", 0], [0, 9]),
      "naive.pairs[0] is 9, outside 0..2"),
-    ("pair not a pair", _set(["aligned", "pairs", 1], [0]), "aligned.pairs[1] is [0], not a pair"),
+    ("pair not a pair", _set(["methods", "weight", "pairs", 1], [0]),
+     "methods.weight.pairs[1] is [0], not a pair"),
     ("pair of floats", _set(["naive", "pairs", 2], [1.0, 2.0]),
      "naive.pairs[2] is 1.0, not an integer"),
     ("loss truncated", lambda d: d["naive"]["loss"].pop(), "naive.loss has 2 entries, expected 3"),
-    ("curve truncated", lambda d: d["aligned"]["loss"][0].pop(),
-     "aligned.loss[0] has 10 entries, expected 11"),
+    ("curve truncated", lambda d: d["methods"]["weight"]["loss"][0].pop(),
+     "methods.weight.loss[0] has 10 entries, expected 11"),
     ("acc missing", _drop(["naive", "acc"]), "naive.acc is missing"),
-    ("measure a string", _set(["aligned", "epsilon", 1], "x"),
-     "aligned.epsilon[1] is 'x', not a number or null"),
+    ("measure a string", _set(["methods", "weight", "epsilon", 1], "x"),
+     "methods.weight.epsilon[1] is 'x', not a number or null"),
     ("measure truncated", lambda d: d["methods"]["activation"]["barrier"].pop(),
      "methods.activation.barrier has 2 entries, expected 3"),
     ("perm repeats", _set(["methods", "weight", "perms", 1, "P_0"], [0, 0, 1, 2]),
@@ -155,8 +171,18 @@ BARRIER_DAMAGES = [
     ("perms one short", lambda d: d["methods"]["weight"]["perms"].pop(),
      "methods.weight.perms has 2 entries, expected 3"),
     ("method not a dict", _set(["methods", "activation"], 3), "methods.activation is 3"),
-    ("weight without aligned", _drop(["aligned"]), "aligned is missing though methods.weight"),
+    ("weight without curves", _drop(["methods", "weight", "pairs"]),
+     "methods.weight.pairs is missing"),
     ("reference out of range", _set(["reference"], 7), "reference is 7, outside 0..2"),
+    ("REPAIR truncated", lambda d: d["methods"]["activation"]["repaired"]["epsilon"].pop(),
+     "methods.activation.repaired.epsilon has 2 entries, expected 3"),
+    ("naive's REPAIR not a dict", _set(["naive", "repaired"], [1]),
+     "naive.repaired is [1], not a JSON object"),
+    ("REPAIR's inputs a string", _set(["methods", "weight", "repaired", "fit_samples"], "all"),
+     "methods.weight.repaired.fit_samples is 'all', not an integer"),
+    ("a format-2 key in format 3", lambda d: d["methods"].update(
+        {"weight+repair": d["methods"]["weight"].pop("repaired")}),
+     "methods.weight+repair is an entry of format 2, not 3"),
     ("diagnostics without restarts", _drop(["diagnostics", "weight_restarts"]),
      "diagnostics.weight_restarts is missing"),
     ("cycle consistency a string", _set(["diagnostics", "activation_cycle_consistency"], "x"),
@@ -164,6 +190,32 @@ BARRIER_DAMAGES = [
     ("spread a string", _set(["diagnostics", "weight_restarts", "max_epsilon_spread"], "big"),
      "diagnostics.weight_restarts.max_epsilon_spread is 'big', not a finite number"),
 ]
+# The same checks on a format-2 file (what the last release wrote), in its own field names.
+FORMAT_2_DAMAGES = [
+    ("pair not a pair", _set(["aligned", "pairs", 1], [0]), "aligned.pairs[1] is [0], not a pair"),
+    ("curve truncated", lambda d: d["aligned"]["loss"][0].pop(),
+     "aligned.loss[0] has 10 entries, expected 11"),
+    ("measure a string", _set(["aligned", "epsilon", 1], "x"),
+     "aligned.epsilon[1] is 'x', not a number or null"),
+    ("weight without aligned", _drop(["aligned"]), "aligned is missing though methods.weight"),
+    ("perm repeats", _set(["methods", "weight", "perms", 1, "P_0"], [0, 0, 1, 2]),
+     "methods.weight.perms[1].P_0 is not a permutation of 0..3"),
+    ("REPAIR truncated", lambda d: d["methods"]["activation+repair"]["epsilon"].pop(),
+     "methods.activation+repair.epsilon has 2 entries, expected 3"),
+    ("naive's REPAIR truncated", lambda d: d["methods"]["naive+repair"]["loss"].pop(),
+     "methods.naive+repair.loss has 2 entries, expected 3"),
+    ("REPAIR of no method", _drop(["methods", "activation"]),
+     "methods.activation+repair is there but methods.activation is not"),
+]
+
+
+def _refused(doc, path, words):
+  with pytest.raises(SchemaError) as e:
+    check_barrier_doc(doc, path, num_models=3, perm_sizes={"P_0": 4})
+  msg = str(e.value)
+  assert msg.startswith(f"{path}: ") and words in msg, msg
+  assert msg.endswith(f"recompute it with `python -m experiments.barrier --zoo={path.parent} "
+                      "--recompute`.")
 
 
 @pytest.mark.parametrize("name, damage, words", BARRIER_DAMAGES,
@@ -171,24 +223,32 @@ BARRIER_DAMAGES = [
 def test_a_wrong_barrier_json_is_refused_naming_the_field(zoo, name, damage, words):
   _, doc = _docs(zoo)
   damage(doc)
-  path = zoo / BARRIER_JSON
-  with pytest.raises(SchemaError) as e:
-    check_barrier_doc(doc, path, num_models=3, perm_sizes={"P_0": 4})
-  msg = str(e.value)
-  assert msg.startswith(f"{path}: ") and words in msg, msg
-  assert msg.endswith(f"recompute it with `python -m experiments.barrier --zoo={zoo} "
-                      "--recompute`.")
+  _refused(doc, zoo / BARRIER_JSON, words)
+
+
+@pytest.mark.parametrize("name, damage, words", FORMAT_2_DAMAGES,
+                         ids=[c[0] for c in FORMAT_2_DAMAGES])
+def test_a_wrong_format_2_barrier_json_is_refused_naming_the_field(zoo, name, damage, words):
+  _, doc = _docs(zoo)
+  doc = as_format_2(doc)
+  check_barrier_doc(copy.deepcopy(doc), zoo / BARRIER_JSON, 3, {"P_0": 4})  # whole, it passes
+  damage(doc)
+  _refused(doc, zoo / BARRIER_JSON, words)
 
 
 def test_a_good_barrier_json_passes_with_nulls_and_without_sizes(zoo):
   _, doc = _docs(zoo)
+  assert check_barrier_doc(copy.deepcopy(doc), "b.json", 3, {"P_0": 4}).to_json() == doc
+  assert check_barrier_doc(as_format_2(doc), "b.json", 3).to_json() == doc  # same records
   doc["naive"]["loss"][0][4] = None  # NaN is written as null
   doc["naive"]["epsilon"][0] = None
-  assert check_barrier_doc(doc, "b.json", 3, {"P_0": 4}) is doc
+  record = check_barrier_doc(doc, "b.json", 3, {"P_0": 4})
+  assert np.isnan(record.naive.loss[0, 4]) and np.isnan(record.naive.epsilon[0])
   check_barrier_doc(doc, "b.json")
   doc["methods"]["ste"] = {"skipped": "too slow", "settings": {}}
-  del doc["aligned"], doc["methods"]["weight"]  # a run stopped after the naive curves
-  check_barrier_doc(doc, "b.json", 3)
+  del doc["methods"]["weight"]  # a run stopped after the naive curves
+  record = check_barrier_doc(doc, "b.json", 3)
+  assert record.method("ste").skipped == "too slow" and record.curves("aligned") is None
 
 
 def _count_alignments(monkeypatch):
@@ -222,9 +282,10 @@ def test_a_damaged_barrier_json_is_recomputed_with_a_warning(zoo, tmp_path, monk
   result = analyse_zoo(d, methods=("weight", "activation"), diagnostics=True)
   assert words in caplog.text and "not reused" in caplog.text
   assert calls == ["weight", "activation"]  # nothing of the damaged file was kept
-  on_disk = read_barrier_json(d, 3)
+  on_disk = json.loads((d / BARRIER_JSON).read_text())
   assert on_disk["methods"]["weight"]["perms"] == good["methods"]["weight"]["perms"]
-  assert result["aligned"]["epsilon"] == pytest.approx(good["aligned"]["epsilon"])
+  assert result.curves("aligned").epsilon.tolist() == \
+      pytest.approx(good["methods"]["weight"]["epsilon"])
 
 
 def test_a_barrier_json_that_is_not_json_is_recomputed_and_a_good_one_reused(zoo, tmp_path,

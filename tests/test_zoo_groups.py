@@ -31,8 +31,9 @@ def test_combined_zoo_and_its_matrices(two_zoos):
   zoo = combine_zoos(two_zoos)
   assert zoo.labels == ["kaiming_normal / adamw", "kaiming_normal / rmsprop"]
   assert zoo.groups.tolist() == [0, 0, 0, 1, 1, 1]
-  mats = group_epsilon_matrices(zoo, pairwise=True)
-  refs = mats.pop("references")
+  found = group_epsilon_matrices(zoo, pairwise=True)
+  mats, refs = found.matrices, found.references
+  assert set(mats) == {"naive", "pairwise", *refs}
   assert refs["best"] == int(np.argmin(zoo.test_loss))
   for g in range(2):
     members = np.where(zoo.groups == g)[0]

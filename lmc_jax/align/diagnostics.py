@@ -13,6 +13,7 @@ import numpy as np
 
 from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.barrier_records import Diagnostics, WeightRestarts
 from lmc_jax.lmc.batchnorm import reset_arguments
 from lmc_jax.lmc.interpolation import pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon
@@ -51,7 +52,7 @@ def cycle_consistency(match: Callable[[int, int], Perm], triples: Sequence) -> L
 
 def weight_matching_restarts(spec: PermutationSpec, model, params, reference: int,
                              others: Sequence[int], restarts: int, x, y,
-                             max_iter: int = 50, reset_x=None) -> dict:
+                             max_iter: int = 50, reset_x=None) -> WeightRestarts:
   """Weight matching of each model in `others` onto the reference from `restarts` layer
   orders (keys 0..restarts-1): final objective and epsilon on (x, y) of every restart,
   `(len(others), restarts)` each. With `reset_x` (training batches `(R, b, d)`) BatchNorm
@@ -68,14 +69,13 @@ def weight_matching_restarts(spec: PermutationSpec, model, params, reference: in
   pairs = np.array([[reference, k] for k in others for _ in range(restarts)], np.int32)
   curves = pairwise_aligned_sweep(model, host, stacked, pairs, x, y, **reset_arguments(reset_x))
   eps = epsilon(curves.loss, curves.alphas).reshape(len(others), restarts)
-  return {"models": list(map(int, others)), "objective": objective.tolist(),
-          "epsilon": eps.tolist(),
-          "median_epsilon_spread": float(np.median(eps.max(1) - eps.min(1))),
-          "max_epsilon_spread": float(np.max(eps.max(1) - eps.min(1)))}
+  spread = eps.max(1) - eps.min(1)
+  return WeightRestarts(others, objective, eps, float(np.median(spread)), float(np.max(spread)))
 
 
 def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x, y,
-                          settings, triples: int = 10, restarts: int = 5, reset_x=None) -> dict:
+                          settings, triples: int = 10, restarts: int = 5,
+                          reset_x=None) -> Diagnostics:
   """Cycle consistency of weight and activation matching over triples (reference, k, k+1),
   and the spread of weight matching over `restarts` layer orders, for up to `triples`
   models besides the reference. `settings` is the `MethodSettings` of the methods (its
@@ -84,16 +84,11 @@ def alignment_diagnostics(model, spec, params, reference: int, usable, fit_x, x,
   others = [k for k in usable if k != reference][:triples + 1]
   trips = [(reference, a, b) for a, b in zip(others[:-1], others[1:])]
   key = jax.random.key(settings.seed)
-  matchers = {
-      "weight": lambda a, b: weight_matching(key, spec, take(host, a), take(host, b),
-                                             settings.max_iter).perm,
-      "activation": lambda a, b: activation_matching(model, spec, take(host, a), take(host, b),
-                                                     fit_x),
-  }
-  out = {"triples": [list(map(int, t)) for t in trips]}
-  for name, match in matchers.items():
-    out[f"{name}_cycle_consistency"] = cycle_consistency(match, trips)
-  out["weight_restarts"] = weight_matching_restarts(spec, model, params, reference,
-                                                    others[:triples], restarts, x, y,
-                                                    settings.max_iter, reset_x)
-  return out
+  by_weights = cycle_consistency(
+      lambda a, b: weight_matching(key, spec, take(host, a), take(host, b),
+                                   settings.max_iter).perm, trips)
+  by_activations = cycle_consistency(
+      lambda a, b: activation_matching(model, spec, take(host, a), take(host, b), fit_x), trips)
+  spread = weight_matching_restarts(spec, model, params, reference, others[:triples], restarts,
+                                    x, y, settings.max_iter, reset_x)
+  return Diagnostics(by_weights, by_activations, spread, trips)

@@ -1,18 +1,6 @@
-"""Naive and aligned interpolation curves of a zoo on disk, written to `barrier.json`.
-
-`barrier.json` = {"format": 2, "alphas": [...], "split": "test", "reference": r,
-  "naive": {"pairs": [[i, j], ...], "loss": [[A floats], ...], "acc": [...],
-            "epsilon": [...], "barrier": [...], "rebasin_barrier": [...]},
-  "aligned": the curves after weight matching (the same keys), with "reference", "method",
-             "max_iter", "seed", "matcher", "sweeps",
-  "methods": {"weight": {"reference", "settings", "seconds", "sweep_seconds", "info",
-                         "fraction_moved", "perms"} (its curves are "aligned"),
-              "activation": {the curve keys and the same method keys}, ...,
-              "<method>+repair": {curves after REPAIR}, "<method>": {"skipped": why}},
-  "diagnostics": {...} (optional),
-  "excluded": [diverged models], "collapsed": [models at chance accuracy, kept in every pair],
-  "params_sha256": the zoo's, "versions": {...}}
-`method_curves(result, name)` reads any entry's curves, the weight method's included.
+"""Naive and aligned interpolation curves of a zoo on disk, written to `barrier.json`
+(`barrier_records.BarrierResult`: its layout, and the records every reader takes). Weight
+matching always runs: its curves, 'aligned', are the study's measure.
 """
 from __future__ import annotations
 
@@ -21,31 +9,38 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from lmc_jax.align.diagnostics import alignment_diagnostics, fraction_moved
 from lmc_jax.align.registry import MethodSettings, align_by, check_methods
 from lmc_jax.atomic_files import atomic_write_json, remove_stale_temporaries
+from lmc_jax.barrier_records import (
+  BarrierResult,
+  BnReset,
+  Diagnostics,
+  MethodEntry,
+  RepairEntry,
+  barrier_fix,
+)
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
-from lmc_jax.file_schema import SchemaError, barrier_fix, check_barrier_doc
 from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batches, reset_pair_sweep
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
-from lmc_jax.lmc.measures import MEASURES, curves_entry
+from lmc_jax.lmc.measures import curve_set
 from lmc_jax.lmc.repair import repaired_pair_sweep
 from lmc_jax.nn.architectures import model_at
-from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON, check_format
+from lmc_jax.records import CurveSet, ZooRecord
+from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
+from lmc_jax.schema import SchemaError, file_format, is_int
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.symmetry.spec import PermutationSpec, perm_sizes, permute_zoo, validate_spec
 from lmc_jax.symmetry.units import repair_sites
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
-
-CURVE_KEYS = ("pairs", "loss", "acc", *MEASURES)
 
 
 class BarrierJob(NamedTuple):
@@ -53,7 +48,7 @@ class BarrierJob(NamedTuple):
   directory: Path
   model: object
   params: dict  # stacked, model on axis 0
-  doc: dict  # zoo.json
+  doc: ZooRecord  # zoo.json
   spec: PermutationSpec
   reference: int
   split: str
@@ -85,7 +80,7 @@ def prepare_job(directory, reference: int = 0, split: str = "test", alphas=None,
   validate_spec(spec, params, batch_dims=1)
   if split not in ("test", "train"):
     raise LmcError(f"Unknown split {split!r}; use 'test' or 'train'.")
-  n = doc["num_models"]
+  n = doc.num_models
   usable = usable_models(doc, directory)
   if len(usable) < 2:
     raise LmcError(f"{directory} has {len(usable)} usable model(s); comparing needs at least 2, "
@@ -117,11 +112,11 @@ def sweep(job: BarrierJob, params):
   return pair_sweep(job.model, params, job.pairs, job.x, job.y, job.alphas)
 
 
-def reset_record(job: BarrierJob) -> Optional[dict]:
+def reset_record(job: BarrierJob) -> Optional[BnReset]:
   """How the job resets BatchNorm statistics, as barrier.json records it (None: no reset)."""
   if job.reset_x is None:
     return None
-  return {"batches": int(job.reset_x.shape[0]), "batch_size": int(job.reset_x.shape[1])}
+  return BnReset(int(job.reset_x.shape[0]), int(job.reset_x.shape[1]))
 
 
 def precision_of(job: BarrierJob) -> str:
@@ -129,22 +124,14 @@ def precision_of(job: BarrierJob) -> str:
   return getattr(job.model, "precision", "fp32")
 
 
-def method_curves(result: dict, name: str) -> Optional[dict]:
-  """The entry of `name` in a barrier.json dict: 'naive', 'aligned', or a method (for
-  'weight', its record with the curves of 'aligned'); None where it was not computed."""
-  if name in ("naive", "aligned"):
-    return result.get(name)
-  entry = result.get("methods", {}).get(name)
-  if name == "weight" and entry is not None and "aligned" in result and "skipped" not in entry:
-    entry = dict(entry, **{k: result["aligned"][k] for k in CURVE_KEYS})
-  return entry
-
-
-def _previous(job: BarrierJob) -> Optional[dict]:
-  """The zoo's barrier.json if it was computed from these params with these settings (an
-  older format is recomputed; a newer one is refused, so this version never overwrites it
-  unasked). One that is damaged (not JSON, or a field wrong: see
-  `file_schema.check_barrier_doc`) is recomputed with a warning saying what was wrong."""
+def _previous(job: BarrierJob) -> Optional[BarrierResult]:
+  """The zoo's barrier.json if it was computed from these params with these settings. A
+  newer format is refused, so this version never overwrites it unasked; format 2 is read
+  into the records of format 3 (its entries mean what they did, only their place in the
+  file moved) and format 1 is recomputed (written before formats were recorded, its
+  settings can not be trusted to say how its entries were made). One that is damaged (not
+  JSON, or a field wrong: see `BarrierResult.from_json`) is recomputed with a warning
+  saying what was wrong."""
   path = job.directory / BARRIER_JSON
   if not path.exists():
     return None
@@ -154,78 +141,74 @@ def _previous(job: BarrierJob) -> Optional[dict]:
     logging.warning("%s is not readable JSON (%s); it is not reused, every entry is recomputed.",
                     path, e)
     return None
-  found = old.get("format") if isinstance(old, dict) else None
-  if isinstance(found, int) and found > BARRIER_FORMAT:
+  found = file_format(old)
+  if is_int(found) and found > BARRIER_FORMAT:
     raise LmcError(f"{path} has format {found}, newer than the {BARRIER_FORMAT} this lmc_jax "
                    "reads; upgrade lmc_jax, or pass --recompute to replace it.")
-  if not isinstance(old, dict) or found != BARRIER_FORMAT \
-      or old.get("params_sha256") != job.doc["params_sha256"]:
-    return None  # an older format, or another zoo's: recomputed
+  if not is_int(found) or found < 2:
+    return None
   try:
-    check_barrier_doc(old, path, job.doc["num_models"],
-                      perm_sizes(job.spec, job.params, batch_dims=1))
+    result = BarrierResult.from_json(old, path, job.doc.num_models,
+                                     perm_sizes(job.spec, job.params, batch_dims=1))
   except SchemaError as e:
     logging.warning("%s: %s; it is not reused, every entry is recomputed.", path, e.what)
     return None
-  if (old.get("split") == job.split and old.get("reference") == job.reference
-      and len(old["alphas"]) == len(job.alphas) and np.allclose(old["alphas"], job.alphas)
-      and old.get("bn_reset") == reset_record(job)
-      and old.get("precision", "fp32") == precision_of(job)):
-    old.setdefault("methods", {})
-    return old
-  return None
+  if (result.params_sha256 == job.doc.params_sha256 and result.split == job.split
+      and result.reference == job.reference and len(result.alphas) == len(job.alphas)
+      and np.allclose(result.alphas, job.alphas) and result.bn_reset == reset_record(job)
+      and result.precision == precision_of(job)):
+    return result
+  return None  # another zoo's, or other settings: recomputed
 
 
-def read_barrier_json(directory, num_models: Optional[int] = None) -> dict:
-  """A zoo's barrier.json for a table or figure; refuses one that is not JSON, of a newer
-  format or with a field wrong, in one sentence naming the file, the field and the fix."""
+def read_barrier_json(directory, num_models: Optional[int] = None) -> BarrierResult:
+  """A zoo's barrier.json for a table or figure, in any format this version knows;
+  refuses one that is not JSON, of a newer format or with a field wrong, in one sentence
+  naming the file, the field and the fix."""
   path = Path(directory) / BARRIER_JSON
   try:
     doc = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise LmcError(f"{path} is not readable JSON ({e}); {barrier_fix(path)}.") from None
-  return check_barrier_doc(check_format(doc, path, BARRIER_FORMAT), path, num_models)
+  return BarrierResult.from_json(doc, path, num_models)
 
 
-def save_result(job: BarrierJob, result: dict) -> None:
-  """Writes `result` as the zoo's barrier.json (atomically): after every entry, so that a
-  run stopped part way keeps what it finished and the next run goes on from there."""
-  result["collapsed"] = collapsed_models(job.doc)
-  result["versions"] = package_versions()
-  result["params_sha256"] = job.doc["params_sha256"]
-  atomic_write_json(job.directory / BARRIER_JSON, result)
-
-
-def _fresh(job: BarrierJob) -> dict:
-  """A new result with the naive curves (already written)."""
-  t0 = time.perf_counter()
-  naive = sweep(job, job.params)
-  result = {"format": BARRIER_FORMAT, "zoo": str(job.directory), "split": job.split,
-            "bn_reset": reset_record(job), "precision": precision_of(job),
-            "reference": job.reference,
-            "alphas": job.alphas.tolist(), "excluded": sorted(job.skip),
-            "naive": curves_entry(naive), "methods": {},
-            "seconds": {"naive_sweep": time.perf_counter() - t0}}
-  save_result(job, result)
+def save_result(job: BarrierJob, result: BarrierResult) -> BarrierResult:
+  """Writes `result` as the zoo's barrier.json (atomically) and returns it as written
+  (with the zoo's collapsed models, checksum and the package versions): after every entry,
+  so that a run stopped part way keeps what it finished and the next run goes on from
+  there."""
+  result = result.replace(collapsed=job.doc.collapsed, versions=package_versions(),
+                          params_sha256=job.doc.params_sha256)
+  atomic_write_json(job.directory / BARRIER_JSON, result.to_json())
   return result
 
 
-def _kept(job: BarrierJob, entry: Optional[dict], wanted: dict):
+def _fresh(job: BarrierJob) -> BarrierResult:
+  """A new result with the naive curves (already written)."""
+  t0 = time.perf_counter()
+  naive = curve_set(sweep(job, job.params))
+  return save_result(job, BarrierResult(
+      job.alphas, naive, reference=job.reference, split=job.split, precision=precision_of(job),
+      bn_reset=reset_record(job), excluded=tuple(sorted(job.skip)),
+      seconds={"naive_sweep": time.perf_counter() - t0}, zoo=str(job.directory)))
+
+
+def _kept(job: BarrierJob, entry: Optional[MethodEntry], wanted: dict):
   """(kept?, aligned params or None) for an entry already in barrier.json."""
-  if entry is None or entry.get("settings") != wanted:
+  if entry is None or entry.settings != wanted:
     return False, None
-  if "skipped" in entry:
+  if entry.skipped is not None:
     return True, None
-  if "perms" not in entry:
+  if not entry.perms:
     return False, None
-  perms = [{p: np.asarray(v) for p, v in pm.items()} for pm in entry["perms"]]
-  return True, permute_zoo(job.spec, perms, job.params)
+  return True, permute_zoo(job.spec, [dict(p) for p in entry.perms], job.params)
 
 
-def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
-           only: bool) -> Optional[dict]:
-  """Aligns by `name` and records its entry (curves in 'aligned' for weight matching);
-  returns the aligned params, or None when the method refused (then `only` re-raises)."""
+def _align(job: BarrierJob, result: BarrierResult, name: str, settings: MethodSettings,
+           only: bool):
+  """(the result with the entry of method `name`, the aligned params or None when the
+  method refused: then `only` re-raises)."""
   wanted = settings.for_method(name)
   logging.info("%s: aligning by %s", job.directory, name)
   try:
@@ -235,43 +218,31 @@ def _align(job: BarrierJob, result: dict, name: str, settings: MethodSettings,
     if only:
       raise
     logging.warning("%s: %s skipped: %s", job.directory, name, e)
-    result["methods"][name] = {"skipped": str(e), "settings": wanted}
-    return None
+    return result.with_method(MethodEntry(name, wanted, skipped=str(e))), None
   t = time.perf_counter()
-  curves = curves_entry(sweep(job, res.params))
-  record = dict(reference=job.reference, settings=wanted, seconds=res.seconds,
-                sweep_seconds=time.perf_counter() - t, info=res.info,
-                fraction_moved=[fraction_moved(p) for p in res.perms],
-                perms=[{p: np.asarray(v).tolist() for p, v in pm.items()} for pm in res.perms])
-  if name == "weight":  # the study's measure: its curves are 'aligned', stored once
-    result["aligned"] = dict(curves, reference=job.reference, method="weight_matching",
-                             max_iter=wanted["max_iter"], seed=wanted["seed"],
-                             matcher=res.info.get("matcher", wanted["matcher"]),
-                             sweeps=res.info["sweeps"])
-    result["methods"][name] = record
-  else:
-    result["methods"][name] = dict(curves, **record)
-  return res.params
+  curves = curve_set(sweep(job, res.params))
+  entry = MethodEntry(name, wanted, job.reference, res.seconds, time.perf_counter() - t,
+                      res.info, [fraction_moved(p) for p in res.perms], res.perms, curves)
+  return result.with_method(entry), res.params
 
 
-def _repair(job: BarrierJob, result: dict, name: str, params, settings: MethodSettings,
-            extra: dict) -> bool:
-  """Curves of `params` after REPAIR as entry `<name>+repair`, unless already there;
-  whether it added the entry."""
-  key, n = f"{name}+repair", settings.fit_samples
-  if result["methods"].get(key, {}).get("fit_samples") == n:
-    return False
+def _repair(job: BarrierJob, result: BarrierResult, name: str, params,
+            settings: MethodSettings) -> Optional[BarrierResult]:
+  """The result with the curves of `params` after REPAIR as the REPAIR of `name` ('naive'
+  or a method), or None where they are already there."""
+  n = settings.fit_samples
+  done = result.repaired(name)
+  if done is not None and done.fit_samples == n:
+    return None
   sites = repair_sites(job.spec, job.model, take(job.params, 0), job.fit_x[:1])
   if not sites:
     why = ("this network makes no hidden unit at a Dense or Conv with a bias, nor at a norm "
            "after one without, so REPAIR has nothing to fold its correction into")
-    logging.warning("%s: %s skipped: %s", job.directory, key, why)
-    result["methods"][key] = {"skipped": why, "fit_samples": n}
-    return True
+    logging.warning("%s: REPAIR of %s skipped: %s", job.directory, name, why)
+    return result.with_repaired(name, RepairEntry(n, skipped=why))
   curves = repaired_pair_sweep(job.model, params, job.pairs, job.fit_x[:n], job.x, job.y,
                                job.alphas, sites=sites)
-  result["methods"][key] = dict(curves_entry(curves), fit_samples=n, **extra)
-  return True
+  return result.with_repaired(name, RepairEntry(n, curve_set(curves)))
 
 
 def analyse_zoo(directory, reference: int = 0, split: str = "test",
@@ -279,15 +250,15 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
                 methods: Sequence[str] = ("weight",), repair: bool = False,
                 diagnostics: bool = False, settings: Optional[MethodSettings] = None,
                 recompute: bool = False, bn_reset_batches: int = 10,
-                precision: str = "fp32") -> dict:
+                precision: str = "fp32") -> BarrierResult:
   """Naive curves and curves after each alignment method in `methods`; writes
   `barrier.json` into the zoo directory (atomically, after each entry, so a run stopped
-  part way keeps what it finished) and returns its dict.
+  part way keeps what it finished) and returns its record.
 
-  `weight` always runs (it fills `aligned`, the study's measure). With `repair`, every
-  set of curves is also measured after REPAIR (entries `<name>+repair`, `naive+repair`).
-  Entries already in a barrier.json computed from the same params, split, reference and
-  method settings are kept as they are unless `recompute`.
+  `weight` always runs (its curves are 'aligned', the study's measure). With `repair`,
+  every set of curves is also measured after REPAIR (each entry's `repaired`). Entries
+  already in a barrier.json computed from the same params, split, reference and method
+  settings are kept as they are unless `recompute`.
   """
   settings = settings if settings is not None else MethodSettings()
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
@@ -299,43 +270,35 @@ def analyse_zoo(directory, reference: int = 0, split: str = "test",
 
 
 def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
-                 settings: MethodSettings, recompute: bool) -> dict:
+                 settings: MethodSettings, recompute: bool) -> BarrierResult:
   old = None if recompute else _previous(job)
   result = old if old is not None else _fresh(job)
   kept = []
   for name in methods:
-    wanted = settings.for_method(name)
-    was_kept, aligned = _kept(job, result["methods"].get(name), wanted)
+    was_kept, aligned = _kept(job, result.method(name), settings.for_method(name))
     if was_kept:
       kept.append(name)
-    else:
-      result["methods"].pop(f"{name}+repair", None)  # measured on the old alignment
-      aligned = _align(job, result, name, settings, only=len(methods) == 1)
-      save_result(job, result)
-    if repair and aligned is not None and _repair(
-        job, result, name, aligned, settings, {"reference": job.reference, "settings": wanted}):
-      save_result(job, result)
-  if repair and _repair(job, result, "naive", job.params, settings, {}):
-    save_result(job, result)
+    else:  # a new entry: no REPAIR measured on the old alignment is carried over
+      result, aligned = _align(job, result, name, settings, only=len(methods) == 1)
+      result = save_result(job, result)
+    repaired = _repair(job, result, name, aligned, settings) \
+        if repair and aligned is not None else None
+    if repaired is not None:
+      result = save_result(job, repaired)
+  repaired = _repair(job, result, "naive", job.params, settings) if repair else None
+  if repaired is not None:
+    result = save_result(job, repaired)
   if kept:
     logging.info("%s: kept the %s results already in %s (pass --recompute to redo them)",
                  job.directory, ", ".join(kept), BARRIER_JSON)
   wanted = {"seed": settings.seed, "max_iter": settings.max_iter,
             "fit_samples": settings.fit_samples}
-  if diagnostics and result.get("diagnostics", {}).get("settings") != wanted:
-    result["diagnostics"] = dict(
-        alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
-                              job.fit_x[:settings.fit_samples], job.x, job.y, settings,
-                              reset_x=job.reset_x),
-        settings=wanted)
-  save_result(job, result)
-  return result
-
-
-def collapsed_models(doc: dict) -> list:
-  """Models of a zoo.json dict marked collapsed (at chance accuracy; not diverged)."""
-  return [k for k, m in enumerate(doc.get("models", []))
-          if m.get("collapsed") and not m.get("diverged")]
+  if diagnostics and (result.diagnostics is None or result.diagnostics.settings != wanted):
+    found = alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
+                                  job.fit_x[:settings.fit_samples], job.x, job.y, settings,
+                                  reset_x=job.reset_x)
+    result = result.replace(diagnostics=dataclasses.replace(found, settings=wanted))
+  return save_result(job, result)
 
 
 def pairs_with(pairs, models) -> int:
@@ -346,14 +309,34 @@ def pairs_with(pairs, models) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ZooBarriers:
-  """One zoo's barrier.json as the tables and figures read it."""
+  """One zoo as the tables and figures read it: its directory, its zoo.json and its
+  barrier.json."""
   directory: Path
-  config: ZooConfig
-  result: dict  # the barrier.json dict
-  models: Tuple[int, ...]  # usable models
-  mean_test_loss: float  # over the usable models
-  data_source: str = ""  # e.g. 'CIFAR-10 (JPEG re-encode)'; '' for the dataset itself
-  collapsed: Tuple[int, ...] = ()  # usable models at chance accuracy
+  zoo: ZooRecord
+  result: BarrierResult
+
+  @property
+  def config(self) -> ZooConfig:
+    return self.zoo.config
+
+  @property
+  def models(self) -> tuple:
+    """The usable models (not diverged)."""
+    return self.zoo.usable
+
+  @property
+  def collapsed(self) -> tuple:
+    """Usable models at chance accuracy."""
+    return self.zoo.collapsed
+
+  @property
+  def mean_test_loss(self) -> float:
+    return self.zoo.mean_test_loss
+
+  @property
+  def data_source(self) -> str:
+    """e.g. 'CIFAR-10 (JPEG re-encode)'; '' for the dataset itself."""
+    return self.zoo.data_source
 
   @property
   def width(self) -> int:
@@ -361,25 +344,24 @@ class ZooBarriers:
 
   @property
   def alphas(self) -> np.ndarray:
-    return np.asarray(self.result["alphas"])
+    return self.result.alphas
 
   @property
-  def reference(self) -> int:
-    return self.result["reference"]
+  def reference(self) -> Optional[int]:
+    return self.result.reference
 
   @property
-  def diagnostics(self) -> Optional[dict]:
-    return self.result.get("diagnostics")
+  def diagnostics(self) -> Optional[Diagnostics]:
+    return self.result.diagnostics
 
-  def curves(self, name: str) -> Optional[dict]:
-    """See `method_curves`."""
-    return method_curves(self.result, name)
+  def curves(self, name: str, repaired: bool = False) -> Optional[CurveSet]:
+    """See `BarrierResult.curves`: 'naive', 'aligned' or a method, after REPAIR if
+    `repaired`."""
+    return self.result.curves(name, repaired)
 
 
-def zoo_barriers(directory, result: dict) -> ZooBarriers:
-  """The record of a zoo whose barrier.json dict is `result`."""
-  doc = read_zoo_json(directory)
-  models = tuple(usable_models(doc, directory))
-  return ZooBarriers(Path(directory), ZooConfig.from_dict(doc["config"]), result, models,
-                     float(np.mean([doc["models"][k]["test_loss"] for k in models])),
-                     doc.get("data_source", ""), tuple(collapsed_models(doc)))
+def zoo_barriers(directory, result: BarrierResult) -> ZooBarriers:
+  """The record of a zoo whose barrier.json is `result` (warns naming diverged models)."""
+  record = read_zoo_json(directory)
+  usable_models(record, directory)
+  return ZooBarriers(Path(directory), record, result)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -17,7 +17,8 @@ from lmc_jax.data.datasets import dataset_slug, load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sweep
 from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
-from lmc_jax.result_files import DYNAMICS_FORMAT, dynamics_json
+from lmc_jax.result_files import dynamics_json
+from lmc_jax.study_records import DynamicsRecord, GroupRow
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.tree_utils import stack
 from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
@@ -37,7 +38,7 @@ class GroupedZoo(NamedTuple):
 def combine_zoos(directories) -> GroupedZoo:
   parts, arch, inits = [], None, {}
   for g, d in enumerate(directories):
-    config, model, params, doc = load_zoo_checked(d)
+    config, model, params, record = load_zoo_checked(d)
     same = inits.setdefault((config.train.seed, config.model.init), d)
     if same != d:
       logging.warning("%s and %s use seed %d and init %s, so model k of one starts from model "
@@ -51,10 +52,10 @@ def combine_zoos(directories) -> GroupedZoo:
     elif key != arch:
       raise LmcError(f"{d} has architecture {key}, unlike {arch} of {directories[0]}; only zoos "
                      "of one architecture can be compared.")
-    ok = usable_models(doc, d)
+    ok = usable_models(record, d)
     parts.append((g, f"{config.model.init} / {config.optim.optimizer}", d, ok,
                   jax.tree_util.tree_map(lambda v: np.asarray(v)[ok], params),
-                  [doc["models"][k] for k in ok]))
+                  [record.models[k] for k in ok]))
   labels = [p[1] for p in parts]
   if len(set(labels)) != len(labels):  # same family twice (e.g. other seeds): tell them apart
     labels = [f"{label} ({Path(p[2]).name})" for label, p in zip(labels, parts)]
@@ -63,17 +64,21 @@ def combine_zoos(directories) -> GroupedZoo:
       first[0], first[1], joined,
       np.concatenate([np.full(len(p[3]), p[0]) for p in parts]), labels,
       [(str(p[2]), k) for p in parts for k in p[3]],
-      np.array([m["test_loss"] for p in parts for m in p[5]]),
-      np.array([m["test_acc"] for p in parts for m in p[5]]))
+      np.array([m.test_loss for p in parts for m in p[5]]),
+      np.array([m.test_acc for p in parts for m in p[5]]))
+
+
+class GroupMatrices(NamedTuple):
+  """Epsilon matrices `(N, N)` of a grouped zoo, by alignment: 'naive'; 'best' (all aligned
+  to the lowest-test-loss model); 'best_of_<label>' for each group; 'pairwise' (each pair
+  aligned directly, if asked); and the reference model of each star alignment."""
+  matrices: Dict[str, np.ndarray]
+  references: Dict[str, int]
 
 
 def group_epsilon_matrices(zoo: GroupedZoo, seed: int = 0, max_iter: int = 50,
-                           pairwise: bool = True, data_dir="data") -> dict:
-  """Epsilon matrices `(N, N)` of a grouped zoo on the test split.
-
-  Keys: 'naive'; 'best' (all aligned to the lowest-test-loss model); 'best_of_<label>'
-  for each group; 'pairwise' (each pair aligned directly, if asked). Also 'references'
-  (which model each star alignment used)."""
+                           pairwise: bool = True, data_dir="data") -> GroupMatrices:
+  """Epsilon matrices `(N, N)` of a grouped zoo on the test split (see `GroupMatrices`)."""
   data = load_dataset(zoo.config, data_dir)
   n = len(zoo.groups)
   if n < 2:
@@ -97,8 +102,7 @@ def group_epsilon_matrices(zoo: GroupedZoo, seed: int = 0, max_iter: int = 50,
     aligned_j = align_pairs(key, spec, zoo.params, pairs, max_iter)
     out["pairwise"] = matrix(pairwise_aligned_sweep(zoo.model, zoo.params, aligned_j, pairs,
                                                     data.x_test, data.y_test))
-  out["references"] = refs
-  return out
+  return GroupMatrices(out, refs)
 
 
 def within_across(m: np.ndarray, groups: np.ndarray, g: int):
@@ -113,11 +117,15 @@ def within_across(m: np.ndarray, groups: np.ndarray, g: int):
 class GroupComparison(NamedTuple):
   """What `compare_groups` found (and wrote to `<name>_dynamics.json`)."""
   zoo: GroupedZoo
-  matrices: dict  # name -> (N, N) epsilon matrix (see group_epsilon_matrices)
-  references: dict  # star alignment name -> its reference model
-  rows: List[dict]  # per group: label, models, test loss and acc, eps within and across
+  record: DynamicsRecord  # the matrices, the references and one row per group
   name: str  # the comparison's name (its files' prefix)
   path: Path  # the JSON written
+
+  @property
+  def rows(self) -> List[dict]:
+    """Per group, as a table prints it: label, models, test loss and acc, eps within and
+    across."""
+    return [row.to_json() for row in self.record.table]
 
 
 def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max_iter: int = 50,
@@ -130,19 +138,15 @@ def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max
     raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
   zoo = combine_zoos([Path(d) for d in directories])
   name = name or f"{dataset_slug(zoo.config.data.dataset)}_w{zoo.config.model.hidden[0]}"
-  mats = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
-  refs = mats.pop("references")
-  rows = []
+  found = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
+  table = []
   for g, label in enumerate(zoo.labels):
     sel = zoo.groups == g
-    row = {"group": label, "models": int(sel.sum()), "test_loss": mean_std(zoo.test_loss[sel]),
-           "test_acc": mean_std(zoo.test_acc[sel])}
-    row["eps_within"], row["eps_across"] = within_across(mats["best"], zoo.groups, g)
-    rows.append(row)
+    within, across = within_across(found.matrices["best"], zoo.groups, g)
+    table.append(GroupRow(label, int(sel.sum()), mean_std(zoo.test_loss[sel]),
+                          mean_std(zoo.test_acc[sel]), within, across))
+  record = DynamicsRecord([str(d) for d in directories], zoo.labels, zoo.groups, zoo.origin,
+                          found.references, table, found.matrices, package_versions())
   path = Path(out_dir) / dynamics_json(name)
-  atomic_write_json(path, {
-      "format": DYNAMICS_FORMAT, "zoos": [str(d) for d in directories], "labels": zoo.labels,
-      "groups": zoo.groups.tolist(),
-      "origin": zoo.origin, "references": refs, "table": rows,
-      "epsilon": {k: v.tolist() for k, v in mats.items()}, "versions": package_versions()})
-  return GroupComparison(zoo, mats, refs, rows, name, path)
+  atomic_write_json(path, record.to_json())
+  return GroupComparison(zoo, record, name, path)

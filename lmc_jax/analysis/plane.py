@@ -11,9 +11,10 @@ from lmc_jax.align.weight import weight_matching
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
-from lmc_jax.lmc.loss_plane import PlaneGrid, plane_grid
+from lmc_jax.lmc.loss_plane import plane_grid
 from lmc_jax.nn.architectures import model_at
-from lmc_jax.result_files import PLANE_FORMAT, PLANE_JSON
+from lmc_jax.result_files import PLANE_JSON
+from lmc_jax.study_records import PlaneGrid, PlaneRecord
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.symmetry.spec import apply_permutation
 from lmc_jax.tree_utils import take
@@ -28,21 +29,16 @@ class PlaneResult(NamedTuple):
   width: int
 
 
-def grid_json(g: PlaneGrid) -> dict:
-  return {"xs": g.xs.tolist(), "ys": g.ys.tolist(), "loss": g.loss.tolist(), "acc": g.acc.tolist(),
-          "corners": g.corners.tolist(), "corner_loss": g.corner_loss.tolist()}
-
-
 def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31,
               margin: float = 0.25, max_iter: int = 50, seed: int = 0,
               data_dir="data", precision: str = "fp32") -> PlaneResult:
   """Test loss on the plane through `models` (A, B, C) of the zoo in `directory`, naive and
   with B and C weight-matched to A, with matmuls at `precision`; writes plane.json there."""
   directory = Path(directory)
-  config, _, params, doc = load_zoo_checked(directory)
+  config, _, params, record = load_zoo_checked(directory)
   model = model_at(config, precision)
   ids = [int(k) for k in models]
-  usable = usable_models(doc, directory)
+  usable = usable_models(record, directory)
   if len(ids) != 3 or len(set(ids)) != 3 or not set(ids) <= set(usable):
     raise LmcError(f"--models must name three different usable models of {directory}, got "
                    f"{','.join(map(str, ids))} (usable: {usable[:10]}"
@@ -57,9 +53,6 @@ def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31
   c_al = apply_permutation(spec, weight_matching(key, spec, a, c, max_iter).perm, c)
   grids = [plane_grid(model, a, b, c, data.x_test, data.y_test, resolution, margin),
            plane_grid(model, a, b_al, c_al, data.x_test, data.y_test, resolution, margin)]
-  atomic_write_json(directory / PLANE_JSON, {
-      "format": PLANE_FORMAT, "models": ids, "split": "test", "precision": precision,
-      "naive": grid_json(grids[0]),
-      "aligned": grid_json(grids[1]), "versions": package_versions()})
-  return PlaneResult(ids, grids[0], grids[1], doc.get("data_source") or config.data.dataset,
-                     config.model.hidden[0])
+  plane = PlaneRecord(ids, grids[0], grids[1], "test", precision, package_versions())
+  atomic_write_json(directory / PLANE_JSON, plane.to_json())
+  return PlaneResult(ids, grids[0], grids[1], record.data_name, config.model.hidden[0])

@@ -21,23 +21,25 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
-from lmc_jax.lmc.measures import curves_entry
+from lmc_jax.lmc.measures import curve_set
 from lmc_jax.nn.architectures import describe_width
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.forward import split_tree
 from lmc_jax.nn.models import is_one_hidden_layer_mlp
-from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_FORMAT, REDUNDANCY_JSON
+from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_JSON
+from lmc_jax.study_records import RedundancyRecord
 from lmc_jax.symmetry.spec import mlp_permutation_spec
 from lmc_jax.tree_utils import take, to_numpy
 from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
 
 
 def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, seed: int = 0,
-                       max_iter: int = 50, data_dir="data", loaded: LoadedZoo = None) -> dict:
+                       max_iter: int = 50, data_dir="data",
+                       loaded: LoadedZoo = None) -> RedundancyRecord:
   """Merges each model's redundant units and measures the reduced nets; writes and returns
-  redundancy.json's dict. `loaded`: the zoo already read by `load_zoo_checked`."""
+  redundancy.json's record. `loaded`: the zoo already read by `load_zoo_checked`."""
   directory = Path(directory)
-  config, model, variables, doc = loaded or load_zoo_checked(directory)
+  config, model, variables, record = loaded or load_zoo_checked(directory)
   params = split_tree(variables)[0]
   if not is_one_hidden_layer_mlp(model):
     raise LmcError(f"{directory}: merging handles the study's MLP with one hidden layer and "
@@ -45,10 +47,10 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
                    f"{describe_width(config.model)}.")
   if not 0 < threshold <= 1:
     raise LmcError(f"--threshold must be in (0, 1], got {threshold}.")
-  usable = usable_models(doc, directory)
+  usable = usable_models(record, directory)
   if len(usable) < 2 or reference not in usable:
     raise LmcError(f"{directory} needs at least 2 usable models including reference {reference}.")
-  n = doc["num_models"]
+  n = record.num_models
   data = load_dataset(config, data_dir)
   reduced, widths = reduce_zoo(jax.tree_util.tree_map(np.asarray, params), threshold)
   rmodel = model.clone(hidden=(int(widths.max(initial=1)),))
@@ -58,16 +60,10 @@ def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, s
   aligned_params = align_zoo(jax.random.key(seed), mlp_permutation_spec(1), reduced, reference,
                              max_iter, skip=set(range(n)) - set(usable)).params
   aligned = pair_sweep(rmodel, aligned_params, pairs, data.x_test, data.y_test)
-  result = {
-      "format": REDUNDANCY_FORMAT, "zoo": str(directory), "threshold": threshold,
-      "reference": reference,
-      "alphas": naive.alphas.tolist(), "width": config.model.hidden[0],
-      "reduced_width": widths.tolist(),
-      "reduced_test_loss": loss.tolist(), "reduced_test_acc": acc.tolist(),
-      "models": usable, "naive": curves_entry(naive), "aligned": curves_entry(aligned),
-      "params_sha256": doc["params_sha256"], "versions": package_versions(),
-  }
-  atomic_write_json(directory / REDUNDANCY_JSON, result)
+  result = RedundancyRecord(str(directory), threshold, reference, naive.alphas,
+                            config.model.hidden[0], widths, loss, acc, usable, curve_set(naive),
+                            curve_set(aligned), record.params_sha256, package_versions())
+  atomic_write_json(directory / REDUNDANCY_JSON, result.to_json())
   return result
 
 
@@ -88,7 +84,7 @@ def original_epsilon(directory, num_models: int) -> list:
   none); a damaged one is refused in one sentence."""
   if not (Path(directory) / BARRIER_JSON).exists():
     return []
-  return read_barrier_json(directory, num_models)["naive"]["epsilon"]
+  return read_barrier_json(directory, num_models).curves("naive").epsilon.tolist()
 
 
 def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
@@ -96,17 +92,18 @@ def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
   """`analyse_redundancy` of one zoo, summarised beside the study's Table 5.1."""
   directory = Path(directory)
   loaded = load_zoo_checked(directory)
-  orig = original_epsilon(directory, loaded.doc["num_models"])  # refused before any work
+  orig = original_epsilon(directory, loaded.record.num_models)  # refused before any work
   res = analyse_redundancy(directory, threshold, reference, data_dir=data_dir, loaded=loaded)
-  w, ok, doc = res["width"], res["models"], loaded.doc
+  w, ok = res.width, list(res.models)
   study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
-  row = {"width": w, "merged_width": float(np.mean([res["reduced_width"][k] for k in ok])),
+  # Means in float64, whatever precision the reduced nets were evaluated in.
+  row = {"width": w, "merged_width": float(np.mean(res.reduced_width[ok], dtype=np.float64)),
          "study_merged_width": study[0],
-         "test_acc_before": float(np.mean([doc["models"][k]["test_acc"] for k in ok])),
-         "test_acc_after": float(np.mean([res["reduced_test_acc"][k] for k in ok])),
+         "test_acc_before": float(np.mean([loaded.record.models[k].test_acc for k in ok])),
+         "test_acc_after": float(np.mean(res.reduced_test_acc[ok], dtype=np.float64)),
          "study_test_acc_after": study[1],
-         "eps_naive_median": float(np.median(res["naive"]["epsilon"])),
-         "eps_aligned_median": float(np.median(res["aligned"]["epsilon"]))}
+         "eps_naive_median": float(np.median(res.naive.epsilon)),
+         "eps_aligned_median": float(np.median(res.aligned.epsilon))}
   host = to_numpy(split_tree(loaded.params)[0])
-  return RedundancyRow(row, orig, res["naive"]["epsilon"], res["aligned"]["epsilon"],
+  return RedundancyRow(row, orig, res.naive.epsilon.tolist(), res.aligned.epsilon.tolist(),
                        loaded.config, (ok[0], ok[1]), take(host, ok[0]), take(host, ok[1]))

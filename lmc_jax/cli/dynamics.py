@@ -48,17 +48,18 @@ def main(argv):
     read_zoo_json(z)
   res = compare_groups(FLAGS.zoo, FLAGS.name, out, FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise,
                        FLAGS.data_dir)
-  zoo, mats, refs, name = res.zoo, res.matrices, res.references, res.name
-  best = refs["best"]
+  zoo, rec, name = res.zoo, res.record, res.name
+  best = rec.references["best"]
   print(f"{name}: test metrics per group (as Tables 5.2, 5.3) and median epsilon after aligning "
         f"all to the best model {best} ({zoo.origin[best][0]} #{zoo.origin[best][1]})")
   print(format_table(res.rows, list(res.rows[0]), ["group", "models", "test loss", "test acc",
                                                    "eps within", "eps across"]))
-  panels = [("naive", mats["naive"], None), ("aligned to the best model", mats["best"], best)]
-  panels += [(f"aligned to best of\n{k[8:]}", mats[k], refs[k]) for k in mats
-             if k.startswith("best_of_")]
-  if "pairwise" in mats:
-    panels.append(("each pair aligned directly", mats["pairwise"], None))
+  panels = [("naive", rec.matrix("naive"), None),
+            ("aligned to the best model", rec.matrix("best"), best)]
+  panels += [(f"aligned to best of\n{k[8:]}", rec.matrix(k), rec.references[k])
+             for k in rec.star_alignments if k.startswith("best_of_")]
+  if "pairwise" in rec.epsilon:
+    panels.append(("each pair aligned directly", rec.matrix("pairwise"), None))
   path = figures.grouped_matrices(panels, zoo.groups, zoo.labels, float(np.mean(zoo.test_loss)),
                                   out / epsilon_groups_png(name),
                                   f"{name}: pairwise epsilon by group (colour max = mean test "

@@ -20,7 +20,6 @@ from absl import flags, logging
 from lmc_jax import result_files
 from lmc_jax.analysis.redundancy import original_epsilon, redundancy_row
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
-from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import model_for
@@ -44,7 +43,7 @@ BOUNDARY_WIDTHS = (4, 512)  # Fig 5.1: a narrow and a wide net
 def one_layer_moons(zoos):
   keep = []
   for z in zoos:
-    config = ZooConfig.from_dict(read_zoo_json(z)["config"])
+    config = read_zoo_json(z).config
     if config.data.dataset == "moons" and is_one_hidden_layer_mlp(model_for(config)):
       keep.append(z)
   return keep
@@ -60,7 +59,7 @@ def main(argv):
   fig_dir = Path(FLAGS.figures or (zoos[0].parent / "figures"))
   check_output_dir(fig_dir, "--figures")
   for z in zoos:  # before any work: redundancy.json goes into each zoo, beside its barrier.json
-    original_epsilon(z, read_zoo_json(z)["num_models"])
+    original_epsilon(z, read_zoo_json(z).num_models)
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   results = []
   for z in zoos:

@@ -52,14 +52,16 @@ def main(argv):
     check_output_dir(z, "--zoo")
   results = sorted((swa_zoo(z, FLAGS.model, FLAGS.epochs, FLAGS.lr, FLAGS.seed, FLAGS.data_dir)
                     for z in zoos), key=lambda r: r.width)
-  rows = [{"width": r.width, "model": r.model, "start": r.start_loss,
-           "best_sample": _finite_min(r.sample_loss), "average": float(r.average_loss[-1]),
-           "eps_median": quartiles(r.samples["epsilon"])["median"]} for r in results]
+  rows = [{"width": r.width, "model": r.swa.model, "start": r.swa.start_loss,
+           "best_sample": _finite_min(r.swa.sample_loss),
+           "average": float(r.swa.average_loss[-1]),
+           "eps_median": quartiles(r.swa.samples.epsilon)["median"]} for r in results]
   name, dataset = results[-1].data_name, dataset_slug(results[-1].dataset)
   print(f"{name}: SWA, {FLAGS.epochs} epochs at lr {FLAGS.lr} (test loss)")
   print(format_table(rows, list(rows[0]), ["width", "model", "start", "best sample",
                                            "final average", "median eps (samples)"]))
-  panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.samples["loss"]) for r in results]
+  panels = [figures.CurvePanel(f"width {r.width}", r.swa.alphas, r.swa.samples.loss)
+            for r in results]
   paths = [figures.swa_losses(results, name, fig_dir / result_files.swa_losses_png(dataset)),
            figures.loss_curves(panels, f"{name} SWA samples: test loss along the line between "
                                "every pair, naive interpolation",

@@ -42,7 +42,7 @@ from lmc_jax.execution import ExecutionPlan, plan_from_environment
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.preflight import check_disk_room, check_output_dir
 from lmc_jax.report import figures
-from lmc_jax.report.tables import format_table, write_zoo_summary, zoo_row
+from lmc_jax.report.tables import ZOO_COLUMNS, format_table, write_zoo_summary, zoo_row
 from lmc_jax.zoo.footprint import check_fits
 from lmc_jax.zoo.io import load_history
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
@@ -53,9 +53,6 @@ define_config_flags(__name__)
 define_run_flags(__name__)
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
 define_distributed_flags()
-
-COLUMNS = ["width", "optimizer", "init", "models", "diverged", "collapsed", "train_loss",
-           "test_loss", "train_acc", "test_acc"]
 
 
 def preflight(configs, out: Path, overwrite: bool, plan: ExecutionPlan) -> None:
@@ -100,7 +97,7 @@ def main(argv):
     return
   label = dataset_slug(FLAGS.dataset)  # names the files (npz:PATH -> npz_<stem>)
   print(f"{rows[0]['source'] or FLAGS.dataset}: mean +- std over the models of each zoo")
-  print(format_table(rows, COLUMNS))
+  print(format_table(rows, ZOO_COLUMNS))
   csv_path = write_zoo_summary(out, FLAGS.dataset)
   print(f"zoos in {out}; summary of all {FLAGS.dataset} zoos there: {csv_path}")
   if histories:

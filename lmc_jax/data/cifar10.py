@@ -26,7 +26,8 @@ from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.data.staging import replacing
 from lmc_jax.data.tfds import load_tfds_arrays
 from lmc_jax.errors import LmcError
-from lmc_jax.result_files import SOURCE_FORMAT, check_format
+from lmc_jax.result_files import SOURCE_FORMAT
+from lmc_jax.schema import check_format
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)  # the study's per-channel normalisation

@@ -27,7 +27,8 @@ from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.data.staging import replacing
 from lmc_jax.data.tfds import load_tfds_arrays
 from lmc_jax.errors import LmcError
-from lmc_jax.result_files import SOURCE_FORMAT, check_format
+from lmc_jax.result_files import SOURCE_FORMAT
+from lmc_jax.schema import check_format
 
 MD5 = {  # of the uncompressed official files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",

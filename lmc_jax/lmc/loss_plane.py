@@ -19,6 +19,7 @@ import numpy as np
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import pair_chunk_size
 from lmc_jax.nn.evaluation import metrics_one, to_batches
+from lmc_jax.study_records import PlaneGrid
 from lmc_jax.tree_utils import map_in_chunks
 
 
@@ -79,15 +80,6 @@ def plane_metrics(model, basis: PlaneBasis, coords, x, y, batch_size: int = 1024
   loss, acc = _plane_metrics(model, (basis.origin, basis.e1, basis.e2), jnp.asarray(coords),
                              batches, chunk)
   return np.asarray(loss), np.asarray(acc)
-
-
-class PlaneGrid(NamedTuple):
-  xs: np.ndarray  # (R,)
-  ys: np.ndarray  # (R,)
-  loss: np.ndarray  # (R, R), [iy, ix]
-  acc: np.ndarray  # (R, R)
-  corners: np.ndarray  # (3, 2)
-  corner_loss: np.ndarray  # (3,) losses at A, B, C
 
 
 def plane_grid(model, theta_a, theta_b, theta_c, x, y, resolution: int = 31,

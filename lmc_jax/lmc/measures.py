@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.records import MEASURE_NAMES, CurveSet
 
 
 def _check(loss, alphas):
@@ -39,7 +40,9 @@ def rebasin_barrier(loss, alphas):
   return loss.max(-1) - 0.5 * (loss[..., 0] + loss[..., -1])
 
 
-MEASURES = {"epsilon": epsilon, "barrier": loss_barrier, "rebasin_barrier": rebasin_barrier}
+# Name -> function, for every measure a `CurveSet` holds (the names are stated once, in
+# `records.MEASURE_NAMES`; these are their functions, in that order).
+MEASURES = dict(zip(MEASURE_NAMES, (epsilon, loss_barrier, rebasin_barrier), strict=True))
 
 
 def pair_matrix(values, pairs, n: int, fill=np.nan) -> np.ndarray:
@@ -88,10 +91,9 @@ def single_linkage_order(matrix) -> np.ndarray:
   return leaves_list(linkage(squareform(m, checks=False), method="single"))
 
 
-def curves_entry(curves) -> dict:
-  """A `Curves` (pairs (P, 2), loss and acc (P, A), alphas (A,)) as a JSON-ready dict with
-  every measure of `MEASURES` per pair: barrier.json's entry for one set of curves."""
-  entry = {"pairs": curves.pairs.tolist(), "loss": curves.loss.tolist(), "acc": curves.acc.tolist()}
-  for name, fn in MEASURES.items():
-    entry[name] = fn(curves.loss, curves.alphas).tolist()
-  return entry
+def curve_set(curves) -> CurveSet:
+  """The `CurveSet` of a `Curves` (pairs (P, 2), loss and acc (P, A), alphas (A,)), with
+  every measure of `MEASURES` per pair: what barrier.json and the other result files hold
+  for one set of curves."""
+  return CurveSet(curves.pairs, curves.loss, curves.acc,
+                  {name: fn(curves.loss, curves.alphas) for name, fn in MEASURES.items()})

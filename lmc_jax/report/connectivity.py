@@ -12,7 +12,9 @@ from typing import Dict, List, NamedTuple, Sequence
 from lmc_jax import result_files
 from lmc_jax.analysis.barrier import ZooBarriers, pairs_with
 from lmc_jax.analysis.comparison import comparison_rows, diagnostics_rows
+from lmc_jax.barrier_records import BarrierResult
 from lmc_jax.lmc.measures import quartiles
+from lmc_jax.records import MEASURE_NAMES
 from lmc_jax.report import figures, method_figures
 from lmc_jax.report.tables import write_csv
 from lmc_jax.zoo.runs import zoo_family
@@ -44,17 +46,25 @@ class FamilyReport(NamedTuple):
   paths: List[Path]  # every figure written
 
 
-def epsilon_row(width: int, result: dict, collapsed=()) -> dict:
-  """Quartiles of every measure (naive and aligned) of one zoo's barrier.json dict, and how
-  many pairs involve a `collapsed` model (at chance accuracy: its curves say little)."""
-  row = {"width": width, "pairs": len(result["naive"]["pairs"]),
-         "collapsed_pairs": pairs_with(result["naive"]["pairs"], collapsed)}
+def epsilon_row(width: int, result: BarrierResult, collapsed=()) -> dict:
+  """Quartiles of every measure (naive and aligned) of one zoo's barrier.json, and how many
+  pairs involve a `collapsed` model (at chance accuracy: its curves say little)."""
+  naive = result.curves("naive")
+  row = {"width": width, "pairs": len(naive.pairs),
+         "collapsed_pairs": pairs_with(naive.pairs, collapsed)}
   for which in ("naive", "aligned"):
-    for measure in ("epsilon", "barrier", "rebasin_barrier"):
-      q = quartiles(result[which][measure])
+    curves = result.curves(which)
+    for measure in MEASURE_NAMES:
+      q = quartiles(curves.measure(measure) if curves is not None else [])
       for k in ("q1", "median", "q3"):
         row[f"{which}_{measure}_{k}"] = q[k]
   return row
+
+
+def _permuted(result: BarrierResult, name: str) -> bool:
+  """Whether method `name` ran on the zoo and recorded its permutations."""
+  entry = result.method(name)
+  return entry is not None and bool(entry.perms)
 
 
 def group_families(records: Sequence[ZooBarriers]) -> Dict[str, List[ZooBarriers]]:
@@ -79,7 +89,7 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
   """Writes the family's CSVs and figures into `fig_dir`; `methods` and `repair` say which
   method entries to compare (none beyond weight matching: no comparison)."""
   fig_dir = Path(fig_dir)
-  dataset = recs[0].data_source or recs[0].config.data.dataset
+  dataset = recs[0].zoo.data_name
   rows = [epsilon_row(r.width, r.result, r.collapsed) for r in recs]
   write_csv(fig_dir / result_files.epsilon_summary_csv(label), rows)
   paths = [figures.epsilon_vs_width(recs, dataset,
@@ -88,7 +98,7 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
                                     fig_dir / result_files.barrier_vs_width_png(label))]
   for which in ("naive", "aligned"):
     how = "naive interpolation" if which == "naive" else "after weight matching"
-    panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.curves(which)["loss"])
+    panels = [figures.CurvePanel(f"width {r.width}", r.alphas, r.curves(which).loss)
               for r in recs]
     paths.append(figures.loss_curves(
         panels, f"{dataset}: {split} loss along the line between every pair, {how}",
@@ -99,12 +109,11 @@ def report_family(label: str, recs: List[ZooBarriers], fig_dir, methods: Sequenc
   compared = [m for m in methods if m != "weight"]
   if compared or repair:
     wanted = ["weight"] + compared
-    wanted += [f"{m}+repair" for m in ["naive"] + wanted] if repair else []
-    method_rows = comparison_rows(recs, wanted)
+    method_rows = comparison_rows(recs, wanted, repair)
     write_csv(fig_dir / result_files.alignment_methods_csv(label), method_rows)
     paths.append(method_figures.comparison_figure(
-        recs, wanted, dataset, fig_dir / result_files.alignment_methods_png(label)))
-    joint = [r for r in recs if "perms" in (r.curves("mergemany") or {})]
+        recs, wanted, repair, dataset, fig_dir / result_files.alignment_methods_png(label)))
+    joint = [r for r in recs if _permuted(r.result, "mergemany")]
     if joint:  # Fig 4.6 without a favoured reference: does its band disappear?
       paths.append(figures.epsilon_matrices(
           joint, dataset, "mergemany",

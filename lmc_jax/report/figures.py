@@ -100,9 +100,8 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
   widths = np.asarray([r.width for r in records], float)
   fig, axes = new_figure(1, 1, (6.5, 4.5))
   ax = axes[0][0]
-  others = [n for n in records[0].result.get("methods", {})
-            if n != "weight" and "+" not in n
-            and all(r.curves(n) is not None and "skipped" not in r.curves(n) for r in records)]
+  others = [n for n in records[0].result.method_names
+            if n != "weight" and all(r.curves(n) is not None for r in records)]
   if others:
     fig.set_size_inches(8.6, 4.5)
   series = [("naive", NAIVE_COLOR, "naive"),
@@ -111,7 +110,7 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
   series += [(n, colors((k + 2) % 10), n) for k, n in enumerate(others)]
   dropped = 0
   for k, (which, color, label) in enumerate(series):
-    vals = [finite_values(r.curves(which)["barrier"]) for r in records]
+    vals = [finite_values(r.curves(which).measure("barrier")) for r in records]
     dropped += sum(n for _, n in vals)
     q = np.asarray([np.percentile(v, [25, 50, 75]) if v.size else [np.nan] * 3 for v, _ in vals])
     # Side by side (a few % apart on the log axis), so the sets of bars never overlap.
@@ -123,14 +122,14 @@ def barrier_vs_width(records, dataset: str, path) -> Path:
   ax.set_xticklabels([str(r.width) for r in records])
   ax.minorticks_off()
   ax.set_xlabel(width_label(records[0].config))
-  ax.set_ylabel(f"{records[0].result.get('split', 'test')} loss barrier (nats)")
+  ax.set_ylabel(f"{records[0].result.split} loss barrier (nats)")
   ax.axhline(0, color="gray", lw=0.8, ls=":")
   ax.grid(alpha=0.3)
   if len(series) > 2:  # beside the axes: with several methods it would cover their bars
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
   else:
     ax.legend()
-  pairs = len(records[0].curves("naive")["barrier"])
+  pairs = len(records[0].curves("naive").pairs)
   note = left_out(dropped, what="barriers")
   ax.set_title(f"{dataset}: loss barrier against width\n(median and quartiles over "
                f"{pairs} pairs per width{'; ' + note if note else ''})")
@@ -141,9 +140,9 @@ def epsilon_vs_width(records, dataset: str, path) -> Path:
   """Fig 4.1 (naive), 4.4 (aligned) and 4.5 (both, box plots) in one row."""
   x = np.log2([r.width for r in records])
   finite = lambda v: v[np.isfinite(v)] if np.isfinite(v).any() else np.zeros(1) * np.nan
-  naive = [finite(np.asarray(r.curves("naive")["epsilon"], float)) for r in records]
-  aligned = [finite(np.asarray(r.curves("aligned")["epsilon"], float)) for r in records]
-  dropped = sum(int((~np.isfinite(np.asarray(r.curves(w)["epsilon"], float))).sum())
+  naive = [finite(r.curves("naive").epsilon) for r in records]
+  aligned = [finite(r.curves("aligned").epsilon) for r in records]
+  dropped = sum(int((~np.isfinite(r.curves(w).epsilon)).sum())
                 for r in records for w in ("naive", "aligned"))
   fig, axes = new_figure(1, 3, (16, 4.2))
   axes = axes[0]
@@ -226,8 +225,8 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
   for ax, r in zip(axes, records):
     models, entry = list(r.models), r.curves(which)
     index = {m: k for k, m in enumerate(models)}
-    pairs = np.asarray([[index[i], index[j]] for i, j in entry["pairs"]]).reshape(-1, 2)
-    m = pair_matrix(np.asarray(entry["epsilon"], np.float64), pairs, len(models))
+    pairs = np.asarray([[index[i], index[j]] for i, j in entry.pairs]).reshape(-1, 2)
+    m = pair_matrix(entry.epsilon, pairs, len(models))
     order = single_linkage_order(m)
     vmax = max(r.mean_test_loss, 1e-6)
     im = ax.imshow(m[np.ix_(order, order)], cmap="viridis", vmin=0, vmax=vmax,
@@ -247,7 +246,7 @@ def epsilon_matrices(records, dataset: str, which: str, path) -> Path:
     # The edge markers sit outside the image; keep them from widening the axes.
     ax.set_xlim(-0.5, len(models) - 0.5)
     ax.set_ylim(len(models) - 0.5, -0.5)
-    bad = int((~np.isfinite(np.asarray(entry["epsilon"], float))).sum())
+    bad = int((~np.isfinite(entry.epsilon)).sum())
     ax.set_title(f"width {r.width}" + (f" ({bad} non-finite, blank or at the top)" if bad
                                        else ""))
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -304,13 +303,12 @@ def loss_planes(grids, titles, suptitle: str, path, split: str = "test") -> Path
 
 def swa_losses(records, dataset: str, path) -> Path:
   """Fig 4.7: test loss of each SWA sample and of the running average, per epoch; the
-  model SWA started from as a dashed line. `records`: `SwaResult`s (zoo.swa). Non-finite
+  model SWA started from as a dashed line. `records`: `SwaResult`s (analysis.swa). Non-finite
   losses are not drawn and huge ones are left off the axes; each panel counts both."""
   fig, axes = panel_grid(len(records), size=3.2)
   for ax, r in zip(axes, records):
-    sample = np.asarray(r.sample_loss, np.float64)
-    average = np.asarray(r.average_loss, np.float64)
-    start = np.asarray([r.start_loss], np.float64)
+    sample, average = r.swa.sample_loss, r.swa.average_loss
+    start = np.asarray([r.swa.start_loss], np.float64)
     every = np.concatenate([sample, average, start])
     _, bad = finite_values(every)
     lo, hi, beyond = bulk_limits(every)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lmc_jax import result_files as rf
 from lmc_jax.analysis import study_numbers as study
+from lmc_jax.study_records import DynamicsRecord
 
 
 def _csv(path: Path):
@@ -270,13 +271,12 @@ def _alignment_findings(base) -> str:
 def _dynamics(path: Path, reference) -> str:
   if not path.is_file():
     return "*not produced in this run.*\n"
-  d = rf.check_format(json.loads(path.read_text()), path, rf.DYNAMICS_FORMAT)
+  record = DynamicsRecord.from_json(json.loads(path.read_text()), path)
   rows = []
-  for r in d["table"]:
-    row = [r["group"], r["models"], r["test_loss"], r["test_acc"], _f(r["eps_within"], 4),
-           _f(r["eps_across"], 4)]
+  for r in record.table:
+    row = [r.group, r.models, r.test_loss, r.test_acc, _f(r.eps_within, 4), _f(r.eps_across, 4)]
     if reference is not None:
-      opt = r["group"].split(" / ")[-1]
+      opt = r.group.split(" / ")[-1]
       ref = reference.get(opt, (None, None))
       row += [_f(ref[0]), _f(ref[1])]
     rows.append(row)

@@ -17,28 +17,28 @@ from lmc_jax.report.figures import (
 )
 
 
-def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, path) -> Path:
+def comparison_figure(records: Sequence, methods: Sequence[str], repair: bool, dataset: str,
+                      path) -> Path:
   """Median epsilon against width per method, quartiles as error bars (log scale; naive in
-  gray): without REPAIR, with REPAIR (when measured), and the seconds each method took."""
+  gray): without REPAIR, with REPAIR (when `repair`), and the seconds each method took."""
   widths = [r.width for r in records]
-  base = [n for n in names if "+" not in n and n != "naive"]
-  repaired = [n for n in names if n.endswith("+repair")]
-  panels = [("", ["naive"] + base)] + ([("+repair", repaired)] if repaired else [])
+  base = [n for n in methods if n != "naive"]
+  panels = [False, True] if repair else [False]
   fig, axes = new_figure(1, len(panels) + 1, (5.2 * (len(panels) + 1), 4.6))
   axes = axes[0]
   colors = matplotlib.colormaps["tab10"]
-  color_of = lambda root: "0.45" if root == "naive" else colors(base.index(root) % 10)
-  for ax, (suffix, members) in zip(axes, panels):
+  color_of = lambda name: "0.45" if name == "naive" else colors(base.index(name) % 10)
+  members = ["naive"] + base
+  for ax, repaired in zip(axes, panels):
     dropped = 0
     for i, name in enumerate(members):
-      root = name.split("+")[0]
       xs, med, err_lo, err_hi = [], [], [], []
       shift = 2 ** (0.07 * (i - (len(members) - 1) / 2))  # side by side at each width
       for w, r in zip(widths, records):
-        e = r.curves(name)
-        if e is None or "skipped" in e:
+        curves = r.curves(name, repaired)
+        if curves is None:
           continue
-        eps, bad = finite_values(e["epsilon"])
+        eps, bad = finite_values(curves.epsilon)
         dropped += bad
         if not eps.size:
           continue
@@ -49,7 +49,7 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
         err_hi.append(q3 - q2)
       if xs:
         ax.errorbar(xs, med, yerr=[err_lo, err_hi], fmt="-o", ms=3.5, lw=1.2, capsize=2,
-                    color=color_of(root), label=root)
+                    color=color_of(name), label=name)
     # Quartiles of 0 (flat lines, e.g. nets at chance) would pull a log axis down to
     # nothing: start it a little below the smallest positive median; zeros are not drawn.
     # With no positive median at all (every line flat) the axis stays linear.
@@ -61,11 +61,11 @@ def comparison_figure(records: Sequence, names: Sequence[str], dataset: str, pat
     else:
       ax.set_ylabel("epsilon: median, bars Q1-Q3 (every median is 0)")
     note = left_out(dropped, what="epsilons")
-    ax.set_title(f"{dataset}: epsilon by method" + (" after REPAIR" if suffix else "")
+    ax.set_title(f"{dataset}: epsilon by method" + (" after REPAIR" if repaired else "")
                  + (f"\n({note})" if note else ""))
   for name in base:
-    secs = [(w, r.curves(name).get("seconds")) for w, r in zip(widths, records)
-            if r.curves(name) is not None and "skipped" not in r.curves(name)]
+    entries = [(w, r.result.method(name)) for w, r in zip(widths, records)]
+    secs = [(w, e.seconds) for w, e in entries if e is not None and e.skipped is None]
     secs = [(w, t) for w, t in secs if isinstance(t, (int, float)) and np.isfinite(t) and t > 0]
     if secs:
       axes[-1].plot(*zip(*secs), "-o", ms=3.5, color=color_of(name), label=name)

@@ -11,30 +11,34 @@ import numpy as np
 
 from lmc_jax import result_files
 from lmc_jax.atomic_files import atomic_write_bytes
-from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import dataset_slug
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.measures import mean_std
+from lmc_jax.records import METRIC_NAMES, ZooRecord
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
+# The columns of the zoo table `experiments.zoo` prints (its CSV has every key of a row).
+ZOO_COLUMNS = ["width", "optimizer", "init", "models", "diverged", "collapsed", "train_loss",
+               "test_loss", "train_acc", "test_acc"]
 
-def zoo_row(doc: dict) -> dict:
-  """One table row: mean +- std of each metric over the models that did not diverge.
+
+def zoo_row(record: ZooRecord) -> dict:
+  """One table row of a zoo.json: mean +- std of each metric over the models that did not
+  diverge.
 
   Collapsed models (at chance, `nn.evaluation.is_collapsed`) are counted and stay in the
   means, as they would in a study's table."""
-  models = doc["models"]
-  config = ZooConfig.from_dict(doc["config"])
-  ok = [m for m in models if not m.get("diverged")]
-  row = {"dataset": config.data.dataset, "source": doc.get("data_source", ""),
+  config = record.config
+  ok = [record.models[k] for k in record.usable]
+  row = {"dataset": config.data.dataset, "source": record.data_source,
          "optimizer": config.optim.optimizer, "init": config.model.init,
          "width": config.model.hidden[0],
          "hidden": "x".join(str(w) for w in config.model.hidden),
-         "models": len(models), "diverged": len(models) - len(ok),
-         "collapsed": sum(bool(m.get("collapsed")) for m in ok)}
-  for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
-    vals = [m[key] for m in ok]
+         "models": record.num_models, "diverged": len(record.diverged),
+         "collapsed": len(record.collapsed)}
+  for key in METRIC_NAMES:
+    vals = [getattr(m, key) for m in ok]
     row[key] = mean_std(vals)
     row[key + "_mean"] = float(np.mean(vals)) if vals else float("nan")
     row[key + "_std"] = float(np.std(vals)) if vals else float("nan")

@@ -2,9 +2,10 @@
 
 `checkpoint.npz` in the zoo directory holds one array per leaf of the state (the stacked
 params and optimizer state, every model's mean loss per epoch so far, the test
-evaluations so far) in tree order, and `meta`: a JSON document (format, config, epochs
-done, models trained, the leaves' SHA-256) stored as uint8. It is written atomically, and
-removed with the directory it sits in when the finished zoo is swapped in.
+evaluations so far) in tree order, and `meta`: a JSON document (`records.CheckpointMeta`:
+format, config, epochs done, models trained, the leaves' SHA-256) stored as uint8. It is
+written atomically, and removed with the directory it sits in when the finished zoo is
+swapped in.
 
 Resuming continues with the same epoch keys, so a resumed zoo is the zoo an uninterrupted
 run writes, bit for bit on one machine. A checkpoint that does not fit the run (another
@@ -26,9 +27,9 @@ import numpy as np
 from lmc_jax.atomic_files import atomic_write_bytes, sha256_bytes
 from lmc_jax.config import ZooConfig
 from lmc_jax.crash_points import crash_point
+from lmc_jax.errors import LmcError
+from lmc_jax.records import CheckpointMeta
 from lmc_jax.result_files import CHECKPOINT_NPZ
-
-CHECKPOINT_FORMAT = 1
 
 
 class TrainState(NamedTuple):
@@ -41,6 +42,9 @@ class TrainState(NamedTuple):
   eval_epoch: np.ndarray  # (K,) epochs after which the test split was evaluated
   test_loss: np.ndarray  # (K, N)
   test_acc: np.ndarray  # (K, N)
+
+
+_META = "meta"  # the npz member holding the meta document
 
 
 def _leaves(state: TrainState):
@@ -74,11 +78,10 @@ class Checkpointer:
     if not self.write:
       return
     leaves = [np.asarray(leaf) for leaf in _leaves(state)]
-    meta = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": state.epoch,
-            "models": int(state.train_loss.shape[1]), "leaves": len(leaves),
-            "sha256": sha256_bytes(*leaves)}
+    meta = CheckpointMeta(self.config, int(state.epoch), int(state.train_loss.shape[1]),
+                          len(leaves), sha256_bytes(*leaves))
     arrays = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays[_META] = np.frombuffer(json.dumps(meta.to_json()).encode(), np.uint8)
     atomic_write_bytes(self.path, lambda f: np.savez(f, **arrays))
     crash_point("zoo:checkpoint")
 
@@ -89,18 +92,20 @@ class Checkpointer:
       return None
     try:
       with np.load(self.path, allow_pickle=False) as f:
-        meta = json.loads(bytes(f["meta"]).decode())
-        leaves = [f[f"leaf_{i:05d}"] for i in range(int(meta["leaves"]))]
+        meta = CheckpointMeta.from_json(json.loads(bytes(f[_META]).decode()), self.path)
+        leaves = [f[f"leaf_{i:05d}"] for i in range(meta.leaves)]
+    except LmcError as e:  # a meta document that is not what this version writes
+      return self._unusable(f"it cannot be read ({getattr(e, 'what', e)})")
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as e:
       return self._unusable(f"it cannot be read ({e})")
-    if ZooConfig.from_dict(meta.get("config", {})) != self.config:
+    if meta.config != self.config:
       return self._unusable("it was written for another config")
-    if sha256_bytes(*leaves) != meta.get("sha256"):
+    if sha256_bytes(*leaves) != meta.sha256:
       return self._unusable("its bytes do not match its checksum")
-    epoch = int(meta["epoch"])
+    epoch = meta.epoch
     models = int(template.train_loss.shape[1])
     tree_leaves, treedef = jax.tree_util.tree_flatten((template.params, template.opt_state))
-    if (len(leaves) != len(tree_leaves) + 4 or int(meta["models"]) != models
+    if (len(leaves) != len(tree_leaves) + 4 or meta.models != models
         or not 0 < epoch < self.config.train.epochs):
       return self._unusable("it holds another number of models or leaves (another device "
                             "count?)")

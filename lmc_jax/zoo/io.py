@@ -1,10 +1,11 @@
 """A zoo on disk: a directory with `zoo.json` and `params.npz`.
 
-`zoo.json` holds the config, the package versions, the SHA-256 of `params.npz` and one
-metrics dict per model. `params.npz` holds one array per parameter leaf, keyed by its
-`/`-joined Flax path, axis 0 the model, so numpy alone can read it. Each file is written
-to a temporary name and renamed into place, `params.npz` first; the checksum in
-`zoo.json` ties the two, so a run killed mid-write never leaves a zoo that loads.
+`zoo.json` (`records.ZooRecord`) holds the config, the package versions, the SHA-256 of
+`params.npz` and the metrics of every model. `params.npz` holds one array per parameter
+leaf, keyed by its `/`-joined Flax path, axis 0 the model, so numpy alone can read it.
+Each file is written to a temporary name and renamed into place, `params.npz` first; the
+checksum in `zoo.json` ties the two, so a run killed mid-write never leaves a zoo that
+loads.
 """
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import logging
 import platform
 import zipfile
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
 
-from lmc_jax import file_schema
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
 from lmc_jax.config import ConfigError, ZooConfig
 from lmc_jax.data.datasets import dataset_info
@@ -26,7 +26,9 @@ from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.forward import PARAMS
 from lmc_jax.nn.models import init_variables
-from lmc_jax.result_files import HISTORY_NPZ, PARAMS_NPZ, ZOO_FORMAT, ZOO_JSON, check_format
+from lmc_jax.records import ModelMetrics, ZooRecord, zoo_fix
+from lmc_jax.result_files import HISTORY_NPZ, PARAMS_NPZ, ZOO_JSON
+from lmc_jax.schema import SchemaError
 from lmc_jax.tree_utils import flatten, unflatten
 from lmc_jax.version import __version__
 
@@ -41,27 +43,29 @@ def package_versions() -> dict:
           "scipy": scipy.__version__, "python": platform.python_version()}
 
 
-def save_zoo(directory, config: ZooConfig, params_stack, metrics: list, extra: dict = None,
-             history: Optional[dict] = None) -> Path:
-  """Writes a zoo directory; returns its path. `history` (`Zoo.history`: arrays with the
-  epoch on axis 0 and the model on axis 1) goes to history.npz, before zoo.json."""
+def save_zoo(directory, config: ZooConfig, params_stack, metrics: Sequence[ModelMetrics],
+             history: Optional[dict] = None, train_seconds: Optional[float] = None,
+             data_source: str = "") -> Path:
+  """Writes a zoo directory; returns its path. `metrics`: one `ModelMetrics` per model (or
+  a dict of its fields). `history` (`Zoo.history`: arrays with the epoch on axis 0 and the
+  model on axis 1) goes to history.npz, before zoo.json."""
   directory = Path(directory)
   if history:
     atomic_write_bytes(directory / HISTORY_NPZ,
                        lambda f: np.savez(f, **{k: np.asarray(v) for k, v in history.items()}))
   flat = {k: np.asarray(v) for k, v in flatten(jax.device_get(params_stack)).items()}
   atomic_write_bytes(directory / PARAMS_NPZ, lambda f: np.savez(f, **flat))
-  doc = {"format": ZOO_FORMAT, "config": config.to_dict(), "seed": config.train.seed,
-         "versions": package_versions(), "params_sha256": sha256_file(directory / PARAMS_NPZ),
-         "num_models": len(metrics), "models": metrics}
-  if history:
-    doc["history"] = HISTORY_NPZ
-  doc.update(extra or {})
-  atomic_write_json(directory / ZOO_JSON, doc)
+  metrics = tuple(m if isinstance(m, ModelMetrics) else ModelMetrics(**m) for m in metrics)
+  record = ZooRecord(config, sha256_file(directory / PARAMS_NPZ), metrics,
+                     package_versions(), HISTORY_NPZ if history else None, train_seconds,
+                     data_source)
+  atomic_write_json(directory / ZOO_JSON, record.to_json())
   return directory
 
 
-def read_zoo_json(directory) -> dict:
+def read_zoo_json(directory) -> ZooRecord:
+  """The record of a zoo directory's zoo.json; refuses a missing, unreadable or wrong one
+  in one sentence naming the file (and the field) and the fix."""
   directory = Path(directory)
   if not directory.is_dir():
     raise LmcError(f"Zoo directory {directory} does not exist; train one with "
@@ -75,26 +79,25 @@ def read_zoo_json(directory) -> dict:
     doc = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise LmcError(f"{path} is not a valid zoo description (not JSON: {e}); "
-                   f"{file_schema.zoo_fix(path)}.") from None
-  return file_schema.check_zoo_doc(check_format(doc, path, ZOO_FORMAT), path)
+                   f"{zoo_fix(path)}.") from None
+  return ZooRecord.from_json(doc, path)
 
 
 def load_zoo(directory, expected_shapes: dict = None):
   """Reads a zoo directory.
 
-  Returns (config, variables, doc): the `ZooConfig`, the stacked variables dict (numpy
-  arrays, model on axis 0), and the whole `zoo.json` dict. `expected_shapes`, if given,
+  Returns (config, variables, record): the `ZooConfig`, the stacked variables dict (numpy
+  arrays, model on axis 0), and the `ZooRecord` of zoo.json. `expected_shapes`, if given,
   maps each leaf path to its per-model shape; a mismatch is an error. A zoo written before
   every zoo held its whole variables dict (the study's MLP stored its params alone, as
   `Dense_0/kernel`, ...) is read as the variables dict `params/...`.
   """
   directory = Path(directory)
-  doc = read_zoo_json(directory)
-  config = ZooConfig.from_dict(doc["config"])
+  record = read_zoo_json(directory)
   npz = directory / PARAMS_NPZ
   if not npz.is_file():
     raise LmcError(f"{directory} has no {PARAMS_NPZ}; the zoo is incomplete, train it again.")
-  if doc.get("params_sha256") != sha256_file(npz):
+  if record.params_sha256 != sha256_file(npz):
     raise LmcError(f"{npz} does not match the checksum in {ZOO_JSON} (a run stopped while "
                    "writing, or the file was changed); train the zoo again.")
   try:
@@ -104,7 +107,7 @@ def load_zoo(directory, expected_shapes: dict = None):
     raise LmcError(f"{npz} is corrupt ({e}); train the zoo again.") from None
   if flat and not any(k.split("/", 1)[0] == PARAMS for k in flat):
     flat = {f"{PARAMS}/{k}": v for k, v in flat.items()}
-  n = doc.get("num_models", len(doc.get("models", [])))
+  n = record.num_models
   for k, v in flat.items():
     if v.ndim < 1 or v.shape[0] != n:
       raise LmcError(f"{npz}: leaf {k} has shape {v.shape}, expected {n} models on axis 0; "
@@ -115,7 +118,7 @@ def load_zoo(directory, expected_shapes: dict = None):
     if got != want:
       raise LmcError(f"{npz} does not fit the model in {ZOO_JSON}: leaves {sorted(got)} with "
                      f"shapes {got} but the config needs {want}; train the zoo again.")
-  return config, unflatten(flat), doc
+  return record.config, unflatten(flat), record
 
 
 class LoadedZoo(NamedTuple):
@@ -123,33 +126,30 @@ class LoadedZoo(NamedTuple):
   config: ZooConfig
   model: object  # the Flax module of one model
   params: dict  # stacked variables dict, numpy arrays, model on axis 0
-  doc: dict  # the whole zoo.json
+  record: ZooRecord  # its zoo.json
 
 
 def load_zoo_checked(directory) -> LoadedZoo:
   """Loads a zoo and checks every leaf's shape against the model its config describes."""
-  config = ZooConfig.from_dict(read_zoo_json(directory)["config"])
+  config = read_zoo_json(directory).config
   info = dataset_info(config.data)
   try:
     model = build_network(config.model, info)
   except ConfigError as e:  # what only the network can tell (an unknown architecture)
     path = Path(directory) / ZOO_JSON
-    raise file_schema.SchemaError(path, f"config.{e.field}", e.problem,
-                                  file_schema.zoo_fix(path)) from None
+    raise SchemaError(path, f"config.{e.field}", e.problem, zoo_fix(path)) from None
   shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), info.d_in))
   expected = {k: v.shape for k, v in flatten(shapes).items()}
-  config, params, doc = load_zoo(directory, expected_shapes=expected)
-  return LoadedZoo(config, model, params, doc)
+  config, params, record = load_zoo(directory, expected_shapes=expected)
+  return LoadedZoo(config, model, params, record)
 
 
-def usable_models(doc: dict, directory) -> list:
+def usable_models(record: ZooRecord, directory) -> list:
   """Indices of models that did not diverge; warns naming each one left out."""
-  models = doc.get("models", [])
-  excluded = [k for k, m in enumerate(models) if m.get("diverged")]
-  for k in excluded:
+  for k in record.diverged:
     logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
                     "statistic and figure.", directory, k)
-  return [k for k in range(len(models)) if k not in excluded]
+  return list(record.usable)
 
 
 def load_history(directory) -> Optional[dict]:

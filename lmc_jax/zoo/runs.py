@@ -27,6 +27,7 @@ from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
 from lmc_jax.nn.architectures import family_part
 from lmc_jax.preflight import check_output_dir
+from lmc_jax.records import ZooRecord
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
 from lmc_jax.zoo.checkpoint import Checkpointer
 from lmc_jax.zoo.io import load_zoo_checked, read_zoo_json, save_zoo
@@ -53,9 +54,9 @@ def zoo_dirname(config: ZooConfig) -> str:
 
 
 def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions(),
-            plan: Optional[ExecutionPlan] = None) -> dict:
-  """Trains the zoo `config` into `directory` and returns its zoo.json dict (None on every
-  process but the first when several hosts train it together). `options` say how
+            plan: Optional[ExecutionPlan] = None) -> Optional[ZooRecord]:
+  """Trains the zoo `config` into `directory` and returns the record of its zoo.json (None
+  on every process but the first when several hosts train it together). `options` say how
   (`config.RunOptions`), `plan` on what (`execution.ExecutionPlan`):
 
   - A finished zoo with the same config is reused once its params pass their checksum
@@ -108,7 +109,7 @@ def foreign_entries(directory: Path) -> list:
                 if p.name not in ZOO_DIR_FILES and not p.name.endswith(".tmp"))
 
 
-def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[dict]:
+def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[ZooRecord]:
   """The zoo.json of a finished, whole zoo of `config` in `directory` to reuse; None to
   train; an error where training would replace what the user did not ask to replace."""
   if not (directory / ZOO_JSON).exists():
@@ -119,15 +120,14 @@ def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[d
                      "--overwrite to write the zoo into it (its files are kept).")
     return None
   try:
-    doc = read_zoo_json(directory)
-    old = ZooConfig.from_dict(doc["config"])
+    record = read_zoo_json(directory)
   except LmcError as e:
     if overwrite:
       logging.warning("%s: replacing a zoo that cannot be read (%s)", directory, e)
       return None
     raise LmcError(f"{directory} holds a zoo.json that cannot be read ({e}); pass --overwrite "
                    "to train the zoo again in its place.") from None
-  if old != config:
+  if record.config != config:
     if overwrite:
       return None
     raise LmcError(f"{directory} already holds a zoo with another config; pass --overwrite to "
@@ -140,11 +140,11 @@ def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[d
     logging.warning("%s holds this zoo but it is damaged (%s); training it again.", directory, e)
     return None
   logging.info("%s already holds this zoo; reusing it (pass --overwrite to retrain).", directory)
-  return doc
+  return record
 
 
 def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions,
-                    plan: Optional[ExecutionPlan]) -> Optional[dict]:
+                    plan: Optional[ExecutionPlan]) -> Optional[ZooRecord]:
   dataset = load_dataset(config.data, options.data_dir)
   first = jax.process_index() == 0
   checkpointer = Checkpointer(directory, config, options.checkpoint_every,
@@ -160,21 +160,21 @@ def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions,
   staged = aside_name(directory, "new")
   shutil.rmtree(staged, ignore_errors=True)
   save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
-           extra={"train_seconds": seconds, "data_source": dataset.source})
+           train_seconds=seconds, data_source=dataset.source)
   for name in foreign_entries(directory):  # the user's files stay with the directory
     link_or_copy(directory / name, staged / name)
   crash_point("zoo:staged")
   replace_directory(staged, directory)
-  for k, m in enumerate(zoo.metrics):
-    if m["diverged"]:
-      logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "
-                      "left out of every statistic.", directory, k)
-  collapsed = [k for k, m in enumerate(zoo.metrics) if m.get("collapsed")]
+  record = read_zoo_json(directory)
+  for k in record.diverged:
+    logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "
+                    "left out of every statistic.", directory, k)
+  collapsed = [k for k, m in enumerate(record.models) if m.collapsed]
   if collapsed:
     logging.warning("%s: %d of %d models collapsed to chance test accuracy (models %s); they "
                     "are marked in zoo.json, counted in the tables and kept in every statistic.",
-                    directory, len(collapsed), len(zoo.metrics), collapsed)
-  return read_zoo_json(directory)
+                    directory, len(collapsed), record.num_models, collapsed)
+  return record
 
 
 def find_zoos(root) -> List[Path]:
@@ -187,10 +187,11 @@ def find_zoos(root) -> List[Path]:
   return sorted(found, key=lambda p: (str(p.parent), _width_key(p), p.name))
 
 
-def _width_key(path: Path):
+def _width_key(path: Path) -> int:
+  """The zoo's first hidden width, for sorting (0 where its zoo.json can not be read: the
+  reader that loads it says why)."""
   try:
-    config = json.loads((path / ZOO_JSON).read_text())["config"]
-    width = config.get("model", config)["hidden"][0]
-    return width if isinstance(width, int) else 0
-  except (OSError, ValueError, KeyError, IndexError, TypeError):
+    return ZooRecord.from_json(json.loads((path / ZOO_JSON).read_text()), path / ZOO_JSON) \
+        .config.model.hidden[0]
+  except (OSError, ValueError):  # LmcError included
     return 0

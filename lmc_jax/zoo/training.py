@@ -26,6 +26,7 @@ from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.forward import apply_train, join_tree, split_tree
 from lmc_jax.nn.models import init_variables, loss_and_correct
 from lmc_jax.nn.optim import optimizer_for
+from lmc_jax.records import ModelMetrics
 from lmc_jax.tree_utils import fold_in_each
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
 from lmc_jax.zoo.footprint import check_fits, models_per_chunk
@@ -38,7 +39,7 @@ class Zoo(NamedTuple):
   with the model on axis 0."""
   config: ZooConfig
   variables: dict
-  metrics: list  # one dict per model: train_loss, test_loss, train_acc, test_acc, diverged
+  metrics: list  # one `records.ModelMetrics` per model
   history: Optional[dict] = None  # per epoch: see `train_zoo`
 
   @property
@@ -292,8 +293,8 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
 
 
 def zoo_metrics(model, params, dataset: Dataset, plan: Optional[ExecutionPlan] = None) -> list:
-  """Per-model metrics dicts; a model with a non-finite loss is marked diverged, one with a
-  finite loss but test accuracy at chance (see `is_collapsed`) is marked collapsed."""
+  """One `ModelMetrics` per model; a model with a non-finite loss is marked diverged, one
+  with a finite loss but test accuracy at chance (see `is_collapsed`) is marked collapsed."""
   tr_loss, tr_acc = evaluate_zoo(model, params, dataset.x_train, dataset.y_train, plan=plan)
   te_loss, te_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test, plan=plan)
   chance = chance_accuracy(dataset.y_test)
@@ -301,7 +302,7 @@ def zoo_metrics(model, params, dataset: Dataset, plan: Optional[ExecutionPlan] =
   for k in range(len(tr_loss)):
     vals = dict(train_loss=float(tr_loss[k]), test_loss=float(te_loss[k]),
                 train_acc=float(tr_acc[k]), test_acc=float(te_acc[k]))
-    vals["diverged"] = not all(np.isfinite(v) for v in vals.values())
-    vals["collapsed"] = not vals["diverged"] and is_collapsed(vals["test_acc"], chance)
-    metrics.append(vals)
+    diverged = not all(np.isfinite(v) for v in vals.values())
+    metrics.append(ModelMetrics(**vals, diverged=diverged,
+                                collapsed=not diverged and is_collapsed(float(te_acc[k]), chance)))
   return metrics

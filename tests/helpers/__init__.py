@@ -27,3 +27,11 @@ def saved_moons_zoo(directory, width: int, num_models: int = 3, epochs: int = 2)
   zoo = train_zoo(config, load_dataset(config), log=None)
   save_zoo(directory, config, zoo.params, zoo.metrics, history=zoo.history)
   return config, zoo
+
+
+def zoo_record(config, num_models: int = 3, test_loss: float = 0.5):
+  """The `ZooRecord` of a zoo of `config` that was never trained: `num_models` models, each
+  with `test_loss` (what the figures scale by) and nothing diverged or collapsed."""
+  from lmc_jax.records import ModelMetrics, ZooRecord
+  metrics = ModelMetrics(test_loss, test_loss, 0.9, 0.9)
+  return ZooRecord(config.replace(num_models=num_models), "0" * 64, (metrics,) * num_models)
