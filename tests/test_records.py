@@ -277,8 +277,6 @@ DOCUMENT_KEYS = {
 }
 # Where one of those words indexes something else, and what: (module, key) -> what.
 OTHER_THINGS = {
-    **{("cli/bench.py", k): "the bench record (its own JSON)" for k in ("pairs", "models")},
-    ("analysis/benchmarks.py", "seconds"): "a timing of the bench",
     ("data/cifar10.py", "labels"): "a CIFAR-10 batch as its pickle holds it",
     ("data/cifar10.py", "sha256"): "the SOURCE.json of an installed dataset",
     **{("zoo/training.py", k): "the evaluations collected for history.npz"
