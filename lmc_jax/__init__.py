@@ -33,7 +33,8 @@ from lmc_jax.symmetry.spec import (
 )
 from lmc_jax.symmetry.units import repair_sites
 from lmc_jax.version import __version__
-from lmc_jax.zoo.io import load_zoo, load_zoo_checked, read_zoo_json, save_zoo
+from lmc_jax.zoo.handle import ZooHandle, open_zoo
+from lmc_jax.zoo.io import load_zoo, read_zoo_json, save_zoo
 from lmc_jax.zoo.training import Zoo, train_zoo
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
     # configs and data
     "ZooConfig", "default_config", "Dataset", "load_dataset",
     # zoos
-    "model_for", "train_zoo", "Zoo", "save_zoo", "load_zoo", "load_zoo_checked",
+    "model_for", "train_zoo", "Zoo", "save_zoo", "load_zoo", "open_zoo", "ZooHandle",
     # alignment
     "PermutationSpec", "derive_spec", "check_spec", "spec_without_prefix",
     "permutation_spec_from_axes", "mlp_permutation_spec", "spec_for_config",

@@ -20,7 +20,8 @@ from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.symmetry.spec import perm_sizes
 from lmc_jax.tree_utils import flatten
-from lmc_jax.zoo.io import load_zoo_checked, read_zoo_json
+from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.io import read_zoo_json
 from tests.helpers.cli import ROOT, run_module
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
@@ -57,14 +58,14 @@ def without(table: list, header: str) -> list:
 def test_a_legacy_zoo_loads_and_gives_its_table(name):
   d = LEGACY / name
   doc = json.loads((d / ZOO_JSON).read_text())
-  loaded = load_zoo_checked(d)  # checksum and every leaf's shape against today's network
+  loaded = open_zoo(d)  # checksum and every leaf's shape against today's network
   record = loaded.record
   assert "model" not in doc["config"]  # flat: written before the config had sections
   assert record.config.model.hidden[0] == doc["config"]["hidden"][0]
   assert record.num_models == doc["num_models"] and record.params_sha256 == doc["params_sha256"]
   assert [m.test_loss for m in record.models] == [m["test_loss"] for m in doc["models"]]
   # Stored without their collection ('Dense_0/kernel'), the params are read as 'params/...'.
-  assert {k.split("/")[0] for k in flatten(loaded.params)} <= {"params", "batch_stats"}
+  assert {k.split("/")[0] for k in flatten(loaded.variables)} <= {"params", "batch_stats"}
   table = format_table([zoo_row(record)], ZOO_COLUMNS).splitlines()
   old = blocks((d / "zoo_table.txt").read_text())[0]
   assert (table if "collapsed" in old[0] else without(table, "collapsed")) == old
@@ -74,11 +75,12 @@ def test_a_legacy_zoo_loads_and_gives_its_table(name):
 def test_a_legacy_barrier_json_gives_the_tables_its_version_printed(name, tmp_path):
   d = LEGACY / name
   label, methods, diagnostics, _ = WRITTEN[name]
-  loaded = load_zoo_checked(d)
+  loaded = open_zoo(d)
   doc = json.loads((d / BARRIER_JSON).read_text())
   assert doc.get("format", 1) in (1, 2) and "aligned" in doc
   # Every permutation fits the network today's code derives for the zoo.
-  sizes = perm_sizes(spec_for_config(loaded.config), loaded.params, batch_dims=1)
+  sizes = perm_sizes(spec_for_config(loaded.config), loaded.variables, batch_dims=1)
+  assert loaded.spec.axes_to_perm == spec_for_config(loaded.config).axes_to_perm
   result = BarrierResult.from_json(doc, d / BARRIER_JSON, loaded.record.num_models, sizes)
   assert result == read_barrier_json(d, loaded.record.num_models)
   assert result.method_names == tuple(methods)

@@ -17,7 +17,7 @@ from lmc_jax import atomic_files, crash_points, preflight
 from lmc_jax.config import RunOptions, default_config
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
-from lmc_jax.zoo.io import load_zoo_checked
+from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.runs import run_zoo
 from tests.helpers.cli import ROOT, refused, run_module, snapshot
 
@@ -62,7 +62,7 @@ def reference(tmp_path_factory):
 
 
 def config_of(directory: Path):
-  return load_zoo_checked(directory).config
+  return open_zoo(directory).config
 
 
 def test_a_first_run_killed_again_and_again_resumes_to_the_uninterrupted_zoo(tmp_path,

@@ -8,7 +8,8 @@ from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.result_files import PARAMS_NPZ, ZOO_JSON
-from lmc_jax.zoo.io import load_zoo, load_zoo_checked, save_zoo
+from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.io import load_zoo, save_zoo
 from lmc_jax.zoo.training import train_zoo
 
 
@@ -95,7 +96,7 @@ def test_params_that_do_not_fit_the_config_are_refused(tmp_path, tiny_zoo):
   # zoo.json says width 4 but the arrays are width 6.
   save_zoo(tmp_path / "z", tiny_zoo.config, other.params, tiny_zoo.metrics)
   with pytest.raises(LmcError, match="does not fit the model"):
-    load_zoo_checked(tmp_path / "z")
+    open_zoo(tmp_path / "z")
 
 
 def test_written_files_get_the_ordinary_mode(tmp_path, tiny_zoo):

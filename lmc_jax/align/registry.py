@@ -41,7 +41,8 @@ class Setting(NamedTuple):
 
 
 class AlignTask(NamedTuple):
-  """What a method is given: the zoo, which models to align, data and settings."""
+  """What a method is given: the zoo, which models to align, data, settings, and how it
+  runs. Made once per zoo (`AlignTask.make`) and handed to every method."""
   model: Any  # Flax module of one model
   spec: PermutationSpec
   params: dict  # stacked zoo, numpy arrays, model on axis 0
@@ -56,6 +57,19 @@ class AlignTask(NamedTuple):
   reset_x: Optional[object] = None  # (R, b, d) training batches the curves' BatchNorm
   #   statistics are recomputed on (`lmc.batchnorm`), or None: methods that measure lines
   #   (exact search) measure them so
+
+  @classmethod
+  def make(cls, model, spec: PermutationSpec, params, reference: int = 0, skip=(),
+           fit_x=None, fit_y=None, eval_x=None, eval_y=None,
+           settings: Optional["MethodSettings"] = None, plan: Optional[ExecutionPlan] = None,
+           reset_x=None) -> "AlignTask":
+    """A task over the stacked zoo `params` (copied to the host), its training inputs cut
+    to `settings.fit_samples` (default settings: every setting's default)."""
+    settings = settings if settings is not None else MethodSettings()
+    n = settings.fit_samples
+    cut = lambda a: None if a is None else np.asarray(a)[:n]
+    return cls(model, spec, to_numpy(params), int(reference), frozenset(skip), cut(fit_x),
+               cut(fit_y), eval_x, eval_y, settings, plan, reset_x)
 
   @property
   def key(self):
@@ -218,29 +232,22 @@ class MethodSettings:
     return f"MethodSettings({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
 
-def align_by(name: str, model, spec: PermutationSpec, params, reference: int, skip,
-             fit_x: np.ndarray, fit_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
-             settings: Optional[MethodSettings] = None,
-             plan: Optional[ExecutionPlan] = None, reset_x=None) -> MethodResult:
-  """Aligns the stacked zoo `params` by method `name` (see `method_names()`).
-
-  `fit_x, fit_y` are training data (the first `settings.fit_samples` are used);
-  `eval_x, eval_y` the split the curves are measured on (exact search scores on it).
-  Models in `skip` keep the identity. `reset_x`: the training batches BatchNorm statistics
-  are recomputed on along every line, where the curves are measured so.
-  """
+def align_by(name: str, task: AlignTask, *args, **kwargs) -> MethodResult:
+  """Aligns the task's zoo by method `name` (see `method_names()`): one permutation per
+  model, and the zoo permuted by them. In place of the task, the arguments of
+  `AlignTask.make` are accepted (`align_by(name, model, spec, params, reference, skip,
+  fit_x, fit_y, eval_x, eval_y, settings)`, as earlier versions took them)."""
   method = get_method(name)
-  settings = settings if settings is not None else MethodSettings()
-  n = settings.fit_samples
-  task = AlignTask(model, spec, to_numpy(params), reference, frozenset(skip), fit_x[:n],
-                   fit_y[:n], eval_x, eval_y, settings, plan, reset_x)
+  if not isinstance(task, AlignTask):
+    task = AlignTask.make(task, *args, **kwargs)
   start = time.perf_counter()
   result = method.align(task)
   seconds = time.perf_counter() - start
   if len(result.perms) != task.num_models:
     raise LmcError(f"Alignment method {name!r} returned {len(result.perms)} permutations for "
                    f"{task.num_models} models; it must return one per model.")
-  return MethodResult(permute_zoo(spec, result.perms, params), result.perms, result.info, seconds)
+  return MethodResult(permute_zoo(task.spec, result.perms, task.params), result.perms,
+                      result.info, seconds)
 
 
 PLUGINS_ENV = "LMC_JAX_ALIGN_PLUGINS"

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from lmc_jax.align.diagnostics import alignment_diagnostics, fraction_moved
-from lmc_jax.align.registry import MethodSettings, align_by, check_methods
+from lmc_jax.align.registry import AlignTask, MethodSettings, align_by, check_methods
 from lmc_jax.atomic_files import atomic_write_json, remove_stale_temporaries
 from lmc_jax.barrier_records import (
   BarrierResult,
@@ -25,103 +25,84 @@ from lmc_jax.barrier_records import (
   barrier_fix,
 )
 from lmc_jax.config import ZooConfig
-from lmc_jax.data.datasets import load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
-from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batches, reset_pair_sweep
+from lmc_jax.execution import ExecutionPlan
+from lmc_jax.lmc.batchnorm import has_batch_stats, reset_arguments, reset_batches
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import curve_set
 from lmc_jax.lmc.repair import repaired_pair_sweep
-from lmc_jax.nn.architectures import model_at
 from lmc_jax.records import CurveSet, ZooRecord
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.schema import SchemaError, file_format, is_int
-from lmc_jax.symmetry.derive import spec_for_config
-from lmc_jax.symmetry.spec import PermutationSpec, perm_sizes, permute_zoo, validate_spec
+from lmc_jax.symmetry.spec import perm_sizes, permute_zoo
 from lmc_jax.symmetry.units import repair_sites
-from lmc_jax.tree_utils import take
-from lmc_jax.zoo.io import load_zoo_checked, package_versions, read_zoo_json, usable_models
+from lmc_jax.zoo.handle import ZooHandle, check_reference, open_zoo
+from lmc_jax.zoo.io import package_versions, read_zoo_json
 
 
 class BarrierJob(NamedTuple):
-  """A checked zoo and everything its curves are measured with."""
-  directory: Path
-  model: object
-  params: dict  # stacked, model on axis 0
-  doc: ZooRecord  # zoo.json
-  spec: PermutationSpec
-  reference: int
+  """A zoo and everything its curves are measured with: the task every alignment method is
+  handed (network at the sweep's precision, spec, models, data, settings, plan, BatchNorm
+  batches), the pairs and the alphas."""
+  zoo: ZooHandle
+  task: AlignTask
   split: str
-  usable: list  # models that did not diverge
-  skip: set  # models left out (diverged)
   pairs: np.ndarray  # (P, 2) pairs of usable models
   alphas: np.ndarray  # (A,)
-  x: np.ndarray  # the split the curves are measured on
-  y: np.ndarray
-  fit_x: np.ndarray  # training data (fitting methods, REPAIR)
-  fit_y: np.ndarray
-  reset_x: Optional[object] = None  # (R, b, d) training batches for BatchNorm reset, or None
+
+  @property
+  def directory(self) -> Path:
+    return self.zoo.directory
 
 
-def prepare_job(directory, reference: int = 0, split: str = "test", alphas=None,
-                data_dir="data", bn_reset_batches: int = 10,
-                bn_reset_batch_size: int = 256, precision: str = "fp32") -> BarrierJob:
-  """Loads the zoo and its data; refuses a bad split, reference or zoo in one sentence.
-  The curves are measured with matmuls at `precision` (`nn.precision`), whatever the zoo
-  trained in.
+def prepare_job(zoo, reference: int = 0, split: str = "test", alphas=None, data_dir="data",
+                bn_reset_batches: int = 10, bn_reset_batch_size: int = 256,
+                precision: str = "fp32", settings: Optional[MethodSettings] = None,
+                plan: Optional[ExecutionPlan] = None) -> BarrierJob:
+  """The job of the zoo `zoo` (a `ZooHandle`, or its directory) and its data; refuses a bad
+  split, reference or zoo in one sentence. The curves are measured with matmuls at
+  `precision` (`nn.precision`), whatever the zoo trained in.
 
   For a zoo with BatchNorm, every interpolated network's statistics are recomputed on
   `bn_reset_batches` training batches of `bn_reset_batch_size` (`lmc.batchnorm`); 0 keeps
   the interpolated running statistics."""
-  directory = Path(directory)
-  config, _, params, doc = load_zoo_checked(directory)
-  model = model_at(config, precision)
-  spec = spec_for_config(config)
-  validate_spec(spec, params, batch_dims=1)
+  zoo = open_zoo(zoo).at_precision(precision)
   if split not in ("test", "train"):
     raise LmcError(f"Unknown split {split!r}; use 'test' or 'train'.")
-  n = doc.num_models
-  usable = usable_models(doc, directory)
-  if len(usable) < 2:
-    raise LmcError(f"{directory} has {len(usable)} usable model(s); comparing needs at least 2, "
-                   "so train the zoo with --num_models >= 2.")
-  if not 0 <= reference < n:
-    raise LmcError(f"Reference model {reference} is not in {directory} (models 0..{n - 1}); "
-                   "pass --reference within that range.")
-  if reference not in usable:
-    raise LmcError(f"Reference model {reference} of {directory} diverged; pass another "
-                   f"--reference, e.g. {usable[0]}.")
-  data = load_dataset(config, data_dir)
-  x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
-  skip = set(range(n)) - set(usable)
+  check_reference(zoo, reference)
   if bn_reset_batches < 0:
     raise LmcError(f"--bn_reset_batches must be >= 0 (0: no reset), got {bn_reset_batches}.")
+  data = zoo.dataset(data_dir)
+  x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+  skip = set(range(zoo.num_models)) - set(zoo.usable)
   reset_x = None
-  if has_batch_stats(params) and bn_reset_batches:
+  if has_batch_stats(zoo.variables) and bn_reset_batches:
     reset_x = reset_batches(data.x_train, bn_reset_batches, bn_reset_batch_size)
-  return BarrierJob(directory, model, params, doc, spec, reference, split, usable, skip,
-                    all_pairs(n, exclude=skip),
-                    default_alphas() if alphas is None else np.asarray(alphas), x, y,
-                    data.x_train, data.y_train, reset_x)
+  task = AlignTask.make(zoo.model, zoo.spec, zoo.variables, reference, skip, data.x_train,
+                        data.y_train, x, y, settings, plan, reset_x)
+  return BarrierJob(zoo, task, split, all_pairs(zoo.num_models, exclude=skip),
+                    default_alphas() if alphas is None else np.asarray(alphas))
 
 
 def sweep(job: BarrierJob, params):
   """The job's pair sweep of `params` (stacked), with BatchNorm reset where it applies."""
-  if job.reset_x is not None:
-    return reset_pair_sweep(job.model, params, job.pairs, job.reset_x, job.x, job.y, job.alphas)
-  return pair_sweep(job.model, params, job.pairs, job.x, job.y, job.alphas)
+  t = job.task
+  return pair_sweep(t.model, params, job.pairs, t.eval_x, t.eval_y, job.alphas, plan=t.plan,
+                    **reset_arguments(t.reset_x))
 
 
 def reset_record(job: BarrierJob) -> Optional[BnReset]:
   """How the job resets BatchNorm statistics, as barrier.json records it (None: no reset)."""
-  if job.reset_x is None:
+  reset_x = job.task.reset_x
+  if reset_x is None:
     return None
-  return BnReset(int(job.reset_x.shape[0]), int(job.reset_x.shape[1]))
+  return BnReset(int(reset_x.shape[0]), int(reset_x.shape[1]))
 
 
 def precision_of(job: BarrierJob) -> str:
   """The precision of the job's matmuls, as barrier.json records it."""
-  return getattr(job.model, "precision", "fp32")
+  return job.zoo.config.model.precision
 
 
 def _previous(job: BarrierJob) -> Optional[BarrierResult]:
@@ -148,13 +129,13 @@ def _previous(job: BarrierJob) -> Optional[BarrierResult]:
   if not is_int(found) or found < 2:
     return None
   try:
-    result = BarrierResult.from_json(old, path, job.doc.num_models,
-                                     perm_sizes(job.spec, job.params, batch_dims=1))
+    result = BarrierResult.from_json(old, path, job.zoo.num_models,
+                                     perm_sizes(job.task.spec, job.task.params, batch_dims=1))
   except SchemaError as e:
     logging.warning("%s: %s; it is not reused, every entry is recomputed.", path, e.what)
     return None
-  if (result.params_sha256 == job.doc.params_sha256 and result.split == job.split
-      and result.reference == job.reference and len(result.alphas) == len(job.alphas)
+  if (result.params_sha256 == job.zoo.record.params_sha256 and result.split == job.split
+      and result.reference == job.task.reference and len(result.alphas) == len(job.alphas)
       and np.allclose(result.alphas, job.alphas) and result.bn_reset == reset_record(job)
       and result.precision == precision_of(job)):
     return result
@@ -178,8 +159,9 @@ def save_result(job: BarrierJob, result: BarrierResult) -> BarrierResult:
   (with the zoo's collapsed models, checksum and the package versions): after every entry,
   so that a run stopped part way keeps what it finished and the next run goes on from
   there."""
-  result = result.replace(collapsed=job.doc.collapsed, versions=package_versions(),
-                          params_sha256=job.doc.params_sha256)
+  record = job.zoo.record
+  result = result.replace(collapsed=record.collapsed, versions=package_versions(),
+                          params_sha256=record.params_sha256)
   atomic_write_json(job.directory / BARRIER_JSON, result.to_json())
   return result
 
@@ -187,10 +169,11 @@ def save_result(job: BarrierJob, result: BarrierResult) -> BarrierResult:
 def _fresh(job: BarrierJob) -> BarrierResult:
   """A new result with the naive curves (already written)."""
   t0 = time.perf_counter()
-  naive = curve_set(sweep(job, job.params))
+  naive = curve_set(sweep(job, job.task.params))
   return save_result(job, BarrierResult(
-      job.alphas, naive, reference=job.reference, split=job.split, precision=precision_of(job),
-      bn_reset=reset_record(job), excluded=tuple(sorted(job.skip)),
+      job.alphas, naive, reference=job.task.reference, split=job.split,
+      precision=precision_of(job), bn_reset=reset_record(job),
+      excluded=tuple(sorted(job.task.skip)),
       seconds={"naive_sweep": time.perf_counter() - t0}, zoo=str(job.directory)))
 
 
@@ -202,18 +185,16 @@ def _kept(job: BarrierJob, entry: Optional[MethodEntry], wanted: dict):
     return True, None
   if not entry.perms:
     return False, None
-  return True, permute_zoo(job.spec, [dict(p) for p in entry.perms], job.params)
+  return True, permute_zoo(job.task.spec, [dict(p) for p in entry.perms], job.task.params)
 
 
-def _align(job: BarrierJob, result: BarrierResult, name: str, settings: MethodSettings,
-           only: bool):
+def _align(job: BarrierJob, result: BarrierResult, name: str, only: bool):
   """(the result with the entry of method `name`, the aligned params or None when the
   method refused: then `only` re-raises)."""
-  wanted = settings.for_method(name)
+  wanted = job.task.settings.for_method(name)
   logging.info("%s: aligning by %s", job.directory, name)
   try:
-    res = align_by(name, job.model, job.spec, job.params, job.reference, job.skip, job.fit_x,
-                   job.fit_y, job.x, job.y, settings)
+    res = align_by(name, job.task)
   except LmcError as e:
     if only:
       raise
@@ -221,56 +202,57 @@ def _align(job: BarrierJob, result: BarrierResult, name: str, settings: MethodSe
     return result.with_method(MethodEntry(name, wanted, skipped=str(e))), None
   t = time.perf_counter()
   curves = curve_set(sweep(job, res.params))
-  entry = MethodEntry(name, wanted, job.reference, res.seconds, time.perf_counter() - t,
+  entry = MethodEntry(name, wanted, job.task.reference, res.seconds, time.perf_counter() - t,
                       res.info, [fraction_moved(p) for p in res.perms], res.perms, curves)
   return result.with_method(entry), res.params
 
 
-def _repair(job: BarrierJob, result: BarrierResult, name: str, params,
-            settings: MethodSettings) -> Optional[BarrierResult]:
+def _repair(job: BarrierJob, result: BarrierResult, name: str, params) -> Optional[BarrierResult]:
   """The result with the curves of `params` after REPAIR as the REPAIR of `name` ('naive'
   or a method), or None where they are already there."""
-  n = settings.fit_samples
+  t = job.task
+  n = t.settings.fit_samples
   done = result.repaired(name)
   if done is not None and done.fit_samples == n:
     return None
-  sites = repair_sites(job.spec, job.model, take(job.params, 0), job.fit_x[:1])
+  sites = repair_sites(t.spec, t.model, t.member(0), t.fit_x[:1])
   if not sites:
     why = ("this network makes no hidden unit at a Dense or Conv with a bias, nor at a norm "
            "after one without, so REPAIR has nothing to fold its correction into")
     logging.warning("%s: REPAIR of %s skipped: %s", job.directory, name, why)
     return result.with_repaired(name, RepairEntry(n, skipped=why))
-  curves = repaired_pair_sweep(job.model, params, job.pairs, job.fit_x[:n], job.x, job.y,
-                               job.alphas, sites=sites)
+  curves = repaired_pair_sweep(t.model, params, job.pairs, t.fit_x, t.eval_x, t.eval_y,
+                               job.alphas, sites=sites, plan=t.plan)
   return result.with_repaired(name, RepairEntry(n, curve_set(curves)))
 
 
-def analyse_zoo(directory, reference: int = 0, split: str = "test",
+def analyse_zoo(zoo, reference: int = 0, split: str = "test",
                 alphas: Optional[np.ndarray] = None, data_dir="data",
                 methods: Sequence[str] = ("weight",), repair: bool = False,
                 diagnostics: bool = False, settings: Optional[MethodSettings] = None,
                 recompute: bool = False, bn_reset_batches: int = 10,
-                precision: str = "fp32") -> BarrierResult:
-  """Naive curves and curves after each alignment method in `methods`; writes
-  `barrier.json` into the zoo directory (atomically, after each entry, so a run stopped
-  part way keeps what it finished) and returns its record.
+                precision: str = "fp32", plan: Optional[ExecutionPlan] = None) -> BarrierResult:
+  """Naive curves and curves after each alignment method in `methods` of the zoo `zoo` (a
+  `ZooHandle`, or its directory); writes `barrier.json` into the zoo directory
+  (atomically, after each entry, so a run stopped part way keeps what it finished) and
+  returns its record.
 
   `weight` always runs (its curves are 'aligned', the study's measure). With `repair`,
   every set of curves is also measured after REPAIR (each entry's `repaired`). Entries
   already in a barrier.json computed from the same params, split, reference and method
   settings are kept as they are unless `recompute`.
   """
-  settings = settings if settings is not None else MethodSettings()
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
-  job = prepare_job(directory, reference, split, alphas, data_dir, bn_reset_batches,
-                    precision=precision)
+  job = prepare_job(zoo, reference, split, alphas, data_dir, bn_reset_batches,
+                    precision=precision, settings=settings, plan=plan)
   with DirLock(job.directory, "barrier analysis"):  # no zoo run replaces it meanwhile
     remove_stale_temporaries(job.directory)  # what a killed write left
-    return _analyse_job(job, methods, repair, diagnostics, settings, recompute)
+    return _analyse_job(job, methods, repair, diagnostics, recompute)
 
 
 def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
-                 settings: MethodSettings, recompute: bool) -> BarrierResult:
+                 recompute: bool) -> BarrierResult:
+  t, settings = job.task, job.task.settings
   old = None if recompute else _previous(job)
   result = old if old is not None else _fresh(job)
   kept = []
@@ -279,13 +261,12 @@ def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
     if was_kept:
       kept.append(name)
     else:  # a new entry: no REPAIR measured on the old alignment is carried over
-      result, aligned = _align(job, result, name, settings, only=len(methods) == 1)
+      result, aligned = _align(job, result, name, only=len(methods) == 1)
       result = save_result(job, result)
-    repaired = _repair(job, result, name, aligned, settings) \
-        if repair and aligned is not None else None
+    repaired = _repair(job, result, name, aligned) if repair and aligned is not None else None
     if repaired is not None:
       result = save_result(job, repaired)
-  repaired = _repair(job, result, "naive", job.params, settings) if repair else None
+  repaired = _repair(job, result, "naive", t.params) if repair else None
   if repaired is not None:
     result = save_result(job, repaired)
   if kept:
@@ -294,9 +275,8 @@ def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
   wanted = {"seed": settings.seed, "max_iter": settings.max_iter,
             "fit_samples": settings.fit_samples}
   if diagnostics and (result.diagnostics is None or result.diagnostics.settings != wanted):
-    found = alignment_diagnostics(job.model, job.spec, job.params, job.reference, job.usable,
-                                  job.fit_x[:settings.fit_samples], job.x, job.y, settings,
-                                  reset_x=job.reset_x)
+    found = alignment_diagnostics(t.model, t.spec, t.params, t.reference, job.zoo.usable,
+                                  t.fit_x, t.eval_x, t.eval_y, settings, reset_x=t.reset_x)
     result = result.replace(diagnostics=dataclasses.replace(found, settings=wanted))
   return save_result(job, result)
 
@@ -360,8 +340,9 @@ class ZooBarriers:
     return self.result.curves(name, repaired)
 
 
-def zoo_barriers(directory, result: BarrierResult) -> ZooBarriers:
-  """The record of a zoo whose barrier.json is `result` (warns naming diverged models)."""
-  record = read_zoo_json(directory)
-  usable_models(record, directory)
-  return ZooBarriers(Path(directory), record, result)
+def zoo_barriers(zoo, result: BarrierResult) -> ZooBarriers:
+  """The record of the zoo `zoo` (a `ZooHandle`, or its directory) whose barrier.json is
+  `result`."""
+  if isinstance(zoo, ZooHandle):
+    return ZooBarriers(zoo.directory, zoo.record, result)
+  return ZooBarriers(Path(zoo), read_zoo_json(zoo), result)

@@ -19,14 +19,15 @@ from lmc_jax.lmc.interpolation import all_pairs, pair_sweep, pairwise_aligned_sw
 from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
 from lmc_jax.result_files import dynamics_json
 from lmc_jax.study_records import DynamicsRecord, GroupRow
-from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.tree_utils import stack
-from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
+from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.io import package_versions
 
 
 class GroupedZoo(NamedTuple):
   config: object  # ZooConfig of the first zoo (the architecture is shared)
   model: object
+  spec: object  # the network's PermutationSpec
   params: dict  # stacked over every usable model of every zoo
   groups: np.ndarray  # (N,) group index of each model
   labels: List[str]  # group index -> label: 'init / optimizer'
@@ -35,10 +36,13 @@ class GroupedZoo(NamedTuple):
   test_acc: np.ndarray  # (N,)
 
 
-def combine_zoos(directories) -> GroupedZoo:
+def combine_zoos(zoos) -> GroupedZoo:
+  """The zoos (`ZooHandle`s, or their directories) as one, each a group."""
+  zoos = [open_zoo(z) for z in zoos]
   parts, arch, inits = [], None, {}
-  for g, d in enumerate(directories):
-    config, model, params, record = load_zoo_checked(d)
+  for g, zoo in enumerate(zoos):
+    d, config, model, params, record = zoo.directory, zoo.config, zoo.model, zoo.variables, \
+        zoo.record
     same = inits.setdefault((config.train.seed, config.model.init), d)
     if same != d:
       logging.warning("%s and %s use seed %d and init %s, so model k of one starts from model "
@@ -48,11 +52,11 @@ def combine_zoos(directories) -> GroupedZoo:
     # The network, whatever its init: zoos of one architecture on one dataset compare.
     key = (config.data.dataset, config.model.replace(init="pytorch"))
     if arch is None:
-      arch, first = key, (config, model)
+      arch, first = key, (config, model, zoo.spec)
     elif key != arch:
-      raise LmcError(f"{d} has architecture {key}, unlike {arch} of {directories[0]}; only zoos "
-                     "of one architecture can be compared.")
-    ok = usable_models(record, d)
+      raise LmcError(f"{d} has architecture {key}, unlike {arch} of {zoos[0].directory}; only "
+                     "zoos of one architecture can be compared.")
+    ok = list(zoo.usable)
     parts.append((g, f"{config.model.init} / {config.optim.optimizer}", d, ok,
                   jax.tree_util.tree_map(lambda v: np.asarray(v)[ok], params),
                   [record.models[k] for k in ok]))
@@ -61,7 +65,7 @@ def combine_zoos(directories) -> GroupedZoo:
     labels = [f"{label} ({Path(p[2]).name})" for label, p in zip(labels, parts)]
   joined = stack([p[4] for p in parts], np.concatenate)
   return GroupedZoo(
-      first[0], first[1], joined,
+      *first, joined,
       np.concatenate([np.full(len(p[3]), p[0]) for p in parts]), labels,
       [(str(p[2]), k) for p in parts for k in p[3]],
       np.array([m.test_loss for p in parts for m in p[5]]),
@@ -84,7 +88,7 @@ def group_epsilon_matrices(zoo: GroupedZoo, seed: int = 0, max_iter: int = 50,
   if n < 2:
     raise LmcError("The zoos hold fewer than 2 usable models together; train more.")
   pairs = all_pairs(n)
-  spec = spec_for_config(zoo.config)
+  spec = zoo.spec
   key = jax.random.key(seed)
 
   def matrix(curves):
@@ -128,15 +132,16 @@ class GroupComparison(NamedTuple):
     return [row.to_json() for row in self.record.table]
 
 
-def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max_iter: int = 50,
+def compare_groups(zoos, name: Optional[str], out_dir, seed: int = 0, max_iter: int = 50,
                    pairwise: bool = True, data_dir="data") -> GroupComparison:
-  """Zoos of one architecture as groups (the study's Tables 5.2, 5.3 and E6-E8): test
-  metrics per group and median epsilon within and across groups after aligning all to the
-  best model; writes `<out_dir>/<name>_dynamics.json` (`name` by default
-  `<dataset>_w<width>`)."""
-  if len(directories) < 2:
+  """Zoos (`ZooHandle`s, or their directories) of one architecture as groups (the study's
+  Tables 5.2, 5.3 and E6-E8): test metrics per group and median epsilon within and across
+  groups after aligning all to the best model; writes `<out_dir>/<name>_dynamics.json`
+  (`name` by default `<dataset>_w<width>`)."""
+  if len(zoos) < 2:
     raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
-  zoo = combine_zoos([Path(d) for d in directories])
+  zoos = [open_zoo(z) for z in zoos]
+  zoo = combine_zoos(zoos)
   name = name or f"{dataset_slug(zoo.config.data.dataset)}_w{zoo.config.model.hidden[0]}"
   found = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
   table = []
@@ -145,7 +150,7 @@ def compare_groups(directories, name: Optional[str], out_dir, seed: int = 0, max
     within, across = within_across(found.matrices["best"], zoo.groups, g)
     table.append(GroupRow(label, int(sel.sum()), mean_std(zoo.test_loss[sel]),
                           mean_std(zoo.test_acc[sel]), within, across))
-  record = DynamicsRecord([str(d) for d in directories], zoo.labels, zoo.groups, zoo.origin,
+  record = DynamicsRecord([str(z.directory) for z in zoos], zoo.labels, zoo.groups, zoo.origin,
                           found.references, table, found.matrices, package_versions())
   path = Path(out_dir) / dynamics_json(name)
   atomic_write_json(path, record.to_json())

@@ -2,23 +2,19 @@
 two of them to the third (the study's Fig 1.1 and 1.2). Writes `<zoo>/plane.json`."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, NamedTuple, Sequence
 
 import jax
 
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.atomic_files import atomic_write_json
-from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.loss_plane import plane_grid
-from lmc_jax.nn.architectures import model_at
 from lmc_jax.result_files import PLANE_JSON
 from lmc_jax.study_records import PlaneGrid, PlaneRecord
-from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.symmetry.spec import apply_permutation
-from lmc_jax.tree_utils import take
-from lmc_jax.zoo.io import load_zoo_checked, package_versions, usable_models
+from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.io import package_versions
 
 
 class PlaneResult(NamedTuple):
@@ -29,25 +25,25 @@ class PlaneResult(NamedTuple):
   width: int
 
 
-def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31,
+def plane_zoo(zoo, models: Sequence[int] = (0, 1, 2), resolution: int = 31,
               margin: float = 0.25, max_iter: int = 50, seed: int = 0,
               data_dir="data", precision: str = "fp32") -> PlaneResult:
-  """Test loss on the plane through `models` (A, B, C) of the zoo in `directory`, naive and
-  with B and C weight-matched to A, with matmuls at `precision`; writes plane.json there."""
-  directory = Path(directory)
-  config, _, params, record = load_zoo_checked(directory)
-  model = model_at(config, precision)
+  """Test loss on the plane through `models` (A, B, C) of the zoo `zoo` (a `ZooHandle`, or
+  its directory), naive and with B and C weight-matched to A, with matmuls at `precision`;
+  writes plane.json into its directory."""
+  zoo = open_zoo(zoo).at_precision(precision)
+  directory, config, model = zoo.directory, zoo.config, zoo.model
   ids = [int(k) for k in models]
-  usable = usable_models(record, directory)
+  usable = list(zoo.usable)
   if len(ids) != 3 or len(set(ids)) != 3 or not set(ids) <= set(usable):
     raise LmcError(f"--models must name three different usable models of {directory}, got "
                    f"{','.join(map(str, ids))} (usable: {usable[:10]}"
                    f"{'...' if len(usable) > 10 else ''}).")
   if resolution < 2:
     raise LmcError(f"--resolution must be >= 2, got {resolution}.")
-  data = load_dataset(config, data_dir)
-  a, b, c = (take(params, k) for k in ids)
-  spec = spec_for_config(config)
+  data = zoo.dataset(data_dir)
+  a, b, c = (zoo.member(k) for k in ids)
+  spec = zoo.spec
   key = jax.random.key(seed)
   b_al = apply_permutation(spec, weight_matching(key, spec, a, b, max_iter).perm, b)
   c_al = apply_permutation(spec, weight_matching(key, spec, a, c, max_iter).perm, c)
@@ -55,4 +51,4 @@ def plane_zoo(directory, models: Sequence[int] = (0, 1, 2), resolution: int = 31
            plane_grid(model, a, b_al, c_al, data.x_test, data.y_test, resolution, margin)]
   plane = PlaneRecord(ids, grids[0], grids[1], "test", precision, package_versions())
   atomic_write_json(directory / PLANE_JSON, plane.to_json())
-  return PlaneResult(ids, grids[0], grids[1], record.data_name, config.model.hidden[0])
+  return PlaneResult(ids, grids[0], grids[1], zoo.record.data_name, config.model.hidden[0])

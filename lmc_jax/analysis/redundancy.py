@@ -18,7 +18,6 @@ from lmc_jax.analysis.study_numbers import MOONS_TABLE_5_1
 from lmc_jax.analysis.unit_merging import reduce_zoo
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.config import ZooConfig
-from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curve_set
@@ -30,28 +29,28 @@ from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_JSON
 from lmc_jax.study_records import RedundancyRecord
 from lmc_jax.symmetry.spec import mlp_permutation_spec
 from lmc_jax.tree_utils import take, to_numpy
-from lmc_jax.zoo.io import LoadedZoo, load_zoo_checked, package_versions, usable_models
+from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.io import package_versions
 
 
-def analyse_redundancy(directory, threshold: float = 0.99, reference: int = 0, seed: int = 0,
-                       max_iter: int = 50, data_dir="data",
-                       loaded: LoadedZoo = None) -> RedundancyRecord:
-  """Merges each model's redundant units and measures the reduced nets; writes and returns
-  redundancy.json's record. `loaded`: the zoo already read by `load_zoo_checked`."""
-  directory = Path(directory)
-  config, model, variables, record = loaded or load_zoo_checked(directory)
-  params = split_tree(variables)[0]
+def analyse_redundancy(zoo, threshold: float = 0.99, reference: int = 0, seed: int = 0,
+                       max_iter: int = 50, data_dir="data") -> RedundancyRecord:
+  """Merges each model's redundant units of the zoo `zoo` (a `ZooHandle`, or its
+  directory) and measures the reduced nets; writes and returns redundancy.json's record."""
+  zoo = open_zoo(zoo)
+  directory, config, model, record = zoo.directory, zoo.config, zoo.model, zoo.record
+  params = split_tree(zoo.variables)[0]
   if not is_one_hidden_layer_mlp(model):
     raise LmcError(f"{directory}: merging handles the study's MLP with one hidden layer and "
                    f"no LayerNorm (its Moons nets); this zoo's network is "
                    f"{describe_width(config.model)}.")
   if not 0 < threshold <= 1:
     raise LmcError(f"--threshold must be in (0, 1], got {threshold}.")
-  usable = usable_models(record, directory)
+  usable = list(zoo.usable)
   if len(usable) < 2 or reference not in usable:
     raise LmcError(f"{directory} needs at least 2 usable models including reference {reference}.")
   n = record.num_models
-  data = load_dataset(config, data_dir)
+  data = zoo.dataset(data_dir)
   reduced, widths = reduce_zoo(jax.tree_util.tree_map(np.asarray, params), threshold)
   rmodel = model.clone(hidden=(int(widths.max(initial=1)),))
   loss, acc = evaluate_zoo(rmodel, reduced, data.x_test, data.y_test)
@@ -87,23 +86,23 @@ def original_epsilon(directory, num_models: int) -> list:
   return read_barrier_json(directory, num_models).curves("naive").epsilon.tolist()
 
 
-def redundancy_row(directory, threshold: float = 0.99, reference: int = 0,
+def redundancy_row(zoo, threshold: float = 0.99, reference: int = 0,
                    data_dir="data") -> RedundancyRow:
-  """`analyse_redundancy` of one zoo, summarised beside the study's Table 5.1."""
-  directory = Path(directory)
-  loaded = load_zoo_checked(directory)
-  orig = original_epsilon(directory, loaded.record.num_models)  # refused before any work
-  res = analyse_redundancy(directory, threshold, reference, data_dir=data_dir, loaded=loaded)
+  """`analyse_redundancy` of one zoo (a `ZooHandle`, or its directory), summarised beside the
+  study's Table 5.1."""
+  zoo = open_zoo(zoo)
+  orig = original_epsilon(zoo.directory, zoo.num_models)  # refused before any work
+  res = analyse_redundancy(zoo, threshold, reference, data_dir=data_dir)
   w, ok = res.width, list(res.models)
   study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
   # Means in float64, whatever precision the reduced nets were evaluated in.
   row = {"width": w, "merged_width": float(np.mean(res.reduced_width[ok], dtype=np.float64)),
          "study_merged_width": study[0],
-         "test_acc_before": float(np.mean([loaded.record.models[k].test_acc for k in ok])),
+         "test_acc_before": float(np.mean([zoo.record.models[k].test_acc for k in ok])),
          "test_acc_after": float(np.mean(res.reduced_test_acc[ok], dtype=np.float64)),
          "study_test_acc_after": study[1],
          "eps_naive_median": float(np.median(res.naive.epsilon)),
          "eps_aligned_median": float(np.median(res.aligned.epsilon))}
-  host = to_numpy(split_tree(loaded.params)[0])
+  host = to_numpy(split_tree(zoo.variables)[0])
   return RedundancyRow(row, orig, res.naive.epsilon.tolist(), res.aligned.epsilon.tolist(),
-                       loaded.config, (ok[0], ok[1]), take(host, ok[0]), take(host, ok[1]))
+                       zoo.config, (ok[0], ok[1]), take(host, ok[0]), take(host, ok[1]))

@@ -28,9 +28,11 @@ from lmc_jax.analysis.barrier import analyse_zoo, zoo_barriers
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
 from lmc_jax.config import PRECISIONS
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import plan_from_environment
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import connectivity as conn
 from lmc_jax.report.tables import format_table
+from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
@@ -94,16 +96,20 @@ def main(argv):
   methods = check_methods(FLAGS.align)
   settings = method_settings()
   check_output_dir(fig_dir, "--figures")
+  plan = plan_from_environment()
+  found = {}
   for z in zoos:  # checks every zoo before any work; barrier.json is written into it
-    read_zoo_json(z)
+    found[z] = read_zoo_json(z)
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   records = []
   for z in zoos:
-    result = analyse_zoo(z, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
+    zoo = open_zoo(z, found[z])
+    result = analyse_zoo(zoo, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
                          methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
                          settings=settings, recompute=FLAGS.recompute,
-                         bn_reset_batches=FLAGS.bn_reset_batches, precision=FLAGS.precision)
-    records.append(zoo_barriers(z, result))
+                         bn_reset_batches=FLAGS.bn_reset_batches, precision=FLAGS.precision,
+                         plan=plan)
+    records.append(zoo_barriers(zoo, result))
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)
     print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "

@@ -26,6 +26,7 @@ from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
 from lmc_jax.result_files import epsilon_groups_png
+from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -44,10 +45,9 @@ def main(argv):
   del argv
   out = Path(FLAGS.figures or Path(FLAGS.zoo[0]).parent / "figures")
   check_output_dir(out, "--figures")
-  for z in FLAGS.zoo:  # every zoo whole before any work
-    read_zoo_json(z)
-  res = compare_groups(FLAGS.zoo, FLAGS.name, out, FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise,
-                       FLAGS.data_dir)
+  found = {z: read_zoo_json(z) for z in FLAGS.zoo}  # every zoo whole before any work
+  res = compare_groups([open_zoo(z, record) for z, record in found.items()], FLAGS.name, out,
+                       FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise, FLAGS.data_dir)
   zoo, rec, name = res.zoo, res.record, res.name
   best = rec.references["best"]
   print(f"{name}: test metrics per group (as Tables 5.2, 5.3) and median epsilon after aligning "

@@ -19,6 +19,7 @@ from lmc_jax.config import PRECISIONS
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.result_files import PLANE_JSON, PLANE_PNG
+from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -38,10 +39,10 @@ flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the grid: fp32, o
 def main(argv):
   del argv
   zoo = Path(FLAGS.zoo)
-  read_zoo_json(zoo)  # before any work: the zoo is whole, and plane.json and plane.png go in it
+  record = read_zoo_json(zoo)  # before any work: whole, and plane.json and plane.png go in it
   check_output_dir(zoo, "--zoo")
-  res = plane_zoo(zoo, int_list(FLAGS.models, "models"), FLAGS.resolution, FLAGS.margin,
-                  FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
+  res = plane_zoo(open_zoo(zoo, record), int_list(FLAGS.models, "models"), FLAGS.resolution,
+                  FLAGS.margin, FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
   a, b, c = res.models
   path = figures.loss_planes(
       [res.naive, res.aligned], ["naive", "B, C weight-matched to A"],

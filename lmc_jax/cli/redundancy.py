@@ -27,6 +27,7 @@ from lmc_jax.nn.models import is_one_hidden_layer_mlp
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import redundancy_figures
 from lmc_jax.report.tables import format_table, write_csv
+from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
@@ -40,31 +41,37 @@ flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 BOUNDARY_WIDTHS = (4, 512)  # Fig 5.1: a narrow and a wide net
 
 
-def one_layer_moons(zoos):
-  keep = []
+def one_layer_moons(zoos) -> dict:
+  """{directory: its zoo.json's record} of the zoos among `zoos` that are Moons zoos of the
+  MLP with one hidden layer."""
+  keep = {}
   for z in zoos:
-    config = read_zoo_json(z).config
+    record = read_zoo_json(z)
+    config = record.config
     if config.data.dataset == "moons" and is_one_hidden_layer_mlp(model_for(config)):
-      keep.append(z)
+      keep[z] = record
   return keep
 
 
 @exit_on_lmc_error
 def main(argv):
   del argv
-  zoos = [Path(z) for z in FLAGS.zoo] if FLAGS.zoo else one_layer_moons(find_zoos(FLAGS.runs))
+  found = ({Path(z): read_zoo_json(z) for z in FLAGS.zoo} if FLAGS.zoo
+           else one_layer_moons(find_zoos(FLAGS.runs)))
+  zoos = list(found)
   if not zoos:
     raise LmcError(f"No one-hidden-layer Moons zoo under {FLAGS.runs}; train them with "
                    "`python -m experiments.zoo --width=4,8,...` or pass --zoo.")
   fig_dir = Path(FLAGS.figures or (zoos[0].parent / "figures"))
   check_output_dir(fig_dir, "--figures")
   for z in zoos:  # before any work: redundancy.json goes into each zoo, beside its barrier.json
-    original_epsilon(z, read_zoo_json(z).num_models)
+    original_epsilon(z, found[z].num_models)
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   results = []
   for z in zoos:
     logging.info("%s: merging units with cosine similarity > %s", z, FLAGS.threshold)
-    results.append(redundancy_row(z, FLAGS.threshold, FLAGS.reference, FLAGS.data_dir))
+    results.append(redundancy_row(open_zoo(z, found[z]), FLAGS.threshold, FLAGS.reference,
+                                  FLAGS.data_dir))
   results.sort(key=lambda r: r.row["width"])
   rows = [r.row for r in results]
   print(f"Moons, units merged at cosine similarity > {FLAGS.threshold} (Table 5.1, study beside)")

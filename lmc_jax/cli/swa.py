@@ -18,10 +18,12 @@ from lmc_jax import result_files
 from lmc_jax.analysis.swa import swa_zoo
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
 from lmc_jax.data.datasets import dataset_slug
+from lmc_jax.execution import plan_from_environment
 from lmc_jax.lmc.measures import quartiles
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
+from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -47,11 +49,14 @@ def main(argv):
   zoos = [Path(z) for z in FLAGS.zoo]
   fig_dir = Path(FLAGS.figures or zoos[0].parent / "figures")
   check_output_dir(fig_dir, "--figures")
+  found = {}
   for z in zoos:  # checks every zoo before any work; swa.json is written into it
-    read_zoo_json(z)
+    found[z] = read_zoo_json(z)
     check_output_dir(z, "--zoo")
-  results = sorted((swa_zoo(z, FLAGS.model, FLAGS.epochs, FLAGS.lr, FLAGS.seed, FLAGS.data_dir)
-                    for z in zoos), key=lambda r: r.width)
+  plan = plan_from_environment()
+  results = sorted((swa_zoo(open_zoo(z, found[z]), FLAGS.model, FLAGS.epochs, FLAGS.lr,
+                            FLAGS.seed, FLAGS.data_dir, plan) for z in zoos),
+                   key=lambda r: r.width)
   rows = [{"width": r.width, "model": r.swa.model, "start": r.swa.start_loss,
            "best_sample": _finite_min(r.swa.sample_loss),
            "average": float(r.swa.average_loss[-1]),

@@ -10,11 +10,10 @@ loads.
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import zipfile
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
@@ -83,17 +82,13 @@ def read_zoo_json(directory) -> ZooRecord:
   return ZooRecord.from_json(doc, path)
 
 
-def load_zoo(directory, expected_shapes: dict = None):
-  """Reads a zoo directory.
-
-  Returns (config, variables, record): the `ZooConfig`, the stacked variables dict (numpy
-  arrays, model on axis 0), and the `ZooRecord` of zoo.json. `expected_shapes`, if given,
-  maps each leaf path to its per-model shape; a mismatch is an error. A zoo written before
-  every zoo held its whole variables dict (the study's MLP stored its params alone, as
-  `Dense_0/kernel`, ...) is read as the variables dict `params/...`.
-  """
+def read_variables(directory, record: ZooRecord, expected_shapes: Optional[dict] = None) -> dict:
+  """The stacked variables dict of the zoo in `directory` whose zoo.json is `record`: numpy
+  arrays, model on axis 0, checked against the checksum in zoo.json and, where
+  `expected_shapes` (leaf path -> one model's shape) is given, against those shapes. A zoo
+  written before every zoo held its whole variables dict (the study's MLP stored its params
+  alone, as `Dense_0/kernel`, ...) is read as the variables dict `params/...`."""
   directory = Path(directory)
-  record = read_zoo_json(directory)
   npz = directory / PARAMS_NPZ
   if not npz.is_file():
     raise LmcError(f"{directory} has no {PARAMS_NPZ}; the zoo is incomplete, train it again.")
@@ -118,38 +113,30 @@ def load_zoo(directory, expected_shapes: dict = None):
     if got != want:
       raise LmcError(f"{npz} does not fit the model in {ZOO_JSON}: leaves {sorted(got)} with "
                      f"shapes {got} but the config needs {want}; train the zoo again.")
-  return record.config, unflatten(flat), record
+  return unflatten(flat)
 
 
-class LoadedZoo(NamedTuple):
-  """A zoo read from disk and checked against the model its config describes."""
-  config: ZooConfig
-  model: object  # the Flax module of one model
-  params: dict  # stacked variables dict, numpy arrays, model on axis 0
-  record: ZooRecord  # its zoo.json
-
-
-def load_zoo_checked(directory) -> LoadedZoo:
-  """Loads a zoo and checks every leaf's shape against the model its config describes."""
-  config = read_zoo_json(directory).config
-  info = dataset_info(config.data)
+def network_of(record: ZooRecord, directory):
+  """(the Flax module, the dataset's `DatasetInfo`, one model's leaf shapes by path) of the
+  zoo whose zoo.json is `record`; what only building the network can tell is wrong (an
+  architecture that is unknown or does not fit the dataset) is refused naming zoo.json's
+  field."""
+  info = dataset_info(record.config.data)
   try:
-    model = build_network(config.model, info)
-  except ConfigError as e:  # what only the network can tell (an unknown architecture)
+    model = build_network(record.config.model, info)
+  except ConfigError as e:
     path = Path(directory) / ZOO_JSON
     raise SchemaError(path, f"config.{e.field}", e.problem, zoo_fix(path)) from None
   shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), info.d_in))
-  expected = {k: v.shape for k, v in flatten(shapes).items()}
-  config, params, record = load_zoo(directory, expected_shapes=expected)
-  return LoadedZoo(config, model, params, record)
+  return model, info, {k: v.shape for k, v in flatten(shapes).items()}
 
 
-def usable_models(record: ZooRecord, directory) -> list:
-  """Indices of models that did not diverge; warns naming each one left out."""
-  for k in record.diverged:
-    logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
-                    "statistic and figure.", directory, k)
-  return list(record.usable)
+def load_zoo(directory, expected_shapes: Optional[dict] = None):
+  """(config, variables, record) of the zoo in `directory` (see `read_variables`); the
+  leaves' shapes are checked against `expected_shapes` where given. `zoo.handle.open_zoo`
+  also checks them against the network and builds it."""
+  record = read_zoo_json(directory)
+  return record.config, read_variables(directory, record, expected_shapes), record
 
 
 def load_history(directory) -> Optional[dict]:

@@ -30,7 +30,8 @@ from lmc_jax.preflight import check_output_dir
 from lmc_jax.records import ZooRecord
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
 from lmc_jax.zoo.checkpoint import Checkpointer
-from lmc_jax.zoo.io import load_zoo_checked, read_zoo_json, save_zoo
+from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.io import network_of, read_variables, read_zoo_json, save_zoo
 from lmc_jax.zoo.training import train_zoo
 
 
@@ -95,7 +96,7 @@ def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions(),
 
 def _is_whole_zoo(path: Path) -> bool:
   try:
-    load_zoo_checked(path)
+    open_zoo(path)
     return True
   except LmcError:
     return False
@@ -134,8 +135,8 @@ def _reusable(config: ZooConfig, directory: Path, overwrite: bool) -> Optional[Z
                    "replace it, or another --out.")
   if overwrite:
     return None
-  try:
-    load_zoo_checked(directory)
+  try:  # the record read once: its params checked against it and the network it describes
+    read_variables(directory, record, network_of(record, directory)[2])
   except LmcError as e:
     logging.warning("%s holds this zoo but it is damaged (%s); training it again.", directory, e)
     return None
