@@ -7,13 +7,23 @@ The names a researcher uses are here; the sub-packages, in dependency order, hol
 
 from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.merge_many import merge_many
-from lmc_jax.align.registry import MethodSettings, align_by, method_names, register
+from lmc_jax.align.registry import AlignTask, MethodSettings, align_by, method_names, register
 from lmc_jax.align.weight import align_zoo, weight_matching
-from lmc_jax.analysis.barrier import read_barrier_json
+from lmc_jax.analysis.barrier import analyse_zoo, read_barrier_json
 from lmc_jax.barrier_records import BarrierResult, Diagnostics, MethodEntry, RepairEntry
-from lmc_jax.config import ZooConfig, default_config
-from lmc_jax.data.datasets import Dataset, load_dataset
+from lmc_jax.config import (
+                            ConfigError,
+                            DataConfig,
+                            ModelConfig,
+                            OptimConfig,
+                            RunOptions,
+                            TrainConfig,
+                            ZooConfig,
+                            default_config,
+)
+from lmc_jax.data.datasets import Dataset, DatasetInfo, dataset_info, load_dataset
 from lmc_jax.errors import LmcError
+from lmc_jax.execution import ExecutionPlan, plan_from_environment
 from lmc_jax.lmc.batchnorm import reset_pair_sweep
 from lmc_jax.lmc.interpolation import Curves, all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curve_set, epsilon, loss_barrier, rebasin_barrier
@@ -40,7 +50,10 @@ from lmc_jax.zoo.training import Zoo, train_zoo
 __all__ = [
     "__version__",
     # configs and data
-    "ZooConfig", "default_config", "Dataset", "load_dataset",
+    "ZooConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "RunOptions",
+    "ConfigError", "default_config", "Dataset", "DatasetInfo", "dataset_info", "load_dataset",
+    # how code runs
+    "ExecutionPlan", "plan_from_environment",
     # zoos
     "model_for", "train_zoo", "Zoo", "save_zoo", "load_zoo", "open_zoo", "ZooHandle",
     # alignment
@@ -48,10 +61,10 @@ __all__ = [
     "permutation_spec_from_axes", "mlp_permutation_spec", "spec_for_config",
     "validate_spec", "apply_permutation", "invert_permutation", "perm_sizes",
     "random_permutation", "weight_matching", "align_zoo", "activation_matching", "merge_many",
-    "align_by", "method_names", "register", "MethodSettings",
+    "align_by", "AlignTask", "method_names", "register", "MethodSettings",
     # linear mode connectivity
     "all_pairs", "pair_sweep", "reset_pair_sweep", "repaired_pair_sweep", "repair_sites",
-    "Curves", "epsilon", "loss_barrier", "rebasin_barrier",
+    "Curves", "epsilon", "loss_barrier", "rebasin_barrier", "analyse_zoo",
     # result files, as records
     "ZooRecord", "ModelMetrics", "CurveSet", "curve_set", "BarrierResult", "MethodEntry",
     "RepairEntry", "Diagnostics", "read_zoo_json", "read_barrier_json",
