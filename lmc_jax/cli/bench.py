@@ -16,7 +16,7 @@ training step's matrix products take alone, each at its own shape (small product
 transposed operands run below the square-matmul rate on a CPU), against the zoo's time.
 
 Conv nets (`--arch`) time training and the pair sweep; on one CPU device the library runs
-them as host loops (one jitted call per step or network; `nn.forward.host_loops`), and
+them as host loops (one jitted call per step or network; `ExecutionPlan.host_loops`), and
 that is what the 'vectorised' column times there, and the loss plane is not timed; weight
 matching runs on the zoo's derived permutation spec.
 """
