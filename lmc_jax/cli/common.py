@@ -67,8 +67,10 @@ def define_distributed_flags():
                     "start the same command on every host (a cluster scheduler such as SLURM "
                     "is detected; otherwise pass --coordinator, --num_processes, --process_id).")
   flags.DEFINE_string("coordinator", None, "host:port of process 0, for --distributed.")
-  flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.")
-  flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.",
+                       lower_bound=1)
+  flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.",
+                       lower_bound=0)
 
 
 def init_distributed():

@@ -34,8 +34,8 @@ flags.DEFINE_list("zoo", None, "Zoo directories, one per group (same architectur
 flags.DEFINE_string("name", None, "Name of the comparison (default: the first zoo's dataset).")
 flags.DEFINE_bool("pairwise", True, "Also align every pair directly (slower: one matching per "
                   "pair).")
-flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
-flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
+flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.", lower_bound=0)
+flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.", lower_bound=1)
 flags.DEFINE_string("figures", None, "Output folder (default <parent of first zoo>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 

@@ -25,11 +25,11 @@ from lmc_jax.zoo.io import read_zoo_json
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)
 flags.DEFINE_list("models", ["0", "1", "2"], "Models A,B,C; B and C are aligned to A.")
-flags.DEFINE_integer("resolution", 31, "Grid points per side.")
+flags.DEFINE_integer("resolution", 31, "Grid points per side.", lower_bound=2)
 flags.DEFINE_float("margin", 0.25, "Border around the three networks, as a fraction of their "
-                   "extent.")
-flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
-flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
+                   "extent.", lower_bound=0.0)
+flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.", lower_bound=0)
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the grid: fp32, or bf16 (bfloat16 "
                   "inputs, float32 accumulation and everything else; MLPs only).")

@@ -34,8 +34,9 @@ from lmc_jax.zoo.runs import find_zoos
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories (default: every one-layer zoo under --runs).")
 flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
-flags.DEFINE_float("threshold", 0.99, "Merge units whose cosine similarity exceeds this.")
-flags.DEFINE_integer("reference", 0, "Model the merged nets are re-aligned to.")
+flags.DEFINE_float("threshold", 0.99, "Merge units whose cosine similarity exceeds this.",
+                   lower_bound=-1.0, upper_bound=1.0)
+flags.DEFINE_integer("reference", 0, "Model the merged nets are re-aligned to.", lower_bound=0)
 flags.DEFINE_string("figures", None, "Where figures and the table go (default <runs>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 BOUNDARY_WIDTHS = (4, 512)  # Fig 5.1: a narrow and a wide net

@@ -29,10 +29,11 @@ from lmc_jax.zoo.io import read_zoo_json
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)
 flags.DEFINE_integer("model", None, "Model to continue (default: drawn from --seed among the "
-                     "usable).")
-flags.DEFINE_integer("epochs", 10, "SWA epochs (samples).")
+                     "usable).", lower_bound=0)
+flags.DEFINE_integer("epochs", 10, "SWA epochs (samples).", lower_bound=1)
 flags.DEFINE_float("lr", 0.05, "Constant learning rate.")
-flags.DEFINE_integer("seed", 0, "Seed of the model choice and the data order.")
+flags.register_validator("lr", lambda lr: lr > 0, "--lr must be > 0")
+flags.DEFINE_integer("seed", 0, "Seed of the model choice and the data order.", lower_bound=0)
 flags.DEFINE_string("figures", None, "Where figures go (default <parent of first zoo>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 

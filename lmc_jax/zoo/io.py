@@ -66,6 +66,9 @@ def read_zoo_json(directory) -> ZooRecord:
   """The record of a zoo directory's zoo.json; refuses a missing, unreadable or wrong one
   in one sentence naming the file (and the field) and the fix."""
   directory = Path(directory)
+  if directory.exists() and not directory.is_dir():
+    raise LmcError(f"{directory} is a file, not a zoo directory; pass the directory a zoo "
+                   "was trained into (the one that holds zoo.json).")
   if not directory.is_dir():
     raise LmcError(f"Zoo directory {directory} does not exist; train one with "
                    f"`python -m experiments.zoo --out={directory.parent}` or pass an existing "
