@@ -35,6 +35,7 @@ from lmc_jax.lmc.repair import repaired_pair_sweep
 from lmc_jax.records import CurveSet, ZooRecord
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.schema import SchemaError, file_format, is_int
+from lmc_jax.stopping import note_saved
 from lmc_jax.symmetry.spec import perm_sizes, permute_zoo
 from lmc_jax.symmetry.units import repair_sites
 from lmc_jax.zoo.handle import ZooHandle, check_reference, open_zoo
@@ -162,7 +163,9 @@ def save_result(job: BarrierJob, result: BarrierResult) -> BarrierResult:
   record = job.zoo.record
   result = result.replace(collapsed=record.collapsed, versions=package_versions(),
                           params_sha256=record.params_sha256)
-  atomic_write_json(job.directory / BARRIER_JSON, result.to_json())
+  path = job.directory / BARRIER_JSON
+  atomic_write_json(path, result.to_json())
+  note_saved(str(path), f"{path}, with the curves of {', '.join(('naive',) + result.method_names)}")
   return result
 
 

@@ -29,6 +29,7 @@ from lmc_jax.nn.architectures import family_part, takes_depth
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.records import ZooRecord
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
+from lmc_jax.stopping import deferred, note_saved, stop_if_asked
 from lmc_jax.zoo.checkpoint import Checkpointer
 from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import network_of, read_variables, read_zoo_json, save_zoo
@@ -159,19 +160,26 @@ def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions,
   if not options.resume and first:
     checkpointer.remove()
   start = time.perf_counter()
-  zoo = train_zoo(config, dataset, label=str(directory), eval_every=options.eval_every,
-                  checkpoint=checkpointer, plan=plan)
-  seconds = time.perf_counter() - start
-  if not first:  # several hosts trained it together; the first one writes
-    return None
-  staged = aside_name(directory, "new")
-  shutil.rmtree(staged, ignore_errors=True)
-  save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
-           train_seconds=seconds, data_source=dataset.source)
-  for name in foreign_entries(directory):  # the user's files stay with the directory
-    link_or_copy(directory / name, staged / name)
-  crash_point("zoo:staged")
-  replace_directory(staged, directory)
+  with deferred():  # a stop signal waits for the next checkpoint, or the whole zoo swapped in
+    zoo = train_zoo(config, dataset, label=str(directory), eval_every=options.eval_every,
+                    checkpoint=checkpointer, plan=plan)
+    seconds = time.perf_counter() - start
+    if not first:  # several hosts trained it together; the first one writes
+      return None
+    staged = aside_name(directory, "new")
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+      save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
+               train_seconds=seconds, data_source=dataset.source)
+      for name in foreign_entries(directory):  # the user's files stay with the directory
+        link_or_copy(directory / name, staged / name)
+      crash_point("zoo:staged")
+      replace_directory(staged, directory)
+    except BaseException:  # a full disk, a second signal: no half-built zoo is left beside
+      shutil.rmtree(staged, ignore_errors=True)
+      raise
+  note_saved(str(checkpointer.path), f"the whole zoo {directory}")
+  stop_if_asked()
   record = read_zoo_json(directory)
   for k in record.diverged:
     logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "
