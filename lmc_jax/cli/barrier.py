@@ -32,7 +32,7 @@ from lmc_jax.execution import plan_from_environment
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import connectivity as conn
 from lmc_jax.report.tables import format_table
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
@@ -108,13 +108,13 @@ def main(argv):
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   records = []
   for z in zoos:
-    zoo = open_zoo(z, found[z])
-    result = analyse_zoo(zoo, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
-                         methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
-                         settings=settings, recompute=FLAGS.recompute,
-                         bn_reset_batches=FLAGS.bn_reset_batches, precision=FLAGS.precision,
-                         plan=plan)
-    records.append(zoo_barriers(zoo, result))
+    with held_zoo(z, "barrier analysis", found[z]) as zoo:  # the lock, then the zoo
+      result = analyse_zoo(zoo, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
+                           methods=methods, repair=FLAGS.repair,
+                           diagnostics=FLAGS.diagnostics, settings=settings,
+                           recompute=FLAGS.recompute, bn_reset_batches=FLAGS.bn_reset_batches,
+                           precision=FLAGS.precision, plan=plan)
+      records.append(zoo_barriers(zoo, result))
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)
     print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "

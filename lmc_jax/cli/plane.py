@@ -19,7 +19,7 @@ from lmc_jax.config import PRECISIONS
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.result_files import PLANE_JSON, PLANE_PNG
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -41,8 +41,9 @@ def main(argv):
   zoo = Path(FLAGS.zoo)
   record = read_zoo_json(zoo)  # before any work: whole, and plane.json and plane.png go in it
   check_output_dir(zoo, "--zoo")
-  res = plane_zoo(open_zoo(zoo, record), int_list(FLAGS.models, "models"), FLAGS.resolution,
-                  FLAGS.margin, FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
+  with held_zoo(zoo, "loss-plane analysis", record) as handle:  # the lock, then the zoo
+    res = plane_zoo(handle, int_list(FLAGS.models, "models"), FLAGS.resolution, FLAGS.margin,
+                    FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
   a, b, c = res.models
   path = figures.loss_planes(
       [res.naive, res.aligned], ["naive", "B, C weight-matched to A"],

@@ -23,7 +23,7 @@ from lmc_jax.lmc.measures import quartiles
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -55,9 +55,12 @@ def main(argv):
     found[z] = read_zoo_json(z)
     check_output_dir(z, "--zoo")
   plan = plan_from_environment()
-  results = sorted((swa_zoo(open_zoo(z, found[z]), FLAGS.model, FLAGS.epochs, FLAGS.lr,
-                            FLAGS.seed, FLAGS.data_dir, plan) for z in zoos),
-                   key=lambda r: r.width)
+  results = []
+  for z in zoos:
+    with held_zoo(z, "SWA analysis", found[z]) as zoo:  # the lock, then the zoo
+      results.append(swa_zoo(zoo, FLAGS.model, FLAGS.epochs, FLAGS.lr, FLAGS.seed,
+                             FLAGS.data_dir, plan))
+  results.sort(key=lambda r: r.width)
   rows = [{"width": r.width, "model": r.swa.model, "start": r.swa.start_loss,
            "best_sample": _finite_min(r.swa.sample_loss),
            "average": float(r.swa.average_loss[-1]),
