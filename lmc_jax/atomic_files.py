@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from lmc_jax.crash_points import crash_point
+from lmc_jax.errors import DiskFullError
+from lmc_jax.preflight import format_bytes, free_bytes
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # the disk, or the user's quota on it, is full
 
 
 def _json_safe(x):
@@ -33,31 +37,61 @@ def _json_safe(x):
   return x
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-  """Calls `write(file)` on a temporary file beside `path`, then renames it to `path`."""
+def _open_for_writing(fd: int):
+  """The temporary file's writer (the one place tests fill the disk)."""
+  return os.fdopen(fd, "wb")
+
+
+def atomic_write_bytes(path: Path, write, need=None) -> None:
+  """Calls `write(file)` on a temporary file beside `path`, then renames it to `path`.
+
+  `need`: the bytes it writes, where the caller knows (the error names it). A write that
+  fails for lack of space removes the temporary and raises `DiskFullError` naming `path`,
+  the space it needs (at least what was written when `need` is unknown) and the space
+  free; `path` keeps what it held."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  tmp = None
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     # mkstemp makes the file private (0600); give it the mode an ordinary open would.
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    with os.fdopen(fd, "wb") as f:
+    with _open_for_writing(fd) as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
     crash_point(f"write:{path.name}")
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as e:
+    written = os.path.getsize(tmp) if tmp and os.path.exists(tmp) else 0
+    if tmp and os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+      raise disk_full(path, need, written) from None
     raise
 
 
+def disk_full(path: Path, need=None, written: int = 0) -> DiskFullError:
+  """The one sentence for a write to `path` that found no space left."""
+  amount = (f"about {format_bytes(need)}" if need else
+            f"more than the {format_bytes(written)} written before the disk filled")
+  return DiskFullError(f"No space left on the disk for {path}: it needs {amount} and "
+                       f"{format_bytes(free_bytes(path))} is free; free some space (or write "
+                       "elsewhere) and run the same command again.")
+
+
 def atomic_write_json(path: Path, obj) -> None:
-  text = json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n"
-  atomic_write_bytes(path, lambda f: f.write(text.encode()))
+  data = (json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n").encode()
+  atomic_write_bytes(path, lambda f: f.write(data), need=len(data))
+
+
+def atomic_write_npz(path: Path, arrays: dict) -> None:
+  """`numpy.savez(path, **arrays)`, whole or not at all."""
+  arrays = {k: np.asarray(v) for k, v in arrays.items()}
+  need = sum(a.nbytes + 256 + 2 * len(k) for k, a in arrays.items()) + 22  # zip headers
+  atomic_write_bytes(path, lambda f: np.savez(f, **arrays), need=need)
 
 
 def sha256_file(path: Path) -> str:

@@ -230,7 +230,8 @@ class OptimConfig(Section):
 class TrainConfig(Section):
   NAME = "train"
   num_models: int = _field(50, "Models per zoo.", low=1)
-  epochs: int = _field(100, "Training epochs.", low=0)
+  epochs: int = _field(100, "Training epochs.", low=1, why="a zoo with no epoch has no training "
+                       "history to record")
   batch_size: int = _field(256, "Mini-batch size.", low=1)
   augment: str = _field("none", "Training augmentation of image datasets: crop_flip (random "
                         "crop after 4-pixel padding, horizontal flip) or none.", choices=AUGMENTS)

@@ -5,6 +5,8 @@
 killer or a pre-empted job would) the first time the point is reached, `name#k` the k-th
 time. Tests use it to stop a run at exact moments (mid-write, between the two renames of
 a swap, after a checkpoint) and check that what is on disk still loads.
+`LMC_JAX_CRASH_SIGNAL=SIGTERM` (or `SIGINT`) sends that signal instead, as a batch
+scheduler or Ctrl-C would, at the same exact moment.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import signal
 from collections import Counter
 
 ENV = "LMC_JAX_CRASH_AT"
+SIGNAL_ENV = "LMC_JAX_CRASH_SIGNAL"
 _seen: Counter = Counter()
 
 
@@ -25,4 +28,4 @@ def crash_point(name: str) -> None:
     return
   _seen[name] += 1
   if _seen[name] == int(nth or 1):
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), getattr(signal, os.environ.get(SIGNAL_ENV) or "SIGKILL"))

@@ -22,12 +22,14 @@ from lmc_jax.result_files import HOLDER_NOTE
 
 
 def _describe_holder(directory: Path) -> str:
+  """`another lmc_jax zoo run (pid 12, on host, `cmd`, since ...)`: the holder's own kind,
+  from its note."""
   try:
     note = json.loads((directory / HOLDER_NOTE).read_text())
-    return (f"pid {note['pid']} on {note['host']}, `{note['command']}`, since "
-            f"{note['started']}")
+    return (f"another lmc_jax {note['what']} (pid {note['pid']} on {note['host']}, "
+            f"`{note['command']}`, since {note['started']})")
   except (OSError, ValueError, KeyError, TypeError):
-    return "a process that left no note"
+    return "another lmc_jax process (it left no note saying which)"
 
 
 class DirLock:
@@ -48,9 +50,8 @@ class DirLock:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
         os.close(fd)
-        raise LmcError(f"{self.directory} is in use by another lmc_jax {self.what} "
-                       f"({_describe_holder(self.directory)}); wait for it to finish or stop "
-                       "it, or pass another directory.") from None
+        raise LmcError(f"{self.directory} is in use by {_describe_holder(self.directory)}; "
+                       "wait for it to finish or stop it, or pass another directory.") from None
       try:
         same = os.stat(self.directory).st_ino == os.fstat(fd).st_ino
       except FileNotFoundError:

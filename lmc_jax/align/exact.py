@@ -85,7 +85,7 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
           "over the split the curves are measured on (narrow nets only)",
           settings=(Setting("exact_max_tflop", 1.0, "Exact search refuses (and is skipped) "
                             "where one pair would need more TFLOP than this (the default suits "
-                            "a CPU; raise it on a GPU)."),))
+                            "a CPU; raise it on a GPU).", above=0),))
 def _align_exactly(task: AlignTask) -> Alignment:
   ref, found = task.member(task.reference), {}
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import jax
 import numpy as np
 
+from lmc_jax.config import ConfigError
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
 from lmc_jax.symmetry.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
@@ -33,11 +34,31 @@ Perm = Dict[str, np.ndarray]
 
 
 class Setting(NamedTuple):
-  """One knob of one or more methods; its type is the type of its default."""
+  """One knob of one or more methods; its type is the type of its default. `low` is its
+  least value (inclusive), `above` a bound it must exceed: a count of sweeps or steps is
+  at least 1, a learning rate above 0."""
   name: str
   default: Any  # int, float, str or bool
   help: str
   choices: Optional[Tuple[str, ...]] = None
+  low: Optional[float] = None
+  above: Optional[float] = None
+
+  def check(self, value) -> None:
+    """A `ConfigError` naming the setting where `value` is not of its type or bounds."""
+    field = f"settings.{self.name}"
+    if self.choices is not None and value not in self.choices:
+      raise ConfigError(field, f"must be one of {', '.join(self.choices)}, got {value!r}")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(self.default, (int, float)) and not isinstance(self.default, bool):
+      if not number or (isinstance(self.default, int) and not isinstance(value, int)):
+        raise ConfigError(field, f"must be a number like {self.default!r}, got {value!r}")
+      if value != value:
+        raise ConfigError(field, "must be a number, got nan")
+    if self.low is not None and value < self.low:
+      raise ConfigError(field, f"must be >= {self.low}, got {value!r}")
+    if self.above is not None and not value > self.above:
+      raise ConfigError(field, f"must be > {self.above}, got {value!r}")
 
 
 class AlignTask(NamedTuple):
@@ -132,10 +153,11 @@ def _add_setting(setting: Setting) -> None:
 
 
 # Settings that several methods (and REPAIR and the diagnostics) read.
-for _s in (Setting("seed", 0, "Seed of layer orders, batches and alphas of the methods."),
-           Setting("max_iter", 50, "Most weight-matching sweeps over the hidden layers."),
+for _s in (Setting("seed", 0, "Seed of layer orders, batches and alphas of the methods.",
+                   low=0),
+           Setting("max_iter", 50, "Most weight-matching sweeps over the hidden layers.", low=1),
            Setting("fit_samples", 2048, "Training inputs for activation matching, STE, Sinkhorn "
-                   "and REPAIR statistics.")):
+                   "and REPAIR statistics.", low=1)):
   _add_setting(_s)
 
 
@@ -203,9 +225,7 @@ class MethodSettings:
       if name not in _SETTINGS:
         raise LmcError(f"Unknown alignment setting {name!r}; the settings are "
                        f"{', '.join(sorted(_SETTINGS))}.")
-      s = _SETTINGS[name]
-      if s.choices is not None and value not in s.choices:
-        raise LmcError(f"Alignment setting {name}={value!r} is not one of {', '.join(s.choices)}.")
+      _SETTINGS[name].check(value)
     self._values = dict(values)
 
   def __getattr__(self, name: str):

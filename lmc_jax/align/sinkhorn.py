@@ -142,9 +142,10 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
 
 @register("sinkhorn", "Sinkhorn soft permutations started from weight matching, on training "
           "data", uses=("seed", "max_iter", "fit_samples"),
-          settings=(Setting("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256)."),
+          settings=(Setting("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256).",
+                            low=1),
                     Setting("sinkhorn_lr", 1.0, "Sinkhorn matching Adam learning rate (on the "
-                            "logits)."),
+                            "logits).", above=0),
                     Setting("sinkhorn_objective", "expected", "Sinkhorn loss: at a random alpha "
                             "each step (expected) or at alpha 1/2.", OBJECTIVES)))
 def _align_by_sinkhorn(task: AlignTask) -> Alignment:

@@ -90,8 +90,10 @@ def ste_matching(key, model, spec, params_a, params_b, x, y, steps: int = 50, lr
 
 @register("ste", "straight-through estimator matching to the reference, on training data",
           uses=("seed", "max_iter", "fit_samples"),
-          settings=(Setting("ste_steps", 50, "Straight-through estimator steps (batches of 256)."),
-                    Setting("ste_lr", 0.1, "Straight-through estimator Adam learning rate.")))
+          settings=(Setting("ste_steps", 50, "Straight-through estimator steps (batches of 256).",
+                            low=1),
+                    Setting("ste_lr", 0.1, "Straight-through estimator Adam learning rate.",
+                            above=0)))
 def _align_by_ste(task: AlignTask) -> Alignment:
   s, ref, results = task.settings, task.member(task.reference), {}
 

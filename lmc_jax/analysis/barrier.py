@@ -25,7 +25,6 @@ from lmc_jax.barrier_records import (
   barrier_fix,
 )
 from lmc_jax.config import ZooConfig
-from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
 from lmc_jax.lmc.batchnorm import has_batch_stats, reset_arguments, reset_batches
@@ -35,9 +34,10 @@ from lmc_jax.lmc.repair import repaired_pair_sweep
 from lmc_jax.records import CurveSet, ZooRecord
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.schema import SchemaError, file_format, is_int
+from lmc_jax.stopping import note_saved
 from lmc_jax.symmetry.spec import perm_sizes, permute_zoo
 from lmc_jax.symmetry.units import repair_sites
-from lmc_jax.zoo.handle import ZooHandle, check_reference, open_zoo
+from lmc_jax.zoo.handle import ZooHandle, check_reference, held_zoo, open_zoo
 from lmc_jax.zoo.io import package_versions, read_zoo_json
 
 
@@ -142,16 +142,22 @@ def _previous(job: BarrierJob) -> Optional[BarrierResult]:
   return None  # another zoo's, or other settings: recomputed
 
 
-def read_barrier_json(directory, num_models: Optional[int] = None) -> BarrierResult:
+def read_barrier_json(directory, num_models: Optional[int] = None,
+                      params_sha256: Optional[str] = None) -> BarrierResult:
   """A zoo's barrier.json for a table or figure, in any format this version knows;
   refuses one that is not JSON, of a newer format or with a field wrong, in one sentence
-  naming the file, the field and the fix."""
+  naming the file, the field and the fix. With `params_sha256` (the zoo's, from its
+  zoo.json), also one computed from other params (the zoo was replaced since)."""
   path = Path(directory) / BARRIER_JSON
   try:
     doc = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise LmcError(f"{path} is not readable JSON ({e}); {barrier_fix(path)}.") from None
-  return BarrierResult.from_json(doc, path, num_models)
+  result = BarrierResult.from_json(doc, path, num_models)
+  if params_sha256 is not None and result.params_sha256 != params_sha256:
+    raise LmcError(f"{path} was computed from other params than the zoo now in {directory} "
+                   f"(the zoo was replaced since); {barrier_fix(path)}.")
+  return result
 
 
 def save_result(job: BarrierJob, result: BarrierResult) -> BarrierResult:
@@ -162,7 +168,9 @@ def save_result(job: BarrierJob, result: BarrierResult) -> BarrierResult:
   record = job.zoo.record
   result = result.replace(collapsed=record.collapsed, versions=package_versions(),
                           params_sha256=record.params_sha256)
-  atomic_write_json(job.directory / BARRIER_JSON, result.to_json())
+  path = job.directory / BARRIER_JSON
+  atomic_write_json(path, result.to_json())
+  note_saved(str(path), f"{path}, with the curves of {', '.join(('naive',) + result.method_names)}")
   return result
 
 
@@ -243,9 +251,11 @@ def analyse_zoo(zoo, reference: int = 0, split: str = "test",
   settings are kept as they are unless `recompute`.
   """
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
-  job = prepare_job(zoo, reference, split, alphas, data_dir, bn_reset_batches,
-                    precision=precision, settings=settings, plan=plan)
-  with DirLock(job.directory, "barrier analysis"):  # no zoo run replaces it meanwhile
+  # The lock first: no zoo run swaps another zoo in between reading this one and writing
+  # its results.
+  with held_zoo(zoo, "barrier analysis") as zoo:
+    job = prepare_job(zoo, reference, split, alphas, data_dir, bn_reset_batches,
+                      precision=precision, settings=settings, plan=plan)
     remove_stale_temporaries(job.directory)  # what a killed write left
     return _analyse_job(job, methods, repair, diagnostics, recompute)
 

@@ -7,7 +7,7 @@ after re-aligning them to the reference (the study's code skipped that re-alignm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -29,7 +29,7 @@ from lmc_jax.result_files import BARRIER_JSON, REDUNDANCY_JSON
 from lmc_jax.study_records import RedundancyRecord
 from lmc_jax.symmetry.spec import mlp_permutation_spec
 from lmc_jax.tree_utils import take, to_numpy
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import package_versions
 
 
@@ -37,7 +37,11 @@ def analyse_redundancy(zoo, threshold: float = 0.99, reference: int = 0, seed: i
                        max_iter: int = 50, data_dir="data") -> RedundancyRecord:
   """Merges each model's redundant units of the zoo `zoo` (a `ZooHandle`, or its
   directory) and measures the reduced nets; writes and returns redundancy.json's record."""
-  zoo = open_zoo(zoo)
+  with held_zoo(zoo, "redundancy analysis") as zoo:
+    return _merged_and_measured(zoo, threshold, reference, seed, max_iter, data_dir)
+
+
+def _merged_and_measured(zoo, threshold, reference, seed, max_iter, data_dir):
   directory, config, model, record = zoo.directory, zoo.config, zoo.model, zoo.record
   params = split_tree(zoo.variables)[0]
   if not is_one_hidden_layer_mlp(model):
@@ -78,21 +82,22 @@ class RedundancyRow(NamedTuple):
   second: dict  # of the second
 
 
-def original_epsilon(directory, num_models: int) -> list:
+def original_epsilon(directory, num_models: int, params_sha256: Optional[str] = None) -> list:
   """Naive epsilon per pair of the zoo's own nets, from its barrier.json ([] if there is
-  none); a damaged one is refused in one sentence."""
+  none); a damaged one, or one computed from params other than `params_sha256` (the zoo's
+  now), is refused in one sentence."""
   if not (Path(directory) / BARRIER_JSON).exists():
     return []
-  return read_barrier_json(directory, num_models).curves("naive").epsilon.tolist()
+  return read_barrier_json(directory, num_models, params_sha256).curves("naive").epsilon.tolist()
 
 
 def redundancy_row(zoo, threshold: float = 0.99, reference: int = 0,
                    data_dir="data") -> RedundancyRow:
   """`analyse_redundancy` of one zoo (a `ZooHandle`, or its directory), summarised beside the
   study's Table 5.1."""
-  zoo = open_zoo(zoo)
-  orig = original_epsilon(zoo.directory, zoo.num_models)  # refused before any work
-  res = analyse_redundancy(zoo, threshold, reference, data_dir=data_dir)
+  with held_zoo(zoo, "redundancy analysis") as zoo:  # the lock, then the zoo
+    orig = original_epsilon(zoo.directory, zoo.num_models, zoo.record.params_sha256)
+    res = analyse_redundancy(zoo, threshold, reference, data_dir=data_dir)
   w, ok = res.width, list(res.models)
   study = MOONS_TABLE_5_1.get(w, (float("nan"), float("nan")))
   # Means in float64, whatever precision the reduced nets were evaluated in.

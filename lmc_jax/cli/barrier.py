@@ -26,13 +26,13 @@ from absl import flags
 from lmc_jax.align.registry import MethodSettings, all_settings, check_methods, method_names
 from lmc_jax.analysis.barrier import analyse_zoo, zoo_barriers
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
-from lmc_jax.config import PRECISIONS
+from lmc_jax.config import PRECISIONS, ConfigError
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import plan_from_environment
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import connectivity as conn
 from lmc_jax.report.tables import format_table
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
@@ -40,7 +40,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories, comma-separated (default: every zoo under "
                   "--runs).")
 flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
-flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.")
+flags.DEFINE_integer("reference", 0, "Model every other model is aligned to.", lower_bound=0)
 flags.DEFINE_list("align", ["weight"], f"Alignment methods, comma-separated: "
                   f"{', '.join(method_names())} (weight always runs).")
 flags.DEFINE_bool("repair", False, "Also measure every line after REPAIR (renormalised hidden "
@@ -53,7 +53,8 @@ flags.DEFINE_string("figures", None, "Where figures and summary CSVs go (default
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
 flags.DEFINE_integer("bn_reset_batches", 10, "For nets with BatchNorm: recompute every "
                      "interpolated net's statistics on this many training batches of 256 "
-                     "before measuring it (0: keep the interpolated running statistics).")
+                     "before measuring it (0: keep the interpolated running statistics).",
+                     lower_bound=0)
 flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the sweeps: fp32, or bf16 "
                   "(bfloat16 inputs, float32 accumulation and everything else; MLPs only).")
 flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
@@ -77,8 +78,12 @@ define_setting_flags()
 
 
 def method_settings() -> MethodSettings:
-  """The alignment settings the flags give."""
-  return MethodSettings(**{s.name: FLAGS[s.name].value for s in all_settings() if s.name in FLAGS})
+  """The alignment settings the flags give; one out of its bounds is refused by its flag."""
+  try:
+    return MethodSettings(**{s.name: FLAGS[s.name].value for s in all_settings()
+                             if s.name in FLAGS})
+  except ConfigError as e:
+    raise e.worded_for(f"--{e.field.rpartition('.')[2]}") from None
 
 
 @exit_on_lmc_error
@@ -103,13 +108,13 @@ def main(argv):
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   records = []
   for z in zoos:
-    zoo = open_zoo(z, found[z])
-    result = analyse_zoo(zoo, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
-                         methods=methods, repair=FLAGS.repair, diagnostics=FLAGS.diagnostics,
-                         settings=settings, recompute=FLAGS.recompute,
-                         bn_reset_batches=FLAGS.bn_reset_batches, precision=FLAGS.precision,
-                         plan=plan)
-    records.append(zoo_barriers(zoo, result))
+    with held_zoo(z, "barrier analysis", found[z]) as zoo:  # the lock, then the zoo
+      result = analyse_zoo(zoo, FLAGS.reference, FLAGS.split, data_dir=FLAGS.data_dir,
+                           methods=methods, repair=FLAGS.repair,
+                           diagnostics=FLAGS.diagnostics, settings=settings,
+                           recompute=FLAGS.recompute, bn_reset_batches=FLAGS.bn_reset_batches,
+                           precision=FLAGS.precision, plan=plan)
+      records.append(zoo_barriers(zoo, result))
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)
     print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "

@@ -63,17 +63,19 @@ flags.DEFINE_list("width", None, "Hidden widths (default 16,512; for a network o
                   "MLP its width multiplier, default its own); training and the sweep are "
                   "timed at each, the plane and alignment at the widest.")
 flags.DEFINE_integer("train_subset", 0, "Train on this many training samples (0: all): for "
-                     "small runs on a CPU.")
-flags.DEFINE_integer("test_subset", 0, "Sweep on this many test samples (0: all).")
+                     "small runs on a CPU.", lower_bound=0)
+flags.DEFINE_integer("test_subset", 0, "Sweep on this many test samples (0: all).", lower_bound=0)
 flags.DEFINE_integer("baseline_models", None, "Run the one-model-at-a-time training loops on "
-                     "this many models and scale their time to the zoo (default: all).")
+                     "this many models and scale their time to the zoo (default: all).",
+                     lower_bound=1)
 flags.DEFINE_integer("baseline_pairs", None, "Run the loops over pairs (sweep, scipy matching) "
-                     "on this many pairs and scale their time to all pairs (default: all).")
+                     "on this many pairs and scale their time to all pairs (default: all).",
+                     lower_bound=1)
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live (see experiments.fetch).")
-flags.DEFINE_integer("num_models", 50, "Models in the zoo (pairs: n(n-1)/2).")
-flags.DEFINE_integer("epochs", 100, "Training epochs timed.")
+flags.DEFINE_integer("num_models", 50, "Models in the zoo (pairs: n(n-1)/2).", lower_bound=2)
+flags.DEFINE_integer("epochs", 100, "Training epochs timed.", lower_bound=1)
 flags.DEFINE_integer("align_models", None, "Align all pairs of the first this many models "
-                     "(default: all; --quick: 10).")
+                     "(default: all; --quick: 10).", lower_bound=2)
 flags.DEFINE_bool("quick", False, "Small sizes for a 2-core CPU: 20 models, 20 epochs, "
                   "alignment of 10 models.")
 flags.DEFINE_string("json", None, "Also write the numbers to this JSON file.")

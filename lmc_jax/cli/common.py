@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import functools
 import logging as stdlib_logging
+import signal
 import sys
+from pathlib import Path
 
 import jax
 from absl import app, flags, logging
 
+from lmc_jax.atomic_files import NO_SPACE, disk_full
 from lmc_jax.errors import LmcError
+from lmc_jax.stopping import Stopped, handle_stop_signals, stop_message
 
 # JAX logs at INFO that it looked for a TPU and found none, on every run of every entry
 # point; only what is there matters.
@@ -20,6 +24,7 @@ def run_main(main, doc: str, module: str) -> None:
   `--help` shows its docstring `doc` and its flags, which absl looks up under the started
   file (`sys.argv[0]`: a console script's wrapper or an `experiments/` shim)."""
   sys.modules["__main__"].__doc__ = doc
+  handle_stop_signals()
   if module != "__main__":
     for flag in flags.FLAGS.get_key_flags_for_module(module):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
@@ -37,7 +42,10 @@ def parse_flags(argv):
 
 
 def exit_on_lmc_error(main):
-  """Turns an LmcError into one line on stderr and exit status 2."""
+  """Turns an LmcError (and a disk found full anywhere) into one line on stderr and exit
+  status 2, and a stop signal
+  (Ctrl-C, SIGTERM: `stopping`) into one line saying what was saved and exit status 128 +
+  the signal's number (130, 143)."""
   @functools.wraps(main)
   def wrapped(argv):
     try:
@@ -46,6 +54,16 @@ def exit_on_lmc_error(main):
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except OSError as e:  # a full disk met outside the atomic writes (a folder, a copy)
+      if e.errno not in NO_SPACE:
+        raise
+      logging.flush()
+      print(f"error: {disk_full(Path(e.filename or '.'))}", file=sys.stderr)
+      sys.exit(2)
+    except (Stopped, KeyboardInterrupt) as e:
+      logging.flush()
+      print(stop_message(e), file=sys.stderr)
+      sys.exit(e.exit_status if isinstance(e, Stopped) else 128 + signal.SIGINT)
   return wrapped
 
 
@@ -67,8 +85,10 @@ def define_distributed_flags():
                     "start the same command on every host (a cluster scheduler such as SLURM "
                     "is detected; otherwise pass --coordinator, --num_processes, --process_id).")
   flags.DEFINE_string("coordinator", None, "host:port of process 0, for --distributed.")
-  flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.")
-  flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.",
+                       lower_bound=1)
+  flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.",
+                       lower_bound=0)
 
 
 def init_distributed():

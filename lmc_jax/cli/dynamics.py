@@ -15,6 +15,7 @@ reference is used.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
 from lmc_jax.result_files import epsilon_groups_png
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
@@ -34,8 +35,8 @@ flags.DEFINE_list("zoo", None, "Zoo directories, one per group (same architectur
 flags.DEFINE_string("name", None, "Name of the comparison (default: the first zoo's dataset).")
 flags.DEFINE_bool("pairwise", True, "Also align every pair directly (slower: one matching per "
                   "pair).")
-flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
-flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
+flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.", lower_bound=0)
+flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.", lower_bound=1)
 flags.DEFINE_string("figures", None, "Output folder (default <parent of first zoo>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 
@@ -46,8 +47,11 @@ def main(argv):
   out = Path(FLAGS.figures or Path(FLAGS.zoo[0]).parent / "figures")
   check_output_dir(out, "--figures")
   found = {z: read_zoo_json(z) for z in FLAGS.zoo}  # every zoo whole before any work
-  res = compare_groups([open_zoo(z, record) for z, record in found.items()], FLAGS.name, out,
-                       FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise, FLAGS.data_dir)
+  with contextlib.ExitStack() as held:  # every zoo's lock, then the zoos
+    zoos = [held.enter_context(held_zoo(z, "dynamics analysis", record))
+            for z, record in found.items()]
+    res = compare_groups(zoos, FLAGS.name, out, FLAGS.seed, FLAGS.max_iter, FLAGS.pairwise,
+                         FLAGS.data_dir)
   zoo, rec, name = res.zoo, res.record, res.name
   best = rec.references["best"]
   print(f"{name}: test metrics per group (as Tables 5.2, 5.3) and median epsilon after aligning "

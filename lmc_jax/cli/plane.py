@@ -19,17 +19,17 @@ from lmc_jax.config import PRECISIONS
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.result_files import PLANE_JSON, PLANE_PNG
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo", None, "Zoo directory.", required=True)
 flags.DEFINE_list("models", ["0", "1", "2"], "Models A,B,C; B and C are aligned to A.")
-flags.DEFINE_integer("resolution", 31, "Grid points per side.")
+flags.DEFINE_integer("resolution", 31, "Grid points per side.", lower_bound=2)
 flags.DEFINE_float("margin", 0.25, "Border around the three networks, as a fraction of their "
-                   "extent.")
-flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
-flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.")
+                   "extent.", lower_bound=0.0)
+flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the weight-matching layer orders.", lower_bound=0)
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the grid: fp32, or bf16 (bfloat16 "
                   "inputs, float32 accumulation and everything else; MLPs only).")
@@ -41,8 +41,9 @@ def main(argv):
   zoo = Path(FLAGS.zoo)
   record = read_zoo_json(zoo)  # before any work: whole, and plane.json and plane.png go in it
   check_output_dir(zoo, "--zoo")
-  res = plane_zoo(open_zoo(zoo, record), int_list(FLAGS.models, "models"), FLAGS.resolution,
-                  FLAGS.margin, FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
+  with held_zoo(zoo, "loss-plane analysis", record) as handle:  # the lock, then the zoo
+    res = plane_zoo(handle, int_list(FLAGS.models, "models"), FLAGS.resolution, FLAGS.margin,
+                    FLAGS.max_iter, FLAGS.seed, FLAGS.data_dir, FLAGS.precision)
   a, b, c = res.models
   path = figures.loss_planes(
       [res.naive, res.aligned], ["naive", "B, C weight-matched to A"],

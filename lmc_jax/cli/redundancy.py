@@ -27,15 +27,16 @@ from lmc_jax.nn.models import is_one_hidden_layer_mlp
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import redundancy_figures
 from lmc_jax.report.tables import format_table, write_csv
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories (default: every one-layer zoo under --runs).")
 flags.DEFINE_string("runs", "runs", "Where to look for zoos when --zoo is not given.")
-flags.DEFINE_float("threshold", 0.99, "Merge units whose cosine similarity exceeds this.")
-flags.DEFINE_integer("reference", 0, "Model the merged nets are re-aligned to.")
+flags.DEFINE_float("threshold", 0.99, "Merge units whose cosine similarity exceeds this.",
+                   lower_bound=-1.0, upper_bound=1.0)
+flags.DEFINE_integer("reference", 0, "Model the merged nets are re-aligned to.", lower_bound=0)
 flags.DEFINE_string("figures", None, "Where figures and the table go (default <runs>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 BOUNDARY_WIDTHS = (4, 512)  # Fig 5.1: a narrow and a wide net
@@ -65,13 +66,13 @@ def main(argv):
   fig_dir = Path(FLAGS.figures or (zoos[0].parent / "figures"))
   check_output_dir(fig_dir, "--figures")
   for z in zoos:  # before any work: redundancy.json goes into each zoo, beside its barrier.json
-    original_epsilon(z, found[z].num_models)
+    original_epsilon(z, found[z].num_models, found[z].params_sha256)
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
   results = []
   for z in zoos:
     logging.info("%s: merging units with cosine similarity > %s", z, FLAGS.threshold)
-    results.append(redundancy_row(open_zoo(z, found[z]), FLAGS.threshold, FLAGS.reference,
-                                  FLAGS.data_dir))
+    with held_zoo(z, "redundancy analysis", found[z]) as zoo:  # the lock, then the zoo
+      results.append(redundancy_row(zoo, FLAGS.threshold, FLAGS.reference, FLAGS.data_dir))
   results.sort(key=lambda r: r.row["width"])
   rows = [r.row for r in results]
   print(f"Moons, units merged at cosine similarity > {FLAGS.threshold} (Table 5.1, study beside)")

@@ -23,16 +23,17 @@ from lmc_jax.lmc.measures import quartiles
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import format_table
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("zoo", None, "Zoo directories.", required=True)
 flags.DEFINE_integer("model", None, "Model to continue (default: drawn from --seed among the "
-                     "usable).")
-flags.DEFINE_integer("epochs", 10, "SWA epochs (samples).")
+                     "usable).", lower_bound=0)
+flags.DEFINE_integer("epochs", 10, "SWA epochs (samples).", lower_bound=1)
 flags.DEFINE_float("lr", 0.05, "Constant learning rate.")
-flags.DEFINE_integer("seed", 0, "Seed of the model choice and the data order.")
+flags.register_validator("lr", lambda lr: lr > 0, "--lr must be > 0")
+flags.DEFINE_integer("seed", 0, "Seed of the model choice and the data order.", lower_bound=0)
 flags.DEFINE_string("figures", None, "Where figures go (default <parent of first zoo>/figures).")
 flags.DEFINE_string("data_dir", "data", "Where downloaded datasets live.")
 
@@ -54,9 +55,12 @@ def main(argv):
     found[z] = read_zoo_json(z)
     check_output_dir(z, "--zoo")
   plan = plan_from_environment()
-  results = sorted((swa_zoo(open_zoo(z, found[z]), FLAGS.model, FLAGS.epochs, FLAGS.lr,
-                            FLAGS.seed, FLAGS.data_dir, plan) for z in zoos),
-                   key=lambda r: r.width)
+  results = []
+  for z in zoos:
+    with held_zoo(z, "SWA analysis", found[z]) as zoo:  # the lock, then the zoo
+      results.append(swa_zoo(zoo, FLAGS.model, FLAGS.epochs, FLAGS.lr, FLAGS.seed,
+                             FLAGS.data_dir, plan))
+  results.sort(key=lambda r: r.width)
   rows = [{"width": r.width, "model": r.swa.model, "start": r.swa.start_loss,
            "best_sample": _finite_min(r.swa.sample_loss),
            "average": float(r.swa.average_loss[-1]),

@@ -22,7 +22,7 @@ import numpy as np
 
 from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, link_or_copy
 from lmc_jax.data.checks import check_split
-from lmc_jax.data.idx import idx_bytes, read_idx
+from lmc_jax.data.idx import idx_bytes, parse_idx
 from lmc_jax.data.safe_pickle import load_arrays
 from lmc_jax.data.staging import replacing
 from lmc_jax.data.tfds import load_tfds_arrays
@@ -58,11 +58,42 @@ def _find(directory: Path, name: str, data_dir) -> Path:
                  f"({', '.join(MD5)}, gzipped or not) there.")
 
 
+def installed_md5(d: Path) -> dict:
+  """The MD5 of each file (uncompressed) as `experiments.fetch` recorded it in SOURCE.json
+  when it installed them; {} for files put there by hand (their structure is checked)."""
+  try:
+    recorded = json.loads((d / "SOURCE.json").read_text()).get("md5")
+  except (OSError, ValueError, AttributeError):
+    return {}
+  if isinstance(recorded, dict):
+    return {n: recorded[n] for n in MD5 if isinstance(recorded.get(n), str)}
+  return {}
+
+
+def _read_verified(path: Path, want, fix: str) -> np.ndarray:
+  """The IDX file at `path` (gzipped or not), its uncompressed bytes checked against MD5
+  `want` (None: not checked): one byte changed since the install is refused, naming the
+  file and `fix`."""
+  data = path.read_bytes()
+  if data[:2] == b"\x1f\x8b":
+    try:
+      data = gzip.decompress(data)
+    except (OSError, EOFError) as e:
+      raise LmcError(f"{path} is a damaged gzip file ({e}); {fix}.") from None
+  got = want and hashlib.md5(data).hexdigest()
+  if got != want:
+    raise LmcError(f"{path} has MD5 {got}, not the {want} recorded when it was installed: it "
+                   f"was damaged or changed since; {fix}.")
+  return parse_idx(data, str(path))
+
+
 def read_mnist_folder(d: Path, data_dir, fix: str):
-  """The four IDX files in folder `d`, checked: uint8 images (n, 28, 28) and integer labels
-  (n,) in 0..9 for train and test; a bad file is named in the error, with `fix`."""
+  """The four IDX files in folder `d`, checked: each against the MD5 recorded at install
+  (`installed_md5`), then uint8 images (n, 28, 28) and integer labels (n,) in 0..9 for
+  train and test; a bad file is named in the error, with `fix`."""
   paths = {name: _find(d, name, data_dir) for name in MD5}
-  arrays = {name: read_idx(path) for name, path in paths.items()}
+  md5 = installed_md5(d)
+  arrays = {name: _read_verified(path, md5.get(name), fix) for name, path in paths.items()}
   for split, title in (("train", "train"), ("t10k", "test")):
     xs, ys = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
     check_split(arrays[xs], arrays[ys], (28, 28), f"MNIST {title} images {paths[xs]}",

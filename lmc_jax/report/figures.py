@@ -7,6 +7,7 @@ state or the backend a notebook has chosen.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -18,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from lmc_jax.atomic_files import atomic_write_bytes
 from lmc_jax.lmc.measures import pair_matrix, single_linkage_order
 from lmc_jax.nn import architectures
 
@@ -41,9 +43,12 @@ def panel_grid(n: int, size=3.0):
 
 
 def save_figure(fig, path) -> Path:
+  """Writes `fig` as a PNG at `path`, whole or not at all."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  data = buf.getvalue()
+  atomic_write_bytes(path, lambda f: f.write(data), need=len(data))
   return path
 
 

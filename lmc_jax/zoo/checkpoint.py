@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
-from lmc_jax.atomic_files import atomic_write_bytes, sha256_bytes
+from lmc_jax.atomic_files import atomic_write_npz, sha256_bytes
 from lmc_jax.config import ZooConfig
 from lmc_jax.crash_points import crash_point
 from lmc_jax.errors import LmcError
@@ -82,7 +82,7 @@ class Checkpointer:
                           len(leaves), sha256_bytes(*leaves))
     arrays = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)}
     arrays[_META] = np.frombuffer(json.dumps(meta.to_json()).encode(), np.uint8)
-    atomic_write_bytes(self.path, lambda f: np.savez(f, **arrays))
+    atomic_write_npz(self.path, arrays)
     crash_point("zoo:checkpoint")
 
   def restore(self, template: TrainState) -> Optional[TrainState]:

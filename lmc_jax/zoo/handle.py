@@ -8,17 +8,22 @@ The permutation spec is derived from the network when it is first asked for (and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Tuple
 
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.dataset import Dataset, DatasetInfo
 from lmc_jax.data.datasets import load_dataset
+from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.records import ZooRecord
+from lmc_jax.result_files import ZOO_JSON
 from lmc_jax.symmetry.derive import network_spec
 from lmc_jax.symmetry.spec import PermutationSpec, validate_spec
 from lmc_jax.tree_utils import take
@@ -87,6 +92,47 @@ def open_zoo(directory, record: Optional[ZooRecord] = None) -> ZooHandle:
     logging.warning("%s: model %d diverged (non-finite loss); it is left out of every "
                     "statistic and figure.", directory, k)
   return ZooHandle(directory, record, info, model, variables)
+
+
+_HELD: dict = {}  # realpath of a zoo directory this process holds -> how many holds
+
+
+@contextlib.contextmanager
+def held_zoo(zoo, what: str, record: Optional[ZooRecord] = None):
+  """Yields the zoo `zoo` (a directory, or a handle opened before) opened while this process
+  holds its directory's lock (`dir_lock.DirLock`, with `what` naming the analysis), so no
+  zoo run swaps another zoo in while it is read and analysed, and no result computed from
+  one zoo lands beside another.
+
+  A directory is opened under the lock (`record`, its zoo.json read before, is used only if
+  it still describes the params there); a handle is checked against the params now there,
+  and refused in one sentence if the zoo was replaced since it was opened. Holding the same
+  directory again within one process (an entry point, then the library) nests."""
+  directory = Path(zoo.directory if isinstance(zoo, ZooHandle) else zoo)
+  key = os.path.realpath(directory)
+  lock = DirLock(directory, what) if not _HELD.get(key) else contextlib.nullcontext()
+  with lock:
+    _HELD[key] = _HELD.get(key, 0) + 1
+    try:
+      opened_from = zoo.record if isinstance(zoo, ZooHandle) else record
+      if opened_from is not None and _params_checksum(directory) != opened_from.params_sha256:
+        if isinstance(zoo, ZooHandle):
+          raise LmcError(f"{directory} holds another zoo than the one this analysis opened (it "
+                         "was replaced since, by a zoo run with --overwrite?); run the analysis "
+                         "again to analyse the zoo there now.")
+        record = None  # read again, under the lock
+      yield zoo if isinstance(zoo, ZooHandle) else open_zoo(directory, record)
+    finally:
+      _HELD[key] -= 1
+
+
+def _params_checksum(directory: Path) -> Optional[str]:
+  """The params checksum zoo.json records now (None where it cannot be read: opening the
+  zoo then says why)."""
+  try:
+    return json.loads((directory / ZOO_JSON).read_text()).get("params_sha256")
+  except (OSError, ValueError, AttributeError):
+    return None
 
 
 def check_reference(zoo: ZooHandle, reference: int) -> int:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json, sha256_file
+from lmc_jax.atomic_files import atomic_write_json, atomic_write_npz, sha256_file
 from lmc_jax.config import ConfigError, ZooConfig
 from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
@@ -50,10 +50,9 @@ def save_zoo(directory, config: ZooConfig, params_stack, metrics: Sequence[Model
   model on axis 1) goes to history.npz, before zoo.json."""
   directory = Path(directory)
   if history:
-    atomic_write_bytes(directory / HISTORY_NPZ,
-                       lambda f: np.savez(f, **{k: np.asarray(v) for k, v in history.items()}))
+    atomic_write_npz(directory / HISTORY_NPZ, history)
   flat = {k: np.asarray(v) for k, v in flatten(jax.device_get(params_stack)).items()}
-  atomic_write_bytes(directory / PARAMS_NPZ, lambda f: np.savez(f, **flat))
+  atomic_write_npz(directory / PARAMS_NPZ, flat)
   metrics = tuple(m if isinstance(m, ModelMetrics) else ModelMetrics(**m) for m in metrics)
   record = ZooRecord(config, sha256_file(directory / PARAMS_NPZ), metrics,
                      package_versions(), HISTORY_NPZ if history else None, train_seconds,
@@ -66,6 +65,9 @@ def read_zoo_json(directory) -> ZooRecord:
   """The record of a zoo directory's zoo.json; refuses a missing, unreadable or wrong one
   in one sentence naming the file (and the field) and the fix."""
   directory = Path(directory)
+  if directory.exists() and not directory.is_dir():
+    raise LmcError(f"{directory} is a file, not a zoo directory; pass the directory a zoo "
+                   "was trained into (the one that holds zoo.json).")
   if not directory.is_dir():
     raise LmcError(f"Zoo directory {directory} does not exist; train one with "
                    f"`python -m experiments.zoo --out={directory.parent}` or pass an existing "

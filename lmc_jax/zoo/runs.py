@@ -25,10 +25,11 @@ from lmc_jax.data.datasets import dataset_slug, load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
-from lmc_jax.nn.architectures import family_part
+from lmc_jax.nn.architectures import family_part, takes_depth
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.records import ZooRecord
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
+from lmc_jax.stopping import deferred, note_saved, stop_if_asked
 from lmc_jax.zoo.checkpoint import Checkpointer
 from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import network_of, read_variables, read_zoo_json, save_zoo
@@ -36,11 +37,15 @@ from lmc_jax.zoo.training import train_zoo
 
 
 def zoo_family(config: ZooConfig) -> str:
-  """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`, `cifar10_resnet20`: the
-  dataset, what the architecture adds (`nn.architectures.family_part`), then the init and
-  optimizer where they differ from the dataset's defaults."""
+  """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`, `cifar10_resnet20`,
+  `mnist_d1`: the dataset, what the architecture adds (`nn.architectures.family_part`),
+  the MLP's depth, then the init and optimizer, each where it differs from the dataset's
+  defaults."""
   default = default_config(config.data.dataset)
   parts = [dataset_slug(config.data.dataset), family_part(config.model)]
+  depth = len(config.model.hidden)
+  if takes_depth(config.model.arch) and depth != len(default.model.hidden):
+    parts.append(f"d{depth}")
   if config.model.init != default.model.init:
     parts.append(config.model.init)
   if config.optim.optimizer != default.optim.optimizer:
@@ -49,9 +54,11 @@ def zoo_family(config: ZooConfig) -> str:
 
 
 def zoo_dirname(config: ZooConfig) -> str:
-  """`moons_w512`, `cifar10_sgd_w128`: family and hidden width (the first; the study's
-  nets have equal widths)."""
-  return f"{zoo_family(config)}_w{config.model.hidden[0]}"
+  """`moons_w512`, `cifar10_sgd_w128`, `mnist_d1_w32`: family and hidden width (every
+  width, `moons_d2_w8-4`, where the layers' differ)."""
+  widths = config.model.hidden
+  width = str(widths[0]) if len(set(widths)) == 1 else "-".join(map(str, widths))
+  return f"{zoo_family(config)}_w{width}"
 
 
 def run_zoo(config: ZooConfig, directory, options: RunOptions = RunOptions(),
@@ -153,19 +160,26 @@ def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions,
   if not options.resume and first:
     checkpointer.remove()
   start = time.perf_counter()
-  zoo = train_zoo(config, dataset, label=str(directory), eval_every=options.eval_every,
-                  checkpoint=checkpointer, plan=plan)
-  seconds = time.perf_counter() - start
-  if not first:  # several hosts trained it together; the first one writes
-    return None
-  staged = aside_name(directory, "new")
-  shutil.rmtree(staged, ignore_errors=True)
-  save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
-           train_seconds=seconds, data_source=dataset.source)
-  for name in foreign_entries(directory):  # the user's files stay with the directory
-    link_or_copy(directory / name, staged / name)
-  crash_point("zoo:staged")
-  replace_directory(staged, directory)
+  with deferred():  # a stop signal waits for the next checkpoint, or the whole zoo swapped in
+    zoo = train_zoo(config, dataset, label=str(directory), eval_every=options.eval_every,
+                    checkpoint=checkpointer, plan=plan)
+    seconds = time.perf_counter() - start
+    if not first:  # several hosts trained it together; the first one writes
+      return None
+    staged = aside_name(directory, "new")
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+      save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
+               train_seconds=seconds, data_source=dataset.source)
+      for name in foreign_entries(directory):  # the user's files stay with the directory
+        link_or_copy(directory / name, staged / name)
+      crash_point("zoo:staged")
+      replace_directory(staged, directory)
+    except BaseException:  # a full disk, a second signal: no half-built zoo is left beside
+      shutil.rmtree(staged, ignore_errors=True)
+      raise
+  note_saved(str(checkpointer.path), f"the whole zoo {directory}")
+  stop_if_asked()
   record = read_zoo_json(directory)
   for k in record.diverged:
     logging.warning("%s: model %d diverged (non-finite loss); it is marked in zoo.json and "

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from lmc_jax.config import ConfigError, OptimConfig, ZooConfig
+from lmc_jax.crash_points import crash_point
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset, DatasetInfo, dataset_info
 from lmc_jax.errors import LmcError
@@ -27,6 +28,7 @@ from lmc_jax.nn.forward import apply_train, join_tree, split_tree
 from lmc_jax.nn.models import init_variables, loss_and_correct
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.records import ModelMetrics
+from lmc_jax.stopping import deferred, note_saved, stop_asked, stop_if_asked
 from lmc_jax.tree_utils import fold_in_each
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
 from lmc_jax.zoo.footprint import check_fits, models_per_chunk
@@ -263,28 +265,37 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
     new = to_host(jnp.stack(epoch_losses)) if epoch_losses else start.train_loss[:0]
     return np.concatenate([start.train_loss, new.astype(np.float32)])
 
-  for e in range(start.epoch, train.epochs):
-    params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
-    epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
-    if eval_every and ((e + 1) % eval_every == 0 or e + 1 == train.epochs):
-      test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test,
-                                         plan=plan)
-      evals["eval_epoch"].append(e + 1)
-      evals["test_loss"].append(np.asarray(test_loss, np.float32)[:len(ids)])
-      evals["test_acc"].append(np.asarray(test_acc, np.float32)[:len(ids)])
-    if checkpoint is not None and checkpoint.due(e + 1):
-      checkpoint.save(TrainState(
-          e + 1, to_host(params), to_host(opt_state), losses_so_far(),
-          np.asarray(evals["eval_epoch"], np.int64),
-          np.asarray(evals["test_loss"], np.float32).reshape(-1, len(ids)),
-          np.asarray(evals["test_acc"], np.float32).reshape(-1, len(ids))))
-    if log is not None:
-      losses = to_host(losses)[:len(ids)]
-      finite = losses[np.isfinite(losses)]
-      med = f"{np.median(finite):.4f}" if finite.size else "nan"
-      progress.update(e + 1, f"median train loss {med}"
-                      + (f", {losses.size - finite.size} non-finite" if finite.size < losses.size
-                         else ""))
+  # A stop signal (Ctrl-C, SIGTERM) waits for the end of the epoch, which is checkpointed
+  # first (`stopping`); the last epoch is not: the zoo itself is about to be written.
+  with deferred():
+    for e in range(start.epoch, train.epochs):
+      params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
+      epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
+      if eval_every and ((e + 1) % eval_every == 0 or e + 1 == train.epochs):
+        test_loss, test_acc = evaluate_zoo(model, params, dataset.x_test, dataset.y_test,
+                                           plan=plan)
+        evals["eval_epoch"].append(e + 1)
+        evals["test_loss"].append(np.asarray(test_loss, np.float32)[:len(ids)])
+        evals["test_acc"].append(np.asarray(test_acc, np.float32)[:len(ids)])
+      crash_point("zoo:epoch")
+      stop = stop_asked() and e + 1 < train.epochs
+      if checkpoint is not None and (checkpoint.due(e + 1) or stop):
+        checkpoint.save(TrainState(
+            e + 1, to_host(params), to_host(opt_state), losses_so_far(),
+            np.asarray(evals["eval_epoch"], np.int64),
+            np.asarray(evals["test_loss"], np.float32).reshape(-1, len(ids)),
+            np.asarray(evals["test_acc"], np.float32).reshape(-1, len(ids))))
+        note_saved(str(checkpoint.path), f"the training state after epoch {e + 1} of "
+                   f"{train.epochs} in {checkpoint.path}")
+      if log is not None:
+        losses = to_host(losses)[:len(ids)]
+        finite = losses[np.isfinite(losses)]
+        med = f"{np.median(finite):.4f}" if finite.size else "nan"
+        progress.update(e + 1, f"median train loss {med}"
+                        + (f", {losses.size - finite.size} non-finite"
+                           if finite.size < losses.size else ""))
+      if stop:
+        stop_if_asked()  # the checkpoint just written is where the same command continues
   params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
   history = {"train_loss": losses_so_far()[:, :len(ids)]}
   if evals["eval_epoch"]:
