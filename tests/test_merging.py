@@ -97,9 +97,9 @@ def _zip_by_hand(wa, ba, va, ca, wb, bb, vb, cb, x, alpha, beta):
       budget[origin[i]] -= 1
       if budget[origin[i]] <= 0:
         for k in groups:
-          for l in groups:
-            if k != l and origin[k] == origin[l] == origin[i]:
-              sim[(k, l)] = -np.inf
+          for m2 in groups:
+            if k != m2 and origin[k] == origin[m2] == origin[i]:
+              sim[(k, m2)] = -np.inf
   w, b = np.zeros_like(wa), np.zeros_like(ba)
   v = np.zeros_like(va)
   for g, key in enumerate(sorted(groups)):
