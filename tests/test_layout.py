@@ -9,7 +9,8 @@ PACKAGE = Path(lmc_jax.__file__).parent
 ORDER = ["data", "nn", "symmetry", "zoo", "lmc", "align", "merging", "analysis", "report", "cli"]
 FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files", "preflight",
               "dir_lock", "crash_points", "schema", "records", "barrier_records",
-              "study_records", "execution", "version", "split_spec"}
+              "study_records", "execution", "version", "split_spec",
+              "merge_records"}
 
 
 def level(module: str) -> int:
