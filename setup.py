@@ -12,7 +12,7 @@ setup(
     entry_points={"console_scripts": [
         f"lmc-{name}=lmc_jax.cli.{name}:run"
         for name in ("zoo", "barrier", "swa", "plane", "redundancy", "dynamics", "bench",
-                     "reproduce", "fetch")]},
+                     "reproduce", "fetch", "merge")]},
     license="Apache-2.0",
     license_files=["LICENSE"],
     python_requires=">=3.10",

@@ -28,6 +28,15 @@ from lmc_jax.lmc.batchnorm import reset_pair_sweep
 from lmc_jax.lmc.interpolation import Curves, all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curve_set, epsilon, loss_barrier, rebasin_barrier
 from lmc_jax.lmc.repair import repaired_pair_sweep
+from lmc_jax.merging.combine import Merged, merge, merge_method_names, merge_models
+from lmc_jax.merging.evaluate import (
+                                   Scores,
+                                   ensemble_logits,
+                                   joint_loss_acc,
+                                   part_accuracy,
+                                   predict_logits,
+                                   scores,
+)
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.records import CurveSet, ModelMetrics, ZooRecord
 from lmc_jax.symmetry.derive import check_spec, derive_spec, spec_for_config, spec_without_prefix
@@ -65,6 +74,9 @@ __all__ = [
     # linear mode connectivity
     "all_pairs", "pair_sweep", "reset_pair_sweep", "repaired_pair_sweep", "repair_sites",
     "Curves", "epsilon", "loss_barrier", "rebasin_barrier", "analyse_zoo",
+    # merging
+    "merge", "merge_models", "Merged", "merge_method_names", "predict_logits", "scores",
+    "Scores", "joint_loss_acc", "part_accuracy", "ensemble_logits",
     # result files, as records
     "ZooRecord", "ModelMetrics", "CurveSet", "curve_set", "BarrierResult", "MethodEntry",
     "RepairEntry", "Diagnostics", "read_zoo_json", "read_barrier_json",

@@ -21,6 +21,7 @@ import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from lmc_jax.errors import LmcError
+from lmc_jax.split_spec import SplitError, parse_split
 
 # Choices of the fields that take one of a few names. What each means lives with the code
 # that uses it (nn.models, nn.conv, nn.optim, nn.precision, data.augment).
@@ -148,9 +149,21 @@ class DataConfig(Section):
                              "(0: all): for reduced runs on a CPU.", low=0)
   test_subset: int = _field(0, "Evaluate on this many test samples, drawn by --data_seed "
                             "(0: all).", low=0)
+  train_split: str = _field("", "Train on one part of the training set (after "
+                            "--train_subset; the test split stays whole): shard:K/N (the K-th "
+                            "of N class-balanced shards), classes:A-B or classes:I,J,... (those "
+                            "labels), skew:P:K/N (N shards, shard K holding a fraction P of its "
+                            "own block of labels and a share of the rest), dirichlet:ALPHA:K/N "
+                            "(per-class proportions from a Dirichlet(ALPHA)); drawn by "
+                            "--data_seed. Empty: the whole set.")
 
   def _check(self) -> None:
     dataset_defaults(self.dataset)  # a known name, or npz:PATH
+    if self.train_split:
+      try:
+        parse_split(self.train_split)
+      except SplitError as e:
+        raise ConfigError("data.train_split", str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -159,7 +159,9 @@ class ModelMetrics(Record):
 class ZooRecord(Record):
   """zoo.json: the config, the checksum of params.npz, one `ModelMetrics` per model, the
   package versions, the history file's name (None: none saved), the seconds training took
-  and how the data is labelled (`data_source`, '' for the dataset's own name)."""
+  and how the data is labelled (`data_source`, '' for the dataset's own name), and the
+  training examples per class it saw (`train_class_counts`, after its subset and
+  `config.data.train_split`; None in zoos written before it was recorded)."""
   config: ZooConfig
   params_sha256: str
   models: Tuple[ModelMetrics, ...]
@@ -167,10 +169,13 @@ class ZooRecord(Record):
   history: Optional[str] = None
   train_seconds: Optional[float] = None
   data_source: str = ""
+  train_class_counts: Optional[Tuple[int, ...]] = None
   FIX = staticmethod(zoo_fix)
 
   def __post_init__(self):
     self._set(models=tuple(self.models), versions=dict(self.versions))
+    if self.train_class_counts is not None:
+      self._set(train_class_counts=tuple(self.train_class_counts))
 
   @property
   def num_models(self) -> int:
@@ -215,6 +220,8 @@ class ZooRecord(Record):
       doc["train_seconds"] = self.train_seconds
     if self.data_source:
       doc["data_source"] = self.data_source
+    if self.train_class_counts is not None:
+      doc["train_class_counts"] = list(self.train_class_counts)
     return doc
 
   @classmethod
@@ -236,10 +243,15 @@ class ZooRecord(Record):
     source = doc.get("data_source") or ""
     history = doc.get("history")
     seconds = doc.get("train_seconds")
+    counts = doc.get("train_class_counts")
+    if counts is not None:
+      counts = c.integers(counts, "train_class_counts")
+      if any(k < 0 for k in counts):
+        c.fail("train_class_counts", f"holds a negative count ({list(counts)})")
     return cls(config, sha, tuple(metrics), versions_of(c, doc),
                None if history is None else c.string(history, "history"),
                None if seconds is None else c.number_or_null(seconds, "train_seconds"),
-               c.string(source, "data_source"))
+               c.string(source, "data_source"), counts)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -120,3 +120,11 @@ DYNAMICS_FORMAT = 1
 BENCH_FORMAT = 1
 SOURCE_FORMAT = 1  # a dataset's SOURCE.json
 CHECKPOINT_FORMAT = 1  # the meta document of a training checkpoint
+
+# Written by experiments.merge into its --out folder.
+MERGE_JSON = "merge.json"
+MERGE_FORMAT = 1
+MERGE_METHODS_CSV = "merge_methods.csv"
+MERGED_DIR = "merged"  # merged/<method>.npz: a merged network's variables, keyed as params.npz
+MERGE_ALPHA_PNG = "merge_accuracy_vs_alpha.png"
+MERGE_BARS_PNG = "merge_accuracy_bars.png"

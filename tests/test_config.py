@@ -50,7 +50,8 @@ def test_sections_hold_every_field_once_and_each_layer_its_own():
   names = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
   assert len(names) == len(set(names)) == len(SECTION_OF)
   assert {f.name for f in dataclasses.fields(DataConfig)} == {
-      "dataset", "data_seed", "n_train", "n_test", "noise", "train_subset", "test_subset"}
+      "dataset", "data_seed", "n_train", "n_test", "noise", "train_subset", "test_subset",
+      "train_split"}
   assert {f.name for f in dataclasses.fields(ModelConfig)} == {
       "arch", "hidden", "norm", "layernorm", "layernorm_eps", "init", "precision"}
   assert {f.name for f in dataclasses.fields(OptimConfig)} == {

@@ -6,10 +6,11 @@ from pathlib import Path
 import lmc_jax
 
 PACKAGE = Path(lmc_jax.__file__).parent
-ORDER = ["data", "nn", "symmetry", "zoo", "lmc", "align", "analysis", "report", "cli"]
+ORDER = ["data", "nn", "symmetry", "zoo", "lmc", "align", "merging", "analysis", "report", "cli"]
 FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files", "preflight",
               "dir_lock", "crash_points", "schema", "records", "barrier_records",
-              "study_records", "execution", "version", "stopping"}
+              "study_records", "execution", "version", "split_spec",
+              "merge_records", "stopping"}
 
 
 def level(module: str) -> int:

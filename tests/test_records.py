@@ -256,7 +256,8 @@ def test_a_wrong_study_file_names_its_field():
 # -- nothing reads a result document by key outside the records ------------------------------
 
 PACKAGE = Path(lmc_jax.__file__).parent
-RECORD_MODULES = {"records.py", "barrier_records.py", "study_records.py", "schema.py"}
+RECORD_MODULES = {"records.py", "barrier_records.py", "study_records.py", "schema.py",
+                  "merge_records.py"}
 # Every key of the documents the records hold: zoo.json and its models, barrier.json and
 # its entries, curves and diagnostics, a checkpoint's meta, swa.json, plane.json,
 # redundancy.json and the dynamics JSON.

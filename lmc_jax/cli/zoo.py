@@ -37,7 +37,7 @@ from lmc_jax.cli.config_flags import (
   widths_from_flags,
 )
 from lmc_jax.config import ConfigError
-from lmc_jax.data.datasets import dataset_info, dataset_slug
+from lmc_jax.data.datasets import dataset_info, dataset_slug, training_labels
 from lmc_jax.execution import ExecutionPlan, plan_from_environment
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.preflight import check_disk_room, check_output_dir
@@ -55,15 +55,19 @@ flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory pe
 define_distributed_flags()
 
 
-def preflight(configs, out: Path, overwrite: bool, plan: ExecutionPlan) -> None:
-  """Before any training: every network fits its dataset and the memory here, and `out`
-  is a writable directory with room for every zoo (and the largest checkpoint)."""
+def preflight(configs, out: Path, overwrite: bool, plan: ExecutionPlan,
+              data_dir: str = "data") -> None:
+  """Before any training: every network fits its dataset and the memory here, a training
+  split holds examples, and `out` is a writable directory with room for every zoo (and the
+  largest checkpoint)."""
   check_output_dir(out, "--out")
   need = 0
   for config in configs:
     try:
       augment_shape(config, dataset_info(config.data))
       model_for(config)
+      if config.data.train_split:
+        training_labels(config.data, data_dir)
     except ConfigError as e:
       raise in_flags(e) from None
     footprint = check_fits(config, plan)
@@ -82,7 +86,7 @@ def main(argv):
   configs = [config_from_flags(w) for w in widths]  # checks every width before any training
   out = Path(FLAGS.out)
   plan = plan_from_environment()
-  preflight(configs, out, options.overwrite, plan)
+  preflight(configs, out, options.overwrite, plan, options.data_dir)
   rows, histories = [], []
   for config in configs:
     directory = out / zoo_dirname(config)

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lmc_jax.config import ConfigError
 from lmc_jax.data import cifar10
 from lmc_jax.data.dataset import Dataset, DatasetInfo, logits_for
 from lmc_jax.data.mnist import load_mnist_raw, normalise
 from lmc_jax.data.npz import load_npz, npz_info
+from lmc_jax.data.splits import SplitError, parse_split, split_indices
 from lmc_jax.errors import LmcError
 
 __all__ = ["Dataset", "DatasetInfo", "logits_for", "dataset_info", "dataset_slug", "dims_of",
-           "is_npz", "load_dataset", "moons", "npz_path", "subset"]
+           "is_npz", "load_dataset", "moons", "npz_path", "subset", "split_part",
+           "training_labels"]
 
 DATASETS = ("moons", "mnist", "cifar10")
 NPZ_PREFIX = "npz:"
@@ -89,7 +92,10 @@ def dataset_info(config, data_dir="data") -> DatasetInfo:
   """What a config (or its data section) trains and evaluates on, with its subsets applied,
   without loading arrays: Moons from its fields, MNIST and CIFAR-10 from their official
   sizes, an npz file from its `.npy` headers and its labels. `data_dir` is where the
-  built-in datasets live; it is not read (their sizes are known)."""
+  built-in datasets live; it is not read (their sizes are known). With a `train_split`,
+  `n_train` is the size before the split (an upper bound: the split's size needs the
+  labels, see `training_labels`); labels it names outside the dataset's are refused here
+  (`ConfigError` naming `data.train_split`)."""
   data = _data_section(config)
   name = data.dataset
   if name == "moons":
@@ -101,6 +107,7 @@ def dataset_info(config, data_dir="data") -> DatasetInfo:
     full = npz_info(npz_path(name))._replace(name=name)
   else:
     raise _unknown(name)
+  _check_split_labels(getattr(data, "train_split", ""), full.num_classes)
   return full._replace(n_train=_kept(full.n_train, getattr(data, "train_subset", 0)),
                        n_test=_kept(full.n_test, getattr(data, "test_subset", 0)))
 
@@ -150,8 +157,47 @@ def load_dataset(config, data_dir="data") -> Dataset:
   `test_subset` samples where those are set; files are looked up under `data_dir`."""
   data = _data_section(config)
   full = _load_full(data, data_dir)  # data_dir is not used for npz:PATH
-  return subset(full, getattr(data, "train_subset", 0), getattr(data, "test_subset", 0),
-                data.data_seed)
+  cut = subset(full, getattr(data, "train_subset", 0), getattr(data, "test_subset", 0),
+               data.data_seed)
+  return split_part(cut, getattr(data, "train_split", ""), data.data_seed)
+
+
+def _check_split_labels(spec: str, num_classes: int) -> None:
+  if spec and parse_split(spec).kind == "classes":
+    outside = [c for c in parse_split(spec).labels if c >= num_classes]
+    if outside:
+      raise ConfigError("data.train_split", f"is {spec!r}, naming label(s) {outside} of a "
+                        f"dataset with {num_classes} classes (labels 0..{num_classes - 1})")
+
+
+def _split_keep(spec: str, labels, num_classes: int, seed: int):
+  try:
+    return split_indices(spec, labels, num_classes, seed)
+  except SplitError as e:
+    raise ConfigError("data.train_split", str(e)) from None
+
+
+def split_part(data: Dataset, spec: str, seed: int = 0) -> Dataset:
+  """`data` with its training split cut to part `spec` (`data.splits`; '' keeps it whole);
+  the test split is whole. A part that would be empty is a `ConfigError` naming
+  `data.train_split`."""
+  if not spec:
+    return data
+  keep = _split_keep(spec, data.y_train, data.num_classes, seed)
+  return data._replace(x_train=data.x_train[keep], y_train=data.y_train[keep])
+
+
+def training_labels(config, data_dir="data"):
+  """`(n,)` the labels a config (or its data section) trains on, its subset and split
+  applied, read without keeping the inputs: checks a `train_split` before any work."""
+  data = _data_section(config)
+  full = _load_full(data, data_dir)
+  y = full.y_train
+  n = getattr(data, "train_subset", 0)
+  if _kept(len(y), n) != len(y):
+    y = y[np.sort(np.random.default_rng([data.data_seed, 2]).choice(len(y), n, replace=False))]
+  spec = getattr(data, "train_split", "")
+  return y[_split_keep(spec, y, full.num_classes, data.data_seed)] if spec else y
 
 
 def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:

@@ -44,10 +44,11 @@ def package_versions() -> dict:
 
 def save_zoo(directory, config: ZooConfig, params_stack, metrics: Sequence[ModelMetrics],
              history: Optional[dict] = None, train_seconds: Optional[float] = None,
-             data_source: str = "") -> Path:
+             data_source: str = "", train_class_counts=None) -> Path:
   """Writes a zoo directory; returns its path. `metrics`: one `ModelMetrics` per model (or
   a dict of its fields). `history` (`Zoo.history`: arrays with the epoch on axis 0 and the
-  model on axis 1) goes to history.npz, before zoo.json."""
+  model on axis 1) goes to history.npz, before zoo.json. `train_class_counts` `(C,)`: the
+  training examples per class the zoo saw (its subset and split applied)."""
   directory = Path(directory)
   if history:
     atomic_write_npz(directory / HISTORY_NPZ, history)
@@ -56,7 +57,8 @@ def save_zoo(directory, config: ZooConfig, params_stack, metrics: Sequence[Model
   metrics = tuple(m if isinstance(m, ModelMetrics) else ModelMetrics(**m) for m in metrics)
   record = ZooRecord(config, sha256_file(directory / PARAMS_NPZ), metrics,
                      package_versions(), HISTORY_NPZ if history else None, train_seconds,
-                     data_source)
+                     data_source,
+                     None if train_class_counts is None else tuple(map(int, train_class_counts)))
   atomic_write_json(directory / ZOO_JSON, record.to_json())
   return directory
 

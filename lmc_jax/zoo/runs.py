@@ -22,6 +22,7 @@ from lmc_jax.atomic_files import (
 from lmc_jax.config import RunOptions, ZooConfig, default_config
 from lmc_jax.crash_points import crash_point
 from lmc_jax.data.datasets import dataset_slug, load_dataset
+from lmc_jax.data.splits import class_counts
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
@@ -29,6 +30,7 @@ from lmc_jax.nn.architectures import family_part, takes_depth
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.records import ZooRecord
 from lmc_jax.result_files import ZOO_DIR_FILES, ZOO_JSON
+from lmc_jax.split_spec import parse_split
 from lmc_jax.stopping import deferred, note_saved, stop_if_asked
 from lmc_jax.zoo.checkpoint import Checkpointer
 from lmc_jax.zoo.handle import open_zoo
@@ -38,9 +40,9 @@ from lmc_jax.zoo.training import train_zoo
 
 def zoo_family(config: ZooConfig) -> str:
   """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`, `cifar10_resnet20`,
-  `mnist_d1`: the dataset, what the architecture adds (`nn.architectures.family_part`),
-  the MLP's depth, then the init and optimizer, each where it differs from the dataset's
-  defaults."""
+  `mnist_d1`, `mnist_classes0-4`: the dataset, what the architecture adds
+  (`nn.architectures.family_part`), the MLP's depth, then the init and optimizer, each where
+  it differs from the dataset's defaults, then the training split (`split_spec.Split.slug`)."""
   default = default_config(config.data.dataset)
   parts = [dataset_slug(config.data.dataset), family_part(config.model)]
   depth = len(config.model.hidden)
@@ -50,6 +52,8 @@ def zoo_family(config: ZooConfig) -> str:
     parts.append(config.model.init)
   if config.optim.optimizer != default.optim.optimizer:
     parts.append(config.optim.optimizer)
+  if config.data.train_split:  # two parts of one split never share a directory
+    parts.append(parse_split(config.data.train_split).slug)
   return "_".join(p for p in parts if p)
 
 
@@ -170,7 +174,8 @@ def _train_and_save(config: ZooConfig, directory: Path, options: RunOptions,
     shutil.rmtree(staged, ignore_errors=True)
     try:
       save_zoo(staged, config, zoo.variables, zoo.metrics, history=zoo.history,
-               train_seconds=seconds, data_source=dataset.source)
+               train_seconds=seconds, data_source=dataset.source,
+               train_class_counts=class_counts(dataset.y_train, dataset.num_classes))
       for name in foreign_entries(directory):  # the user's files stay with the directory
         link_or_copy(directory / name, staged / name)
       crash_point("zoo:staged")

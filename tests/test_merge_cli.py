@@ -1,0 +1,60 @@
+"""experiments.merge end to end on two tiny MNIST-free zoos (Moons split by shard): the
+record reads back through its schema check, the merged networks on disk recompute in
+numpy to the accuracies merge.json records, and bad input is refused in one line with
+nothing written."""
+import json
+
+import numpy as np
+
+from lmc_jax.config import default_config
+from lmc_jax.data.datasets import load_dataset
+from lmc_jax.merge_records import MergeResult
+from lmc_jax.schema import SchemaError
+from lmc_jax.zoo.io import save_zoo
+from lmc_jax.zoo.training import train_zoo
+from tests.helpers.cli import refused, run_module, snapshot
+
+
+def _zoo(directory, split, width=6):
+  config = default_config("moons", hidden=(width,), num_models=2, epochs=3, n_train=128,
+                          n_test=128, train_split=split)
+  zoo = train_zoo(config, load_dataset(config), log=None)
+  save_zoo(directory, config, zoo.variables, zoo.metrics)
+
+
+def _numpy_forward(flat, x):
+  h = np.maximum(x @ flat["params/Dense_0/kernel"] + flat["params/Dense_0/bias"], 0)
+  return h @ flat["params/Dense_1/kernel"] + flat["params/Dense_1/bias"]
+
+
+def test_merge_command_writes_what_recomputes(tmp_path):
+  a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+  _zoo(a, "shard:0/2")
+  _zoo(b, "shard:1/2")
+  _zoo(c, "shard:1/2", width=7)
+  out = tmp_path / "out"
+  before = snapshot(tmp_path)
+  refused(run_module("merge", f"--zoo={a},{c}", f"--out={out}"), "--zoo", "widths")
+  refused(run_module("merge", f"--zoo={a},{b}", "--models=0,5", f"--out={out}"), "--models",
+          "model 5")
+  assert snapshot(tmp_path) == before
+  r = run_module("merge", f"--zoo={a},{b}", "--method=naive,weight,zip", "--repair",
+                 "--alphas=3", f"--out={out}", "--fit_samples=64")
+  assert r.returncode == 0, r.stderr[-3000:]
+  doc = json.loads((out / "merge.json").read_text())
+  result = MergeResult.from_json(doc, out / "merge.json")
+  assert len(result.pairings) == 4 and result.pairings[0].tolist() == [0, 0]
+  data = load_dataset(default_config("moons", n_train=128, n_test=128))
+  for name, entry in result.methods.items():
+    flat = dict(np.load(out / "merged" / f"{name}.npz"))
+    z = _numpy_forward(flat, data.x_test.astype(np.float64))[:, 0]
+    assert abs(np.mean((z > 0) == data.y_test) - entry.acc[0, 0]) < 1e-6, name
+  assert np.allclose(result.methods["weight"].curve_acc[:, 0], result.parent_acc[0, :, 0])
+  for name in ("merge_methods.csv", "merge_accuracy_bars.png", "merge_accuracy_vs_alpha.png"):
+    assert (out / name).stat().st_size > 0
+  doc["methods"]["weight"]["acc"] = "high"
+  try:
+    MergeResult.from_json(doc, out / "merge.json")
+    raise AssertionError("a wrong merge.json was read")
+  except SchemaError as e:
+    assert "methods.weight.acc" in str(e)
