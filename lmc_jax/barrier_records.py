@@ -93,8 +93,9 @@ class RepairEntry(Record):
 
 def _read_perms(c: Checker, perms, field: str, num_models: Optional[int],
                 sizes: Optional[Dict[str, int]]) -> tuple:
-  """One dict per model of permutation name -> a permutation of 0..n-1 (n from `sizes`
-  where given, whose names each dict must hold)."""
+  """One dict per model of permutation name -> a permutation of 0..n-1, or a signed one
+  (`~j` for unit j flipped: `symmetry.spec`) (n from `sizes` where given, whose names each
+  dict must hold)."""
   out = []
   for k, perm in enumerate(c.seq(perms, field, num_models)):
     c.obj(perm, f"{field}[{k}]")
@@ -105,8 +106,9 @@ def _read_perms(c: Checker, perms, field: str, num_models: Optional[int],
       where = f"{field}[{k}].{name}"
       n = sizes[name] if sizes is not None else (len(value) if isinstance(value, list) else 0)
       c.seq(value, where, n)
-      if not all(is_int(v) for v in value) or not np.array_equal(np.sort(value), np.arange(n)):
-        c.fail(where, f"is not a permutation of 0..{n - 1}")
+      if not all(is_int(v) for v in value) or not np.array_equal(
+          np.sort(np.where(np.asarray(value) < 0, ~np.asarray(value), value)), np.arange(n)):
+        c.fail(where, f"is not a permutation of 0..{n - 1}, signed or not")
     out.append({name: np.asarray(value, np.int64) for name, value in perm.items()})
   return tuple(out)
 

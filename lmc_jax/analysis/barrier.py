@@ -179,13 +179,21 @@ def _fresh(job: BarrierJob) -> BarrierResult:
 
 def _kept(job: BarrierJob, entry: Optional[MethodEntry], wanted: dict):
   """(kept?, aligned params or None) for an entry already in barrier.json."""
-  if entry is None or entry.settings != wanted:
+  if entry is None or _settings_differ(job, dict(entry.settings), wanted):
     return False, None
   if entry.skipped is not None:
     return True, None
   if not entry.perms:
     return False, None
   return True, permute_zoo(job.task.spec, [dict(p) for p in entry.perms], job.task.params)
+
+
+def _settings_differ(job: BarrierJob, old: dict, wanted: dict) -> bool:
+  """Whether an entry made with settings `old` is not one made with `wanted`; where the
+  spec has no signs the `signs` setting changes nothing, so entries from before it count."""
+  if not job.task.spec.signs:
+    old, wanted = ({k: v for k, v in d.items() if k != "signs"} for d in (old, wanted))
+  return old != wanted
 
 
 def _align(job: BarrierJob, result: BarrierResult, name: str, only: bool):
