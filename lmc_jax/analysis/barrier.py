@@ -192,8 +192,11 @@ def _kept(job: BarrierJob, entry: Optional[MethodEntry], wanted: dict):
 
 
 def _settings_differ(job: BarrierJob, old: dict, wanted: dict) -> bool:
-  """Whether an entry made with settings `old` is not one made with `wanted`; where the
-  spec has no signs the `signs` setting changes nothing, so entries from before it count."""
+  """Whether an entry made with settings `old` is not one made with `wanted`. An entry from
+  before the `signs` setting searched plain permutations (signs false); where the spec has
+  no signs the setting changes nothing, so such entries count whatever it says."""
+  if "signs" in wanted and "signs" not in old:
+    old = {**old, "signs": False}
   if not job.task.spec.signs:
     old, wanted = ({k: v for k, v in d.items() if k != "signs"} for d in (old, wanted))
   return old != wanted

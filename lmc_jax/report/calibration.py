@@ -44,16 +44,16 @@ def calibration_rows(records: Sequence, names: Sequence[str]) -> List[dict]:
 def calibration_figure(records: Sequence, names: Sequence[str], path) -> Path:
   """Median epsilon against width (log2), raw solid and calibrated dashed, one colour per
   set of curves; beside it the median fitted temperature along the line at each width."""
-  rows = calibration_rows(records, names)
   fig, axes = new_figure(1, 2, (10.4, 4.4))
   ax, ax_t = axes[0]
   colors = matplotlib.colormaps["tab10"]
-  for k, name in enumerate(dict.fromkeys(row["curves"] for row in rows)):
-    mine = [row for row in rows if row["curves"] == name]
-    xs = [row["width"] for row in mine]
-    ax.plot(xs, [row["eps_raw"] for row in mine], "o-", color=colors(k), label=f"{name} raw")
-    ax.plot(xs, [row["eps_calibrated"] for row in mine], "s--", color=colors(k),
-            label=f"{name} calibrated")
+  for k, name in enumerate(["naive"] + [n for n in names if n != "naive"]):
+    mine = [r for r in records if r.curves(name) is not None and r.result.calibrated(name)]
+    xs = [r.width for r in mine]
+    ax.plot(xs, [_median(r.curves(name).epsilon) for r in mine], "o-", color=colors(k),
+            label=f"{name} raw")
+    ax.plot(xs, [_median(r.result.calibrated(name).curves.epsilon) for r in mine], "s--",
+            color=colors(k), label=f"{name} calibrated")
   for k, r in enumerate(records):
     cal = r.result.calibrated("naive")
     if cal is not None:
