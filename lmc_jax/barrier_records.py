@@ -1,17 +1,22 @@
-"""Typed records of barrier.json (`analysis.barrier` writes it), format 3:
+"""Typed records of barrier.json (`analysis.barrier` writes it), format 4:
 
-  {"format": 3, "zoo", "split", "bn_reset": {"batches", "batch_size"} or null, "precision",
+  {"format": 4, "zoo", "split", "bn_reset": {"batches", "batch_size"} or null, "precision",
    "reference", "alphas": [A floats], "excluded": [diverged models],
    "collapsed": [models at chance accuracy, kept in every pair],
-   "naive": {curves, "repaired": REPAIR (optional)},
+   "naive": {curves, "repaired": REPAIR (optional), "calibrated": CALIBRATED (optional)},
    "methods": {"<name>": {"reference", "settings", "seconds", "sweep_seconds", "info",
-                          "fraction_moved", "perms", curves, "repaired": REPAIR (optional)}
+                          "fraction_moved", "perms", curves, "repaired": REPAIR (optional),
+                          "calibrated": CALIBRATED (optional)}
                          or {"settings", "skipped": why}, ...},
    "diagnostics": {...} (optional), "seconds", "params_sha256", "versions"}
 
-where curves are the keys of a `CurveSet` ("pairs", "loss", "acc" and one per measure) and
-REPAIR is {"fit_samples", curves} or {"fit_samples", "skipped": why}. Weight matching (the
-study's measure, 'aligned') is the entry `methods.weight`, like every other method.
+where curves are the keys of a `CurveSet` ("pairs", "loss", "acc" and one per measure),
+REPAIR is {"fit_samples", curves} or {"fit_samples", "skipped": why}, and CALIBRATED is
+{"held_out", "temperature": (P, A), curves}: each network's loss at its own softmax
+temperature, fit on `held_out` training rows (`lmc.temperature`). Format 3 is format 4
+without CALIBRATED (read as it is); permutations may be signed (`~j`: unit j flipped).
+Weight matching (the study's measure, 'aligned') is the entry `methods.weight`, like every
+other method.
 
 Earlier formats are read into the same records, so every reader sees one layout: format 2
 kept weight matching's curves once, as a top-level "aligned" (with method, max_iter, seed,
@@ -93,8 +98,9 @@ class RepairEntry(Record):
 
 def _read_perms(c: Checker, perms, field: str, num_models: Optional[int],
                 sizes: Optional[Dict[str, int]]) -> tuple:
-  """One dict per model of permutation name -> a permutation of 0..n-1 (n from `sizes`
-  where given, whose names each dict must hold)."""
+  """One dict per model of permutation name -> a permutation of 0..n-1, or a signed one
+  (`~j` for unit j flipped: `symmetry.spec`) (n from `sizes` where given, whose names each
+  dict must hold)."""
   out = []
   for k, perm in enumerate(c.seq(perms, field, num_models)):
     c.obj(perm, f"{field}[{k}]")
@@ -105,10 +111,40 @@ def _read_perms(c: Checker, perms, field: str, num_models: Optional[int],
       where = f"{field}[{k}].{name}"
       n = sizes[name] if sizes is not None else (len(value) if isinstance(value, list) else 0)
       c.seq(value, where, n)
-      if not all(is_int(v) for v in value) or not np.array_equal(np.sort(value), np.arange(n)):
-        c.fail(where, f"is not a permutation of 0..{n - 1}")
+      if not all(is_int(v) for v in value) or not np.array_equal(
+          np.sort(np.where(np.asarray(value) < 0, ~np.asarray(value), value)), np.arange(n)):
+        c.fail(where, f"is not a permutation of 0..{n - 1}, signed or not")
     out.append({name: np.asarray(value, np.int64) for name, value in perm.items()})
   return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CalibrationEntry(Record):
+  """One set of curves at each network's own softmax temperature, fit on `held_out`
+  training rows the zoo did not train on: `temperature` `(P, A)` and the curves (loss
+  calibrated, accuracy as measured, and every measure of the calibrated loss)."""
+  held_out: int
+  temperature: np.ndarray
+  curves: CurveSet
+  FIX = staticmethod(barrier_fix)
+
+  def __post_init__(self):
+    self._set(held_out=int(self.held_out), temperature=frozen_array(self.temperature))
+
+  def to_json(self) -> dict:
+    return {"held_out": self.held_out,
+            "temperature": [floats(row) for row in self.temperature], **self.curves.to_json()}
+
+  @classmethod
+  def read(cls, c: Checker, doc, field: str = "calibrated", num_alphas: Optional[int] = None,
+           num_models: Optional[int] = None) -> "CalibrationEntry":
+    c.obj(doc, field)
+    held_out = c.integer(c.get(doc, "held_out", f"{field}.held_out"), f"{field}.held_out", 1)
+    curves = CurveSet.read(c, doc, field, num_alphas, num_models)
+    t = c.matrix(c.get(doc, "temperature", f"{field}.temperature"), f"{field}.temperature")
+    if t.shape != curves.loss.shape:
+      c.fail(f"{field}.temperature", f"has shape {t.shape}, not the curves' {curves.loss.shape}")
+    return cls(held_out, t, curves)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,6 +165,7 @@ class MethodEntry(Record):
   curves: Optional[CurveSet] = None
   repaired: Optional[RepairEntry] = None
   skipped: Optional[str] = None
+  calibrated: Optional[CalibrationEntry] = None
   FIX = staticmethod(barrier_fix)
 
   def __post_init__(self):
@@ -153,6 +190,8 @@ class MethodEntry(Record):
       doc.update(self.curves.to_json())
     if self.repaired is not None:
       doc["repaired"] = self.repaired.to_json()
+    if self.calibrated is not None:
+      doc["calibrated"] = self.calibrated.to_json()
     return doc
 
   @classmethod
@@ -176,7 +215,9 @@ class MethodEntry(Record):
         if "perms" in doc else (),
         CurveSet.read(c, doc, field, num_alphas, num_models) if curves else None,
         _optional(doc, "repaired", f"{field}.repaired",
-                  lambda v, f: RepairEntry.read(c, v, f, num_alphas, num_models)))
+                  lambda v, f: RepairEntry.read(c, v, f, num_alphas, num_models)),
+        calibrated=_optional(doc, "calibrated", f"{field}.calibrated",
+                             lambda v, f: CalibrationEntry.read(c, v, f, num_alphas, num_models)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -281,6 +322,7 @@ class BarrierResult(Record):
   params_sha256: Optional[str] = None
   versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
   zoo: str = ""
+  naive_calibrated: Optional[CalibrationEntry] = None
   FIX = staticmethod(barrier_fix)
 
   def __post_init__(self):
@@ -320,6 +362,20 @@ class BarrierResult(Record):
     entry = self.method(name)
     return None if entry is None else entry.repaired
 
+  def calibrated(self, name: str) -> Optional[CalibrationEntry]:
+    """The temperature-calibrated curves of 'naive', 'aligned' or a method, or None where
+    they were not measured."""
+    if name == "naive":
+      return self.naive_calibrated
+    entry = self.method(name)
+    return None if entry is None else entry.calibrated
+
+  def with_calibrated(self, name: str, entry: CalibrationEntry) -> "BarrierResult":
+    """This result with `entry` as the calibrated curves of 'naive' or of method `name`."""
+    if name == "naive":
+      return self.replace(naive_calibrated=entry)
+    return self.with_method(dataclasses.replace(self.method(name), calibrated=entry))
+
   def replace(self, **changes) -> "BarrierResult":
     return dataclasses.replace(self, **changes)
 
@@ -340,6 +396,8 @@ class BarrierResult(Record):
     naive = self.naive.to_json()
     if self.naive_repaired is not None:
       naive["repaired"] = self.naive_repaired.to_json()
+    if self.naive_calibrated is not None:
+      naive["calibrated"] = self.naive_calibrated.to_json()
     doc = {"format": BARRIER_FORMAT, "zoo": self.zoo, "split": self.split,
            "bn_reset": None if self.bn_reset is None else self.bn_reset.to_json(),
            "precision": self.precision}
@@ -395,7 +453,9 @@ class BarrierResult(Record):
         {k: c.number_or_null(v, f"seconds.{k}")
          for k, v in c.obj(doc.get("seconds", {}), "seconds").items()},
         _optional(doc, "params_sha256", "params_sha256", c.string), versions_of(c, doc),
-        c.string(doc.get("zoo", ""), "zoo"))
+        c.string(doc.get("zoo", ""), "zoo"),
+        _optional(naive_doc, "calibrated", "naive.calibrated",
+                  lambda v, f: CalibrationEntry.read(c, v, f, **sizes)))
 
 
 def _legacy_methods(c: Checker, doc: dict, methods_doc: dict, perm_sizes, num_alphas: int,

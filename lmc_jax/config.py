@@ -27,6 +27,7 @@ from lmc_jax.split_spec import SplitError, parse_split
 # that uses it (nn.models, nn.conv, nn.optim, nn.precision, data.augment).
 NORMS = ("none", "layernorm", "batchnorm")
 LAYERNORM_POSITIONS = ("none", "after_relu", "before_relu")
+ACTIVATIONS = ("relu", "tanh", "gelu")
 INITS = ("default", "pytorch", "kaiming_normal", "kaiming_uniform", "kaiming_normal_torch_bias",
          "kaiming_uniform_torch_bias")
 PRECISIONS = ("fp32", "bf16")
@@ -180,6 +181,10 @@ class ModelConfig(Section):
                           "Linear -> LayerNorm -> ReLU, the order that reproduces the study's "
                           "MNIST table; after_relu is its published code's order, which "
                           "collapses many narrow nets.", choices=LAYERNORM_POSITIONS)
+  activation: str = _field("relu", "Activation of the MLP's hidden layers: relu (the study's), "
+                           "tanh (odd: each hidden unit may also flip its sign, which "
+                           "alignment then searches) or gelu. LayerNorm's positions keep their "
+                           "names (before_relu: before the activation).", choices=ACTIVATIONS)
   layernorm_eps: float = _field(1e-6, "Epsilon of every LayerNorm of the MLP (Flax's 1e-6; "
                                 "PyTorch's nn.LayerNorm uses 1e-5).", above=0)
   init: str = _field("pytorch", "Weight init of the built-in networks: pytorch "

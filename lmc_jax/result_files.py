@@ -112,7 +112,7 @@ ZOO_FORMAT = 2  # 2: the config in sections; params.npz holds every model's whol
 # 2: weight matching's curves stored once, as "aligned"; 3: every method's curves in its
 # entry of "methods", weight matching's too, and REPAIR's as its entry's "repaired" (no
 # "<name>+repair" entries). `barrier_records` reads all three.
-BARRIER_FORMAT = 3
+BARRIER_FORMAT = 4
 REDUNDANCY_FORMAT = 1
 SWA_FORMAT = 1
 PLANE_FORMAT = 1

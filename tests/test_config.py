@@ -53,7 +53,7 @@ def test_sections_hold_every_field_once_and_each_layer_its_own():
       "dataset", "data_seed", "n_train", "n_test", "noise", "train_subset", "test_subset",
       "train_split"}
   assert {f.name for f in dataclasses.fields(ModelConfig)} == {
-      "arch", "hidden", "norm", "layernorm", "layernorm_eps", "init", "precision"}
+      "arch", "hidden", "norm", "layernorm", "activation", "layernorm_eps", "init", "precision"}
   assert {f.name for f in dataclasses.fields(OptimConfig)} == {
       "optimizer", "lr", "peak_lr", "weight_decay", "momentum", "schedule", "cycle_momentum"}
   assert {f.name for f in dataclasses.fields(TrainConfig)} == {

@@ -182,7 +182,7 @@ BARRIER_DAMAGES = [
      "methods.weight.repaired.fit_samples is 'all', not an integer"),
     ("a format-2 key in format 3", lambda d: d["methods"].update(
         {"weight+repair": d["methods"]["weight"].pop("repaired")}),
-     "methods.weight+repair is an entry of format 2, not 3"),
+     "methods.weight+repair is an entry of format 2, not 4"),
     ("diagnostics without restarts", _drop(["diagnostics", "weight_restarts"]),
      "diagnostics.weight_restarts is missing"),
     ("cycle consistency a string", _set(["diagnostics", "activation_cycle_consistency"], "x"),

@@ -9,7 +9,9 @@ follows the ReLU); for a conv net, every position of every image counts as a sam
 channel, and a residual stream read by several layers sums their correlations. A
 permutation's features move with it alone, so each is one linear assignment problem,
 solved exactly and independently: maximise the summed correlation of matched units over a
-batch of training data.
+batch of training data. Where the spec lets a group flip signs, features a flip negates
+(`FeatureSite.odd`) count by the absolute value of their correlation, and the sign taken
+is its sign (`weight.best_assignment`).
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from typing import Dict, List, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, register
+from lmc_jax.align.weight import best_assignment
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.layer_taps import layer_values
 from lmc_jax.symmetry.spec import PermutationSpec
@@ -93,9 +95,11 @@ def _merge(m1, m2):
           sb1 + sb2 + db * db * w, c1 + c2 + np.outer(da, db) * w)
 
 
-def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dict[str, np.ndarray]:
+def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x,
+                         by_parity: bool = False):
   """`{perm: (n, n)}` correlation of A's units (rows) with B's (columns), summed over the
-  sites that read them, on inputs `x`."""
+  sites that read them, on inputs `x`; with `by_parity`, `{perm: (even, odd)}`, the sums
+  over the sites a sign flip leaves and negates."""
   sites = tuple(feature_sites(spec, model, tree_a, x[:1]))
   fn = _moments_fn(model, sites)
   total = None
@@ -103,31 +107,31 @@ def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dic
     m = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
                                fn(tree_a, tree_b, jnp.asarray(chunk)))
     total = m if total is None else [_merge(t, c) for t, c in zip(total, m)]
-  corr: Dict[str, np.ndarray] = {}
+  corr: Dict[str, list] = {}
   for site, (_, _, _, ss_a, ss_b, cross) in zip(sites, total or []):
     c = _normalised(ss_a, ss_b, cross)
-    corr[site.perm] = corr[site.perm] + c if site.perm in corr else c
-  return corr
+    pair = corr.setdefault(site.perm, [0.0, 0.0])
+    pair[int(site.odd)] = pair[int(site.odd)] + c
+  if by_parity:
+    return {p: tuple(pair) for p, pair in corr.items()}
+  return {p: even + odd for p, (even, odd) in corr.items()}
 
 
 def activation_matching(model, spec: PermutationSpec, params_a, params_b,
                         x) -> Dict[str, np.ndarray]:
-  """The permutation of B (`{perm: (n,)}`) whose units best correlate with A's on inputs
-  `x` `(n, ...)`; `params_a`, `params_b` are trees of one model as the zoo stores them."""
+  """The permutation of B (`{perm: (n,)}`, signed where `spec.signs` lets a group flip)
+  whose units best correlate with A's on inputs `x` `(n, ...)`; `params_a`, `params_b`
+  are trees of one model as the zoo stores them."""
   if len(x) < 2:
     raise LmcError(f"Activation matching needs at least 2 inputs to correlate, got {len(x)}.")
-  corr = feature_correlations(model, spec, params_a, params_b, x)
+  corr = feature_correlations(model, spec, params_a, params_b, x, by_parity=True)
   unread = sorted(set(spec.perm_to_axes) - set(corr))
   if unread:
     raise LmcError(f"Activation matching correlates the units Flax's Dense, DenseGeneral, "
                    f"Conv and norm layers read or make, and no such layer holds the units of "
                    f"permutation(s) {', '.join(unread)}; align this network by weight "
                    "matching (--align=weight).")
-  perm = {}
-  for p, c in corr.items():
-    _, cols = linear_sum_assignment(c, maximize=True)
-    perm[p] = cols
-  return perm
+  return {p: best_assignment(even, odd, p in spec.signs)[0] for p, (even, odd) in corr.items()}
 
 
 def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
@@ -138,7 +142,7 @@ def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
 
 
 @register("activation", "activation matching to the reference, on training inputs",
-          uses=("fit_samples",))
+          uses=("fit_samples", "signs"))
 def _align_by_activations(task: AlignTask) -> Alignment:
   ref = task.member(task.reference)
   return Alignment(task.star(lambda k: activation_matching(task.model, task.spec, ref,

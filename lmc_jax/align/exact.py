@@ -23,7 +23,7 @@ from lmc_jax.lmc.batchnorm import reset_arguments
 from lmc_jax.lmc.interpolation import NUM_ALPHAS, pair_sweep
 from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.models import mlp_matmul_flops
-from lmc_jax.symmetry.spec import PermutationSpec, apply_permutation, perm_sizes
+from lmc_jax.symmetry.spec import PermutationSpec, apply_permutation, perm_sizes, without_signs
 
 MAX_CANDIDATES = math.factorial(8)
 
@@ -87,6 +87,7 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
                             "where one pair would need more TFLOP than this (the default suits "
                             "a CPU; raise it on a GPU).", above=0),))
 def _align_exactly(task: AlignTask) -> Alignment:
+  task = task._replace(spec=without_signs(task.spec))  # it enumerates plain permutations
   ref, found = task.member(task.reference), {}
 
   def one(k):

@@ -77,7 +77,7 @@ def merge_many(key, spec: PermutationSpec, params_stack, reference: int = 0,
 
 
 @register("mergemany", "all models matched jointly to their common mean (no reference "
-          "favoured)", uses=("seed", "max_iter"),
+          "favoured)", uses=("seed", "max_iter", "signs"),
           settings=(Setting("mergemany_rounds", 100, "Most MergeMany rounds over all models.",
                             low=1),))
 def _align_by_merge_many(task: AlignTask) -> Alignment:

@@ -27,7 +27,13 @@ import numpy as np
 from lmc_jax.config import ConfigError
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
-from lmc_jax.symmetry.spec import PermutationSpec, identity_permutation, perm_sizes, permute_zoo
+from lmc_jax.symmetry.spec import (
+  PermutationSpec,
+  identity_permutation,
+  perm_sizes,
+  permute_zoo,
+  without_signs,
+)
 from lmc_jax.tree_utils import take, to_numpy
 
 Perm = Dict[str, np.ndarray]
@@ -157,7 +163,12 @@ for _s in (Setting("seed", 0, "Seed of layer orders, batches and alphas of the m
                    low=0),
            Setting("max_iter", 50, "Most weight-matching sweeps over the hidden layers.", low=1),
            Setting("fit_samples", 2048, "Training inputs for activation matching, STE, Sinkhorn "
-                   "and REPAIR statistics.", low=1)):
+                   "and REPAIR statistics.", low=1),
+           Setting("signs", True, "Where the network lets units flip signs (tanh nets, a norm's "
+                   "affine map before a linear layer), weight and activation matching, STE and "
+                   "MergeMany search signed permutations; false: plain permutations only "
+                   "(Sinkhorn and exact search always).")):
+
   _add_setting(_s)
 
 
@@ -260,6 +271,8 @@ def align_by(name: str, task: AlignTask, *args, **kwargs) -> MethodResult:
   method = get_method(name)
   if not isinstance(task, AlignTask):
     task = AlignTask.make(task, *args, **kwargs)
+  if not task.settings.signs:
+    task = task._replace(spec=without_signs(task.spec))
   start = time.perf_counter()
   result = method.align(task)
   seconds = time.perf_counter() - start

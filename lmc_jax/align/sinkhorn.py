@@ -28,7 +28,13 @@ from lmc_jax.execution import ExecutionPlan, plan_or_default, run_steps
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.optim import cached_adam
-from lmc_jax.symmetry.spec import PermutationSpec, apply_soft_permutation, spec_from_key, spec_key
+from lmc_jax.symmetry.spec import (
+  PermutationSpec,
+  apply_soft_permutation,
+  spec_from_key,
+  spec_key,
+  without_signs,
+)
 from lmc_jax.tree_utils import fold_in_each
 
 OBJECTIVES = ("expected", "midpoint")
@@ -150,6 +156,7 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
                             "each step (expected) or at alpha 1/2.", OBJECTIVES)))
 def _align_by_sinkhorn(task: AlignTask) -> Alignment:
   s = task.settings
+  task = task._replace(spec=without_signs(task.spec))  # a soft permutation has no signs
   start = align_zoo(task.key, task.spec, task.params, task.reference, s.max_iter, task.skip).perms
   perms, movers = list(start), task.movers
   if not movers:

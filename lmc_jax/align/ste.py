@@ -89,7 +89,7 @@ def ste_matching(key, model, spec, params_a, params_b, x, y, steps: int = 50, lr
 
 
 @register("ste", "straight-through estimator matching to the reference, on training data",
-          uses=("seed", "max_iter", "fit_samples"),
+          uses=("seed", "max_iter", "fit_samples", "signs"),
           settings=(Setting("ste_steps", 50, "Straight-through estimator steps (batches of 256).",
                             low=1),
                     Setting("ste_lr", 0.1, "Straight-through estimator Adam learning rate.",

@@ -1,7 +1,10 @@
 """Weight matching (Ainsworth et al., Git Re-Basin): permute model B's hidden units so
 its weights are closest to model A's in Frobenius norm.
 
-Equivalently maximise the objective `sum over leaves <theta_A, pi(theta_B)>`. With one
+Equivalently maximise the objective `sum over leaves <theta_A, pi(theta_B)>`. Where the
+spec lets a group flip signs, `pi` is a signed permutation: pairing A's unit i with B's
+unit j scores `even_ij + |odd_ij|` (odd: the inner product over the axes a flip negates),
+and the sign taken is that of `odd_ij`. With one
 hidden layer that is one linear assignment problem, solved exactly. With several it is
 NP-hard, so coordinate descent: each sweep visits the permutations in an order drawn
 from the key and solves one assignment per permutation with the others held fixed; it
@@ -30,6 +33,9 @@ from lmc_jax.symmetry.spec import (
   perm_sizes,
   permute_leaf,
   permute_zoo,
+  signed_permutation,
+  unit_index,
+  unit_sign,
   validate_spec,
   view_leaves,
 )
@@ -42,17 +48,40 @@ class MatchResult(NamedTuple):
   sweeps: int
 
 
-def matching_cost(spec: PermutationSpec, perm, flat_a, flat_b, p: str) -> np.ndarray:
-  """`(n, n)` similarity: entry (i, j) is the inner product of A's unit i with B's unit j
-  over every leaf axis that permutation `p` acts on, the other permutations applied."""
-  n = None
-  cost = 0.0
+def matching_costs(spec: PermutationSpec, perm, flat_a, flat_b, p: str):
+  """(even, odd), `(n, n)` each: entry (i, j) is the inner product of A's unit i with B's
+  unit j over the leaf axes that permutation `p` acts on without (even) and with (odd) a
+  sign flip, the other permutations applied. Their sum is the plain similarity."""
+  flips = set(spec.signs.get(p, ()))
+  even, odd = 0.0, 0.0
   for path, axis in matched_axes(spec, p):
     wa = np.moveaxis(flat_a[path], axis, 0)
     wb = np.moveaxis(permute_leaf(spec, perm, path, flat_b[path], skip=p), axis, 0)
     n = wa.shape[0]
-    cost = cost + wa.reshape(n, -1) @ wb.reshape(n, -1).T
-  return cost
+    c = wa.reshape(n, -1) @ wb.reshape(n, -1).T
+    if (path, axis) in flips:
+      odd = odd + c
+    else:
+      even = even + c
+  return even, odd
+
+
+def best_assignment(even, odd, signed: bool):
+  """(signed permutation `(n,)` maximising the similarity, its total); plain where not
+  `signed`."""
+  even, odd = np.broadcast_arrays(np.asarray(even, np.float64), np.asarray(odd, np.float64))
+  cost = even + np.abs(odd) if signed else even + odd
+  rows, cols = linear_sum_assignment(cost, maximize=True)
+  if signed:
+    cols = signed_permutation(cols, np.where(odd[rows, cols] < 0, -1, 1))
+  return cols, float(cost[rows, unit_index(cols)].sum())
+
+
+def assignment_total(even, odd, perm_p) -> float:
+  """The similarity of the (signed) permutation `perm_p` under costs (even, odd)."""
+  even, odd = np.broadcast_arrays(np.asarray(even, np.float64), np.asarray(odd, np.float64))
+  rows, idx = np.arange(even.shape[0]), unit_index(np.asarray(perm_p))
+  return float((even[rows, idx] + unit_sign(np.asarray(perm_p)) * odd[rows, idx]).sum())
 
 
 def matching_objective(spec: PermutationSpec, perm, params_a, params_b) -> float:
@@ -64,7 +93,8 @@ def matching_objective(spec: PermutationSpec, perm, params_a, params_b) -> float
 
 def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 50,
                     init_perm: Optional[Dict[str, np.ndarray]] = None) -> MatchResult:
-  """Permutation of B's hidden units that best matches A's weights (one model each)."""
+  """Permutation of B's hidden units that best matches A's weights (one model each);
+  signed where `spec.signs` lets a group flip."""
   validate_spec(spec, params_a)
   flat_a = view_leaves(spec, {k: np.asarray(v, np.float64) for k, v in flatten(params_a).items()})
   flat_b = view_leaves(spec, {k: np.asarray(v, np.float64) for k, v in flatten(params_b).items()})
@@ -79,10 +109,9 @@ def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: in
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, it), len(names)))
     for i in order:
       p = names[i]
-      cost = matching_cost(spec, perm, flat_a, flat_b, p)
-      rows = np.arange(cost.shape[0])
-      _, cols = linear_sum_assignment(cost, maximize=True)
-      old, new = cost[rows, perm[p]].sum(), cost[rows, cols].sum()
+      even, odd = matching_costs(spec, perm, flat_a, flat_b, p)
+      cols, new = best_assignment(even, odd, p in spec.signs)
+      old = assignment_total(even, odd, perm[p])
       if new > old + 1e-12 * max(1.0, abs(old)):
         perm[p] = cols
         changed = True
@@ -195,7 +224,7 @@ def align_pairs(key, spec: PermutationSpec, params_stack, pairs, max_iter: int =
 
 
 @register("weight", "weight matching of every model to the reference (the study's method)",
-          uses=("seed", "max_iter"),
+          uses=("seed", "max_iter", "signs"),
           settings=(Setting("matcher", "auto", "Weight matching one model at a time with scipy "
                             "(host), all models at once with a jitted solver (device, "
                             "float32), or auto: device on a GPU or TPU, host on a CPU.",

@@ -2,7 +2,8 @@
 
 The same coordinate descent as `weight_matching` (same objective, same layer orders drawn
 from the key, same stopping rule), with optax's Hungarian solver in place of scipy's and
-float32 arithmetic: `lax.while_loop` over sweeps, `lax.switch` to pick the permutation
+float32 arithmetic (signed permutations where the spec lets groups flip, as there):
+`lax.while_loop` over sweeps, `lax.switch` to pick the permutation
 each step of a sweep updates.
 """
 from __future__ import annotations
@@ -18,21 +19,29 @@ from lmc_jax.symmetry.spec import (
   PermutationSpec,
   matched_axes,
   permute_leaf,
+  signed_permutation,
   spec_from_key,
   spec_key,
+  unit_index,
+  unit_sign,
   view_leaves,
 )
 from lmc_jax.tree_utils import flatten
 
 
-def _cost(spec, perm, flat_a, flat_b, p, n):
-  cost = jnp.zeros((n, n), jnp.float32)
+def _costs(spec, perm, flat_a, flat_b, p, n):
+  """(even, odd) similarities, as `weight.matching_costs`."""
+  flips = set(spec.signs.get(p, ()))
+  even, odd = jnp.zeros((n, n), jnp.float32), jnp.zeros((n, n), jnp.float32)
   for path, axis in matched_axes(spec, p):
     wb = permute_leaf(spec, perm, path, flat_b[path], skip=p)
     wa = jnp.moveaxis(flat_a[path], axis, 0).reshape(n, -1)
     wb = jnp.moveaxis(wb, axis, 0).reshape(n, -1)
-    cost = cost + wa @ wb.T
-  return cost
+    if (path, axis) in flips:
+      odd = odd + wa @ wb.T
+    else:
+      even = even + wa @ wb.T
+  return even, odd
 
 
 def weight_matching_jax(key, spec: PermutationSpec, sizes: Dict[str, int], params_a, params_b,
@@ -47,11 +56,16 @@ def weight_matching_jax(key, spec: PermutationSpec, sizes: Dict[str, int], param
   def update(p):
     def branch(perm):
       n = sizes[p]
-      cost = _cost(spec, perm, flat_a, flat_b, p, n)
+      even, odd = _costs(spec, perm, flat_a, flat_b, p, n)
+      cost = even + (jnp.abs(odd) if p in spec.signs else odd)
       rows, cols = hungarian_algorithm(-cost)  # maximise similarity
       new_perm = jnp.zeros(n, jnp.int32).at[rows].set(cols.astype(jnp.int32))
       idx = jnp.arange(n)
-      old, new = cost[idx, perm[p]].sum(), cost[idx, new_perm].sum()
+      new = cost[idx, new_perm].sum()
+      if p in spec.signs:
+        new_perm = signed_permutation(new_perm, jnp.where(odd[idx, new_perm] < 0, -1, 1))
+      held = unit_index(perm[p])
+      old = (even[idx, held] + unit_sign(perm[p]) * odd[idx, held]).sum()
       better = new > old + 1e-6 * jnp.maximum(1.0, jnp.abs(old))
       out = dict(perm)
       out[p] = jnp.where(better, new_perm, perm[p])

@@ -19,18 +19,21 @@ from lmc_jax.atomic_files import atomic_write_json, remove_stale_temporaries
 from lmc_jax.barrier_records import (
   BarrierResult,
   BnReset,
+  CalibrationEntry,
   Diagnostics,
   MethodEntry,
   RepairEntry,
   barrier_fix,
 )
 from lmc_jax.config import ZooConfig
+from lmc_jax.data.datasets import dataset_info, held_out_rows
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan
 from lmc_jax.lmc.batchnorm import has_batch_stats, reset_arguments, reset_batches
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, pair_sweep
 from lmc_jax.lmc.measures import curve_set
 from lmc_jax.lmc.repair import repaired_pair_sweep
+from lmc_jax.lmc.temperature import calibrated_sweep
 from lmc_jax.records import CurveSet, ZooRecord
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.schema import SchemaError, file_format, is_int
@@ -187,13 +190,24 @@ def _fresh(job: BarrierJob) -> BarrierResult:
 
 def _kept(job: BarrierJob, entry: Optional[MethodEntry], wanted: dict):
   """(kept?, aligned params or None) for an entry already in barrier.json."""
-  if entry is None or entry.settings != wanted:
+  if entry is None or _settings_differ(job, dict(entry.settings), wanted):
     return False, None
   if entry.skipped is not None:
     return True, None
   if not entry.perms:
     return False, None
   return True, permute_zoo(job.task.spec, [dict(p) for p in entry.perms], job.task.params)
+
+
+def _settings_differ(job: BarrierJob, old: dict, wanted: dict) -> bool:
+  """Whether an entry made with settings `old` is not one made with `wanted`. An entry from
+  before the `signs` setting searched plain permutations (signs false); where the spec has
+  no signs the setting changes nothing, so such entries count whatever it says."""
+  if "signs" in wanted and "signs" not in old:
+    old = {**old, "signs": False}
+  if not job.task.spec.signs:
+    old, wanted = ({k: v for k, v in d.items() if k != "signs"} for d in (old, wanted))
+  return old != wanted
 
 
 def _align(job: BarrierJob, result: BarrierResult, name: str, only: bool):
@@ -234,12 +248,41 @@ def _repair(job: BarrierJob, result: BarrierResult, name: str, params) -> Option
   return result.with_repaired(name, RepairEntry(n, curve_set(curves)))
 
 
+def check_calibration(config: ZooConfig, directory) -> int:
+  """The number of held-out training rows a zoo of `config` offers for fitting softmax
+  temperatures, or an LmcError saying why it can not be calibrated."""
+  kept = dataset_info(config.data).n_train
+  held = dataset_info(config.data.replace(train_subset=0)).n_train - kept
+  if held < 1:
+    raise LmcError(f"--calibrate_temperature fits temperatures on training rows the zoo did not "
+                   f"train on, and {directory} trained on all {kept}; train it with "
+                   f"--train_subset below {kept} to hold some out.")
+  if config.model.norm == "batchnorm":
+    raise LmcError(f"--calibrate_temperature does not yet reset BatchNorm statistics, which "
+                   f"{directory} holds; calibrate a zoo without BatchNorm.")
+  return held
+
+
+def _calibrate(job: BarrierJob, result: BarrierResult, name: str, params,
+               rows) -> Optional[BarrierResult]:
+  """The result with the curves of `params` at fitted temperatures as the calibrated curves
+  of `name` ('naive' or a method), or None where they are already there."""
+  done = result.calibrated(name)
+  if done is not None and done.held_out == len(rows[1]):
+    return None
+  t = job.task
+  found = calibrated_sweep(t.model, params, job.pairs, job.alphas, *rows, t.eval_x, t.eval_y)
+  entry = CalibrationEntry(len(rows[1]), found.temperature, curve_set(found.curves))
+  return result.with_calibrated(name, entry)
+
+
 def analyse_zoo(zoo, reference: int = 0, split: str = "test",
                 alphas: Optional[np.ndarray] = None, data_dir="data",
                 methods: Sequence[str] = ("weight",), repair: bool = False,
                 diagnostics: bool = False, settings: Optional[MethodSettings] = None,
                 recompute: bool = False, bn_reset_batches: int = 10,
-                precision: str = "fp32", plan: Optional[ExecutionPlan] = None) -> BarrierResult:
+                precision: str = "fp32", plan: Optional[ExecutionPlan] = None,
+                calibrate: bool = False) -> BarrierResult:
   """Naive curves and curves after each alignment method in `methods` of the zoo `zoo` (a
   `ZooHandle`, or its directory); writes `barrier.json` into the zoo directory
   (atomically, after each entry, so a run stopped part way keeps what it finished) and
@@ -248,7 +291,10 @@ def analyse_zoo(zoo, reference: int = 0, split: str = "test",
   `weight` always runs (its curves are 'aligned', the study's measure). With `repair`,
   every set of curves is also measured after REPAIR (each entry's `repaired`). Entries
   already in a barrier.json computed from the same params, split, reference and method
-  settings are kept as they are unless `recompute`.
+  settings are kept as they are unless `recompute`. With `calibrate`, every set of curves
+  is also measured at each network's own softmax temperature, fit on the training rows the
+  zoo did not train on, the first `settings.fit_samples` of them (`lmc.temperature`; each
+  entry's `calibrated`).
   """
   methods = check_methods(["weight"] + [m for m in methods if m != "weight"])
   # The lock first: no zoo run swaps another zoo in between reading this one and writing
@@ -256,12 +302,18 @@ def analyse_zoo(zoo, reference: int = 0, split: str = "test",
   with held_zoo(zoo, "barrier analysis") as zoo:
     job = prepare_job(zoo, reference, split, alphas, data_dir, bn_reset_batches,
                       precision=precision, settings=settings, plan=plan)
+    rows = None
+    if calibrate:
+      check_calibration(job.zoo.config, job.directory)
+      x_fit, y_fit = held_out_rows(job.zoo.config, data_dir)
+      n = job.task.settings.fit_samples  # the first of them, as the other fits take
+      rows = (x_fit[:n], y_fit[:n])
     remove_stale_temporaries(job.directory)  # what a killed write left
-    return _analyse_job(job, methods, repair, diagnostics, recompute)
+    return _analyse_job(job, methods, repair, diagnostics, recompute, rows)
 
 
 def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
-                 recompute: bool) -> BarrierResult:
+                 recompute: bool, rows=None) -> BarrierResult:
   t, settings = job.task, job.task.settings
   old = None if recompute else _previous(job)
   result = old if old is not None else _fresh(job)
@@ -276,9 +328,16 @@ def _analyse_job(job: BarrierJob, methods, repair: bool, diagnostics: bool,
     repaired = _repair(job, result, name, aligned) if repair and aligned is not None else None
     if repaired is not None:
       result = save_result(job, repaired)
+    calibrated = _calibrate(job, result, name, aligned, rows) \
+        if rows is not None and aligned is not None else None
+    if calibrated is not None:
+      result = save_result(job, calibrated)
   repaired = _repair(job, result, "naive", t.params) if repair else None
   if repaired is not None:
     result = save_result(job, repaired)
+  calibrated = _calibrate(job, result, "naive", t.params, rows) if rows is not None else None
+  if calibrated is not None:
+    result = save_result(job, calibrated)
   if kept:
     logging.info("%s: kept the %s results already in %s (pass --recompute to redo them)",
                  job.directory, ", ".join(kept), BARRIER_JSON)

@@ -24,13 +24,16 @@ from pathlib import Path
 from absl import flags
 
 from lmc_jax.align.registry import MethodSettings, all_settings, check_methods, method_names
-from lmc_jax.analysis.barrier import analyse_zoo, zoo_barriers
+from lmc_jax.analysis.barrier import analyse_zoo, check_calibration, zoo_barriers
 from lmc_jax.cli.common import exit_on_lmc_error, run_main
 from lmc_jax.config import PRECISIONS, ConfigError
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import plan_from_environment
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import connectivity as conn
+from lmc_jax.report.calibration import COLUMNS as CALIBRATION_COLUMNS
+from lmc_jax.report.calibration import HEADERS as CALIBRATION_HEADERS
+from lmc_jax.report.calibration import calibration_figure, calibration_rows
 from lmc_jax.report.tables import format_table
 from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
@@ -57,6 +60,11 @@ flags.DEFINE_integer("bn_reset_batches", 10, "For nets with BatchNorm: recompute
                      lower_bound=0)
 flags.DEFINE_enum("precision", "fp32", PRECISIONS, "Matmuls of the sweeps: fp32, or bf16 "
                   "(bfloat16 inputs, float32 accumulation and everything else; MLPs only).")
+flags.DEFINE_bool("calibrate_temperature", False, "Also measure every line with each "
+                  "interpolated net's own softmax temperature, fit on the training rows the zoo "
+                  "did not train on (it needs --train_subset below the training set when it was "
+                  "trained); the calibrated curves and measures are printed beside the raw ones "
+                  "and kept as each entry's 'calibrated' in barrier.json.")
 flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
 
 
@@ -106,6 +114,8 @@ def main(argv):
   for z in zoos:  # checks every zoo before any work; barrier.json is written into it
     found[z] = read_zoo_json(z)
     check_output_dir(z, "--zoo" if FLAGS.zoo else "--runs")
+    if FLAGS.calibrate_temperature:
+      check_calibration(found[z].config, z)
   records = []
   for z in zoos:
     with held_zoo(z, "barrier analysis", found[z]) as zoo:  # the lock, then the zoo
@@ -113,7 +123,8 @@ def main(argv):
                            methods=methods, repair=FLAGS.repair,
                            diagnostics=FLAGS.diagnostics, settings=settings,
                            recompute=FLAGS.recompute, bn_reset_batches=FLAGS.bn_reset_batches,
-                           precision=FLAGS.precision, plan=plan)
+                           precision=FLAGS.precision, plan=plan,
+                           calibrate=FLAGS.calibrate_temperature)
       records.append(zoo_barriers(zoo, result))
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)
@@ -131,7 +142,14 @@ def main(argv):
             "spread (max - min) of epsilon over 5 layer orders of weight matching; moved: median "
             "share of units a method permutes")
       print(format_table(rep.diagnostic_rows, conn.DIAGNOSTIC_COLUMNS, conn.DIAGNOSTIC_HEADERS))
-    print("figures: " + ", ".join(str(p) for p in rep.paths))
+    paths = list(rep.paths)
+    if FLAGS.calibrate_temperature:
+      print(f"\n{label}: raw vs temperature-calibrated, medians over pairs on the "
+            f"{FLAGS.split} split; T at 1/2: median temperature fit at the midpoint")
+      rows = calibration_rows(recs, methods)
+      print(format_table(rows, CALIBRATION_COLUMNS, CALIBRATION_HEADERS))
+      paths.append(calibration_figure(recs, methods, fig_dir / f"{label}_calibrated.png"))
+    print("figures: " + ", ".join(str(p) for p in paths))
 
 
 def run():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from lmc_jax.data.splits import SplitError, parse_split, split_indices
 from lmc_jax.errors import LmcError
 
 __all__ = ["Dataset", "DatasetInfo", "logits_for", "dataset_info", "dataset_slug", "dims_of",
-           "is_npz", "load_dataset", "moons", "npz_path", "subset", "split_part",
+           "held_out_rows", "is_npz", "load_dataset", "moons", "npz_path", "subset", "split_part",
            "training_labels"]
 
 DATASETS = ("moons", "mnist", "cifar10")
@@ -204,13 +205,32 @@ def subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
   """`data` with `n_train` training and `n_test` test samples drawn without replacement by
   `seed` (kept in their original order; 0 keeps a whole split)."""
   def cut(x, y, n, stream):
-    if _kept(len(y), n) == len(y):
-      return x, y
-    keep = np.sort(np.random.default_rng([seed, stream]).choice(len(y), n, replace=False))
-    return x[keep], y[keep]
+    keep = _subset_rows(len(y), n, seed, stream)
+    return (x, y) if keep is None else (x[keep], y[keep])
   x_tr, y_tr = cut(data.x_train, data.y_train, n_train, 2)
   x_te, y_te = cut(data.x_test, data.y_test, n_test, 3)
   return data._replace(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+
+
+def _subset_rows(total: int, n: int, seed: int, stream: int):
+  """The sorted rows of `total` a subset of `n` keeps, or None where it keeps them all."""
+  if _kept(total, n) == total:
+    return None
+  return np.sort(np.random.default_rng([seed, stream]).choice(total, n, replace=False))
+
+
+def held_out_rows(config, data_dir="data") -> Tuple[np.ndarray, np.ndarray]:
+  """(x, y): the training rows a zoo of `config` (or its data section) did not train on,
+  those its `train_subset` leaves out; none where it trained on every row."""
+  data = _data_section(config)
+  full = _load_full(data, data_dir)
+  keep = _subset_rows(len(full.y_train), getattr(data, "train_subset", 0), data.data_seed, 2)
+  rest = np.ones(len(full.y_train), bool)
+  if keep is not None:
+    rest[keep] = False
+  else:
+    rest[:] = False
+  return full.x_train[rest], full.y_train[rest]
 
 
 def _load_full(data, data_dir) -> Dataset:

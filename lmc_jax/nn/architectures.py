@@ -43,7 +43,7 @@ class Architecture(NamedTuple):
 
 def _mlp(model: ModelConfig, data: DatasetInfo) -> nn.Module:
   return make_mlp(model.hidden, logits_for(data.num_classes), model.layernorm, model.init,
-                  model.layernorm_eps, model.precision)
+                  model.layernorm_eps, model.precision, model.activation)
 
 
 def _conv(name: str):
@@ -144,6 +144,9 @@ def build_network(model: ModelConfig, data: DatasetInfo) -> nn.Module:
   if model.precision not in precisions:
     raise ConfigError("model.precision", f"is {model.precision}, which {model.arch} does not "
                       f"run (it takes {', '.join(precisions)})")
+  if model.activation != "relu" and not (arch is not None and arch.widths_per_layer):
+    raise ConfigError("model.activation", f"is {model.activation}, which only the MLP takes "
+                      f"({model.arch} chooses its own); leave it at relu or use --arch=mlp")
   if arch is None:
     return _user_network(model, data)
   return arch.build(model, data)
@@ -177,12 +180,13 @@ def display_name(arch: str) -> str:
 
 
 def family_part(model: ModelConfig) -> str:
-  """What a zoo's directory name adds for the architecture: nothing for the study's MLP,
+  """What a zoo's directory name adds for the architecture: nothing for the study's MLP
+  (its activation where that is not ReLU),
   the name (and a norm other than BatchNorm) for a conv net, the module's name for a
   user's."""
   arch = architecture(model.arch)
   if arch is not None and arch.widths_per_layer:
-    return ""
+    return "" if model.activation == "relu" else model.activation
   if arch is None:
     return re.sub(r"[^A-Za-z0-9_-]", "_", display_name(model.arch))
   return model.arch + ("" if model.norm == "batchnorm" else f"_{model.norm}")

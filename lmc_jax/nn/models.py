@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc_jax.config import INITS, LAYERNORM_POSITIONS
+from lmc_jax.config import ACTIVATIONS, INITS, LAYERNORM_POSITIONS
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.forward import LinearFirstLayer
 from lmc_jax.nn.precision import check_precision, dot_general_for
@@ -55,8 +55,12 @@ def initializers(init: str, fan_in: int):
   raise LmcError(f"Unknown init {init!r}; use one of {', '.join(INITS)}.")
 
 
+ACTIVATION_FNS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu}
+
+
 class MLP(nn.Module):
-  """Dense -> ReLU (-> LayerNorm) per hidden layer, then a Dense readout.
+  """Dense -> ReLU (-> LayerNorm) per hidden layer, then a Dense readout (another
+  activation in place of ReLU with `activation`).
 
   Attributes:
     hidden: widths of the hidden layers, e.g. (512,) for Moons or (w, w, w) for MNIST.
@@ -69,6 +73,7 @@ class MLP(nn.Module):
     layernorm_eps: LayerNorm's epsilon (Flax's default 1e-6; torch's nn.LayerNorm 1e-5).
     precision: 'fp32', or 'bf16' for bfloat16 matmul inputs with float32 accumulation and
       everything else float32 (`nn.precision`).
+    activation: one of ACTIVATIONS (relu, tanh, gelu).
   """
   hidden: Sequence[int]
   d_out: int
@@ -76,6 +81,7 @@ class MLP(nn.Module):
   init_scheme: str = "pytorch"
   layernorm_eps: float = 1e-6
   precision: str = "fp32"
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, x, preactivation0=None):
@@ -93,7 +99,7 @@ class MLP(nn.Module):
                      name=f"Dense_{i}")(x)
       if self.layernorm == "before_relu":
         x = nn.LayerNorm(epsilon=self.layernorm_eps, name=f"LayerNorm_{i}")(x)
-      x = nn.relu(x)
+      x = ACTIVATION_FNS[self.activation](x)
       if self.layernorm == "after_relu":
         x = nn.LayerNorm(epsilon=self.layernorm_eps, name=f"LayerNorm_{i}")(x)
       fan_in = width
@@ -109,7 +115,8 @@ class MLP(nn.Module):
 
 
 def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
-             init: str = "pytorch", layernorm_eps: float = 1e-6, precision: str = "fp32") -> MLP:
+             init: str = "pytorch", layernorm_eps: float = 1e-6, precision: str = "fp32",
+             activation: str = "relu") -> MLP:
   """Builds an MLP after checking its arguments, with a clear error for bad ones."""
   hidden = tuple(int(w) for w in hidden)
   if not hidden:
@@ -120,12 +127,15 @@ def make_mlp(hidden: Sequence[int], d_out: int, layernorm: str = "none",
     raise LmcError(f"Unknown layernorm position {layernorm!r}; use one of "
                    f"{', '.join(LAYERNORM_POSITIONS)}.")
   initializers(init, 1)  # validates the name
+  if activation not in ACTIVATIONS:
+    raise LmcError(f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}.")
   layernorm_eps = float(layernorm_eps)
   if not (math.isfinite(layernorm_eps) and layernorm_eps > 0):
     raise LmcError(f"layernorm_eps must be finite and > 0, got {layernorm_eps}; pass e.g. "
                    "1e-5 (PyTorch's) or 1e-6 (Flax's).")
   return MLP(hidden=hidden, d_out=int(d_out), layernorm=layernorm, init_scheme=init,
-             layernorm_eps=layernorm_eps, precision=check_precision(precision))
+             layernorm_eps=layernorm_eps, precision=check_precision(precision),
+             activation=activation)
 
 
 def is_one_hidden_layer_mlp(model) -> bool:

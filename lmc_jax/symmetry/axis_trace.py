@@ -67,6 +67,12 @@ class AxisTrace:
     self.compounds: List[Tuple[Node, Tuple[int, ...], List[tuple]]] = []
     self.counter = itertools.count()
     self.scopes = itertools.count(1)
+    # What the sign analysis (`symmetry.signs`) reads again once the classes are known:
+    # every primitive applied (name, inputs, outputs, params), the values a call of a
+    # sub-jaxpr makes equal, and the constants.
+    self.eqns: List[tuple] = []
+    self.links: List[Tuple[_Val, _Val]] = []
+    self.consts: List[_Val] = []
 
   def node(self, var, axis: int) -> Node:
     n = (var, axis)
@@ -174,6 +180,7 @@ def sub_jaxpr(eqn):
 
 def visit_jaxpr(t: AxisTrace, jaxpr, consts, scope: int):
   for var, value in zip(scoped(scope, jaxpr.constvars), consts):
+    t.consts.append(var)
     _fix_varying_constant(t, var, value)
   for eqn in jaxpr.eqns:
     _visit_eqn(t, eqn, scope)
@@ -201,13 +208,16 @@ def _visit_eqn(t: AxisTrace, eqn, scope: int):
       and len(inner.invars) == len(ins) and len(inner.outvars) == len(outs):
     inner_scope = next(t.scopes)
     for a, b in zip(scoped(inner_scope, inner.invars), ins):
+      t.links.append((a, b))
       for axis in range(rank(a)):
         t.tie(a, axis, b, axis)
     visit_jaxpr(t, inner, consts, inner_scope)
     for a, b in zip(scoped(inner_scope, inner.outvars), outs):
+      t.links.append((a, b))
       for axis in range(rank(b)):
         t.tie(a, axis, b, axis)
     return
+  t.eqns.append((prim, ins, outs, p))
   out = outs[0] if outs else None
   if prim in ELEMENTWISE and len(outs) == 1:
     r = rank(out)

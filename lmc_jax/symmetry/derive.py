@@ -37,12 +37,13 @@ from lmc_jax.symmetry.axis_trace import (
   sub_jaxpr,
   visit_jaxpr,
 )
+from lmc_jax.symmetry.signs import sign_flips
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_permutation,
   perm_sizes,
   permutation_spec_from_axes,
-  random_permutation,
+  random_signed_permutation,
   validate_spec,
 )
 
@@ -110,7 +111,10 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
     else:
       t.fix_all(v, "an output of the model")
   _check_used(jaxpr, paths, var_nodes)
-  return _spec_from_classes(t, paths, var_nodes, strict)
+  spec, names, carried = _spec_from_classes(t, paths, var_nodes, strict)
+  signs = sign_flips(t, names, carried, var_nodes, paths, out_vars, mutated,
+                     lambda path, name: spec.axes_to_perm[path].index(name))
+  return spec._replace(signs=signs) if signs else spec
 
 
 def _mutated_outputs(out_shape, apply_kwargs, paths) -> Dict[int, int]:
@@ -164,7 +168,9 @@ def _settle_compounds(t: AxisTrace):
   return {t.find(n): v for n, v in first.items()} if t.compounds else {}, conflicts
 
 
-def _spec_from_classes(t: AxisTrace, paths, var_nodes, strict: bool = True) -> PermutationSpec:
+def _spec_from_classes(t: AxisTrace, paths, var_nodes, strict: bool = True):
+  """(the spec of the classes, {class root: permutation name}, `carried(value)`: per axis
+  of a value, the class roots on it)."""
   compound_of, conflicts = _settle_compounds(t)
   classes: Dict[Node, List[Node]] = {}
   for n in t.parent:
@@ -245,7 +251,11 @@ def _spec_from_classes(t: AxisTrace, paths, var_nodes, strict: bool = True) -> P
     axes[path] = tuple(names_of)
     if split:
       views[path] = tuple(view)
-  return permutation_spec_from_axes(axes, views)
+
+  def carried(v):
+    return [[r for _, r in expand(t.find((v, a)), size_of(v, a))] if (v, a) in t.parent else []
+            for a in range(rank(v))]
+  return permutation_spec_from_axes(axes, views), names, carried
 
 
 def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=None,
@@ -263,7 +273,7 @@ def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=No
   sizes = perm_sizes(spec, variables)
   worst = 0.0
   for k in range(trials):
-    perm = random_permutation(jax.random.fold_in(key, k), sizes)
+    perm = random_signed_permutation(jax.random.fold_in(key, k), spec, sizes)
     out = run(apply_permutation(spec, perm, variables))
     want = base
     if mutable:  # the updated state, permuted as the variables it replaces
@@ -280,8 +290,10 @@ def spec_without_prefix(spec: PermutationSpec, prefix: str = "params") -> Permut
   """The spec of one collection, its paths relative to it (`params/Dense_0/kernel` ->
   `Dense_0/kernel`), for code that holds the params dict alone."""
   head = prefix.rstrip("/") + "/"
-  return permutation_spec_from_axes({p[len(head):]: a for p, a in spec.axes_to_perm.items()
-                                     if p.startswith(head)})
+  cut = lambda d: {p[len(head):]: v for p, v in d.items() if p.startswith(head)}
+  signs = {name: [(p[len(head):], a) for p, a in pairs if p.startswith(head)]
+           for name, pairs in spec.signs.items()}
+  return permutation_spec_from_axes(cut(spec.axes_to_perm), cut(spec.views), signs)
 
 
 

@@ -6,6 +6,13 @@ one map, `axes_to_perm[path] = (perm name or None for each axis)`; the inverse m
 and applying it means `leaf = take(leaf, perm, axis)` on every axis the spec assigns.
 The permuted network computes the same function as the original.
 
+Signs: where a unit's activation is odd (tanh, or none before a linear layer) the unit may
+also flip its sign. `signs[perm]` lists the (path, axis) pairs a flip negates; a
+permutation of such a group is then signed: entry `i` of `perm[p]` is `j` (B's unit j
+moves to i) or `~j` (= -j-1: the same, with unit j negated on every axis in `signs[p]`).
+Plain permutations (no negative entries) are the signed ones with every sign +1, so
+everything below takes both with no extra argument.
+
 A leaf may carry a view (`views[path]` = a shape of as many elements): its axes are then
 those of `leaf.reshape(view)`, so a permutation can act on a factor of a flattened axis
 (the channels of a conv feature map flattened into a Dense layer's input: view
@@ -33,32 +40,63 @@ class PermutationSpec(NamedTuple):
   axes_to_perm: Dict[str, Axes]  # leaf path -> perm name (or None) per axis (of its view)
   perm_to_axes: Dict[str, Tuple[Tuple[str, int], ...]]  # perm name -> ((path, axis), ...)
   views: Dict[str, Tuple[int, ...]] = {}  # leaf path -> the shape its axes refer to
+  signs: Dict[str, Tuple[Tuple[str, int], ...]] = {}  # perm -> (path, axis) a flip negates
 
 
 def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes],
-                               views: Optional[Dict[str, Tuple[int, ...]]] = None
+                               views: Optional[Dict[str, Tuple[int, ...]]] = None,
+                               signs: Optional[Dict[str, Sequence[Tuple[str, int]]]] = None
                                ) -> PermutationSpec:
   """The spec of `axes_to_perm` (and `views`, leaf path -> shape, for leaves whose axes are
-  those of a reshape)."""
+  those of a reshape; `signs`, perm -> the (path, axis) pairs a sign flip of its units
+  negates, for groups that may flip)."""
   perm_to_axes: Dict[str, list] = {}
   for path, axes in axes_to_perm.items():
     for axis, perm in enumerate(axes):
       if perm is not None:
         perm_to_axes.setdefault(perm, []).append((path, axis))
   views = {p: tuple(int(n) for n in v) for p, v in (views or {}).items()}
+  signs = {p: tuple(sorted((str(path), int(a)) for path, a in v))
+           for p, v in (signs or {}).items() if v}
+  for p, pairs in signs.items():
+    wrong = [pa for pa in pairs if pa not in perm_to_axes.get(p, ())]
+    if wrong:
+      raise LmcError(f"The permutation spec lets {p} flip signs on {wrong}, which are not axes "
+                     f"of {p}; list only axes the permutation acts on.")
   return PermutationSpec(dict(axes_to_perm), {p: tuple(v) for p, v in perm_to_axes.items()},
-                         views)
+                         views, signs)
 
 
 def spec_key(spec: PermutationSpec) -> tuple:
   """A hashable form of `spec` (a static argument of jitted functions); `spec_from_key`
   inverts it."""
-  return (tuple(sorted(spec.axes_to_perm.items())), tuple(sorted(spec.views.items())))
+  return (tuple(sorted(spec.axes_to_perm.items())), tuple(sorted(spec.views.items())),
+          tuple(sorted(spec.signs.items())))
 
 
 def spec_from_key(key: tuple) -> PermutationSpec:
-  axes, views = key
-  return permutation_spec_from_axes(dict(axes), dict(views))
+  axes, views, signs = key
+  return permutation_spec_from_axes(dict(axes), dict(views), dict(signs))
+
+
+def without_signs(spec: PermutationSpec) -> PermutationSpec:
+  """The same spec with no sign freedom (methods that search plain permutations only)."""
+  return spec._replace(signs={})
+
+
+def unit_index(v):
+  """The units a signed permutation takes (`~j` -> j); numpy or jax, as given."""
+  return (jnp if isinstance(v, jax.Array) else np).where(v < 0, -v - 1, v)
+
+
+def unit_sign(v):
+  """+1 or -1 per entry of a signed permutation."""
+  return (jnp if isinstance(v, jax.Array) else np).where(v < 0, -1, 1)
+
+
+def signed_permutation(index, sign):
+  """The signed permutation taking units `index` with signs `sign` (+-1 each)."""
+  return (jnp if isinstance(index, jax.Array) else np).where(sign < 0, -index - 1, index)
 
 
 def leaf_shape(spec: PermutationSpec, path: str, shape) -> Tuple[int, ...]:
@@ -179,14 +217,18 @@ def permute_leaf(spec: PermutationSpec, perm: Dict[str, jax.Array], path: str, l
     leaf = leaf.reshape(spec.views[path])
   for axis, p in enumerate(spec.axes_to_perm[path]):
     if p is not None and p != skip:
-      leaf = jnp.take(leaf, perm[p], axis=axis) if isinstance(leaf, jax.Array) \
-          else np.take(leaf, perm[p], axis=axis)
+      xp = jnp if isinstance(leaf, jax.Array) else np
+      leaf = xp.take(leaf, unit_index(perm[p]), axis=axis)
+      if (path, axis) in spec.signs.get(p, ()):
+        sign = unit_sign(perm[p]).astype(leaf.dtype)
+        leaf = leaf * sign.reshape((-1,) + (1,) * (leaf.ndim - axis - 1))
   return leaf.reshape(shape)
 
 
 def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params):
   """Params of one model with hidden units reordered: `new = take(old, perm[p], axis)`
-  on every axis the spec assigns. Works on numpy and jax arrays, and under jit/vmap."""
+  on every axis the spec assigns, and negated where a signed permutation flips a unit on
+  the axes in `spec.signs`. Works on numpy and jax arrays, and under jit/vmap."""
   return unflatten({path: permute_leaf(spec, perm, path, leaf)
                     for path, leaf in flatten(params).items()})
 
@@ -218,14 +260,35 @@ def random_permutation(key, sizes: Dict[str, int]) -> Dict[str, np.ndarray]:
           for k, (p, n) in zip(keys, sorted(sizes.items()))}
 
 
+def random_signed_permutation(key, spec: PermutationSpec, sizes: Dict[str, int]
+                              ) -> Dict[str, np.ndarray]:
+  """A random permutation per name, with random signs on the groups that may flip."""
+  perm = random_permutation(jax.random.fold_in(key, 0), sizes)
+  for k, p in enumerate(sorted(spec.signs)):
+    flip = np.asarray(jax.random.bernoulli(jax.random.fold_in(key, k + 1), 0.5, (sizes[p],)))
+    perm[p] = signed_permutation(perm[p], np.where(flip, -1, 1))
+  return perm
+
+
 def invert_permutation(perm: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """`apply(invert(P), apply(P, theta)) == theta`."""
-  return {p: np.argsort(np.asarray(v)) for p, v in perm.items()}
+  """`apply(invert(P), apply(P, theta)) == theta` (signed permutations too)."""
+  out = {}
+  for p, v in perm.items():
+    v = np.asarray(v)
+    back = np.argsort(unit_index(v))
+    out[p] = signed_permutation(back, unit_sign(v)[back])
+  return out
 
 
 def compose_permutations(outer: Dict[str, np.ndarray], inner: Dict[str, np.ndarray]):
-  """`apply(compose(outer, inner), theta) == apply(outer, apply(inner, theta))`."""
-  return {p: np.asarray(inner[p])[np.asarray(outer[p])] for p in outer}
+  """`apply(compose(outer, inner), theta) == apply(outer, apply(inner, theta))` (signed
+  permutations too: unit k takes inner's unit at outer's position, with both signs)."""
+  out = {}
+  for p in outer:
+    o, i = np.asarray(outer[p]), np.asarray(inner[p])
+    taken = i[unit_index(o)]
+    out[p] = signed_permutation(unit_index(taken), unit_sign(o) * unit_sign(taken))
+  return out
 
 
 def permute_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]], params_stack):

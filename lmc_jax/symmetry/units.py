@@ -33,10 +33,12 @@ class FeatureSite(NamedTuple):
   factor: int
   mean_axes: Tuple[int, ...] = ()
   mean_factors: Tuple[int, ...] = ()
+  odd: bool = False  # a sign flip of the units negates these features (`spec.signs`)
 
 
 def _axis_perms(spec: PermutationSpec, path: str, shape, axis: int):
-  """`[(perm or None, factor sizes, factor index)]` of leaf axis `axis` (negative allowed)."""
+  """`[(perm or None, factor sizes, factor index, odd)]` of leaf axis `axis` (negative
+  allowed); odd where a sign flip of the perm negates that factor of the leaf."""
   axes = spec.axes_to_perm.get(path)
   if axes is None:
     return []
@@ -45,7 +47,8 @@ def _axis_perms(spec: PermutationSpec, path: str, shape, axis: int):
     return []
   view = leaf_shape(spec, path, shape)
   factors = tuple(view[a] for a in groups[axis])
-  return [(axes[a], factors, k) for k, a in enumerate(groups[axis])]
+  return [(axes[a], factors, k, (path, a) in spec.signs.get(axes[a], ()))
+          for k, a in enumerate(groups[axis])]
 
 
 def _sites(spec: PermutationSpec, call: LayerCall, flat, side: str) -> List[FeatureSite]:
@@ -55,7 +58,7 @@ def _sites(spec: PermutationSpec, call: LayerCall, flat, side: str) -> List[Feat
   shape = tuple(flat[leaf].shape)
   pairs = call.reads if side == "input" else call.makes
   value_shape = call.in_shape if side == "input" else call.out_shape
-  held = []  # (value axis, factors, factor index, perm; GROUPS for a group factor)
+  held = []  # (value axis, factors, factor index, perm (GROUPS for a group factor), odd)
   for value_axis, weight_axis in pairs:
     found = _axis_perms(spec, leaf, shape, weight_axis)
     if not found:
@@ -65,14 +68,14 @@ def _sites(spec: PermutationSpec, call: LayerCall, flat, side: str) -> List[Feat
     if size % per:
       continue
     if size > per:  # a grouped conv's input channels: (groups, per group)
-      found = [(GROUPS, (size // per,) + found[0][1], 0)] + \
-          [(p, (size // per,) + f, k + 1) for p, f, k in found]
-    held.extend((value_axis, f, k, p) for p, f, k in found)
-  moved = [(a, k) for a, _, k, p in held if p is not None]  # moved by some permutation
+      found = [(GROUPS, (size // per,) + found[0][1], 0, False)] + \
+          [(p, (size // per,) + f, k + 1, odd) for p, f, k, odd in found]
+    held.extend((value_axis, f, k, p, odd) for p, f, k, odd in found)
+  moved = [(a, k) for a, _, k, p, _ in held if p is not None]  # moved by some permutation
   return [FeatureSite(call.path, p, side, axis, factors, k,
                       tuple(sorted({a for a, _ in moved if a != axis})),
-                      tuple(j for a, j in moved if a == axis and j != k))
-          for axis, factors, k, p in held if p is not None and p != GROUPS]
+                      tuple(j for a, j in moved if a == axis and j != k), odd)
+          for axis, factors, k, p, odd in held if p is not None and p != GROUPS]
 
 
 def output_perm(spec: PermutationSpec, call: LayerCall, flat) -> Optional[Tuple[str, ...]]:
