@@ -28,7 +28,7 @@ setup(
         "absl-py>=1.4",
         "pillow>=9.5",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.6"],
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"],
                     # TFDS reads prepared datasets through TensorFlow; preparing one
                     # needs importlib_resources, which tensorflow-datasets leaves out.
                     "tfds": ["tensorflow-datasets>=4.9", "tensorflow>=2.16",

@@ -36,6 +36,15 @@ def pytest_unconfigure(config):
     shutil.rmtree(_made_cache, ignore_errors=True)
 
 
+MAX_WORKERS = 4  # each worker is a JAX process with its own thread pool and compiled code
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: one worker per core this process may use, at most MAX_WORKERS."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return max(1, min(MAX_WORKERS, cores or 1))
+
+
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)

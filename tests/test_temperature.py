@@ -106,7 +106,7 @@ def test_barrier_json_keeps_calibrated_curves_beside_the_raw_ones(held_out_zoo):
 
 
 def test_a_zoo_trained_on_every_row_is_refused_before_anything_is_written(tmp_path):
-  config = default_config("moons", hidden=(4,), num_models=2, epochs=0, n_train=64, n_test=32)
+  config = default_config("moons", hidden=(4,), num_models=2, epochs=1, n_train=64, n_test=32)
   zoo = train_zoo(config, load_dataset(config), log=None)
   save_zoo(tmp_path / "z", config, zoo.params, zoo.metrics, history=zoo.history)
   before = snapshot(tmp_path)

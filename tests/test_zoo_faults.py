@@ -112,7 +112,7 @@ def test_kills_at_random_moments_then_the_same_command_finishes_the_same_zoo(tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     if (out / "moons_w4" / "zoo.json").exists():
-      assert config_of(out / "moons_w4").seed == 0
+      assert config_of(out / "moons_w4").train.seed == 0
   ok(out, *NEW)
   assert zoo_bytes(out / "moons_w4") == reference["new"]
   no_leftovers(out)

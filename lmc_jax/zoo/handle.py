@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +22,6 @@ from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.records import ZooRecord
-from lmc_jax.result_files import ZOO_JSON
 from lmc_jax.symmetry.derive import network_spec
 from lmc_jax.symmetry.spec import PermutationSpec, validate_spec
 from lmc_jax.tree_utils import take
@@ -130,8 +128,8 @@ def _params_checksum(directory: Path) -> Optional[str]:
   """The params checksum zoo.json records now (None where it cannot be read: opening the
   zoo then says why)."""
   try:
-    return json.loads((directory / ZOO_JSON).read_text()).get("params_sha256")
-  except (OSError, ValueError, AttributeError):
+    return read_zoo_json(directory).params_sha256
+  except LmcError:
     return None
 
 
