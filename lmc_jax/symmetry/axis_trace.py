@@ -65,6 +65,12 @@ class AxisTrace:
     # Axes that are a product of others (a flatten's output, a split reshape's input):
     # (node, factor sizes, one sub-node per factor, tied to the factor's axis).
     self.compounds: List[Tuple[Node, Tuple[int, ...], List[tuple]]] = []
+    # What a barrier maps to what: (axes read, axes made, whether every element read lands
+    # at its own place in what is made). Axes made from axes that carry no units (token
+    # positions, a kernel's taps) carry none either; where the map keeps every element
+    # (a flip, a padding, a concatenation), axes made that carry none say the same of the
+    # axes read.
+    self.passes: List[Tuple[List[Node], List[Node], bool]] = []
     self.counter = itertools.count()
     self.scopes = itertools.count(1)
     # What the sign analysis (`symmetry.signs`) reads again once the classes are known:
@@ -73,6 +79,7 @@ class AxisTrace:
     self.eqns: List[tuple] = []
     self.links: List[Tuple[_Val, _Val]] = []
     self.consts: List[_Val] = []
+    self.data: set = set()  # values that depend on the model's inputs
 
   def node(self, var, axis: int) -> Node:
     n = (var, axis)
@@ -141,6 +148,23 @@ class AxisTrace:
     if _is_var(var) and size_of(var, axis) > 1:
       self.soft_fixed.add(self.node(var, axis))
 
+  def link(self, src, dst, axes=None):
+    """`dst` is `src` (a call's argument and its parameter, a result and the call's output;
+    `axes` pairs src's axes with dst's where not all are the same)."""
+    self.links.append((dst, src))
+    if _is_var(src) and src in self.data and _is_var(dst):
+      self.data.add(dst)
+    for a, b in axes if axes is not None else ((a, a) for a in range(rank(dst))):
+      self.tie(src, a, dst, b)
+
+  def passes_through(self, reads, makes, keeps_all: bool = False):
+    """A barrier reads the axes `reads` [(var, axis)] to make `makes` (see `passes`)."""
+    node = lambda v, a: self.node(v, a) if _is_var(v) and size_of(v, a) > 1 else None
+    reads = [n for n in (node(v, a) for v, a in reads) if n is not None]
+    makes = [n for n in (node(v, a) for v, a in makes) if n is not None]
+    if makes:
+      self.passes.append((reads, makes, keeps_all))
+
   def seen(self, var):
     if _is_var(var):
       step = next(self.counter)
@@ -208,15 +232,13 @@ def _visit_eqn(t: AxisTrace, eqn, scope: int):
       and len(inner.invars) == len(ins) and len(inner.outvars) == len(outs):
     inner_scope = next(t.scopes)
     for a, b in zip(scoped(inner_scope, inner.invars), ins):
-      t.links.append((a, b))
-      for axis in range(rank(a)):
-        t.tie(a, axis, b, axis)
+      t.link(b, a)
     visit_jaxpr(t, inner, consts, inner_scope)
     for a, b in zip(scoped(inner_scope, inner.outvars), outs):
-      t.links.append((a, b))
-      for axis in range(rank(b)):
-        t.tie(a, axis, b, axis)
+      t.link(a, b)
     return
+  if any(_is_var(v) and v in t.data for v in ins):
+    t.data.update(o for o in outs if _is_var(o))
   t.eqns.append((prim, ins, outs, p))
   out = outs[0] if outs else None
   if prim in ELEMENTWISE and len(outs) == 1:
@@ -264,7 +286,8 @@ def _visit_eqn(t: AxisTrace, eqn, scope: int):
     return
   elif prim in WINDOWED or prim in CUMULATIVE or prim in ("rev", "slice", "pad", "concatenate",
                                                           "dynamic_slice", "split"):
-    return _visit_axiswise(t, prim, ins, outs, _touched_axes(prim, p, ins[0]))
+    return _visit_axiswise(t, prim, ins, outs, _touched_axes(prim, p, ins[0]),
+                           _keeps_all(prim, p))
   elif prim == "iota":
     t.fix_all(out, "an iota")
     return
@@ -275,6 +298,8 @@ def _visit_eqn(t: AxisTrace, eqn, scope: int):
   for o in outs:
     for axis in range(rank(o)):
       t.barrier_out(o, axis)
+  t.passes_through([(v, a) for v in ins for a in range(rank(v) if _is_var(v) else 0)],
+                   [(o, a) for o in outs for a in range(rank(o))])
 
 
 def _visit_reshape(t: AxisTrace, x, out, prim: str):
@@ -310,6 +335,7 @@ def _visit_reshape(t: AxisTrace, x, out, prim: str):
         t.barrier(x, a, prim + " (merging or splitting axes)")
       for b in gj:
         t.barrier_out(out, b)
+      t.passes_through([(x, a) for a in gi], [(out, b) for b in gj], keeps_all=True)
 
 
 def _visit_dot(t: AxisTrace, lhs, rhs, out, dims):
@@ -393,12 +419,19 @@ def _visit_gather(t: AxisTrace, operand, indices, out, p) -> bool:
   offset = list(dn.offset_dims)
   if len(kept) != len(offset):
     return False
+  def indexed(a):  # rows picked by the data (a lookup table's), or a fixed selection
+    if _is_var(indices) and indices in t.data:
+      t.fix(operand, a, "an axis a gather indexes")
+    else:
+      t.barrier(operand, a, "gather")
+
   for a in dn.collapsed_slice_dims:
-    t.fix(operand, a, "an axis a gather indexes")
+    indexed(a)
   for a, o in zip(kept, offset):
     if a in set(dn.start_index_map) or p["slice_sizes"][a] != size_of(operand, a):
-      t.fix(operand, a, "an axis a gather indexes")
+      indexed(a)
       t.barrier_out(out, o)
+      t.passes_through([(operand, a)], [(out, o)])
     else:
       t.tie(operand, a, out, o)
   batch = [o for o in range(rank(out)) if o not in set(offset)]
@@ -435,8 +468,17 @@ def _touched_axes(prim: str, p: dict, x) -> set:
           or p.get("base_dilation", ones)[a] != 1 or p.get("window_dilation", ones)[a] != 1}
 
 
-def _visit_axiswise(t: AxisTrace, prim: str, ins, out, touched: set):
+def _keeps_all(prim: str, p: dict) -> bool:
+  """Whether an axis-wise op puts every element it reads somewhere of its own."""
+  if prim == "pad":
+    return all(lo >= 0 and hi >= 0 and mid >= 0 for lo, hi, mid in p["padding_config"])
+  return prim in ("rev", "concatenate", "split")
+
+
+def _visit_axiswise(t: AxisTrace, prim: str, ins, out, touched: set, keeps_all: bool = False):
   data = [v for v in ins if _is_var(v) and rank(v) == rank(out[0])]
+  for axis in touched:
+    t.passes_through([(v, axis) for v in data], [(o, axis) for o in out], keeps_all)
   for v in data:
     for axis in range(rank(v)):
       if axis in touched:

@@ -100,6 +100,7 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
   var_nodes = scoped(0, jaxpr.invars[:n_vars])
   for v in scoped(0, jaxpr.invars[n_vars:]):
     t.fix_all(v, "an input of the model")
+    t.data.add(v)
   visit_jaxpr(t, jaxpr, closed.consts, 0)
   out_vars = scoped(0, jaxpr.outvars)
   mutated = _mutated_outputs(out_shape, apply_kwargs, paths)
@@ -168,6 +169,36 @@ def _settle_compounds(t: AxisTrace):
   return {t.find(n): v for n, v in first.items()} if t.compounds else {}, conflicts
 
 
+def _unit_free(t: AxisTrace, fixed: set, compound_of, bare) -> set:
+  """The classes that can never carry hidden units: the fixed ones, the factors of fixed
+  products, products of such factors, and what barriers make from such classes alone (a
+  class token sliced off token positions; `bare(root)`: a class of no variable, nothing to
+  permute, counts as such when read); where a barrier keeps every element (a kernel's taps
+  flipped for a transposed convolution, a padding), what it reads when what it makes is
+  such. Grows `fixed` to its closure and returns it."""
+  fixed = set(fixed)
+  free_of_units = lambda r: r in fixed or bare(r)
+  changed = True
+  while changed:
+    changed = False
+    for root, (_, subs) in compound_of.items():
+      roots = {t.find(sub) for sub in subs}
+      if root in fixed:
+        new = roots - fixed
+      else:
+        new = {root} if all(r in fixed for r in roots) else set()
+      fixed |= new
+      changed |= bool(new)
+    for reads, makes, keeps_all in t.passes:
+      ins, outs = {t.find(n) for n in reads}, {t.find(n) for n in makes}
+      new = outs - fixed if all(free_of_units(r) for r in ins) else set()
+      if keeps_all and outs <= fixed | new:
+        new |= ins - fixed
+      fixed |= new
+      changed |= bool(new)
+  return fixed
+
+
 def _spec_from_classes(t: AxisTrace, paths, var_nodes, strict: bool = True):
   """(the spec of the classes, {class root: permutation name}, `carried(value)`: per axis
   of a value, the class roots on it)."""
@@ -202,14 +233,8 @@ def _spec_from_classes(t: AxisTrace, paths, var_nodes, strict: bool = True):
     if root in compound_of:
       barriers.extend((sub, prim, size) for size, sub in factors(root)
                       if (sub, prim, size) not in barriers)
-  genuinely_fixed = {t.find(n) for n in t.fixed}
-  stack = list(genuinely_fixed)
-  while stack:
-    root = stack.pop()
-    for _, sub in factors(root) if root in compound_of else ():
-      if sub not in genuinely_fixed:
-        genuinely_fixed.add(sub)
-        stack.append(sub)
+  genuinely_fixed = _unit_free(t, {t.find(n) for n in t.fixed}, compound_of,
+                               lambda r: not variables_in(r) and r not in compound_of)
 
   unfollowed = {}
   for root, prim, size in barriers:
