@@ -227,6 +227,10 @@ def _visit_eqn(t: AxisTrace, eqn, scope: int):
   ins, outs, p = scoped(scope, eqn.invars), scoped(scope, eqn.outvars), eqn.params
   for o in outs:
     t.seen(o)
+  if prim in CONTROL_FLOW:
+    from lmc_jax.symmetry.loops import visit_loop  # loops builds on this module
+    if visit_loop(t, prim, ins, outs, p, visit_jaxpr):
+      return
   inner, consts = sub_jaxpr(eqn)
   if inner is not None and prim not in CONTROL_FLOW \
       and len(inner.invars) == len(ins) and len(inner.outvars) == len(outs):

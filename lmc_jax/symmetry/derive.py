@@ -88,9 +88,12 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
   ...` in the order the trace first computes them.
 
   Flattens, splits, equal pieces of a concatenation and grouped convolutions are followed
-  as products of axes (views of the variables that hold them). An op that moves units
-  otherwise (a slice, an argmax, a loop, unequal pieces concatenated, a reshape that
-  regroups axes) raises LmcError naming it; with `strict=False` the units it touches are left
+  as products of axes (views of the variables that hold them); loops and branches
+  (`lax.scan`, `nn.RNN`, `while`, `cond`) through their bodies (`symmetry.loops`); slices,
+  gathers, flips and paddings of axes that carry no units (token positions, a kernel's
+  taps) pass. An op that moves units otherwise (a slice of hidden units, an argmax, a scan
+  stepping along them, unequal pieces concatenated, a reshape that regroups axes) raises
+  LmcError naming it; with `strict=False` the units it touches are left
   unpermuted instead (a smaller symmetry, never a wrong one) and a warning names them.
   """
   paths, closed, out_shape = _trace(module, variables, example_inputs, apply_kwargs)
