@@ -1,9 +1,9 @@
 """`derive_spec` on more networks nobody wrote for lmc_jax: a token transformer (nn.Embed's
-gather); flattens, GroupNorm, grouped convolutions, equal-size splits and concatenations
-(followed as products of axes, through views of the leaves); and an op whose symmetry a
-spec of one permutation per axis can not hold (unequal channel blocks concatenated), which
-`strict=False` leaves unpermuted. Oracles: partitions worked out by hand, and the outputs
-under each group alone."""
+gather); flattens, GroupNorm, grouped convolutions (products of axes, through views of the
+leaves); equal-size splits and concatenations (blocks of the leaves); and an op whose
+symmetry a spec of views and blocks can not hold (channel blocks flattened with the
+positions), which `strict=False` leaves unpermuted. Oracles: partitions worked out by
+hand, and the outputs under each group alone."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,12 +86,15 @@ class GroupNormNet(nn.Module):
     return nn.Dense(3, name="head")(h)
 
 
-class ConcatNet(nn.Module):
+class FlatConcatNet(nn.Module):
+  """Unequal channel blocks concatenated, then flattened with the positions: blocks inside
+  a product, which no spec of views and blocks holds."""
   @nn.compact
   def __call__(self, x):
     a = nn.relu(nn.Conv(4, (3, 3), name="c0")(x))
     b = nn.relu(nn.Conv(3, (3, 3), name="c1")(a))
-    h = nn.relu(nn.Dense(5, name="d0")(jnp.concatenate([a, b], -1).mean((1, 2))))
+    h = jnp.concatenate([a, b], -1)
+    h = nn.relu(nn.Dense(5, name="d0")(h.reshape(h.shape[0], -1)))
     return nn.Dense(3, name="head")(h)
 
 
@@ -124,7 +127,7 @@ D0 = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/head/kernel", 0)}
 
 
 @pytest.mark.parametrize("module, op, free", [
-    (ConcatNet(), "concatenate", [D0]),
+    (FlatConcatNet(), "concatenate", [D0]),
 ])
 def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, caplog):
   x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
@@ -196,23 +199,32 @@ class EqualConcatNet(nn.Module):
     return nn.Dense(3, name="head")(jnp.concatenate([a, b], -1).mean((1, 2)))
 
 
-def test_equal_pieces_of_a_split_or_a_concatenation_share_one_permutation():
+def test_equal_pieces_are_blocks_tied_where_the_net_ties_them_and_independent_otherwise():
   x = _x_img()
   gated = GatedNet()
   variables = _randomised(gated.init(jax.random.key(1), x))
   spec = derive_spec(gated, variables, x)
-  assert spec.views == {"params/gate/kernel": (5, 2, 6), "params/gate/bias": (2, 6)}
-  halves = {("params/gate/kernel", 2), ("params/gate/bias", 1), ("params/head/kernel", 0)}
-  hidden = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/gate/kernel", 0)}
+  # The gate's output is split in two blocks; `u * sigmoid(g)` multiplies unit i of one by
+  # unit i of the other, so both blocks take one permutation.
+  assert spec.views == {}
+  assert spec.blocks == {"params/gate/kernel": (1, (6, 6)), "params/gate/bias": (0, (6, 6))}
+  halves = {("params/gate/kernel[0]", 1), ("params/gate/kernel[1]", 1),
+            ("params/gate/bias[0]", 0), ("params/gate/bias[1]", 0), ("params/head/kernel", 0)}
+  hidden = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/gate/kernel[0]", 0),
+            ("params/gate/kernel[1]", 0)}
   assert partition(spec) == {frozenset(halves), frozenset(hidden)}
   _each_group_alone_is_a_symmetry(gated, variables, spec, x)
+  # Two branches of one width concatenated are independent: two permutations, one per
+  # block of the head's kernel. (Before blocks, the equal pieces were read as a product
+  # (pieces, width) and forced to share one permutation: a smaller symmetry than the net's.)
   cat = EqualConcatNet()
   variables = _randomised(cat.init(jax.random.key(1), x))
   spec = derive_spec(cat, variables, x)
-  assert spec.views == {"params/head/kernel": (2, 4, 3)}
-  assert partition(spec) == {frozenset({
-      ("params/c0/kernel", 3), ("params/c0/bias", 0), ("params/c1/kernel", 2),
-      ("params/c1/kernel", 3), ("params/c1/bias", 0), ("params/head/kernel", 1)})}
+  assert spec.views == {} and spec.blocks == {"params/head/kernel": (0, (4, 4))}
+  assert partition(spec) == {
+      frozenset({("params/c0/kernel", 3), ("params/c0/bias", 0), ("params/c1/kernel", 2),
+                 ("params/head/kernel[0]", 0)}),
+      frozenset({("params/c1/kernel", 3), ("params/c1/bias", 0), ("params/head/kernel[1]", 0)})}
   _each_group_alone_is_a_symmetry(cat, variables, spec, x)
 
 

@@ -25,7 +25,13 @@ import numpy as np
 from lmc_jax.align.activation import _site_features
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.layer_taps import layer_values
-from lmc_jax.symmetry.spec import PermutationSpec, axis_groups, leaf_shape
+from lmc_jax.symmetry.spec import (
+  PermutationSpec,
+  axis_groups,
+  join_blocks,
+  leaf_shape,
+  split_blocks,
+)
 from lmc_jax.symmetry.units import feature_sites
 from lmc_jax.tree_utils import flatten, unflatten
 
@@ -128,7 +134,7 @@ def stacked_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dic
 def makes_units(path: str, groups: Sequence[Sequence[int]], view_axis: int) -> bool:
   """Whether axis `view_axis` of leaf `path` holds the units its layer makes (else it
   reads them): the last axis of a kernel or embedding, every axis of any other leaf."""
-  if path.rsplit("/", 1)[-1] not in READERS:
+  if path.rsplit("/", 1)[-1].split("[")[0] not in READERS:  # a block: as its leaf
     return True
   return view_axis in groups[-1]
 
@@ -136,7 +142,7 @@ def makes_units(path: str, groups: Sequence[Sequence[int]], view_axis: int) -> b
 def zip_trees(spec: PermutationSpec, zips: Dict[str, Zip], trees: Sequence[dict]) -> dict:
   """The merged variables of the two models `trees` under `zips` (see the module
   docstring)."""
-  flats = [flatten(t) for t in trees]
+  flats = [split_blocks(spec, flatten(t)) for t in trees]
   out = {}
   for path, leaf in flats[0].items():
     shape = np.shape(leaf)
@@ -155,7 +161,7 @@ def zip_trees(spec: PermutationSpec, zips: Dict[str, Zip], trees: Sequence[dict]
       parts.append(v)
     merged = np.sum(parts, 0) if makes else np.mean(parts, 0)
     out[path] = merged.reshape(shape).astype(np.asarray(leaf).dtype)
-  return unflatten(out)
+  return unflatten(join_blocks(spec, out, flatten(trees[0])))
 
 
 def zip_models(model, spec: PermutationSpec, tree_a, tree_b, x, alpha: float = 0.3,

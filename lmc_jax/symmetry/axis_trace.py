@@ -65,6 +65,9 @@ class AxisTrace:
     # Axes that are a product of others (a flatten's output, a split reshape's input):
     # (node, factor sizes, one sub-node per factor, tied to the factor's axis).
     self.compounds: List[Tuple[Node, Tuple[int, ...], List[tuple]]] = []
+    # Axes that are a concatenation of others (pieces of a concatenate or a split), as
+    # `compounds`: (node, block sizes, one sub-node per block).
+    self.sums: List[Tuple[Node, Tuple[int, ...], List[tuple]]] = []
     # What a barrier maps to what: (axes read, axes made, whether every element read lands
     # at its own place in what is made). Axes made from axes that carry no units (token
     # positions, a kernel's taps) carry none either; where the map keeps every element
@@ -131,6 +134,20 @@ class AxisTrace:
     self.compounds.append((node, tuple(sizes), subs))
     self.soft_fixed.add(node)
     return subs
+
+  def blocks(self, var, axis: int, parts):
+    """Axis `axis` of `var` is the concatenation of the axes `parts` [(var, axis)]: each
+    block moves with its own part, the axis as a whole with nothing."""
+    node = self.node(var, axis)
+    subs = []
+    for m, (v, a) in enumerate(parts):
+      sub = ("block", node, m)
+      self.parent.setdefault(sub, sub)
+      if size_of(v, a) > 1:
+        self.union(self.node(v, a), sub)
+      subs.append(sub)
+    self.sums.append((node, tuple(size_of(v, a) for v, a in parts), subs))
+    self.soft_fixed.add(node)
 
   def fix(self, var, axis: int, why: str):
     if _is_var(var) and size_of(var, axis) > 1:
@@ -393,21 +410,20 @@ def _visit_conv(t: AxisTrace, lhs, rhs, out, p) -> bool:
 
 
 def _visit_pieces(t: AxisTrace, prim: str, ins, outs, p) -> bool:
-  """A concatenation of, or a split into, pieces of one size `m` along an axis: that axis is
-  the product (pieces, m), the first factor fixed (which piece), the second moving with the
-  pieces' axis, so every piece takes the same permutation. False for pieces of unequal
-  sizes (then a barrier)."""
+  """A concatenation of, or a split into, pieces along an axis: that axis is the sum of
+  the pieces' (`AxisTrace.blocks`), each block moving with its piece and independently of
+  the others, whether the pieces are of one size or not. False where a piece has another
+  rank (then a barrier)."""
   axis = p["dimension"] if prim == "concatenate" else p["axis"]
   whole, pieces = (outs[0], ins) if prim == "concatenate" else (ins[0], outs)
-  if not _is_var(whole) or len(pieces) < 2 or len({size_of(v, axis) for v in pieces}) != 1 \
+  if not _is_var(whole) or len(pieces) < 2 or not all(_is_var(v) for v in pieces) \
       or any(rank(v) != rank(whole) for v in pieces):
     return False
   for v in pieces:
     for a in range(rank(whole)):
       if a != axis:
         t.tie(v, a, whole, a)
-  t.product(whole, axis, [len(pieces), size_of(pieces[0], axis)],
-            [[], [(v, axis) for v in pieces]], fixed=f"which piece of a {prim}")
+  t.blocks(whole, axis, [(v, axis) for v in pieces])
   return True
 
 

@@ -17,8 +17,7 @@ hand (`permutation_spec_from_axes`) and check it with `check_spec`.
 from __future__ import annotations
 
 import functools
-import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,17 +29,17 @@ from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.models import init_variables
 from lmc_jax.symmetry.axis_trace import (
   AxisTrace,
-  Node,
   rank,
   scoped,
-  size_of,
   sub_jaxpr,
   visit_jaxpr,
 )
+from lmc_jax.symmetry.classes import spec_from_classes
 from lmc_jax.symmetry.signs import sign_flips
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_permutation,
+  block_path,
   perm_sizes,
   permutation_spec_from_axes,
   random_signed_permutation,
@@ -115,10 +114,18 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
     else:
       t.fix_all(v, "an output of the model")
   _check_used(jaxpr, paths, var_nodes)
-  spec, names, carried = _spec_from_classes(t, paths, var_nodes, strict)
+  spec, names, carried = spec_from_classes(t, paths, var_nodes, strict)
   signs = sign_flips(t, names, carried, var_nodes, paths, out_vars, mutated,
-                     lambda path, name: spec.axes_to_perm[path].index(name))
+                     lambda path, name: _axis_of(spec, path, name))
   return spec._replace(signs=signs) if signs else spec
+
+
+def _axis_of(spec: PermutationSpec, path: str, name: str) -> Tuple[str, int]:
+  """(spec path, axis) of leaf `path` that permutation `name` acts on."""
+  held = [block_path(path, k) for k in range(len(spec.blocks[path][1]))] \
+      if path in spec.blocks else [path]
+  return next((p, spec.axes_to_perm[p].index(name)) for p in held
+              if name in spec.axes_to_perm[p])
 
 
 def _mutated_outputs(out_shape, apply_kwargs, paths) -> Dict[int, int]:
@@ -149,141 +156,6 @@ def _check_used(jaxpr, paths, var_nodes):
                    "module.apply, so their axes can not be derived; pass the apply arguments "
                    "that use them (e.g. train=False for BatchNorm's running statistics) or "
                    "write the spec by hand.")
-
-
-def _settle_compounds(t: AxisTrace):
-  """Products that fall into one class: with the same factors, their factors move
-  together; with other factors (a flatten of (2, 8) read where one of (4, 4) is) they can
-  not be followed. Returns ({root: (factor sizes, sub-nodes)}, [(node, why, size)])."""
-  conflicts, changed = [], True
-  while changed:
-    changed, first = False, {}
-    for node, sizes, subs in t.compounds:
-      root = t.find(node)
-      if root not in first:
-        first[root] = (sizes, subs)
-      elif first[root][0] == sizes:
-        for a, b in zip(first[root][1], subs):
-          if t.find(a) != t.find(b):
-            t.union(a, b)
-            changed = True
-      else:
-        conflicts.append((node, "reshape (one axis flattened two ways)", size_of(*node)))
-  return {t.find(n): v for n, v in first.items()} if t.compounds else {}, conflicts
-
-
-def _unit_free(t: AxisTrace, fixed: set, compound_of, bare) -> set:
-  """The classes that can never carry hidden units: the fixed ones, the factors of fixed
-  products, products of such factors, and what barriers make from such classes alone (a
-  class token sliced off token positions; `bare(root)`: a class of no variable, nothing to
-  permute, counts as such when read); where a barrier keeps every element (a kernel's taps
-  flipped for a transposed convolution, a padding), what it reads when what it makes is
-  such. Grows `fixed` to its closure and returns it."""
-  fixed = set(fixed)
-  free_of_units = lambda r: r in fixed or bare(r)
-  changed = True
-  while changed:
-    changed = False
-    for root, (_, subs) in compound_of.items():
-      roots = {t.find(sub) for sub in subs}
-      if root in fixed:
-        new = roots - fixed
-      else:
-        new = {root} if all(r in fixed for r in roots) else set()
-      fixed |= new
-      changed |= bool(new)
-    for reads, makes, keeps_all in t.passes:
-      ins, outs = {t.find(n) for n in reads}, {t.find(n) for n in makes}
-      new = outs - fixed if all(free_of_units(r) for r in ins) else set()
-      if keeps_all and outs <= fixed | new:
-        new |= ins - fixed
-      fixed |= new
-      changed |= bool(new)
-  return fixed
-
-
-def _spec_from_classes(t: AxisTrace, paths, var_nodes, strict: bool = True):
-  """(the spec of the classes, {class root: permutation name}, `carried(value)`: per axis
-  of a value, the class roots on it)."""
-  compound_of, conflicts = _settle_compounds(t)
-  classes: Dict[Node, List[Node]] = {}
-  for n in t.parent:
-    classes.setdefault(t.find(n), []).append(n)
-  var_index = {v: i for i, v in enumerate(var_nodes)}
-
-  def factors(root):  # the sub-classes of a product, with their sizes
-    sizes, subs = compound_of[root]
-    return [(size, t.find(sub)) for size, sub in zip(sizes, subs)]
-
-  products_of: Dict[Node, set] = {}  # factor class -> the product classes it is part of
-  for root in compound_of:
-    for _, sub in factors(root):
-      products_of.setdefault(sub, set()).add(root)
-
-  def variables_in(root, seen=()):
-    """Variables with an axis in the class, or in a product it is a factor of (they hold
-    the factor's units through a view)."""
-    own = {paths[var_index[n[0]]] for n in classes[root] if len(n) == 2 and n[0] in var_index}
-    for product in products_of.get(root, ()):
-      if product not in seen:
-        own.update(variables_in(product, seen + (root,)))
-    return sorted(own)
-
-  # A product's factors share what happens to the product: a barrier or a fixed axis.
-  barriers = [(t.find(n), prim, size_of(*n)) for n, prim in t.barriers] + \
-      [(t.find(n), why, size) for n, why, size in conflicts]
-  for root, prim, _ in barriers:  # the list grows as it is walked
-    if root in compound_of:
-      barriers.extend((sub, prim, size) for size, sub in factors(root)
-                      if (sub, prim, size) not in barriers)
-  genuinely_fixed = _unit_free(t, {t.find(n) for n in t.fixed}, compound_of,
-                               lambda r: not variables_in(r) and r not in compound_of)
-
-  unfollowed = {}
-  for root, prim, size in barriers:
-    if root in genuinely_fixed or root in unfollowed or not variables_in(root):
-      continue
-    why = f"`{prim}` on an axis of size {size} that moves with {', '.join(variables_in(root))}"
-    if strict:
-      raise LmcError(f"derive_spec can not follow {why}; write the permutation spec for this "
-                     "module by hand (lmc_jax.permutation_spec_from_axes) and check it with "
-                     "lmc_jax.check_spec, or pass strict=False to leave those units "
-                     "unpermuted.")
-    unfollowed[root] = why
-  for why in unfollowed.values():
-    logging.warning("derive_spec leaves units unpermuted: it can not follow %s.", why)
-  fixed = genuinely_fixed | set(unfollowed) | {t.find(n) for n in t.soft_fixed}
-  free = [r for r in classes if r not in fixed and variables_in(r)]
-  order = lambda r: min(t.first_seen.get(n, 1 << 60) for n in classes[r])
-  names = {r: f"P_{k}" for k, r in enumerate(sorted(free, key=lambda r: (order(r),
-                                                                         variables_in(r))))}
-
-  def expand(root, size):  # [(size, class)] of an axis, products split into their factors
-    if root not in compound_of:
-      return [(size, root)]
-    return [part for sub_size, sub in factors(root) for part in expand(sub, sub_size)]
-
-  axes: Dict[str, Tuple[Optional[str], ...]] = {}
-  views: Dict[str, Tuple[int, ...]] = {}
-  for path, v in zip(paths, var_nodes):
-    view, names_of, split = [], [], False
-    for a in range(rank(v)):
-      parts = expand(t.find(t.node(v, a)), size_of(v, a)) if (v, a) in t.parent else []
-      if len(parts) > 1 and any(r in names for _, r in parts):
-        view.extend(size for size, _ in parts)
-        names_of.extend(names.get(r) for _, r in parts)
-        split = True
-      else:
-        view.append(size_of(v, a))
-        names_of.append(names.get(t.find(t.node(v, a))) if (v, a) in t.parent else None)
-    axes[path] = tuple(names_of)
-    if split:
-      views[path] = tuple(view)
-
-  def carried(v):
-    return [[r for _, r in expand(t.find((v, a)), size_of(v, a))] if (v, a) in t.parent else []
-            for a in range(rank(v))]
-  return permutation_spec_from_axes(axes, views), names, carried
 
 
 def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=None,
@@ -321,7 +193,8 @@ def spec_without_prefix(spec: PermutationSpec, prefix: str = "params") -> Permut
   cut = lambda d: {p[len(head):]: v for p, v in d.items() if p.startswith(head)}
   signs = {name: [(p[len(head):], a) for p, a in pairs if p.startswith(head)]
            for name, pairs in spec.signs.items()}
-  return permutation_spec_from_axes(cut(spec.axes_to_perm), cut(spec.views), signs)
+  return permutation_spec_from_axes(cut(spec.axes_to_perm), cut(spec.views), signs,
+                                    cut(spec.blocks))
 
 
 

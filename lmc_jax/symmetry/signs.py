@@ -167,7 +167,8 @@ def sign_flips(t: AxisTrace, groups: Dict[object, str], carried: Callable, varia
   value v, the class roots on it (a flattened axis: several); `variables` are the
   variables' values (paths alike), `outputs` the model's, `mutated` output index ->
   variable index for the collections `mutable=` returns; `axis_of(path, name)` is the
-  axis of the spec's view of `path` that permutation `name` acts on."""
+  (spec path, axis of its view) of leaf `path` that permutation `name` acts on (a block's
+  path where the leaf is held as blocks)."""
   values = {v for e in t.eqns for v in itertools.chain(e[1], e[2]) if _is_val(v)}
   values |= {v for pair in t.links for v in pair if _is_val(v)} | set(variables)
   on_axes = {v: carried(v) for v in values}
@@ -189,7 +190,7 @@ def sign_flips(t: AxisTrace, groups: Dict[object, str], carried: Callable, varia
       rows.equal([v, variables[mutated[k]]]) if k in mutated else rows.zero(v)
     mask = sum(1 << index[v] for v in variables if v in index)
     best = _largest(_null_space(rows.rows, len(holders)), mask)
-    flips = [(path, axis_of(path, name)) for path, v in zip(paths, variables)
+    flips = [axis_of(path, name) for path, v in zip(paths, variables)
              if v in index and best >> index[v] & 1]
     if flips:
       out[name] = tuple(sorted(flips))

@@ -18,6 +18,13 @@ those of `leaf.reshape(view)`, so a permutation can act on a factor of a flatten
 (the channels of a conv feature map flattened into a Dense layer's input: view
 `(H, W, C, out)` of the `(H*W*C, out)` kernel). Every function here reshapes to the view
 and back; nothing else needs to know.
+
+A leaf may also be made of blocks (`blocks[path] = (axis, sizes)`): its axis `axis` is the
+concatenation of blocks of `sizes` (a DenseNet layer reading its predecessors' channels
+concatenated, a U-Net decoder reading its skip beside the upsampled map), each with its
+own permutation. The spec then addresses block k as a leaf of its own, `f"{path}[{k}]"`
+(`block_path`), the slice of the leaf holding it, with its own axes (and view); every
+function here splits such leaves into their blocks and joins them back.
 """
 from __future__ import annotations
 
@@ -41,15 +48,61 @@ class PermutationSpec(NamedTuple):
   perm_to_axes: Dict[str, Tuple[Tuple[str, int], ...]]  # perm name -> ((path, axis), ...)
   views: Dict[str, Tuple[int, ...]] = {}  # leaf path -> the shape its axes refer to
   signs: Dict[str, Tuple[Tuple[str, int], ...]] = {}  # perm -> (path, axis) a flip negates
+  blocks: Dict[str, Tuple[int, Tuple[int, ...]]] = {}  # leaf path -> (axis, block sizes)
+
+
+def block_path(path: str, k: int) -> str:
+  """The spec's name of block `k` of leaf `path` (see `PermutationSpec.blocks`)."""
+  return f"{path}[{k}]"
+
+
+def split_blocks(spec: PermutationSpec, flat: Dict[str, object]) -> Dict[str, object]:
+  """`flat` (path -> leaf) with every leaf the spec holds as blocks replaced by its blocks
+  (`block_path`); numpy or jax, the leaves' own kind."""
+  return split_blocks_batched(spec, flat, 0)
+
+
+def split_blocks_batched(spec: PermutationSpec, flat, batch_dims: int):
+  """`split_blocks` of leaves with `batch_dims` leading axes (a zoo's model axis)."""
+  if not spec.blocks:
+    return flat
+  out = {}
+  for path, leaf in flat.items():
+    if path not in spec.blocks:
+      out[path] = leaf
+      continue
+    axis, sizes = spec.blocks[path]
+    xp = jnp if isinstance(leaf, jax.Array) else np
+    pieces = xp.split(leaf, np.cumsum(sizes)[:-1].tolist(), axis=axis + batch_dims)
+    out.update({block_path(path, k): piece for k, piece in enumerate(pieces)})
+  return out
+
+
+def join_blocks(spec: PermutationSpec, flat: Dict[str, object], like=None) -> Dict[str, object]:
+  """The inverse of `split_blocks`: of the leaves that `like` (a flat dict; default all)
+  holds whole, the blocks in `flat` joined back."""
+  whole = [p for p in spec.blocks if like is None or p in like]
+  if not whole:
+    return flat
+  parts = {block_path(p, k): p for p in whole for k in range(len(spec.blocks[p][1]))}
+  out = {p: v for p, v in flat.items() if p not in parts}
+  for path in whole:
+    axis, sizes = spec.blocks[path]
+    pieces = [flat[block_path(path, k)] for k in range(len(sizes))]
+    xp = jnp if any(isinstance(v, jax.Array) for v in pieces) else np
+    out[path] = xp.concatenate(pieces, axis=axis)
+  return out
 
 
 def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes],
                                views: Optional[Dict[str, Tuple[int, ...]]] = None,
-                               signs: Optional[Dict[str, Sequence[Tuple[str, int]]]] = None
+                               signs: Optional[Dict[str, Sequence[Tuple[str, int]]]] = None,
+                               blocks: Optional[Dict[str, Tuple[int, Sequence[int]]]] = None
                                ) -> PermutationSpec:
   """The spec of `axes_to_perm` (and `views`, leaf path -> shape, for leaves whose axes are
   those of a reshape; `signs`, perm -> the (path, axis) pairs a sign flip of its units
-  negates, for groups that may flip)."""
+  negates, for groups that may flip; `blocks`, leaf path -> (axis, block sizes), for
+  leaves whose blocks `axes_to_perm` and `views` name as `block_path(path, k)`)."""
   perm_to_axes: Dict[str, list] = {}
   for path, axes in axes_to_perm.items():
     for axis, perm in enumerate(axes):
@@ -63,20 +116,21 @@ def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes],
     if wrong:
       raise LmcError(f"The permutation spec lets {p} flip signs on {wrong}, which are not axes "
                      f"of {p}; list only axes the permutation acts on.")
+  blocks = {p: (int(a), tuple(int(n) for n in sizes)) for p, (a, sizes) in (blocks or {}).items()}
   return PermutationSpec(dict(axes_to_perm), {p: tuple(v) for p, v in perm_to_axes.items()},
-                         views, signs)
+                         views, signs, blocks)
 
 
 def spec_key(spec: PermutationSpec) -> tuple:
   """A hashable form of `spec` (a static argument of jitted functions); `spec_from_key`
   inverts it."""
   return (tuple(sorted(spec.axes_to_perm.items())), tuple(sorted(spec.views.items())),
-          tuple(sorted(spec.signs.items())))
+          tuple(sorted(spec.signs.items())), tuple(sorted(spec.blocks.items())))
 
 
 def spec_from_key(key: tuple) -> PermutationSpec:
-  axes, views, signs = key
-  return permutation_spec_from_axes(dict(axes), dict(views), dict(signs))
+  axes, views, signs, blocks = key
+  return permutation_spec_from_axes(dict(axes), dict(views), dict(signs), dict(blocks))
 
 
 def without_signs(spec: PermutationSpec) -> PermutationSpec:
@@ -128,7 +182,9 @@ def axis_groups(spec: PermutationSpec, path: str, shape) -> Optional[List[List[i
 
 
 def view_leaves(spec: PermutationSpec, flat: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
-  """`flat` (path -> one model's leaf) with every leaf that has a view reshaped to it."""
+  """`flat` (path -> one model's leaf) split into blocks (`split_blocks`) and every leaf
+  that has a view reshaped to it."""
+  flat = split_blocks(spec, flat)
   return {k: v.reshape(spec.views[k]) if k in spec.views else v for k, v in flat.items()}
 
 
@@ -169,7 +225,7 @@ def matched_axes(spec: PermutationSpec, p: str) -> Tuple[Tuple[str, int], ...]:
 
 def perm_sizes(spec: PermutationSpec, params, batch_dims: int = 0) -> Dict[str, int]:
   """Size of each permutation, read off `params` (after `batch_dims` leading axes)."""
-  flat = flatten(params)
+  flat = split_blocks_batched(spec, flatten(params), batch_dims)
   return {p: leaf_shape(spec, path, flat[path].shape[batch_dims:])[axis]
           for p, ((path, axis), *_) in spec.perm_to_axes.items()}
 
@@ -178,6 +234,13 @@ def validate_spec(spec: PermutationSpec, params, batch_dims: int = 0) -> None:
   """Raises LmcError unless the spec covers exactly the leaves of `params`, with the right
   number of axes, and every axis of one permutation has the same length."""
   flat = flatten(params)
+  for path, (axis, sizes) in spec.blocks.items():
+    shape = flat[path].shape[batch_dims:] if path in flat else None
+    if shape is None or not 0 <= axis < len(shape) or sum(sizes) != shape[axis]:
+      raise LmcError(f"The permutation spec holds {path} as blocks of {tuple(sizes)} on its "
+                     f"axis {axis}, which its shape {shape} does not have; fix the blocks of "
+                     f"{path}.")
+  flat = split_blocks_batched(spec, flat, batch_dims)
   missing = sorted(set(flat) - set(spec.axes_to_perm))
   extra = sorted(set(spec.axes_to_perm) - set(flat))
   if missing or extra:
@@ -229,8 +292,10 @@ def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params)
   """Params of one model with hidden units reordered: `new = take(old, perm[p], axis)`
   on every axis the spec assigns, and negated where a signed permutation flips a unit on
   the axes in `spec.signs`. Works on numpy and jax arrays, and under jit/vmap."""
-  return unflatten({path: permute_leaf(spec, perm, path, leaf)
-                    for path, leaf in flatten(params).items()})
+  given = flatten(params)
+  return unflatten(join_blocks(spec, {path: permute_leaf(spec, perm, path, leaf)
+                                      for path, leaf in split_blocks(spec, given).items()},
+                               given))
 
 
 def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], params):
@@ -238,15 +303,15 @@ def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], pa
   `new = mats[p] @ old` along that axis. For the matrix of a permutation `perm`
   (`mats[p][i, perm[i]] = 1`) this is `apply_permutation`; for a doubly stochastic matrix
   it is the soft relaxation Sinkhorn matching optimises."""
-  out = {}
-  for path, leaf in flatten(params).items():
+  out, given = {}, flatten(params)
+  for path, leaf in split_blocks(spec, given).items():
     shape = leaf.shape
     leaf = leaf.reshape(leaf_shape(spec, path, shape))
     for axis, p in enumerate(spec.axes_to_perm[path]):
       if p is not None:
         leaf = jnp.moveaxis(jnp.tensordot(mats[p], leaf, axes=([1], [axis])), 0, axis)
     out[path] = leaf.reshape(shape)
-  return unflatten(out)
+  return unflatten(join_blocks(spec, out, given))
 
 
 def identity_permutation(sizes: Dict[str, int]) -> Dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from lmc_jax.nn.layer_taps import LayerCall, layer_calls
-from lmc_jax.symmetry.spec import PermutationSpec, axis_groups, leaf_shape
+from lmc_jax.symmetry.spec import PermutationSpec, axis_groups, block_path, leaf_shape
 from lmc_jax.tree_utils import flatten
 
 GROUPS = "<groups>"  # the group factor of a grouped conv's input: moved, never a site
@@ -38,7 +38,15 @@ class FeatureSite(NamedTuple):
 
 def _axis_perms(spec: PermutationSpec, path: str, shape, axis: int):
   """`[(perm or None, factor sizes, factor index, odd)]` of leaf axis `axis` (negative
-  allowed); odd where a sign flip of the perm negates that factor of the leaf."""
+  allowed); odd where a sign flip of the perm negates that factor of the leaf. A leaf of
+  blocks (`spec.blocks`) answers for its other axes, which every block shares, as its
+  first block; its axis of blocks is no site (none here)."""
+  if path in spec.blocks:
+    block_axis, sizes = spec.blocks[path]
+    if axis % len(shape) == block_axis:
+      return []
+    path, shape = block_path(path, 0), tuple(sizes[0] if a == block_axis else n
+                                             for a, n in enumerate(shape))
   axes = spec.axes_to_perm.get(path)
   if axes is None:
     return []
