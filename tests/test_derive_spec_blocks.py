@@ -75,6 +75,27 @@ def test_a_dense_block_gives_each_block_its_own_permutation():
     np.testing.assert_array_equal(by_activations[p], invert_permutation(planted)[p])
 
 
+class TanhDenseBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    a = jnp.tanh(nn.Conv(4, (3, 3), name="c0")(x))
+    h = jnp.concatenate([a, jnp.tanh(nn.Conv(3, (3, 3), name="c1")(a))], -1)
+    h = jnp.concatenate([h, jnp.tanh(nn.Conv(5, (3, 3), name="c2")(h))], -1)
+    return nn.Dense(3, name="head")(h.mean((1, 2)))
+
+
+def test_signs_of_blocks_flip_only_their_block():
+  model, x = TanhDenseBlock(), _x()
+  variables = _randomised(model.init(jax.random.key(1), x))
+  spec = derive_spec(model, variables, x)
+  # tanh is odd and nothing else mixes units: every group may flip, negating every leaf
+  # axis (or block's axis) it acts on; the other blocks of a leaf stay as they are.
+  assert len(spec.perm_to_axes) == 3
+  assert {p: set(v) for p, v in spec.signs.items()} == \
+      {p: set(v) for p, v in spec.perm_to_axes.items()}
+  assert check_spec(model, variables, spec, x, trials=6) < 1e-5
+
+
 class UNet(nn.Module):
   """An encoder level (4 channels), a strided bottleneck (6), a transposed conv back up
   (5) concatenated with the skip (4), a decoder conv (3)."""

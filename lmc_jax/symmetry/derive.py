@@ -17,7 +17,7 @@ hand (`permutation_spec_from_axes`) and check it with `check_spec`.
 from __future__ import annotations
 
 import functools
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -120,12 +120,13 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
   return spec._replace(signs=signs) if signs else spec
 
 
-def _axis_of(spec: PermutationSpec, path: str, name: str) -> Tuple[str, int]:
-  """(spec path, axis) of leaf `path` that permutation `name` acts on."""
+def _axis_of(spec: PermutationSpec, path: str, name: str) -> List[Tuple[str, int]]:
+  """The (spec path, axis) pairs of leaf `path` that permutation `name` acts on: one, or
+  one per block holding it."""
   held = [block_path(path, k) for k in range(len(spec.blocks[path][1]))] \
       if path in spec.blocks else [path]
-  return next((p, spec.axes_to_perm[p].index(name)) for p in held
-              if name in spec.axes_to_perm[p])
+  return [(p, spec.axes_to_perm[p].index(name)) for p in held
+          if name in spec.axes_to_perm[p]]
 
 
 def _mutated_outputs(out_shape, apply_kwargs, paths) -> Dict[int, int]:

@@ -7,7 +7,8 @@ inputs, outputs and constants. Each primitive relates the parities of its operan
 results by one of a few rules, all linear over GF(2):
 
 - linear and odd maps (add, sub, neg, tanh, sin, reshape, broadcast, sums over other
-  axes, ...): operands and results share one parity (a literal 0 is neutral);
+  axes, ...): operands and results share one parity (a literal 0 is neutral); pieces of
+  a concatenation or split that do not carry the group's units take no part;
 - products (mul, div; dot_general and conv over other axes): `P(out) = P(a) xor P(b)`;
   a contraction over the group's axis makes both sides equal, the result unchanged;
 - even maps (abs, square, cos): the result is unchanged;
@@ -88,6 +89,9 @@ def _equations(rows: _Rows, prim: str, ins, outs, p, carries: Callable[[object, 
     if prim == "reduce_sum" and on(ins[0], p["axes"]):
       rows.zero(*ins, *outs)  # a sum over the units: LayerNorm's mean
       return
+    if prim in ("concatenate", "split"):  # blocks without the units do not flip with them
+      rows.equal([v for v in data + list(outs) if rows.bit(v)])
+      return
     rows.equal(data + list(outs))
   elif prim in ("mul", "div"):
     rows.xor(outs[0], ins[0], ins[1])
@@ -166,9 +170,9 @@ def sign_flips(t: AxisTrace, groups: Dict[object, str], carried: Callable, varia
   `groups` maps a class root to its permutation's name; `carried(v)` lists, per axis of
   value v, the class roots on it (a flattened axis: several); `variables` are the
   variables' values (paths alike), `outputs` the model's, `mutated` output index ->
-  variable index for the collections `mutable=` returns; `axis_of(path, name)` is the
-  (spec path, axis of its view) of leaf `path` that permutation `name` acts on (a block's
-  path where the leaf is held as blocks)."""
+  variable index for the collections `mutable=` returns; `axis_of(path, name)` lists the
+  (spec path, axis of its view) pairs of leaf `path` that permutation `name` acts on
+  (blocks' paths where the leaf is held as blocks)."""
   values = {v for e in t.eqns for v in itertools.chain(e[1], e[2]) if _is_val(v)}
   values |= {v for pair in t.links for v in pair if _is_val(v)} | set(variables)
   on_axes = {v: carried(v) for v in values}
@@ -190,8 +194,8 @@ def sign_flips(t: AxisTrace, groups: Dict[object, str], carried: Callable, varia
       rows.equal([v, variables[mutated[k]]]) if k in mutated else rows.zero(v)
     mask = sum(1 << index[v] for v in variables if v in index)
     best = _largest(_null_space(rows.rows, len(holders)), mask)
-    flips = [axis_of(path, name) for path, v in zip(paths, variables)
-             if v in index and best >> index[v] & 1]
+    flips = [pair for path, v in zip(paths, variables)
+             if v in index and best >> index[v] & 1 for pair in axis_of(path, name)]
     if flips:
       out[name] = tuple(sorted(flips))
   return out
