@@ -1,7 +1,7 @@
-"""`derive_spec` through loops: `nn.RNN` over GRU and LSTM cells, `nn.scan` of a cell over
-time, `nn.scan` over stacked layers, a `lax.fori_loop` and a `lax.cond`; a scan stepping
-along hidden units is refused by name. Oracles: partitions worked out by hand, and the
-outputs under each group alone."""
+"""`derive_spec` through loops: `nn.RNN` over GRU and LSTM cells (and both, bidirectional),
+`nn.scan` of a cell over time, `nn.scan` over stacked layers, a `lax.fori_loop` and a
+`lax.cond`; a scan stepping along hidden units is refused by name. Oracles: partitions
+worked out by hand, and the outputs under each group alone."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,13 +32,42 @@ def test_rnn_cells_move_their_units_with_the_carry(cell):
   # By hand: every gate's kernel makes the hidden units (axis 1), every bias holds them, the
   # recurrent kernels (h*) also read them (axis 0), and the head reads the last step's; an
   # LSTM's cell state c and output h are the same units (c mixes into h elementwise).
-  units = {("params/head/kernel", 0)}
-  for path, leaf in flatten(variables).items():
-    if path.startswith("params/cell/"):
-      units |= {(path, leaf.ndim - 1)}
-      if "/h" in path and path.endswith("kernel"):
-        units |= {(path, 0)}
+  units = _cell_units(variables, "cell") | {("params/head/kernel", 0)}
   assert partition(spec) == {frozenset(units)}
+  assert check_spec(model, variables, spec, x) < 1e-5
+  _each_group_alone_is_a_symmetry(model, variables, spec, x)
+
+
+def _cell_units(variables, cell: str):
+  """By hand, as above: the units of the cell under `params/{cell}/`."""
+  units = set()
+  for path, leaf in flatten(variables).items():
+    if path.startswith(f"params/{cell}/"):
+      units |= {(path, leaf.ndim - 1)}
+      if f"{cell}/h" in path and path.endswith("kernel"):
+        units |= {(path, 0)}
+  return units
+
+
+class BidirectionalNet(nn.Module):
+  """A GRU forwards and an LSTM of another width backwards (the time axis flipped),
+  their outputs concatenated: blocks of the head's kernel."""
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Bidirectional(nn.RNN(nn.GRUCell(5)), nn.RNN(nn.LSTMCell(4)), name="bi")(x)
+    return nn.Dense(3, name="head")(h.mean(1))
+
+
+def test_a_bidirectional_rnn_of_two_cells():
+  model = BidirectionalNet()
+  x = jax.random.normal(jax.random.key(0), (2, 4, 3))
+  variables = _randomised(model.init(jax.random.key(1), x))
+  spec = derive_spec(model, variables, x)
+  assert spec.blocks == {"params/head/kernel": (0, (5, 4))}
+  gru = _cell_units(variables, "GRUCell_0") | {("params/head/kernel[0]", 0)}
+  lstm = _cell_units(variables, "LSTMCell_0") | {("params/head/kernel[1]", 0)}
+  assert len(gru) == 14 and len(lstm) == 17
+  assert partition(spec) == {frozenset(gru), frozenset(lstm)}
   assert check_spec(model, variables, spec, x) < 1e-5
   _each_group_alone_is_a_symmetry(model, variables, spec, x)
 
