@@ -32,9 +32,9 @@ from lmc_jax.symmetry.axis_trace import (
   rank,
   scoped,
   sub_jaxpr,
-  visit_jaxpr,
 )
 from lmc_jax.symmetry.classes import spec_from_classes
+from lmc_jax.symmetry.primitive_rules import visit_jaxpr
 from lmc_jax.symmetry.signs import sign_flips
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
