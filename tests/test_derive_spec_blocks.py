@@ -13,6 +13,7 @@ from lmc_jax import LmcError, check_spec, derive_spec
 from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.align.weight_device import match_many
+from lmc_jax.merging.zip import zip_models
 from lmc_jax.symmetry.spec import (
   apply_permutation,
   invert_permutation,
@@ -73,6 +74,20 @@ def test_a_dense_block_gives_each_block_its_own_permutation():
     np.testing.assert_array_equal(found[p], invert_permutation(planted)[p])
     np.testing.assert_array_equal(np.asarray(device[p][0]), invert_permutation(planted)[p])
     np.testing.assert_array_equal(by_activations[p], invert_permutation(planted)[p])
+
+
+def test_zipit_merges_a_dense_block_with_its_permuted_copy_into_the_same_net():
+  model, x = DenseBlock(), _x()
+  variables = _randomised(model.init(jax.random.key(1), x))
+  spec = derive_spec(model, variables, x)
+  shuffled = apply_permutation(spec, random_permutation(jax.random.key(3), perm_sizes(
+      spec, variables)), variables)
+  x_many = jax.random.normal(jax.random.key(4), (64, 4, 4, 2))
+  merged, _ = zip_models(model, spec, variables, shuffled, x_many, alpha=0.0, beta=0.0)
+  base = model.apply(variables, x_many)
+  assert float(jnp.max(jnp.abs(model.apply(merged, x_many) - base))) < 1e-5
+  naive = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, variables, shuffled)
+  assert float(jnp.max(jnp.abs(model.apply(naive, x_many) - base))) > 1e-2
 
 
 class TanhDenseBlock(nn.Module):
