@@ -1,18 +1,21 @@
 """Permutation specs read off a Flax module's own computation.
 
 `derive_spec(module, variables, *inputs)` traces `module.apply` to a jaxpr and ties, with
-`symmetry.axis_trace`, the axes every primitive maps one to one. Nodes tied together form a
+`symmetry.axis_trace` and the rules of `symmetry.primitive_rules` (loops and branches in
+`symmetry.loops`), the axes every primitive maps one to one. Nodes tied together form a
 class; a class holding an axis of an input or output of the model, a spatial axis of a
-convolution or an axis along which a constant varies can not be permuted. Every other
-class that holds axes of variables is one free hidden-unit permutation: permuting all of
-its axes at once leaves the outputs unchanged, and two classes move independently. A
-variable axis that is a product of classes (the flattened input of a Dense) gets a view
-(`PermutationSpec.views`) with one axis per factor.
+convolution or an axis along which a constant varies can not be permuted, nor can what is
+made from such classes alone. Every other class that holds axes of variables is one free
+hidden-unit permutation: permuting all of its axes at once leaves the outputs unchanged,
+and two classes move independently. A variable axis that is a product of classes (the
+flattened input of a Dense) gets a view (`PermutationSpec.views`) with one axis per
+factor; one that is a concatenation (a DenseNet layer's input) is held as blocks
+(`PermutationSpec.blocks`), each block its own classes (`symmetry.classes`).
 
-If an axis a barrier touches belongs to a class that nothing else fixes, the symmetry can
-not be followed and the derivation stops with one sentence naming the op and the
-variables (or, with `strict=False`, leaves that class unpermuted); write such a spec by
-hand (`permutation_spec_from_axes`) and check it with `check_spec`.
+If an axis a barrier touches belongs to a class that carries units, the symmetry can not
+be followed and the derivation stops with one sentence naming the op and the variables
+(or, with `strict=False`, leaves that class unpermuted); write such a spec by hand
+(`permutation_spec_from_axes`) and check it with `check_spec`.
 """
 from __future__ import annotations
 
