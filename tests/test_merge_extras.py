@@ -98,3 +98,20 @@ def test_an_empty_dirichlet_part_is_refused_by_the_zoo_command(tmp_path):
                      "--epochs=1", f"--out={tmp_path / 'runs'}"),
           "dirichlet:0.01:3/8", "holds no training example", "larger ALPHA")
   assert snapshot(tmp_path, folders=True) == before
+
+
+def test_the_bar_chart_legend_hides_no_bar():
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+  from lmc_jax.report.merge_figures import bars_figure
+  rows = [(f"net {k}", np.full((3, 3), 0.99)) for k in range(6)]  # every bar at the top
+  fig = bars_figure(rows, ["joint", "part 0", "part 1"])
+  renderer = FigureCanvasAgg(fig).get_renderer()
+  fig.draw(renderer)
+  ax = fig.axes[0]
+  box = ax.get_legend().get_window_extent(renderer)
+  bars = [p.get_window_extent(renderer) for p in ax.patches]
+  assert len(bars) == 18
+  assert not any(box.overlaps(b) for b in bars)
+  inside = ax.get_window_extent(renderer)
+  assert all(inside.x0 <= b.x0 and b.x1 <= inside.x1 for b in bars)  # no bar cut off
