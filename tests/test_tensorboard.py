@@ -118,3 +118,11 @@ def test_without_tensorboardx_the_flag_is_refused(tmp_path):
                             env=env), "--tensorboard needs tensorboardX", '".[tensorboard]"')
   assert line.count(".") <= 4
   assert not out.exists() and not (tmp_path / "tb").exists()
+
+
+def test_a_file_as_the_directory_is_refused(tmp_path):
+  (tmp_path / "tb").write_text("a file")
+  out = tmp_path / "runs"
+  refused(run_module("zoo", f"--out={out}", "--width=4", f"--tensorboard={tmp_path / 'tb'}"),
+          "--tensorboard=", "is a file")
+  assert not out.exists() and (tmp_path / "tb").read_text() == "a file"
