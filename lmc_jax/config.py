@@ -139,8 +139,10 @@ class Section:
 class DataConfig(Section):
   NAME = "data"
   dataset: str = _field("moons", "Dataset: moons (generated, no download), mnist, cifar10 "
-                        "(installed with experiments.fetch), or npz:PATH, one .npz holding "
-                        "x_train, y_train, x_test, y_test.")
+                        "(installed with experiments.fetch), npz:PATH, one .npz holding "
+                        "x_train, y_train, x_test, y_test, or tfds:NAME, an image-classification "
+                        "dataset prepared with tensorflow-datasets under --data_dir (nothing is "
+                        "downloaded).")
   data_seed: int = _field(0, "Seed of the generated dataset (Moons) and of the subsets.",
                           low=0, high=MAX_SEED, why=SEED_BOUND)
   n_train: int = _field(512, "Moons training samples.", low=2)
@@ -362,6 +364,7 @@ DATASET_DEFAULTS = {
 }
 # A dataset of the user's own (`npz:PATH`): one hidden layer, AdamW with a cosine schedule.
 NPZ_PREFIX = "npz:"
+TFDS_PREFIX = "tfds:"  # an image-classification dataset prepared with TFDS: the same defaults
 OWN_DATA_DEFAULTS = dict(hidden=(512,), layernorm="none", num_models=10, epochs=20,
                          batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.01,
                          schedule="cosine")
@@ -392,10 +395,11 @@ def dataset_defaults(dataset: str) -> dict:
   the user's own; an unknown name is refused."""
   if dataset in DATASET_DEFAULTS:
     return dict(DATASET_DEFAULTS[dataset])
-  if dataset.startswith(NPZ_PREFIX) and len(dataset) > len(NPZ_PREFIX):
-    return dict(OWN_DATA_DEFAULTS)
-  raise ConfigError("data.dataset", f"must be one of {', '.join(DATASET_DEFAULTS)} or "
-                    f"npz:PATH, got {dataset!r}")
+  for prefix in (NPZ_PREFIX, TFDS_PREFIX):
+    if dataset.startswith(prefix) and len(dataset) > len(prefix):
+      return dict(OWN_DATA_DEFAULTS)
+  raise ConfigError("data.dataset", f"must be one of {', '.join(DATASET_DEFAULTS)}, "
+                    f"npz:PATH or tfds:NAME, got {dataset!r}")
 
 
 def default_config(dataset: str = "moons", **overrides) -> ZooConfig:
