@@ -113,3 +113,12 @@ def test_bad_transformer_configs_are_refused_by_field(dataset, changes, field, w
 def test_a_modulus_below_two_is_refused():
   with pytest.raises(ConfigError, match="data.modulus must be >= 2"):
     default_config("modular_addition", modulus=1)
+
+
+def test_a_cifar10_vit_cuts_8x8_patches():
+  config = default_config("cifar10", arch="vit", hidden=(1,))
+  model = build_network(config.model, dataset_info(config))
+  x = np.zeros((2, 3072), np.float32)
+  variables = model.init(jax.random.key(0), x)
+  assert (config.model.patch, variables["params"]["pos"].shape) == (8, (16, 32))
+  assert model.apply(variables, x).shape == (2, 10)
