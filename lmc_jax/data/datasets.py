@@ -1,11 +1,11 @@
 """Datasets as in-memory numpy arrays, small enough to live on the device whole.
 
 Every loader returns a `Dataset` whose arrays are float32 inputs `(n, d)` and int32
-labels `(n,)`. Moons is generated from a seed, so it needs no download. A dataset is named
-`moons`, `mnist`, `cifar10`, `npz:PATH` for a user's own `.npz` file (see `data.npz`), or
-`tfds:NAME` for an image-classification dataset prepared with tensorflow-datasets in the
-data directory (see `data.tfds`);
-`dataset_info` tells its sizes and shapes without loading its arrays.
+labels `(n,)`. Moons and modular addition (`data.modular`) are generated from a seed, so they
+need no download. A dataset is named `moons`, `modular_addition`, `mnist`, `cifar10`,
+`npz:PATH` for a user's own `.npz` file (see `data.npz`), or `tfds:NAME` for an
+image-classification dataset prepared with tensorflow-datasets in the data directory (see
+`data.tfds`); `dataset_info` tells its sizes and shapes without loading its arrays.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Tuple
 import numpy as np
 
 from lmc_jax.config import ConfigError
-from lmc_jax.data import cifar10
+from lmc_jax.data import cifar10, modular
 from lmc_jax.data.dataset import Dataset, DatasetInfo, logits_for
 from lmc_jax.data.mnist import load_mnist_raw, normalise
 from lmc_jax.data.npz import load_npz, npz_info
@@ -28,7 +28,7 @@ __all__ = ["Dataset", "DatasetInfo", "logits_for", "dataset_info", "dataset_slug
            "held_out_rows", "is_npz", "load_dataset", "moons", "npz_path", "subset", "split_part",
            "training_labels"]
 
-DATASETS = ("moons", "mnist", "cifar10")
+DATASETS = ("moons", "mnist", "cifar10", modular.NAME)
 NPZ_PREFIX = "npz:"
 
 
@@ -107,6 +107,10 @@ def dataset_info(config, data_dir="data") -> DatasetInfo:
   if name == "moons":
     _check_moons(data.n_train, data.n_test, data.noise)
     full = DatasetInfo(2, 2, None, data.n_train, data.n_test, name)
+  elif name == modular.NAME:
+    n_train = modular.train_size(data.modulus, data.train_fraction)
+    full = DatasetInfo(modular.TOKENS_PER_ROW, data.modulus, None, n_train,
+                       data.modulus ** 2 - n_train, name, vocab=data.modulus + 1)
   elif name in _FIXED_INFO:
     full = _FIXED_INFO[name]
   elif is_npz(name):
@@ -256,6 +260,8 @@ def _load_full(data, data_dir) -> Dataset:
     return Dataset(xtr, ytr, xte, yte, classes, source=f"TFDS {name}", image_shape=shape)
   if data.dataset == "moons":
     return moons(data.n_train, data.n_test, data.noise, data.data_seed)
+  if data.dataset == modular.NAME:
+    return modular.modular_addition(data.modulus, data.train_fraction, data.data_seed)
   if data.dataset == "mnist":
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
     return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,
