@@ -29,6 +29,8 @@ setup(
         "pillow>=9.5",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"],
+                    # --tensorboard=DIR on experiments.zoo and experiments.barrier.
+                    "tensorboard": ["tensorboardX>=2.6"],
                     # TFDS reads prepared datasets through TensorFlow; preparing one
                     # needs importlib_resources, which tensorflow-datasets leaves out.
                     "tfds": ["tensorflow-datasets>=4.9", "tensorflow>=2.16",

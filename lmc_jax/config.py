@@ -35,6 +35,7 @@ OPTIMIZERS = ("adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "onecycle", "onecycle_torch")
 ONECYCLE_SCHEDULES = ("onecycle", "onecycle_torch")
 AUGMENTS = ("none", "crop_flip")
+POOLS = ("mean", "cls")
 MAX_SEED = 2 ** 31 - 1
 SEED_BOUND = "seeds become 32-bit keys: larger ones would wrap onto smaller ones"
 DEFAULT_ARCH = "mlp"  # the study's network (nn.architectures holds what each name builds)
@@ -138,14 +139,21 @@ class Section:
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Section):
   NAME = "data"
-  dataset: str = _field("moons", "Dataset: moons (generated, no download), mnist, cifar10 "
-                        "(installed with experiments.fetch), or npz:PATH, one .npz holding "
-                        "x_train, y_train, x_test, y_test.")
+  dataset: str = _field("moons", "Dataset: moons or modular_addition (generated, no "
+                        "download), mnist, cifar10 (installed with experiments.fetch), npz:PATH, "
+                        "one .npz holding x_train, y_train, x_test, y_test, or tfds:NAME, an "
+                        "image-classification dataset prepared with tensorflow-datasets under "
+                        "--data_dir (nothing is downloaded).")
   data_seed: int = _field(0, "Seed of the generated dataset (Moons) and of the subsets.",
                           low=0, high=MAX_SEED, why=SEED_BOUND)
   n_train: int = _field(512, "Moons training samples.", low=2)
   n_test: int = _field(512, "Moons test samples.", low=2)
   noise: float = _field(0.1, "Moons noise standard deviation.", low=0)
+  modulus: int = _field(97, "Modulus p of modular_addition (a + b mod p; p + 1 tokens, p "
+                        "classes).", low=2, why="a sum modulo 1 has one answer")
+  train_fraction: float = _field(0.3, "Fraction of modular_addition's p * p sums it trains on "
+                                 "(drawn by --data_seed; the rest are its test set).", above=0,
+                                 below=1)
   train_subset: int = _field(0, "Train on this many training samples, drawn by --data_seed "
                              "(0: all): for reduced runs on a CPU.", low=0)
   test_subset: int = _field(0, "Evaluate on this many test samples, drawn by --data_seed "
@@ -193,6 +201,14 @@ class ModelConfig(Section):
                      "kaiming_normal_torch_bias, kaiming_uniform_torch_bias (the study's "
                      "section-5.2 code: torch's kaiming_normal_/kaiming_uniform_ on the weight, "
                      "torch.nn.Linear's default bias).", choices=INITS)
+  blocks: int = _field(1, "Transformer blocks of vit and transformer (their --depth).", low=1,
+                       flag="depth")
+  heads: int = _field(2, "Attention heads of vit and transformer; they must divide the "
+                      "embedding width (32 x --width).", low=1)
+  patch: int = _field(7, "Side of the square patches of vit (dividing the image's height and "
+                      "width).", low=1)
+  pool: str = _field("mean", "What vit's readout reads: mean (of the patch tokens) or cls (a "
+                     "learned class token).", choices=POOLS)
   precision: str = _field("fp32", "Matmuls: fp32, or bf16 (bfloat16 inputs; params, optimizer "
                           "state, LayerNorm, the loss and every accumulation in float32; the "
                           "MLP only). Part of the zoo's config.", choices=PRECISIONS)
@@ -359,9 +375,14 @@ DATASET_DEFAULTS = {
                   schedule="onecycle", peak_lr=0.1),
     "cifar10": dict(hidden=(512, 512, 512), layernorm="before_relu", num_models=10, epochs=60,
                     batch_size=256, optimizer="adamw", schedule="onecycle"),
+    # a + b mod p read by a small transformer (the grokking setting: AdamW, strong decay).
+    "modular_addition": dict(arch="transformer", hidden=(1,), num_models=8, epochs=200,
+                             batch_size=512, optimizer="adamw", lr=1e-3, weight_decay=1.0,
+                             schedule="constant"),
 }
 # A dataset of the user's own (`npz:PATH`): one hidden layer, AdamW with a cosine schedule.
 NPZ_PREFIX = "npz:"
+TFDS_PREFIX = "tfds:"  # an image-classification dataset prepared with TFDS: the same defaults
 OWN_DATA_DEFAULTS = dict(hidden=(512,), layernorm="none", num_models=10, epochs=20,
                          batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.01,
                          schedule="cosine")
@@ -392,10 +413,11 @@ def dataset_defaults(dataset: str) -> dict:
   the user's own; an unknown name is refused."""
   if dataset in DATASET_DEFAULTS:
     return dict(DATASET_DEFAULTS[dataset])
-  if dataset.startswith(NPZ_PREFIX) and len(dataset) > len(NPZ_PREFIX):
-    return dict(OWN_DATA_DEFAULTS)
-  raise ConfigError("data.dataset", f"must be one of {', '.join(DATASET_DEFAULTS)} or "
-                    f"npz:PATH, got {dataset!r}")
+  for prefix in (NPZ_PREFIX, TFDS_PREFIX):
+    if dataset.startswith(prefix) and len(dataset) > len(prefix):
+      return dict(OWN_DATA_DEFAULTS)
+  raise ConfigError("data.dataset", f"must be one of {', '.join(DATASET_DEFAULTS)}, "
+                    f"npz:PATH or tfds:NAME, got {dataset!r}")
 
 
 def default_config(dataset: str = "moons", **overrides) -> ZooConfig:
@@ -405,7 +427,7 @@ def default_config(dataset: str = "moons", **overrides) -> ZooConfig:
   given = {k: v for k, v in overrides.items() if v is not None}
   optimizer = given.get("optimizer", fields.get("optimizer", "adamw"))
   fields.update(OPTIMIZER_DEFAULTS.get(dataset, {}).get(optimizer, {}))
-  arch = given.get("arch", DEFAULT_ARCH)
+  arch = given.get("arch", fields.get("arch", DEFAULT_ARCH))
   if arch in _ARCH_DEFAULTS:
     fields.update(_ARCH_DEFAULTS[arch](dataset))
   fields.update(given)

@@ -123,11 +123,12 @@ def _jitted(step: Callable, donate: bool):
 
 
 def run_steps(step: Callable, carry, xs, *consts, from_host: bool = False,
-              donate: bool = False):
+              donate: bool = False, on_step: Optional[Callable[[int], None]] = None):
   """`(carry, ys)` of `step(carry, x, *consts) -> (carry, y)` over axis 0 of the pytree `xs`:
   `lax.scan` (inside any jit), or with `from_host` a Python loop over one jitted call of
-  `step` per item (outside jit; `donate` donates the carry). `step` keys the compilation of
-  the host loop: pass the same function object (e.g. from a cached factory) to reuse it."""
+  `step` per item (outside jit; `donate` donates the carry; `on_step(k)` after the k-th
+  call is dispatched). `step` keys the compilation of the host loop: pass the same function
+  object (e.g. from a cached factory) to reuse it."""
   if not from_host:
     return jax.lax.scan(lambda c, x: step(c, x, *consts), carry, xs)
   one = _jitted(step, donate)
@@ -135,6 +136,8 @@ def run_steps(step: Callable, carry, xs, *consts, from_host: bool = False,
   for t in range(jax.tree_util.tree_leaves(xs)[0].shape[0]):
     carry, y = one(carry, jax.tree_util.tree_map(lambda a: a[t], xs), *consts)
     ys.append(y)
+    if on_step is not None:
+      on_step(t + 1)
   return carry, stack(ys, jnp.stack) if ys else None
 
 

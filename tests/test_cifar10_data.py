@@ -1,8 +1,11 @@
 """CIFAR-10 sources written by the tests themselves: pickled batches, their tarball, an
 image folder, a TFDS stand-in; the cache; corrupt and hostile inputs."""
 import io
+import json
 import os
 import pickle
+import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -88,9 +91,18 @@ def test_jpeg_tgz_is_labelled_as_a_reencode(tmp_path, rng):
   assert info["label"] == "CIFAR-10 (JPEG re-encode)"
 
 
+def _forget_checksums(root):
+  """Makes `root` an install from before checksums were recorded."""
+  info = json.loads((root / "SOURCE.json").read_text())
+  del info["checksums"], info["checksums_sha256"]
+  (root / "SOURCE.json").write_text(json.dumps(info))
+  (root / cifar10.CHECKSUMS).unlink()
+
+
 def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, rng, monkeypatch):
   _image_folder(tmp_path / "imgs", rng, n=1)
   cifar10.install_cifar10(tmp_path / "imgs", tmp_path / "d")
+  _forget_checksums(tmp_path / "d" / "cifar10")  # a changed image is then not refused
   first = cifar10.load_cifar10_raw(tmp_path / "d")
   assert (tmp_path / "d" / "cifar10" / "cache" / "fingerprint.txt").is_file()
   calls = []
@@ -112,9 +124,69 @@ def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, rng, monke
   np.testing.assert_array_equal(cifar10.load_cifar10_raw(tmp_path / "d")[0][3], new)
 
 
+def _flip(path, at):
+  data = bytearray(path.read_bytes())
+  data[at] ^= 0x01
+  stat = path.stat()
+  path.write_bytes(bytes(data))
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # no hint left but the bytes
+
+
+@pytest.mark.parametrize("kind", ["batches", "images"])
+def test_a_flipped_byte_in_an_installed_file_is_refused_at_load(tmp_path, rng, kind):
+  if kind == "batches":
+    _batches(tmp_path / "src", rng)
+  else:
+    _image_folder(tmp_path / "src", rng, n=1)
+  cifar10.install_cifar10(tmp_path / "src", tmp_path / "d")
+  root = tmp_path / "d" / "cifar10"
+  # The oracle: coreutils' sha256sum reads the list the install wrote.
+  check = subprocess.run(["sha256sum", "--quiet", "-c", cifar10.CHECKSUMS], cwd=root,
+                         capture_output=True, text=True)
+  assert check.returncode == 0, check.stdout + check.stderr
+  listed = (root / cifar10.CHECKSUMS).read_text().splitlines()
+  assert len(listed) == (6 if kind == "batches" else 20)
+  good = cifar10.load_cifar10_raw(tmp_path / "d")
+  shutil.rmtree(root / "cache")  # a load that decodes the source checks every file
+  victim = root / listed[-1].partition("  ")[2]
+  _flip(victim, victim.stat().st_size // 2)
+  with pytest.raises(LmcError, match="damaged or changed since") as e:
+    cifar10.load_cifar10_raw(tmp_path / "d")
+  assert str(victim) in str(e.value) and "experiments.fetch --dataset=cifar10" in str(e.value)
+  assert "\n" not in str(e.value)
+  # The fetch again puts a verified copy in place, and the load passes.
+  cifar10.install_cifar10(tmp_path / "src", tmp_path / "d")
+  np.testing.assert_array_equal(cifar10.load_cifar10_raw(tmp_path / "d")[0], good[0])
+
+
+def test_a_flipped_byte_in_the_cache_rebuilds_it_from_the_verified_source(tmp_path, rng):
+  _batches(tmp_path / "src", rng)
+  cifar10.install_cifar10(tmp_path / "src", tmp_path / "d")
+  good = cifar10.load_cifar10_raw(tmp_path / "d")
+  cached = tmp_path / "d" / "cifar10" / "cache" / "x_train.npy"
+  _flip(cached, cached.stat().st_size - 1)  # a pixel: the array still loads and passes checks
+  np.testing.assert_array_equal(cifar10.load_cifar10_raw(tmp_path / "d")[0], good[0])
+  # A source damaged behind a good cache (same size and time) is refused all the same.
+  batch = tmp_path / "d" / "cifar10" / "batches" / "data_batch_3"
+  _flip(batch, batch.stat().st_size // 2)
+  with pytest.raises(LmcError, match="data_batch_3 does not match"):
+    cifar10.load_cifar10_raw(tmp_path / "d")
+
+
+def test_the_list_itself_damaged_is_refused(tmp_path, rng):
+  _batches(tmp_path / "src", rng)
+  cifar10.install_cifar10(tmp_path / "src", tmp_path / "d")
+  root = tmp_path / "d" / "cifar10"
+  shutil.rmtree(root / "cache", ignore_errors=True)
+  _flip(root / cifar10.CHECKSUMS, 0)
+  with pytest.raises(LmcError, match="SHA256SUMS does not match the SHA-256 SOURCE.json"):
+    cifar10.load_cifar10_raw(tmp_path / "d")
+
+
 def test_corrupt_and_hostile_inputs(tmp_path, rng):
   _batches(tmp_path / "b", rng)
   cifar10.install_cifar10(tmp_path / "b", tmp_path / "d")
+  _forget_checksums(tmp_path / "d" / "cifar10")  # the structure checks, as for older installs
   batch = tmp_path / "d" / "cifar10" / "batches" / "data_batch_3"
   batch.write_bytes(batch.read_bytes()[:100])
   with pytest.raises(LmcError, match="data_batch_3 is not a readable pickle"):
@@ -158,6 +230,7 @@ def test_wrong_image_size_is_refused(tmp_path, rng):
   assert not (tmp_path / "d" / "cifar10").exists()
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small)
   cifar10.install_cifar10(tmp_path / "imgs", tmp_path / "d")
+  _forget_checksums(tmp_path / "d" / "cifar10")  # the structure checks, as for older installs
   # An installed image changed afterwards is refused when loaded, with how to reinstall.
   installed = tmp_path / "d" / "cifar10" / "images" / "test" / "dog" / "0000.png"
   Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(installed)

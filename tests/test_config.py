@@ -51,9 +51,10 @@ def test_sections_hold_every_field_once_and_each_layer_its_own():
   assert len(names) == len(set(names)) == len(SECTION_OF)
   assert {f.name for f in dataclasses.fields(DataConfig)} == {
       "dataset", "data_seed", "n_train", "n_test", "noise", "train_subset", "test_subset",
-      "train_split"}
+      "train_split", "modulus", "train_fraction"}
   assert {f.name for f in dataclasses.fields(ModelConfig)} == {
-      "arch", "hidden", "norm", "layernorm", "activation", "layernorm_eps", "init", "precision"}
+      "arch", "hidden", "norm", "layernorm", "activation", "layernorm_eps", "init", "precision",
+      "blocks", "heads", "patch", "pool"}
   assert {f.name for f in dataclasses.fields(OptimConfig)} == {
       "optimizer", "lr", "peak_lr", "weight_decay", "momentum", "schedule", "cycle_momentum"}
   assert {f.name for f in dataclasses.fields(TrainConfig)} == {

@@ -394,8 +394,8 @@ def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path, rng):
   cifar10.install_cifar10(tmp_path / "imgs", data)
   assert not any(p.exists() for p in stale)
   assert sorted(p.name for p in data.iterdir()) == [".cifar10.lock", "cifar10"]
-  assert sorted(p.name for p in (data / "cifar10").iterdir()) == ["SOURCE.json", "cache",
-                                                                  "images"]
+  assert sorted(p.name for p in (data / "cifar10").iterdir()) == ["SHA256SUMS", "SOURCE.json",
+                                                                  "cache", "images"]
 
 
 def test_a_fetch_killed_between_its_renames_gets_the_old_install_back(tmp_path, rng):

@@ -284,7 +284,7 @@ def test_console_scripts_and_module_entry_points_run_the_same_main():
   except importlib.metadata.PackageNotFoundError:
     pytest.skip("lmc_jax is not installed (pip install -e .)")
   scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
-  assert scripts["lmc-barrier"] == "lmc_jax.cli.barrier:run" and len(scripts) == 9
+  assert scripts["lmc-barrier"] == "lmc_jax.cli.barrier:run" and len(scripts) == 10
   assert "experiments" not in (dist.read_text("top_level.txt") or "").split()
   if shutil.which("lmc-barrier"):
     r = subprocess.run(["lmc-barrier", "--help"], capture_output=True, text=True, timeout=300)

@@ -58,3 +58,30 @@ def test_merge_command_writes_what_recomputes(tmp_path):
     raise AssertionError("a wrong merge.json was read")
   except SchemaError as e:
     assert "methods.weight.acc" in str(e)
+
+
+def test_partial_zip_through_the_command(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  _zoo(a, "shard:0/2")
+  _zoo(b, "shard:1/2")
+  out = tmp_path / "out"
+  before = snapshot(tmp_path)
+  refused(run_module("merge", f"--zoo={a},{b}", "--zip_layers=3", f"--out={out}"),
+          "--zip_layers=3", "2 layers", "0..2")
+  refused(run_module("merge", f"--zoo={a},{b}", "--zip_layers=1", "--method=naive",
+                     f"--out={out}"), "--zip_layers", "zip")
+  assert snapshot(tmp_path) == before
+  r = run_module("merge", f"--zoo={a},{b}", "--method=zip", "--zip_layers=1", "--models=0,1",
+                 f"--out={out}", "--fit_samples=64")
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = MergeResult.from_json(json.loads((out / "merge.json").read_text()), out / "merge.json")
+  assert list(result.methods) == ["zip1"] and result.settings["zip_layers"] == 1
+  flat = dict(np.load(out / "merged" / "zip1.npz"))
+  assert flat["params/Dense_0/kernel"].shape[0] == 2
+  np.testing.assert_array_equal(flat["params/Dense_0/kernel"][0], flat["params/Dense_0/kernel"][1])
+  x, y = (lambda d: (d.x_test.astype(np.float64), d.y_test))(
+      load_dataset(default_config("moons", n_train=128, n_test=128)))
+  z = [_numpy_forward({k: v[m] for k, v in flat.items()}, x)[:, 0] for m in range(2)]
+  # the side-by-side logits [0, z0, 0, z1]: class 1 where the largest is a z and above 0
+  joint = (np.maximum(z[0], z[1]) > 0).astype(int)
+  assert abs(np.mean(joint == y) - result.methods["zip1"].acc[0, 0]) < 1e-6

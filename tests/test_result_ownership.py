@@ -94,3 +94,52 @@ def test_readers_refuse_a_barrier_json_of_other_params(tmp_path, zoos):
   assert original_epsilon(zoos / "old" / "moons_w4", 3, checksum(zoos / "old" / "moons_w4"))
   result = analyse_zoo(d)  # the analysis recomputes it rather than reusing it
   assert result.params_sha256 == checksum(d)
+
+
+# The other analyses' library functions hold the lock themselves, as analyse_zoo does.
+def _analysis(name, d, out):
+  """(module to patch, its data-loading step's name, the call) of each analysis on `d`."""
+  from lmc_jax.analysis import groups, plane, swa
+  return {"swa": (swa, "swa", lambda: swa.swa_zoo(d, model=0, epochs=2)),
+          "plane": (plane, "plane_grid",
+                    lambda: plane.plane_zoo(d, resolution=2, max_iter=2)),
+          "dynamics": (groups, "group_epsilon_matrices",
+                       lambda: groups.compare_groups([d, out], "g", out.parent, max_iter=2))
+          }[name]
+
+
+@pytest.mark.parametrize("name,kind", [("swa", "SWA analysis"),
+                                       ("plane", "loss-plane analysis"),
+                                       ("dynamics", "dynamics analysis")])
+def test_each_analysis_library_call_holds_the_lock(tmp_path, zoos, monkeypatch, name, kind):
+  d = tmp_path / "moons_w4"
+  other = tmp_path / "second" / "moons_w4"
+  shutil.copytree(zoos / "old" / "moons_w4", d)
+  shutil.copytree(zoos / "new" / "moons_w4", other)
+  module, step, call = _analysis(name, d, other)
+  real = getattr(module, step)
+  tried = []
+
+  def overwrite_meanwhile(*args, **kwargs):  # in the middle of the analysis
+    with pytest.raises(LmcError, match=f"in use by another lmc_jax {kind}"):
+      run_zoo(NEW, d, RunOptions(overwrite=True))
+    tried.append(True)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(module, step, overwrite_meanwhile)
+  call()
+  assert tried and checksum(d) == checksum(zoos / "old" / "moons_w4")
+
+
+@pytest.mark.parametrize("name", ["swa", "plane", "dynamics"])
+def test_each_analysis_refuses_a_handle_opened_before_an_overwrite(tmp_path, zoos, name):
+  d = tmp_path / "moons_w4"
+  other = tmp_path / "second" / "moons_w4"
+  shutil.copytree(zoos / "old" / "moons_w4", d)
+  shutil.copytree(zoos / "new" / "moons_w4", other)
+  handle = open_zoo(d)
+  run_zoo(NEW, d, RunOptions(overwrite=True))
+  before = snapshot(d)
+  _, _, call = _analysis(name, handle, other)
+  with pytest.raises(LmcError, match="holds another zoo than the one this analysis opened"):
+    call()
+  assert snapshot(d) == before

@@ -4,6 +4,7 @@ optimizers), with epsilon matrices under three alignments: every model to one re
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional
@@ -20,7 +21,7 @@ from lmc_jax.lmc.measures import epsilon, mean_std, pair_matrix
 from lmc_jax.result_files import dynamics_json
 from lmc_jax.study_records import DynamicsRecord, GroupRow
 from lmc_jax.tree_utils import stack
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo, open_zoo
 from lmc_jax.zoo.io import package_versions
 
 
@@ -137,21 +138,25 @@ def compare_groups(zoos, name: Optional[str], out_dir, seed: int = 0, max_iter: 
   """Zoos (`ZooHandle`s, or their directories) of one architecture as groups (the study's
   Tables 5.2, 5.3 and E6-E8): test metrics per group and median epsilon within and across
   groups after aligning all to the best model; writes `<out_dir>/<name>_dynamics.json`
-  (`name` by default `<dataset>_w<width>`)."""
+  (`name` by default `<dataset>_w<width>`), holding every zoo's lock throughout
+  (`zoo.handle.held_zoo`)."""
   if len(zoos) < 2:
     raise LmcError("--zoo needs at least two zoos (one per configuration) to compare.")
-  zoos = [open_zoo(z) for z in zoos]
-  zoo = combine_zoos(zoos)
-  name = name or f"{dataset_slug(zoo.config.data.dataset)}_w{zoo.config.model.hidden[0]}"
-  found = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
-  table = []
-  for g, label in enumerate(zoo.labels):
-    sel = zoo.groups == g
-    within, across = within_across(found.matrices["best"], zoo.groups, g)
-    table.append(GroupRow(label, int(sel.sum()), mean_std(zoo.test_loss[sel]),
-                          mean_std(zoo.test_acc[sel]), within, across))
-  record = DynamicsRecord([str(z.directory) for z in zoos], zoo.labels, zoo.groups, zoo.origin,
-                          found.references, table, found.matrices, package_versions())
-  path = Path(out_dir) / dynamics_json(name)
-  atomic_write_json(path, record.to_json())
-  return GroupComparison(zoo, record, name, path)
+  # Every zoo's lock first (held already where the entry point took them): no zoo run swaps
+  # another zoo in while they are read and compared.
+  with contextlib.ExitStack() as held:
+    zoos = [held.enter_context(held_zoo(z, "dynamics analysis")) for z in zoos]
+    zoo = combine_zoos(zoos)
+    name = name or f"{dataset_slug(zoo.config.data.dataset)}_w{zoo.config.model.hidden[0]}"
+    found = group_epsilon_matrices(zoo, seed, max_iter, pairwise, data_dir)
+    table = []
+    for g, label in enumerate(zoo.labels):
+      sel = zoo.groups == g
+      within, across = within_across(found.matrices["best"], zoo.groups, g)
+      table.append(GroupRow(label, int(sel.sum()), mean_std(zoo.test_loss[sel]),
+                            mean_std(zoo.test_acc[sel]), within, across))
+    record = DynamicsRecord([str(z.directory) for z in zoos], zoo.labels, zoo.groups, zoo.origin,
+                            found.references, table, found.matrices, package_versions())
+    path = Path(out_dir) / dynamics_json(name)
+    atomic_write_json(path, record.to_json())
+    return GroupComparison(zoo, record, name, path)

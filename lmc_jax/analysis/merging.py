@@ -17,6 +17,7 @@ from lmc_jax.errors import LmcError
 from lmc_jax.merge_records import MergeEntry, MergeResult
 from lmc_jax.merging.combine import NAIVE, ZIP, finish, merge_models, merge_weights, weighted_mean
 from lmc_jax.merging.evaluate import ensemble_logits, predict_logits, scores
+from lmc_jax.merging.partial import branch_logits, branch_scores, zip_depth
 from lmc_jax.zoo.handle import ZooHandle
 from lmc_jax.zoo.io import package_versions
 
@@ -75,8 +76,11 @@ def _parts(zoo: ZooHandle) -> tuple:
 def run_merge(zoos: Sequence[ZooHandle], pairings: np.ndarray, methods: Sequence[str],
               repair: bool = False, num_alphas: int = 11,
               settings: Optional[MethodSettings] = None, data_dir="data",
-              zip_alpha: float = 0.3, zip_beta: float = 0.125, log=logging.info) -> MergeRun:
-  """Merges every pairing by every method (see the module docstring)."""
+              zip_alpha: float = 0.3, zip_beta: float = 0.125, log=logging.info,
+              zip_layers: Optional[int] = None) -> MergeRun:
+  """Merges every pairing by every method (see the module docstring). With `zip_layers`
+  below the network's depth, zip is the partial zip `zip<K>` (two branches, scored on
+  their side-by-side logits: `merging.partial.branch_scores`)."""
   settings = settings if settings is not None else MethodSettings()
   first = zoos[0]
   data = load_dataset(first.config.data.replace(train_split=""), data_dir)  # every part's data
@@ -93,7 +97,10 @@ def run_merge(zoos: Sequence[ZooHandle], pairings: np.ndarray, methods: Sequence
   alphas = np.linspace(0, 1, num_alphas)
   two = len(zoos) == 2
   model = first.model
-  names = [m + suffix for m in methods for suffix in ("",) + (("+repair",) if repair else ())]
+  partial = zip_layers is not None and zip_layers < zip_depth(first.spec)
+  label = {m: (f"zip{zip_layers}" if m == ZIP and partial else m) for m in methods}
+  names = [label[m] + suffix for m in methods
+           for suffix in ("",) + (("+repair",) if repair else ())]
   P, Z, cols = len(pairings), len(zoos), 1 + len(zoos)
   acc = {n: np.full((P, cols), np.nan) for n in names}
   loss = {n: np.full(P, np.nan) for n in names}
@@ -105,8 +112,9 @@ def run_merge(zoos: Sequence[ZooHandle], pairings: np.ndarray, methods: Sequence
   ens_acc, ens_loss = np.zeros((P, cols)), np.zeros(P)
   merged_first: Dict[str, dict] = {}
 
-  def score(tree):
-    s = scores(predict_logits(model, tree, x_test), y_test, parts)
+  def score(tree, branches=False):
+    s = (branch_scores(branch_logits(model, tree, x_test), y_test, parts) if branches
+         else scores(predict_logits(model, tree, x_test), y_test, parts))
     return s, np.array([s.acc, *s.parts])
 
   for i, row in enumerate(pairings):
@@ -119,11 +127,12 @@ def run_merge(zoos: Sequence[ZooHandle], pairings: np.ndarray, methods: Sequence
     ens_acc[i], ens_loss[i] = [s.acc, *s.parts], s.loss
     for method in methods:
       for fix in ((False, True) if repair else (False,)):
-        name = method + ("+repair" if fix else "")
+        name = label[method] + ("+repair" if fix else "")
         out = merge_models(model, first.spec, parents, method, fit_data, repair=fix,
-                           settings=settings, zip_alpha=zip_alpha, zip_beta=zip_beta)
+                           settings=settings, zip_alpha=zip_alpha, zip_beta=zip_beta,
+                           zip_layers=zip_layers if method == ZIP else None)
         seconds[name][i] = out.seconds
-        s, acc[name][i] = score(out.variables)
+        s, acc[name][i] = score(out.variables, "branches" in out.info)
         loss[name][i] = s.loss
         if i == 0:
           merged_first[name] = out.variables
@@ -144,8 +153,10 @@ def run_merge(zoos: Sequence[ZooHandle], pairings: np.ndarray, methods: Sequence
                        tuple(z.config.data.train_split for z in zoos), parts, pairings, alphas,
                        {"methods": list(methods), "repair": repair, "num_alphas": num_alphas,
                         "seed": settings.seed, "fit_samples": settings.fit_samples,
-                        "max_iter": settings.max_iter, "zip_alpha": zip_alpha,
-                        "zip_beta": zip_beta, "test_samples": int(len(y_test))},
+                        "max_iter": settings.max_iter, "signs": bool(settings.signs),
+                        "zip_alpha": zip_alpha,
+                        "zip_beta": zip_beta, "zip_layers": zip_layers,
+                        "test_samples": int(len(y_test))},
                        parent_acc, parent_loss, ens_acc, ens_loss, entries, package_versions())
   return MergeRun(result, merged_first)
 

@@ -15,7 +15,7 @@ from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
 from lmc_jax.lmc.measures import curve_set
 from lmc_jax.result_files import SWA_JSON
 from lmc_jax.study_records import SwaRecord
-from lmc_jax.zoo.handle import open_zoo
+from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import package_versions
 from lmc_jax.zoo.swa import swa
 
@@ -31,21 +31,23 @@ class SwaResult(NamedTuple):
 def swa_zoo(zoo, model: Optional[int] = None, epochs: int = 10, lr: float = 0.05,
             seed: int = 0, data_dir="data", plan: Optional[ExecutionPlan] = None) -> SwaResult:
   """Runs SWA from `model` (default: drawn from `seed` among the usable models) of the zoo
-  `zoo` (a `ZooHandle`, or its directory); writes swa.json into its directory and returns
-  the result."""
+  `zoo` (a `ZooHandle`, or its directory), holding the directory's lock throughout
+  (`zoo.handle.held_zoo`); writes swa.json into its directory and returns the result."""
   if epochs < 2:
     raise LmcError(f"--epochs must be >= 2 to have pairs of samples, got {epochs}.")
-  zoo = open_zoo(zoo)
-  usable, config = list(zoo.usable), zoo.config
-  k = model if model is not None else int(np.random.default_rng(seed).choice(usable))
-  if k not in usable:
-    raise LmcError(f"--model={k} is not a usable model of {zoo.directory}; pick one of "
-                   f"{usable[:10]}.")
-  data = zoo.dataset(data_dir)
-  run = swa(config, data, zoo.member(k), jax.random.key(seed), epochs, lr)
-  curves = pair_sweep(zoo.model, run.samples, all_pairs(epochs), data.x_test, data.y_test,
-                      plan=plan)
-  result = SwaRecord(k, epochs, lr, seed, run.start_loss, run.sample_loss, run.average_loss,
-                     curves.alphas, curve_set(curves), package_versions())
-  atomic_write_json(zoo.directory / SWA_JSON, result.to_json())
-  return SwaResult(config.model.hidden[0], config.data.dataset, zoo.record.data_name, result)
+  # The lock first (held already where the entry point took it): no zoo run swaps another
+  # zoo in between reading this one and writing swa.json beside it.
+  with held_zoo(zoo, "SWA analysis") as zoo:
+    usable, config = list(zoo.usable), zoo.config
+    k = model if model is not None else int(np.random.default_rng(seed).choice(usable))
+    if k not in usable:
+      raise LmcError(f"--model={k} is not a usable model of {zoo.directory}; pick one of "
+                     f"{usable[:10]}.")
+    data = zoo.dataset(data_dir)
+    run = swa(config, data, zoo.member(k), jax.random.key(seed), epochs, lr)
+    curves = pair_sweep(zoo.model, run.samples, all_pairs(epochs), data.x_test, data.y_test,
+                        plan=plan)
+    result = SwaRecord(k, epochs, lr, seed, run.start_loss, run.sample_loss, run.average_loss,
+                       curves.alphas, curve_set(curves), package_versions())
+    atomic_write_json(zoo.directory / SWA_JSON, result.to_json())
+    return SwaResult(config.model.hidden[0], config.data.dataset, zoo.record.data_name, result)

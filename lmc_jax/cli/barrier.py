@@ -35,6 +35,7 @@ from lmc_jax.report.calibration import COLUMNS as CALIBRATION_COLUMNS
 from lmc_jax.report.calibration import HEADERS as CALIBRATION_HEADERS
 from lmc_jax.report.calibration import calibration_figure, calibration_rows
 from lmc_jax.report.tables import format_table
+from lmc_jax.report.tensorboard import require_writer, write_barrier_measures
 from lmc_jax.zoo.handle import held_zoo
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import find_zoos
@@ -65,6 +66,10 @@ flags.DEFINE_bool("calibrate_temperature", False, "Also measure every line with 
                   "did not train on (it needs --train_subset below the training set when it was "
                   "trained); the calibrated curves and measures are printed beside the raw ones "
                   "and kept as each entry's 'calibrated' in barrier.json.")
+flags.DEFINE_string("tensorboard", None, "Also write each zoo's measures per method "
+                    "(median and quartiles over the pairs) and median loss curve as TensorBoard "
+                    "event files under DIR/<zoo>/barrier (rewritten each run); needs the extra: "
+                    'pip install -e ".[tensorboard]".')
 flags.DEFINE_bool("recompute", False, "Recompute barrier.json even where a current one exists.")
 
 
@@ -109,6 +114,9 @@ def main(argv):
   methods = check_methods(FLAGS.align)
   settings = method_settings()
   check_output_dir(fig_dir, "--figures")
+  if FLAGS.tensorboard:
+    require_writer()
+    check_output_dir(Path(FLAGS.tensorboard), "--tensorboard")
   plan = plan_from_environment()
   found = {}
   for z in zoos:  # checks every zoo before any work; barrier.json is written into it
@@ -126,6 +134,8 @@ def main(argv):
                            precision=FLAGS.precision, plan=plan,
                            calibrate=FLAGS.calibrate_temperature)
       records.append(zoo_barriers(zoo, result))
+    if FLAGS.tensorboard:
+      print(f"TensorBoard: {write_barrier_measures(FLAGS.tensorboard, z.name, result)}")
   for label, recs in conn.group_families(records).items():
     rep = conn.report_family(label, recs, fig_dir, methods, FLAGS.repair, FLAGS.split)
     print(f"\n{label}: epsilon on the {FLAGS.split} split (quartiles over pairs), naive vs "

@@ -11,6 +11,7 @@ import jax
 from absl import app, flags, logging
 
 from lmc_jax.atomic_files import NO_SPACE, disk_full
+from lmc_jax.data.tfds import use_data_dir
 from lmc_jax.errors import LmcError
 from lmc_jax.stopping import Stopped, handle_stop_signals, stop_message
 
@@ -48,6 +49,8 @@ def exit_on_lmc_error(main):
   the signal's number (130, 143)."""
   @functools.wraps(main)
   def wrapped(argv):
+    if "data_dir" in flags.FLAGS:  # TFDS's data directory for tfds:NAME datasets
+      use_data_dir(flags.FLAGS.data_dir)
     try:
       return main(argv)
     except LmcError as e:

@@ -4,7 +4,8 @@ a `ConfigError` naming `optim.lr` reads `--lr` on the command line).
 
 Every field's flag defaults to None, meaning the dataset's setting (`config.default_config`:
 the study's per dataset, and what the architecture asks for), except the dataset itself.
-`model.hidden` is two flags: `--width` (a list: one zoo per width) and `--depth`.
+`model.hidden` is two flags: `--width` (a list: one zoo per width) and `--depth` (which for
+a transformer sets `model.blocks` instead).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lmc_jax.config import (
 )
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import names as arch_names
-from lmc_jax.nn.architectures import takes_depth
+from lmc_jax.nn.architectures import takes_blocks, takes_depth
 
 FLAGS = flags.FLAGS
 WIDTH, DEPTH = "width", "depth"  # the flags of model.hidden
@@ -70,7 +71,7 @@ def define_config_flags(module_name: str, except_: tuple = ()) -> None:
   kinds = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
            str: flags.DEFINE_string}
   for dotted, f in _fields():
-    if f.name in except_ or f.name == "hidden":
+    if f.name in except_ or f.name in ("hidden", "blocks"):
       continue
     help = f.metadata["help"]
     if f.name == "dataset":
@@ -89,7 +90,8 @@ def define_config_flags(module_name: str, except_: tuple = ()) -> None:
                       "width (for every network but the MLP: its width multiplier).",
                       module_name=module_name)
     flags.DEFINE_integer(DEPTH, None, "Number of hidden layers of the MLP, each of --width "
-                         "units (default: the dataset's, 1 for moons, 3 for mnist).",
+                         "units (default: the dataset's, 1 for moons, 3 for mnist); blocks of "
+                         "vit and transformer (default 1).",
                          module_name=module_name)
 
 
@@ -106,7 +108,11 @@ def config_from_flags(width: int, **fixed) -> ZooConfig:
   try:
     arch = values.get("arch") or default_config(dataset).model.arch
     depth = FLAGS[DEPTH].value if DEPTH in FLAGS else None
-    if not takes_depth(arch):
+    if takes_blocks(arch):  # --depth counts a transformer's blocks
+      if depth is not None:
+        values["blocks"] = depth
+      depth = 1
+    elif not takes_depth(arch):
       if depth is not None:
         raise ConfigError("model.hidden", f"takes one width for {arch}; drop --depth")
       depth = 1

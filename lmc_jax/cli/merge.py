@@ -10,7 +10,7 @@ loss (argmax over every logit) and per-part accuracy (each parent's classes only
 zoos also the curve along alpha. Without --models, every pairing across the zoos (or
 --pairs of them), so each number has its spread. Writes to --out: merge.json,
 merged/<method>.npz (the first pairing's merged variables, keyed as params.npz without
-the model axis), merge_methods.csv and two figures.
+the model axis; a partial zip's two branches with it, axis 0), merge_methods.csv and two figures.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from lmc_jax.atomic_files import atomic_write_bytes, atomic_write_json
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
 from lmc_jax.errors import LmcError
 from lmc_jax.merging.combine import check_merge_methods
+from lmc_jax.merging.partial import check_zip_layers
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report import merge_figures
 from lmc_jax.report.tables import format_table
@@ -53,6 +54,12 @@ flags.DEFINE_integer("seed", 0, "Seed of the pairings drawn, the fitting inputs 
 flags.DEFINE_integer("fit_samples", 2048, "Training inputs (of every part) that activation "
                      "matching, zip and REPAIR fit on.")
 flags.DEFINE_integer("max_iter", 50, "Most weight-matching sweeps.")
+flags.DEFINE_bool("signs", True, "Alignment methods search signed permutations where the "
+                  "network lets units flip signs (LayerNorm'd MLPs do); false: plain ones.")
+flags.DEFINE_integer("zip_layers", None, "ZipIt!'s partial zipping: zip the first K layers "
+                     "(an MLP's Dense layers; 0..depth) and keep the rest one branch per "
+                     "parent, scored on both parents' logits side by side (entries 'zip<K>'); "
+                     "default: every layer.")
 flags.DEFINE_float("zip_alpha", 0.3, "ZipIt!'s alpha: a merged group's correlations are "
                    "scaled by it (<= 0: each unit merges once).")
 flags.DEFINE_float("zip_beta", 0.125, "ZipIt!'s beta: the share of merges a model may spend "
@@ -83,11 +90,17 @@ def main(argv):
   records = [read_zoo_json(d) for d in dirs]
   zoos = [open_zoo(d, r) for d, r in zip(dirs, records)]
   check_compatible(zoos)
+  if FLAGS.zip_layers is not None:
+    if "zip" not in methods:
+      raise LmcError("--zip_layers sets how much of the zip is zipped and --method has no zip; "
+                     "add zip to --method or drop --zip_layers.")
+    check_zip_layers(FLAGS.zip_layers, zoos[0].spec)
   pairings = pairings_for(zoos, models, FLAGS.pairs, FLAGS.seed)
   settings = MethodSettings(seed=FLAGS.seed, fit_samples=FLAGS.fit_samples,
-                            max_iter=FLAGS.max_iter)
+                            max_iter=FLAGS.max_iter, signs=FLAGS.signs)
   run = run_merge(zoos, pairings, methods, FLAGS.repair, FLAGS.alphas, settings, FLAGS.data_dir,
-                  FLAGS.zip_alpha, FLAGS.zip_beta, log=logging.info)
+                  FLAGS.zip_alpha, FLAGS.zip_beta, log=logging.info,
+                  zip_layers=FLAGS.zip_layers)
   out.mkdir(parents=True, exist_ok=True)
   (out / result_files.MERGED_DIR).mkdir(exist_ok=True)
   for name, tree in run.merged.items():

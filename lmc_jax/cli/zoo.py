@@ -43,6 +43,7 @@ from lmc_jax.nn.architectures import model_for
 from lmc_jax.preflight import check_disk_room, check_output_dir
 from lmc_jax.report import figures
 from lmc_jax.report.tables import ZOO_COLUMNS, format_table, write_zoo_summary, zoo_row
+from lmc_jax.report.tensorboard import require_writer, write_zoo_curves
 from lmc_jax.zoo.footprint import check_fits
 from lmc_jax.zoo.io import load_history
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
@@ -52,6 +53,10 @@ FLAGS = flags.FLAGS
 define_config_flags(__name__)
 define_run_flags(__name__)
 flags.DEFINE_string("out", "runs", "Directory that receives one zoo directory per width.")
+flags.DEFINE_string("tensorboard", None, "Also write each zoo's per-epoch training loss "
+                    "(median and quartiles over the models), test metrics and final metrics as "
+                    "TensorBoard event files under DIR/<zoo>/zoo (rewritten each run); needs "
+                    'the extra: pip install -e ".[tensorboard]".')
 define_distributed_flags()
 
 
@@ -86,6 +91,9 @@ def main(argv):
   configs = [config_from_flags(w) for w in widths]  # checks every width before any training
   out = Path(FLAGS.out)
   plan = plan_from_environment()
+  if FLAGS.tensorboard:
+    require_writer()
+    check_output_dir(Path(FLAGS.tensorboard), "--tensorboard")
   preflight(configs, out, options.overwrite, plan, options.data_dir)
   rows, histories = [], []
   for config in configs:
@@ -95,6 +103,9 @@ def main(argv):
       continue
     rows.append(zoo_row(doc))
     history = load_history(directory)
+    if FLAGS.tensorboard:
+      run = write_zoo_curves(FLAGS.tensorboard, directory.name, history, doc.models)
+      print(f"TensorBoard run: {run}")
     if history is not None:
       histories.append((f"width {config.model.hidden[0]}", history))
   if not rows:

@@ -6,12 +6,18 @@ JPEG re-encode in shared/data is one, shipped as a .tgz), or a TFDS-prepared cop
 what it is (results from the JPEG re-encode are labelled "CIFAR-10 (JPEG re-encode)").
 `load_cifar10_raw` decodes it once into `cache/`; the cache stores a fingerprint of
 the source files (paths, sizes, modification times) and is rebuilt when they change.
+Checksums: the install records the SHA-256 of every file it put there in `SHA256SUMS`
+(`sha256sum -c` reads it; its own SHA-256 is in SOURCE.json). Every load checks every
+installed file against it, and each cached array against the SHA-256 the cache recorded
+when it wrote it (a mismatch rebuilds the cache from the verified source). A damaged
+install is named, with the fetch command.
 An install is built beside the installed copy and checked as a load checks it before it
 replaces that copy, and archives unpack only plain folders and files, inside the folder.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -157,6 +163,47 @@ def _data_folder(kind: str) -> str:
   return "batches" if kind == "cifar-10-python" else "images"
 
 
+CHECKSUMS = "SHA256SUMS"
+
+
+def _record_checksums(root: Path, data: Path, info: dict) -> None:
+  """Writes `root/SHA256SUMS`, one `<sha256>  <path under root>` line per file under
+  `data` (sha256sum's format), and records the file and its own SHA-256 in `info`."""
+  lines = []
+  for path in sorted(p for p in data.rglob("*") if p.is_file()):
+    lines.append(f"{sha256_file(path)}  {path.relative_to(root).as_posix()}\n")
+  text = "".join(lines).encode()
+  atomic_write_bytes(root / CHECKSUMS, lambda f: f.write(text), len(text))
+  info.update(checksums=CHECKSUMS, checksums_sha256=hashlib.sha256(text).hexdigest())
+
+
+def verify_installed(info: dict, root: Path, fix: str) -> None:
+  """Every file `root/SHA256SUMS` lists has the SHA-256 it had when it was installed, and
+  the list itself the one SOURCE.json records; a copy installed before checksums were
+  recorded (or TFDS's, which TFDS owns) is checked for structure only. Refuses a damaged
+  file in one sentence naming it and `fix`."""
+  name = info.get("checksums")
+  if name is None:
+    return
+  manifest = root / CHECKSUMS
+  try:
+    text = manifest.read_bytes()
+  except OSError:
+    raise LmcError(f"{manifest}, the checksums recorded when CIFAR-10 was installed, is "
+                   f"missing; {fix}.") from None
+  if hashlib.sha256(text).hexdigest() != info.get("checksums_sha256"):
+    raise LmcError(f"{manifest} does not match the SHA-256 SOURCE.json recorded for it: the "
+                   f"install was damaged or changed since; {fix}.")
+  for line in text.decode("utf-8", "replace").splitlines():
+    want, _, rel = line.partition("  ")
+    path = root / rel
+    if not path.is_file():
+      raise LmcError(f"{path}, installed with CIFAR-10, is missing; {fix}.")
+    if sha256_file(path) != want:
+      raise LmcError(f"{path} does not match the SHA-256 recorded when it was installed: it "
+                     f"was damaged or changed since; {fix}.")
+
+
 def install_cifar10(source, data_dir) -> dict:
   """Copies or extracts `source` into `<data_dir>/cifar10/` and writes SOURCE.json.
 
@@ -207,6 +254,7 @@ def install_cifar10(source, data_dir) -> dict:
     info = {"format": SOURCE_FORMAT, "kind": kind, "label": label, "from": str(src.resolve())}
     if src.is_file():
       info["sha256"] = sha256_file(src)
+    _record_checksums(staging, data, info)
     atomic_write_json(staging / "SOURCE.json", info)
     cached_arrays(info, staging, fix, shown=shown)
   return info
@@ -282,24 +330,50 @@ def read_source_info(data_dir) -> dict:
 CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+def _read_cache(cache: Path, stamp: Path, fp: str):
+  """The cached arrays where the stamp holds fingerprint `fp` and each array's bytes have
+  the SHA-256 the stamp recorded when they were written; else None."""
+  try:
+    lines = stamp.read_text().splitlines()
+    if not lines or lines[0] != fp:
+      return None
+    want = dict(line.split("  ", 1)[::-1] for line in lines[1:])
+    arrays = []
+    for k in CACHE_ARRAYS:
+      data = (cache / f"{k}.npy").read_bytes()
+      if hashlib.sha256(data).hexdigest() != want.get(f"{k}.npy"):
+        return None
+      arrays.append(np.load(io.BytesIO(data), allow_pickle=False))
+    return tuple(check_arrays(arrays, str(cache), "rebuild the cache"))
+  except (OSError, ValueError, EOFError):  # LmcError included
+    return None  # an unreadable or damaged cache is rebuilt, never trusted
+
+
 def cached_arrays(info: dict, root: Path, fix: str, shown=None):
   """The four checked arrays of the copy under `root`, from `root/cache` where its
-  fingerprint matches the source and its arrays pass the checks, else decoded (and
-  checked: a bad file is named, with `fix`) and cached, the fingerprint written last."""
+  fingerprint matches the source and its arrays their recorded SHA-256 and the checks,
+  else decoded from the source, checked (a bad file is named, with `fix`) and cached, the
+  stamp (fingerprint and each array's SHA-256) written last. Either way every installed
+  file is first verified against the checksums recorded at install."""
+  verify_installed(info, root, fix)
   fp = _fingerprint(info, root)
   cache = root / "cache"
   stamp = cache / "fingerprint.txt"
-  if stamp.is_file() and stamp.read_text() == fp:
-    try:
-      arrays = [np.load(cache / f"{k}.npy", allow_pickle=False) for k in CACHE_ARRAYS]
-      return tuple(check_arrays(arrays, str(cache), "rebuild the cache"))
-    except (OSError, ValueError, EOFError):  # LmcError included
-      pass  # an unreadable or damaged cache is rebuilt, never trusted
+  if stamp.is_file():
+    arrays = _read_cache(cache, stamp, fp)
+    if arrays is not None:
+      return arrays
   arrays = load_raw_from(info, root, fix, shown)
   stamp.unlink(missing_ok=True)  # the cache is invalid until every array is written
+  lines = [fp]
   for k, a in zip(CACHE_ARRAYS, arrays):
-    atomic_write_bytes(cache / f"{k}.npy", lambda f, a=a: np.save(f, a))
-  atomic_write_bytes(stamp, lambda f: f.write(fp.encode()))
+    buf = io.BytesIO()
+    np.save(buf, a)
+    data = buf.getvalue()
+    atomic_write_bytes(cache / f"{k}.npy", lambda f, data=data: f.write(data), len(data))
+    lines.append(f"{hashlib.sha256(data).hexdigest()}  {k}.npy")
+  text = "\n".join(lines).encode()
+  atomic_write_bytes(stamp, lambda f: f.write(text), len(text))
   return tuple(arrays)
 
 

@@ -30,6 +30,7 @@ class DatasetInfo(NamedTuple):
   n_train: int  # training samples a zoo trains on (after train_subset)
   n_test: int  # test samples it is evaluated on (after test_subset)
   name: str  # the dataset name as given
+  vocab: Optional[int] = None  # token data: each row holds ids below vocab (None otherwise)
 
   @property
   def d_out(self) -> int:

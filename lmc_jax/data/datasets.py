@@ -1,9 +1,11 @@
 """Datasets as in-memory numpy arrays, small enough to live on the device whole.
 
 Every loader returns a `Dataset` whose arrays are float32 inputs `(n, d)` and int32
-labels `(n,)`. Moons is generated from a seed, so it needs no download. A dataset is named
-`moons`, `mnist`, `cifar10`, or `npz:PATH` for a user's own `.npz` file (see `data.npz`);
-`dataset_info` tells its sizes and shapes without loading its arrays.
+labels `(n,)`. Moons and modular addition (`data.modular`) are generated from a seed, so they
+need no download. A dataset is named `moons`, `modular_addition`, `mnist`, `cifar10`,
+`npz:PATH` for a user's own `.npz` file (see `data.npz`), or `tfds:NAME` for an
+image-classification dataset prepared with tensorflow-datasets in the data directory (see
+`data.tfds`); `dataset_info` tells its sizes and shapes without loading its arrays.
 """
 from __future__ import annotations
 
@@ -14,18 +16,19 @@ from typing import Tuple
 import numpy as np
 
 from lmc_jax.config import ConfigError
-from lmc_jax.data import cifar10
+from lmc_jax.data import cifar10, modular
 from lmc_jax.data.dataset import Dataset, DatasetInfo, logits_for
 from lmc_jax.data.mnist import load_mnist_raw, normalise
 from lmc_jax.data.npz import load_npz, npz_info
 from lmc_jax.data.splits import SplitError, parse_split, split_indices
+from lmc_jax.data.tfds import is_tfds, load_tfds_dataset, tfds_info, tfds_name
 from lmc_jax.errors import LmcError
 
 __all__ = ["Dataset", "DatasetInfo", "logits_for", "dataset_info", "dataset_slug", "dims_of",
            "held_out_rows", "is_npz", "load_dataset", "moons", "npz_path", "subset", "split_part",
            "training_labels"]
 
-DATASETS = ("moons", "mnist", "cifar10")
+DATASETS = ("moons", "mnist", "cifar10", modular.NAME)
 NPZ_PREFIX = "npz:"
 
 
@@ -39,8 +42,8 @@ DATASET_DIMS = {"moons": (2, 2), **{k: (i.d_in, i.num_classes) for k, i in _FIXE
 
 
 def _unknown(name) -> LmcError:
-  return LmcError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}, or npz:PATH "
-                  "for a .npz file of your own.")
+  return LmcError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}, npz:PATH "
+                  "for a .npz file of your own, or tfds:NAME for a dataset prepared with TFDS.")
 
 
 def is_npz(name) -> bool:
@@ -63,6 +66,8 @@ def dataset_slug(name: str) -> str:
   every character of the file's stem outside [A-Za-z0-9_-] replaced by `_`."""
   if is_npz(name):
     return "npz_" + re.sub(r"[^A-Za-z0-9_-]", "_", npz_path(name).stem)
+  if is_tfds(name):
+    return "tfds_" + re.sub(r"[^A-Za-z0-9_-]", "_", tfds_name(name))
   if name not in DATASETS:
     raise _unknown(name)
   return name
@@ -70,8 +75,8 @@ def dataset_slug(name: str) -> str:
 
 def dims_of(name: str):
   """(input dimension, number of logits) of built-in dataset `name`, without loading it."""
-  if is_npz(name):
-    raise LmcError(f"Dataset {name!r} has no fixed dimensions; read them from its file with "
+  if is_npz(name) or is_tfds(name):
+    raise LmcError(f"Dataset {name!r} has no fixed dimensions; read them from its files with "
                    "dataset_info(config).")
   if name not in DATASET_DIMS:
     raise _unknown(name)
@@ -102,10 +107,17 @@ def dataset_info(config, data_dir="data") -> DatasetInfo:
   if name == "moons":
     _check_moons(data.n_train, data.n_test, data.noise)
     full = DatasetInfo(2, 2, None, data.n_train, data.n_test, name)
+  elif name == modular.NAME:
+    n_train = modular.train_size(data.modulus, data.train_fraction)
+    full = DatasetInfo(modular.TOKENS_PER_ROW, data.modulus, None, n_train,
+                       data.modulus ** 2 - n_train, name, vocab=data.modulus + 1)
   elif name in _FIXED_INFO:
     full = _FIXED_INFO[name]
   elif is_npz(name):
     full = npz_info(npz_path(name))._replace(name=name)
+  elif is_tfds(name):  # from the info TFDS keeps on disk (its data directory: `data.tfds`)
+    shape, classes, n_train, n_test = tfds_info(tfds_name(name), _tfds_dir(data_dir))
+    full = DatasetInfo(int(np.prod(shape)), classes, shape, n_train, n_test, name)
   else:
     raise _unknown(name)
   _check_split_labels(getattr(data, "train_split", ""), full.num_classes)
@@ -233,11 +245,23 @@ def held_out_rows(config, data_dir="data") -> Tuple[np.ndarray, np.ndarray]:
   return full.x_train[rest], full.y_train[rest]
 
 
+def _tfds_dir(data_dir):
+  """TFDS's data directory: `data_dir` where a caller passed one other than the default,
+  else the one the entry point set (`data.tfds.use_data_dir`)."""
+  return None if data_dir in (None, "data") else data_dir
+
+
 def _load_full(data, data_dir) -> Dataset:
   if is_npz(data.dataset):
     return load_npz(npz_path(data.dataset))
+  if is_tfds(data.dataset):
+    name = tfds_name(data.dataset)
+    xtr, ytr, xte, yte, classes, shape = load_tfds_dataset(name, _tfds_dir(data_dir))
+    return Dataset(xtr, ytr, xte, yte, classes, source=f"TFDS {name}", image_shape=shape)
   if data.dataset == "moons":
     return moons(data.n_train, data.n_test, data.noise, data.data_seed)
+  if data.dataset == modular.NAME:
+    return modular.modular_addition(data.modulus, data.train_fraction, data.data_seed)
   if data.dataset == "mnist":
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
     return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,

@@ -4,7 +4,9 @@
 - any registered alignment method (`weight`, `activation`, `ste`, `sinkhorn`, `mergemany`,
   ...; `align.registry.method_names()`): every model permuted into the first one's frame
   (MergeMany: jointly, to the mean of the others), then the weighted mean;
-- `zip`: ZipIt! (`merging.zip`, two models).
+- `zip`: ZipIt! (`merging.zip`, two models); with `zip_layers=K` below the network's depth,
+  only the first K layers are zipped and the result is two branches stacked on a leading
+  axis (`merging.partial`), each returning one parent's logits.
 
 Weights: `alpha` for two models (`(1 - alpha) * first + alpha * second`), else equal. With
 `repair`, the merged network's hidden units are renormalised (REPAIR) to the same weighted
@@ -29,6 +31,7 @@ from lmc_jax.align.registry import (
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.batchnorm import has_batch_stats, reset_batch_stats, reset_batches
 from lmc_jax.lmc.repair import repair_network, site_stats
+from lmc_jax.merging.partial import check_zip_layers, zip_branches, zip_depth, zip_order
 from lmc_jax.merging.zip import zip_models, zip_trees
 from lmc_jax.nn.forward import PARAMS, is_variables
 from lmc_jax.symmetry.spec import identity_permutation, perm_sizes
@@ -139,7 +142,7 @@ def finish(module, spec, merged, parents, weights, x, repair: bool, unit_maps=No
 def merge_models(module, spec, variables: Sequence[dict], method: str = "weight", data=None,
                  alpha: Optional[float] = None, repair: bool = False,
                  settings: Optional[MethodSettings] = None, zip_alpha: float = 0.3,
-                 zip_beta: float = 0.125) -> Merged:
+                 zip_beta: float = 0.125, zip_layers: Optional[int] = None) -> Merged:
   """Merges `variables` (one variables or params dict per model, the same shapes) of the
   Flax `module` by `method` (see the module docstring); `data` (inputs `(n, ...)`, an
   `(x, y)` pair or a Dataset: training data) fits the data-driven methods, REPAIR and the
@@ -175,10 +178,20 @@ def merge_models(module, spec, variables: Sequence[dict], method: str = "weight"
       zipped = zip_trees(spec, zips, variables)
     aligned, perms = variables, [identity_permutation(sizes)] * 2
     info = {"same_model_groups": {p: _same_model(z) for p, z in zips.items()}}
-    if repair:
-      unit_maps = _site_maps(module, spec, variables[0], fit, zips)
-    # the weights are in the merge matrices already: their rows sum to 1 over both models
-    merged = finish(module, spec, zipped, aligned, np.ones(2), fit, repair, unit_maps)
+    if zip_layers is not None and check_zip_layers(zip_layers, spec) < zip_depth(spec):
+      order = zip_order(module, spec, variables[0], fit)
+      branches = zip_branches(spec, zips, variables, order, zip_layers)
+      if repair:
+        branches = stack([finish(module, spec, take(branches, m), aligned, np.ones(2), fit, True,
+                                 _branch_maps(module, spec, variables[0], fit, zips,
+                                              order[:zip_layers], m)) for m in range(2)])
+      merged = branches
+      info["branches"] = 2
+    else:
+      if repair:
+        unit_maps = _site_maps(module, spec, variables[0], fit, zips)
+      # the weights are in the merge matrices already: their rows sum to 1 over both models
+      merged = finish(module, spec, zipped, aligned, np.ones(2), fit, repair, unit_maps)
   else:
     if method == NAIVE:
       aligned, perms = variables, [identity_permutation(sizes)] * len(variables)
@@ -218,12 +231,26 @@ def _same_model(z) -> int:
 def _site_maps(module, spec, tree, x, zips):
   """`{REPAIR site: [merge matrix of model m]}`: what takes a parent's unit statistics at
   each site to the zipped units (the merge matrices of the permutation of its bias)."""
-  maps = {}
-  for s in repair_sites(spec, module, tree, x[:1]):
-    p = spec.axes_to_perm.get(f"{s}/bias", (None,))[-1]
-    if p is not None:
-      maps[s] = [zips[p].merge_of(0), zips[p].merge_of(1)]
+  return {s: [zips[p].merge_of(0), zips[p].merge_of(1)]
+          for s, p in _site_perms(module, spec, tree, x).items()}
+
+
+def _branch_maps(module, spec, tree, x, zips, zipped, m):
+  """`_site_maps` for branch m of a partial zip: zipped sites take both parents' statistics
+  through the merge matrices, the others parent m's own."""
+  maps = _site_maps(module, spec, tree, x, zips)
+  for s, p in _site_perms(module, spec, tree, x).items():
+    if p not in zipped:
+      n = zips[p].merge.shape[0]
+      maps[s] = [np.eye(n) * (k == m) for k in range(2)]
   return maps
+
+
+def _site_perms(module, spec, tree, x) -> dict:
+  """`{REPAIR site: the permutation of its units}` (sites no permutation moves left out)."""
+  perms = {s: spec.axes_to_perm.get(f"{s}/bias", (None,))[-1]
+           for s in repair_sites(spec, module, tree, x[:1])}
+  return {s: p for s, p in perms.items() if p is not None}
 
 
 def merge(module, spec, variables: Sequence[dict], method: str = "weight", data=None,

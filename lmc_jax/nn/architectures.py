@@ -29,6 +29,7 @@ from lmc_jax.config import DEFAULT_ARCH, ConfigError, ModelConfig, register_arch
 from lmc_jax.data.datasets import DatasetInfo, dataset_info, logits_for
 from lmc_jax.nn.conv import CONV_ARCHS, make_conv_net
 from lmc_jax.nn.models import make_mlp
+from lmc_jax.nn.transformer import make_decoder, make_vit
 
 
 class Architecture(NamedTuple):
@@ -39,6 +40,7 @@ class Architecture(NamedTuple):
   widths_per_layer: bool  # `model.hidden` lists one width per hidden layer (else one width)
   precisions: Tuple[str, ...]  # matmul precisions it can run (nn.precision)
   defaults: Callable[[str], dict]  # dataset name -> {field: value} it asks for
+  blocks: bool = False  # `--depth` sets `model.blocks` (a transformer's) rather than widths
 
 
 def _mlp(model: ModelConfig, data: DatasetInfo) -> nn.Module:
@@ -65,12 +67,53 @@ def _conv_defaults(dataset: str) -> dict:
           "augment": "crop_flip" if dataset == "cifar10" else "none"}
 
 
+def _vit(model: ModelConfig, data: DatasetInfo) -> nn.Module:
+  if data.image_shape is None:
+    raise ConfigError("model.arch", f"is vit, a Vision Transformer, and {data.name} has no "
+                      "images; use an image dataset (mnist, cifar10, or an npz of images)")
+  _one_width(model)
+  _flax_init(model)
+  return make_vit(model.hidden[0], model.blocks, model.heads, model.patch, model.pool,
+                  logits_for(data.num_classes), data.image_shape)
+
+
+def _decoder(model: ModelConfig, data: DatasetInfo) -> nn.Module:
+  if data.vocab is None:
+    raise ConfigError("model.arch", f"is transformer, which reads tokens, and {data.name} has "
+                      "none; use --dataset=modular_addition (or --arch=vit for images)")
+  _one_width(model)
+  _flax_init(model)
+  return make_decoder(model.hidden[0], model.blocks, model.heads, data.vocab,
+                      logits_for(data.num_classes))
+
+
+def _flax_init(model: ModelConfig) -> None:
+  if model.init != "default":
+    raise ConfigError("model.init", f"is {model.init}, and {model.arch} takes Flax's own "
+                      "initializers only; pass --init=default or leave it out")
+
+
+def _transformer_defaults(dataset: str) -> dict:
+  # Flax's initializers; MNIST's 28x28 in 16 patches of 7x7, CIFAR-10's 32x32 in 16 of 8x8;
+  # four heads on the token task (the grokking literature's), two on images, where the
+  # MLP's one-cycle peak of 0.1 (1e-2 on CIFAR-10) is too high for attention: 3e-3.
+  images = {"lr": 1e-3, "peak_lr": 3e-3} if dataset in ("mnist", "cifar10") else {}
+  return {"hidden": (1,), "init": "default", "patch": 8 if dataset == "cifar10" else 7,
+          "heads": 4 if dataset == "modular_addition" else 2, **images}
+
+
 ARCHITECTURES: Dict[str, Architecture] = {
     DEFAULT_ARCH: Architecture(DEFAULT_ARCH, "the study's MLP (--width: hidden widths)", _mlp,
                                True, ("fp32", "bf16"), lambda dataset: {}),
     **{name: Architecture(name, help, _conv(name), False, ("fp32",), _conv_defaults)
        for name, help in zip(CONV_ARCHS, ("VGG-11", "three conv stages of 16, 32, 64 channels",
                                           "the CIFAR ResNet-20"))},
+    "vit": Architecture("vit", "Vision Transformer (--width x 32 features, --depth blocks, "
+                        "--heads, --patch, --pool)", _vit, False, ("fp32",),
+                        _transformer_defaults, blocks=True),
+    "transformer": Architecture("transformer", "causal token transformer predicting at the "
+                                "last position (--width x 32 features, --depth, --heads)",
+                                _decoder, False, ("fp32",), _transformer_defaults, blocks=True),
 }
 for _arch in ARCHITECTURES.values():
   register_arch_defaults(_arch.name, _arch.defaults)
@@ -189,7 +232,16 @@ def family_part(model: ModelConfig) -> str:
     return "" if model.activation == "relu" else model.activation
   if arch is None:
     return re.sub(r"[^A-Za-z0-9_-]", "_", display_name(model.arch))
+  if arch.blocks:  # blocks and heads where not one block; the class token where read
+    return "_".join([model.arch] + ([f"d{model.blocks}h{model.heads}"] if model.blocks != 1
+                                    else []) + (["cls"] if model.pool == "cls" else []))
   return model.arch + ("" if model.norm == "batchnorm" else f"_{model.norm}")
+
+
+def takes_blocks(arch: str) -> bool:
+  """Whether `--depth` of `arch` sets `model.blocks` (a transformer's)."""
+  found = architecture(arch)
+  return found is not None and found.blocks
 
 
 def names() -> Tuple[str, ...]:

@@ -38,7 +38,15 @@ def accuracy_bars(result: MergeResult, path) -> Path:
   rows = [(f"parent {k}", result.parent_acc[k]) for k in range(len(result.zoos))]
   rows.append(("ensemble", result.ensemble_acc))
   rows += [(n, e.acc) for n, e in result.methods.items()]
-  labels = ["joint"] + [f"part {k}" for k in range(len(result.zoos))]
+  fig = bars_figure(rows, ["joint"] + [f"part {k}" for k in range(len(result.zoos))])
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  return Path(path)
+
+
+def bars_figure(rows, labels) -> Figure:
+  """The bar chart of `rows` `[(name, acc (P, len(labels)))]`: one group of bars per row,
+  one bar per label (median over P, quartiles as error bars); the legend outside the axes,
+  right of them, so that no bar is hidden however high it is."""
   fig = Figure(figsize=(max(6.4, 0.9 * len(rows) + 2), 4.2))
   ax = fig.subplots()
   width = 0.8 / len(labels)
@@ -48,10 +56,10 @@ def accuracy_bars(result: MergeResult, path) -> Path:
     ax.bar(x + (j - (len(labels) - 1) / 2) * width, q[:, 1], width,
            yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]], capsize=2, label=label)
   ax.set_xticks(x, [n for n, _ in rows], rotation=30, ha="right", fontsize=8)
+  ax.set_xlim(-0.6, len(rows) - 0.4)
   ax.set_ylabel("test accuracy")
   ax.set_ylim(0, 1)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0)
   ax.set_title("joint and per-part accuracy, median over pairings", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  return Path(path)
+  return fig

@@ -40,14 +40,19 @@ from lmc_jax.zoo.training import train_zoo
 
 def zoo_family(config: ZooConfig) -> str:
   """`moons`, or `cifar10_sgd`, `moons_kaiming_normal_rmsprop`, `cifar10_resnet20`,
-  `mnist_d1`, `mnist_classes0-4`: the dataset, what the architecture adds
-  (`nn.architectures.family_part`), the MLP's depth, then the init and optimizer, each where
+  `mnist_d1`, `mnist_classes0-4`, `modular_addition_transformer_p11`: the dataset, what the
+  architecture adds (`nn.architectures.family_part`), the MLP's depth, the token task's
+  modulus and train fraction, then the init and optimizer, each where
   it differs from the dataset's defaults, then the training split (`split_spec.Split.slug`)."""
-  default = default_config(config.data.dataset)
+  default = default_config(config.data.dataset, arch=config.model.arch)
   parts = [dataset_slug(config.data.dataset), family_part(config.model)]
   depth = len(config.model.hidden)
   if takes_depth(config.model.arch) and depth != len(default.model.hidden):
     parts.append(f"d{depth}")
+  if config.data.modulus != default.data.modulus:  # the token task's generation
+    parts.append(f"p{config.data.modulus}")
+  if config.data.train_fraction != default.data.train_fraction:
+    parts.append(f"f{config.data.train_fraction:g}")
   if config.model.init != default.model.init:
     parts.append(config.model.init)
   if config.optim.optimizer != default.optim.optimizer:

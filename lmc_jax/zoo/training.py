@@ -32,7 +32,14 @@ from lmc_jax.stopping import deferred, note_saved, stop_asked, stop_if_asked
 from lmc_jax.tree_utils import fold_in_each
 from lmc_jax.zoo.checkpoint import Checkpointer, TrainState
 from lmc_jax.zoo.footprint import check_fits, models_per_chunk
-from lmc_jax.zoo.progress import Progress
+from lmc_jax.zoo.progress import (
+  Progress,
+  StepMarks,
+  deliver_mark,
+  mark_interval,
+  mark_step,
+  receiving,
+)
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 
@@ -127,8 +134,17 @@ def make_epoch(model, tx, batch_size: int, augment_shape: Optional[tuple] = None
     idx, w = batches_of(key, x.shape[0], batch_size)
     aug_key = jax.random.fold_in(key, AUGMENT_STREAM)
     steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
-    (params, opt_state), losses = run_steps(body, (params, opt_state), (idx, w, steps), x, y,
-                                            aug_key, from_host=host_steps, donate=True)
+    interval = mark_interval(idx.shape[0])  # progress inside a long epoch (`zoo.progress`)
+    stepped = body
+    if interval and not host_steps:
+      def stepped(carry, batch, *consts):
+        carry, loss = body(carry, batch, *consts)
+        mark_step(batch[2], interval)
+        return carry, loss
+    on_step = (lambda k: k % interval == 0 and deliver_mark(k)) if interval else None
+    (params, opt_state), losses = run_steps(stepped, (params, opt_state), (idx, w, steps), x,
+                                            y, aug_key, from_host=host_steps, donate=True,
+                                            on_step=on_step)
     return params, opt_state, jnp.mean(losses)
   return epoch
 
@@ -265,10 +281,17 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
     new = to_host(jnp.stack(epoch_losses)) if epoch_losses else start.train_loss[:0]
     return np.concatenate([start.train_loss, new.astype(np.float32)])
 
+  # Inside an epoch long enough, marks from the compiled loop give a line every few seconds.
+  per_device = len(run_ids) // mesh.devices.size
+  passes = mesh.devices.size * -(-per_device // min(chunk, per_device))
+  marks = (StepMarks(label, train.epochs, steps, train.batch_size, passes, log, log_every)
+           if log is not None else None)
   # A stop signal (Ctrl-C, SIGTERM) waits for the end of the epoch, which is checkpointed
   # first (`stopping`); the last epoch is not: the zoo itself is about to be written.
-  with deferred():
+  with deferred(), receiving(marks):
     for e in range(start.epoch, train.epochs):
+      if marks is not None:
+        marks.begin(e + 1)
       params, opt_state, losses = run_epoch(params, opt_state, epoch_keys(data_keys, e), x, y)
       epoch_losses.append(losses)  # stays on the device: no wait for the epoch here
       if eval_every and ((e + 1) % eval_every == 0 or e + 1 == train.epochs):

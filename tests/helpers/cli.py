@@ -12,7 +12,7 @@ def run_module(module: str, *args, env: dict = None, timeout: float = 600, prefi
   """`python -m experiments.<module> args...` from the repository root; `env` adds to
   the environment (e.g. LMC_JAX_CRASH_AT); `prefix` goes before the interpreter (e.g. a
   `setpriv` that drops root's permission overrides)."""
-  full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+  full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # env may set PYTHONPATH
   return subprocess.run([*prefix, sys.executable, "-m", f"experiments.{module}", *args],
                         cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
 
