@@ -14,6 +14,7 @@ value and NaN equal to NaN. Nothing else in lmc_jax reads a result document by k
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -99,6 +100,17 @@ class Record:
     takes follows); refuses a wrong one (`SchemaError`) in one sentence naming the file,
     the field and the fix."""
     return cls.read(Checker(path, cls.FIX(path)), doc, *context, **named)
+
+
+def recorded_params_sha256(path) -> Optional[str]:
+  """The params checksum the zoo.json at `path` records now, read alone (no schema check:
+  a lock's quick look at whether the zoo was replaced); None where it cannot be read."""
+  try:
+    doc = json.loads(Path(path).read_text())
+  except (OSError, ValueError):
+    return None
+  value = doc.get("params_sha256") if isinstance(doc, dict) else None
+  return value if isinstance(value, str) else None
 
 
 def read_config(c: Checker, doc) -> ZooConfig:

@@ -315,7 +315,7 @@ def test_info_reads_no_input_array(tmp_path, rng, monkeypatch):
   # The x members stop after their headers: reading their values would fail.
   path = _headers_only_file(tmp_path / "huge.npz", rng)
   info = dataset_info(_config(f"npz:{path}", train_subset=10))
-  assert info == (192, 4, (8, 8, 3), 10, 200, f"npz:{path}")
+  assert info == (192, 4, (8, 8, 3), 10, 200, f"npz:{path}", None)  # no token vocabulary
   # And on a whole file, only the labels and num_classes are read.
   whole = _save(tmp_path / "whole.npz", **_arrays(rng), num_classes=np.int64(4))
   read = []

@@ -283,6 +283,7 @@ OTHER_THINGS = {
     **{("zoo/training.py", k): "the evaluations collected for history.npz"
        for k in ("test_loss", "test_acc")},
     **{("report/figures.py", k): "history.npz" for k in ("train_loss", "test_loss")},
+    **{("report/tensorboard.py", k): "history.npz" for k in ("train_loss",)},
     ("report/tables.py", "width"): "a zoo table row",
     **{(m, "width"): "a row of Table 5.1" for m in ("cli/redundancy.py",
                                                       "report/redundancy_figures.py")},

@@ -21,7 +21,8 @@ from lmc_jax.data.datasets import load_dataset
 from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import build_network
-from lmc_jax.records import ZooRecord
+from lmc_jax.records import ZooRecord, recorded_params_sha256
+from lmc_jax.result_files import ZOO_JSON
 from lmc_jax.symmetry.derive import network_spec
 from lmc_jax.symmetry.spec import PermutationSpec, validate_spec
 from lmc_jax.tree_utils import take
@@ -127,10 +128,7 @@ def held_zoo(zoo, what: str, record: Optional[ZooRecord] = None):
 def _params_checksum(directory: Path) -> Optional[str]:
   """The params checksum zoo.json records now (None where it cannot be read: opening the
   zoo then says why)."""
-  try:
-    return read_zoo_json(directory).params_sha256
-  except LmcError:
-    return None
+  return recorded_params_sha256(directory / ZOO_JSON)
 
 
 def check_reference(zoo: ZooHandle, reference: int) -> int:
