@@ -114,7 +114,8 @@ def held_zoo(zoo, what: str, record: Optional[ZooRecord] = None):
     _HELD[key] = _HELD.get(key, 0) + 1
     try:
       opened_from = zoo.record if isinstance(zoo, ZooHandle) else record
-      if opened_from is not None and _params_checksum(directory) != opened_from.params_sha256:
+      now = recorded_params_sha256(directory / ZOO_JSON)
+      if opened_from is not None and now != opened_from.params_sha256:
         if isinstance(zoo, ZooHandle):
           raise LmcError(f"{directory} holds another zoo than the one this analysis opened (it "
                          "was replaced since, by a zoo run with --overwrite?); run the analysis "
@@ -123,12 +124,6 @@ def held_zoo(zoo, what: str, record: Optional[ZooRecord] = None):
       yield zoo if isinstance(zoo, ZooHandle) else open_zoo(directory, record)
     finally:
       _HELD[key] -= 1
-
-
-def _params_checksum(directory: Path) -> Optional[str]:
-  """The params checksum zoo.json records now (None where it cannot be read: opening the
-  zoo then says why)."""
-  return recorded_params_sha256(directory / ZOO_JSON)
 
 
 def check_reference(zoo: ZooHandle, reference: int) -> int:

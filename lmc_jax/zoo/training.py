@@ -266,8 +266,8 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   data_keys = split_models(jax.random.key_data(data_keys), mesh)
   x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
   label = label or f"{config.data.dataset} hidden={list(config.model.hidden)}"
+  per_device = len(run_ids) // mesh.devices.size
   if log is not None:
-    per_device = len(run_ids) // mesh.devices.size
     log(f"{label}: {len(ids)} models x {train.epochs} epochs on {mesh.devices.size} "
         f"device(s), {min(chunk, per_device)} at a time per device"
         + (f"; {extra} padding model(s) trained and dropped" if extra else ""))
@@ -282,7 +282,6 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
     return np.concatenate([start.train_loss, new.astype(np.float32)])
 
   # Inside an epoch long enough, marks from the compiled loop give a line every few seconds.
-  per_device = len(run_ids) // mesh.devices.size
   passes = mesh.devices.size * -(-per_device // min(chunk, per_device))
   marks = (StepMarks(label, train.epochs, steps, train.batch_size, passes, log, log_every)
            if log is not None else None)
