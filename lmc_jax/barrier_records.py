@@ -1,11 +1,12 @@
-"""Typed records of barrier.json (`analysis.barrier` writes it), format 4:
+"""Typed records of barrier.json (`analysis.barrier` writes it), format 5:
 
-  {"format": 4, "zoo", "split", "bn_reset": {"batches", "batch_size"} or null, "precision",
+  {"format": 5, "zoo", "split", "bn_reset": {"batches", "batch_size"} or null, "precision",
    "reference", "alphas": [A floats], "excluded": [diverged models],
    "collapsed": [models at chance accuracy, kept in every pair],
    "naive": {curves, "repaired": REPAIR (optional), "calibrated": CALIBRATED (optional)},
    "methods": {"<name>": {"reference", "settings", "seconds", "sweep_seconds", "info",
-                          "fraction_moved", "perms", curves, "repaired": REPAIR (optional),
+                          "fraction_moved", "perms", "maps" (optional), curves,
+                          "repaired": REPAIR (optional),
                           "calibrated": CALIBRATED (optional)}
                          or {"settings", "skipped": why}, ...},
    "diagnostics": {...} (optional), "seconds", "params_sha256", "versions"}
@@ -13,8 +14,12 @@
 where curves are the keys of a `CurveSet` ("pairs", "loss", "acc" and one per measure),
 REPAIR is {"fit_samples", curves} or {"fit_samples", "skipped": why}, and CALIBRATED is
 {"held_out", "temperature": (P, A), curves}: each network's loss at its own softmax
-temperature, fit on `held_out` training rows (`lmc.temperature`). Format 3 is format 4
-without CALIBRATED (read as it is); permutations may be signed (`~j`: unit j flipped).
+temperature, fit on `held_out` training rows (`lmc.temperature`). "maps" (format 5), of
+a method that rotates groups (`orthogonal`), holds per model {group: (n, n) orthogonal
+matrix as rows}: the model is aligned by its permutations and then `new = map @ old` on
+every axis of each group (`symmetry.spec.orient_zoo`). Format 4 is format 5 without maps,
+format 3 format 4 without CALIBRATED (both read as they are); permutations may be signed
+(`~j`: unit j flipped).
 Weight matching (the study's measure, 'aligned') is the entry `methods.weight`, like every
 other method.
 
@@ -118,6 +123,34 @@ def _read_perms(c: Checker, perms, field: str, num_models: Optional[int],
   return tuple(out)
 
 
+ORTHOGONAL_TOL = 1e-4  # largest |q q^T - I| of a stored map (float32 round-trips to ~1e-6)
+
+
+def _read_maps(c: Checker, maps, field: str, num_models: Optional[int],
+               sizes: Optional[Dict[str, int]]) -> tuple:
+  """One dict per model of group name -> orthogonal `(n, n)` matrix (n from `sizes` where
+  given, whose names each dict's must be among); every model names the same groups."""
+  out = []
+  for k, doc in enumerate(c.seq(maps, field, num_models)):
+    c.obj(doc, f"{field}[{k}]")
+    if sizes is not None and not set(doc) <= set(sizes):
+      c.fail(f"{field}[{k}]", f"names groups {sorted(set(doc) - set(sizes))} the network "
+             f"does not have (it has {sorted(sizes)})")
+    if out and set(doc) != set(out[0]):
+      c.fail(f"{field}[{k}]", f"names groups {sorted(doc)}, not model 0's {sorted(out[0])}")
+    model = {}
+    for name, value in doc.items():
+      where = f"{field}[{k}].{name}"
+      n = sizes[name] if sizes is not None else len(c.seq(value, where))
+      q = c.matrix(value, where, n, n)
+      if not np.all(np.isfinite(q)) or np.abs(q @ q.T - np.eye(n)).max() > ORTHOGONAL_TOL:
+        c.fail(where, f"is not an orthogonal {n}x{n} matrix (q q^T differs from the identity "
+               f"by more than {ORTHOGONAL_TOL})")
+      model[name] = q
+    out.append(model)
+  return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class CalibrationEntry(Record):
   """One set of curves at each network's own softmax temperature, fit on `held_out`
@@ -153,7 +186,9 @@ class MethodEntry(Record):
   `MethodSettings.for_method` gives them), the reference it aligned to, the seconds it and
   its sweep took, what it reports (`info`), per model the share of units it moved and its
   permutations (name -> int array), the curves after it and after REPAIR; or, for a method
-  that could not run, why (`skipped`: the rest is then None or empty)."""
+  that could not run, why (`skipped`: the rest is then None or empty). A method that
+  rotates groups also holds per model its orthogonal `maps` (group -> `(n, n)`; the share
+  moved counts the permuting groups' units only)."""
   name: str
   settings: Optional[Mapping[str, Any]] = None
   reference: Optional[int] = None
@@ -166,12 +201,15 @@ class MethodEntry(Record):
   repaired: Optional[RepairEntry] = None
   skipped: Optional[str] = None
   calibrated: Optional[CalibrationEntry] = None
+  maps: Tuple[Mapping[str, np.ndarray], ...] = ()
   FIX = staticmethod(barrier_fix)
 
   def __post_init__(self):
     self._set(info=dict(self.info), fraction_moved=tuple(float(v) for v in self.fraction_moved),
               perms=tuple({p: frozen_array(v, np.int64) for p, v in pm.items()}
                           for pm in self.perms),
+              maps=tuple({p: frozen_array(v, np.float64) for p, v in mk.items()}
+                         for mk in self.maps),
               settings=None if self.settings is None else dict(self.settings))
 
   def to_json(self) -> dict:
@@ -186,6 +224,8 @@ class MethodEntry(Record):
       doc["fraction_moved"] = list(self.fraction_moved)
     if self.perms:
       doc["perms"] = [{p: v.tolist() for p, v in pm.items()} for pm in self.perms]
+    if self.maps:
+      doc["maps"] = [{p: floats(v) for p, v in mk.items()} for mk in self.maps]
     if self.curves is not None:
       doc.update(self.curves.to_json())
     if self.repaired is not None:
@@ -217,7 +257,9 @@ class MethodEntry(Record):
         _optional(doc, "repaired", f"{field}.repaired",
                   lambda v, f: RepairEntry.read(c, v, f, num_alphas, num_models)),
         calibrated=_optional(doc, "calibrated", f"{field}.calibrated",
-                             lambda v, f: CalibrationEntry.read(c, v, f, num_alphas, num_models)))
+                             lambda v, f: CalibrationEntry.read(c, v, f, num_alphas, num_models)),
+        maps=_read_maps(c, doc["maps"], f"{field}.maps", num_models, perm_sizes)
+        if "maps" in doc else ())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -111,8 +111,9 @@ def plane_png(dataset: str) -> str:
 ZOO_FORMAT = 2  # 2: the config in sections; params.npz holds every model's whole variables dict
 # 2: weight matching's curves stored once, as "aligned"; 3: every method's curves in its
 # entry of "methods", weight matching's too, and REPAIR's as its entry's "repaired" (no
-# "<name>+repair" entries). `barrier_records` reads all three.
-BARRIER_FORMAT = 4
+# "<name>+repair" entries); 4: temperature-calibrated curves; 5: the orthogonal maps of
+# methods that rotate groups ("maps"). `barrier_records` reads them all.
+BARRIER_FORMAT = 5
 REDUNDANCY_FORMAT = 1
 SWA_FORMAT = 1
 PLANE_FORMAT = 1

@@ -52,7 +52,8 @@ def orthogonal_groups(model, variables, spec: PermutationSpec, x, tol: float = 1
                       seed: int = 0) -> Sequence[str]:
   """The groups of `spec` whose units any orthogonal map may rotate: those where a random
   one keeps the outputs on inputs `x` `(n, d)` within `tol` of their largest magnitude."""
-  base = np.asarray(apply_eval(model, variables, x))
+  outputs = jax.jit(lambda v: apply_eval(model, v, x))  # compiled once for every group
+  base = np.asarray(outputs(variables))
   scale = max(float(np.abs(base).max()), 1e-12)
   keys = jax.random.split(jax.random.key(seed), max(len(spec.perm_to_axes), 1))
   found = []
@@ -60,7 +61,7 @@ def orthogonal_groups(model, variables, spec: PermutationSpec, x, tol: float = 1
     if _in_a_view(spec, p):
       continue
     moved = apply_orthogonal(spec, {p: random_orthogonal(key, n)}, variables)
-    if np.abs(np.asarray(apply_eval(model, moved, x)) - base).max() <= tol * scale:
+    if np.abs(np.asarray(outputs(moved)) - base).max() <= tol * scale:
       found.append(p)
   return found
 

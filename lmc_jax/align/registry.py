@@ -5,12 +5,14 @@ reads (shared ones such as `seed` and `max_iter`, and its own, declared with it)
 function `align(task) -> Alignment`. Everything else follows from the registry: the names
 `--align` accepts, the `MethodSettings` recorded with each result, and the flags of
 `experiments.barrier` (one per setting). Built-in methods (`method_names()` lists them):
-weight, activation, ste, sinkhorn, mergemany, exact.
+weight, activation, ste, sinkhorn, mergemany, exact, orthogonal.
 
 Every method returns one permutation per model (identity at the reference and at models
-left out), so the same all-pairs sweep measures them all. Methods installed as packages
-register through the entry-point group `lmc_jax.align_methods` (each entry point names a
-module to import).
+left out), so the same all-pairs sweep measures them all; a method may also return, per
+model, orthogonal maps of the groups the network lets rotate (`orthogonal`).
+
+Methods installed as packages register through the entry-point group
+`lmc_jax.align_methods` (each entry point names a module to import).
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from lmc_jax.execution import ExecutionPlan
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   identity_permutation,
+  orient_zoo,
   perm_sizes,
-  permute_zoo,
   without_signs,
 )
 from lmc_jax.tree_utils import take, to_numpy
@@ -126,6 +128,8 @@ class Alignment(NamedTuple):
   """What a method returns."""
   perms: List[Perm]  # one per model, applied to it to bring it into the shared frame
   info: dict  # what the method reports about itself (JSON-ready)
+  maps: Optional[List[Perm]] = None  # per model: group -> orthogonal (n, n), applied with
+  #   the permutations (they act on other groups); None: permutations only
 
 
 class AlignMethod(NamedTuple):
@@ -136,10 +140,11 @@ class AlignMethod(NamedTuple):
 
 
 class MethodResult(NamedTuple):
-  params: dict  # the zoo, every model permuted into the shared frame
+  params: dict  # the zoo, every model permuted (and rotated) into the shared frame
   perms: List[Perm]  # one per model
   info: dict  # what the method reports about itself (JSON-ready)
   seconds: float
+  maps: Optional[List[Perm]] = None  # one per model, of the rotating groups, or None
 
 
 _METHODS: Dict[str, AlignMethod] = {}
@@ -279,8 +284,11 @@ def align_by(name: str, task: AlignTask, *args, **kwargs) -> MethodResult:
   if len(result.perms) != task.num_models:
     raise LmcError(f"Alignment method {name!r} returned {len(result.perms)} permutations for "
                    f"{task.num_models} models; it must return one per model.")
-  return MethodResult(permute_zoo(task.spec, result.perms, task.params), result.perms,
-                      result.info, seconds)
+  if result.maps is not None and len(result.maps) != task.num_models:
+    raise LmcError(f"Alignment method {name!r} returned {len(result.maps)} orthogonal maps for "
+                   f"{task.num_models} models; it must return one per model, or None.")
+  return MethodResult(orient_zoo(task.spec, result.perms, result.maps, task.params),
+                      result.perms, result.info, seconds, result.maps)
 
 
 PLUGINS_ENV = "LMC_JAX_ALIGN_PLUGINS"

@@ -38,7 +38,7 @@ from lmc_jax.records import CurveSet, ZooRecord
 from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON
 from lmc_jax.schema import SchemaError, file_format, is_int
 from lmc_jax.stopping import note_saved
-from lmc_jax.symmetry.spec import perm_sizes, permute_zoo
+from lmc_jax.symmetry.spec import orient_zoo, perm_sizes
 from lmc_jax.symmetry.units import repair_sites
 from lmc_jax.zoo.handle import ZooHandle, check_reference, held_zoo, open_zoo
 from lmc_jax.zoo.io import package_versions, read_zoo_json
@@ -196,7 +196,8 @@ def _kept(job: BarrierJob, entry: Optional[MethodEntry], wanted: dict):
     return True, None
   if not entry.perms:
     return False, None
-  return True, permute_zoo(job.task.spec, [dict(p) for p in entry.perms], job.task.params)
+  maps = [dict(m) for m in entry.maps] or None
+  return True, orient_zoo(job.task.spec, [dict(p) for p in entry.perms], maps, job.task.params)
 
 
 def _settings_differ(job: BarrierJob, old: dict, wanted: dict) -> bool:
@@ -225,7 +226,8 @@ def _align(job: BarrierJob, result: BarrierResult, name: str, only: bool):
   t = time.perf_counter()
   curves = curve_set(sweep(job, res.params))
   entry = MethodEntry(name, wanted, job.task.reference, res.seconds, time.perf_counter() - t,
-                      res.info, [fraction_moved(p) for p in res.perms], res.perms, curves)
+                      res.info, [fraction_moved(p) for p in res.perms], res.perms, curves,
+                      maps=res.maps or ())
   return result.with_method(entry), res.params
 
 

@@ -77,14 +77,16 @@ def _vit(model: ModelConfig, data: DatasetInfo) -> nn.Module:
                   logits_for(data.num_classes), data.image_shape)
 
 
-def _decoder(model: ModelConfig, data: DatasetInfo) -> nn.Module:
-  if data.vocab is None:
-    raise ConfigError("model.arch", f"is transformer, which reads tokens, and {data.name} has "
-                      "none; use --dataset=modular_addition (or --arch=vit for images)")
-  _one_width(model)
-  _flax_init(model)
-  return make_decoder(model.hidden[0], model.blocks, model.heads, data.vocab,
-                      logits_for(data.num_classes))
+def _decoder(norm: str):
+  def build(model: ModelConfig, data: DatasetInfo) -> nn.Module:
+    if data.vocab is None:
+      raise ConfigError("model.arch", f"is {model.arch}, which reads tokens, and {data.name} "
+                        "has none; use --dataset=modular_addition (or --arch=vit for images)")
+    _one_width(model)
+    _flax_init(model)
+    return make_decoder(model.hidden[0], model.blocks, model.heads, data.vocab,
+                        logits_for(data.num_classes), norm)
+  return build
 
 
 def _flax_init(model: ModelConfig) -> None:
@@ -113,7 +115,12 @@ ARCHITECTURES: Dict[str, Architecture] = {
                         _transformer_defaults, blocks=True),
     "transformer": Architecture("transformer", "causal token transformer predicting at the "
                                 "last position (--width x 32 features, --depth, --heads)",
-                                _decoder, False, ("fp32",), _transformer_defaults, blocks=True),
+                                _decoder("layernorm"), False, ("fp32",), _transformer_defaults,
+                                blocks=True),
+    "rms_transformer": Architecture("rms_transformer", "the causal token transformer with a "
+                                    "scale-free RMSNorm stream, which rotates exactly (align it "
+                                    "by --align=orthogonal)", _decoder("rms"), False, ("fp32",),
+                                    _transformer_defaults, blocks=True),
 }
 for _arch in ARCHITECTURES.values():
   register_arch_defaults(_arch.name, _arch.defaults)

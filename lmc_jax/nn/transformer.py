@@ -1,10 +1,20 @@
 """Transformers for zoos: a Vision Transformer for image datasets and a small decoder for
 token datasets (`modular_addition`), as Flax Linen modules on the library's flat rows.
 
-Both are pre-LayerNorm stacks of `Block`s over a residual stream of `embed` features:
+Both are pre-norm stacks of `Block`s over a residual stream of `embed` features:
   y = LayerNorm_0(h); h = h + MultiHeadDotProductAttention(y, y)  (`attn`)
   y = LayerNorm_1(h); h = h + Dense_1(gelu(Dense_0(y)))           (MLP of MLP_RATIO * embed)
 then a final `LayerNorm_final` and a Dense readout `head`.
+
+With `norm='rms'` every norm is instead an RMSNorm without a scale (`RMSNorm_0`,
+`RMSNorm_1`, `RMSNorm_final`: `y = h / sqrt(mean(h^2) + eps)`, no parameters). A per-feature
+scale before a linear layer is redundant (it folds into that layer's kernel), and without
+it the stream has an exact rotation symmetry: for any orthogonal `Q` `(embed, embed)`,
+`h -> Q h` with every weight writing the stream (embedding, positions, `attn/out`,
+`Dense_1`, their biases) rotated by `Q` and every weight reading it (`query`, `key`,
+`value`, `Dense_0`, `head` kernels) by `Q` on their input axis leaves the logits unchanged,
+since `||Q h|| = ||h||`. LayerNorm has no such symmetry: it subtracts the mean, which only
+maps that keep the all-ones direction commute with.
 
 `ViT` reads flat images `(n, H*W*C)` in HWC order, cuts them into `patch` x `patch` patches
 by a strided convolution `embed` (kernel `(patch, patch, C, embed)`), adds learned
@@ -37,19 +47,30 @@ MLP_RATIO = 2  # hidden units of each block's MLP per stream feature
 
 
 class Block(nn.Module):
-  """One pre-LN transformer block on tokens `(n, T, embed)` -> `(n, T, embed)`."""
+  """One pre-norm transformer block on tokens `(n, T, embed)` -> `(n, T, embed)`."""
   heads: int
   causal: bool = False
+  norm: str = "layernorm"  # or 'rms' (see the module's docstring)
 
   @nn.compact
   def __call__(self, h):
     e = h.shape[-1]
-    y = nn.LayerNorm(name="LayerNorm_0")(h)
+    y = _norm(self.norm, "0")(h)
     mask = nn.make_causal_mask(jnp.ones(h.shape[:2])) if self.causal else None
     h = h + nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=e, out_features=e,
                                             name="attn")(y, y, mask=mask)
-    y = nn.LayerNorm(name="LayerNorm_1")(h)
+    y = _norm(self.norm, "1")(h)
     return h + nn.Dense(e, name="Dense_1")(nn.gelu(nn.Dense(MLP_RATIO * e, name="Dense_0")(y)))
+
+
+NORMS = ("layernorm", "rms")
+
+
+def _norm(kind: str, suffix: str) -> nn.Module:
+  """The stream's norm `LayerNorm_<suffix>`, or a scale-free `RMSNorm_<suffix>`."""
+  if kind == "rms":
+    return nn.RMSNorm(use_scale=False, name=f"RMSNorm_{suffix}")
+  return nn.LayerNorm(name=f"LayerNorm_{suffix}")
 
 
 def _positions(name: str, shape, module: nn.Module):
@@ -62,10 +83,10 @@ def read_position(h, i: int):
   return jnp.einsum("ntd,t->nd", h, np.eye(h.shape[1], dtype=np.float32)[i])
 
 
-def _stack(h, depth: int, heads: int, causal: bool):
+def _stack(h, depth: int, heads: int, causal: bool, norm: str = "layernorm"):
   for i in range(depth):
-    h = Block(heads, causal, name=f"Block_{i}")(h)
-  return nn.LayerNorm(name="LayerNorm_final")(h)
+    h = Block(heads, causal, norm, name=f"Block_{i}")(h)
+  return _norm(norm, "final")(h)
 
 
 class ViT(nn.Module):
@@ -102,20 +123,22 @@ class Decoder(nn.Module):
   """Causal token transformer: logits `(n, num_classes)` at the last position of token rows
   `(n, T)` (float ids below `vocab`).
 
-  Attributes: width, depth, heads (as ViT's), vocab, num_classes.
+  Attributes: width, depth, heads (as ViT's), vocab, num_classes, norm ('layernorm', or
+  'rms': scale-free RMSNorm, whose stream rotates exactly).
   """
   width: int = 1
   depth: int = 1
   heads: int = 4
   vocab: int = 98
   num_classes: int = 97
+  norm: str = "layernorm"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     e, t = EMBED_PER_WIDTH * self.width, x.shape[-1]
     h = nn.Embed(self.vocab, e, name="embed")(x.astype(jnp.int32))
     h = h + _positions("pos", (t, e), self)
-    h = _stack(h, self.depth, self.heads, causal=True)
+    h = _stack(h, self.depth, self.heads, causal=True, norm=self.norm)
     return nn.Dense(self.num_classes, name="head")(read_position(h, -1))
 
 
@@ -144,7 +167,11 @@ def make_vit(width: int, depth: int, heads: int, patch: int, pool: str, num_clas
              tuple(int(s) for s in image_shape))
 
 
-def make_decoder(width: int, depth: int, heads: int, vocab: int, num_classes: int) -> Decoder:
-  """A Decoder after checking that heads divide the width."""
+def make_decoder(width: int, depth: int, heads: int, vocab: int, num_classes: int,
+                 norm: str = "layernorm") -> Decoder:
+  """A Decoder after checking that heads divide the width; `norm` 'rms' for the scale-free
+  RMSNorm stream that rotates exactly."""
   _check_heads(width, heads)
-  return Decoder(int(width), int(depth), int(heads), int(vocab), int(num_classes))
+  if norm not in NORMS:
+    raise ValueError(f"Decoder norm must be one of {', '.join(NORMS)}, got {norm!r}.")
+  return Decoder(int(width), int(depth), int(heads), int(vocab), int(num_classes), norm)

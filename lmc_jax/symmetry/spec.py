@@ -302,13 +302,14 @@ def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], pa
   """Params mixed by matrices `mats[p]` `(n, n)` on every axis permutation p acts on:
   `new = mats[p] @ old` along that axis. For the matrix of a permutation `perm`
   (`mats[p][i, perm[i]] = 1`) this is `apply_permutation`; for a doubly stochastic matrix
-  it is the soft relaxation Sinkhorn matching optimises."""
+  it is the soft relaxation Sinkhorn matching optimises. Groups without a matrix are left
+  as they are."""
   out, given = {}, flatten(params)
   for path, leaf in split_blocks(spec, given).items():
     shape = leaf.shape
     leaf = leaf.reshape(leaf_shape(spec, path, shape))
     for axis, p in enumerate(spec.axes_to_perm[path]):
-      if p is not None:
+      if p in mats:
         leaf = jnp.moveaxis(jnp.tensordot(mats[p], leaf, axes=([1], [axis])), 0, axis)
     out[path] = leaf.reshape(shape)
   return unflatten(join_blocks(spec, out, given))
@@ -360,3 +361,17 @@ def permute_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]], p
   """Applies `perms[k]` to model k of a stacked zoo; returns the new stack."""
   stacked = {p: jnp.stack([jnp.asarray(pk[p]) for pk in perms]) for p in perms[0]}
   return jax.vmap(lambda pr, th: apply_permutation(spec, pr, th))(stacked, params_stack)
+
+
+def orient_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]],
+               maps: Optional[Sequence[Dict[str, np.ndarray]]], params_stack):
+  """`permute_zoo`, then model k's groups in `maps[k]` (name -> orthogonal `(n, n)`) mixed
+  by them (`apply_soft_permutation`, in full float32); `maps` None or empty: permutations
+  only. A method that rotates a group leaves its permutation the identity, so the order of
+  the two does not matter."""
+  out = permute_zoo(spec, perms, params_stack)
+  if not maps or not maps[0]:
+    return out
+  stacked = {p: jnp.stack([jnp.asarray(mk[p], jnp.float32) for mk in maps]) for p in maps[0]}
+  with jax.default_matmul_precision("float32"):
+    return jax.vmap(lambda m, th: apply_soft_permutation(spec, m, th))(stacked, out)
