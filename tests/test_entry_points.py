@@ -54,7 +54,7 @@ def test_zoo_and_barrier_end_to_end(runs):
     assert doc["num_models"] == 4 and len(doc["models"]) == 4
     res = json.loads((d / "barrier.json").read_text())
     assert res["alphas"] == pytest.approx(np.linspace(0, 1, 11).tolist())
-    assert res["format"] == 4 and "aligned" not in res
+    assert res["format"] == 5 and "aligned" not in res
     for which in ("naive", "aligned"):
       entry = curves_of(res, which)
       assert entry["pairs"] == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]

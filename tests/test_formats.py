@@ -59,10 +59,10 @@ def test_barrier_json_newer_is_refused(zoo_dir):
   analyse_zoo(zoo_dir)
   path = zoo_dir / BARRIER_JSON
   written = json.loads(path.read_text())
-  assert written["format"] == BARRIER_FORMAT == 4
+  assert written["format"] == BARRIER_FORMAT == 5
   newer = dict(written, format=BARRIER_FORMAT + 1)
   path.write_text(json.dumps(newer))
-  with pytest.raises(LmcError, match="newer than the 4 this lmc_jax reads; upgrade lmc_jax, "
+  with pytest.raises(LmcError, match="newer than the 5 this lmc_jax reads; upgrade lmc_jax, "
                                      "or pass --recompute"):
     analyse_zoo(zoo_dir)
   assert json.loads(path.read_text()) == newer  # left as it was
@@ -79,7 +79,7 @@ def test_barrier_json_format_2_is_reused_and_written_as_format_3(zoo_dir, monkey
   result = analyse_zoo(zoo_dir, methods=("weight", "activation"), repair=True)
   assert calls == []  # every entry kept, REPAIR's included
   again = json.loads(path.read_text())
-  assert again["format"] == 4 and "aligned" not in again
+  assert again["format"] == 5 and "aligned" not in again
   assert not any(name.endswith("+repair") for name in again["methods"])
   drop = lambda d: {k: v for k, v in d.items() if k not in ("versions", "seconds")}
   assert drop(again) == drop(written)

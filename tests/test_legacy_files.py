@@ -1,9 +1,9 @@
 """Files written by earlier versions (tests/data/legacy, see its README) load with today's
 code and give the tables their version printed, digit for digit: zoo.json format 1 (a flat
-config, params stored without their collection), barrier.json format 2 (weight matching's
-curves as "aligned", REPAIR's as "<name>+repair") and format 1. `experiments.barrier` keeps
-every entry of a format-2 file and writes it again as format 3; a format-1 file it
-recomputes, to the same numbers."""
+config, params stored without their collection), barrier.json format 4 (no orthogonal
+maps), format 2 (weight matching's curves as "aligned", REPAIR's as "<name>+repair") and
+format 1. `experiments.barrier` keeps every entry of a format-2 or format-4 file and writes
+it again in today's format; a format-1 file it recomputes, to the same numbers."""
 import dataclasses
 import json
 import shutil
@@ -16,7 +16,7 @@ from lmc_jax.analysis.barrier import read_barrier_json, zoo_barriers
 from lmc_jax.barrier_records import BarrierResult
 from lmc_jax.report import connectivity as conn
 from lmc_jax.report.tables import ZOO_COLUMNS, format_table, zoo_row
-from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
+from lmc_jax.result_files import BARRIER_FORMAT, BARRIER_JSON, ZOO_JSON
 from lmc_jax.symmetry.derive import spec_for_config
 from lmc_jax.symmetry.spec import perm_sizes
 from lmc_jax.tree_utils import flatten
@@ -112,7 +112,7 @@ def _barrier_cli(zoo: Path, name: str, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["moons_w4", "mnist_vgg_small_w1"])
-def test_the_entry_point_keeps_a_format_2_file_and_writes_it_as_format_3(name, tmp_path):
+def test_the_entry_point_keeps_a_format_2_file_and_writes_it_in_todays_format(name, tmp_path):
   zoo = shutil.copytree(LEGACY / name, tmp_path / name)
   before = read_barrier_json(zoo)
   r = _barrier_cli(zoo, name, tmp_path)
@@ -120,7 +120,7 @@ def test_the_entry_point_keeps_a_format_2_file_and_writes_it_as_format_3(name, t
   assert f"kept the {', '.join(WRITTEN[name][1])} results already in barrier.json" in r.stderr
   assert blocks(r.stdout) == blocks((zoo / "barrier_tables.txt").read_text())
   doc = json.loads((zoo / BARRIER_JSON).read_text())
-  assert doc["format"] == 4 and "aligned" not in doc
+  assert doc["format"] == BARRIER_FORMAT and "aligned" not in doc
   assert not any(key.endswith("+repair") for key in doc["methods"])
   after = read_barrier_json(zoo)
   assert dataclasses.replace(after, versions=before.versions) == before  # nothing else moved
@@ -134,7 +134,8 @@ def test_the_entry_point_recomputes_a_format_1_file_to_the_same_numbers(tmp_path
   assert r.returncode == 0, r.stderr[-3000:]
   assert "kept the" not in r.stderr  # recomputed, not reused
   doc = json.loads((zoo / BARRIER_JSON).read_text())
-  assert doc["format"] == 4 and doc["methods"]["weight"]["settings"]["matcher"] == "auto"
+  assert doc["format"] == BARRIER_FORMAT
+  assert doc["methods"]["weight"]["settings"]["matcher"] == "auto"
   new, old = blocks(r.stdout), blocks((zoo / "barrier_tables.txt").read_text())
   assert without(new[0], "with collapsed") == old[0]
   seconds = lambda table: [line[:-len("  seconds  note")] for line in table]  # timings differ
@@ -148,3 +149,42 @@ def test_the_entry_point_recomputes_a_format_1_file_to_the_same_numbers(tmp_path
     np.testing.assert_allclose(new.loss, old.loss, rtol=0, atol=1e-7)
     np.testing.assert_allclose(new.epsilon, old.epsilon, rtol=0, atol=1e-7)
   assert read_zoo_json(zoo).config == read_zoo_json(LEGACY / name).config
+
+
+FORMAT_4 = "format4_moons_w4"  # weight, activation and REPAIR, no diagnostics
+
+
+def _tables(result: BarrierResult, d: Path, tmp_path) -> list:
+  rep = conn.report_family("moons", [zoo_barriers(d, result)], tmp_path,
+                           ["weight", "activation"], repair=True)
+  return [format_table(rep.epsilon_rows, conn.EPSILON_COLUMNS, conn.EPSILON_HEADERS).splitlines(),
+          format_table(rep.method_rows, conn.COMPARISON_COLUMNS,
+                       conn.COMPARISON_HEADERS).splitlines()]
+
+
+def test_a_format_4_barrier_json_loads_and_gives_the_tables_its_version_printed(tmp_path):
+  d = LEGACY / FORMAT_4
+  loaded = open_zoo(d)
+  doc = json.loads((d / BARRIER_JSON).read_text())
+  assert doc["format"] == 4 and not any("maps" in m for m in doc["methods"].values())
+  sizes = perm_sizes(loaded.spec, loaded.variables, batch_dims=1)
+  result = BarrierResult.from_json(doc, d / BARRIER_JSON, loaded.record.num_models, sizes)
+  assert result.method_names == ("weight", "activation")
+  assert all(m.maps == () for m in result.methods)
+  assert result.curves("aligned").epsilon.tolist() == doc["methods"]["weight"]["epsilon"]
+  assert [p.tolist() for p in result.method("activation").perms[1].values()] == \
+      list(doc["methods"]["activation"]["perms"][1].values())
+  assert _tables(result, d, tmp_path) == blocks((d / "barrier_tables.txt").read_text())
+
+
+def test_the_entry_point_keeps_a_format_4_file_and_writes_it_in_todays_format(tmp_path):
+  zoo = shutil.copytree(LEGACY / FORMAT_4, tmp_path / FORMAT_4)
+  before = read_barrier_json(zoo)
+  r = run_module("barrier", f"--zoo={zoo}", "--align=weight,activation", "--repair",
+                 f"--figures={tmp_path / 'figures'}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "kept the weight, activation results already in barrier.json" in r.stderr
+  assert blocks(r.stdout) == blocks((zoo / "barrier_tables.txt").read_text())
+  assert json.loads((zoo / BARRIER_JSON).read_text())["format"] == BARRIER_FORMAT == 5
+  after = read_barrier_json(zoo)
+  assert dataclasses.replace(after, versions=before.versions) == before  # nothing else moved

@@ -210,7 +210,7 @@ def test_barrier_result_accessors():
 
 def test_format_3_lays_every_method_out_alike():
   doc = _barrier().to_json()
-  assert doc["format"] == 4 and "aligned" not in doc
+  assert doc["format"] == 5 and "aligned" not in doc
   assert set(doc["methods"]) == {"weight", "activation", "exact", "mergemany"}
   weight = doc["methods"]["weight"]
   assert {"pairs", "loss", "acc", *MEASURE_NAMES, "perms", "settings", "repaired"} <= set(weight)

@@ -99,7 +99,7 @@ def test_barrier_json_keeps_calibrated_curves_beside_the_raw_ones(held_out_zoo):
     np.testing.assert_allclose(cal.curves.acc, raw.acc)
     assert np.all(cal.temperature > 0)
   doc = json.loads((directory / "barrier.json").read_text())
-  assert doc["format"] == 4 and "calibrated" in doc["naive"]
+  assert doc["format"] == 5 and "calibrated" in doc["naive"]
   again = read_barrier_json(directory)
   np.testing.assert_allclose(again.calibrated("weight").curves.loss,
                              result.calibrated("weight").curves.loss)

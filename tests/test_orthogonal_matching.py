@@ -1,0 +1,158 @@
+"""The scale-free RMSNorm transformer and the alignment method `orthogonal`: a random
+rotation of the residual stream, applied by hand to every weight that reads or writes it,
+leaves the outputs alone (a LayerNorm stream's do not); orthogonal matching recovers a
+planted rotation of every rotating group and a planted permutation of the rest; a network
+no group of which rotates is refused by name; and the maps barrier.json records reproduce
+its curves, recomputed in plain numpy."""
+import jax
+import numpy as np
+import pytest
+
+from lmc_jax import LmcError, derive_spec
+from lmc_jax.align.orthogonal import apply_orthogonal, orthogonal_groups, random_orthogonal
+from lmc_jax.align.orthogonal_matching import orthogonal_matching, unsigned_on
+from lmc_jax.align.registry import AlignTask, align_by
+from lmc_jax.align.weight import weight_matching
+from lmc_jax.nn.models import make_mlp
+from lmc_jax.nn.transformer import make_decoder
+from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation
+from lmc_jax.tree_utils import flatten, unflatten
+
+VOCAB, CLASSES = 8, 7
+
+
+def _decoder(norm, seed=1):
+  model = make_decoder(1, 1, 2, VOCAB, CLASSES, norm)
+  x = jax.random.randint(jax.random.key(0), (16, 3), 0, VOCAB).astype(np.float32)
+  return model, model.init(jax.random.key(seed), x), x
+
+
+def _rotate_stream_by_hand(variables, q):
+  """Every leaf that writes the stream maps its stream axis by q, every one that reads it
+  too (`new = q @ old` along that axis), written out per layer."""
+  f = {k: np.asarray(v, np.float64) for k, v in flatten(variables).items()}
+  b = "params/Block_0/"
+  for path in ("params/embed/embedding", "params/pos", b + "attn/out/kernel",
+               b + "Dense_1/kernel"):  # writes: the stream is the last axis
+    f[path] = f[path] @ q.T
+  for path in (b + "attn/out/bias", b + "Dense_1/bias"):
+    f[path] = q @ f[path]
+  for path in (b + "attn/query/kernel", b + "attn/key/kernel", b + "attn/value/kernel",
+               b + "Dense_0/kernel", "params/head/kernel"):  # reads: the stream is axis 0
+    f[path] = np.tensordot(q, f[path], axes=(1, 0))
+  return unflatten({k: v.astype(np.float32) for k, v in f.items()})
+
+
+def test_a_random_rotation_of_the_rms_stream_keeps_the_function_and_of_a_layernorm_one_not():
+  q = np.asarray(random_orthogonal(jax.random.key(5), 32), np.float64)
+  assert np.abs(q - np.eye(32)).max() > 0.1
+  for norm, keeps in (("rms", True), ("layernorm", False)):
+    model, variables, x = _decoder(norm)  # LayerNorm at init: scale 1, bias 0; its mean
+    before = np.asarray(model.apply(variables, x))
+    after = np.asarray(model.apply(_rotate_stream_by_hand(variables, q), x))
+    assert (np.abs(after - before).max() < 1e-4 * np.abs(before).max()) == keeps, norm
+
+
+def test_the_stream_rotates_in_the_rms_decoder_only():
+  found = {}
+  for norm in ("rms", "layernorm"):
+    model, variables, x = _decoder(norm)
+    spec = derive_spec(model, variables, x)
+    stream = spec.axes_to_perm["params/head/kernel"][0]
+    found[norm] = stream in orthogonal_groups(model, variables, spec, x)
+  assert found == {"rms": True, "layernorm": False}
+
+
+def test_orthogonal_matching_recovers_planted_rotations_and_permutations():
+  model, variables, x = _decoder("rms")
+  spec = derive_spec(model, variables, x)
+  rotating = list(orthogonal_groups(model, variables, spec, x))
+  assert len(rotating) == 3  # the stream, query.key features, value features
+  sizes = perm_sizes(spec, variables)
+  plant = random_permutation(jax.random.key(3), sizes)
+  plant.update({p: np.arange(sizes[p]) for p in rotating})
+  qs = {p: random_orthogonal(jax.random.key(10 + i), sizes[p]) for i, p in enumerate(rotating)}
+  moved = apply_orthogonal(spec, qs, apply_permutation(spec, plant, variables))
+  np.testing.assert_allclose(model.apply(moved, x), model.apply(variables, x), atol=1e-5)
+  res = orthogonal_matching(jax.random.key(0), spec, variables, moved, rotating, 50)
+  for p in rotating:  # the inverse of the plant
+    np.testing.assert_allclose(res.maps[p] @ qs[p], np.eye(sizes[p]), atol=1e-4)
+  for p in set(sizes) - set(rotating):
+    np.testing.assert_array_equal(np.asarray(plant[p])[res.perm[p]], np.arange(sizes[p]))
+  # Coordinate ascent from weight matching: never below it, and here well above.
+  start = weight_matching(jax.random.key(0), unsigned_on(spec, rotating), variables, moved)
+  assert all(b >= a - 1e-9 for a, b in zip(res.objective, res.objective[1:]))
+  assert res.objective[-1] > start.objective[-1] + 1.0
+
+
+def test_a_network_with_no_rotating_group_is_refused_by_name():
+  model = make_mlp((8,), 2)
+  x = jax.random.normal(jax.random.key(0), (16, 2))
+  stack = jax.vmap(lambda k: model.init(k, x))(jax.random.split(jax.random.key(1), 2))
+  spec = derive_spec(model, jax.tree_util.tree_map(lambda a: a[0], stack), x)
+  task = AlignTask.make(model, spec, stack, 0, (), np.asarray(x), np.zeros(16, np.int32))
+  with pytest.raises(LmcError, match="The network MLP has no group of hidden units that every "
+                                     "orthogonal map may rotate.*--arch=rms_transformer"):
+    align_by("orthogonal", task)
+
+
+@pytest.fixture(scope="module")
+def rms_zoo(tmp_path_factory):
+  from lmc_jax.config import default_config
+  from lmc_jax.data.datasets import load_dataset
+  from lmc_jax.zoo.io import save_zoo
+  from lmc_jax.zoo.training import train_zoo
+  config = default_config("modular_addition", arch="rms_transformer", modulus=7, heads=2,
+                          num_models=3, epochs=2)
+  zoo = train_zoo(config, load_dataset(config), log=None)
+  d = tmp_path_factory.mktemp("orthogonal") / "rms"
+  save_zoo(d, config, zoo.params, zoo.metrics, history=zoo.history)
+  return d
+
+
+def _orient_by_hand(spec, variables, perm, maps):
+  """One model's variables with its stored (signed) permutations and orthogonal maps
+  applied, leaf by leaf in numpy."""
+  out = {}
+  for path, leaf in flatten(variables).items():
+    leaf = np.asarray(leaf, np.float64)
+    for axis, p in enumerate(spec.axes_to_perm[path]):
+      if p is None:
+        continue
+      v = np.asarray(perm[p])
+      leaf = np.take(leaf, np.where(v < 0, ~v, v), axis=axis)
+      if (path, axis) in spec.signs.get(p, ()):
+        leaf = leaf * np.where(v < 0, -1.0, 1.0).reshape((-1,) + (1,) * (leaf.ndim - axis - 1))
+      if p in maps:
+        leaf = np.moveaxis(np.tensordot(np.asarray(maps[p]), leaf, axes=(1, axis)), 0, axis)
+    out[path] = leaf
+  return out
+
+
+def test_the_recorded_maps_reproduce_the_recorded_curves(rms_zoo):
+  import json
+
+  from lmc_jax.analysis.barrier import analyse_zoo, read_barrier_json
+  from lmc_jax.zoo.handle import open_zoo
+  result = analyse_zoo(rms_zoo, methods=("orthogonal",))
+  entry = result.method("orthogonal")
+  assert entry.skipped is None and len(entry.maps) == 3
+  doc = json.loads((rms_zoo / "barrier.json").read_text())
+  assert doc["format"] == 5 and len(doc["methods"]["orthogonal"]["maps"]) == 3
+  assert read_barrier_json(rms_zoo, 3) == result  # the maps round-trip through JSON
+  zoo = open_zoo(rms_zoo)
+  spec, data = zoo.spec, zoo.dataset()
+  assert not spec.views and set(entry.info["rotating"]) == set(entry.maps[1])
+  q = entry.maps[1][spec.axes_to_perm["params/head/kernel"][0]]  # the stream's
+  assert np.abs(q - np.round(q)).max() > 0.05  # a rotation, not a permutation
+  ends = [_orient_by_hand(spec, jax.tree_util.tree_map(lambda a: a[k], zoo.variables),
+                          entry.perms[k], entry.maps[k]) for k in (0, 2)]
+  k = [tuple(p) for p in entry.curves.pairs.tolist()].index((0, 2))
+  for a, alpha in enumerate(result.alphas):
+    mixed = {path: ((1 - alpha) * ends[0][path] + alpha * ends[1][path]).astype(np.float32)
+             for path in ends[0]}
+    logits = np.asarray(zoo.model.apply(unflatten(mixed), data.x_test), np.float64)
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    loss = -logp[np.arange(len(logp)), np.asarray(data.y_test)].mean()
+    np.testing.assert_allclose(loss, entry.curves.loss[k, a], rtol=1e-4, atol=1e-5)
