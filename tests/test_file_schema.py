@@ -141,6 +141,7 @@ def test_read_zoo_json_refuses_a_wrong_one_and_changes_nothing(zoo, tmp_path):
     read_zoo_json(d)
 
 
+_EYE = [[float(i == j) for j in range(4)] for i in range(4)]
 BARRIER_DAMAGES = [
     ("alphas empty", _set(["alphas"], []), "alphas is empty"),
     ("alphas missing", _drop(["alphas"]), "alphas is missing"),
@@ -182,7 +183,16 @@ BARRIER_DAMAGES = [
      "methods.weight.repaired.fit_samples is 'all', not an integer"),
     ("a format-2 key in format 3", lambda d: d["methods"].update(
         {"weight+repair": d["methods"]["weight"].pop("repaired")}),
-     "methods.weight+repair is an entry of format 2, not 4"),
+     "methods.weight+repair is an entry of format 2, not 5"),
+    ("map not orthogonal", _set(["methods", "weight", "maps"], [{"P_0": _EYE}] * 2 + [
+        {"P_0": [[2 * v for v in row] for row in _EYE]}]),
+     "methods.weight.maps[2].P_0 is not an orthogonal 4x4 matrix"),
+    ("map of another group", _set(["methods", "weight", "maps"], [{"Q": _EYE}] * 3),
+     "methods.weight.maps[0] names groups ['Q'] the network does not have"),
+    ("map too small", _set(["methods", "weight", "maps"], [{"P_0": _EYE[:3]}] * 3),
+     "methods.weight.maps[0].P_0 has 3 entries, expected 4"),
+    ("maps one short", _set(["methods", "weight", "maps"], [{"P_0": _EYE}] * 2),
+     "methods.weight.maps has 2 entries, expected 3"),
     ("diagnostics without restarts", _drop(["diagnostics", "weight_restarts"]),
      "diagnostics.weight_restarts is missing"),
     ("cycle consistency a string", _set(["diagnostics", "activation_cycle_consistency"], "x"),
