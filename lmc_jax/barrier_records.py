@@ -187,8 +187,8 @@ class MethodEntry(Record):
   its sweep took, what it reports (`info`), per model the share of units it moved and its
   permutations (name -> int array), the curves after it and after REPAIR; or, for a method
   that could not run, why (`skipped`: the rest is then None or empty). A method that
-  rotates groups also holds per model its orthogonal `maps` (group -> `(n, n)`; the share
-  moved counts the permuting groups' units only)."""
+  rotates groups also holds per model its orthogonal `maps` (group -> `(n, n)`; in the
+  share moved, the units of a rotated group count as unmoved)."""
   name: str
   settings: Optional[Mapping[str, Any]] = None
   reference: Optional[int] = None

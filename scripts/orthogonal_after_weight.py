@@ -4,7 +4,8 @@ rotated by orthogonal Procrustes in every group the network lets rotate (`align.
   python scripts/orthogonal_after_weight.py runs/mnist_vit_w1 [runs/mnist_vit_w2 ...]
 
 Prints one line per zoo: the groups that rotate, and the median (over models 1..n-1) test
-epsilon of each. The orthogonal step is not yet an `--align` method of experiments.barrier.
+epsilon of each. One Procrustes step after weight matching, for comparison with the joint
+coordinate ascent of `python -m experiments.barrier --align=orthogonal`.
 """
 import sys
 

@@ -85,6 +85,21 @@ def test_orthogonal_matching_recovers_planted_rotations_and_permutations():
   assert res.objective[-1] > start.objective[-1] + 1.0
 
 
+def test_merging_with_a_rotated_and_permuted_copy_by_orthogonal_gives_the_model_back():
+  from lmc_jax.merging.combine import merge
+  model, variables, x = _decoder("rms")
+  spec = derive_spec(model, variables, x)
+  rotating = list(orthogonal_groups(model, variables, spec, x))
+  sizes = perm_sizes(spec, variables)
+  plant = random_permutation(jax.random.key(4), sizes)
+  plant.update({p: np.arange(sizes[p]) for p in rotating})
+  qs = {p: random_orthogonal(jax.random.key(20 + i), sizes[p]) for i, p in enumerate(rotating)}
+  copy = apply_orthogonal(spec, qs, apply_permutation(spec, plant, variables))
+  merged = merge(model, spec, [variables, copy], method="orthogonal", data=np.asarray(x))
+  for a, b in zip(jax.tree_util.tree_leaves(merged), jax.tree_util.tree_leaves(variables)):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 def test_a_network_with_no_rotating_group_is_refused_by_name():
   model = make_mlp((8,), 2)
   x = jax.random.normal(jax.random.key(0), (16, 2))

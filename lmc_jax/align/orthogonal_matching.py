@@ -150,6 +150,9 @@ def check_rotating(model, groups: Sequence[str]) -> None:
           "aligned by an orthogonal map", uses=("seed", "max_iter", "signs", "fit_samples"))
 def _align_orthogonally(task: AlignTask) -> Alignment:
   ref = task.member(task.reference)
+  if task.fit_x is None:
+    raise LmcError("Orthogonal alignment finds the groups that rotate by running the network "
+                   "on training inputs, and none were given; pass data (its inputs).")
   rotating = list(orthogonal_groups(task.model, ref, task.spec, task.fit_x[:16]))
   check_rotating(task.model, rotating)
   spec = unsigned_on(task.spec, rotating)
