@@ -41,6 +41,7 @@ def test_transformer_zoo_on_modular_addition_from_the_cli(tmp_path):
 
 @pytest.mark.parametrize("flags, words", [
     (["--arch=vit"], ("--arch is vit", "moons has no images")),
+    (["--arch=rms_transformer"], ("--arch is rms_transformer", "moons has none")),
     (["--dataset=mnist", "--arch=vit", "--patch=5"], ("--patch is 5", "does not divide")),
     (["--dataset=mnist", "--arch=vit", "--heads=3"], ("--heads is 3", "does not divide")),
     (["--dataset=modular_addition", "--modulus=1"], ("--modulus must be >= 2",)),
