@@ -15,7 +15,12 @@ from lmc_jax.align.registry import AlignTask, align_by
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.nn.models import make_mlp
 from lmc_jax.nn.transformer import make_decoder
-from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation
+from lmc_jax.symmetry.spec import (
+  apply_permutation,
+  orient_zoo,
+  perm_sizes,
+  random_permutation,
+)
 from lmc_jax.tree_utils import flatten, unflatten
 
 VOCAB, CLASSES = 8, 7
@@ -166,6 +171,11 @@ def test_the_recorded_maps_reproduce_the_recorded_curves(rms_zoo):
   assert np.abs(q - np.round(q)).max() > 0.05  # a rotation, not a permutation
   ends = [_orient_by_hand(spec, jax.tree_util.tree_map(lambda a: a[k], zoo.variables),
                           entry.perms[k], entry.maps[k]) for k in (0, 2)]
+  # What a later run rebuilds from the file (`orient_zoo`) is the same zoo.
+  rebuilt = flatten(orient_zoo(spec, [dict(p) for p in entry.perms], [dict(m) for m in entry.maps],
+                               zoo.variables))
+  for path, leaf in ends[1].items():
+    np.testing.assert_allclose(rebuilt[path][2], leaf, atol=1e-5, err_msg=path)
   k = [tuple(p) for p in entry.curves.pairs.tolist()].index((0, 2))
   for a, alpha in enumerate(result.alphas):
     mixed = {path: ((1 - alpha) * ends[0][path] + alpha * ends[1][path]).astype(np.float32)
