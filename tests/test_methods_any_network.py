@@ -163,8 +163,8 @@ def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
             for p, n in perm_sizes(spec, a).items()}
   head = (model, spec_key(spec), 4, 10, "expected", cached_adam(0.3))
   rest = (logits, a, b, jnp.asarray(x), jnp.asarray(y), jax.random.split(jax.random.key(0), 2))
-  scanned = sinkhorn._train_jit(*head, False, *rest)
-  looped = sinkhorn._train(*head, True, *rest)
+  scanned = sinkhorn._train_jit(*head, False, True, *rest)
+  looped = sinkhorn._train(*head, True, True, *rest)
   np.testing.assert_allclose(looped[1], scanned[1], rtol=1e-4, atol=1e-6)  # losses per step
   for p in logits:
     np.testing.assert_allclose(looped[0][p], scanned[0][p], atol=1e-5)

@@ -1,14 +1,22 @@
 """Sinkhorn matching (Pena et al., 2023, "Re-basin via implicit Sinkhorn differentiation"):
-learn soft permutations of model B that lower the loss along its line to model A.
+learn soft permutations of model B that bring it to model A.
 
 Each hidden layer's permutation is relaxed to a doubly stochastic matrix
-`P = sinkhorn(logits)` (log-domain Sinkhorn normalisation), applied to B as
-`apply_soft_permutation`. The logits start at B's weight-matching permutation (a soft copy
-of it) and are trained with Adam on the expected loss of the interpolated network, alpha
-drawn uniformly from [0, 1] each step (or alpha = 1/2: the midpoint). At the end each `P`
-is rounded to the permutation with the largest total weight (a linear assignment).
-All models of a zoo train at once: `vmap` over the models, `lax.scan` over the steps (a
-host loop over jitted steps where the plan says so: `ExecutionPlan.host_loops`).
+`P = sinkhorn(logits)` (log-domain Sinkhorn normalisation, `sinkhorn_projection`), applied to
+B as `apply_soft_permutation`. The logits start at B's weight-matching permutation (a soft
+copy of it) and are trained with Adam on one of three objectives:
+- `expected`: the loss of the interpolated network on a batch of 256 training inputs, alpha
+  drawn uniformly from [0, 1] each step;
+- `midpoint`: the same at alpha = 1/2;
+- `distance`: no data, the squared distance `|theta_A - P(theta_B)|^2` over every weight,
+  relative to `|theta_A|^2` (Pena et al.'s weight-based loss).
+At the end each `P` is rounded to the permutation with the largest total weight (a linear
+assignment). All models of a zoo train at once: `vmap` over the models, a fixed number of
+steps in one jitted `lax.scan`, or, for the data objectives where the plan says so
+(`ExecutionPlan.host_loops`: a convolution on one CPU device), a host loop over one jitted
+step. A data objective's step is one forward and backward pass of the network, which is
+most of its time; the distance objective never runs the network (BUILD_NOTES.md, "Sinkhorn
+as a compiled iteration").
 """
 from __future__ import annotations
 
@@ -19,9 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
+from lmc_jax.align.sinkhorn_projection import (
+  log_sinkhorn,
+  project_all,
+  round_to_permutation,
+  start_logits,
+)
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan, plan_or_default, run_steps
@@ -37,31 +50,17 @@ from lmc_jax.symmetry.spec import (
 )
 from lmc_jax.tree_utils import fold_in_each
 
-OBJECTIVES = ("expected", "midpoint")
+__all__ = ["OBJECTIVES", "SinkhornResult", "log_sinkhorn", "project_all",
+           "round_to_permutation", "sinkhorn_matching", "start_logits"]
+
+OBJECTIVES = ("expected", "midpoint", "distance")
+DATA_FREE = ("distance",)
 
 
-def log_sinkhorn(logits, iters: int = 20):
-  """Doubly stochastic `(n, n)` matrix from `logits` `(n, n)`: alternate row and column
-  normalisation in log space, `iters` times each (columns last, so columns sum to 1)."""
-  def body(_, log_p):
-    log_p = log_p - jax.nn.logsumexp(log_p, axis=1, keepdims=True)
-    return log_p - jax.nn.logsumexp(log_p, axis=0, keepdims=True)
-  return jnp.exp(jax.lax.fori_loop(0, iters, body, logits))
-
-
-def round_to_permutation(p: np.ndarray) -> np.ndarray:
-  """The permutation `perm` (`perm[i]` = column of row i) with the largest `sum P[i, perm[i]]`."""
-  _, cols = linear_sum_assignment(np.asarray(p, np.float64), maximize=True)
-  return cols
-
-
-def start_logits(perm: np.ndarray, margin: float = 5.0) -> np.ndarray:
-  """Logits whose Sinkhorn matrix is close to the permutation `perm`: `log(n) + margin` on
-  the permutation's entries, 0 elsewhere (so they hold about 1 - exp(-margin) of each row)."""
-  n = len(perm)
-  logits = np.zeros((n, n), np.float32)
-  logits[np.arange(n), perm] = np.log(n) + margin
-  return logits
+def _project_each(logits, iters):
+  """`project_all` one matrix at a time (the form before `project_all`; the benchmark's
+  baseline)."""
+  return {p: log_sinkhorn(v, iters) for p, v in logits.items()}
 
 
 class SinkhornResult(NamedTuple):
@@ -71,89 +70,113 @@ class SinkhornResult(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _step_fn(model, spec_items, iters, objective, tx):
+def _step_fn(model, spec_items, iters, objective, tx, grouped=True):
   """`step((logits, opt_state), s, params_a, params_b, x, y, keys) -> (carry, loss (m,))`:
-  one Adam step of every model's logits on batch `s` of `(x, y)`."""
+  one Adam step of every model's logits (on batch `s` of `(x, y)` for a data objective).
+  `grouped=False` projects each matrix on its own (the benchmark's baseline)."""
   spec = spec_from_key(spec_items)
+  project = project_all if grouped else _project_each
+
+  def distance_one(logits, b, a, xb, yb, alpha):
+    soft_b = apply_soft_permutation(spec, project(logits, iters), b)
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(soft_b))
+    norm = sum(jnp.sum(u ** 2) for u in jax.tree_util.tree_leaves(a))
+    return sum(jnp.sum((u - v) ** 2) for u, v in pairs) / norm
+
+  def data_one(logits, b, a, xb, yb, alpha):
+    soft_b = apply_soft_permutation(spec, project(logits, iters), b)
+    mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, a, soft_b)
+    loss, _ = loss_and_correct(apply_eval(model, mixed, xb), yb)
+    return jnp.mean(loss)
 
   def step(carry, s, params_a, params_b, x, y, keys):
-    def loss_one(logits, b, xb, yb, alpha):
-      mats = {p: log_sinkhorn(p_logits, iters) for p, p_logits in logits.items()}
-      soft_b = apply_soft_permutation(spec, mats, b)
-      mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, params_a, soft_b)
-      loss, _ = loss_and_correct(apply_eval(model, mixed, xb), yb)
-      return jnp.mean(loss)
-
     logits, opt_state = carry
-    k = jax.random.fold_in(keys[0], s)
-    idx = jax.random.choice(jax.random.fold_in(k, 0), x.shape[0], (min(256, x.shape[0]),),
-                            replace=False)
-    alpha = (jnp.full((keys.shape[0],), 0.5) if objective == "midpoint"
-             else jax.vmap(lambda kk: jax.random.uniform(jax.random.fold_in(kk, s)))(keys))
-    grad = jax.vmap(jax.value_and_grad(loss_one), in_axes=(0, 0, None, None, 0))
-    loss, g = grad(logits, params_b, x[idx], y[idx], alpha)
+    m = keys.shape[0]
+    if objective in DATA_FREE:
+      loss_one, xb, yb, alpha = distance_one, None, None, jnp.zeros((m,))
+    else:
+      k = jax.random.fold_in(keys[0], s)
+      idx = jax.random.choice(jax.random.fold_in(k, 0), x.shape[0], (min(256, x.shape[0]),),
+                              replace=False)
+      loss_one, xb, yb = data_one, x[idx], y[idx]
+      alpha = (jnp.full((m,), 0.5) if objective == "midpoint"
+               else jax.vmap(lambda kk: jax.random.uniform(jax.random.fold_in(kk, s)))(keys))
+    grad = jax.vmap(jax.value_and_grad(loss_one), in_axes=(0, 0, None, None, None, 0))
+    loss, g = grad(logits, params_b, params_a, xb, yb, alpha)
     updates, opt_state = jax.vmap(tx.update)(g, opt_state, logits)
     return (optax.apply_updates(logits, updates), opt_state), loss
   return step
 
 
-def _train(model, spec_items, steps, iters, objective, tx, from_host, logits, params_a,
-           params_b, x, y, keys):
+def _train(model, spec_items, steps, iters, objective, tx, from_host, grouped, logits,
+           params_a, params_b, x, y, keys):
   """Every step, a `lax.scan` (jitted whole: `_train_jit`) or with `from_host` one jitted
-  call each; returns (final matrices, losses `(steps, m)`)."""
-  step = _step_fn(model, spec_items, iters, objective, tx)
+  call each; returns (final matrices `{p: (m, n, n)}`, losses `(steps, m)`)."""
+  step = _step_fn(model, spec_items, iters, objective, tx, grouped)
   carry = (logits, jax.vmap(tx.init)(logits))
   (logits, _), losses = run_steps(step, carry, jnp.arange(steps, dtype=jnp.int32), params_a,
                                   params_b, x, y, keys, from_host=from_host)
   if losses is None:  # no steps
     losses = jnp.zeros((0, keys.shape[0]))
-  return _matrices_jit(logits, iters), losses
+  return _matrices_jit(logits, iters, grouped), losses
 
 
-_train_jit = jax.jit(_train, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+_train_jit = jax.jit(_train, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7))
 
 
-def _matrices(logits, iters):
-  return jax.vmap(lambda model_logits: {p: log_sinkhorn(v, iters)
-                                        for p, v in model_logits.items()})(logits)
+def _matrices(logits, iters, grouped):
+  project = project_all if grouped else _project_each
+  return jax.vmap(lambda model_logits: project(model_logits, iters))(logits)
 
 
-_matrices_jit = jax.jit(_matrices, static_argnums=1)
+_matrices_jit = jax.jit(_matrices, static_argnums=(1, 2))
 
 
 def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stack, start_perms,
-                      x, y, steps: int = 50, lr: float = 0.1, iters: int = 20,
-                      objective: str = "expected",
-                      plan: Optional[ExecutionPlan] = None) -> SinkhornResult:
+                      x=None, y=None, steps: int = 50, lr: float = 0.1, iters: int = 20,
+                      objective: str = "expected", plan: Optional[ExecutionPlan] = None,
+                      grouped: bool = True) -> SinkhornResult:
   """Permutations of every model of `params_b_stack` `(m, ...)` onto `params_a` (one model),
-  learned from their starting permutations `start_perms` (a list of m dicts) on training
-  data `(x, y)`, run as `plan` says."""
+  learned from their starting permutations `start_perms` (a list of m dicts) by `steps`
+  Adam steps on `objective` (the data objectives on training data `x` `(N, d)`, `y`
+  `(N,)`), run as `plan` says. `grouped=False`: each matrix projected on its own, as
+  before `project_all` (the same numbers to float32 rounding; the benchmark's baseline)."""
   if objective not in OBJECTIVES:
     raise LmcError(f"Unknown Sinkhorn objective {objective!r}; use one of {', '.join(OBJECTIVES)}.")
+  data = objective not in DATA_FREE
+  if data and (x is None or y is None):
+    raise LmcError(f"Sinkhorn objective {objective!r} learns on training data and was given "
+                   "none; pass x and y, or use the objective distance.")
   logits = {p: np.stack([start_logits(np.asarray(sp[p])) for sp in start_perms])
             for p in spec.perm_to_axes}
   m = len(start_perms)
   keys = fold_in_each(key, np.arange(m))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
   spec_items = spec_key(spec)  # hashable: a static argument
-  from_host = plan_or_default(plan).host_loops(params_a)
+  # The distance objective runs no network, so nothing is slow inside a scan.
+  from_host = data and plan_or_default(plan).host_loops(params_a)
   train = _train if from_host else _train_jit
+  x, y = (jnp.asarray(x), jnp.asarray(y)) if data else (None, None)
   mats, losses = train(model, spec_items, int(steps), int(iters), objective,
-                       cached_adam(float(lr)), from_host, logits, params_a, params_b_stack,
-                       jnp.asarray(x), jnp.asarray(y), keys)
+                       cached_adam(float(lr)), from_host, bool(grouped), logits, params_a,
+                       params_b_stack, x, y, keys)
   mats = {p: np.asarray(v) for p, v in mats.items()}
   perms = [{p: round_to_permutation(v[k]) for p, v in mats.items()} for k in range(m)]
   return SinkhornResult(perms, mats, np.asarray(losses))
 
 
-@register("sinkhorn", "Sinkhorn soft permutations started from weight matching, on training "
-          "data", uses=("seed", "max_iter", "fit_samples"),
+@register("sinkhorn", "Sinkhorn soft permutations started from weight matching, learned on "
+          "training data (or on the weights: sinkhorn_objective=distance)",
+          uses=("seed", "max_iter", "fit_samples"),
           settings=(Setting("sinkhorn_steps", 50, "Sinkhorn matching steps (batches of 256).",
                             low=1),
                     Setting("sinkhorn_lr", 1.0, "Sinkhorn matching Adam learning rate (on the "
                             "logits).", above=0),
-                    Setting("sinkhorn_objective", "expected", "Sinkhorn loss: at a random alpha "
-                            "each step (expected) or at alpha 1/2.", OBJECTIVES)))
+                    Setting("sinkhorn_objective", "expected", "Sinkhorn loss: the "
+                            "interpolated network's on training data at a random alpha each "
+                            "step (expected) or at alpha 1/2 (midpoint), or, without data and "
+                            "the network, the squared distance of the weights (distance).",
+                            OBJECTIVES)))
 def _align_by_sinkhorn(task: AlignTask) -> Alignment:
   s = task.settings
   task = task._replace(spec=without_signs(task.spec))  # a soft permutation has no signs
