@@ -25,7 +25,7 @@ from lmc_jax.report import figures, method_figures
 from lmc_jax.result_files import BARRIER_JSON, ZOO_JSON
 from lmc_jax.study_records import SwaRecord
 from tests.helpers import saved_moons_zoo, zoo_record
-from tests.helpers.cli import refused, run_module, snapshot
+from tests.helpers.cli import refused, run_cli, run_module, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(pristine, tmp_path,
                                                               flag):
   z, f = _copy(pristine, tmp_path / "moons_w4"), _file(tmp_path)
   before = snapshot(tmp_path)
-  refused(run_module(module, *args(z, f)), f"{flag}={f}", "is a file")
+  refused(run_cli(module, *args(z, f)), f"{flag}={f}", "is a file")
   assert snapshot(tmp_path) == before
 
 
@@ -154,8 +154,8 @@ def test_an_output_no_one_can_write_isrefused(pristine, tmp_path):
     pytest.skip("needs /proc, a folder no one can create files in")
   z = _copy(pristine, tmp_path / "moons_w4")
   before = snapshot(tmp_path)
-  refused(run_module("barrier", f"--zoo={z}", "--figures=/proc/lmc_jax_test/figures"),
-           "--figures=/proc/lmc_jax_test/figures", "cannot be written")
+  refused(run_cli("barrier", f"--zoo={z}", "--figures=/proc/lmc_jax_test/figures"),
+          "--figures=/proc/lmc_jax_test/figures", "cannot be written")
   assert snapshot(tmp_path) == before
 
 
@@ -259,7 +259,7 @@ def test_a_damaged_file_is_refused_in_one_line_and_nothing_changes(pristine, tmp
   damage(z)
   before = snapshot(tmp_path)
   figures_flag = [f"--figures={tmp_path / 'figures'}"] if module != "plane" else []
-  line = refused(run_module(module, f"--zoo={z}", *figures_flag, *extra), str(z / damaged), *words)
+  line = refused(run_cli(module, f"--zoo={z}", *figures_flag, *extra), str(z / damaged), *words)
   assert line.startswith(f"error: {z / damaged}")
   assert snapshot(tmp_path) == before
 
@@ -267,7 +267,7 @@ def test_a_damaged_file_is_refused_in_one_line_and_nothing_changes(pristine, tmp
 def test_the_barrier_entry_point_recomputes_a_damaged_barrier_json(pristine, tmp_path):
   z = _copy(pristine, tmp_path / "moons_w4")
   _edit(BARRIER_JSON, _set_perm)(z)
-  r = run_module("barrier", f"--zoo={z}", f"--figures={tmp_path / 'figures'}")
+  r = run_cli("barrier", f"--zoo={z}", f"--figures={tmp_path / 'figures'}")
   assert r.returncode == 0, r.stderr
   assert "methods.weight.perms[1].P_0 is not a permutation of 0..3" in r.stderr
   assert "not reused" in r.stderr

@@ -1,12 +1,9 @@
 """Counts and sizes below their minimum are refused by their own name, in the library and on
 every entry point's command line; a zoo's directory name says what it holds; the lock's
 refusal names the holder's kind; a file given as a zoo is called a file."""
-import json
-import os
-import subprocess
-import sys
-
 import pytest
+from absl import flags
+from absl.flags import FLAGS
 
 from lmc_jax.align.registry import MethodSettings
 from lmc_jax.config import ConfigError, default_config
@@ -14,7 +11,7 @@ from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.zoo.io import read_zoo_json
 from lmc_jax.zoo.runs import zoo_dirname
-from tests.helpers.cli import ROOT, refused, run_module, snapshot
+from tests.helpers.cli import cli_module, refused, run_cli, snapshot
 
 
 @pytest.mark.parametrize("field,value", [
@@ -57,48 +54,29 @@ CASES = {
                                                        "--baseline_pairs")],
 }
 
-# Parses each flag alone as each entry point does (its flags, then its own checks of them),
-# one entry point after another in one process (each one's flags removed before the next
-# is imported); prints one JSON line per flag: the error, or null where it was accepted.
-PROBE = """
-import importlib, json, sys
-from absl import flags
-from lmc_jax.errors import LmcError
-FLAGS = flags.FLAGS
-absl_own = set(FLAGS)
-checks = json.loads(sys.argv[2])
-for name, args in json.loads(sys.argv[1]).items():
-  cli = importlib.import_module(f"lmc_jax.cli.{name}")
-  for arg in args:
-    try:
-      FLAGS(["prog", "--zoo=z", arg] if "zoo" in FLAGS else ["prog", arg])
-      exec(checks.get(name, "pass"))
-      print(json.dumps(None))
-    except (flags.Error, LmcError) as e:
-      print(json.dumps(str(e)))
-    FLAGS.unparse_flags()
-  for flag in set(FLAGS) - absl_own:
-    delattr(FLAGS, flag)
-"""
-CHECKS = {"zoo": "cli.run_options_from_flags(); cli.config_from_flags(4)",
-          "barrier": "cli.method_settings()"}
+# Each entry point's own checks of its flags, beyond absl's (`cli` is its module).
+CHECKS = {"zoo": lambda cli: (cli.run_options_from_flags(), cli.config_from_flags(4)),
+          "barrier": lambda cli: cli.method_settings()}
 
 
 def test_every_count_flag_is_refused_by_its_name():
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  args = {name: [arg for arg, _ in cases] for name, cases in CASES.items()}
-  r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(CHECKS)],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
-  errors = iter(json.loads(line) for line in r.stdout.strip().splitlines())
+  """Each flag parsed alone as its entry point parses it (its flags, then its checks)."""
   for name, cases in CASES.items():
+    cli = cli_module(name)
     for arg, words in cases:
-      error = next(errors)
+      try:
+        FLAGS(["prog", "--zoo=z", arg] if "zoo" in FLAGS else ["prog", arg])
+        CHECKS.get(name, lambda cli: None)(cli)
+        error = None
+      except (flags.Error, LmcError) as e:
+        error = str(e)
+      finally:
+        FLAGS.unparse_flags()
       assert error is not None and words in error, (name, arg, error)
 
 
 def test_epochs_zero_on_the_command_line_writes_nothing(tmp_path):
-  refused(run_module("zoo", f"--out={tmp_path / 'runs'}", "--width=4", "--epochs=0"),
+  refused(run_cli("zoo", f"--out={tmp_path / 'runs'}", "--width=4", "--epochs=0"),
           "--epochs must be >= 1")
   assert not (tmp_path / "runs").exists()
 

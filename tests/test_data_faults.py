@@ -20,7 +20,7 @@ from lmc_jax.data import archives, cifar10
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.data.idx import idx_bytes
 from lmc_jax.errors import LmcError
-from tests.helpers.cli import refused, run_module, snapshot
+from tests.helpers.cli import refused, run_cli, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(params=[pytest.param(True, id="data_filter"),
@@ -93,7 +93,7 @@ def test_zoo_cli_refuses_damaged_mnist_in_one_line_and_writes_nothing(tmp_path, 
   files["train-labels-idx1-ubyte"] = idx_bytes(np.array([1, 12, 3], np.uint8))
   _write_mnist(tmp_path / "data", files)
   out = tmp_path / "runs"
-  r = run_module("zoo", "--dataset=mnist", f"--data_dir={tmp_path / 'data'}", "--width=2",
+  r = run_cli("zoo", "--dataset=mnist", f"--data_dir={tmp_path / 'data'}", "--width=2",
            "--num_models=1", "--epochs=1", f"--out={out}")
   refused(r, "train-labels-idx1-ubyte hold the label 12", "experiments.fetch")
   assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
@@ -377,7 +377,7 @@ def test_fetch_cli_refuses_a_bad_source_in_one_line_keeping_the_install(tmp_path
   cifar10.install_cifar10(tmp_path / "installed", data)
   before = snapshot(data, folders=True)
   bad = _bad_sources(tmp_path / "bad", rng)["counts"]
-  r = run_module("fetch", "--dataset=cifar10", f"--source={bad}", f"--data_dir={data}")
+  r = run_cli("fetch", "--dataset=cifar10", f"--source={bad}", f"--data_dir={data}")
   refused(r, "test/ship holds no", "the installed one is unchanged")
   assert snapshot(data, folders=True) == before
 

@@ -1,6 +1,7 @@
-"""The two entry points run end to end as a user runs them, and refuse bad input cleanly."""
+"""The entry points run end to end as a user runs them, and refuse bad input cleanly (in the
+test's process, `run_cli`; where the process is the point, `--help` and the installed
+scripts, as a process)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from lmc_jax.lmc.measures import epsilon
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.models import num_params
 from lmc_jax.study_records import PlaneRecord, RedundancyRecord, SwaRecord
-from tests.helpers.cli import refused, snapshot
+from tests.helpers.cli import refused, run_cli, run_module, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +30,7 @@ def curves_of(res: dict, name: str) -> dict:
   return entry["repaired"] if repair else entry
 
 
-def run(module, *args, cwd=None):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=cwd or ROOT,
-                        env=env, capture_output=True, text=True, timeout=600)
+run = run_cli  # the entry points in this process; absl's --help needs the process
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +167,7 @@ def test_barrier_bad_input(runs, tmp_path):
 
 
 def test_help_documents_every_flag():
-  r = run("zoo", "--helpfull")
+  r = run_module("zoo", "--helpfull")
   for flag in ("--width", "--num_models", "--epochs", "--seed", "--optimizer", "--lr", "--init",
                "--layernorm", "--out"):
     assert flag in r.stdout

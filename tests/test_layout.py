@@ -1,6 +1,10 @@
 """The folders are the dependency order: a module imports only from its own sub-package,
 the ones listed before it, and the foundation modules at the top of the package."""
 import ast
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lmc_jax
@@ -75,3 +79,17 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
   deps = list(imported_modules(bad))
   assert deps == ["lmc_jax.report.figures", "lmc_jax.result_files"]
   assert level(deps[0]) > level("lmc_jax.data.datasets")
+
+
+def test_every_public_name_is_its_modules_own_and_imported_on_first_use():
+  for name in lmc_jax.__all__:
+    module = lmc_jax._EXPORTS.get(name, "lmc_jax.version")
+    assert getattr(lmc_jax, name) is getattr(importlib.import_module(module), name), name
+  assert set(lmc_jax.__all__) <= set(dir(lmc_jax)) and not hasattr(lmc_jax, "no_such_name")
+  # A command imports what it uses: the zoo command draws with matplotlib only at the end,
+  # and aligns nothing (no scipy), so a refusal or `--help` loads neither.
+  code = ("import sys, lmc_jax.cli.zoo; "
+          "print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                     cwd=PACKAGE.parent, env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)))
+  assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:] + r.stdout

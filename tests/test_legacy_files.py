@@ -22,7 +22,7 @@ from lmc_jax.symmetry.spec import perm_sizes
 from lmc_jax.tree_utils import flatten
 from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.io import read_zoo_json
-from tests.helpers.cli import ROOT, run_module
+from tests.helpers.cli import ROOT, run_cli
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 # folder -> (family label, methods aligned, diagnostics measured, entry-point flags)
@@ -106,9 +106,9 @@ def test_a_legacy_barrier_json_gives_the_tables_its_version_printed(name, tmp_pa
 
 def _barrier_cli(zoo: Path, name: str, tmp_path):
   label, methods, diagnostics, flags = WRITTEN[name]
-  return run_module("barrier", f"--zoo={zoo}", f"--align={','.join(methods)}", "--repair",
-                    *(["--diagnostics"] if diagnostics else []), *flags,
-                    f"--figures={tmp_path / 'figures'}")
+  return run_cli("barrier", f"--zoo={zoo}", f"--align={','.join(methods)}", "--repair",
+                 *(["--diagnostics"] if diagnostics else []), *flags,
+                 f"--figures={tmp_path / 'figures'}")
 
 
 @pytest.mark.parametrize("name", ["moons_w4", "mnist_vgg_small_w1"])

@@ -12,7 +12,7 @@ from lmc_jax.merge_records import MergeResult
 from lmc_jax.schema import SchemaError
 from lmc_jax.zoo.io import save_zoo
 from lmc_jax.zoo.training import train_zoo
-from tests.helpers.cli import refused, run_module, snapshot
+from tests.helpers.cli import refused, run_cli, snapshot
 
 
 def _zoo(directory, split, width=6):
@@ -34,12 +34,12 @@ def test_merge_command_writes_what_recomputes(tmp_path):
   _zoo(c, "shard:1/2", width=7)
   out = tmp_path / "out"
   before = snapshot(tmp_path)
-  refused(run_module("merge", f"--zoo={a},{c}", f"--out={out}"), "--zoo", "widths")
-  refused(run_module("merge", f"--zoo={a},{b}", "--models=0,5", f"--out={out}"), "--models",
+  refused(run_cli("merge", f"--zoo={a},{c}", f"--out={out}"), "--zoo", "widths")
+  refused(run_cli("merge", f"--zoo={a},{b}", "--models=0,5", f"--out={out}"), "--models",
           "model 5")
   assert snapshot(tmp_path) == before
-  r = run_module("merge", f"--zoo={a},{b}", "--method=naive,weight,zip", "--repair",
-                 "--alphas=3", f"--out={out}", "--fit_samples=64")
+  r = run_cli("merge", f"--zoo={a},{b}", "--method=naive,weight,zip", "--repair",
+              "--alphas=3", f"--out={out}", "--fit_samples=64")
   assert r.returncode == 0, r.stderr[-3000:]
   doc = json.loads((out / "merge.json").read_text())
   result = MergeResult.from_json(doc, out / "merge.json")
@@ -66,13 +66,13 @@ def test_partial_zip_through_the_command(tmp_path):
   _zoo(b, "shard:1/2")
   out = tmp_path / "out"
   before = snapshot(tmp_path)
-  refused(run_module("merge", f"--zoo={a},{b}", "--zip_layers=3", f"--out={out}"),
+  refused(run_cli("merge", f"--zoo={a},{b}", "--zip_layers=3", f"--out={out}"),
           "--zip_layers=3", "2 layers", "0..2")
-  refused(run_module("merge", f"--zoo={a},{b}", "--zip_layers=1", "--method=naive",
-                     f"--out={out}"), "--zip_layers", "zip")
+  refused(run_cli("merge", f"--zoo={a},{b}", "--zip_layers=1", "--method=naive",
+                  f"--out={out}"), "--zip_layers", "zip")
   assert snapshot(tmp_path) == before
-  r = run_module("merge", f"--zoo={a},{b}", "--method=zip", "--zip_layers=1", "--models=0,1",
-                 f"--out={out}", "--fit_samples=64")
+  r = run_cli("merge", f"--zoo={a},{b}", "--method=zip", "--zip_layers=1", "--models=0,1",
+              f"--out={out}", "--fit_samples=64")
   assert r.returncode == 0, r.stderr[-3000:]
   result = MergeResult.from_json(json.loads((out / "merge.json").read_text()), out / "merge.json")
   assert list(result.methods) == ["zip1"] and result.settings["zip_layers"] == 1

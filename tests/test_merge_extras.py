@@ -2,7 +2,7 @@
 after layer, the statistics a numpy oracle computes from the zip's groups; a BatchNorm
 network merged without REPAIR gets running statistics equal to its own batch statistics
 (computed here in numpy), not the parents'; an empty Dirichlet part is refused by the zoo
-command before anything is written (a subprocess: absl's flags are process-wide)."""
+command before anything is written."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ from lmc_jax.merging.zip import zip_models
 from lmc_jax.symmetry.derive import derive_spec
 from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation
 from tests.helpers import random_params
-from tests.helpers.cli import refused, run_module, snapshot
+from tests.helpers.cli import refused, run_cli, snapshot
 
 X = np.asarray(jax.random.normal(jax.random.key(5), (160, 3)), np.float64)
 
@@ -94,8 +94,8 @@ def test_a_merged_batchnorm_network_gets_its_own_statistics():
 def test_an_empty_dirichlet_part_is_refused_by_the_zoo_command(tmp_path):
   # moons' 512 training rows: dirichlet:0.01 over 8 parts leaves part 3 without an example
   before = snapshot(tmp_path, folders=True)
-  refused(run_module("zoo", "--dataset=moons", "--train_split=dirichlet:0.01:3/8", "--width=4",
-                     "--epochs=1", f"--out={tmp_path / 'runs'}"),
+  refused(run_cli("zoo", "--dataset=moons", "--train_split=dirichlet:0.01:3/8", "--width=4",
+                  "--epochs=1", f"--out={tmp_path / 'runs'}"),
           "dirichlet:0.01:3/8", "holds no training example", "larger ALPHA")
   assert snapshot(tmp_path, folders=True) == before
 

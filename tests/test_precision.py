@@ -16,7 +16,7 @@ from lmc_jax.nn.models import init_variables
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.nn.precision import bf16_dense, einsum
 from lmc_jax.zoo.training import make_train_step, train_zoo
-from tests.helpers.cli import refused, run_module
+from tests.helpers.cli import refused, run_cli
 from tests.helpers.jaxprs import matrix_products
 
 
@@ -85,16 +85,16 @@ def test_bf16_is_refused_where_it_is_not_built(tmp_path):
     model_for(default_config("mnist", arch="vgg_small", hidden=(1,), precision="bf16"))
   with pytest.raises(LmcError, match="model.precision must be one of fp32, bf16, got 'fp16'"):
     default_config("moons", precision="fp16")
-  refused(run_module("zoo", f"--out={tmp_path}", "--precision=fp8"), "--precision", "bf16")
+  refused(run_cli("zoo", f"--out={tmp_path}", "--precision=fp8"), "--precision", "bf16")
   assert not list(tmp_path.iterdir())
 
 
 def test_the_zoo_records_its_precision(tmp_path):
-  r = run_module("zoo", f"--out={tmp_path}", "--width=4", "--num_models=2", "--epochs=2",
-                 "--precision=bf16")
+  r = run_cli("zoo", f"--out={tmp_path}", "--width=4", "--num_models=2", "--epochs=2",
+              "--precision=bf16")
   assert r.returncode == 0, r.stderr[-2000:]
   doc = json.loads((tmp_path / "moons_w4" / "zoo.json").read_text())
   assert doc["config"]["model"]["precision"] == "bf16"
-  r = run_module("barrier", f"--zoo={tmp_path / 'moons_w4'}", "--precision=bf16")
+  r = run_cli("barrier", f"--zoo={tmp_path / 'moons_w4'}", "--precision=bf16")
   assert r.returncode == 0, r.stderr[-2000:]
   assert json.loads((tmp_path / "moons_w4" / "barrier.json").read_text())["precision"] == "bf16"

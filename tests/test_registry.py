@@ -26,6 +26,7 @@ from lmc_jax.result_files import BARRIER_JSON
 from lmc_jax.symmetry.spec import apply_permutation, mlp_permutation_spec, perm_sizes
 from lmc_jax.tree_utils import stack, take, to_numpy
 from tests.helpers import saved_moons_zoo
+from tests.helpers.cli import cli_module
 
 
 def roll_perm(sizes, shift):
@@ -99,7 +100,7 @@ def test_a_method_returning_too_few_permutations_is_refused(small_zoo):
 
 
 def test_the_barrier_entry_point_runs_a_registered_method(toy_method, small_zoo, tmp_path):
-  from lmc_jax.cli import barrier
+  barrier = cli_module("barrier")  # with its own flags alone
   barrier.define_setting_flags()  # the toy's setting becomes a flag
   zoo, config, params = small_zoo
   argv = ["barrier", f"--zoo={zoo}", f"--figures={tmp_path}", "--align=toyroll",

@@ -11,7 +11,7 @@ from lmc_jax.config import ConfigError, default_config
 from lmc_jax.data.datasets import dataset_info, load_dataset, split_part
 from lmc_jax.data.splits import SplitError, part_classes, split_indices
 from lmc_jax.split_spec import parse_split
-from tests.helpers.cli import refused, run_module, snapshot
+from tests.helpers.cli import refused, run_cli, snapshot
 
 C = 10
 RNG = np.random.default_rng(0)
@@ -106,9 +106,9 @@ def test_a_split_zoo_from_the_command_line(tmp_path):
   args = ["--dataset=mnist", "--train_subset=400", "--test_subset=200", "--width=4",
           "--num_models=2", "--epochs=1", f"--out={tmp_path}"]
   before = snapshot(tmp_path)
-  refused(run_module("zoo", *args, "--train_split=classes:12"), "--train_split", "[12]")
+  refused(run_cli("zoo", *args, "--train_split=classes:12"), "--train_split", "[12]")
   assert snapshot(tmp_path) == before
-  r = run_module("zoo", *args, "--train_split=classes:0-4")
+  r = run_cli("zoo", *args, "--train_split=classes:0-4")
   assert r.returncode == 0, r.stderr[-2000:]
   doc = json.loads((tmp_path / "mnist_classes0-4_w4" / "zoo.json").read_text())
   assert doc["config"]["data"]["train_split"] == "classes:0-4"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmc_jax.result_files import BARRIER_JSON, HISTORY_NPZ, ZOO_JSON
-from tests.helpers.cli import ROOT, refused, run_module
+from tests.helpers.cli import ROOT, refused, run_cli, run_module
 
 tensorboardX = pytest.importorskip("tensorboardX", reason="tensorboardX (the [tensorboard] "
                                    "extra) is not installed")
@@ -54,11 +54,11 @@ def _quartiles(values):
 def written(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("tb")
   out, tb = tmp / "runs", tmp / "tb"
-  r = run_module("zoo", f"--out={out}", "--width=4", "--num_models=3", "--epochs=3",
-                 "--eval_every=2", f"--tensorboard={tb}")
+  r = run_cli("zoo", f"--out={out}", "--width=4", "--num_models=3", "--epochs=3",
+              "--eval_every=2", f"--tensorboard={tb}")
   assert r.returncode == 0, r.stderr[-3000:]
-  r = run_module("barrier", f"--zoo={out / 'moons_w4'}", "--align=weight,activation",
-                 f"--figures={tmp / 'figures'}", f"--tensorboard={tb}")
+  r = run_cli("barrier", f"--zoo={out / 'moons_w4'}", "--align=weight,activation",
+              f"--figures={tmp / 'figures'}", f"--tensorboard={tb}")
   assert r.returncode == 0, r.stderr[-3000:]
   return out / "moons_w4", tb / "moons_w4"
 
@@ -102,8 +102,8 @@ def test_barrier_measures_equal_barrier_json(written):
 
 def test_a_rerun_rewrites_the_run_once(written, tmp_path):
   zoo, run = written
-  r = run_module("barrier", f"--zoo={zoo}", "--align=weight,activation",
-                 f"--figures={tmp_path / 'figures'}", f"--tensorboard={run.parent}")
+  r = run_cli("barrier", f"--zoo={zoo}", "--align=weight,activation",
+              f"--figures={tmp_path / 'figures'}", f"--tensorboard={run.parent}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert len(list((run / "barrier").glob("events.out.tfevents.*"))) == 1
 
@@ -123,6 +123,6 @@ def test_without_tensorboardx_the_flag_is_refused(tmp_path):
 def test_a_file_as_the_directory_is_refused(tmp_path):
   (tmp_path / "tb").write_text("a file")
   out = tmp_path / "runs"
-  refused(run_module("zoo", f"--out={out}", "--width=4", f"--tensorboard={tmp_path / 'tb'}"),
+  refused(run_cli("zoo", f"--out={out}", "--width=4", f"--tensorboard={tmp_path / 'tb'}"),
           "--tensorboard=", "is a file")
   assert not out.exists() and (tmp_path / "tb").read_text() == "a file"

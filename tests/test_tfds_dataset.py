@@ -14,7 +14,7 @@ from lmc_jax.errors import LmcError
 from lmc_jax.result_files import ZOO_JSON
 from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.runs import run_zoo, zoo_dirname
-from tests.helpers.cli import refused, run_module
+from tests.helpers.cli import refused, run_cli
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="the [tfds] extra is not installed "
                            "(pip install .[tfds])")
@@ -93,17 +93,17 @@ def test_a_zoo_trains_and_reads_back(data_dir, tmp_path):
 
 def test_the_zoo_command_on_a_tfds_dataset(data_dir, tmp_path):
   out = tmp_path / "runs"
-  r = run_module("zoo", f"--dataset=tfds:{NAME}", f"--data_dir={data_dir}", f"--out={out}",
-                 "--width=4", "--num_models=2", "--epochs=1")
+  r = run_cli("zoo", f"--dataset=tfds:{NAME}", f"--data_dir={data_dir}", f"--out={out}",
+              "--width=4", "--num_models=2", "--epochs=1")
   assert r.returncode == 0, r.stderr[-3000:]
   (zoo,) = [p for p in out.glob(f"tfds_{NAME}*") if p.is_dir()]
   assert json.loads((zoo / ZOO_JSON).read_text())["config"]["data"]["dataset"] == f"tfds:{NAME}"
-  r = run_module("barrier", f"--zoo={zoo}", f"--data_dir={data_dir}",
-                 f"--figures={tmp_path / 'figures'}")
+  r = run_cli("barrier", f"--zoo={zoo}", f"--data_dir={data_dir}",
+              f"--figures={tmp_path / 'figures'}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert (zoo / "barrier.json").is_file()
-  refused(run_module("zoo", "--dataset=tfds:no_such_set_here", f"--data_dir={data_dir}",
-                     f"--out={tmp_path / 'none'}", "--width=4"),
+  refused(run_cli("zoo", "--dataset=tfds:no_such_set_here", f"--data_dir={data_dir}",
+                  f"--out={tmp_path / 'none'}", "--width=4"),
           "'no_such_set_here' is not prepared in", "--data_dir")
   assert not (tmp_path / "none").exists()
 

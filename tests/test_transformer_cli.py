@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers.cli import refused, run_module
+from tests.helpers.cli import refused, run_cli
 from tests.test_entry_points import curves_of
 
 
 def _trains_aligns_and_sweeps(tmp_path, zoo_name, *flags):
-  r = run_module("zoo", "--width=1", "--num_models=2", "--epochs=1", f"--out={tmp_path}", *flags)
+  r = run_cli("zoo", "--width=1", "--num_models=2", "--epochs=1", f"--out={tmp_path}", *flags)
   assert r.returncode == 0, r.stderr[-3000:]
   zoo = tmp_path / zoo_name
-  r = run_module("barrier", f"--zoo={zoo}", "--align=weight,activation")
+  r = run_cli("barrier", f"--zoo={zoo}", "--align=weight,activation")
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.loads((zoo / "barrier.json").read_text())
   naive = np.asarray(res["naive"]["loss"])
@@ -47,6 +47,6 @@ def test_transformer_zoo_on_modular_addition_from_the_cli(tmp_path):
     (["--dataset=modular_addition", "--modulus=1"], ("--modulus must be >= 2",)),
 ])
 def test_bad_input_is_refused_in_one_line_with_nothing_written(tmp_path, flags, words):
-  refused(run_module("zoo", *flags, "--width=1", "--num_models=1", "--epochs=1",
-                     f"--out={tmp_path / 'runs'}"), *words)
+  refused(run_cli("zoo", *flags, "--width=1", "--num_models=1", "--epochs=1",
+                  f"--out={tmp_path / 'runs'}"), *words)
   assert not (tmp_path / "runs").exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lmc_jax
-from tests.helpers.cli import run_module
+from tests.helpers.cli import run_cli
 
 ARCH = f"{__name__}:ResidualNet"
 CONV = f"{__name__}:small_convnet"
@@ -67,8 +67,8 @@ def flat_npz(tmp_path_factory):
   return path
 
 
-def _ok(*args, env=None):
-  r = run_module(*args, env=env)
+def _ok(*args):
+  r = run_cli(*args)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
 
@@ -140,8 +140,8 @@ def test_a_module_that_cannot_be_built_is_refused_by_its_flag(tmp_path, flat_npz
   for arch, words in ((f"{__name__}:NoSuchNet", "has no callable NoSuchNet"),
                       ("no_such_package.nets:Net", "no_such_package.nets cannot be imported"),
                       (f"{__name__}:_blobs", "failed when called with width=4")):
-    r = run_module("zoo", f"--dataset=npz:{flat_npz}", f"--arch={arch}", "--width=4",
-                   f"--out={tmp_path}")
+    r = run_cli("zoo", f"--dataset=npz:{flat_npz}", f"--arch={arch}", "--width=4",
+                f"--out={tmp_path}")
     assert r.returncode == 2, r.stderr[-2000:]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: --arch") and words in errors[0], \

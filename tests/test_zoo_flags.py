@@ -1,33 +1,26 @@
 """The zoo command's PyTorch-exact options: documented in --help, passed into the config,
 refused cleanly when they make no sense."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+from absl.flags import FLAGS
 
-
-def _python(*args):
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
-                        text=True, timeout=600)
+from tests.helpers.cli import cli_module, run_cli, run_module
 
 
 def test_help_lists_the_pytorch_exact_options():
-  r = _python("-m", "experiments.zoo", "--help")  # absl's --help exits 1
+  r = run_module("zoo", "--help")  # absl's --help exits 1
   for word in ("--[no]cycle_momentum", "--layernorm_eps", "onecycle_torch",
                "kaiming_normal_torch_bias", "kaiming_uniform_torch_bias"):
     assert word in r.stdout
 
 
-def _config(*flags):
-  code = ("import json, sys; from lmc_jax.cli import zoo; zoo.FLAGS(sys.argv); "
-          "print(json.dumps(zoo.config_from_flags(8).to_dict()))")
-  r = _python("-c", code, *flags)
-  assert r.returncode == 0, r.stderr
-  return json.loads(r.stdout.strip().splitlines()[-1])
+def _config(*args):
+  zoo = cli_module("zoo")
+  try:
+    FLAGS(["zoo", *args])
+    return json.loads(json.dumps(zoo.config_from_flags(8).to_dict()))  # as zoo.json holds it
+  finally:
+    FLAGS.unparse_flags()
 
 
 def test_flags_reach_the_config():
@@ -50,7 +43,7 @@ def test_bad_options_are_refused_in_one_line(tmp_path):
                       (["--checkpoint_every=-1"], "--checkpoint_every must be >= 0"),
                       (["--dataset=cifar10", "--optimizer=adagrad", "--cycle_momentum"],
                        "adagrad")):
-    r = _python("-m", "experiments.zoo", "--width=4", f"--out={tmp_path}", *flags)
+    r = run_cli("zoo", "--width=4", f"--out={tmp_path}", *flags)
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and word in errors[0], r.stderr
@@ -66,7 +59,7 @@ def test_bad_conv_flags_are_refused(tmp_path):
                       (["--arch=nope"], "--arch must be one of mlp, vgg, vgg_small, resnet20, "
                        "vit, transformer or package.module:Name, got 'nope'"),
                       (["--augment=crop_flip"], "--augment is crop_flip, which needs images")):
-    r = _python("-m", "experiments.zoo", "--width=4", f"--out={tmp_path}", *flags)
+    r = run_cli("zoo", "--width=4", f"--out={tmp_path}", *flags)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and word in errors[0], r.stderr

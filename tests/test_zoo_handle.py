@@ -16,6 +16,7 @@ from lmc_jax.tree_utils import take
 from lmc_jax.zoo import io
 from lmc_jax.zoo.handle import ZooHandle, open_zoo
 from tests.helpers import saved_moons_zoo
+from tests.helpers.cli import cli_module
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_a_handle_holds_the_zoo_as_written(zoo_dir):
 
 def test_the_barrier_command_reads_each_zoo_json_once_and_builds_each_network_once(
     zoo_dir, tmp_path, monkeypatch):
-  from lmc_jax.cli import barrier
+  barrier = cli_module("barrier")  # with its own flags alone
   parsed, built = [], []
   read = records.ZooRecord.read.__func__
 

@@ -41,7 +41,6 @@ from lmc_jax.data.datasets import dataset_info, dataset_slug, training_labels
 from lmc_jax.execution import ExecutionPlan, plan_from_environment
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.preflight import check_disk_room, check_output_dir
-from lmc_jax.report import figures
 from lmc_jax.report.tables import ZOO_COLUMNS, format_table, write_zoo_summary, zoo_row
 from lmc_jax.report.tensorboard import require_writer, write_zoo_curves
 from lmc_jax.zoo.footprint import check_fits
@@ -116,6 +115,7 @@ def main(argv):
   csv_path = write_zoo_summary(out, FLAGS.dataset)
   print(f"zoos in {out}; summary of all {FLAGS.dataset} zoos there: {csv_path}")
   if histories:
+    from lmc_jax.report import figures  # matplotlib: only once there is something to draw
     name = rows[0]["source"] or FLAGS.dataset
     png = figures.training_history(histories, name,
                                    out / result_files.training_history_png(label))
