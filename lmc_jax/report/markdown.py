@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from lmc_jax import result_files as rf
@@ -235,12 +236,13 @@ def zoo_settings_row(config: ZooConfig, models: int) -> list:
 def zoo_settings_section(runs: Path) -> str:
   """Every zoo under `runs` with the settings its zoo.json says it was trained with."""
   rows = []
-  for path in sorted(runs.glob("**/" + rf.ZOO_JSON)):
+  natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+  for path in sorted(runs.glob("**/" + rf.ZOO_JSON), key=natural):
     record = ZooRecord.from_json(json.loads(path.read_text()), path)
     rows.append([str(path.parent)] + [str(c) for c in zoo_settings_row(record.config,
                                                                        record.num_models)])
   head = ("## Zoo settings\n\nEach zoo as its zoo.json records it (momentum: SGD's; cycled: "
-          "OneCycleLR's beta1 / momentum cycle 0.95 -> 0.85 -> 0.95):\n")
+          "OneCycleLR's beta1 / momentum cycle 0.95 -> 0.85 -> 0.95):\n\n")
   return head + (_md_table(ZOO_SETTINGS, rows) + "\n" if rows else "*no zoos in this run.*\n")
 
 
