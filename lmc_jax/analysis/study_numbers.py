@@ -47,6 +47,12 @@ SETTINGS_PROVENANCE = (
     ("Training dynamics init (E6, E7)",
      "Kaiming normal / uniform weights, torch.nn.Linear's default biases", "code"),
     ("CIFAR-10 optimizers (E8)", "SPEC.md's settings per optimizer, one-cycle", "code"),
+    ("CIFAR-10 momentum (E8)",
+     "torch's one-cycle rule (`--schedule=onecycle_torch`) with its momentum cycle 0.95 -> 0.85 "
+     "-> 0.95 as AdamW's beta1 and as SGD's and RMSprop's momentum (`--cycle_momentum`: "
+     "RMSprop's momentum 0 becomes a live buffer); none for Adagrad",
+     "code: OneCycleLR's default cycle_momentum=True overwrote the optimizers' own; the code "
+     "turned it off for Adagrad, which has no momentum"),
     ("CIFAR-10 reference (E8)", "the best SGD net",
      "text (the code meant the best, a bug picked the last)"),
     ("Neuron merging (E5)", "merged weight scaled by the correct factor",

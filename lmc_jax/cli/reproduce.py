@@ -1,12 +1,19 @@
 """Reproduce the whole study and write a report.
 
-  python -m experiments.reproduce --preset=quick     # for a 2-core CPU (timed in BUILD_NOTES.md)
+  python -m experiments.reproduce --preset=quick     # minutes on a 2-core CPU
+  python -m experiments.reproduce --preset=cpu       # the study's scale where a CPU can, ~3 h
   python -m experiments.reproduce --preset=thesis    # the study's scale, for a GPU
 
-Runs every experiment (E1-E9) through the documented entry points, reusing zoos already
-trained with the same config, and writes <out>/report.md with the study's tables (its
-numbers beside ours) and one PNG per figure in <out>/figures/. MNIST is fetched if
-missing; CIFAR-10 is used if installed, or installed from --cifar_source.
+Runs every experiment (E1-E9) through the documented entry points and writes
+<out>/report.md with the study's tables (its numbers beside ours) and one PNG per figure
+in <out>/figures/. MNIST is fetched if missing; CIFAR-10 is used if installed, or installed
+from --cifar_source.
+
+It can run in pieces: stopped (or killed) and started again with the same flags, it skips
+every step that finished before with the same command and whose outputs are still there
+and unchanged (<out>/steps.json records them), continues an interrupted zoo from its last
+checkpoint, and writes the report from all the pieces. A step runs again when a step it
+reads from (its --runs or --zoo) ran again.
 """
 from __future__ import annotations
 
@@ -24,10 +31,13 @@ from lmc_jax.cli.common import exit_on_lmc_error, run_main
 from lmc_jax.preflight import check_output_dir
 from lmc_jax.report.markdown import build_report
 from lmc_jax.report.reproduction import PRESETS, steps
+from lmc_jax.report.step_ledger import LEDGER, Ledger, run_or_keep
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: sized for a 2-core CPU; thesis: "
-                  "full scale; smoke: tiny, checks the pipeline only.")
+flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: minutes on a 2-core CPU; cpu: "
+                  "the study's scale where a 2-core CPU finishes in about 3 h, the rest "
+                  "reduced; thesis: full scale, for a GPU; smoke: tiny, checks the pipeline "
+                  "only.")
 flags.DEFINE_string("out", None, "Report folder (default docs/<preset>).")
 flags.DEFINE_string("runs", None, "Where zoos go (default runs/reproduce_<preset>).")
 flags.DEFINE_string("data_dir", "data", "Where datasets live.")
@@ -54,25 +64,36 @@ def main(argv):
   data = Path(FLAGS.data_dir)
   installed = {"mnist": lambda: (data / "mnist" / "t10k-labels-idx1-ubyte").is_file(),
                "cifar10": lambda: (data / "cifar10" / "SOURCE.json").is_file()}
+  ledger, fresh = Ledger(out / LEDGER), {}
+
+  def run_step(argv):
+    logging.info("python -m %s", " ".join(argv))
+    with (out / "reproduce.log").open("a") as logf:
+      return subprocess.run([sys.executable, "-m", *argv], stdout=logf,
+                            stderr=subprocess.STDOUT, env=env).returncode
+
   for step in steps(preset, str(runs), str(figdir), FLAGS.data_dir, cifar_source):
     if step.needs and not installed[step.needs]():
       hint = "experiments.fetch --dataset=mnist" if step.needs == "mnist" else "--cifar_source=PATH"
       log.append((step.argv, f"skipped: {step.needs} not installed ({hint})", 0.0))
       continue
-    t = time.perf_counter()
-    logging.info("[%s] python -m %s", step.section, " ".join(step.argv))
-    with (out / "reproduce.log").open("a") as logf:
-      proc = subprocess.run([sys.executable, "-m", *step.argv], stdout=logf,
-                            stderr=subprocess.STDOUT, env=env)
-    status = "ok" if proc.returncode == 0 else f"failed ({proc.returncode})"
-    log.append((step.argv, status, time.perf_counter() - t))
-    if proc.returncode != 0:
+    record, ran = run_or_keep(ledger, step.argv, fresh, lambda: run_step(step.argv))
+    log.append((step.argv, record.status if ran else f"{record.status} (kept, {record.finished})",
+                record.seconds))
+    if not ran:
+      logging.info("kept: python -m %s (finished %s)", " ".join(step.argv), record.finished)
+    if record.status != "ok":
       logging.error("step failed: %s (see %s)", " ".join(step.argv), out / "reproduce.log")
       break
+  invocation = " ".join(["python -m experiments.reproduce", f"--preset={preset.name}"] + [
+      f"--{n}={FLAGS[n].value}" for n in ("out", "runs", "data_dir", "cifar_source")
+      if FLAGS[n].present])
   machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
-  report = build_report(preset, figdir, runs, log, time.perf_counter() - start, machine)
+  report = build_report(preset, figdir, runs, log, time.perf_counter() - start, machine,
+                        invocation)
   atomic_write_bytes(out / "report.md", lambda f: f.write(report.encode()))
-  print(f"report: {out / 'report.md'} ({sum(s == 'ok' for _, s, _ in log)}/{len(log)} steps ok, "
+  done = sum(s.startswith("ok") for _, s, _ in log)
+  print(f"report: {out / 'report.md'} ({done}/{len(log)} steps ok, "
         f"{(time.perf_counter() - start) / 60:.1f} min)")
   if any(s.startswith("failed") for _, s, _ in log):
     sys.exit(1)

@@ -366,12 +366,13 @@ def grouped_matrices(panels, groups, labels, vmax: float, path, title: str) -> P
       start += size
     if ref is not None:
       pos = int(np.where(order == ref)[0][0])
-      ax.plot([pos], [-0.5 - 0.08 * n], marker="v", color="red", ms=7, clip_on=False)
+      # just above the group band, below the title (which is padded clear of it)
+      ax.plot([pos], [-0.5 - 0.065 * n], marker="v", color="red", ms=7, clip_on=False)
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(name, fontsize=9, pad=18)
+    ax.set_title(name, fontsize=9, pad=28)
   fig.subplots_adjust(left=0.04, right=0.86, top=0.9, bottom=0.1, wspace=0.2, hspace=0.4)
   handles = [Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g % len(GROUP_COLORS)])
              for g in range(len(labels))]

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib import ticker
 
 from lmc_jax.report.figures import (
   finite_values,
@@ -81,5 +82,9 @@ def comparison_figure(records: Sequence, methods: Sequence[str], repair: bool, d
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=8)
+  # Labelled ticks at 1, 2 and 5 of each decade: times often span less than one decade,
+  # where the log axis alone would label a single tick or none.
+  axes[-1].yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  axes[-1].yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
   fig.tight_layout()
   return save_figure(fig, path)

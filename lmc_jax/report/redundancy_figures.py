@@ -96,7 +96,9 @@ def reduced_epsilon(records, path, title: str):
     for med in bp["medians"]:
       med.set_color("black")
     handles.append(bp["boxes"][0])
-  ax.legend(handles, [s[0] for s in series], loc="upper right")
+  # in a row above the boxes: inside the axes it covered the whiskers of the widest nets
+  ax.legend(handles, [s[0] for s in series], loc="lower center", bbox_to_anchor=(0.5, 1.0),
+            ncol=len(series), frameon=False)
   ax.set_xticks(x)
   ax.set_xticklabels([str(r.row["width"]) for r in records])
   ax.set_xlabel("hidden layer width (log2 axis)")
@@ -104,5 +106,5 @@ def reduced_epsilon(records, path, title: str):
   ax.axhline(0, color="gray", lw=0.8, ls=":")
   ax.grid(axis="y", alpha=0.3)
   note = left_out(dropped, what="epsilons")
-  ax.set_title(title + (f" ({note})" if note else ""))
+  ax.set_title(title + (f" ({note})" if note else ""), pad=24)
   return save_figure(fig, path)
