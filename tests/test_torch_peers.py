@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from lmc_jax.analysis import torch_peers
+from lmc_jax.config import OptimConfig
 from lmc_jax.nn.conv import make_conv_net
-from lmc_jax.nn.models import init_variables, num_params
+from lmc_jax.nn.models import MLP, init_variables, num_params
 
 if torch_peers.available() is not None:
   pytest.skip(torch_peers.available(), allow_module_level=True)
@@ -72,12 +73,10 @@ def test_crop_flip_is_a_padded_crop_flipped_or_not():
 
 def test_timings_are_positive_and_refusals_say_why():
   model = make_conv_net("vgg_small", 1, 10, SHAPE, "batchnorm")
-  from lmc_jax.config import OptimConfig
   sgd = OptimConfig(optimizer="sgd", lr=0.1, momentum=0.9)
   assert torch_peers.unsupported(model, sgd) is None
   assert torch_peers.time_step(model, sgd, 4, steps=2) > 0
   x = np.zeros((10, int(np.prod(SHAPE))), np.float32)
   assert torch_peers.time_epoch(model, sgd, x, np.arange(10) % 10, 4, 2, True) > 0
   assert "rmsprop" in torch_peers.unsupported(model, OptimConfig(optimizer="rmsprop"))
-  mlp = make_conv_net("vgg_small", 1, 10, SHAPE, "none").__class__  # a class, not a VGG
-  assert "twin" in torch_peers.unsupported(mlp, sgd)
+  assert "no PyTorch twin of MLP" in torch_peers.unsupported(MLP(hidden=(4,)), sgd)
