@@ -99,6 +99,8 @@ flags.DEFINE_bool("peer_only", False, "Time only the images/s table against PyTo
                   "--peer).")
 flags.DEFINE_integer("batch_size", None, "Batch size of the zoos timed (default: the "
                      "dataset's).", lower_bound=1)
+flags.DEFINE_integer("peer_steps", 5, "Bare steps per turn in the PyTorch comparison (their "
+                     "median is the turn's time).", lower_bound=1)
 flags.DEFINE_integer("peer_repeats", 3, "Times each side of the PyTorch comparison is run, "
                      "in turn; medians are kept.", lower_bound=1)
 
@@ -208,7 +210,7 @@ def peer_rows(width: int, n: int, epochs: int, plan: ExecutionPlan):
   # The library's conv nets time both kernel gradients: the zoo's ('lax') as the baseline.
   fast = model.clone(kernel_grad="matmul") if hasattr(model, "kernel_grad") else None
   times = bench_peer(config, data, fast or model, baseline=model if fast else None,
-                     repeats=FLAGS.peer_repeats, plan=plan)
+                     repeats=FLAGS.peer_repeats, step_repeats=FLAGS.peer_steps, plan=plan)
   fmt = lambda v: "-" if v is None else f"{v:.1f}"
   ratio = lambda a, b: "-" if a is None or b is None else f"{a / b:.2f}x"
   rows = []
