@@ -79,4 +79,4 @@ def test_timings_are_positive_and_refusals_say_why():
   x = np.zeros((10, int(np.prod(SHAPE))), np.float32)
   assert torch_peers.time_epoch(model, sgd, x, np.arange(10) % 10, 4, 2, True) > 0
   assert "rmsprop" in torch_peers.unsupported(model, OptimConfig(optimizer="rmsprop"))
-  assert "no PyTorch twin of MLP" in torch_peers.unsupported(MLP(hidden=(4,)), sgd)
+  assert "no PyTorch twin of MLP" in torch_peers.unsupported(MLP(hidden=(4,), d_out=10), sgd)
