@@ -254,7 +254,15 @@ def main(argv):
                      f"{FLAGS.arch} has none; pass a conv net, e.g. --arch=resnet20.")
     print(f"device: {device.platform} {device.device_kind}; {FLAGS.dataset}, {FLAGS.arch}, "
           f"{n} models")
-    peer_table(widths, n, epochs, plan)
+    peer = peer_table(widths, n, epochs, plan)
+    if FLAGS.json:
+      atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
+                                     "settings": {"models": n, "epochs": epochs,
+                                                  "widths": widths, "arch": FLAGS.arch,
+                                                  "train_subset": FLAGS.train_subset},
+                                     "results": {"peer": peer}, "device": str(device),
+                                     "machine": platform.platform(),
+                                     "versions": package_versions()})
     return
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
