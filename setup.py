@@ -29,6 +29,9 @@ setup(
         "pillow>=9.5",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"],
+                    # experiments.bench's PyTorch rows (the CPU wheel is enough:
+                    # pip install "torch==2.13.0+cpu").
+                    "bench": ["torch>=2.0"],
                     # --tensorboard=DIR on experiments.zoo and experiments.barrier.
                     "tensorboard": ["tensorboardX>=2.6"],
                     # TFDS reads prepared datasets through TensorFlow; preparing one

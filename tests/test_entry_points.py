@@ -267,6 +267,7 @@ def test_bench_prints_its_table_and_writes_json(tmp_path):
   assert res["rates"]["copy_bytes_per_s"] > 0 and res["rates"]["matmul_flops_per_s"] > 0
   refused(run("bench", "--num_models=2"), "--num_models must be >= 3")
   refused(run("bench", "--num_models=3", "--align_models=5"), "--align_models must be between")
+  refused(run("bench", "--peer_only"), "--peer_only times a network against its PyTorch twin")
 
 
 def test_console_scripts_and_module_entry_points_run_the_same_main():

@@ -15,6 +15,15 @@ bandwidth, with which of the two bounds it. Under the table, for MLP zoos: the t
 training step's matrix products take alone, each at its own shape (small products and
 transposed operands run below the square-matmul rate on a CPU), against the zoo's time.
 
+Any network other than the MLP also gets a second table: images per second per model of
+training, a bare step and the zoo's own epoch, lmc_jax against the same network written in
+PyTorch (`analysis.torch_peers`, where torch is importable: `pip install -e ".[bench]"`;
+otherwise the row is skipped and the reason printed), timed in turn in the same run.
+`--peer_only` prints that table alone:
+
+  python -m experiments.bench --dataset=cifar10 --arch=resnet20 --width=1,4 --peer_only \
+      --num_models=2 --train_subset=1024
+
 Conv nets (`--arch`) time training and the pair sweep; on one CPU device the library runs
 them as host loops (one jitted call per step or network; `ExecutionPlan.host_loops`), and
 that is what the 'vectorised' column times there, and the loss plane is not timed; weight
@@ -38,6 +47,7 @@ from lmc_jax.analysis.benchmarks import (
   device_rates,
   floor_s,
 )
+from lmc_jax.analysis.peer_bench import bench_peer
 from lmc_jax.atomic_files import atomic_write_json
 from lmc_jax.cli.common import exit_on_lmc_error, int_list, run_main
 from lmc_jax.cli.config_flags import in_flags
@@ -83,6 +93,17 @@ flags.DEFINE_list("precision", ["fp32"], "Precisions timed side by side, e.g. fp
                   "bfloat16 matmul inputs, float32 accumulation; MLPs only); each row's floor "
                   "uses the measured matmul rate of its precision.")
 
+flags.DEFINE_bool("peer", True, "For a network other than the MLP, also time images/s per "
+                  "model against its PyTorch twin (skipped, with the reason, without torch).")
+flags.DEFINE_bool("peer_only", False, "Time only the images/s table against PyTorch (implies "
+                  "--peer).")
+flags.DEFINE_integer("batch_size", None, "Batch size of the zoos timed (default: the "
+                     "dataset's).", lower_bound=1)
+flags.DEFINE_integer("peer_steps", 5, "Bare steps per turn in the PyTorch comparison (their "
+                     "median is the turn's time).", lower_bound=1)
+flags.DEFINE_integer("peer_repeats", 3, "Times each side of the PyTorch comparison is run, "
+                     "in turn; medians are kept.", lower_bound=1)
+
 COLUMNS = ["what", "baseline", "baseline_s", "vectorised_s", "speedup", "gflops", "gbytes",
            "floor_s", "of_floor", "bound", "compile_s"]
 HEADERS = ["what", "baseline", "baseline s", "vectorised s", "speed-up", "GFLOP/s", "GB/s",
@@ -111,6 +132,8 @@ def config_for(width: int, n: int, epochs: int, precision: str = "fp32"):
     config = default_config(FLAGS.dataset, arch=FLAGS.arch, hidden=(width,) * depth,
                             num_models=n, epochs=epochs, train_subset=FLAGS.train_subset,
                             test_subset=FLAGS.test_subset, precision=precision)
+    if FLAGS.batch_size is not None:
+      config = config.replace(batch_size=FLAGS.batch_size)
     model_for(config)
     return config
   except ConfigError as e:
@@ -174,6 +197,34 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
   return rows, config, data, zoo.variables
 
 
+PEER_COLUMNS = ["what", "baseline", "lmc_jax", "torch", "baseline_ratio", "ratio"]
+PEER_HEADERS = ["images/s per model", "lmc_jax lax grad", "lmc_jax matmul grad", "PyTorch",
+                "lax/PyTorch", "matmul/PyTorch"]
+
+
+def peer_rows(width: int, n: int, epochs: int, plan: ExecutionPlan):
+  """The images/s rows of one width, and the record of its times."""
+  config = config_for(width, n, epochs)
+  data = load_dataset(config, FLAGS.data_dir)
+  model = model_for(config)
+  # The library's conv nets time both kernel gradients: the zoo's ('lax') as the baseline.
+  fast = model.clone(kernel_grad="matmul") if hasattr(model, "kernel_grad") else None
+  times = bench_peer(config, data, fast or model, baseline=model if fast else None,
+                     repeats=FLAGS.peer_repeats, step_repeats=FLAGS.peer_steps, plan=plan)
+  fmt = lambda v: "-" if v is None else f"{v:.1f}"
+  ratio = lambda a, b: "-" if a is None or b is None else f"{a / b:.2f}x"
+  rows = []
+  for what, label in (("step", f"batch {times.batch}, a bare step"),
+                      ("epoch", f"the zoo's epoch ({n} models, {times.train_samples} "
+                                "samples, augmentation and losses)")):
+    ours, theirs = times.images_per_s("lmc_jax", what), times.images_per_s("torch", what)
+    base = times.images_per_s("baseline", what)
+    rows.append({"what": f"w{width}: {label}", "baseline": fmt(base), "lmc_jax": fmt(ours),
+                 "torch": fmt(theirs), "baseline_ratio": ratio(base, theirs),
+                 "ratio": ratio(ours, theirs)})
+  return rows, times
+
+
 @exit_on_lmc_error
 def main(argv):
   del argv
@@ -182,7 +233,7 @@ def main(argv):
     raise LmcError(f"--baseline_models must be between 1 and --num_models ({n}), got "
                    f"{FLAGS.baseline_models}.")
   align_n = FLAGS.align_models or (10 if FLAGS.quick else n)
-  if n < 3:
+  if n < 3 and not FLAGS.peer_only:
     raise LmcError(f"--num_models must be >= 3 (pairs and a plane), got {n}.")
   if not 2 <= align_n <= n:
     raise LmcError(f"--align_models must be between 2 and --num_models ({n}), got {align_n}.")
@@ -197,6 +248,22 @@ def main(argv):
       config_for(width, n, epochs, precision)
   device = jax.devices()[0]
   plan = plan_from_environment()
+  if FLAGS.peer_only:
+    if takes_depth(FLAGS.arch):
+      raise LmcError(f"--peer_only times a network against its PyTorch twin and --arch="
+                     f"{FLAGS.arch} has none; pass a conv net, e.g. --arch=resnet20.")
+    print(f"device: {device.platform} {device.device_kind}; {FLAGS.dataset}, {FLAGS.arch}, "
+          f"{n} models")
+    peer = peer_table(widths, n, epochs, plan)
+    if FLAGS.json:
+      atomic_write_json(FLAGS.json, {"format": BENCH_FORMAT,
+                                     "settings": {"models": n, "epochs": epochs,
+                                                  "widths": widths, "arch": FLAGS.arch,
+                                                  "train_subset": FLAGS.train_subset},
+                                     "results": {"peer": peer}, "device": str(device),
+                                     "machine": platform.platform(),
+                                     "versions": package_versions()})
+    return
   rates = device_rates()
   print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); "
         f"measured copy {rates.copy_bytes_per_s / 1e9:.1f} GB/s, float32 matmul "
@@ -233,6 +300,8 @@ def main(argv):
           align.host_s, align.device_s, align.compile_s, rates),
   ]
   print(format_table(rows, COLUMNS, HEADERS))
+  peer = peer_table(widths, n, epochs, plan) if FLAGS.peer and not takes_depth(FLAGS.arch) \
+      else None
   for width in widths:
     for p in precisions:
       training = record[key_of(width, p)].training
@@ -271,10 +340,29 @@ def main(argv):
                                                       "sweep": v.sweep._asdict()}
                                                   for k, v in record.items()},
                                                "plane": plane and plane._asdict(),
-                                               "alignment": align._asdict()},
+                                               "alignment": align._asdict(),
+                                               "peer": peer},
                                    "table": rows,
                                    "device": str(device), "machine": platform.platform(),
                                    "versions": package_versions()})
+
+
+def peer_table(widths, n: int, epochs: int, plan: ExecutionPlan) -> dict:
+  """Prints the images/s table against PyTorch for every width; returns its record."""
+  rows, record, skipped = [], {}, None
+  for width in widths:
+    width_out, times = peer_rows(width, n, epochs, plan)
+    rows += width_out
+    record[f"w{width}"] = times._asdict()
+    skipped = times.torch_skipped
+  print(format_table(rows, PEER_COLUMNS, PEER_HEADERS))
+  if skipped:
+    print(f"PyTorch rows skipped: {skipped}.")
+  else:
+    import torch
+    print(f"PyTorch {torch.__version__} on {torch.get_num_threads()} thread(s); each side "
+          f"timed {FLAGS.peer_repeats} times in turn, medians.")
+  return record
 
 
 def run():

@@ -32,6 +32,7 @@ import numpy as np
 
 from lmc_jax.config import NORMS
 from lmc_jax.errors import LmcError
+from lmc_jax.nn.conv_grad import conv_general_dilated as matmul_kernel_grad_conv
 from lmc_jax.nn.models import initializers
 
 CONV_ARCHS = ("vgg", "vgg_small", "resnet20")
@@ -45,6 +46,10 @@ VGG11_STAGES_SMALL = VGG11_STAGES[:-1]
 # pool; about 1/200 of VGG-11's multiply-adds on 32x32, sized for width studies on a CPU.
 SMALL_VGG_STAGES = (16, "M", 32, "M", 64, "M")
 RESNET20_DOWNSAMPLING = 4  # two stride-2 stages
+# How the kernel gradient of each convolution is computed: 'lax' (JAX's own transpose, a
+# convolution) or 'matmul' (patches times the output gradient, `nn.conv_grad`). Same
+# forward pass, same parameters; gradients equal to float32 rounding.
+KERNEL_GRADS = ("lax", "matmul")
 
 Stage = Union[int, str]
 
@@ -101,12 +106,18 @@ def _norm(norm: str, name: str, train: bool):
   _check_norm(norm)
 
 
-def _conv(features: int, c_in: int, size: int, stride: int, norm: str, init: str, name: str):
-  """A `size`x`size` conv with PyTorch's padding (size // 2 each side), biased iff no norm."""
+def _conv(features: int, c_in: int, size: int, stride: int, norm: str, init: str, name: str,
+          kernel_grad: str = "lax"):
+  """A `size`x`size` conv with PyTorch's padding (size // 2 each side), biased iff no norm;
+  `kernel_grad` one of KERNEL_GRADS."""
+  if kernel_grad not in KERNEL_GRADS:
+    raise LmcError(f"Unknown kernel_grad {kernel_grad!r}; use one of {', '.join(KERNEL_GRADS)}.")
   k_init, b_init = initializers(init, size * size * c_in)
   p = size // 2
   return nn.Conv(features, (size, size), strides=(stride, stride), padding=((p, p), (p, p)),
-                 use_bias=norm == "none", kernel_init=k_init, bias_init=b_init, name=name)
+                 use_bias=norm == "none", kernel_init=k_init, bias_init=b_init, name=name,
+                 conv_general_dilated=(matmul_kernel_grad_conv if kernel_grad == "matmul"
+                                       else None))
 
 
 def _readout(num_classes: int, fan_in: int, init: str):
@@ -126,6 +137,7 @@ class VGG(nn.Module):
     norm: one of NORMS.
     image_shape: (H, W, C) of one input row.
     init_scheme: one of `models.INITS`.
+    kernel_grad: one of KERNEL_GRADS.
   """
   stages: Optional[Sequence[Stage]] = None
   width: int = 1
@@ -133,6 +145,7 @@ class VGG(nn.Module):
   norm: str = "none"
   image_shape: Sequence[int] = (32, 32, 3)
   init_scheme: str = "pytorch"
+  kernel_grad: str = "lax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -146,7 +159,7 @@ class VGG(nn.Module):
         h = nn.max_pool(h, (2, 2), strides=(2, 2))
         continue
       h = _conv(int(s) * self.width, h.shape[-1], 3, 1, self.norm, self.init_scheme,
-                f"Conv_{i}")(h)
+                f"Conv_{i}", self.kernel_grad)(h)
       h = nn.relu(_norm(self.norm, str(i), train)(h))
       i += 1
     h = jnp.mean(h, axis=(-3, -2))
@@ -161,17 +174,20 @@ class BasicBlock(nn.Module):
   stride: int = 1
   norm: str = "none"
   init_scheme: str = "pytorch"
+  kernel_grad: str = "lax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     c_in = x.shape[-1]
-    h = _conv(self.features, c_in, 3, self.stride, self.norm, self.init_scheme, "Conv_0")(x)
+    h = _conv(self.features, c_in, 3, self.stride, self.norm, self.init_scheme, "Conv_0",
+              self.kernel_grad)(x)
     h = nn.relu(_norm(self.norm, "0", train)(h))
-    h = _conv(self.features, self.features, 3, 1, self.norm, self.init_scheme, "Conv_1")(h)
+    h = _conv(self.features, self.features, 3, 1, self.norm, self.init_scheme, "Conv_1",
+              self.kernel_grad)(h)
     h = _norm(self.norm, "1", train)(h)
     if self.stride != 1 or c_in != self.features:
       x = _conv(self.features, c_in, 1, self.stride, self.norm, self.init_scheme,
-                "Conv_shortcut")(x)
+                "Conv_shortcut", self.kernel_grad)(x)
       x = _norm(self.norm, "shortcut", train)(x)
     return nn.relu(h + x)
 
@@ -187,24 +203,27 @@ class ResNet20(nn.Module):
     norm: one of NORMS.
     image_shape: (H, W, C) of one input row; H and W must be at least 4.
     init_scheme: one of `models.INITS`.
+    kernel_grad: one of KERNEL_GRADS.
   """
   width: int = 1
   num_classes: int = 10
   norm: str = "none"
   image_shape: Sequence[int] = (32, 32, 3)
   init_scheme: str = "pytorch"
+  kernel_grad: str = "lax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     """Logits `(n, num_classes)` of flat images `x` `(n, H*W*C)`."""
     h = _to_images(x, self.image_shape)
-    h = _conv(16 * self.width, h.shape[-1], 3, 1, self.norm, self.init_scheme, "Conv_0")(h)
+    h = _conv(16 * self.width, h.shape[-1], 3, 1, self.norm, self.init_scheme, "Conv_0",
+              self.kernel_grad)(h)
     h = nn.relu(_norm(self.norm, "0", train)(h))
     for k in range(9):
       stage, first = k // 3, k % 3 == 0
       stride = 2 if first and stage > 0 else 1
       h = BasicBlock(16 * 2 ** stage * self.width, stride, self.norm, self.init_scheme,
-                     name=f"Block_{k}")(h, train)
+                     self.kernel_grad, name=f"Block_{k}")(h, train)
     h = jnp.mean(h, axis=(-3, -2))
     return _readout(self.num_classes, h.shape[-1], self.init_scheme)(h)
 
