@@ -180,8 +180,8 @@ def test_a_format_4_barrier_json_loads_and_gives_the_tables_its_version_printed(
 def test_the_entry_point_keeps_a_format_4_file_and_writes_it_in_todays_format(tmp_path):
   zoo = shutil.copytree(LEGACY / FORMAT_4, tmp_path / FORMAT_4)
   before = read_barrier_json(zoo)
-  r = run_module("barrier", f"--zoo={zoo}", "--align=weight,activation", "--repair",
-                 f"--figures={tmp_path / 'figures'}")
+  r = run_cli("barrier", f"--zoo={zoo}", "--align=weight,activation", "--repair",
+              f"--figures={tmp_path / 'figures'}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert "kept the weight, activation results already in barrier.json" in r.stderr
   assert blocks(r.stdout) == blocks((zoo / "barrier_tables.txt").read_text())

@@ -285,6 +285,7 @@ OTHER_THINGS = {
     **{("report/figures.py", k): "history.npz" for k in ("train_loss", "test_loss")},
     **{("report/tensorboard.py", k): "history.npz" for k in ("train_loss",)},
     ("report/tables.py", "width"): "a zoo table row",
+    ("report/step_ledger.py", "seconds"): "a reproduction ledger step (StepRecord)",
     **{(m, "width"): "a row of Table 5.1" for m in ("cli/redundancy.py",
                                                       "report/redundancy_figures.py")},
     **{("report/markdown.py", k): "a row of a CSV table the report quotes"
