@@ -57,7 +57,7 @@ def test_bad_conv_flags_are_refused(tmp_path):
                        "width below 1"),
                       (["--dataset=cifar10", "--arch=vgg_small", "--depth=2"], "drop --depth"),
                       (["--arch=nope"], "--arch must be one of mlp, vgg, vgg_small, resnet20, "
-                       "vit, transformer or package.module:Name, got 'nope'"),
+                       "vit, transformer, rms_transformer or package.module:Name, got 'nope'"),
                       (["--augment=crop_flip"], "--augment is crop_flip, which needs images")):
     r = run_cli("zoo", "--width=4", f"--out={tmp_path}", *flags)
     assert r.returncode == 2

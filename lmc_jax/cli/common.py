@@ -49,7 +49,8 @@ def exit_on_lmc_error(main):
   the signal's number (130, 143)."""
   @functools.wraps(main)
   def wrapped(argv):
-    if "data_dir" in flags.FLAGS:  # TFDS's data directory for tfds:NAME datasets
+    # TFDS's data directory for tfds:NAME datasets (a main called unparsed keeps its own)
+    if "data_dir" in flags.FLAGS and flags.FLAGS.is_parsed():
       use_data_dir(flags.FLAGS.data_dir)
     try:
       return main(argv)
