@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from lmc_jax.atomic_files import atomic_write_bytes
 from lmc_jax.lmc.measures import pair_matrix, single_linkage_order
@@ -403,16 +403,17 @@ def training_history(panels, dataset: str, path) -> Path:
     # at chance) it would only repeat one rounded label.
     if np.all(np.isfinite(med)) and np.nanmin(q1) > 0 and np.nanmax(q3) / np.nanmin(q1) >= 3:
       ax.set_yscale("log")
-      plain = FuncFormatter(lambda v, _: f"{v:.3g}")
-      ax.yaxis.set_major_formatter(plain)
-      lo, hi = ax.get_ylim()  # label the minor ticks only within one decade, where few show
-      ax.yaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+      # Labels at 1, 2 and 5 of each decade: a decade's power alone leaves a panel whose loss
+      # spans less than two decades with one label or none.
+      ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+      ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+      ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_title(f"{title} ({loss.shape[1]} models)")
     ax.set_xlabel("epoch")
     if len(epochs) <= 10:
       ax.set_xticks(epochs)
     else:
-      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+      ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 3-digit epochs fit
     ax.set_xlim(0.5, len(epochs) + 0.5)
     ax.set_ylabel("loss (mean over the epoch's batches)")
     ax.grid(alpha=0.3)
