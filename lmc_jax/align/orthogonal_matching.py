@@ -24,14 +24,18 @@ import numpy as np
 
 from lmc_jax.align.orthogonal import orthogonal_groups
 from lmc_jax.align.registry import Alignment, AlignTask, register
-from lmc_jax.align.weight import assignment_total, best_assignment, weight_matching
+from lmc_jax.align.weight import (
+  assignment_total,
+  best_assignment,
+  matching_costs,
+  weight_matching,
+)
 from lmc_jax.errors import LmcError
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   flatten,
   identity_permutation,
   is_state,
-  matched_axes,
   perm_sizes,
   permute_leaf,
   unit_index,
@@ -74,17 +78,8 @@ def _costs(spec, perm, maps, flat_a, flat_b, p: str):
   """(even, odd), `(n, n)` each: A's units of group `p` against B's over the axes `p` acts
   on without and with a sign flip (as `weight.matching_costs`), every other group's map
   applied. A rotating group has no flips: its cross-correlation is their sum."""
-  flips = set(spec.signs.get(p, ()))
-  even, odd = 0.0, 0.0
-  for path, axis in matched_axes(spec, p):
-    wa = np.moveaxis(flat_a[path], axis, 0)
-    wb = np.moveaxis(_moved_leaf(spec, perm, maps, path, flat_b[path], skip=p), axis, 0)
-    c = wa.reshape(len(wa), -1) @ wb.reshape(len(wb), -1).T
-    if (path, axis) in flips:
-      odd = odd + c
-    else:
-      even = even + c
-  return even, odd
+  return matching_costs(spec, perm, flat_a, flat_b, p,
+                        lambda path, leaf: _moved_leaf(spec, perm, maps, path, leaf, skip=p))
 
 
 def _permutation_matrix(v) -> np.ndarray:

@@ -48,15 +48,20 @@ class MatchResult(NamedTuple):
   sweeps: int
 
 
-def matching_costs(spec: PermutationSpec, perm, flat_a, flat_b, p: str):
+def matching_costs(spec: PermutationSpec, perm, flat_a, flat_b, p: str, move_leaf=None):
   """(even, odd), `(n, n)` each: entry (i, j) is the inner product of A's unit i with B's
   unit j over the leaf axes that permutation `p` acts on without (even) and with (odd) a
-  sign flip, the other permutations applied. Their sum is the plain similarity."""
+  sign flip, the other permutations applied. Their sum is the plain similarity.
+  `move_leaf(path, leaf)` moves B's leaf by every group but `p` (default: the permutations
+  `perm`; orthogonal matching also applies its maps)."""
+  if move_leaf is None:
+    def move_leaf(path, leaf):
+      return permute_leaf(spec, perm, path, leaf, skip=p)
   flips = set(spec.signs.get(p, ()))
   even, odd = 0.0, 0.0
   for path, axis in matched_axes(spec, p):
     wa = np.moveaxis(flat_a[path], axis, 0)
-    wb = np.moveaxis(permute_leaf(spec, perm, path, flat_b[path], skip=p), axis, 0)
+    wb = np.moveaxis(move_leaf(path, flat_b[path]), axis, 0)
     n = wa.shape[0]
     c = wa.reshape(n, -1) @ wb.reshape(n, -1).T
     if (path, axis) in flips:
