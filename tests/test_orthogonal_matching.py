@@ -10,6 +10,7 @@ import pytest
 
 from lmc_jax import LmcError, derive_spec
 from lmc_jax.align.orthogonal import apply_orthogonal, orthogonal_groups, random_orthogonal
+from lmc_jax.align.orthogonal_activation import orthogonal_activation_matching
 from lmc_jax.align.orthogonal_matching import orthogonal_matching, unsigned_on
 from lmc_jax.align.registry import AlignTask, align_by
 from lmc_jax.align.weight import weight_matching
@@ -90,6 +91,57 @@ def test_orthogonal_matching_recovers_planted_rotations_and_permutations():
   assert res.objective[-1] > start.objective[-1] + 1.0
 
 
+def _planted(variables, spec, rotating, seed):
+  """A copy of `variables` with a random permutation of every group and a random rotation
+  of every rotating one; returns it with the plant."""
+  sizes = perm_sizes(spec, variables)
+  plant = random_permutation(jax.random.key(seed), sizes)
+  plant.update({p: np.arange(sizes[p]) for p in rotating})
+  qs = {p: random_orthogonal(jax.random.key(seed + 10 + i), sizes[p])
+        for i, p in enumerate(rotating)}
+  return apply_orthogonal(spec, qs, apply_permutation(spec, plant, variables)), plant, qs
+
+
+def test_orthogonal_activation_matching_recovers_planted_rotations_and_permutations():
+  model, variables, _ = _decoder("rms")
+  x = jax.random.randint(jax.random.key(9), (64, 3), 0, VOCAB).astype(np.float32)
+  spec = derive_spec(model, variables, x)
+  rotating = list(orthogonal_groups(model, variables, spec, x))
+  moved, plant, qs = _planted(variables, unsigned_on(spec, rotating), rotating, 6)
+  res = orthogonal_activation_matching(model, spec, variables, moved, np.asarray(x), rotating)
+  sizes = perm_sizes(spec, variables)
+  for p in rotating:
+    np.testing.assert_allclose(res.maps[p] @ qs[p], np.eye(sizes[p]), atol=1e-4)
+  for p in set(sizes) - set(rotating):
+    np.testing.assert_array_equal(np.asarray(plant[p])[res.perm[p]], np.arange(sizes[p]))
+
+
+def test_orthogonal_activation_maps_are_scipys_procrustes_of_the_features():
+  """Between two independently initialised decoders, each rotating group's map is the
+  least-squares orthogonal fit of B's features onto A's that scipy computes, every site's
+  features weighted by one over its number of samples."""
+  from scipy.linalg import orthogonal_procrustes
+
+  from lmc_jax.align.activation import hidden_features
+  from lmc_jax.symmetry.units import feature_sites
+  model, a, _ = _decoder("rms", seed=1)
+  b = _decoder("rms", seed=2)[1]
+  x = jax.random.randint(jax.random.key(9), (64, 3), 0, VOCAB).astype(np.float32)
+  spec = derive_spec(model, a, x)
+  rotating = list(orthogonal_groups(model, a, spec, x))
+  spec = unsigned_on(spec, rotating)
+  res = orthogonal_activation_matching(model, spec, a, b, np.asarray(x), rotating)
+  sites = feature_sites(spec, model, a, x[:1])
+  fa, fb = hidden_features(model, spec, a, x), hidden_features(model, spec, b, x)
+  for p in rotating:
+    rows = [i for i, s in enumerate(sites) if s.perm == p]
+    assert rows, p
+    w = lambda f, i: np.asarray(f[i], np.float64) / np.sqrt(len(f[i]))
+    r, _ = orthogonal_procrustes(np.concatenate([w(fb, i) for i in rows]),
+                                 np.concatenate([w(fa, i) for i in rows]))
+    np.testing.assert_allclose(res.maps[p], r.T, atol=1e-4)  # B's units times r ~ A's
+
+
 def test_merging_with_a_rotated_and_permuted_copy_by_orthogonal_gives_the_model_back():
   from lmc_jax.merging.combine import merge
   model, variables, x = _decoder("rms")
@@ -153,16 +205,17 @@ def _orient_by_hand(spec, variables, perm, maps):
   return out
 
 
-def test_the_recorded_maps_reproduce_the_recorded_curves(rms_zoo):
+@pytest.mark.parametrize("method", ["orthogonal", "orthogonal_activation"])
+def test_the_recorded_maps_reproduce_the_recorded_curves(rms_zoo, method):
   import json
 
   from lmc_jax.analysis.barrier import analyse_zoo, read_barrier_json
   from lmc_jax.zoo.handle import open_zoo
-  result = analyse_zoo(rms_zoo, methods=("orthogonal",))
-  entry = result.method("orthogonal")
+  result = analyse_zoo(rms_zoo, methods=(method,))
+  entry = result.method(method)
   assert entry.skipped is None and len(entry.maps) == 3
   doc = json.loads((rms_zoo / "barrier.json").read_text())
-  assert doc["format"] == 5 and len(doc["methods"]["orthogonal"]["maps"]) == 3
+  assert doc["format"] == 5 and len(doc["methods"][method]["maps"]) == 3
   assert read_barrier_json(rms_zoo, 3) == result  # the maps round-trip through JSON
   zoo = open_zoo(rms_zoo)
   spec, data = zoo.spec, zoo.dataset()

@@ -17,6 +17,7 @@ from lmc_jax.align import sinkhorn  # noqa: F401
 from lmc_jax.align import merge_many  # noqa: F401
 from lmc_jax.align import exact  # noqa: F401
 from lmc_jax.align import orthogonal_matching  # noqa: F401
+from lmc_jax.align import orthogonal_activation  # noqa: F401
 # isort: on
 from lmc_jax.symmetry import axis_trace, derive, spec, units
 

@@ -95,11 +95,9 @@ def _merge(m1, m2):
           sb1 + sb2 + db * db * w, c1 + c2 + np.outer(da, db) * w)
 
 
-def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x,
-                         by_parity: bool = False):
-  """`{perm: (n, n)}` correlation of A's units (rows) with B's (columns), summed over the
-  sites that read them, on inputs `x`; with `by_parity`, `{perm: (even, odd)}`, the sums
-  over the sites a sign flip leaves and negates."""
+def site_moments(model, spec: PermutationSpec, tree_a, tree_b, x):
+  """`[(site, (n, mean_a, mean_b, ss_a, ss_b, cross))]`: both models' feature moments at
+  every site on inputs `x`, accumulated over chunks in float64."""
   sites = tuple(feature_sites(spec, model, tree_a, x[:1]))
   fn = _moments_fn(model, sites)
   total = None
@@ -107,14 +105,43 @@ def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x,
     m = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
                                fn(tree_a, tree_b, jnp.asarray(chunk)))
     total = m if total is None else [_merge(t, c) for t, c in zip(total, m)]
+  return list(zip(sites, total or []))
+
+
+def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x,
+                         by_parity: bool = False):
+  """`{perm: (n, n)}` correlation of A's units (rows) with B's (columns), summed over the
+  sites that read them, on inputs `x`; with `by_parity`, `{perm: (even, odd)}`, the sums
+  over the sites a sign flip leaves and negates."""
+  return correlations_of(site_moments(model, spec, tree_a, tree_b, x), by_parity)
+
+
+def correlations_of(moments, by_parity: bool = False):
+  """`feature_correlations` from `site_moments`' result."""
   corr: Dict[str, list] = {}
-  for site, (_, _, _, ss_a, ss_b, cross) in zip(sites, total or []):
+  for site, (_, _, _, ss_a, ss_b, cross) in moments:
     c = _normalised(ss_a, ss_b, cross)
     pair = corr.setdefault(site.perm, [0.0, 0.0])
     pair[int(site.odd)] = pair[int(site.odd)] + c
   if by_parity:
     return {p: tuple(pair) for p, pair in corr.items()}
   return {p: even + odd for p, (even, odd) in corr.items()}
+
+
+def feature_products(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dict[str, np.ndarray]:
+  """`{perm: (n, n)}`: the mean product `E[a_i b_j]` of A's unit i with B's unit j over
+  the samples of every site that reads them (uncentred, unnormalised: what an orthogonal
+  map of the units acts on linearly), summed over those sites, on inputs `x`."""
+  return products_of(site_moments(model, spec, tree_a, tree_b, x))
+
+
+def products_of(moments) -> Dict[str, np.ndarray]:
+  """`feature_products` from `site_moments`' result."""
+  out: Dict[str, np.ndarray] = {}
+  for site, (n, mean_a, mean_b, _, _, cross) in moments:
+    raw = (cross + n * np.outer(mean_a, mean_b)) / n
+    out[site.perm] = out.get(site.perm, 0.0) + raw
+  return out
 
 
 def activation_matching(model, spec: PermutationSpec, params_a, params_b,
@@ -124,7 +151,13 @@ def activation_matching(model, spec: PermutationSpec, params_a, params_b,
   are trees of one model as the zoo stores them."""
   if len(x) < 2:
     raise LmcError(f"Activation matching needs at least 2 inputs to correlate, got {len(x)}.")
-  corr = feature_correlations(model, spec, params_a, params_b, x, by_parity=True)
+  return matching_of(spec, feature_correlations(model, spec, params_a, params_b, x,
+                                                by_parity=True))
+
+
+def matching_of(spec: PermutationSpec, corr) -> Dict[str, np.ndarray]:
+  """The permutations from `feature_correlations(..., by_parity=True)`: one linear
+  assignment per group; a group no site holds is refused by name."""
   unread = sorted(set(spec.perm_to_axes) - set(corr))
   if unread:
     raise LmcError(f"Activation matching correlates the units Flax's Dense, DenseGeneral, "

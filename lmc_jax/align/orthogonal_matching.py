@@ -140,24 +140,39 @@ def check_rotating(model, groups: Sequence[str]) -> None:
         "stream rotates (--arch=rms_transformer).")
 
 
+def rotating_groups(task: AlignTask) -> List[str]:
+  """The groups of the task's network that rotate, found on its reference model and a few
+  training inputs; refused by name where there are no inputs or no such group."""
+  if task.fit_x is None:
+    raise LmcError("Orthogonal alignment finds the groups that rotate by running the network "
+                   "on training inputs, and none were given; pass data (its inputs).")
+  rotating = list(orthogonal_groups(task.model, task.member(task.reference), task.spec,
+                                    task.fit_x[:16]))
+  check_rotating(task.model, rotating)
+  return rotating
+
+
+def rotating_alignment(task: AlignTask, rotating: Sequence[str], found: dict,
+                       info: dict) -> Alignment:
+  """The `Alignment` of `found` (mover -> `OrthogonalMatch`): the identity and identity
+  maps at the reference and skipped models."""
+  sizes = perm_sizes(unsigned_on(task.spec, rotating), task.member(task.reference))
+  eye = {p: np.eye(sizes[p], dtype=np.float32) for p in rotating}
+  maps = [found[k].maps if k in found else dict(eye) for k in range(task.num_models)]
+  return Alignment(task.star(lambda k: found[k].perm), dict(info, rotating=list(rotating)),
+                   maps)
+
+
 @register("orthogonal", "weight matching with every group the network lets rotate (a "
           "scale-free RMSNorm stream, attention's per-head features, a linear bottleneck) "
           "aligned by an orthogonal map", uses=("seed", "max_iter", "signs", "fit_samples"))
 def _align_orthogonally(task: AlignTask) -> Alignment:
+  rotating = rotating_groups(task)
   ref = task.member(task.reference)
-  if task.fit_x is None:
-    raise LmcError("Orthogonal alignment finds the groups that rotate by running the network "
-                   "on training inputs, and none were given; pass data (its inputs).")
-  rotating = list(orthogonal_groups(task.model, ref, task.spec, task.fit_x[:16]))
-  check_rotating(task.model, rotating)
-  spec = unsigned_on(task.spec, rotating)
-  sizes = perm_sizes(spec, ref)
-  eye = {p: np.eye(sizes[p], dtype=np.float32) for p in rotating}
-  found = {k: orthogonal_matching(jax.random.fold_in(task.key, k), spec, ref, task.member(k),
-                                  rotating, task.settings.max_iter) for k in task.movers}
-  perms = task.star(lambda k: found[k].perm)
-  maps = [found[k].maps if k in found else dict(eye) for k in range(task.num_models)]
-  info = {"rotating": rotating,
-          "sweeps": [found[k].sweeps if k in found else 0 for k in range(task.num_models)],
-          "objective": [found[k].objective if k in found else [] for k in range(task.num_models)]}
-  return Alignment(perms, info, maps)
+  found = {k: orthogonal_matching(jax.random.fold_in(task.key, k), task.spec, ref,
+                                  task.member(k), rotating, task.settings.max_iter)
+           for k in task.movers}
+  n = task.num_models
+  return rotating_alignment(task, rotating, found, {
+      "sweeps": [found[k].sweeps if k in found else 0 for k in range(n)],
+      "objective": [found[k].objective if k in found else [] for k in range(n)]})

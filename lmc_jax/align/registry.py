@@ -5,11 +5,12 @@ reads (shared ones such as `seed` and `max_iter`, and its own, declared with it)
 function `align(task) -> Alignment`. Everything else follows from the registry: the names
 `--align` accepts, the `MethodSettings` recorded with each result, and the flags of
 `experiments.barrier` (one per setting). Built-in methods (`method_names()` lists them):
-weight, activation, ste, sinkhorn, mergemany, exact, orthogonal.
+weight, activation, ste, sinkhorn, mergemany, exact, orthogonal, orthogonal_activation.
 
 Every method returns one permutation per model (identity at the reference and at models
 left out), so the same all-pairs sweep measures them all; a method may also return, per
-model, orthogonal maps of the groups the network lets rotate (`orthogonal`).
+model, orthogonal maps of the groups the network lets rotate (`orthogonal`,
+`orthogonal_activation`).
 
 Methods installed as packages register through the entry-point group
 `lmc_jax.align_methods` (each entry point names a module to import).
