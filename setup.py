@@ -27,6 +27,7 @@ setup(
         "matplotlib>=3.7",
         "absl-py>=1.4",
         "pillow>=9.5",
+        "threadpoolctl>=3.1",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"],
                     # experiments.bench's PyTorch rows (the CPU wheel is enough:

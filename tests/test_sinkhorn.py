@@ -231,8 +231,60 @@ def test_the_benchmark_times_every_row_and_the_batched_projection_agrees():
                         data_steps=2, distance_steps=3, repeats=1, plan=CPU)
   assert [(r.name.split(",")[0], r.steps) for r in rows] == [
       ("weight matching", 0), ("sinkhorn expected", 2), ("sinkhorn expected", 2),
-      ("sinkhorn distance", 3)]
+      ("sinkhorn distance", 3), ("sinkhorn distance", 3)]
   assert rows[1].max_abs_diff == 0.0 and rows[2].max_abs_diff < 1e-5
+  assert rows[3].max_abs_diff == 0.0 and rows[4].max_abs_diff < 1e-4  # host against scan
   for r in rows:
     assert r.first_s >= r.compile_s >= 0 and r.run_s > 0 and r.first_cpu_s > 0
     assert r.estimate_s(50) >= r.compile_s
+
+
+def test_the_distance_on_the_host_equals_the_compiled_scan_on_a_batchnorm_net(bn_net):
+  """On a CPU the distance objective runs in numpy with its gradients written out
+  (`sinkhorn_distance`); the accelerator's path differentiates the same objective under
+  jit. Conv kernels, BatchNorm statistics and two models at once: the same losses and
+  matrices."""
+  model, spec, a, b, planted, x, y = bn_net
+  starts = [identity_permutation(perm_sizes(spec, a)), _undo(planted)]
+  args = (jax.random.key(0), model, spec, a, _stack(b, a), starts)
+  host = sinkhorn_matching(*args, steps=5, lr=0.3, iters=7, objective="distance", plan=CPU)
+  scanned = sinkhorn_matching(*args, steps=5, lr=0.3, iters=7, objective="distance",
+                              plan=FORCED)
+  assert host.losses.shape == scanned.losses.shape == (5, 2)
+  np.testing.assert_allclose(host.losses, scanned.losses, rtol=1e-4, atol=1e-6)
+  for p in scanned.soft:
+    np.testing.assert_allclose(host.soft[p], scanned.soft[p], atol=1e-4)
+  assert not np.allclose(host.losses[0], host.losses[-1])  # the steps moved
+
+
+def test_the_written_out_gradients_are_jaxs():
+  """`distance_and_grads` and `sinkhorn_backward` against `jax.grad` of the same loss, on
+  a net with a group on two leaves and a leaf with two groups."""
+  from lmc_jax.align.sinkhorn_distance import (
+    distance_and_grads,
+    leaves_for,
+    sinkhorn_backward,
+    sinkhorn_forward,
+  )
+  spec = mlp_permutation_spec(2)
+  _, a = random_params(jax.random.key(3), (5, 4), d_in=3, d_out=2)
+  _, b = random_params(jax.random.key(4), (5, 4), d_in=3, d_out=2)
+  rng = np.random.default_rng(0)
+  logits = {"P_0": rng.normal(size=(5, 5)), "P_1": rng.normal(size=(4, 4))}
+
+  def loss(lg):
+    soft = apply_soft_permutation(spec, project_all(lg, 6), b)
+    d = sum(jnp.sum((u - v) ** 2) for u, v in zip(jax.tree_util.tree_leaves(a),
+                                                  jax.tree_util.tree_leaves(soft)))
+    return d / sum(jnp.sum(u ** 2) for u in jax.tree_util.tree_leaves(a))
+
+  with jax.default_matmul_precision("float32"):
+    want_value, want = jax.value_and_grad(loss)({p: jnp.asarray(v, jnp.float32)
+                                                 for p, v in logits.items()})
+  forward = {p: sinkhorn_forward(v, 6) for p, v in logits.items()}
+  value, grad_mats = distance_and_grads(spec, {p: f[0] for p, f in forward.items()},
+                                        leaves_for(spec, a), leaves_for(spec, b))
+  np.testing.assert_allclose(value, want_value, rtol=1e-5)
+  for p, (mat, inputs) in forward.items():
+    np.testing.assert_allclose(sinkhorn_backward(mat, inputs, grad_mats[p]), want[p],
+                               rtol=1e-3, atol=1e-6)

@@ -9,7 +9,8 @@ copy of it) and are trained with Adam on one of three objectives:
   drawn uniformly from [0, 1] each step;
 - `midpoint`: the same at alpha = 1/2;
 - `distance`: no data, the squared distance `|theta_A - P(theta_B)|^2` over every weight,
-  relative to `|theta_A|^2` (Pena et al.'s weight-based loss).
+  relative to `|theta_A|^2` (Pena et al.'s weight-based loss); on a CPU it runs in numpy
+  on the host with its gradients written out (`sinkhorn_distance`: nothing to compile).
 At the end each `P` is rounded to the permutation with the largest total weight (a linear
 assignment). All models of a zoo train at once: `vmap` over the models, a fixed number of
 steps in one jitted `lax.scan`, or, for the data objectives where the plan says so
@@ -29,6 +30,7 @@ import numpy as np
 import optax
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
+from lmc_jax.align.sinkhorn_distance import distance_matching
 from lmc_jax.align.sinkhorn_projection import (
   log_sinkhorn,
   project_all,
@@ -150,6 +152,8 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   logits = {p: np.stack([start_logits(np.asarray(sp[p])) for sp in start_perms])
             for p in spec.perm_to_axes}
   m = len(start_perms)
+  if not data and not plan_or_default(plan).accelerator:
+    return _distance_on_host(spec, params_a, params_b_stack, logits, m, steps, lr, iters)
   keys = fold_in_each(key, np.arange(m))
   params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
   spec_items = spec_key(spec)  # hashable: a static argument
@@ -163,6 +167,19 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   mats = {p: np.asarray(v) for p, v in mats.items()}
   perms = [{p: round_to_permutation(v[k]) for p, v in mats.items()} for k in range(m)]
   return SinkhornResult(perms, mats, np.asarray(losses))
+
+
+def _distance_on_host(spec, params_a, params_b_stack, logits, m, steps, lr, iters
+                      ) -> SinkhornResult:
+  """The distance objective model by model in numpy (`sinkhorn_distance`): on a CPU it
+  needs no compilation, which costs far more there than its steps."""
+  found = [distance_matching(spec, params_a, jax.tree_util.tree_map(lambda v: v[k],
+                                                                    params_b_stack),
+                             {p: v[k] for p, v in logits.items()}, int(steps), float(lr),
+                             int(iters)) for k in range(m)]
+  mats = {p: np.stack([f[0][p] for f in found]).astype(np.float32) for p in logits}
+  perms = [{p: round_to_permutation(f[0][p]) for p in logits} for f in found]
+  return SinkhornResult(perms, mats, np.stack([f[1] for f in found], axis=1))
 
 
 @register("sinkhorn", "Sinkhorn soft permutations started from weight matching, learned on "

@@ -3,13 +3,16 @@
 Rows: weight matching (the `weight` method, and Sinkhorn's start); Sinkhorn on the expected
 loss with each matrix projected on its own (`grouped=False`, as before the batched
 projection: the baseline), the same with the batched projection, and Sinkhorn on the
-distance objective (no data, one compiled scan). The data objectives run as the plan says
-(on one CPU device a conv net loops over jitted steps from the host). Each row's first call
+distance objective (no data) both ways it runs: one compiled scan (the accelerator's path,
+forced here) and the host's numpy loop (a CPU's; nothing to compile), their matrices
+compared. The data objectives run as the plan says (on one CPU device a conv net loops
+over jitted steps from the host). Each row's first call
 compiles and runs; then every row runs again `repeats` times, the rows interleaved so that
 other work on the machine falls on all of them alike, and the median is kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, List, NamedTuple, Optional
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from lmc_jax.align.sinkhorn import sinkhorn_matching
 from lmc_jax.align.weight import align_zoo
-from lmc_jax.execution import ExecutionPlan
+from lmc_jax.execution import ExecutionPlan, plan_or_default
 from lmc_jax.tree_utils import take
 
 
@@ -28,7 +31,8 @@ class SinkhornTimes(NamedTuple):
   steps: int  # Sinkhorn steps timed (0: weight matching)
   first_s: float  # the first call: compilation and one run
   run_s: float  # median of the later calls: the run alone
-  max_abs_diff: float  # of its final matrices from the baseline's (nan where not comparable)
+  max_abs_diff: float  # of its final matrices from its baseline's (the per-matrix expected
+  #   row, the compiled distance row; nan where not comparable)
   first_cpu_s: float  # this process's CPU seconds in the first call (what sharing the
   #   machine does not inflate: compilation is one thread)
 
@@ -61,13 +65,17 @@ def bench_sinkhorn(model, spec, params_stack, x, y, data_steps: int = 2,
   }
   start = [calls["weight matching"]().perms[1]]
   steps = {"weight matching": 0}
-  rows = (("sinkhorn expected, per matrix (before)", "expected", False, data_steps),
-          ("sinkhorn expected, batched", "expected", True, data_steps),
-          ("sinkhorn distance, batched, compiled", "distance", True, distance_steps))
-  for name, objective, grouped, n in (r for r in rows if r[3] > 0):
-    calls[name] = (lambda objective=objective, grouped=grouped, n=n: sinkhorn_matching(
-        key, model, spec, a, b, start, x, y, steps=n, lr=lr, objective=objective, plan=plan,
-        grouped=grouped))
+  plan = plan_or_default(plan)
+  scan_plan = dataclasses.replace(plan, accelerator=True)
+  rows = (("sinkhorn expected, per matrix (before)", "expected", False, data_steps, plan),
+          ("sinkhorn expected, batched", "expected", True, data_steps, plan),
+          ("sinkhorn distance, compiled scan", "distance", True, distance_steps, scan_plan),
+          ("sinkhorn distance, numpy on the host", "distance", True, distance_steps,
+           dataclasses.replace(plan, accelerator=False)))
+  for name, objective, grouped, n, run_plan in (r for r in rows if r[3] > 0):
+    calls[name] = (lambda objective=objective, grouped=grouped, n=n, run_plan=run_plan:
+                   sinkhorn_matching(key, model, spec, a, b, start, x, y, steps=n, lr=lr,
+                                     objective=objective, plan=run_plan, grouped=grouped))
     steps[name] = n
   first, first_cpu, results = {}, {}, {}
   for name, fn in calls.items():
@@ -76,12 +84,13 @@ def bench_sinkhorn(model, spec, params_stack, x, y, data_steps: int = 2,
   for _ in range(repeats):
     for name, fn in calls.items():
       runs[name].append(_timed(fn)[1])
-  base = getattr(results.get(rows[0][0]), "soft", None)
   out = []
   for name in calls:
     soft = getattr(results[name], "soft", None)
+    base_name = rows[0][0] if "expected" in name else rows[2][0]
+    base = getattr(results.get(base_name), "soft", None)
     diff = (max(float(np.max(np.abs(soft[p] - base[p]))) for p in base)
-            if base is not None and "expected" in name else float("nan"))
+            if base is not None and soft is not None else float("nan"))
     out.append(SinkhornTimes(name, steps[name], first[name], float(np.median(runs[name])),
                              diff, first_cpu[name]))
   return out
