@@ -38,11 +38,36 @@ def pytest_unconfigure(config):
 
 MAX_WORKERS = 4  # each worker is a JAX process with its own thread pool and compiled code
 
+# The files that take longest (about a minute of CPU or more each on a 2-core machine),
+# heaviest first. Under xdist (`--dist loadfile --no-loadscope-reorder`, pytest.ini) files
+# are handed to workers in the order of the collection, so these start first and the short
+# files fill in around them: no worker is left running one of them alone at the end while
+# the others wait (xdist's own order, files with the most tests first, put these
+# one-test files last). A file not listed here runs after them; list a new slow one.
+HEAVY_FILES = ("test_conv_cli.py", "test_reproduce.py", "test_accelerator_paths.py",
+               "test_entry_points.py", "test_transformer_cli.py", "test_user_network.py",
+               "test_installed.py", "test_merge_cli.py")
+
 
 def pytest_xdist_auto_num_workers(config):
   """`-n auto`: one worker per core this process may use, at most MAX_WORKERS."""
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return max(1, min(MAX_WORKERS, cores or 1))
+
+
+def pytest_collection_modifyitems(session, config, items):
+  """Files in HEAVY_FILES first, in its order; then the others, those with the most tests
+  first (xdist's own rule), each file's tests in their own order."""
+  files = {}
+  for item in items:
+    files.setdefault(item.nodeid.split("::")[0], []).append(item)
+  heavy = {name: k for k, name in enumerate(HEAVY_FILES)}
+
+  def rank(path):
+    name = path.rsplit("/", 1)[-1]
+    return (0, heavy[name]) if name in heavy else (1, -len(files[path]))
+
+  items[:] = [item for path in sorted(files, key=rank) for item in files[path]]
 
 
 @pytest.fixture

@@ -101,6 +101,21 @@ def test_fetched_mnist_matches_official_md5_and_normalisation():
 
 
 @pytest.mark.skipif(not have_mnist, reason="MNIST not fetched (python -m experiments.fetch)")
+def test_a_subset_is_cut_from_the_bytes_to_the_same_rows_and_values():
+  """Only the kept images are normalised: the same arrays as normalising all and cutting."""
+  from lmc_jax.config import default_config
+  from lmc_jax.data.datasets import load_dataset, subset
+  full = load_dataset(default_config("mnist"), DATA_DIR)
+  for n_train, n_test, seed in ((256, 64, 0), (1000, 0, 3), (0, 500, 1)):
+    got = load_dataset(default_config("mnist", train_subset=n_train, test_subset=n_test,
+                                      data_seed=seed), DATA_DIR)
+    want = subset(full, n_train, n_test, seed)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+      a, b = getattr(got, name), getattr(want, name)
+      assert a.dtype == b.dtype and np.array_equal(a, b), (n_train, n_test, name)
+
+
+@pytest.mark.skipif(not have_mnist, reason="MNIST not fetched (python -m experiments.fetch)")
 def test_small_mnist_zoo_learns():
   from lmc_jax.config import default_config
   from lmc_jax.data.datasets import load_dataset

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lmc_jax.report.reproduction import PRESETS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +34,8 @@ def test_smoke_reproduction_writes_a_complete_report(tmp_path):
                   "Table 5.3"):
     assert heading in report
   assert "Median aligned epsilon below median naive at every width" in report
+  train, test = PRESETS["smoke"].mnist_subset  # the MNIST zoos' images, stated as a reduction
+  assert f"{train:,} training and {test:,} test images" in report
   for link in re.findall(r"\]\((figures/[^)]+\.png)\)", report):
     assert (tmp_path / "report" / link).stat().st_size > 5_000, link
   if not (data / "cifar10" / "SOURCE.json").is_file():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 
@@ -169,9 +169,9 @@ def load_dataset(config, data_dir="data") -> Dataset:
   """The dataset a config (or its data section) names, cut to its `train_subset` /
   `test_subset` samples where those are set; files are looked up under `data_dir`."""
   data = _data_section(config)
-  full = _load_full(data, data_dir)  # data_dir is not used for npz:PATH
-  cut = subset(full, getattr(data, "train_subset", 0), getattr(data, "test_subset", 0),
-               data.data_seed)
+  cut = _load_full(data, data_dir,  # data_dir is not used for npz:PATH
+                   lambda full: subset(full, getattr(data, "train_subset", 0),
+                                       getattr(data, "test_subset", 0), data.data_seed))
   return split_part(cut, getattr(data, "train_split", ""), data.data_seed)
 
 
@@ -251,23 +251,30 @@ def _tfds_dir(data_dir):
   return None if data_dir in (None, "data") else data_dir
 
 
-def _load_full(data, data_dir) -> Dataset:
+def _load_full(data, data_dir, cut: Callable[[Dataset], Dataset] = lambda full: full
+               ) -> Dataset:
+  """The dataset `data` names, whole, with `cut` (e.g. a `subset`) applied; MNIST's and
+  CIFAR-10's images are cut while still bytes and only the rows kept are normalised (each
+  row on its own, so the same values as cutting afterwards)."""
   if is_npz(data.dataset):
-    return load_npz(npz_path(data.dataset))
+    return cut(load_npz(npz_path(data.dataset)))
   if is_tfds(data.dataset):
     name = tfds_name(data.dataset)
     xtr, ytr, xte, yte, classes, shape = load_tfds_dataset(name, _tfds_dir(data_dir))
-    return Dataset(xtr, ytr, xte, yte, classes, source=f"TFDS {name}", image_shape=shape)
+    return cut(Dataset(xtr, ytr, xte, yte, classes, source=f"TFDS {name}", image_shape=shape))
   if data.dataset == "moons":
-    return moons(data.n_train, data.n_test, data.noise, data.data_seed)
+    return cut(moons(data.n_train, data.n_test, data.noise, data.data_seed))
   if data.dataset == modular.NAME:
-    return modular.modular_addition(data.modulus, data.train_fraction, data.data_seed)
+    return cut(modular.modular_addition(data.modulus, data.train_fraction, data.data_seed))
   if data.dataset == "mnist":
     xtr, ytr, xte, yte = load_mnist_raw(data_dir)
-    return Dataset(normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), 10,
-                   source="MNIST", image_shape=_FIXED_INFO["mnist"].image_shape)
+    raw = cut(Dataset(xtr, ytr.astype(np.int32), xte, yte.astype(np.int32), 10, source="MNIST",
+                      image_shape=_FIXED_INFO["mnist"].image_shape))
+    return raw._replace(x_train=normalise(raw.x_train), x_test=normalise(raw.x_test))
   if data.dataset == "cifar10":
     xtr, ytr, xte, yte, label = cifar10.load_cifar10_raw(data_dir)
-    return Dataset(cifar10.normalise(xtr), ytr.astype(np.int32), cifar10.normalise(xte),
-                   yte.astype(np.int32), 10, source=label, image_shape=cifar10.IMAGE_SHAPE)
+    raw = cut(Dataset(xtr, ytr.astype(np.int32), xte, yte.astype(np.int32), 10, source=label,
+                      image_shape=cifar10.IMAGE_SHAPE))
+    return raw._replace(x_train=cifar10.normalise(raw.x_train),
+                        x_test=cifar10.normalise(raw.x_test))
   raise _unknown(data.dataset)

@@ -31,7 +31,8 @@ E8_SETTINGS = {opt: ("--schedule=onecycle_torch",) + (("--cycle_momentum",)
 
 class Preset(NamedTuple):
   """Scale of each part of the study; E6 runs at Moons width 512, E8 at `cifar_width`.
-  `mnist_method_widths`: the MNIST widths every alignment method runs on (empty: all)."""
+  `mnist_method_widths`: the MNIST widths every alignment method runs on (empty: all).
+  `mnist_subset`: (training, test) images the MNIST zoos use (empty: all of both)."""
   name: str
   moons_widths: tuple
   moons_epochs: int
@@ -46,6 +47,7 @@ class Preset(NamedTuple):
   cifar_models: int
   cifar_epochs: int
   mnist_method_widths: tuple = ()
+  mnist_subset: tuple = ()
 
 
 # The study's scale (SPEC.md), against which a preset's reductions are stated.
@@ -66,8 +68,10 @@ PRESETS = {
                   (8, 16, 64), 10, 128, 4, 20, mnist_method_widths=(8, 64)),
     "thesis": Preset("thesis", MOONS_WIDTHS, 100, 50, 10, MOONS_WIDTHS, 50, 60,
                      (8, 16, 64, 512), 10, 512, 10, 60),
-    # Tiny steps: for the tests of the pipeline itself, not for results.
-    "smoke": Preset("smoke", (4, 64), 5, 4, 3, (8,), 2, 1, (8,), 2, 16, 2, 1),
+    # Tiny steps: for the tests of the pipeline itself, not for results (two nets per E6
+    # configuration, so that every group has a pair; MNIST cut to 1,024 + 512 images).
+    "smoke": Preset("smoke", (4, 64), 5, 4, 2, (8,), 2, 1, (8,), 2, 16, 2, 1,
+                    mnist_subset=(1024, 512)),
 }
 
 
@@ -84,9 +88,11 @@ def reductions(p: Preset) -> List[Tuple[str, str, str]]:
     out.append(("Training dynamics (E6, E7)", f"{p.e6_models} models per configuration, "
                 f"{p.moons_epochs} epochs", "10 models per configuration, 100 epochs"))
   if (set(p.mnist_widths) != set(s["mnist_widths"]) or p.mnist_models != s["mnist_models"]
-      or p.mnist_epochs != s["mnist_epochs"]):
+      or p.mnist_epochs != s["mnist_epochs"] or p.mnist_subset):
+    images = (f", {p.mnist_subset[0]:,} training and {p.mnist_subset[1]:,} test images"
+              if p.mnist_subset else "")
     out.append(("MNIST (E1-E3)", f"widths {list(p.mnist_widths)}, {p.mnist_models} models, "
-                f"{p.mnist_epochs} epochs", f"widths {list(s['mnist_widths'])}, 50 models, "
+                f"{p.mnist_epochs} epochs{images}", f"widths {list(s['mnist_widths'])}, 50 models, "
                 "60 epochs"))
   if p.mnist_method_widths:
     out.append(("Alignment methods on MNIST (beyond the study)",
@@ -158,12 +164,14 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
   # With method widths, the study's barrier runs on every width and the comparison of every
   # method on those widths only, its figures in a folder of their own.
   mnist_align = [] if p.mnist_method_widths else align
+  subset = ([f"--train_subset={p.mnist_subset[0]}", f"--test_subset={p.mnist_subset[1]}"]
+            if p.mnist_subset else [])
   out += [
       Step("mnist", ["lmc_jax.cli.fetch", "--dataset=mnist", d]),
       Step("mnist", ["lmc_jax.cli.zoo", "--dataset=mnist",
                      "--width=" + ",".join(map(str, p.mnist_widths)),
                      f"--num_models={p.mnist_models}", f"--epochs={p.mnist_epochs}", d,
-                     f"--out={mnist}"],
+                     *subset, f"--out={mnist}"],
            "mnist"),
       Step("mnist", ["lmc_jax.cli.barrier", f"--runs={mnist}", d, fig, STUDY_SYMMETRY,
                      *mnist_align], "mnist"),
