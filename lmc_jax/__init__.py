@@ -9,79 +9,51 @@ import importlib
 
 from lmc_jax.version import __version__
 
-# Each public name and the module it lives in: imported on first use (PEP 562), so that
-# `import lmc_jax.cli.zoo` (or any one module) loads only what that module needs, not
-# scipy and matplotlib for every command.
-_EXPORTS = {
-    "activation_matching": "lmc_jax.align.activation",
-    "merge_many": "lmc_jax.align.merge_many",
-    "AlignTask": "lmc_jax.align.registry", "MethodSettings": "lmc_jax.align.registry",
-    "align_by": "lmc_jax.align.registry", "method_names": "lmc_jax.align.registry",
-    "register": "lmc_jax.align.registry",
-    "align_zoo": "lmc_jax.align.weight", "weight_matching": "lmc_jax.align.weight",
-    "analyse_zoo": "lmc_jax.analysis.barrier", "read_barrier_json": "lmc_jax.analysis.barrier",
-    "BarrierResult": "lmc_jax.barrier_records", "Diagnostics": "lmc_jax.barrier_records",
-    "MethodEntry": "lmc_jax.barrier_records", "RepairEntry": "lmc_jax.barrier_records",
-    "ConfigError": "lmc_jax.config", "DataConfig": "lmc_jax.config",
-    "ModelConfig": "lmc_jax.config", "OptimConfig": "lmc_jax.config",
-    "RunOptions": "lmc_jax.config", "TrainConfig": "lmc_jax.config", "ZooConfig": "lmc_jax.config",
-    "default_config": "lmc_jax.config",
-    "Dataset": "lmc_jax.data.datasets", "DatasetInfo": "lmc_jax.data.datasets",
-    "dataset_info": "lmc_jax.data.datasets", "load_dataset": "lmc_jax.data.datasets",
-    "LmcError": "lmc_jax.errors",
-    "ExecutionPlan": "lmc_jax.execution", "plan_from_environment": "lmc_jax.execution",
-    "reset_pair_sweep": "lmc_jax.lmc.batchnorm",
-    "Curves": "lmc_jax.lmc.interpolation", "all_pairs": "lmc_jax.lmc.interpolation",
-    "pair_sweep": "lmc_jax.lmc.interpolation",
-    "curve_set": "lmc_jax.lmc.measures", "epsilon": "lmc_jax.lmc.measures",
-    "loss_barrier": "lmc_jax.lmc.measures", "rebasin_barrier": "lmc_jax.lmc.measures",
-    "repaired_pair_sweep": "lmc_jax.lmc.repair",
-    "Merged": "lmc_jax.merging.combine", "merge": "lmc_jax.merging.combine",
-    "merge_method_names": "lmc_jax.merging.combine", "merge_models": "lmc_jax.merging.combine",
-    "Scores": "lmc_jax.merging.evaluate", "ensemble_logits": "lmc_jax.merging.evaluate",
-    "joint_loss_acc": "lmc_jax.merging.evaluate", "part_accuracy": "lmc_jax.merging.evaluate",
-    "predict_logits": "lmc_jax.merging.evaluate", "scores": "lmc_jax.merging.evaluate",
-    "model_for": "lmc_jax.nn.architectures",
-    "CurveSet": "lmc_jax.records", "ModelMetrics": "lmc_jax.records",
-    "ZooRecord": "lmc_jax.records",
-    "check_spec": "lmc_jax.symmetry.derive", "derive_spec": "lmc_jax.symmetry.derive",
-    "spec_for_config": "lmc_jax.symmetry.derive", "spec_without_prefix": "lmc_jax.symmetry.derive",
-    "PermutationSpec": "lmc_jax.symmetry.spec", "apply_permutation": "lmc_jax.symmetry.spec",
-    "invert_permutation": "lmc_jax.symmetry.spec", "mlp_permutation_spec": "lmc_jax.symmetry.spec",
-    "perm_sizes": "lmc_jax.symmetry.spec", "permutation_spec_from_axes": "lmc_jax.symmetry.spec",
-    "random_permutation": "lmc_jax.symmetry.spec", "validate_spec": "lmc_jax.symmetry.spec",
-    "repair_sites": "lmc_jax.symmetry.units",
-    "ZooHandle": "lmc_jax.zoo.handle", "open_zoo": "lmc_jax.zoo.handle",
-    "load_zoo": "lmc_jax.zoo.io", "read_zoo_json": "lmc_jax.zoo.io", "save_zoo": "lmc_jax.zoo.io",
-    "Zoo": "lmc_jax.zoo.training", "train_zoo": "lmc_jax.zoo.training",
-}
-
-__all__ = [
-    "__version__",
+# Every public name, by the module it lives in, in dependency order: imported on first use
+# (PEP 562), so that `import lmc_jax.cli.zoo` (or any one module) loads only what that
+# module needs, not scipy and matplotlib for every command.
+_MODULES = {
     # configs and data
-    "ZooConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "RunOptions",
-    "ConfigError", "default_config", "Dataset", "DatasetInfo", "dataset_info", "load_dataset",
+    "lmc_jax.config": ("ZooConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+                       "RunOptions", "ConfigError", "default_config"),
+    "lmc_jax.data.datasets": ("Dataset", "DatasetInfo", "dataset_info", "load_dataset"),
     # how code runs
-    "ExecutionPlan", "plan_from_environment",
+    "lmc_jax.execution": ("ExecutionPlan", "plan_from_environment"),
     # zoos
-    "model_for", "train_zoo", "Zoo", "save_zoo", "load_zoo", "open_zoo", "ZooHandle",
+    "lmc_jax.nn.architectures": ("model_for",),
+    "lmc_jax.zoo.training": ("train_zoo", "Zoo"),
+    "lmc_jax.zoo.io": ("save_zoo", "load_zoo", "read_zoo_json"),
+    "lmc_jax.zoo.handle": ("open_zoo", "ZooHandle"),
     # alignment
-    "PermutationSpec", "derive_spec", "check_spec", "spec_without_prefix",
-    "permutation_spec_from_axes", "mlp_permutation_spec", "spec_for_config",
-    "validate_spec", "apply_permutation", "invert_permutation", "perm_sizes",
-    "random_permutation", "weight_matching", "align_zoo", "activation_matching", "merge_many",
-    "align_by", "AlignTask", "method_names", "register", "MethodSettings",
+    "lmc_jax.symmetry.spec": ("PermutationSpec", "permutation_spec_from_axes",
+                              "mlp_permutation_spec", "validate_spec", "apply_permutation",
+                              "invert_permutation", "perm_sizes", "random_permutation"),
+    "lmc_jax.symmetry.derive": ("derive_spec", "check_spec", "spec_without_prefix",
+                                "spec_for_config"),
+    "lmc_jax.align.weight": ("weight_matching", "align_zoo"),
+    "lmc_jax.align.activation": ("activation_matching",),
+    "lmc_jax.align.merge_many": ("merge_many",),
+    "lmc_jax.align.registry": ("align_by", "AlignTask", "method_names", "register",
+                               "MethodSettings"),
     # linear mode connectivity
-    "all_pairs", "pair_sweep", "reset_pair_sweep", "repaired_pair_sweep", "repair_sites",
-    "Curves", "epsilon", "loss_barrier", "rebasin_barrier", "analyse_zoo",
+    "lmc_jax.lmc.interpolation": ("all_pairs", "pair_sweep", "Curves"),
+    "lmc_jax.lmc.batchnorm": ("reset_pair_sweep",),
+    "lmc_jax.lmc.repair": ("repaired_pair_sweep",),
+    "lmc_jax.symmetry.units": ("repair_sites",),
+    "lmc_jax.lmc.measures": ("epsilon", "loss_barrier", "rebasin_barrier", "curve_set"),
+    "lmc_jax.analysis.barrier": ("analyse_zoo", "read_barrier_json"),
     # merging
-    "merge", "merge_models", "Merged", "merge_method_names", "predict_logits", "scores",
-    "Scores", "joint_loss_acc", "part_accuracy", "ensemble_logits",
+    "lmc_jax.merging.combine": ("merge", "merge_models", "Merged", "merge_method_names"),
+    "lmc_jax.merging.evaluate": ("predict_logits", "scores", "Scores", "joint_loss_acc",
+                                 "part_accuracy", "ensemble_logits"),
     # result files, as records
-    "ZooRecord", "ModelMetrics", "CurveSet", "curve_set", "BarrierResult", "MethodEntry",
-    "RepairEntry", "Diagnostics", "read_zoo_json", "read_barrier_json",
-    "LmcError",
-]
+    "lmc_jax.records": ("ZooRecord", "ModelMetrics", "CurveSet"),
+    "lmc_jax.barrier_records": ("BarrierResult", "MethodEntry", "RepairEntry", "Diagnostics"),
+    "lmc_jax.errors": ("LmcError",),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name):

@@ -95,7 +95,7 @@ def _merge(m1, m2):
           sb1 + sb2 + db * db * w, c1 + c2 + np.outer(da, db) * w)
 
 
-def site_moments(model, spec: PermutationSpec, tree_a, tree_b, x):
+def _site_moments(model, spec: PermutationSpec, tree_a, tree_b, x):
   """`[(site, (n, mean_a, mean_b, ss_a, ss_b, cross))]`: both models' feature moments at
   every site on inputs `x`, accumulated over chunks in float64."""
   sites = tuple(feature_sites(spec, model, tree_a, x[:1]))
@@ -113,13 +113,8 @@ def feature_correlations(model, spec: PermutationSpec, tree_a, tree_b, x,
   """`{perm: (n, n)}` correlation of A's units (rows) with B's (columns), summed over the
   sites that read them, on inputs `x`; with `by_parity`, `{perm: (even, odd)}`, the sums
   over the sites a sign flip leaves and negates."""
-  return correlations_of(site_moments(model, spec, tree_a, tree_b, x), by_parity)
-
-
-def correlations_of(moments, by_parity: bool = False):
-  """`feature_correlations` from `site_moments`' result."""
   corr: Dict[str, list] = {}
-  for site, (_, _, _, ss_a, ss_b, cross) in moments:
+  for site, (_, _, _, ss_a, ss_b, cross) in _site_moments(model, spec, tree_a, tree_b, x):
     c = _normalised(ss_a, ss_b, cross)
     pair = corr.setdefault(site.perm, [0.0, 0.0])
     pair[int(site.odd)] = pair[int(site.odd)] + c
@@ -132,15 +127,9 @@ def feature_products(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dict[st
   """`{perm: (n, n)}`: the mean product `E[a_i b_j]` of A's unit i with B's unit j over
   the samples of every site that reads them (uncentred, unnormalised: what an orthogonal
   map of the units acts on linearly), summed over those sites, on inputs `x`."""
-  return products_of(site_moments(model, spec, tree_a, tree_b, x))
-
-
-def products_of(moments) -> Dict[str, np.ndarray]:
-  """`feature_products` from `site_moments`' result."""
   out: Dict[str, np.ndarray] = {}
-  for site, (n, mean_a, mean_b, _, _, cross) in moments:
-    raw = (cross + n * np.outer(mean_a, mean_b)) / n
-    out[site.perm] = out.get(site.perm, 0.0) + raw
+  for site, (n, mean_a, mean_b, _, _, cross) in _site_moments(model, spec, tree_a, tree_b, x):
+    out[site.perm] = out.get(site.perm, 0.0) + (cross + n * np.outer(mean_a, mean_b)) / n
   return out
 
 

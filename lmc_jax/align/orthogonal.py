@@ -70,10 +70,15 @@ def _in_a_view(spec: PermutationSpec, p: str) -> bool:
   return any(path in spec.views for path, _ in spec.perm_to_axes[p])
 
 
+def nearest_orthogonal(m: np.ndarray) -> np.ndarray:
+  """The orthogonal `q` `(n, n)` maximising `<m, q>` for `m` `(n, n)`: `U V^T` of its SVD."""
+  u, _, vt = np.linalg.svd(np.asarray(m, np.float64))
+  return (u @ vt).astype(np.float32)
+
+
 def procrustes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """The orthogonal `q` `(n, n)` minimising `||q b - a||_F` for `a`, `b` `(n, m)`."""
-  u, _, vt = np.linalg.svd(np.asarray(a, np.float64) @ np.asarray(b, np.float64).T)
-  return (u @ vt).astype(np.float32)
+  return nearest_orthogonal(np.asarray(a, np.float64) @ np.asarray(b, np.float64).T)
 
 
 def _stacked(spec: PermutationSpec, p: str, flat: dict) -> np.ndarray:

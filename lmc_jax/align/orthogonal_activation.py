@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lmc_jax.align.activation import correlations_of, matching_of, products_of, site_moments
-from lmc_jax.align.orthogonal import apply_orthogonal
+from lmc_jax.align.activation import feature_correlations, feature_products, matching_of
+from lmc_jax.align.orthogonal import apply_orthogonal, nearest_orthogonal
 from lmc_jax.align.orthogonal_matching import (
   OrthogonalMatch,
   rotating_alignment,
@@ -36,12 +36,6 @@ from lmc_jax.errors import LmcError
 from lmc_jax.symmetry.spec import PermutationSpec, perm_sizes
 
 
-def procrustes_of(products: np.ndarray) -> np.ndarray:
-  """The orthogonal `q` `(n, n)` maximising `<products, q>` (`q = U V^T`)."""
-  u, _, vt = np.linalg.svd(np.asarray(products, np.float64))
-  return (u @ vt).astype(np.float32)
-
-
 def orthogonal_activation_matching(model, spec: PermutationSpec, params_a, params_b, x,
                                    rotating: Sequence[str]) -> OrthogonalMatch:
   """Aligns B (one model) to A on inputs `x` `(n, ...)`: the permutations of the spec's
@@ -50,11 +44,11 @@ def orthogonal_activation_matching(model, spec: PermutationSpec, params_a, param
   if len(x) < 2:
     raise LmcError(f"Activation matching needs at least 2 inputs to correlate, got {len(x)}.")
   spec = unsigned_on(spec, rotating)
-  products = products_of(site_moments(model, spec, params_a, params_b, x))
-  maps = {p: procrustes_of(products[p]) for p in rotating}
+  products = feature_products(model, spec, params_a, params_b, x)
+  maps = {p: nearest_orthogonal(products[p]) for p in rotating}
   turned = apply_orthogonal(spec, maps, params_b)
-  perm = matching_of(spec, correlations_of(site_moments(model, spec, params_a, turned, x),
-                                           by_parity=True))
+  perm = matching_of(spec, feature_correlations(model, spec, params_a, turned, x,
+                                                by_parity=True))
   sizes = perm_sizes(spec, params_a)
   perm.update({p: np.arange(sizes[p]) for p in rotating})
   return OrthogonalMatch({p: np.asarray(v) for p, v in perm.items()}, maps, [], 0)

@@ -156,7 +156,7 @@ def rotating_alignment(task: AlignTask, rotating: Sequence[str], found: dict,
                        info: dict) -> Alignment:
   """The `Alignment` of `found` (mover -> `OrthogonalMatch`): the identity and identity
   maps at the reference and skipped models."""
-  sizes = perm_sizes(unsigned_on(task.spec, rotating), task.member(task.reference))
+  sizes = perm_sizes(task.spec, task.member(task.reference))
   eye = {p: np.eye(sizes[p], dtype=np.float32) for p in rotating}
   maps = [found[k].maps if k in found else dict(eye) for k in range(task.num_models)]
   return Alignment(task.star(lambda k: found[k].perm), dict(info, rotating=list(rotating)),

@@ -92,6 +92,14 @@ class CurvePanel(NamedTuple):
   loss: np.ndarray  # (P, A)
 
 
+def label_log_decades(axis) -> None:
+  """Labels at 1, 2 and 5 of each decade on a log `axis` (`ax.yaxis`): a decade's power
+  alone leaves an axis spanning less than two decades with one label or none."""
+  axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+  axis.set_minor_formatter(NullFormatter())
+
+
 def width_label(config) -> str:
   """x-axis label of a width study of the zoos of `config` (`nn.architectures.width_label`)."""
   return architectures.width_label(config.model)
@@ -403,11 +411,7 @@ def training_history(panels, dataset: str, path) -> Path:
     # at chance) it would only repeat one rounded label.
     if np.all(np.isfinite(med)) and np.nanmin(q1) > 0 and np.nanmax(q3) / np.nanmin(q1) >= 3:
       ax.set_yscale("log")
-      # Labels at 1, 2 and 5 of each decade: a decade's power alone leaves a panel whose loss
-      # spans less than two decades with one label or none.
-      ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-      ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-      ax.yaxis.set_minor_formatter(NullFormatter())
+      label_log_decades(ax.yaxis)
     ax.set_title(f"{title} ({loss.shape[1]} models)")
     ax.set_xlabel("epoch")
     if len(epochs) <= 10:

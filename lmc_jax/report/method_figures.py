@@ -7,10 +7,10 @@ from typing import Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib import ticker
 
 from lmc_jax.report.figures import (
   finite_values,
+  label_log_decades,
   left_out,
   new_figure,
   save_figure,
@@ -59,9 +59,7 @@ def comparison_figure(records: Sequence, methods: Sequence[str], repair: bool, d
       ax.set_yscale("log")
       ax.set_ylim(bottom=min(positive) / 3)
       if max(positive) / min(positive) < 100:  # within two decades: label 1, 2 and 5 too
-        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        label_log_decades(ax.yaxis)
       ax.set_ylabel("epsilon: median, bars Q1-Q3 (log; zeros not drawn)")
     else:
       ax.set_ylabel("epsilon: median, bars Q1-Q3 (every median is 0)")
@@ -86,9 +84,6 @@ def comparison_figure(records: Sequence, methods: Sequence[str], repair: bool, d
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=8)
-  # Labelled ticks at 1, 2 and 5 of each decade: times often span less than one decade,
-  # where the log axis alone would label a single tick or none.
-  axes[-1].yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-  axes[-1].yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  label_log_decades(axes[-1].yaxis)  # times often span less than one decade
   fig.tight_layout()
   return save_figure(fig, path)
