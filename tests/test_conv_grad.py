@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from lmc_jax.nn.conv import make_conv_net
+from lmc_jax.nn.conv import make_conv_net, resolved_kernel_grad
 from lmc_jax.nn.conv_grad import conv_general_dilated
 from lmc_jax.nn.models import init_variables
 from lmc_jax.symmetry.derive import network_spec
@@ -82,8 +82,9 @@ def test_other_convolutions_are_lax_s_own():
 @pytest.mark.parametrize("arch", ["resnet20", "vgg_small"])
 def test_a_net_with_matmul_kernel_gradients_trains_the_same(arch):
   shape = (8, 8, 3)
-  lax_net = make_conv_net(arch, 1, 5, shape, "batchnorm")
-  mm_net = lax_net.clone(kernel_grad="matmul")
+  auto_net = make_conv_net(arch, 1, 5, shape, "batchnorm")
+  assert resolved_kernel_grad(auto_net.kernel_grad) == "matmul"  # the default on a CPU
+  lax_net, mm_net = auto_net.clone(kernel_grad="lax"), auto_net.clone(kernel_grad="matmul")
   x = jax.random.normal(jax.random.key(0), (6, 192))
   y = jnp.arange(6) % 5
   tree = init_variables(lax_net, jax.random.key(1), 192)
@@ -102,3 +103,15 @@ def test_a_net_with_matmul_kernel_gradients_trains_the_same(arch):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   # The permutation spec read off the traced network is the same.
   assert network_spec(mm_net, 192) == network_spec(lax_net, 192)
+
+
+def test_auto_kernel_gradient_follows_the_backend_and_unknown_names_are_refused(monkeypatch):
+  from lmc_jax.errors import LmcError
+  from lmc_jax.nn import conv
+  assert [resolved_kernel_grad(k) for k in ("lax", "matmul")] == ["lax", "matmul"]
+  monkeypatch.setattr(conv.jax, "default_backend", lambda: "gpu")
+  assert resolved_kernel_grad("auto") == "lax"
+  monkeypatch.setattr(conv.jax, "default_backend", lambda: "cpu")
+  assert resolved_kernel_grad("auto") == "matmul"
+  with pytest.raises(LmcError, match="Unknown kernel_grad 'fast'"):
+    resolved_kernel_grad("fast")

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,9 +48,21 @@ VGG11_STAGES_SMALL = VGG11_STAGES[:-1]
 SMALL_VGG_STAGES = (16, "M", 32, "M", 64, "M")
 RESNET20_DOWNSAMPLING = 4  # two stride-2 stages
 # How the kernel gradient of each convolution is computed: 'lax' (JAX's own transpose, a
-# convolution) or 'matmul' (patches times the output gradient, `nn.conv_grad`). Same
-# forward pass, same parameters; gradients equal to float32 rounding.
-KERNEL_GRADS = ("lax", "matmul")
+# convolution) or 'matmul' (patches times the output gradient, `nn.conv_grad`); 'auto' is
+# 'matmul' where the default backend is a CPU (XLA's CPU convolution runs the transpose
+# 1.2-1.5x slower at width 4, no faster at width 1: BUILD_NOTES) and 'lax' elsewhere (an
+# accelerator's library has its own kernel gradient). Same forward pass, same parameters;
+# gradients equal to float32 rounding.
+KERNEL_GRADS = ("auto", "lax", "matmul")
+
+
+def resolved_kernel_grad(kernel_grad: str) -> str:
+  """'lax' or 'matmul' for one of KERNEL_GRADS ('auto' by the default backend)."""
+  if kernel_grad not in KERNEL_GRADS:
+    raise LmcError(f"Unknown kernel_grad {kernel_grad!r}; use one of {', '.join(KERNEL_GRADS)}.")
+  if kernel_grad == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "lax"
+  return kernel_grad
 
 Stage = Union[int, str]
 
@@ -107,11 +120,10 @@ def _norm(norm: str, name: str, train: bool):
 
 
 def _conv(features: int, c_in: int, size: int, stride: int, norm: str, init: str, name: str,
-          kernel_grad: str = "lax"):
+          kernel_grad: str = "auto"):
   """A `size`x`size` conv with PyTorch's padding (size // 2 each side), biased iff no norm;
   `kernel_grad` one of KERNEL_GRADS."""
-  if kernel_grad not in KERNEL_GRADS:
-    raise LmcError(f"Unknown kernel_grad {kernel_grad!r}; use one of {', '.join(KERNEL_GRADS)}.")
+  kernel_grad = resolved_kernel_grad(kernel_grad)
   k_init, b_init = initializers(init, size * size * c_in)
   p = size // 2
   return nn.Conv(features, (size, size), strides=(stride, stride), padding=((p, p), (p, p)),
@@ -145,7 +157,7 @@ class VGG(nn.Module):
   norm: str = "none"
   image_shape: Sequence[int] = (32, 32, 3)
   init_scheme: str = "pytorch"
-  kernel_grad: str = "lax"
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -174,7 +186,7 @@ class BasicBlock(nn.Module):
   stride: int = 1
   norm: str = "none"
   init_scheme: str = "pytorch"
-  kernel_grad: str = "lax"
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -210,7 +222,7 @@ class ResNet20(nn.Module):
   norm: str = "none"
   image_shape: Sequence[int] = (32, 32, 3)
   init_scheme: str = "pytorch"
-  kernel_grad: str = "lax"
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
