@@ -31,6 +31,7 @@ from lmc_jax.align.weight import (
   weight_matching,
 )
 from lmc_jax.errors import LmcError
+from lmc_jax.tree_utils import unflatten
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   flatten,
@@ -141,6 +142,12 @@ def per_head_choice(spec: PermutationSpec, groups: Sequence[str]) -> Dict[str, s
           if all(count[path] == 1 for path, _ in spec.perm_to_axes[p])}
 
 
+def _without(params, paths):
+  """`params` with the leaves at `paths` set to zero (they then add nothing to any cost)."""
+  return unflatten({k: np.zeros_like(v) if k in paths else v
+                    for k, v in flatten(params).items()})
+
+
 def _permutation_matrix(v) -> np.ndarray:
   idx = unit_index(np.asarray(v))
   m = np.zeros((len(idx), len(idx)))
@@ -165,7 +172,11 @@ def orthogonal_matching(key, spec: PermutationSpec, params_a, params_b, rotating
   flat_a, flat_b = as64(params_a), as64(params_b)
   sizes = perm_sizes(spec, params_a)
   start_key, key = jax.random.split(key)
-  start = weight_matching(start_key, spec, params_a, params_b, max_iter).perm
+  # Leaves of per-head groups are left out of the start: a permutation cannot match their
+  # features (each head may be rotated on its own), and counting them misleads the stream.
+  held = {path for p in inner for path, _ in spec.perm_to_axes[p]}
+  start = weight_matching(start_key, spec, _without(params_a, held), _without(params_b, held),
+                          max_iter).perm
   maps = {p: _permutation_matrix(start[p]) for p in rotating}
   for p, h in inner.items():
     maps[p] = np.tile(maps[p], (sizes[h], 1, 1))
