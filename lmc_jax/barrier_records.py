@@ -16,9 +16,10 @@ REPAIR is {"fit_samples", curves} or {"fit_samples", "skipped": why}, and CALIBR
 {"held_out", "temperature": (P, A), curves}: each network's loss at its own softmax
 temperature, fit on `held_out` training rows (`lmc.temperature`). "maps" (format 5), of
 a method that rotates groups (`orthogonal`), holds per model {group: (n, n) orthogonal
-matrix as rows}: the model is aligned by its permutations and then `new = map @ old` on
-every axis of each group (`symmetry.spec.orient_zoo`). Format 4 is format 5 without maps,
-format 3 format 4 without CALIBRATED (both read as they are); permutations may be signed
+matrix as rows, or (H, n, n), one per unit of the group's head group}: the model is
+aligned by its permutations and then `new = map @ old` on every axis of each group
+(`symmetry.spec.orient_zoo`). Format 4 is format 5 without maps, format 3 format 4
+without CALIBRATED (both read as they are); permutations may be signed
 (`~j`: unit j flipped).
 Weight matching (the study's measure, 'aligned') is the entry `methods.weight`, like every
 other method.
@@ -128,8 +129,9 @@ ORTHOGONAL_TOL = 1e-4  # largest |q q^T - I| of a stored map (float32 round-trip
 
 def _read_maps(c: Checker, maps, field: str, num_models: Optional[int],
                sizes: Optional[Dict[str, int]]) -> tuple:
-  """One dict per model of group name -> orthogonal `(n, n)` matrix (n from `sizes` where
-  given, whose names each dict's must be among); every model names the same groups."""
+  """One dict per model of group name -> orthogonal `(n, n)` matrix, or `(H, n, n)`, one per
+  head (n from `sizes` where given, whose names each dict's must be among); every model
+  names the same groups, with the same shapes."""
   out = []
   for k, doc in enumerate(c.seq(maps, field, num_models)):
     c.obj(doc, f"{field}[{k}]")
@@ -142,13 +144,25 @@ def _read_maps(c: Checker, maps, field: str, num_models: Optional[int],
     for name, value in doc.items():
       where = f"{field}[{k}].{name}"
       n = sizes[name] if sizes is not None else len(c.seq(value, where))
-      q = c.matrix(value, where, n, n)
-      if not np.all(np.isfinite(q)) or np.abs(q @ q.T - np.eye(n)).max() > ORTHOGONAL_TOL:
-        c.fail(where, f"is not an orthogonal {n}x{n} matrix (q q^T differs from the identity "
-               f"by more than {ORTHOGONAL_TOL})")
+      rows = c.seq(value, where)
+      if rows and isinstance(rows[0], list) and rows[0] and isinstance(rows[0][0], list):
+        q = np.stack([_orthogonal(c, head, f"{where}[{h}]", n)  # a map per head
+                      for h, head in enumerate(rows)])
+      else:
+        q = _orthogonal(c, value, where, n)
+      if out and q.shape != out[0][name].shape:
+        c.fail(where, f"has shape {q.shape}, not model 0's {out[0][name].shape}")
       model[name] = q
     out.append(model)
   return tuple(out)
+
+
+def _orthogonal(c: Checker, value, where: str, n: int) -> np.ndarray:
+  q = c.matrix(value, where, n, n)
+  if not np.all(np.isfinite(q)) or np.abs(q @ q.T - np.eye(n)).max() > ORTHOGONAL_TOL:
+    c.fail(where, f"is not an orthogonal {n}x{n} matrix (q q^T differs from the identity "
+           f"by more than {ORTHOGONAL_TOL})")
+  return q
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -142,6 +142,50 @@ def test_orthogonal_activation_maps_are_scipys_procrustes_of_the_features():
     np.testing.assert_allclose(res.maps[p], r.T, atol=1e-4)  # B's units times r ~ A's
 
 
+def test_a_map_per_head_keeps_the_function_and_is_recovered_with_the_heads():
+  """In the RMSNorm decoder each head's query/key and value features may take a rotation
+  of their own (a ViT's too); planted with a permutation of every other group (the heads
+  among them), `orthogonal` with maps per head brings every leaf back, where one map
+  shared by the heads cannot."""
+  from lmc_jax.align.orthogonal import per_head_groups
+  from lmc_jax.nn.transformer import make_vit
+  from lmc_jax.symmetry.spec import head_group
+  model, variables, x = _decoder("rms")
+  spec = derive_spec(model, variables, x)
+  rotating = list(orthogonal_groups(model, variables, spec, x))
+  stream = spec.axes_to_perm["params/head/kernel"][0]
+  inner = list(per_head_groups(model, variables, spec, x, rotating))
+  assert set(inner) == set(rotating) - {stream} and len(inner) == 2
+  heads = {head_group(spec, p) for p in inner}
+  assert len(heads) == 1 and perm_sizes(spec, variables)[heads.pop()] == 2
+  vit = make_vit(1, 1, 4, 7, "mean", 10, (14, 14, 1))
+  vx = jax.random.normal(jax.random.key(0), (3, 196))
+  vv = vit.init(jax.random.key(1), vx)
+  vspec = derive_spec(vit, vv, vx)
+  vrot = list(orthogonal_groups(vit, vv, vspec, vx))
+  assert set(per_head_groups(vit, vv, vspec, vx, vrot)) == set(vrot)
+  sizes = perm_sizes(spec, variables)
+  plant = random_permutation(jax.random.key(4), sizes)
+  for p in inner:
+    plant[p] = np.arange(sizes[p])
+  assert list(plant[head_group(spec, inner[0])]) == [1, 0]  # the heads swap
+  qs = {}
+  for i, p in enumerate(inner):
+    qs[p] = np.stack([random_orthogonal(jax.random.key(40 + 2 * i + j), sizes[p])
+                      for j in range(2)])
+  moved = apply_orthogonal(spec, qs, apply_permutation(spec, plant, variables))
+  before = np.asarray(model.apply(variables, x))
+  np.testing.assert_allclose(model.apply(moved, x), before, atol=1e-4 * np.abs(before).max())
+  shared = orthogonal_matching(jax.random.key(0), spec, variables, moved, rotating, 50)
+  res = orthogonal_matching(jax.random.key(0), spec, variables, moved, rotating, 50, inner)
+  assert all(res.maps[p].shape == (2, sizes[p], sizes[p]) for p in inner)
+  assert all(b >= a - 1e-9 for a, b in zip(res.objective, res.objective[1:]))
+  back = _orient_by_hand(spec, moved, res.perm, res.maps)
+  for path, leaf in flatten(variables).items():
+    np.testing.assert_allclose(back[path], leaf, atol=1e-4, err_msg=path)
+  assert res.objective[-1] > shared.objective[-1] + 1e-3  # one map for both heads falls short
+
+
 def test_merging_with_a_rotated_and_permuted_copy_by_orthogonal_gives_the_model_back():
   from lmc_jax.merging.combine import merge
   model, variables, x = _decoder("rms")
@@ -187,20 +231,39 @@ def rms_zoo(tmp_path_factory):
 
 
 def _orient_by_hand(spec, variables, perm, maps):
-  """One model's variables with its stored (signed) permutations and orthogonal maps
-  applied, leaf by leaf in numpy."""
+  """One model's variables with its stored (signed) permutations and then its orthogonal
+  maps applied, leaf by leaf in numpy; a map `(H, n, n)` acts head by head, the heads
+  being the leaf's other axis of size H that every leaf of the group has."""
   out = {}
   for path, leaf in flatten(variables).items():
     leaf = np.asarray(leaf, np.float64)
-    for axis, p in enumerate(spec.axes_to_perm[path]):
+    groups = spec.axes_to_perm[path]
+    for axis, p in enumerate(groups):
       if p is None:
         continue
       v = np.asarray(perm[p])
       leaf = np.take(leaf, np.where(v < 0, ~v, v), axis=axis)
       if (path, axis) in spec.signs.get(p, ()):
         leaf = leaf * np.where(v < 0, -1.0, 1.0).reshape((-1,) + (1,) * (leaf.ndim - axis - 1))
-      if p in maps:
-        leaf = np.moveaxis(np.tensordot(np.asarray(maps[p]), leaf, axes=(1, axis)), 0, axis)
+    for axis, p in enumerate(groups):
+      if p not in maps:
+        continue
+      q = np.asarray(maps[p], np.float64)
+      if q.ndim == 2:
+        leaf = np.moveaxis(np.tensordot(q, leaf, axes=(1, axis)), 0, axis)
+        continue
+      everywhere = set.intersection(*[set(spec.axes_to_perm[k]) for k, _ in spec.perm_to_axes[p]])
+      (h,) = [g for g in everywhere if g not in (None, p)]
+      hx = groups.index(h)
+      new = np.empty_like(leaf)
+      for i in range(q.shape[0]):  # head i's features mixed by its own map
+        part = np.take(leaf, i, axis=hx)
+        ax = axis if axis < hx else axis - 1
+        mixed = np.moveaxis(np.tensordot(q[i], part, axes=(1, ax)), 0, ax)
+        index = [slice(None)] * leaf.ndim
+        index[hx] = i
+        new[tuple(index)] = mixed
+      leaf = new
     out[path] = leaf
   return out
 

@@ -28,6 +28,7 @@ from lmc_jax.nn.forward import apply_eval
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_soft_permutation,
+  head_group,
   leaf_shape,
   perm_sizes,
 )
@@ -35,8 +36,9 @@ from lmc_jax.tree_utils import flatten
 
 
 def apply_orthogonal(spec: PermutationSpec, maps: Dict[str, np.ndarray], params):
-  """`params` with every axis of group p mixed by `maps[p]` `(n, n)` (`new = maps[p] @ old`);
-  groups without a map keep the identity."""
+  """`params` with every axis of group p mixed by `maps[p]` `(n, n)` (`new = maps[p] @ old`),
+  or `(H, n, n)`, a map per unit of its head group (`spec.mix_axis`); groups without a map
+  keep the identity."""
   sizes = perm_sizes(spec, params)
   full = {p: jnp.asarray(maps[p]) if p in maps else jnp.eye(n) for p, n in sizes.items()}
   return apply_soft_permutation(spec, full, params)
@@ -61,6 +63,28 @@ def orthogonal_groups(model, variables, spec: PermutationSpec, x, tol: float = 1
     if _in_a_view(spec, p):
       continue
     moved = apply_orthogonal(spec, {p: random_orthogonal(key, n)}, variables)
+    if np.abs(np.asarray(outputs(moved)) - base).max() <= tol * scale:
+      found.append(p)
+  return found
+
+
+def per_head_groups(model, variables, spec: PermutationSpec, x, groups: Sequence[str],
+                    tol: float = 1e-4, seed: int = 1) -> Sequence[str]:
+  """Of `groups` (rotating ones), those a different orthogonal map per unit of their
+  `head_group` may rotate (the query/key and the value features of each attention head):
+  random maps, one per head, keep the outputs on inputs `x` within `tol`."""
+  outputs = jax.jit(lambda v: apply_eval(model, v, x))
+  base = np.asarray(outputs(variables))
+  scale = max(float(np.abs(base).max()), 1e-12)
+  sizes = perm_sizes(spec, variables)
+  found = []
+  for i, p in enumerate(groups):
+    h = head_group(spec, p)
+    if h is None:
+      continue
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), sizes[h])
+    maps = np.stack([random_orthogonal(k, sizes[p]) for k in keys])
+    moved = apply_orthogonal(spec, {p: maps}, variables)
     if np.abs(np.asarray(outputs(moved)) - base).max() <= tol * scale:
       found.append(p)
   return found

@@ -298,19 +298,42 @@ def apply_permutation(spec: PermutationSpec, perm: Dict[str, jax.Array], params)
                                given))
 
 
+def head_group(spec: PermutationSpec, p: str) -> Optional[str]:
+  """The one other group every leaf of `p` also carries, or None: for the features inside
+  attention's heads, the heads (a map per head mixes each head's features on its own)."""
+  common = None
+  for path, _ in spec.perm_to_axes[p]:
+    here = {q for q in spec.axes_to_perm[path] if q is not None and q != p}
+    common = here if common is None else common & here
+  return next(iter(common)) if common is not None and len(common) == 1 else None
+
+
+def mix_axis(mat, leaf, path: str, axis: int, spec: PermutationSpec, p: str):
+  """`leaf` (in its view) mixed along `axis` by `mat`: `new = mat @ old` for `mat` `(n, n)`;
+  for `mat` `(H, n, n)`, one map per unit of `head_group(spec, p)` (`new[h] = mat[h] @
+  old[h]`, h along the leaf's axis of that group). numpy or jax, as `leaf` is."""
+  xp = jnp if isinstance(leaf, jax.Array) or isinstance(mat, jax.Array) else np
+  if mat.ndim == 2:
+    return xp.moveaxis(xp.tensordot(mat, leaf, axes=([1], [axis])), 0, axis)
+  heads = spec.axes_to_perm[path].index(head_group(spec, p))
+  moved = xp.moveaxis(leaf, (heads, axis), (0, 1))
+  return xp.moveaxis(xp.einsum("hij,hj...->hi...", mat, moved), (0, 1), (heads, axis))
+
+
 def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], params):
   """Params mixed by matrices `mats[p]` `(n, n)` on every axis permutation p acts on:
   `new = mats[p] @ old` along that axis. For the matrix of a permutation `perm`
   (`mats[p][i, perm[i]] = 1`) this is `apply_permutation`; for a doubly stochastic matrix
-  it is the soft relaxation Sinkhorn matching optimises. Groups without a matrix are left
-  as they are."""
+  it is the soft relaxation Sinkhorn matching optimises. A matrix `(H, n, n)` mixes each
+  unit of the group's `head_group` on its own (`mix_axis`). Groups without a matrix are
+  left as they are."""
   out, given = {}, flatten(params)
   for path, leaf in split_blocks(spec, given).items():
     shape = leaf.shape
-    leaf = leaf.reshape(leaf_shape(spec, path, shape))
+    leaf = jnp.asarray(leaf).reshape(leaf_shape(spec, path, shape))
     for axis, p in enumerate(spec.axes_to_perm[path]):
       if p in mats:
-        leaf = jnp.moveaxis(jnp.tensordot(mats[p], leaf, axes=([1], [axis])), 0, axis)
+        leaf = mix_axis(jnp.asarray(mats[p]), leaf, path, axis, spec, p)
     out[path] = leaf.reshape(shape)
   return unflatten(join_blocks(spec, out, given))
 
