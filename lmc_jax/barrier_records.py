@@ -143,9 +143,11 @@ def _read_maps(c: Checker, maps, field: str, num_models: Optional[int],
     model = {}
     for name, value in doc.items():
       where = f"{field}[{k}].{name}"
-      n = sizes[name] if sizes is not None else len(c.seq(value, where))
       rows = c.seq(value, where)
-      if rows and isinstance(rows[0], list) and rows[0] and isinstance(rows[0][0], list):
+      per_head = bool(rows) and isinstance(rows[0], list) and bool(rows[0]) and isinstance(
+          rows[0][0], list)
+      n = sizes[name] if sizes is not None else len(rows[0] if per_head else rows)
+      if per_head:
         q = np.stack([_orthogonal(c, head, f"{where}[{h}]", n)  # a map per head
                       for h, head in enumerate(rows)])
       else:

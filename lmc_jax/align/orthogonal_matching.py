@@ -261,10 +261,10 @@ def rotating_alignment(task: AlignTask, rotating: Sequence[str], found: dict,
 @register("orthogonal", "weight matching with every group the network lets rotate (a "
           "scale-free RMSNorm stream, attention's per-head features, a linear bottleneck) "
           "aligned by an orthogonal map", uses=("seed", "max_iter", "signs", "fit_samples"),
-          settings=(Setting("orthogonal_per_head", False, "Orthogonal alignment gives the "
-                            "features inside each attention head a map of their own (where "
-                            "the network allows it) rather than one map shared by every "
-                            "head."),))
+          settings=(Setting("orthogonal_per_head", True, "Orthogonal alignment gives the "
+                            "features inside each attention head a map of their own where the "
+                            "network allows it (heads matched as blocks); false shares one "
+                            "map across the heads."),))
 def _align_orthogonally(task: AlignTask) -> Alignment:
   rotating = rotating_groups(task)
   ref = task.member(task.reference)
