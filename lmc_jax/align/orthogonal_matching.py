@@ -31,7 +31,6 @@ from lmc_jax.align.weight import (
   weight_matching,
 )
 from lmc_jax.errors import LmcError
-from lmc_jax.tree_utils import unflatten
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   flatten,
@@ -46,6 +45,7 @@ from lmc_jax.symmetry.spec import (
   validate_spec,
   view_leaves,
 )
+from lmc_jax.tree_utils import unflatten
 
 Maps = Dict[str, np.ndarray]
 
