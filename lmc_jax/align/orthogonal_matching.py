@@ -12,7 +12,10 @@ orthogonal maps). A step is taken only where it raises the objective; it stops w
 sweep changes nothing or after `max_iter` sweeps.
 
 It starts from weight matching with the rotating groups unsigned (a permutation is an
-orthogonal map), so its objective is never below that start's. A network no group of which
+orthogonal map), so its objective is never below that start's. Groups inside attention
+heads may take a map per head, `(H, n, n)` (`per_head`): their leaves are left out of the
+start, the heads are matched as blocks at each pair's best maps (the nuclear norm of their
+cross-correlation), and each head's maps are its own Procrustes fit. A network no group of which
 rotates is refused in one sentence naming it.
 """
 from __future__ import annotations
