@@ -94,10 +94,11 @@ def _in_a_view(spec: PermutationSpec, p: str) -> bool:
   return any(path in spec.views for path, _ in spec.perm_to_axes[p])
 
 
-def nearest_orthogonal(m: np.ndarray) -> np.ndarray:
-  """The orthogonal `q` `(n, n)` maximising `<m, q>` for `m` `(n, n)`: `U V^T` of its SVD."""
+def nearest_orthogonal(m: np.ndarray, dtype=np.float32) -> np.ndarray:
+  """The orthogonal `q` `(n, n)` maximising `<m, q>` for `m` `(n, n)`: `U V^T` of its SVD;
+  for a stack `(H, n, n)`, one per matrix."""
   u, _, vt = np.linalg.svd(np.asarray(m, np.float64))
-  return (u @ vt).astype(np.float32)
+  return (u @ vt).astype(dtype)
 
 
 def procrustes(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from typing import Dict, List, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from lmc_jax.align.orthogonal import orthogonal_groups, per_head_groups
+from lmc_jax.align.orthogonal import nearest_orthogonal, orthogonal_groups, per_head_groups
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.weight import (
   assignment_total,
@@ -127,11 +127,6 @@ def _heads_cost(spec, perm, maps, flat_a, flat_b, h: str, inner: Sequence[str]) 
   return cost
 
 
-def _procrustes_each(cross: np.ndarray) -> np.ndarray:
-  u, _, vt = np.linalg.svd(cross)
-  return u @ vt
-
-
 def per_head_choice(spec: PermutationSpec, groups: Sequence[str]) -> Dict[str, str]:
   """`{p: head group}` for the groups of `groups` that take a map per head: each leaf of
   them holds one such group (two on a leaf would index each other's heads)."""
@@ -198,7 +193,7 @@ def orthogonal_matching(key, spec: PermutationSpec, params_a, params_b, rotating
         m = _head_cross(spec, perm, maps, flat_a, flat_b, p, inner[p])
         old, new = float(np.sum(maps[p] * m)), float(np.linalg.svd(m, compute_uv=False).sum())
         if tol(new, old):
-          maps[p], changed = _procrustes_each(m), True
+          maps[p], changed = nearest_orthogonal(m, np.float64), True
       elif p in maps:
         even, odd = _costs(spec, perm, maps, flat_a, flat_b, p)
         m = even + odd
@@ -212,7 +207,8 @@ def orthogonal_matching(key, spec: PermutationSpec, params_a, params_b, rotating
         if tol(new, assignment_total(cost, 0.0, perm[p])):
           perm[p], changed = cols, True
           for q in heads_of[p]:  # each head's maps for its new partner
-            maps[q] = _procrustes_each(_head_cross(spec, perm, maps, flat_a, flat_b, q, p))
+            maps[q] = nearest_orthogonal(_head_cross(spec, perm, maps, flat_a, flat_b, q, p),
+                                        np.float64)
       else:
         even, odd = _costs(spec, perm, maps, flat_a, flat_b, p)
         cols, new = best_assignment(even, odd, p in spec.signs)
