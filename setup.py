@@ -9,6 +9,8 @@ setup(
     # that name. `python -m experiments.<name>` works from a checkout; installed, the same
     # entry points are the console scripts below (or `python -m lmc_jax.cli.<name>`).
     packages=find_packages(include=["lmc_jax", "lmc_jax.*"]),
+    # The CPU convolution's source: compiled on first use (lmc_jax/nn/native_conv.py).
+    package_data={"lmc_jax.nn": ["native_conv.cc"]},
     entry_points={"console_scripts": [
         f"lmc-{name}=lmc_jax.cli.{name}:run"
         for name in ("zoo", "barrier", "swa", "plane", "redundancy", "dynamics", "bench",

@@ -1,5 +1,6 @@
 """The matmul kernel gradient (`nn.conv_grad`) equals JAX's own convolution gradient, and a
-conv net using it computes the same loss, gradients and permutation spec."""
+conv net using it (or the compiled kernels, `nn.native_conv`) computes the same loss,
+gradients and permutation spec."""
 import itertools
 
 import jax
@@ -79,12 +80,12 @@ def test_other_convolutions_are_lax_s_own():
   assert "custom_vjp" in str(jax.make_jaxpr(plain)(x, jnp.ones((3, 3, 4, 4))))
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "vgg_small"])
-def test_a_net_with_matmul_kernel_gradients_trains_the_same(arch):
+@pytest.mark.parametrize("arch,kernel_grad", [("resnet20", "matmul"), ("vgg_small", "matmul"),
+                                               ("resnet20", "native"), ("vgg_small", "native")])
+def test_a_net_with_other_convolution_gradients_trains_the_same(arch, kernel_grad):
   shape = (8, 8, 3)
   auto_net = make_conv_net(arch, 1, 5, shape, "batchnorm")
-  assert resolved_kernel_grad(auto_net.kernel_grad) == "matmul"  # the default on a CPU
-  lax_net, mm_net = auto_net.clone(kernel_grad="lax"), auto_net.clone(kernel_grad="matmul")
+  lax_net, mm_net = auto_net.clone(kernel_grad="lax"), auto_net.clone(kernel_grad=kernel_grad)
   x = jax.random.normal(jax.random.key(0), (6, 192))
   y = jnp.arange(6) % 5
   tree = init_variables(lax_net, jax.random.key(1), 192)
@@ -112,6 +113,7 @@ def test_auto_kernel_gradient_follows_the_backend_and_unknown_names_are_refused(
   monkeypatch.setattr(conv.jax, "default_backend", lambda: "gpu")
   assert resolved_kernel_grad("auto") == "lax"
   monkeypatch.setattr(conv.jax, "default_backend", lambda: "cpu")
-  assert resolved_kernel_grad("auto") == "matmul"
+  # The compiled kernels where they build, else the matmul kernel gradient.
+  assert resolved_kernel_grad("auto") == ("native" if conv.native_conv.available() else "matmul")
   with pytest.raises(LmcError, match="Unknown kernel_grad 'fast'"):
     resolved_kernel_grad("fast")

@@ -31,6 +31,7 @@ from lmc_jax.data.datasets import Dataset, dataset_info
 from lmc_jax.execution import ExecutionPlan, plan_or_default
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
+from lmc_jax.nn import native_conv
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.nn.forward import apply_eval, split_tree
@@ -176,7 +177,11 @@ def _jaxpr_flops(jaxpr) -> int:
   total = 0
   for eqn in equations(jaxpr):
     name = eqn.primitive.name
-    if name == "conv_general_dilated":
+    if native_conv.conv_equivalent(name, eqn.params, (4, 4)) is not None:
+      # lmc_jax's compiled convolution: kernel (..., KH, KW, C, O), any model axes
+      kernel = eqn.invars[1].aval.shape
+      total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * int(np.prod(kernel[-4:-1]))
+    elif name == "conv_general_dilated":
       kernel = eqn.invars[1].aval.shape  # its input-feature axis is already per group
       per_output = np.prod(kernel) // kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
       total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * int(per_output)

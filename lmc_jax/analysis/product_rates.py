@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from lmc_jax.nn import native_conv
+
 
 class Product(NamedTuple):
   lhs: tuple  # shape
@@ -113,7 +115,9 @@ def product_seconds(fn, *args) -> Optional[ProductTimes]:
   """The matrix products of `fn(*args)`, each timed alone at its own shape; None where `fn`
   also convolves (convolutions are not timed)."""
   closed = jax.make_jaxpr(fn)(*args)
-  if any(eqn.primitive.name == "conv_general_dilated" for eqn in equations(closed)):
+  if any(eqn.primitive.name == "conv_general_dilated"
+         or native_conv.conv_equivalent(eqn.primitive.name, eqn.params, (4, 4)) is not None
+         for eqn in equations(closed)):
     return None  # convolutions are not timed here, so the sum would leave them out
   products = _products(closed)
   timed = {}

@@ -33,8 +33,10 @@ import numpy as np
 
 from lmc_jax.config import NORMS
 from lmc_jax.errors import LmcError
+from lmc_jax.nn import native_conv
 from lmc_jax.nn.conv_grad import conv_general_dilated as matmul_kernel_grad_conv
 from lmc_jax.nn.models import initializers
+from lmc_jax.nn.pooling import max_pool_2x2
 
 CONV_ARCHS = ("vgg", "vgg_small", "resnet20")
 # VGG-11 for 32x32 images (Simonyan & Zisserman's config A with the CIFAR global-pool head):
@@ -47,21 +49,32 @@ VGG11_STAGES_SMALL = VGG11_STAGES[:-1]
 # pool; about 1/200 of VGG-11's multiply-adds on 32x32, sized for width studies on a CPU.
 SMALL_VGG_STAGES = (16, "M", 32, "M", 64, "M")
 RESNET20_DOWNSAMPLING = 4  # two stride-2 stages
-# How the kernel gradient of each convolution is computed: 'lax' (JAX's own transpose, a
-# convolution) or 'matmul' (patches times the output gradient, `nn.conv_grad`); 'auto' is
-# 'matmul' where the default backend is a CPU (XLA's CPU convolution runs the transpose
-# 1.2-1.5x slower at width 4, no faster at width 1: BUILD_NOTES) and 'lax' elsewhere (an
-# accelerator's library has its own kernel gradient). Same forward pass, same parameters;
-# gradients equal to float32 rounding.
-KERNEL_GRADS = ("auto", "lax", "matmul")
+# How each convolution and its gradients are computed: 'lax' (XLA's convolution, and JAX's
+# own transpose for the kernel gradient), 'matmul' (XLA's convolution, the kernel gradient
+# as patches times the output gradient, `nn.conv_grad`) or 'native' (lmc_jax's compiled CPU
+# kernels for the stride-1 convolutions and all their gradients, `nn.native_conv`; the
+# others as 'matmul'). 'auto' is 'native' where the default backend is a CPU and the kernels
+# compile, 'matmul' on a CPU where they do not, and 'lax' elsewhere (an accelerator's
+# library has its own kernels). Same parameters; outputs and gradients equal to float32
+# rounding (BUILD_NOTES has the speeds).
+KERNEL_GRADS = ("auto", "lax", "matmul", "native")
+
+_CONVOLUTIONS = {"lax": None, "matmul": matmul_kernel_grad_conv,
+                 "native": native_conv.conv_general_dilated}
 
 
 def resolved_kernel_grad(kernel_grad: str) -> str:
-  """'lax' or 'matmul' for one of KERNEL_GRADS ('auto' by the default backend)."""
+  """'lax', 'matmul' or 'native' for one of KERNEL_GRADS ('auto' by the default backend and
+  whether the compiled kernels are available; 'native' itself falls back to 'matmul' where
+  they are not)."""
   if kernel_grad not in KERNEL_GRADS:
     raise LmcError(f"Unknown kernel_grad {kernel_grad!r}; use one of {', '.join(KERNEL_GRADS)}.")
   if kernel_grad == "auto":
-    return "matmul" if jax.default_backend() == "cpu" else "lax"
+    if jax.default_backend() != "cpu":
+      return "lax"
+    kernel_grad = "native"
+  if kernel_grad == "native" and not native_conv.available():
+    return "matmul"
   return kernel_grad
 
 Stage = Union[int, str]
@@ -128,8 +141,7 @@ def _conv(features: int, c_in: int, size: int, stride: int, norm: str, init: str
   p = size // 2
   return nn.Conv(features, (size, size), strides=(stride, stride), padding=((p, p), (p, p)),
                  use_bias=norm == "none", kernel_init=k_init, bias_init=b_init, name=name,
-                 conv_general_dilated=(matmul_kernel_grad_conv if kernel_grad == "matmul"
-                                       else None))
+                 conv_general_dilated=_CONVOLUTIONS[kernel_grad])
 
 
 def _readout(num_classes: int, fan_in: int, init: str):
@@ -168,7 +180,7 @@ class VGG(nn.Module):
     i = 0
     for s in stages:
       if s == "M":
-        h = nn.max_pool(h, (2, 2), strides=(2, 2))
+        h = max_pool_2x2(h)  # nn.max_pool's value and gradient, a faster gradient
         continue
       h = _conv(int(s) * self.width, h.shape[-1], 3, 1, self.norm, self.init_scheme,
                 f"Conv_{i}", self.kernel_grad)(h)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lmc_jax.nn import native_conv
 from lmc_jax.symmetry.axis_trace import (
   AxisTrace,
   _is_var,
@@ -59,6 +60,9 @@ def _fix_varying_constant(t: AxisTrace, var, value):
 def _visit_eqn(t: AxisTrace, eqn, scope: int):
   prim = eqn.primitive.name
   ins, outs, p = scoped(scope, eqn.invars), scoped(scope, eqn.outvars), eqn.params
+  conv = native_conv.conv_equivalent(prim, p, [rank(v) for v in ins])
+  if conv is not None:  # lmc_jax's compiled convolution means lax's
+    prim, p = "conv_general_dilated", conv
   for o in outs:
     t.seen(o)
   if prim in CONTROL_FLOW:

@@ -1,0 +1,564 @@
+// Stride-1 convolutions (NHWC input, HWIO kernel, float32) for XLA's CPU backend, through
+// XLA's FFI. lmc_jax compiles this file on first use (lmc_jax/nn/native_conv.py) for the
+// machine it runs on and calls it from `jax.jit`.
+//
+// Two kernels, each over G independent convolutions (a zoo's models: the leading axes that
+// `vmap` adds):
+//   lmc_conv_forward:  y[g,n,a,b,o]  = sum_{i,j,c} xp[g,n,a+i,b+j,c] * w[g,i,j,c,o]
+//   lmc_conv_kernel_grad: dw[g,i,j,c,o] = sum_{n,a,b} xp[g,n,a+i,b+j,c] * dy[g,n,a,b,o]
+// where xp is x zero-padded by (pad_top, pad_bottom, pad_left, pad_right). The input
+// gradient is the forward kernel applied to dy with the kernel flipped and transposed
+// (done in Python).
+//
+// Both copy one image at a time into a zero-padded buffer whose rows have the padded width
+// Wp; output pixel (a, b) is then flat position q = a*Wp + b, and tap (i, j) reads flat
+// position q + i*Wp + j. Output pixels are computed in runs of consecutive q (the few
+// columns b >= OW in between are computed and dropped), so every tap is one contiguous
+// read. Registers hold a tile of outputs (pixels x output channels, the channels one SIMD
+// vector each), and the kernel loops over the taps and input channels broadcasting one
+// input value per pixel: the direct convolution that oneDNN also uses. Work is split over
+// images on XLA's own intra-op thread pool.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRegisters = 32;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+constexpr int kRegisters = 16;
+#else
+constexpr int kLanes = 4;
+constexpr int kRegisters = 16;
+#endif
+
+typedef float Vec __attribute__((vector_size(kLanes * 4)));
+typedef float UnalignedVec __attribute__((vector_size(kLanes * 4), aligned(4)));
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
+
+using Dims = ffi::Span<const int64_t>;
+
+int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Runs body(item, worker) for item in [0, items) on the caller and up to
+// pool.num_threads() - 1 pool tasks; worker < workers. Returns when every item is done.
+// A task that starts after the last item was taken returns without touching anything.
+template <typename Body>
+void ParallelFor(ffi::ThreadPool& pool, int64_t items, int workers, Body& body) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto state = std::make_shared<State>();
+  auto work = [state, items, &body](int worker) {
+    for (int64_t item; (item = state->next.fetch_add(1)) < items;) {
+      body(item, worker);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int worker = 1; worker < workers; ++worker) {
+    pool.Schedule([state, items, &body, worker] {
+      for (int64_t item; (item = state->next.fetch_add(1)) < items;) {
+        body(item, worker);
+        state->done.fetch_add(1, std::memory_order_release);
+      }
+    });
+  }
+  work(0);
+  while (state->done.load(std::memory_order_acquire) < items) std::this_thread::yield();
+}
+
+int Workers(ffi::ThreadPool& pool, int64_t items) {
+  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  return static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, items)));
+}
+
+struct Geometry {
+  int64_t G, N, H, W, C, KH, KW, O, SH, SW, OH, OW;
+  int64_t pad_top, pad_left, Hp, Wp;
+  // Stride 1: output positions run over the padded grid (Q = OH * Wp, the columns
+  // b >= OW computed and dropped) and position q reads input pixel q. Otherwise positions
+  // are the output pixels (Q = OH * OW) and q reads input pixel Position(q).
+  bool Flat() const { return SH == 1 && SW == 1; }
+  int64_t Q() const { return OH * (Flat() ? Wp : OW); }
+  int64_t RowPitch() const { return Flat() ? Wp : OW; }
+  int64_t Position(int64_t q) const {
+    if (Flat()) return q;
+    const int64_t a = q / OW, b = q - a * OW;
+    return SH * a * Wp + SW * b;
+  }
+  // Padded-image pixels to allocate: every read of either kernel, tails included.
+  int64_t Pixels() const { return Hp * Wp + 32 + KW; }
+};
+
+// Copies image x[g, n] into buf (rows of Wp pixels, `channels` >= C floats each) at row
+// offset pad_top and column offset pad_left, with zeros everywhere else.
+void PadImage(const float* x, const Geometry& s, int64_t channels, std::vector<float>& buf) {
+  const int64_t total = s.Pixels() * channels;
+  if (static_cast<int64_t>(buf.size()) < total) buf.resize(total);
+  float* data = buf.data();
+  const int64_t row = s.Wp * channels;
+  std::memset(data, 0, s.pad_top * row * sizeof(float));
+  for (int64_t h = 0; h < s.H; ++h) {
+    const float* src = x + h * s.W * s.C;
+    float* dst = data + (h + s.pad_top) * row;
+    std::memset(dst, 0, s.pad_left * channels * sizeof(float));
+    if (channels == s.C) {
+      std::memcpy(dst + s.pad_left * channels, src, s.W * s.C * sizeof(float));
+    } else {
+      for (int64_t b = 0; b < s.W; ++b) {
+        float* px = dst + (s.pad_left + b) * channels;
+        std::memcpy(px, src + b * s.C, s.C * sizeof(float));
+        std::memset(px + s.C, 0, (channels - s.C) * sizeof(float));
+      }
+    }
+    const int64_t right = s.Wp - s.pad_left - s.W;
+    std::memset(dst + (s.pad_left + s.W) * channels, 0, right * channels * sizeof(float));
+  }
+  const int64_t done = (s.pad_top + s.H) * row;
+  std::memset(data + done, 0, (total - done) * sizeof(float));
+}
+
+// The same image channel-major: buf[c * Pixels() + pixel], zeros outside the image.
+void PadImageChannelMajor(const float* x, const Geometry& s, std::vector<float>& buf) {
+  const int64_t pitch = s.Pixels();
+  const int64_t total = pitch * s.C;
+  if (static_cast<int64_t>(buf.size()) < total) buf.resize(total);
+  std::memset(buf.data(), 0, total * sizeof(float));
+  for (int64_t h = 0; h < s.H; ++h) {
+    const float* src = x + h * s.W * s.C;
+    float* dst = buf.data() + (h + s.pad_top) * s.Wp + s.pad_left;
+    for (int64_t c = 0; c < s.C; ++c) {
+      float* out = dst + c * pitch;
+      for (int64_t b = 0; b < s.W; ++b) out[b] = src[b * s.C + c];
+    }
+  }
+}
+
+// Input pixel of every output position (and 32 more for tiles that run past the end).
+void Positions(const Geometry& s, std::vector<int64_t>& pos) {
+  pos.assign(s.Q() + 32, 0);
+  for (int64_t q = 0; q < s.Q(); ++q) pos[q] = s.Position(q);
+}
+
+// ----------------------------------------------------------------------------------------
+// Forward: a tile of PIXELS consecutive output positions x VECS output-channel vectors,
+// summed over input channels [c0, c1) on top of `sums` (positions x OP channels; from zero
+// when c0 == 0), and written back to `sums`, or, for the last block of channels (y not
+// null), to the output image y. GATHER: positions read input pixels pos[q] (strides).
+
+template <int PIXELS, int VECS, bool GATHER>
+void ForwardTile(const float* __restrict xf, const float* __restrict wk, const Geometry& s,
+                 const int64_t* pos, int64_t OP, int64_t q0, int64_t vec0, int64_t c0,
+                 int64_t c1, float* __restrict sums, float* __restrict y) {
+  Vec acc[PIXELS][VECS];
+  float* out = sums + q0 * OP + vec0 * kLanes;
+#pragma GCC unroll 32
+  for (int p = 0; p < PIXELS; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < VECS; ++v) acc[p][v] = c0 == 0 ? Vec{} : Load(out + p * OP + v * kLanes);
+  int64_t base[GATHER ? PIXELS : 1];
+  if constexpr (GATHER) {
+    for (int p = 0; p < PIXELS; ++p) base[p] = pos[q0 + p] * s.C;
+  }
+  for (int64_t i = 0; i < s.KH; ++i) {
+    for (int64_t j = 0; j < s.KW; ++j) {
+      const float* wb = wk + (i * s.KW + j) * s.C * OP + vec0 * kLanes;
+      if constexpr (GATHER) {
+        const float* xb = xf + (i * s.Wp + j) * s.C;
+        for (int64_t c = c0; c < c1; ++c) {
+          Vec wv[VECS];
+#pragma GCC unroll 8
+          for (int v = 0; v < VECS; ++v) wv[v] = Load(wb + c * OP + v * kLanes);
+#pragma GCC unroll 32
+          for (int p = 0; p < PIXELS; ++p) {
+            const float value = xb[base[p] + c];
+#pragma GCC unroll 8
+            for (int v = 0; v < VECS; ++v) acc[p][v] += value * wv[v];
+          }
+        }
+      } else {
+        // Channel-major input: the tile's pixels are consecutive floats, so every
+        // broadcast is at a fixed offset from one pointer.
+        const int64_t pitch = s.Pixels();
+        const float* xb = xf + c0 * pitch + q0 + i * s.Wp + j;
+        for (int64_t c = c0; c < c1; ++c, xb += pitch) {
+          Vec wv[VECS];
+#pragma GCC unroll 8
+          for (int v = 0; v < VECS; ++v) wv[v] = Load(wb + c * OP + v * kLanes);
+#pragma GCC unroll 32
+          for (int p = 0; p < PIXELS; ++p) {
+            const float value = xb[p];
+#pragma GCC unroll 8
+            for (int v = 0; v < VECS; ++v) acc[p][v] += value * wv[v];
+          }
+        }
+      }
+    }
+  }
+  if (y == nullptr) {
+#pragma GCC unroll 32
+    for (int p = 0; p < PIXELS; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < VECS; ++v) Store(out + p * OP + v * kLanes, acc[p][v]);
+    return;
+  }
+  // The last block of input channels: the finished sums go straight to y (OH, OW, O).
+  int64_t a = q0 / s.Wp, b = q0 - a * s.Wp;  // flat positions: row and column
+  for (int p = 0; p < PIXELS; ++p, ++b) {
+    const int64_t q = q0 + p;
+    float* dst;
+    if constexpr (GATHER) {
+      if (q >= s.Q()) break;
+      dst = y + q * s.O;
+    } else {
+      if (b == s.Wp) b = 0, ++a;
+      if (a >= s.OH) break;
+      if (b >= s.OW) continue;
+      dst = y + (a * s.OW + b) * s.O;
+    }
+    dst += vec0 * kLanes;
+#pragma GCC unroll 8
+    for (int v = 0; v < VECS; ++v) {
+      const int64_t left = s.O - (vec0 + v) * kLanes;
+      if (left >= kLanes) {
+        Store(dst + v * kLanes, acc[p][v]);
+      } else if (left > 0) {
+        float tmp[kLanes];
+        Store(tmp, acc[p][v]);
+        std::memcpy(dst + v * kLanes, tmp, left * sizeof(float));
+      }
+    }
+  }
+}
+
+template <int VECS>
+constexpr int ForwardPixels() {
+  // Accumulators + kernel vectors + one broadcast fit the vector registers.
+  return std::min(24, (kRegisters - VECS - 1) / VECS);
+}
+
+template <int VECS, bool GATHER>
+void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
+                int64_t OP, int64_t vec0, float* sums, float* y) {
+  constexpr int P = ForwardPixels<VECS>();
+  // Input channels in blocks whose kernel slice (taps x block x VECS vectors) stays in
+  // the core's cache while every output position passes over it.
+  const int64_t block = std::max<int64_t>(
+      8, (96 * 1024) / (s.KH * s.KW * VECS * kLanes * int64_t(sizeof(float))));
+  for (int64_t c0 = 0; c0 < s.C; c0 += block) {
+    const int64_t c1 = std::min(s.C, c0 + block);
+    float* out = c1 == s.C ? y : nullptr;
+    for (int64_t q0 = 0; q0 < s.Q(); q0 += P)
+      ForwardTile<P, VECS, GATHER>(xf, wk, s, pos, OP, q0, vec0, c0, c1, sums, out);
+  }
+}
+
+template <bool GATHER>
+void ForwardVectors(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
+                    int64_t OP, float* sums, float* y) {
+  const int64_t vectors = OP / kLanes;
+  const int max_vecs = kRegisters >= 32 ? 4 : 2;
+  for (int64_t v0 = 0; v0 < vectors;) {
+    const int64_t vecs = std::min<int64_t>(max_vecs, vectors - v0);
+    switch (vecs) {
+      case 1: ForwardRun<1, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
+      case 2: ForwardRun<2, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
+      case 3: ForwardRun<3, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
+      default: ForwardRun<4, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
+    }
+    v0 += vecs;
+  }
+}
+
+// y (OH, OW, O) of one image from its padded input xf; `sums` is scratch of
+// (Q + 32) x OP floats for the partial sums of all but the last block of input channels.
+void ForwardImage(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
+                  int64_t OP, float* sums, float* y) {
+  if (s.Flat()) {
+    ForwardVectors<false>(xf, wk, s, pos, OP, sums, y);
+  } else {
+    ForwardVectors<true>(xf, wk, s, pos, OP, sums, y);
+  }
+}
+
+// ----------------------------------------------------------------------------------------
+// Kernel gradient: a tile of ROWS input channels x VECS output-channel vectors of one tap,
+// accumulated over output positions [q_begin, q_end).
+
+template <int ROWS, int VECS, bool GATHER>
+void KernelGradTile(const float* __restrict xf, const float* __restrict dyf,
+                    const int64_t* pos, int64_t CP, int64_t OP, int64_t q_begin,
+                    int64_t q_end, int64_t offset, int64_t c0, int64_t vec0,
+                    float* __restrict acc_out) {
+  Vec acc[ROWS][VECS];
+#pragma GCC unroll 32
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < VECS; ++v) acc[r][v] = Load(acc_out + (c0 + r) * OP + (vec0 + v) * kLanes);
+  for (int64_t q = q_begin; q < q_end; ++q) {
+    const float* xr = xf + ((GATHER ? pos[q] : q) + offset) * CP + c0;
+    const float* dr = dyf + q * OP + vec0 * kLanes;
+    Vec d[VECS];
+#pragma GCC unroll 8
+    for (int v = 0; v < VECS; ++v) d[v] = Load(dr + v * kLanes);
+#pragma GCC unroll 32
+    for (int r = 0; r < ROWS; ++r) {
+      const float value = xr[r];
+#pragma GCC unroll 8
+      for (int v = 0; v < VECS; ++v) acc[r][v] += value * d[v];
+    }
+  }
+#pragma GCC unroll 32
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < VECS; ++v) Store(acc_out + (c0 + r) * OP + (vec0 + v) * kLanes, acc[r][v]);
+}
+
+constexpr int kChannelStep = 4;  // input channels are padded to a multiple of this
+
+// Largest tile of input channels for VECS vectors: a multiple of kChannelStep.
+template <int VECS>
+constexpr int KernelGradRows() {
+  return std::min(24, (kRegisters - VECS - 2) / VECS / kChannelStep * kChannelStep);
+}
+
+// One tile of exactly `rows` channels (a multiple of kChannelStep, at most ROWS).
+template <int VECS, bool GATHER, int ROWS = KernelGradRows<VECS>()>
+void KernelGradLast(int64_t rows, const float* xf, const float* dyf, const int64_t* pos,
+                    int64_t CP, int64_t OP, int64_t qb, int64_t qe, int64_t offset,
+                    int64_t c0, int64_t vec0, float* acc) {
+  if constexpr (ROWS >= kChannelStep) {
+    if (rows == ROWS) {
+      KernelGradTile<ROWS, VECS, GATHER>(xf, dyf, pos, CP, OP, qb, qe, offset, c0, vec0, acc);
+    } else {
+      KernelGradLast<VECS, GATHER, ROWS - kChannelStep>(rows, xf, dyf, pos, CP, OP, qb, qe,
+                                                        offset, c0, vec0, acc);
+    }
+  }
+}
+
+template <int VECS, bool GATHER>
+void KernelGradChannels(const float* xf, const float* dyf, const int64_t* pos, int64_t CP,
+                        int64_t OP, int64_t qb, int64_t qe, int64_t offset, int64_t vec0,
+                        float* acc) {
+  constexpr int R = KernelGradRows<VECS>();
+  int64_t c0 = 0;
+  for (; c0 + R <= CP; c0 += R)
+    KernelGradTile<R, VECS, GATHER>(xf, dyf, pos, CP, OP, qb, qe, offset, c0, vec0, acc);
+  if (c0 < CP)
+    KernelGradLast<VECS, GATHER>(CP - c0, xf, dyf, pos, CP, OP, qb, qe, offset, c0, vec0, acc);
+}
+
+template <bool GATHER>
+void KernelGradImage(const float* xf, const float* dyf, const Geometry& s, const int64_t* pos,
+                     int64_t CP, int64_t OP, float* acc) {
+  const int64_t vectors = OP / kLanes;
+  const int max_vecs = kRegisters >= 32 ? 3 : 1;
+  const int64_t chunk = 256;
+  for (int64_t qc = 0; qc < s.Q(); qc += chunk) {
+    const int64_t qe = std::min(s.Q(), qc + chunk);
+    for (int64_t i = 0; i < s.KH; ++i) {
+      for (int64_t j = 0; j < s.KW; ++j) {
+        float* tap = acc + (i * s.KW + j) * CP * OP;
+        const int64_t offset = i * s.Wp + j;
+        for (int64_t v0 = 0; v0 < vectors;) {
+          const int64_t vecs = std::min<int64_t>(max_vecs, vectors - v0);
+          switch (vecs) {
+            case 1: KernelGradChannels<1, GATHER>(xf, dyf, pos, CP, OP, qc, qe, offset, v0, tap); break;
+            case 2: KernelGradChannels<2, GATHER>(xf, dyf, pos, CP, OP, qc, qe, offset, v0, tap); break;
+            default: KernelGradChannels<3, GATHER>(xf, dyf, pos, CP, OP, qc, qe, offset, v0, tap); break;
+          }
+          v0 += vecs;
+        }
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------
+
+ffi::Error MakeGeometry(Dims xd, int64_t KH, int64_t KW, int64_t C_kernel, int64_t O,
+                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                        int64_t pr, Geometry& s) {
+  if (xd.size() < 4) return ffi::Error::InvalidArgument("input must be (..., N, H, W, C)");
+  const size_t r = xd.size();
+  s.G = 1;
+  for (size_t k = 0; k + 4 < r; ++k) s.G *= xd[k];
+  s.N = xd[r - 4]; s.H = xd[r - 3]; s.W = xd[r - 2]; s.C = xd[r - 1];
+  s.KH = KH; s.KW = KW; s.O = O; s.SH = sh; s.SW = sw;
+  if (C_kernel != s.C) return ffi::Error::InvalidArgument("input and kernel channels differ");
+  if (pt < 0 || pb < 0 || pl < 0 || pr < 0)
+    return ffi::Error::InvalidArgument("padding must not be negative");
+  if (sh < 1 || sw < 1) return ffi::Error::InvalidArgument("strides must be positive");
+  s.pad_top = pt; s.pad_left = pl;
+  // A row's right padding and the next row's left padding are the same zeros: rows of
+  // W + max(pl, pr) pixels (a read past a row's end lands in the next row's left padding).
+  s.Hp = s.H + pt + pb; s.Wp = s.W + std::max(pl, pr);
+  if (s.Hp < KH || s.W + pl + pr < KW)
+    return ffi::Error::InvalidArgument("kernel larger than input");
+  if (std::min(pl, pr) > KW - 1)
+    return ffi::Error::InvalidArgument("horizontal padding must not exceed kernel width - 1");
+  s.OH = (s.Hp - KH) / sh + 1; s.OW = (s.W + pl + pr - KW) / sw + 1;
+  return ffi::Error::Success();
+}
+
+int64_t Leading(Dims d) {
+  int64_t g = 1;
+  for (size_t k = 0; k + 4 < d.size(); ++k) g *= d[k];
+  return g;
+}
+
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w,
+                       int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                       int64_t pad_right) {
+  auto wd = w.dimensions();
+  if (wd.size() < 4) return ffi::Error::InvalidArgument("kernel must be (..., KH, KW, C, O)");
+  const size_t r = wd.size();
+  Geometry s;
+  if (auto e = MakeGeometry(x.dimensions(), wd[r - 4], wd[r - 3], wd[r - 2], wd[r - 1],
+                            stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, s);
+      e.failure())
+    return e;
+  if (Leading(wd) != s.G) return ffi::Error::InvalidArgument("input and kernel zoos differ");
+  const int64_t OP = RoundUp(s.O, kLanes);
+  const int64_t taps = s.KH * s.KW * s.C;
+  // Kernels packed with output channels padded to whole vectors.
+  std::vector<float> packed(s.G * taps * OP, 0.0f);
+  const float* wsrc = w.typed_data();
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t t = 0; t < taps; ++t)
+      std::memcpy(packed.data() + (g * taps + t) * OP, wsrc + (g * taps + t) * s.O,
+                  s.O * sizeof(float));
+  std::vector<int64_t> pos;
+  Positions(s, pos);
+  const float* xsrc = x.typed_data();
+  float* ydst = y->typed_data();
+  auto body = [&](int64_t item, int) {
+    thread_local std::vector<float> buf, sums;
+    const int64_t g = item / s.N;
+    if (s.Flat()) {
+      PadImageChannelMajor(xsrc + item * s.H * s.W * s.C, s, buf);
+    } else {
+      PadImage(xsrc + item * s.H * s.W * s.C, s, s.C, buf);
+    }
+    sums.resize((s.Q() + 32) * OP);
+    ForwardImage(buf.data(), packed.data() + g * taps * OP, s, pos.data(), OP, sums.data(),
+                 ydst + item * s.OH * s.OW * s.O);
+  };
+  const int64_t items = s.G * s.N;
+  ParallelFor(pool, items, Workers(pool, items), body);
+  return ffi::Error::Success();
+}
+
+ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                          ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+                          int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                          int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
+  auto kd = dw->dimensions();
+  auto gd = dy.dimensions();
+  if (kd.size() < 4 || gd.size() < 4)
+    return ffi::Error::InvalidArgument("kernel gradient must be (..., KH, KW, C, O)");
+  const size_t r = kd.size();
+  Geometry s;
+  if (auto e = MakeGeometry(x.dimensions(), kd[r - 4], kd[r - 3], kd[r - 2], kd[r - 1],
+                            stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, s);
+      e.failure())
+    return e;
+  const size_t rg = gd.size();
+  if (Leading(kd) != s.G || Leading(gd) != s.G || gd[rg - 4] != s.N || gd[rg - 3] != s.OH ||
+      gd[rg - 2] != s.OW || gd[rg - 1] != s.O)
+    return ffi::Error::InvalidArgument("output gradient shape does not match the convolution");
+  const int64_t OP = RoundUp(s.O, kLanes);
+  const int64_t CP = RoundUp(s.C, kChannelStep);
+  const int64_t per_model = s.KH * s.KW * CP * OP;
+  const int64_t items = s.G * s.N;
+  const int workers = Workers(pool, items);
+  std::vector<float> acc(static_cast<size_t>(workers) * s.G * per_model, 0.0f);
+  std::vector<int64_t> pos;
+  Positions(s, pos);
+  const float* xsrc = x.typed_data();
+  const float* dysrc = dy.typed_data();
+  auto body = [&](int64_t item, int worker) {
+    thread_local std::vector<float> xbuf, dybuf;
+    const int64_t g = item / s.N;
+    PadImage(xsrc + item * s.H * s.W * s.C, s, CP, xbuf);
+    // dy laid out as the output positions (zero at dropped ones), OP channels.
+    dybuf.assign(s.Q() * OP, 0.0f);
+    const float* src = dysrc + item * s.OH * s.OW * s.O;
+    for (int64_t a = 0; a < s.OH; ++a) {
+      float* row = dybuf.data() + a * s.RowPitch() * OP;
+      if (OP == s.O) {
+        std::memcpy(row, src + a * s.OW * s.O, s.OW * s.O * sizeof(float));
+      } else {
+        for (int64_t b = 0; b < s.OW; ++b)
+          std::memcpy(row + b * OP, src + (a * s.OW + b) * s.O, s.O * sizeof(float));
+      }
+    }
+    float* mine = acc.data() + (static_cast<int64_t>(worker) * s.G + g) * per_model;
+    if (s.Flat()) {
+      KernelGradImage<false>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
+    } else {
+      KernelGradImage<true>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
+    }
+  };
+  ParallelFor(pool, items, workers, body);
+  float* out = dw->typed_data();
+  const int64_t taps = s.KH * s.KW;
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t c = 0; c < s.C; ++c) {
+        float* dst = out + ((g * taps + t) * s.C + c) * s.O;
+        for (int64_t o = 0; o < s.O; ++o) {
+          float total = 0.0f;
+          for (int worker = 0; worker < workers; ++worker)
+            total += acc[(static_cast<int64_t>(worker) * s.G + g) * per_model +
+                         (t * CP + c) * OP + o];
+          dst[o] = total;
+        }
+      }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmcConvForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_bottom")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("pad_right"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmcConvKernelGrad, KernelGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_bottom")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("pad_right"));
