@@ -329,7 +329,10 @@ void KernelGradTile(const float* __restrict xf, const float* __restrict dyf,
     for (int v = 0; v < VECS; ++v) Store(acc_out + (c0 + r) * OP + (vec0 + v) * kLanes, acc[r][v]);
 }
 
-constexpr int kChannelStep = 4;  // input channels are padded to a multiple of this
+constexpr int kChannelStep = 4;
+// The kernel gradient sums each model's images in this many chunks (fewer for fewer images):
+// a fixed split, so that the sum's rounding does not depend on the threads.
+constexpr int64_t kKernelGradChunks = 8;  // input channels are padded to a multiple of this
 
 // Largest tile of input channels for VECS vectors: a multiple of kChannelStep.
 template <int VECS>
@@ -487,51 +490,59 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t OP = RoundUp(s.O, kLanes);
   const int64_t CP = RoundUp(s.C, kChannelStep);
   const int64_t per_model = s.KH * s.KW * CP * OP;
-  const int64_t items = s.G * s.N;
-  const int workers = Workers(pool, items);
-  std::vector<float> acc(static_cast<size_t>(workers) * s.G * per_model, 0.0f);
+  // Each model's images in a fixed number of chunks, each summed in its own buffer and the
+  // buffers added in a fixed order: the result does not depend on which thread took what.
+  const int64_t chunks = std::min<int64_t>(s.N, kKernelGradChunks);
+  std::vector<float> acc(static_cast<size_t>(s.G * chunks * per_model));
   std::vector<int64_t> pos;
   Positions(s, pos);
   const float* xsrc = x.typed_data();
   const float* dysrc = dy.typed_data();
-  auto body = [&](int64_t item, int worker) {
+  auto body = [&](int64_t item, int) {
     thread_local std::vector<float> xbuf, dybuf;
-    const int64_t g = item / s.N;
-    PadImage(xsrc + item * s.H * s.W * s.C, s, CP, xbuf);
-    // dy laid out as the output positions (zero at dropped ones), OP channels.
-    dybuf.assign(s.Q() * OP, 0.0f);
-    const float* src = dysrc + item * s.OH * s.OW * s.O;
-    for (int64_t a = 0; a < s.OH; ++a) {
-      float* row = dybuf.data() + a * s.RowPitch() * OP;
-      if (OP == s.O) {
-        std::memcpy(row, src + a * s.OW * s.O, s.OW * s.O * sizeof(float));
-      } else {
-        for (int64_t b = 0; b < s.OW; ++b)
-          std::memcpy(row + b * OP, src + (a * s.OW + b) * s.O, s.O * sizeof(float));
-      }
-    }
-    float* mine = acc.data() + (static_cast<int64_t>(worker) * s.G + g) * per_model;
-    if (s.Flat()) {
-      KernelGradImage<false>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
-    } else {
-      KernelGradImage<true>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
-    }
-  };
-  ParallelFor(pool, items, workers, body);
-  float* out = dw->typed_data();
-  const int64_t taps = s.KH * s.KW;
-  for (int64_t g = 0; g < s.G; ++g)
-    for (int64_t t = 0; t < taps; ++t)
-      for (int64_t c = 0; c < s.C; ++c) {
-        float* dst = out + ((g * taps + t) * s.C + c) * s.O;
-        for (int64_t o = 0; o < s.O; ++o) {
-          float total = 0.0f;
-          for (int worker = 0; worker < workers; ++worker)
-            total += acc[(static_cast<int64_t>(worker) * s.G + g) * per_model +
-                         (t * CP + c) * OP + o];
-          dst[o] = total;
+    const int64_t g = item / chunks, chunk = item - g * chunks;
+    float* mine = acc.data() + item * per_model;
+    std::memset(mine, 0, per_model * sizeof(float));
+    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
+      const int64_t image = g * s.N + n;
+      PadImage(xsrc + image * s.H * s.W * s.C, s, CP, xbuf);
+      // dy laid out as the output positions (zero at dropped ones), OP channels.
+      dybuf.assign(s.Q() * OP, 0.0f);
+      const float* src = dysrc + image * s.OH * s.OW * s.O;
+      for (int64_t a = 0; a < s.OH; ++a) {
+        float* row = dybuf.data() + a * s.RowPitch() * OP;
+        if (OP == s.O) {
+          std::memcpy(row, src + a * s.OW * s.O, s.OW * s.O * sizeof(float));
+        } else {
+          for (int64_t b = 0; b < s.OW; ++b)
+            std::memcpy(row + b * OP, src + (a * s.OW + b) * s.O, s.O * sizeof(float));
         }
       }
+      if (s.Flat()) {
+        KernelGradImage<false>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
+      } else {
+        KernelGradImage<true>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
+      }
+    }
+  };
+  const int64_t items = s.G * chunks;
+  ParallelFor(pool, items, Workers(pool, items), body);
+  // dw[g, t, c, :] = the chunks' sums in chunk order, one (model, tap) per item.
+  float* out = dw->typed_data();
+  const int64_t taps = s.KH * s.KW;
+  auto reduce = [&](int64_t item, int) {
+    const int64_t g = item / taps, t = item - g * taps;
+    for (int64_t c = 0; c < s.C; ++c) {
+      float* dst = out + ((g * taps + t) * s.C + c) * s.O;
+      const float* first = acc.data() + g * chunks * per_model + (t * CP + c) * OP;
+      std::memcpy(dst, first, s.O * sizeof(float));
+      for (int64_t k = 1; k < chunks; ++k) {
+        const float* part = first + k * per_model;
+        for (int64_t o = 0; o < s.O; ++o) dst[o] += part[o];
+      }
+    }
+  };
+  ParallelFor(pool, s.G * taps, Workers(pool, s.G * taps), reduce);
   return ffi::Error::Success();
 }
 
