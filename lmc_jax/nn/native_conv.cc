@@ -25,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -133,22 +134,6 @@ void PadImage(const float* x, const Geometry& s, int64_t channels, std::vector<f
   std::memset(data + done, 0, (total - done) * sizeof(float));
 }
 
-// The same image channel-major: buf[c * Pixels() + pixel], zeros outside the image.
-void PadImageChannelMajor(const float* x, const Geometry& s, std::vector<float>& buf) {
-  const int64_t pitch = s.Pixels();
-  const int64_t total = pitch * s.C;
-  if (static_cast<int64_t>(buf.size()) < total) buf.resize(total);
-  std::memset(buf.data(), 0, total * sizeof(float));
-  for (int64_t h = 0; h < s.H; ++h) {
-    const float* src = x + h * s.W * s.C;
-    float* dst = buf.data() + (h + s.pad_top) * s.Wp + s.pad_left;
-    for (int64_t c = 0; c < s.C; ++c) {
-      float* out = dst + c * pitch;
-      for (int64_t b = 0; b < s.W; ++b) out[b] = src[b * s.C + c];
-    }
-  }
-}
-
 // Input pixel of every output position (and 32 more for tiles that run past the end).
 void Positions(const Geometry& s, std::vector<int64_t>& pos) {
   pos.assign(s.Q() + 32, 0);
@@ -161,7 +146,7 @@ void Positions(const Geometry& s, std::vector<int64_t>& pos) {
 // when c0 == 0), and written back to `sums`, or, for the last block of channels (y not
 // null), to the output image y. GATHER: positions read input pixels pos[q] (strides).
 
-template <int PIXELS, int VECS, bool GATHER>
+template <int PIXELS, int VECS, bool GATHER, int STRIDE>
 void ForwardTile(const float* __restrict xf, const float* __restrict wk, const Geometry& s,
                  const int64_t* pos, int64_t OP, int64_t q0, int64_t vec0, int64_t c0,
                  int64_t c1, float* __restrict sums, float* __restrict y) {
@@ -192,17 +177,17 @@ void ForwardTile(const float* __restrict xf, const float* __restrict wk, const G
           }
         }
       } else {
-        // Channel-major input: the tile's pixels are consecutive floats, so every
-        // broadcast is at a fixed offset from one pointer.
-        const int64_t pitch = s.Pixels();
-        const float* xb = xf + c0 * pitch + q0 + i * s.Wp + j;
-        for (int64_t c = c0; c < c1; ++c, xb += pitch) {
+        // Consecutive positions are consecutive pixels, STRIDE (or C) floats apart: with
+        // STRIDE known when compiled, every broadcast is at a fixed offset from one pointer.
+        const int64_t stride = STRIDE ? STRIDE : s.C;
+        const float* xb = xf + (q0 + i * s.Wp + j) * s.C + c0;
+        for (int64_t c = c0; c < c1; ++c, ++xb) {
           Vec wv[VECS];
 #pragma GCC unroll 8
           for (int v = 0; v < VECS; ++v) wv[v] = Load(wb + c * OP + v * kLanes);
 #pragma GCC unroll 32
           for (int p = 0; p < PIXELS; ++p) {
-            const float value = xb[p];
+            const float value = xb[p * stride];
 #pragma GCC unroll 8
             for (int v = 0; v < VECS; ++v) acc[p][v] += value * wv[v];
           }
@@ -263,8 +248,23 @@ void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64
   for (int64_t c0 = 0; c0 < s.C; c0 += block) {
     const int64_t c1 = std::min(s.C, c0 + block);
     float* out = c1 == s.C ? y : nullptr;
-    for (int64_t q0 = 0; q0 < s.Q(); q0 += P)
-      ForwardTile<P, VECS, GATHER>(xf, wk, s, pos, OP, q0, vec0, c0, c1, sums, out);
+    auto run = [&](auto stride) {
+      for (int64_t q0 = 0; q0 < s.Q(); q0 += P)
+        ForwardTile<P, VECS, GATHER, decltype(stride)::value>(xf, wk, s, pos, OP, q0, vec0, c0,
+                                                              c1, sums, out);
+    };
+    if (GATHER) {
+      run(std::integral_constant<int, 0>{});
+    } else {
+      switch (s.C) {  // the usual channel counts, with their pixel stride compiled in
+        case 16: run(std::integral_constant<int, 16>{}); break;
+        case 32: run(std::integral_constant<int, 32>{}); break;
+        case 64: run(std::integral_constant<int, 64>{}); break;
+        case 128: run(std::integral_constant<int, 128>{}); break;
+        case 256: run(std::integral_constant<int, 256>{}); break;
+        default: run(std::integral_constant<int, 0>{}); break;
+      }
+    }
   }
 }
 
@@ -455,11 +455,7 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   auto body = [&](int64_t item, int) {
     thread_local std::vector<float> buf, sums;
     const int64_t g = item / s.N;
-    if (s.Flat()) {
-      PadImageChannelMajor(xsrc + item * s.H * s.W * s.C, s, buf);
-    } else {
-      PadImage(xsrc + item * s.H * s.W * s.C, s, s.C, buf);
-    }
+    PadImage(xsrc + item * s.H * s.W * s.C, s, s.C, buf);
     sums.resize((s.Q() + 32) * OP);
     ForwardImage(buf.data(), packed.data() + g * taps * OP, s, pos.data(), OP, sums.data(),
                  ydst + item * s.OH * s.OW * s.O);
