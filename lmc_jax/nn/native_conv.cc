@@ -243,8 +243,10 @@ void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64
   constexpr int P = ForwardPixels<VECS>();
   // Input channels in blocks whose kernel slice (taps x block x VECS vectors) stays in
   // the core's cache while every output position passes over it.
-  const int64_t block = std::max<int64_t>(
-      8, (96 * 1024) / (s.KH * s.KW * VECS * kLanes * int64_t(sizeof(float))));
+  const int64_t most = std::max<int64_t>(
+      8, (256 * 1024) / (s.KH * s.KW * VECS * kLanes * int64_t(sizeof(float))));
+  const int64_t blocks = (s.C + most - 1) / most;
+  const int64_t block = (s.C + blocks - 1) / blocks;  // even blocks
   for (int64_t c0 = 0; c0 < s.C; c0 += block) {
     const int64_t c1 = std::min(s.C, c0 + block);
     float* out = c1 == s.C ? y : nullptr;
