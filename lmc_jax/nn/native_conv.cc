@@ -106,12 +106,10 @@ struct Geometry {
   int64_t Pixels() const { return Hp * Wp + 32 + KW; }
 };
 
-// Copies image x[g, n] into buf (rows of Wp pixels, `channels` >= C floats each) at row
-// offset pad_top and column offset pad_left, with zeros everywhere else.
-void PadImage(const float* x, const Geometry& s, int64_t channels, std::vector<float>& buf) {
+// Copies image x[g, n] to data (Pixels() pixels, rows of Wp, `channels` >= C floats each) at
+// row offset pad_top and column offset pad_left, with zeros everywhere else.
+void PadImage(const float* x, const Geometry& s, int64_t channels, float* data) {
   const int64_t total = s.Pixels() * channels;
-  if (static_cast<int64_t>(buf.size()) < total) buf.resize(total);
-  float* data = buf.data();
   const int64_t row = s.Wp * channels;
   std::memset(data, 0, s.pad_top * row * sizeof(float));
   for (int64_t h = 0; h < s.H; ++h) {
@@ -132,6 +130,12 @@ void PadImage(const float* x, const Geometry& s, int64_t channels, std::vector<f
   }
   const int64_t done = (s.pad_top + s.H) * row;
   std::memset(data + done, 0, (total - done) * sizeof(float));
+}
+
+// Images taken together where one alone has few output positions, so that each block of
+// the kernel, once in cache, serves `positions` or more of them.
+int64_t ImagesPerGroup(const Geometry& s, int64_t positions) {
+  return std::max<int64_t>(1, std::min<int64_t>(16, (positions + s.Q() - 1) / s.Q()));
 }
 
 // Input pixel of every output position (and 32 more for tiles that run past the end).
@@ -237,9 +241,11 @@ constexpr int ForwardPixels() {
   return std::min(24, (kRegisters - VECS - 1) / VECS);
 }
 
+// One block of VECS output vectors for `images` images: xf, sums and y of image b at
+// b * Pixels() * C, b * (Q + 32) * OP and b * OH * OW * O.
 template <int VECS, bool GATHER>
 void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
-                int64_t OP, int64_t vec0, float* sums, float* y) {
+                int64_t OP, int64_t vec0, int64_t images, float* sums, float* y) {
   constexpr int P = ForwardPixels<VECS>();
   // Input channels in blocks whose kernel slice (taps x block x VECS vectors) stays in
   // the core's cache while every output position passes over it.
@@ -249,11 +255,15 @@ void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64
   const int64_t block = (s.C + blocks - 1) / blocks;  // even blocks
   for (int64_t c0 = 0; c0 < s.C; c0 += block) {
     const int64_t c1 = std::min(s.C, c0 + block);
-    float* out = c1 == s.C ? y : nullptr;
     auto run = [&](auto stride) {
-      for (int64_t q0 = 0; q0 < s.Q(); q0 += P)
-        ForwardTile<P, VECS, GATHER, decltype(stride)::value>(xf, wk, s, pos, OP, q0, vec0, c0,
-                                                              c1, sums, out);
+      for (int64_t b = 0; b < images; ++b) {
+        const float* xb = xf + b * s.Pixels() * s.C;
+        float* sb = sums + b * (s.Q() + 32) * OP;
+        float* out = c1 == s.C ? y + b * s.OH * s.OW * s.O : nullptr;
+        for (int64_t q0 = 0; q0 < s.Q(); q0 += P)
+          ForwardTile<P, VECS, GATHER, decltype(stride)::value>(xb, wk, s, pos, OP, q0, vec0,
+                                                                c0, c1, sb, out);
+      }
     };
     if (GATHER) {
       run(std::integral_constant<int, 0>{});
@@ -272,29 +282,30 @@ void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64
 
 template <bool GATHER>
 void ForwardVectors(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
-                    int64_t OP, float* sums, float* y) {
+                    int64_t OP, int64_t images, float* sums, float* y) {
   const int64_t vectors = OP / kLanes;
   const int max_vecs = kRegisters >= 32 ? 4 : 2;
   for (int64_t v0 = 0; v0 < vectors;) {
     const int64_t vecs = std::min<int64_t>(max_vecs, vectors - v0);
     switch (vecs) {
-      case 1: ForwardRun<1, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
-      case 2: ForwardRun<2, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
-      case 3: ForwardRun<3, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
-      default: ForwardRun<4, GATHER>(xf, wk, s, pos, OP, v0, sums, y); break;
+      case 1: ForwardRun<1, GATHER>(xf, wk, s, pos, OP, v0, images, sums, y); break;
+      case 2: ForwardRun<2, GATHER>(xf, wk, s, pos, OP, v0, images, sums, y); break;
+      case 3: ForwardRun<3, GATHER>(xf, wk, s, pos, OP, v0, images, sums, y); break;
+      default: ForwardRun<4, GATHER>(xf, wk, s, pos, OP, v0, images, sums, y); break;
     }
     v0 += vecs;
   }
 }
 
-// y (OH, OW, O) of one image from its padded input xf; `sums` is scratch of
-// (Q + 32) x OP floats for the partial sums of all but the last block of input channels.
-void ForwardImage(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
-                  int64_t OP, float* sums, float* y) {
+// y of `images` consecutive images (OH, OW, O each) from their padded inputs xf; `sums` is
+// scratch of (Q + 32) x OP floats per image for the partial sums of all but the last block
+// of input channels.
+void ForwardImages(const float* xf, const float* wk, const Geometry& s, const int64_t* pos,
+                   int64_t OP, int64_t images, float* sums, float* y) {
   if (s.Flat()) {
-    ForwardVectors<false>(xf, wk, s, pos, OP, sums, y);
+    ForwardVectors<false>(xf, wk, s, pos, OP, images, sums, y);
   } else {
-    ForwardVectors<true>(xf, wk, s, pos, OP, sums, y);
+    ForwardVectors<true>(xf, wk, s, pos, OP, images, sums, y);
   }
 }
 
@@ -369,14 +380,17 @@ void KernelGradChannels(const float* xf, const float* dyf, const int64_t* pos, i
     KernelGradLast<VECS, GATHER>(CP - c0, xf, dyf, pos, CP, OP, qb, qe, offset, c0, vec0, acc);
 }
 
+// Adds to acc the kernel gradient of `positions` output positions whose output gradients
+// are the rows of dyf and whose input pixels (tap (0, 0)) are pos[q] of xf.
 template <bool GATHER>
-void KernelGradImage(const float* xf, const float* dyf, const Geometry& s, const int64_t* pos,
-                     int64_t CP, int64_t OP, float* acc) {
+void KernelGradImages(const float* xf, const float* dyf, const Geometry& s, const int64_t* pos,
+                      int64_t CP, int64_t OP, int64_t positions, float* acc) {
   const int64_t vectors = OP / kLanes;
   const int max_vecs = kRegisters >= 32 ? 3 : 1;
-  const int64_t chunk = 256;
-  for (int64_t qc = 0; qc < s.Q(); qc += chunk) {
-    const int64_t qe = std::min(s.Q(), qc + chunk);
+  // One image's positions in chunks that stay in cache; a group's all at once.
+  const int64_t chunk = positions > s.Q() ? positions : 256;
+  for (int64_t qc = 0; qc < positions; qc += chunk) {
+    const int64_t qe = std::min(positions, qc + chunk);
     for (int64_t i = 0; i < s.KH; ++i) {
       for (int64_t j = 0; j < s.KW; ++j) {
         float* tap = acc + (i * s.KW + j) * CP * OP;
@@ -454,15 +468,21 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   Positions(s, pos);
   const float* xsrc = x.typed_data();
   float* ydst = y->typed_data();
+  const int64_t group = ImagesPerGroup(s, 256);
+  const int64_t groups = (s.N + group - 1) / group;
   auto body = [&](int64_t item, int) {
     thread_local std::vector<float> buf, sums;
-    const int64_t g = item / s.N;
-    PadImage(xsrc + item * s.H * s.W * s.C, s, s.C, buf);
-    sums.resize((s.Q() + 32) * OP);
-    ForwardImage(buf.data(), packed.data() + g * taps * OP, s, pos.data(), OP, sums.data(),
-                 ydst + item * s.OH * s.OW * s.O);
+    const int64_t g = item / groups, n0 = (item - g * groups) * group;
+    const int64_t images = std::min(group, s.N - n0);
+    const int64_t first = g * s.N + n0;
+    buf.resize(images * s.Pixels() * s.C);
+    for (int64_t b = 0; b < images; ++b)
+      PadImage(xsrc + (first + b) * s.H * s.W * s.C, s, s.C, buf.data() + b * s.Pixels() * s.C);
+    sums.resize(images * (s.Q() + 32) * OP);
+    ForwardImages(buf.data(), packed.data() + g * taps * OP, s, pos.data(), OP, images,
+                  sums.data(), ydst + first * s.OH * s.OW * s.O);
   };
-  const int64_t items = s.G * s.N;
+  const int64_t items = s.G * groups;
   ParallelFor(pool, items, Workers(pool, items), body);
   return ffi::Error::Success();
 }
@@ -492,8 +512,14 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   // buffers added in a fixed order: the result does not depend on which thread took what.
   const int64_t chunks = std::min<int64_t>(s.N, kKernelGradChunks);
   std::vector<float> acc(static_cast<size_t>(s.G * chunks * per_model));
-  std::vector<int64_t> pos;
-  Positions(s, pos);
+  // The positions of a group of images: image b's pixels follow image b - 1's.
+  // Where the kernel's gradient outgrows the core's cache, every pass over it must serve
+  // more positions than one small image has.
+  const bool large = per_model * int64_t(sizeof(float)) > 512 * 1024;
+  const int64_t group = large ? ImagesPerGroup(s, 512) : 1;
+  std::vector<int64_t> pos(group * s.Q());
+  for (int64_t b = 0; b < group; ++b)
+    for (int64_t q = 0; q < s.Q(); ++q) pos[b * s.Q() + q] = b * s.Pixels() + s.Position(q);
   const float* xsrc = x.typed_data();
   const float* dysrc = dy.typed_data();
   auto body = [&](int64_t item, int) {
@@ -501,25 +527,31 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     const int64_t g = item / chunks, chunk = item - g * chunks;
     float* mine = acc.data() + item * per_model;
     std::memset(mine, 0, per_model * sizeof(float));
-    for (int64_t n = chunk * s.N / chunks; n < (chunk + 1) * s.N / chunks; ++n) {
-      const int64_t image = g * s.N + n;
-      PadImage(xsrc + image * s.H * s.W * s.C, s, CP, xbuf);
+    const int64_t end = (chunk + 1) * s.N / chunks;
+    for (int64_t n0 = chunk * s.N / chunks; n0 < end; n0 += group) {
+      const int64_t images = std::min(group, end - n0);
+      xbuf.resize(images * s.Pixels() * CP);
       // dy laid out as the output positions (zero at dropped ones), OP channels.
-      dybuf.assign(s.Q() * OP, 0.0f);
-      const float* src = dysrc + image * s.OH * s.OW * s.O;
-      for (int64_t a = 0; a < s.OH; ++a) {
-        float* row = dybuf.data() + a * s.RowPitch() * OP;
-        if (OP == s.O) {
-          std::memcpy(row, src + a * s.OW * s.O, s.OW * s.O * sizeof(float));
-        } else {
-          for (int64_t b = 0; b < s.OW; ++b)
-            std::memcpy(row + b * OP, src + (a * s.OW + b) * s.O, s.O * sizeof(float));
+      dybuf.assign(images * s.Q() * OP, 0.0f);
+      for (int64_t b = 0; b < images; ++b) {
+        const int64_t image = g * s.N + n0 + b;
+        PadImage(xsrc + image * s.H * s.W * s.C, s, CP, xbuf.data() + b * s.Pixels() * CP);
+        const float* src = dysrc + image * s.OH * s.OW * s.O;
+        for (int64_t a = 0; a < s.OH; ++a) {
+          float* row = dybuf.data() + (b * s.Q() + a * s.RowPitch()) * OP;
+          if (OP == s.O) {
+            std::memcpy(row, src + a * s.OW * s.O, s.OW * s.O * sizeof(float));
+          } else {
+            for (int64_t c = 0; c < s.OW; ++c)
+              std::memcpy(row + c * OP, src + (a * s.OW + c) * s.O, s.O * sizeof(float));
+          }
         }
       }
-      if (s.Flat()) {
-        KernelGradImage<false>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
+      if (group == 1 && s.Flat()) {  // position q reads pixel q
+        KernelGradImages<false>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, s.Q(), mine);
       } else {
-        KernelGradImage<true>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP, mine);
+        KernelGradImages<true>(xbuf.data(), dybuf.data(), s, pos.data(), CP, OP,
+                               images * s.Q(), mine);
       }
     }
   };
