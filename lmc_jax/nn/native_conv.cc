@@ -94,7 +94,8 @@ struct Geometry {
   // Stride 1: output positions run over the padded grid (Q = OH * Wp, the columns
   // b >= OW computed and dropped) and position q reads input pixel q. Otherwise positions
   // are the output pixels (Q = OH * OW) and q reads input pixel Position(q).
-  bool Flat() const { return SH == 1 && SW == 1; }
+  bool dense = false;  // positions are output pixels even at stride 1
+  bool Flat() const { return SH == 1 && SW == 1 && !dense; }
   int64_t Q() const { return OH * (Flat() ? Wp : OW); }
   int64_t RowPitch() const { return Flat() ? Wp : OW; }
   int64_t Position(int64_t q) const {
@@ -464,6 +465,10 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
     for (int64_t t = 0; t < taps; ++t)
       std::memcpy(packed.data() + (g * taps + t) * OP, wsrc + (g * taps + t) * s.O,
                   s.O * sizeof(float));
+  // Wide tiles (64+ output channels, 6 positions) on narrow images: positions are the
+  // output pixels themselves (each tile reads its 6 pixels through pointers), not the
+  // padded grid whose dropped columns would cost 1 in 9 of the work or more.
+  s.dense = OP >= 4 * kLanes && kRegisters >= 32 && (s.Wp - s.OW) * 10 > s.Wp;
   std::vector<int64_t> pos;
   Positions(s, pos);
   const float* xsrc = x.typed_data();
