@@ -1,23 +1,26 @@
-// Stride-1 convolutions (NHWC input, HWIO kernel, float32) for XLA's CPU backend, through
-// XLA's FFI. lmc_jax compiles this file on first use (lmc_jax/nn/native_conv.py) for the
-// machine it runs on and calls it from `jax.jit`.
+// Convolutions (NHWC input, HWIO kernel, float32, any strides) for XLA's CPU backend,
+// through XLA's FFI. lmc_jax compiles this file on first use (lmc_jax/nn/native_conv.py)
+// for the machine it runs on and calls it from `jax.jit`.
 //
 // Two kernels, each over G independent convolutions (a zoo's models: the leading axes that
 // `vmap` adds):
-//   lmc_conv_forward:  y[g,n,a,b,o]  = sum_{i,j,c} xp[g,n,a+i,b+j,c] * w[g,i,j,c,o]
-//   lmc_conv_kernel_grad: dw[g,i,j,c,o] = sum_{n,a,b} xp[g,n,a+i,b+j,c] * dy[g,n,a,b,o]
-// where xp is x zero-padded by (pad_top, pad_bottom, pad_left, pad_right). The input
-// gradient is the forward kernel applied to dy with the kernel flipped and transposed
-// (done in Python).
+//   lmc_conv_forward:     y[g,n,a,b,o] = sum_{i,j,c} xp[g,n,sh*a+i,sw*b+j,c] * w[g,i,j,c,o]
+//   lmc_conv_kernel_grad: dw[g,i,j,c,o] = sum_{n,a,b} xp[g,n,sh*a+i,sw*b+j,c] * dy[g,n,a,b,o]
+// where xp is x zero-padded by (pad_top, pad_bottom, pad_left, pad_right). At stride 1 the
+// input gradient is the forward kernel applied to dy with the kernel flipped and
+// transposed (done in Python); at larger strides it stays XLA's.
 //
-// Both copy one image at a time into a zero-padded buffer whose rows have the padded width
-// Wp; output pixel (a, b) is then flat position q = a*Wp + b, and tap (i, j) reads flat
-// position q + i*Wp + j. Output pixels are computed in runs of consecutive q (the few
-// columns b >= OW in between are computed and dropped), so every tap is one contiguous
-// read. Registers hold a tile of outputs (pixels x output channels, the channels one SIMD
-// vector each), and the kernel loops over the taps and input channels broadcasting one
-// input value per pixel: the direct convolution that oneDNN also uses. Work is split over
-// images on XLA's own intra-op thread pool.
+// Both copy an image into a zero-padded buffer whose rows hold Wp = W + max(pl, pr) pixels
+// (one row's right padding is the next row's left). At stride 1 output pixel (a, b) is
+// then flat position q = a*Wp + b and tap (i, j) reads flat pixel q + i*Wp + j: outputs are
+// computed in runs of consecutive q (the few columns b >= OW in between computed and
+// dropped), every tap one contiguous read. Otherwise (strides, or narrow images where the
+// dropped columns would cost more) positions are the output pixels and each reads the
+// pixel a table gives. Registers hold a tile of outputs (positions x output channels, the
+// channels one SIMD vector each) and the kernel loops over the taps and input channels,
+// broadcasting one input value per position: a direct convolution, as oneDNN's. Images
+// are split over XLA's own intra-op thread pool; small images go in groups, so that a
+// block of the kernel, once in cache, serves a few hundred positions.
 
 #include <algorithm>
 #include <atomic>
