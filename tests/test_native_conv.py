@@ -201,3 +201,13 @@ def test_the_kernel_gradient_is_the_same_on_every_call():
   first = np.asarray(grad(x, k, t))
   for _ in range(5):
     np.testing.assert_array_equal(np.asarray(grad(x, k, t)), first)
+
+
+def test_the_bench_says_which_convolutions_ran(monkeypatch):
+  from lmc_jax.cli.bench import convolution_note
+  monkeypatch.setattr(conv.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(native_conv, "_state", {"ok": True, "reason": ""})
+  assert "compiled CPU kernels" in convolution_note()
+  monkeypatch.setattr(native_conv, "_state", {"ok": False, "reason": "no C++ compiler found"})
+  note = convolution_note()
+  assert "kernel_grad='matmul'" in note and "no C++ compiler found" in note

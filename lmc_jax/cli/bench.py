@@ -198,7 +198,7 @@ def width_rows(width: int, n: int, epochs: int, rates: dict, record: dict,
 
 
 PEER_COLUMNS = ["what", "baseline", "lmc_jax", "torch", "baseline_ratio", "ratio"]
-PEER_HEADERS = ["images/s per model", "lmc_jax, lax kernel grad", "lmc_jax (zoo default)",
+PEER_HEADERS = ["images/s per model", "lmc_jax, XLA conv (lax)", "lmc_jax (zoo default)",
                 "PyTorch", "lax/PyTorch", "lmc_jax/PyTorch"]
 
 
@@ -207,8 +207,8 @@ def peer_rows(width: int, n: int, epochs: int, plan: ExecutionPlan):
   config = config_for(width, n, epochs)
   data = load_dataset(config, FLAGS.data_dir)
   model = model_for(config)
-  # The library's conv nets time both kernel gradients: the zoo's ('auto': 'matmul' on a
-  # CPU) against JAX's own ('lax') as the baseline.
+  # The library's conv nets time the zoo's convolutions ('auto': the compiled kernels on a
+  # CPU) against XLA's own ('lax') as the baseline.
   old = model.clone(kernel_grad="lax") if hasattr(model, "kernel_grad") else None
   times = bench_peer(config, data, model, baseline=old,
                      repeats=FLAGS.peer_repeats, step_repeats=FLAGS.peer_steps, plan=plan)
@@ -348,6 +348,18 @@ def main(argv):
                                    "versions": package_versions()})
 
 
+def convolution_note() -> str:
+  """What the zoo's conv nets run on here: the compiled kernels, or why not."""
+  from lmc_jax.nn import native_conv
+  from lmc_jax.nn.conv import resolved_kernel_grad
+  chosen = resolved_kernel_grad("auto")
+  if chosen == "native":
+    return "lmc_jax's compiled CPU kernels (kernel_grad='native')"
+  why = native_conv.unavailable_reason() if jax.default_backend() == "cpu" else \
+      f"the default backend is {jax.default_backend()}"
+  return f"XLA's (kernel_grad={chosen!r}; the compiled kernels are not used: {why})"
+
+
 def peer_table(widths, n: int, epochs: int, plan: ExecutionPlan) -> dict:
   """Prints the images/s table against PyTorch for every width; returns its record."""
   rows, record, skipped = [], {}, None
@@ -357,6 +369,7 @@ def peer_table(widths, n: int, epochs: int, plan: ExecutionPlan) -> dict:
     record[f"w{width}"] = times._asdict()
     skipped = times.torch_skipped
   print(format_table(rows, PEER_COLUMNS, PEER_HEADERS))
+  print(f"lmc_jax's convolutions: {convolution_note()}.")
   if skipped:
     print(f"PyTorch rows skipped: {skipped}.")
   else:
