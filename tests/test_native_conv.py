@@ -204,7 +204,7 @@ def test_the_kernel_gradient_is_the_same_on_every_call():
 
 
 def test_the_bench_says_which_convolutions_ran(monkeypatch):
-  from lmc_jax.cli.bench import convolution_note
+  from lmc_jax.nn.conv import convolution_note
   monkeypatch.setattr(conv.jax, "default_backend", lambda: "cpu")
   monkeypatch.setattr(native_conv, "_state", {"ok": True, "reason": ""})
   assert "compiled CPU kernels" in convolution_note()

@@ -348,18 +348,6 @@ def main(argv):
                                    "versions": package_versions()})
 
 
-def convolution_note() -> str:
-  """What the zoo's conv nets run on here: the compiled kernels, or why not."""
-  from lmc_jax.nn import native_conv
-  from lmc_jax.nn.conv import resolved_kernel_grad
-  chosen = resolved_kernel_grad("auto")
-  if chosen == "native":
-    return "lmc_jax's compiled CPU kernels (kernel_grad='native')"
-  why = native_conv.unavailable_reason() if jax.default_backend() == "cpu" else \
-      f"the default backend is {jax.default_backend()}"
-  return f"XLA's (kernel_grad={chosen!r}; the compiled kernels are not used: {why})"
-
-
 def peer_table(widths, n: int, epochs: int, plan: ExecutionPlan) -> dict:
   """Prints the images/s table against PyTorch for every width; returns its record."""
   rows, record, skipped = [], {}, None
@@ -369,6 +357,7 @@ def peer_table(widths, n: int, epochs: int, plan: ExecutionPlan) -> dict:
     record[f"w{width}"] = times._asdict()
     skipped = times.torch_skipped
   print(format_table(rows, PEER_COLUMNS, PEER_HEADERS))
+  from lmc_jax.nn.conv import convolution_note
   print(f"lmc_jax's convolutions: {convolution_note()}.")
   if skipped:
     print(f"PyTorch rows skipped: {skipped}.")

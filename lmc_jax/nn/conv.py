@@ -77,6 +77,16 @@ def resolved_kernel_grad(kernel_grad: str) -> str:
     return "matmul"
   return kernel_grad
 
+def convolution_note() -> str:
+  """What `kernel_grad='auto'` runs here, in words: the compiled kernels, or XLA's and why."""
+  chosen = resolved_kernel_grad("auto")
+  if chosen == "native":
+    return "lmc_jax's compiled CPU kernels (kernel_grad='native')"
+  why = (native_conv.unavailable_reason() if jax.default_backend() == "cpu"
+         else f"the default backend is {jax.default_backend()}")
+  return f"XLA's (kernel_grad={chosen!r}; the compiled kernels are not used: {why})"
+
+
 Stage = Union[int, str]
 
 
