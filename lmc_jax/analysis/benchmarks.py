@@ -177,7 +177,7 @@ def _jaxpr_flops(jaxpr) -> int:
   total = 0
   for eqn in equations(jaxpr):
     name = eqn.primitive.name
-    if native_conv.conv_equivalent(name, eqn.params, (4, 4)) is not None:
+    if native_conv.calls_forward(name, eqn.params):
       # lmc_jax's compiled convolution: kernel (..., KH, KW, C, O), any model axes
       kernel = eqn.invars[1].aval.shape
       total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * int(np.prod(kernel[-4:-1]))

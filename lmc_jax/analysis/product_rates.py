@@ -116,7 +116,7 @@ def product_seconds(fn, *args) -> Optional[ProductTimes]:
   also convolves (convolutions are not timed)."""
   closed = jax.make_jaxpr(fn)(*args)
   if any(eqn.primitive.name == "conv_general_dilated"
-         or native_conv.conv_equivalent(eqn.primitive.name, eqn.params, (4, 4)) is not None
+         or native_conv.calls_forward(eqn.primitive.name, eqn.params)
          for eqn in equations(closed)):
     return None  # convolutions are not timed here, so the sum would leave them out
   products = _products(closed)

@@ -58,9 +58,9 @@ using Dims = ffi::Span<const int64_t>;
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-// Runs body(item, worker) for item in [0, items) on the caller and up to
-// pool.num_threads() - 1 pool tasks; worker < workers. Returns when every item is done.
-// A task that starts after the last item was taken returns without touching anything.
+// Runs body(item) for item in [0, items) on the caller and `workers` - 1 pool tasks;
+// returns when every item is done. A task that starts after the last item was taken
+// returns without touching anything.
 template <typename Body>
 void ParallelFor(ffi::ThreadPool& pool, int64_t items, int workers, Body& body) {
   struct State {
@@ -68,21 +68,17 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items, int workers, Body& body) 
     std::atomic<int64_t> done{0};
   };
   auto state = std::make_shared<State>();
-  auto work = [state, items, &body](int worker) {
+  auto work = [state, items, &body] {
     for (int64_t item; (item = state->next.fetch_add(1)) < items;) {
-      body(item, worker);
+      body(item);
       state->done.fetch_add(1, std::memory_order_release);
     }
   };
   for (int worker = 1; worker < workers; ++worker) {
-    pool.Schedule([state, items, &body, worker] {
-      for (int64_t item; (item = state->next.fetch_add(1)) < items;) {
-        body(item, worker);
-        state->done.fetch_add(1, std::memory_order_release);
-      }
-    });
+    auto task = work;  // each task owns a copy (state shared)
+    pool.Schedule(std::move(task));
   }
-  work(0);
+  work();
   while (state->done.load(std::memory_order_acquire) < items) std::this_thread::yield();
 }
 
@@ -142,10 +138,12 @@ int64_t ImagesPerGroup(const Geometry& s, int64_t positions) {
   return std::max<int64_t>(1, std::min<int64_t>(16, (positions + s.Q() - 1) / s.Q()));
 }
 
-// Input pixel of every output position (and 32 more for tiles that run past the end).
-void Positions(const Geometry& s, std::vector<int64_t>& pos) {
-  pos.assign(s.Q() + 32, 0);
-  for (int64_t q = 0; q < s.Q(); ++q) pos[q] = s.Position(q);
+// Input pixel of every output position of `images` consecutive padded images (image b's
+// pixels follow image b - 1's), and 32 more for tiles that run past the end.
+void Positions(const Geometry& s, int64_t images, std::vector<int64_t>& pos) {
+  pos.assign(images * s.Q() + 32, 0);
+  for (int64_t b = 0; b < images; ++b)
+    for (int64_t q = 0; q < s.Q(); ++q) pos[b * s.Q() + q] = b * s.Pixels() + s.Position(q);
 }
 
 // ----------------------------------------------------------------------------------------
@@ -269,7 +267,7 @@ void ForwardRun(const float* xf, const float* wk, const Geometry& s, const int64
                                                                 c0, c1, sb, out);
       }
     };
-    if (GATHER) {
+    if constexpr (GATHER) {
       run(std::integral_constant<int, 0>{});
     } else {
       switch (s.C) {  // the usual channel counts, with their pixel stride compiled in
@@ -346,10 +344,10 @@ void KernelGradTile(const float* __restrict xf, const float* __restrict dyf,
     for (int v = 0; v < VECS; ++v) Store(acc_out + (c0 + r) * OP + (vec0 + v) * kLanes, acc[r][v]);
 }
 
-constexpr int kChannelStep = 4;
+constexpr int kChannelStep = 4;  // input channels are padded to a multiple of this
 // The kernel gradient sums each model's images in this many chunks (fewer for fewer images):
 // a fixed split, so that the sum's rounding does not depend on the threads.
-constexpr int64_t kKernelGradChunks = 8;  // input channels are padded to a multiple of this
+constexpr int64_t kKernelGradChunks = 8;
 
 // Largest tile of input channels for VECS vectors: a multiple of kChannelStep.
 template <int VECS>
@@ -473,12 +471,12 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   // padded grid whose dropped columns would cost 1 in 9 of the work or more.
   s.dense = OP >= 4 * kLanes && kRegisters >= 32 && (s.Wp - s.OW) * 10 > s.Wp;
   std::vector<int64_t> pos;
-  Positions(s, pos);
+  Positions(s, 1, pos);
   const float* xsrc = x.typed_data();
   float* ydst = y->typed_data();
   const int64_t group = ImagesPerGroup(s, 256);
   const int64_t groups = (s.N + group - 1) / group;
-  auto body = [&](int64_t item, int) {
+  auto body = [&](int64_t item) {
     thread_local std::vector<float> buf, sums;
     const int64_t g = item / groups, n0 = (item - g * groups) * group;
     const int64_t images = std::min(group, s.N - n0);
@@ -520,17 +518,15 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   // buffers added in a fixed order: the result does not depend on which thread took what.
   const int64_t chunks = std::min<int64_t>(s.N, kKernelGradChunks);
   std::vector<float> acc(static_cast<size_t>(s.G * chunks * per_model));
-  // The positions of a group of images: image b's pixels follow image b - 1's.
   // Where the kernel's gradient outgrows the core's cache, every pass over it must serve
   // more positions than one small image has.
   const bool large = per_model * int64_t(sizeof(float)) > 512 * 1024;
   const int64_t group = large ? ImagesPerGroup(s, 512) : 1;
-  std::vector<int64_t> pos(group * s.Q());
-  for (int64_t b = 0; b < group; ++b)
-    for (int64_t q = 0; q < s.Q(); ++q) pos[b * s.Q() + q] = b * s.Pixels() + s.Position(q);
+  std::vector<int64_t> pos;
+  Positions(s, group, pos);
   const float* xsrc = x.typed_data();
   const float* dysrc = dy.typed_data();
-  auto body = [&](int64_t item, int) {
+  auto body = [&](int64_t item) {
     thread_local std::vector<float> xbuf, dybuf;
     const int64_t g = item / chunks, chunk = item - g * chunks;
     float* mine = acc.data() + item * per_model;
@@ -568,7 +564,7 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   // dw[g, t, c, :] = the chunks' sums in chunk order, one (model, tap) per item.
   float* out = dw->typed_data();
   const int64_t taps = s.KH * s.KW;
-  auto reduce = [&](int64_t item, int) {
+  auto reduce = [&](int64_t item) {
     const int64_t g = item / taps, t = item - g * taps;
     for (int64_t c = 0; c < s.C; ++c) {
       float* dst = out + ((g * taps + t) * s.C + c) * s.O;
@@ -586,28 +582,20 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LmcConvForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_right"));
+// Both kernels: two float32 arrays in, one out, the strides and padding as attributes.
+auto ConvBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_bottom")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("pad_right");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LmcConvKernelGrad, KernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_right"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmcConvForward, ForwardImpl, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmcConvKernelGrad, KernelGradImpl, ConvBinding());

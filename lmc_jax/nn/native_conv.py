@@ -232,15 +232,19 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
       feature_group_count, batch_group_count, precision, preferred_element_type)
 
 
+def calls_forward(name: str, params) -> bool:
+  """Whether a jaxpr equation (primitive `name`, `params`) calls the compiled forward
+  convolution, with or without model axes."""
+  return name == "ffi_call" and params.get("target_name") == FORWARD_TARGET
+
+
 def conv_equivalent(name: str, params, ranks: Sequence[int]) -> Optional[dict]:
   """For a jaxpr equation that calls the compiled forward convolution (primitive `name`,
   `params`, operand ranks `ranks`): the params of the `conv_general_dilated` equation with
   the same meaning, so that code reading jaxprs (derive_spec, sign symmetries, FLOP counts)
   treats both alike. None for any other equation, and for a call with model axes (under
   `vmap`, where no single `conv_general_dilated` means the same)."""
-  if name != "ffi_call" or params.get("target_name") != FORWARD_TARGET:
-    return None
-  if tuple(ranks[:2]) != (4, 4):
+  if not calls_forward(name, params) or tuple(ranks[:2]) != (4, 4):
     return None
   a = dict(params["attributes"])
   return dict(
