@@ -241,9 +241,10 @@ def calls_forward(name: str, params) -> bool:
 def conv_equivalent(name: str, params, ranks: Sequence[int]) -> Optional[dict]:
   """For a jaxpr equation that calls the compiled forward convolution (primitive `name`,
   `params`, operand ranks `ranks`): the params of the `conv_general_dilated` equation with
-  the same meaning, so that code reading jaxprs (derive_spec, sign symmetries, FLOP counts)
-  treats both alike. None for any other equation, and for a call with model axes (under
-  `vmap`, where no single `conv_general_dilated` means the same)."""
+  the same meaning, so that code reading jaxprs (derive_spec and the sign and orthogonal
+  analyses through it) treats both alike (FLOP counts ask `calls_forward`). None for any
+  other equation, and for a call with model axes (under `vmap`, where no single
+  `conv_general_dilated` means the same)."""
   if not calls_forward(name, params) or tuple(ranks[:2]) != (4, 4):
     return None
   a = dict(params["attributes"])
