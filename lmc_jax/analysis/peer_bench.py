@@ -10,7 +10,9 @@
 The sides are timed in turn, `repeats` times (a step's time each time the median of
 `step_repeats` steps), and the median of each is kept, so that
 load from other work on the machine falls on both alike. `baseline` (optional) is a
-second Flax network timed the same way: the previous path of the same network.
+second Flax network timed the same way: the previous path of the same network. Every side runs
+in this one process, so under the same malloc settings (the bench's entry point keeps freed
+memory: `allocator`).
 """
 from __future__ import annotations
 

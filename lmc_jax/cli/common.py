@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 from absl import app, flags, logging
 
+from lmc_jax.allocator import keep_freed_memory
 from lmc_jax.atomic_files import NO_SPACE, disk_full
 from lmc_jax.data.tfds import use_data_dir
 from lmc_jax.errors import LmcError
@@ -25,6 +26,7 @@ def run_main(main, doc: str, module: str) -> None:
   `--help` shows its docstring `doc` and its flags, which absl looks up under the started
   file (`sys.argv[0]`: a console script's wrapper or an `experiments/` shim)."""
   sys.modules["__main__"].__doc__ = doc
+  keep_freed_memory()  # before XLA starts its threads and allocates (allocator.py)
   handle_stop_signals()
   if module != "__main__":
     for flag in flags.FLAGS.get_key_flags_for_module(module):
