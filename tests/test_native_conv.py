@@ -37,6 +37,12 @@ CASES = [
     ((2, 9, 7, 5), (3, 3), 18, (2, 3), ((1, 2), (0, 1))),  # unequal strides
     ((1, 11, 10, 7), (4, 2), 9, (3, 2), ((3, 0), (2, 1))),  # stride 3, padding wider than 1
     ((2, 4, 4, 64), (3, 3), 80, (1, 1), ((1, 1), (1, 1))),  # several channel blocks
+    # 3x3, stride 1, 32+ channels in and out: Winograd F(2x2, 3x3)
+    ((3, 7, 5, 36), (3, 3), 40, (1, 1), ((1, 1), (1, 1))),  # odd sizes: partial tiles
+    ((2, 9, 6, 33), (3, 3), 50, (1, 1), ((2, 0), (0, 2))),  # uneven padding
+    ((2, 6, 6, 64), (3, 3), 48, (1, 1), ((0, 0), (0, 0))),  # no padding
+    ((2, 20, 20, 32), (3, 3), 64, (1, 1), ((1, 1), (1, 1))),  # tiles in two chunks
+    ((6, 8, 8, 32), (3, 3), 33, (1, 1), ((1, 1), (1, 1))),  # 6 images, a partial vector
 ]
 
 
@@ -85,9 +91,10 @@ def test_forward_and_both_gradients_equal_lax(shape, kernel, c_out, strides, pad
     _assert_close(a, b)
 
 
-def test_forward_and_kernel_gradient_equal_a_plain_loop():
+@pytest.mark.parametrize("case", [8, 10])  # stride 3; Winograd's odd sizes
+def test_forward_and_kernel_gradient_equal_a_plain_loop(case):
   _require_kernels()
-  shape, kernel, c_out, strides, padding = CASES[8]
+  shape, kernel, c_out, strides, padding = CASES[case]
   x, k, t = _inputs(shape, kernel, c_out, strides, padding, seed=3)
   y, vjp = jax.vjp(_ours(strides, padding), x, k)
   dk = np.asarray(vjp(t)[1])
@@ -104,14 +111,15 @@ def test_forward_and_kernel_gradient_equal_a_plain_loop():
   _assert_close(dk, loop_dk)
 
 
-@pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
-def test_a_zoo_under_vmap_equals_one_model_at_a_time(strides):
+@pytest.mark.parametrize("strides,c_in,c_out", [((1, 1), 16, 24), ((2, 2), 16, 24),
+                                                ((1, 1), 32, 40)])  # the last: Winograd
+def test_a_zoo_under_vmap_equals_one_model_at_a_time(strides, c_in, c_out):
   _require_kernels()
   padding = ((1, 1), (1, 1))
   keys = jax.random.split(jax.random.key(1), 3)
-  xs = jax.random.normal(keys[0], (3, 4, 8, 8, 16))
-  ks = jax.random.normal(keys[1], (3, 3, 3, 16, 24))
-  ts = jax.random.normal(keys[2], (3, 4, 8 // strides[0], 8 // strides[1], 24))
+  xs = jax.random.normal(keys[0], (3, 4, 8, 8, c_in))
+  ks = jax.random.normal(keys[1], (3, 3, 3, c_in, c_out))
+  ts = jax.random.normal(keys[2], (3, 4, 8 // strides[0], 8 // strides[1], c_out))
   grad = jax.grad(_loss(_ours(strides, padding)), (0, 1))
   zoo = jax.jit(jax.vmap(grad))(xs, ks, ts)
   for m in range(3):

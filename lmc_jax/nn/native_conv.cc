@@ -20,7 +20,8 @@
 // channels one SIMD vector each) and the kernel loops over the taps and input channels,
 // broadcasting one input value per position: a direct convolution, as oneDNN's. Images
 // are split over XLA's own intra-op thread pool; small images go in groups, so that a
-// block of the kernel, once in cache, serves a few hundred positions.
+// block of the kernel, once in cache, serves a few hundred positions. 3x3 stride-1 layers
+// with 32+ channels in and out take Winograd's algorithms instead (the section below).
 
 #include <algorithm>
 #include <atomic>
@@ -412,6 +413,417 @@ void KernelGradImages(const float* xf, const float* dyf, const Geometry& s, cons
 }
 
 // ----------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions with 32+ input and output channels:
+// each 2x2 block of outputs (a tile) from the 4x4 block of padded input under it, with 16
+// products per channel pair where the direct convolution has 36. With
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 -1]:
+// U = G w G^T per (input, output) channel, V = B^T d B per (tile, input channel),
+// M[e] = V[e] U[e] for each of the 16 elements e (a matrix product over input channels),
+// and the tile's outputs A^T M A. Tiles go in chunks (their V and M stay near the core);
+// each tile's outputs are computed by one thread in a fixed order, as the direct path's.
+
+// Fewer channels: the transforms cost more than the products they save (measured).
+constexpr int64_t kWinogradMinChannels = 32;
+
+bool UsesWinograd(const Geometry& s) {
+  return kRegisters >= 32 && s.KH == 3 && s.KW == 3 && s.SH == 1 && s.SW == 1 &&
+         s.C >= kWinogradMinChannels && s.O >= kWinogradMinChannels;
+}
+
+// u (16, C, OP) of one model from its packed kernel wk (3, 3, C, OP).
+void WinogradKernel(const float* wk, int64_t C, int64_t OP, float* u) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t o = 0; o < OP; o += kLanes) {
+      Vec g[3][3], t[4][3];
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) g[i][j] = Load(wk + ((i * 3 + j) * C + c) * OP + o);
+      for (int j = 0; j < 3; ++j) {  // t = G g
+        t[0][j] = g[0][j];
+        t[1][j] = (g[0][j] + g[1][j] + g[2][j]) * 0.5f;
+        t[2][j] = (g[0][j] - g[1][j] + g[2][j]) * 0.5f;
+        t[3][j] = g[2][j];
+      }
+      for (int i = 0; i < 4; ++i) {  // u = t G^T
+        const Vec r[4] = {t[i][0], (t[i][0] + t[i][1] + t[i][2]) * 0.5f,
+                          (t[i][0] - t[i][1] + t[i][2]) * 0.5f, t[i][2]};
+        for (int j = 0; j < 4; ++j) Store(u + ((i * 4 + j) * C + c) * OP + o, r[j]);
+      }
+    }
+  }
+}
+
+struct WinogradTiles {
+  int64_t TH, TW;  // tiles per image: down, across
+  int64_t Per() const { return TH * TW; }
+};
+
+// v (16, rows, pitch >= C) rows [0, count) for tiles [t0, t0 + count) of image stack x
+// (N, H, W, C); rows [count, rows) and channels [C, pitch) zero. A 4x4 block's pixels
+// outside the image read as zeros.
+void WinogradInputs(const float* x, const Geometry& s, const WinogradTiles& wt, int64_t t0,
+                    int64_t count, int64_t rows, int64_t pitch, float* v) {
+  const int64_t plane = rows * pitch;
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t t = t0 + k, n = t / wt.Per(), r = t - n * wt.Per();
+    const int64_t ty = r / wt.TW, tx = r - ty * wt.TW;
+    const float* px[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const int64_t h = 2 * ty + i - s.pad_top;
+      for (int j = 0; j < 4; ++j) {
+        const int64_t w = 2 * tx + j - s.pad_left;
+        px[i][j] = h >= 0 && h < s.H && w >= 0 && w < s.W ? x + ((n * s.H + h) * s.W + w) * s.C
+                                                          : nullptr;
+      }
+    }
+    float* out = v + k * pitch;
+    if (pitch > s.C)
+      for (int e = 0; e < 16; ++e)
+        std::memset(out + e * plane + s.C, 0, (pitch - s.C) * sizeof(float));
+    for (int64_t c = 0; c < s.C; c += kLanes) {
+      Vec d[4][4], t4[4][4];
+      if (c + kLanes <= s.C) {
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) d[i][j] = px[i][j] ? Load(px[i][j] + c) : Vec{};
+      } else {  // the last, partial vector of channels
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            float tmp[kLanes] = {};
+            if (px[i][j]) std::memcpy(tmp, px[i][j] + c, (s.C - c) * sizeof(float));
+            d[i][j] = Load(tmp);
+          }
+      }
+      for (int j = 0; j < 4; ++j) {  // B^T d
+        t4[0][j] = d[0][j] - d[2][j];
+        t4[1][j] = d[1][j] + d[2][j];
+        t4[2][j] = d[2][j] - d[1][j];
+        t4[3][j] = d[1][j] - d[3][j];
+      }
+      for (int i = 0; i < 4; ++i) {  // (B^T d) B
+        const Vec r4[4] = {t4[i][0] - t4[i][2], t4[i][1] + t4[i][2], t4[i][2] - t4[i][1],
+                           t4[i][1] - t4[i][3]};
+        for (int j = 0; j < 4; ++j) {
+          float* dst = out + (i * 4 + j) * plane + c;
+          if (c + kLanes <= s.C) {
+            Store(dst, r4[j]);
+          } else {
+            float tmp[kLanes];
+            Store(tmp, r4[j]);
+            std::memcpy(dst, tmp, (s.C - c) * sizeof(float));
+          }
+        }
+      }
+    }
+  }
+  for (int e = 0; e < 16; ++e)
+    std::memset(v + e * plane + count * pitch, 0, (rows - count) * pitch * sizeof(float));
+}
+
+// m[t0 .. t0 + P) x VECS vectors from vec0 = v[t0 .. t0 + P) (rows of C) times u (C, OP),
+// for one element e. STRIDE: C when compiled in (0: read s.C).
+template <int P, int VECS, int STRIDE>
+void WinogradTile(const float* __restrict v, const float* __restrict u, int64_t C, int64_t OP,
+                  int64_t t0, int64_t vec0, float* __restrict m) {
+  Vec acc[P][VECS];
+#pragma GCC unroll 32
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int k = 0; k < VECS; ++k) acc[p][k] = Vec{};
+  const int64_t stride = STRIDE ? STRIDE : C;
+  const float* vb = v + t0 * stride;
+  const float* ub = u + vec0 * kLanes;
+  for (int64_t c = 0; c < C; ++c, ++vb) {
+    Vec uv[VECS];
+#pragma GCC unroll 8
+    for (int k = 0; k < VECS; ++k) uv[k] = Load(ub + c * OP + k * kLanes);
+#pragma GCC unroll 32
+    for (int p = 0; p < P; ++p) {
+      const float value = vb[p * stride];
+#pragma GCC unroll 8
+      for (int k = 0; k < VECS; ++k) acc[p][k] += value * uv[k];
+    }
+  }
+  float* out = m + t0 * OP + vec0 * kLanes;
+#pragma GCC unroll 32
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int k = 0; k < VECS; ++k) Store(out + p * OP + k * kLanes, acc[p][k]);
+}
+
+template <int VECS>
+constexpr int WinogradRows() {
+  return ForwardPixels<VECS>();
+}
+
+// m (16, rows, OP) = v (16, rows, C) times u (16, C, OP), element by element; rows is a
+// multiple of every tile height used (WinogradRowStep).
+template <int STRIDE>
+void WinogradProducts(const float* v, const float* u, int64_t C, int64_t OP, int64_t rows,
+                      float* m) {
+  const int64_t vectors = OP / kLanes;
+  for (int e = 0; e < 16; ++e) {
+    const float* ve = v + e * rows * C;
+    const float* ue = u + e * C * OP;
+    float* me = m + e * rows * OP;
+    for (int64_t v0 = 0; v0 < vectors;) {
+      const int64_t vecs = std::min<int64_t>(4, vectors - v0);
+      switch (vecs) {
+        case 1:
+          for (int64_t t = 0; t < rows; t += WinogradRows<1>())
+            WinogradTile<WinogradRows<1>(), 1, STRIDE>(ve, ue, C, OP, t, v0, me);
+          break;
+        case 2:
+          for (int64_t t = 0; t < rows; t += WinogradRows<2>())
+            WinogradTile<WinogradRows<2>(), 2, STRIDE>(ve, ue, C, OP, t, v0, me);
+          break;
+        case 3:
+          for (int64_t t = 0; t < rows; t += WinogradRows<3>())
+            WinogradTile<WinogradRows<3>(), 3, STRIDE>(ve, ue, C, OP, t, v0, me);
+          break;
+        default:
+          for (int64_t t = 0; t < rows; t += WinogradRows<4>())
+            WinogradTile<WinogradRows<4>(), 4, STRIDE>(ve, ue, C, OP, t, v0, me);
+          break;
+      }
+      v0 += vecs;
+    }
+  }
+}
+
+// The tile heights WinogradProducts uses for OP output channels all divide this.
+int64_t WinogradRowStep(int64_t OP) {
+  const int64_t vectors = OP / kLanes;
+  const int64_t heights[5] = {0, WinogradRows<1>(), WinogradRows<2>(), WinogradRows<3>(),
+                              WinogradRows<4>()};
+  int64_t step = vectors >= 4 ? heights[4] : heights[vectors];
+  if (vectors > 4 && vectors % 4) {
+    const int64_t p = step, q = heights[vectors % 4];
+    int64_t g = p, h = q;
+    while (h) { const int64_t r = g % h; g = h; h = r; }
+    step = p / g * q;
+  }
+  return step;
+}
+
+// Outputs of tiles [t0, t0 + count) into y (N, OH, OW, O) from m (16, rows, OP).
+void WinogradOutputs(const float* m, const Geometry& s, const WinogradTiles& wt, int64_t t0,
+                     int64_t count, int64_t rows, int64_t OP, float* y) {
+  const int64_t plane = rows * OP;
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t t = t0 + k, n = t / wt.Per(), r = t - n * wt.Per();
+    const int64_t ty = r / wt.TW, tx = r - ty * wt.TW;
+    const float* in = m + k * OP;
+    for (int64_t o = 0; o < OP; o += kLanes) {
+      Vec q[4][4], s2[2][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) q[i][j] = Load(in + (i * 4 + j) * plane + o);
+      for (int j = 0; j < 4; ++j) {  // A^T M
+        s2[0][j] = q[0][j] + q[1][j] + q[2][j];
+        s2[1][j] = q[1][j] - q[2][j] - q[3][j];
+      }
+      for (int i = 0; i < 2; ++i) {  // (A^T M) A
+        const int64_t a = 2 * ty + i;
+        if (a >= s.OH) break;
+        const Vec out[2] = {s2[i][0] + s2[i][1] + s2[i][2], s2[i][1] - s2[i][2] - s2[i][3]};
+        for (int j = 0; j < 2; ++j) {
+          const int64_t b = 2 * tx + j;
+          if (b >= s.OW) break;
+          float* dst = y + ((n * s.OH + a) * s.OW + b) * s.O + o;
+          if (o + kLanes <= s.O) {
+            Store(dst, out[j]);
+          } else {
+            float tmp[kLanes];
+            Store(tmp, out[j]);
+            std::memcpy(dst, tmp, (s.O - o) * sizeof(float));
+          }
+        }
+      }
+    }
+  }
+}
+
+// The forward convolution of every model by Winograd: wk the packed kernels (G, 3, 3, C,
+// OP), x (G, N, H, W, C), y (G, N, OH, OW, O).
+void WinogradForward(ffi::ThreadPool& pool, const Geometry& s, const float* wk, int64_t OP,
+                     const float* x, float* y) {
+  const int64_t C = s.C;
+  std::vector<float> u(s.G * 16 * C * OP);
+  auto kernel = [&](int64_t g) {
+    WinogradKernel(wk + g * 9 * C * OP, C, OP, u.data() + g * 16 * C * OP);
+  };
+  ParallelFor(pool, s.G, Workers(pool, s.G), kernel);
+  const WinogradTiles wt{(s.OH + 1) / 2, (s.OW + 1) / 2};
+  const int64_t tiles = s.N * wt.Per();
+  // A chunk's transformed inputs take at least as many bytes as one model's transformed
+  // kernel (whose every element is read once per chunk) and 384 KiB.
+  const int64_t step = WinogradRowStep(OP);
+  const int64_t bytes = std::max<int64_t>(384 * 1024, 16 * C * OP * int64_t(sizeof(float)));
+  const int64_t per_chunk = std::min(
+      RoundUp(tiles, step), RoundUp(std::max<int64_t>(1, bytes / (16 * C * 4)), step));
+  const int64_t chunks = (tiles + per_chunk - 1) / per_chunk;
+  auto body = [&](int64_t item) {
+    thread_local std::vector<float> v, m;
+    const int64_t g = item / chunks, t0 = (item - g * chunks) * per_chunk;
+    const int64_t count = std::min(per_chunk, tiles - t0);
+    const int64_t rows = RoundUp(count, step);
+    v.resize(16 * rows * C);
+    m.resize(16 * rows * OP);
+    WinogradInputs(x + g * s.N * s.H * s.W * C, s, wt, t0, count, rows, C, v.data());
+    const float* ug = u.data() + g * 16 * C * OP;
+    switch (C) {
+      case 32: WinogradProducts<32>(v.data(), ug, C, OP, rows, m.data()); break;
+      case 64: WinogradProducts<64>(v.data(), ug, C, OP, rows, m.data()); break;
+      case 128: WinogradProducts<128>(v.data(), ug, C, OP, rows, m.data()); break;
+      case 256: WinogradProducts<256>(v.data(), ug, C, OP, rows, m.data()); break;
+      default: WinogradProducts<0>(v.data(), ug, C, OP, rows, m.data()); break;
+    }
+    WinogradOutputs(m.data(), s, wt, t0, count, rows, OP, y + g * s.N * s.OH * s.OW * s.O);
+  };
+  const int64_t items = s.G * chunks;
+  ParallelFor(pool, items, Workers(pool, items), body);
+}
+
+// The kernel gradient by Winograd F(3x3, 2x2): the 3x3 gradient is a correlation of each
+// 4x4 input block with the 2x2 output gradient over it, so with the forward's B^T (whose
+// last row is negated here against the textbook's, and G's last row with it):
+//   G' = [1 0; .5 .5; .5 -.5; 0 -1],  A'^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1],
+// D = G' dy G'^T per (tile, output channel), M[e] = sum over tiles of V[e]^T D[e] (a matrix
+// product over tiles, on the direct kernel gradient's register tiles), dw = A'^T M A'.
+
+// d (16, rows, OP) rows [0, count) for tiles [t0, t0 + count) of output gradients dy
+// (N, OH, OW, O); rows [count, rows) and channels [O, OP) zero.
+void WinogradGradients(const float* dy, const Geometry& s, const WinogradTiles& wt,
+                       int64_t t0, int64_t count, int64_t rows, int64_t OP, float* d) {
+  const int64_t plane = rows * OP;
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t t = t0 + k, n = t / wt.Per(), r = t - n * wt.Per();
+    const int64_t ty = r / wt.TW, tx = r - ty * wt.TW;
+    const float* px[2][2];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) {
+        const int64_t a = 2 * ty + i, b = 2 * tx + j;
+        px[i][j] = a < s.OH && b < s.OW ? dy + ((n * s.OH + a) * s.OW + b) * s.O : nullptr;
+      }
+    float* out = d + k * OP;
+    for (int64_t o = 0; o < OP; o += kLanes) {
+      Vec q[2][2], t2[4][2];
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) {
+          if (!px[i][j]) {
+            q[i][j] = Vec{};
+          } else if (o + kLanes <= s.O) {
+            q[i][j] = Load(px[i][j] + o);
+          } else {
+            float tmp[kLanes] = {};
+            if (o < s.O) std::memcpy(tmp, px[i][j] + o, (s.O - o) * sizeof(float));
+            q[i][j] = Load(tmp);
+          }
+        }
+      for (int j = 0; j < 2; ++j) {  // G' dy
+        t2[0][j] = q[0][j];
+        t2[1][j] = (q[0][j] + q[1][j]) * 0.5f;
+        t2[2][j] = (q[0][j] - q[1][j]) * 0.5f;
+        t2[3][j] = -q[1][j];
+      }
+      for (int i = 0; i < 4; ++i) {  // (G' dy) G'^T
+        const Vec r4[4] = {t2[i][0], (t2[i][0] + t2[i][1]) * 0.5f,
+                           (t2[i][0] - t2[i][1]) * 0.5f, -t2[i][1]};
+        for (int j = 0; j < 4; ++j) Store(out + (i * 4 + j) * plane + o, r4[j]);
+      }
+    }
+  }
+  for (int e = 0; e < 16; ++e)
+    std::memset(d + e * plane + count * OP, 0, (rows - count) * OP * sizeof(float));
+}
+
+// Adds to m (16, CP, OP) the products of `rows` transformed tiles: v (16, rows, CP) and
+// d (16, rows, OP).
+void WinogradGradProducts(const float* v, const float* d, int64_t CP, int64_t OP,
+                          int64_t rows, float* m) {
+  const int64_t vectors = OP / kLanes;
+  for (int e = 0; e < 16; ++e) {
+    const float* ve = v + e * rows * CP;
+    const float* de = d + e * rows * OP;
+    float* me = m + e * CP * OP;
+    for (int64_t v0 = 0; v0 < vectors;) {
+      const int64_t vecs = std::min<int64_t>(3, vectors - v0);
+      switch (vecs) {
+        case 1: KernelGradChannels<1, false>(ve, de, nullptr, CP, OP, 0, rows, 0, v0, me); break;
+        case 2: KernelGradChannels<2, false>(ve, de, nullptr, CP, OP, 0, rows, 0, v0, me); break;
+        default: KernelGradChannels<3, false>(ve, de, nullptr, CP, OP, 0, rows, 0, v0, me); break;
+      }
+      v0 += vecs;
+    }
+  }
+}
+
+// dw (G, 3, 3, C, O) of every model: each model's images in `chunks` fixed chunks, each
+// summed in the transformed domain in its own buffer, the buffers added in chunk order and
+// transformed back: the result does not depend on the threads.
+void WinogradKernelGrad(ffi::ThreadPool& pool, const Geometry& s, const float* x,
+                        const float* dy, float* dw) {
+  const int64_t CP = RoundUp(s.C, kChannelStep), OP = RoundUp(s.O, kLanes);
+  const int64_t per_model = 16 * CP * OP;
+  const int64_t chunks = std::min<int64_t>(s.N, kKernelGradChunks);
+  std::vector<float> acc(static_cast<size_t>(s.G * chunks * per_model));
+  const WinogradTiles wt{(s.OH + 1) / 2, (s.OW + 1) / 2};
+  constexpr int64_t kTilesPerPass = 256;
+  auto body = [&](int64_t item) {
+    thread_local std::vector<float> v, d;
+    const int64_t g = item / chunks, chunk = item - g * chunks;
+    float* mine = acc.data() + item * per_model;
+    std::memset(mine, 0, per_model * sizeof(float));
+    const int64_t begin = chunk * s.N / chunks * wt.Per();
+    const int64_t end = (chunk + 1) * s.N / chunks * wt.Per();
+    const float* xg = x + g * s.N * s.H * s.W * s.C;
+    const float* dyg = dy + g * s.N * s.OH * s.OW * s.O;
+    for (int64_t t0 = begin; t0 < end; t0 += kTilesPerPass) {
+      const int64_t count = std::min(kTilesPerPass, end - t0);
+      v.resize(16 * count * CP);
+      d.resize(16 * count * OP);
+      WinogradInputs(xg, s, wt, t0, count, count, CP, v.data());
+      WinogradGradients(dyg, s, wt, t0, count, count, OP, d.data());
+      WinogradGradProducts(v.data(), d.data(), CP, OP, count, mine);
+    }
+  };
+  const int64_t items = s.G * chunks;
+  ParallelFor(pool, items, Workers(pool, items), body);
+  // One (model, input channel) per item: the chunks' sums in order, then dw = A'^T M A'.
+  auto reduce = [&](int64_t item) {
+    const int64_t g = item / s.C, c = item - g * s.C;
+    const float* first = acc.data() + g * chunks * per_model + c * OP;
+    for (int64_t o = 0; o < OP; o += kLanes) {
+      Vec m[4][4], t3[3][4];
+      for (int e = 0; e < 16; ++e) {
+        Vec sum = Load(first + e * CP * OP + o);
+        for (int64_t k = 1; k < chunks; ++k) sum += Load(first + k * per_model + e * CP * OP + o);
+        m[e / 4][e % 4] = sum;
+      }
+      for (int j = 0; j < 4; ++j) {  // A'^T M
+        t3[0][j] = m[0][j] + m[1][j] + m[2][j];
+        t3[1][j] = m[1][j] - m[2][j];
+        t3[2][j] = m[1][j] + m[2][j] + m[3][j];
+      }
+      for (int i = 0; i < 3; ++i) {  // (A'^T M) A'
+        const Vec r3[3] = {t3[i][0] + t3[i][1] + t3[i][2], t3[i][1] - t3[i][2],
+                           t3[i][1] + t3[i][2] + t3[i][3]};
+        for (int j = 0; j < 3; ++j) {
+          float* dst = dw + ((g * 9 + i * 3 + j) * s.C + c) * s.O + o;
+          if (o + kLanes <= s.O) {
+            Store(dst, r3[j]);
+          } else {
+            float tmp[kLanes];
+            Store(tmp, r3[j]);
+            std::memcpy(dst, tmp, (s.O - o) * sizeof(float));
+          }
+        }
+      }
+    }
+  };
+  ParallelFor(pool, s.G * s.C, Workers(pool, s.G * s.C), reduce);
+}
+
+// ----------------------------------------------------------------------------------------
 
 ffi::Error MakeGeometry(Dims xd, int64_t KH, int64_t KW, int64_t C_kernel, int64_t O,
                         int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
@@ -466,6 +878,10 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
     for (int64_t t = 0; t < taps; ++t)
       std::memcpy(packed.data() + (g * taps + t) * OP, wsrc + (g * taps + t) * s.O,
                   s.O * sizeof(float));
+  if (UsesWinograd(s)) {
+    WinogradForward(pool, s, packed.data(), OP, x.typed_data(), y->typed_data());
+    return ffi::Error::Success();
+  }
   // Wide tiles (64+ output channels, 6 positions) on narrow images: positions are the
   // output pixels themselves (each tile reads its 6 pixels through pointers), not the
   // padded grid whose dropped columns would cost 1 in 9 of the work or more.
@@ -511,6 +927,10 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (Leading(kd) != s.G || Leading(gd) != s.G || gd[rg - 4] != s.N || gd[rg - 3] != s.OH ||
       gd[rg - 2] != s.OW || gd[rg - 1] != s.O)
     return ffi::Error::InvalidArgument("output gradient shape does not match the convolution");
+  if (UsesWinograd(s)) {
+    WinogradKernelGrad(pool, s, x.typed_data(), dy.typed_data(), dw->typed_data());
+    return ffi::Error::Success();
+  }
   const int64_t OP = RoundUp(s.O, kLanes);
   const int64_t CP = RoundUp(s.C, kChannelStep);
   const int64_t per_model = s.KH * s.KW * CP * OP;

@@ -6,6 +6,11 @@ CIFAR conv net, most of all the kernel gradient (BUILD_NOTES.md). `conv_general_
 here is a drop-in for `jax.lax.conv_general_dilated` that sends the common case to two
 compiled kernels: the forward convolution (also used, on the flipped kernel, for the input
 gradient) and the kernel gradient. Under `vmap` (a zoo) one call covers every model.
+Both are direct convolutions, except for 3x3 stride-1 layers with 32 or more channels in
+and out (most of a CIFAR ResNet's or VGG's) on an AVX-512 CPU, where both run Winograd's
+F(2x2, 3x3) (16 multiplications per 2x2 block of outputs and channel pair where the direct
+way has 36; its kernel gradient F(3x3, 2x2)): equal to the direct way to float32 rounding
+(relative error about 5e-7 against lax at highest precision; tested).
 
 The common case: float32, NHWC input, HWIO kernel, explicit padding, no dilation, no groups
 (stride 1 with padding between 0 and kernel size - 1 on each side; any padding for larger
