@@ -201,10 +201,11 @@ def test_the_kernels_are_compiled_once_per_machine():
   assert os.path.basename(path).startswith("native_conv-")
 
 
-def test_the_kernel_gradient_is_the_same_on_every_call():
+@pytest.mark.parametrize("c_in,c_out", [(8, 16), (32, 40)])  # direct; Winograd
+def test_the_kernel_gradient_is_the_same_on_every_call(c_in, c_out):
   # Each model's images are summed in fixed chunks, whichever thread takes which.
   _require_kernels()
-  x, k, t = _inputs((64, 6, 6, 8), (3, 3), 16, (1, 1), ((1, 1), (1, 1)))
+  x, k, t = _inputs((64, 6, 6, c_in), (3, 3), c_out, (1, 1), ((1, 1), (1, 1)))
   grad = jax.jit(jax.grad(_loss(_ours((1, 1), ((1, 1), (1, 1)))), 1))
   first = np.asarray(grad(x, k, t))
   for _ in range(5):
