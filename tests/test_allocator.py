@@ -40,7 +40,10 @@ libc.free(p)
 after = libc.mallinfo2()
 p, second = touch()
 libc.free(p)
+huge = libc.malloc(3 << 30)  # past any finite trim threshold mallopt takes; left untouched
+libc.free(huge)
 print(json.dumps(dict(why=why, mmapped=during.hblkhd, heap_after_free=after.arena,
+                      heap_after_huge_free=libc.mallinfo2().arena,
                       first=first, second=second, pages=big // 4096)))
 """
 
@@ -59,6 +62,7 @@ def test_a_freed_block_is_kept_and_reused_without_page_faults():
   assert kept["heap_after_free"] >= 64 << 20  # not trimmed on free
   assert kept["first"] >= kept["pages"] // 2  # the first touch faults its pages in
   assert kept["second"] < kept["pages"] // 20  # the reuse does not
+  assert kept["heap_after_huge_free"] >= 3 << 30  # never trimmed, however much is freed
   plain = _child("plain")  # glibc's defaults: mmap, munmap, fault in again
   assert plain["mmapped"] >= 64 << 20
   assert plain["second"] >= plain["pages"] // 2
