@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -54,6 +55,20 @@ typedef float UnalignedVec __attribute__((vector_size(kLanes * 4), aligned(4)));
 
 inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
 inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
+// The first n (<= kLanes) floats: stored from v; loaded from p (null: zeros), the rest 0.
+inline void StoreFirst(float* p, Vec v, int64_t n) {
+  if (n >= kLanes) return Store(p, v);
+  float tmp[kLanes];
+  Store(tmp, v);
+  std::memcpy(p, tmp, n * sizeof(float));
+}
+inline Vec LoadFirst(const float* p, int64_t n) {
+  if (p == nullptr) return Vec{};
+  if (n >= kLanes) return Load(p);
+  float tmp[kLanes] = {};
+  std::memcpy(tmp, p, n * sizeof(float));
+  return Load(tmp);
+}
 
 using Dims = ffi::Span<const int64_t>;
 
@@ -227,13 +242,7 @@ void ForwardTile(const float* __restrict xf, const float* __restrict wk, const G
 #pragma GCC unroll 8
     for (int v = 0; v < VECS; ++v) {
       const int64_t left = s.O - (vec0 + v) * kLanes;
-      if (left >= kLanes) {
-        Store(dst + v * kLanes, acc[p][v]);
-      } else if (left > 0) {
-        float tmp[kLanes];
-        Store(tmp, acc[p][v]);
-        std::memcpy(dst + v * kLanes, tmp, left * sizeof(float));
-      }
+      if (left > 0) StoreFirst(dst + v * kLanes, acc[p][v], left);
     }
   }
 }
@@ -482,17 +491,8 @@ void WinogradInputs(const float* x, const Geometry& s, const WinogradTiles& wt, 
         std::memset(out + e * plane + s.C, 0, (pitch - s.C) * sizeof(float));
     for (int64_t c = 0; c < s.C; c += kLanes) {
       Vec d[4][4], t4[4][4];
-      if (c + kLanes <= s.C) {
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) d[i][j] = px[i][j] ? Load(px[i][j] + c) : Vec{};
-      } else {  // the last, partial vector of channels
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
-            float tmp[kLanes] = {};
-            if (px[i][j]) std::memcpy(tmp, px[i][j] + c, (s.C - c) * sizeof(float));
-            d[i][j] = Load(tmp);
-          }
-      }
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) d[i][j] = LoadFirst(px[i][j] ? px[i][j] + c : nullptr, s.C - c);
       for (int j = 0; j < 4; ++j) {  // B^T d
         t4[0][j] = d[0][j] - d[2][j];
         t4[1][j] = d[1][j] + d[2][j];
@@ -502,16 +502,7 @@ void WinogradInputs(const float* x, const Geometry& s, const WinogradTiles& wt, 
       for (int i = 0; i < 4; ++i) {  // (B^T d) B
         const Vec r4[4] = {t4[i][0] - t4[i][2], t4[i][1] + t4[i][2], t4[i][2] - t4[i][1],
                            t4[i][1] - t4[i][3]};
-        for (int j = 0; j < 4; ++j) {
-          float* dst = out + (i * 4 + j) * plane + c;
-          if (c + kLanes <= s.C) {
-            Store(dst, r4[j]);
-          } else {
-            float tmp[kLanes];
-            Store(tmp, r4[j]);
-            std::memcpy(dst, tmp, (s.C - c) * sizeof(float));
-          }
-        }
+        for (int j = 0; j < 4; ++j) StoreFirst(out + (i * 4 + j) * plane + c, r4[j], s.C - c);
       }
     }
   }
@@ -550,11 +541,6 @@ void WinogradTile(const float* __restrict v, const float* __restrict u, int64_t 
     for (int k = 0; k < VECS; ++k) Store(out + p * OP + k * kLanes, acc[p][k]);
 }
 
-template <int VECS>
-constexpr int WinogradRows() {
-  return ForwardPixels<VECS>();
-}
-
 // m (16, rows, OP) = v (16, rows, C) times u (16, C, OP), element by element; rows is a
 // multiple of every tile height used (WinogradRowStep).
 template <int STRIDE>
@@ -569,20 +555,20 @@ void WinogradProducts(const float* v, const float* u, int64_t C, int64_t OP, int
       const int64_t vecs = std::min<int64_t>(4, vectors - v0);
       switch (vecs) {
         case 1:
-          for (int64_t t = 0; t < rows; t += WinogradRows<1>())
-            WinogradTile<WinogradRows<1>(), 1, STRIDE>(ve, ue, C, OP, t, v0, me);
+          for (int64_t t = 0; t < rows; t += ForwardPixels<1>())
+            WinogradTile<ForwardPixels<1>(), 1, STRIDE>(ve, ue, C, OP, t, v0, me);
           break;
         case 2:
-          for (int64_t t = 0; t < rows; t += WinogradRows<2>())
-            WinogradTile<WinogradRows<2>(), 2, STRIDE>(ve, ue, C, OP, t, v0, me);
+          for (int64_t t = 0; t < rows; t += ForwardPixels<2>())
+            WinogradTile<ForwardPixels<2>(), 2, STRIDE>(ve, ue, C, OP, t, v0, me);
           break;
         case 3:
-          for (int64_t t = 0; t < rows; t += WinogradRows<3>())
-            WinogradTile<WinogradRows<3>(), 3, STRIDE>(ve, ue, C, OP, t, v0, me);
+          for (int64_t t = 0; t < rows; t += ForwardPixels<3>())
+            WinogradTile<ForwardPixels<3>(), 3, STRIDE>(ve, ue, C, OP, t, v0, me);
           break;
         default:
-          for (int64_t t = 0; t < rows; t += WinogradRows<4>())
-            WinogradTile<WinogradRows<4>(), 4, STRIDE>(ve, ue, C, OP, t, v0, me);
+          for (int64_t t = 0; t < rows; t += ForwardPixels<4>())
+            WinogradTile<ForwardPixels<4>(), 4, STRIDE>(ve, ue, C, OP, t, v0, me);
           break;
       }
       v0 += vecs;
@@ -593,15 +579,10 @@ void WinogradProducts(const float* v, const float* u, int64_t C, int64_t OP, int
 // The tile heights WinogradProducts uses for OP output channels all divide this.
 int64_t WinogradRowStep(int64_t OP) {
   const int64_t vectors = OP / kLanes;
-  const int64_t heights[5] = {0, WinogradRows<1>(), WinogradRows<2>(), WinogradRows<3>(),
-                              WinogradRows<4>()};
+  const int64_t heights[5] = {0, ForwardPixels<1>(), ForwardPixels<2>(), ForwardPixels<3>(),
+                              ForwardPixels<4>()};
   int64_t step = vectors >= 4 ? heights[4] : heights[vectors];
-  if (vectors > 4 && vectors % 4) {
-    const int64_t p = step, q = heights[vectors % 4];
-    int64_t g = p, h = q;
-    while (h) { const int64_t r = g % h; g = h; h = r; }
-    step = p / g * q;
-  }
+  if (vectors > 4 && vectors % 4) step = std::lcm(step, heights[vectors % 4]);
   return step;
 }
 
@@ -628,14 +609,7 @@ void WinogradOutputs(const float* m, const Geometry& s, const WinogradTiles& wt,
         for (int j = 0; j < 2; ++j) {
           const int64_t b = 2 * tx + j;
           if (b >= s.OW) break;
-          float* dst = y + ((n * s.OH + a) * s.OW + b) * s.O + o;
-          if (o + kLanes <= s.O) {
-            Store(dst, out[j]);
-          } else {
-            float tmp[kLanes];
-            Store(tmp, out[j]);
-            std::memcpy(dst, tmp, (s.O - o) * sizeof(float));
-          }
+          StoreFirst(y + ((n * s.OH + a) * s.OW + b) * s.O + o, out[j], s.O - o);
         }
       }
     }
@@ -708,17 +682,8 @@ void WinogradGradients(const float* dy, const Geometry& s, const WinogradTiles& 
     for (int64_t o = 0; o < OP; o += kLanes) {
       Vec q[2][2], t2[4][2];
       for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 2; ++j) {
-          if (!px[i][j]) {
-            q[i][j] = Vec{};
-          } else if (o + kLanes <= s.O) {
-            q[i][j] = Load(px[i][j] + o);
-          } else {
-            float tmp[kLanes] = {};
-            if (o < s.O) std::memcpy(tmp, px[i][j] + o, (s.O - o) * sizeof(float));
-            q[i][j] = Load(tmp);
-          }
-        }
+        for (int j = 0; j < 2; ++j)
+          q[i][j] = LoadFirst(px[i][j] ? px[i][j] + o : nullptr, s.O - o);
       for (int j = 0; j < 2; ++j) {  // G' dy
         t2[0][j] = q[0][j];
         t2[1][j] = (q[0][j] + q[1][j]) * 0.5f;
@@ -807,16 +772,8 @@ void WinogradKernelGrad(ffi::ThreadPool& pool, const Geometry& s, const float* x
       for (int i = 0; i < 3; ++i) {  // (A'^T M) A'
         const Vec r3[3] = {t3[i][0] + t3[i][1] + t3[i][2], t3[i][1] - t3[i][2],
                            t3[i][1] + t3[i][2] + t3[i][3]};
-        for (int j = 0; j < 3; ++j) {
-          float* dst = dw + ((g * 9 + i * 3 + j) * s.C + c) * s.O + o;
-          if (o + kLanes <= s.O) {
-            Store(dst, r3[j]);
-          } else {
-            float tmp[kLanes];
-            Store(tmp, r3[j]);
-            std::memcpy(dst, tmp, (s.O - o) * sizeof(float));
-          }
-        }
+        for (int j = 0; j < 3; ++j)
+          StoreFirst(dw + ((g * 9 + i * 3 + j) * s.C + c) * s.O + o, r3[j], s.O - o);
       }
     }
   };
