@@ -9,6 +9,14 @@ over CACHE_LIMIT_BYTES is emptied when a run starts. LMC_FRESH_TEST_CACHE=1 uses
 temporary folder instead (removed when the run ends), as does a checkout that is not
 writable; JAX_COMPILATION_CACHE_DIR set by you is used as it is. Cached executables are the
 ones XLA compiled, so results do not change.
+
+The suite's programs are compiled with LLVM at -O1 (SUITE_XLA_FLAGS, added to XLA_FLAGS
+for the tests and every process they start) where users' run at XLA's default -O2: the
+suite is bound by compilation, and -O1 compiles in a third of the time (the random draws of
+Flax's initializers in a fifth) for slower code. The numbers are the same bits for MLP
+zoos and differ by rounding in reductions elsewhere (BatchNorm's statistics);
+`tests/test_suite_compiler.py` checks both. LMC_TEST_DEFAULT_XLA=1, or an optimisation
+level already in XLA_FLAGS, runs the suite at that level instead.
 """
 import os
 import shutil
@@ -20,6 +28,7 @@ import numpy as np
 import pytest
 
 _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+SUITE_XLA_FLAGS = "--xla_backend_optimization_level=1"
 KEPT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "jax-tests"
 CACHE_LIMIT_BYTES = 1 << 30
 _made_cache = None
@@ -42,8 +51,19 @@ def _kept_cache() -> Optional[Path]:
   return KEPT_CACHE
 
 
+def suite_xla_flags(flags: str) -> str:
+  """`flags` (an XLA_FLAGS value) with SUITE_XLA_FLAGS added, unless it sets an
+  optimisation level itself or LMC_TEST_DEFAULT_XLA is set."""
+  if os.environ.get("LMC_TEST_DEFAULT_XLA") or "xla_backend_optimization_level" in flags:
+    return flags
+  return f"{flags} {SUITE_XLA_FLAGS}".strip()
+
+
 def pytest_configure(config):
   global _made_cache
+  # Before any backend starts (XLA reads its flags once per process); the xdist workers
+  # and the processes tests start inherit it.
+  os.environ["XLA_FLAGS"] = suite_xla_flags(os.environ.get("XLA_FLAGS", ""))
   if not os.environ.get(_CACHE_ENV):  # set: by the user, or by the xdist controller
     kept = None if os.environ.get("LMC_FRESH_TEST_CACHE") else _kept_cache()
     if kept is None:
@@ -72,7 +92,7 @@ MAX_WORKERS = 4  # each worker is a JAX process with its own thread pool and com
 # one-test files last). A file not listed here runs after them; list a new slow one.
 HEAVY_FILES = ("test_conv_cli.py", "test_reproduce.py", "test_accelerator_paths.py",
                "test_entry_points.py", "test_transformer_cli.py", "test_user_network.py",
-               "test_installed.py", "test_merge_cli.py")
+               "test_installed.py", "test_merge_cli.py", "test_suite_compiler.py")
 
 
 def pytest_xdist_auto_num_workers(config):

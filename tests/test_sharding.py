@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 HELPER = "tests.helpers.many_devices"  # run as a module from ROOT
 
 
+def _flags(devices: str) -> str:
+  """XLA_FLAGS for a process with host devices `devices`, and the suite's other flags."""
+  return f"{os.environ.get('XLA_FLAGS', '')} {devices}".strip()
+
+
 def test_four_devices_match_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=_flags("--xla_force_host_platform_device_count=4"),
              JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-m", HELPER], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=600)
@@ -41,7 +46,7 @@ def _free_port() -> int:
 def test_two_processes_train_the_zoo_one_process_trains(tmp_path):
   """`experiments.zoo --distributed` on two processes of 2 devices each (4 in all): the
   first process writes the zoo, and its metrics are those of a single-device run."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  env = dict(os.environ, XLA_FLAGS=_flags("--xla_force_host_platform_device_count=2"),
              JAX_PLATFORMS="cpu")
   args = ["--width=16", "--num_models=5", "--epochs=3", "--batch_size=128", f"--out={tmp_path}",
           "--distributed", f"--coordinator=localhost:{_free_port()}", "--num_processes=2"]
