@@ -22,6 +22,7 @@ from lmc_jax.nn.evaluation import Batches, metrics_one, metrics_stack, to_batche
 from lmc_jax.nn.forward import LinearFirstLayer, apply_eval, is_variables, linear_first_layer
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.nn.precision import einsum
+from lmc_jax.tree_utils import take
 from lmc_jax.zoo.sharding import model_mesh, padded_size, replicate, split_models, to_host
 
 NUM_ALPHAS = 11  # the study's 11 equally spaced points
@@ -170,7 +171,7 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
   if devices is not None:
     plan = plan.with_devices(devices)
   mesh = model_mesh(plan.devices)
-  if plan.host_loops(jax.tree_util.tree_map(lambda p: p[0], params_stack)):
+  if plan.host_loops(take(params_stack, 0)):
     loss, acc = _sweep_from_host(model, params_stack, pairs, alphas, batches, transform,
                                  transform_data)
     return Curves(alphas, pairs, loss, acc)
@@ -194,12 +195,20 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
 
 
 _interpolate_jit = jax.jit(interpolate)
+_take_jit = jax.jit(take)
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_transform(transform):
-  """`transform` jitted once per (hashable) transform, not once per sweep."""
-  return jax.jit(transform, static_argnums=(0, 6))
+def _transform_one(transform):
+  """`transform` on one network, jitted once per (hashable) transform, not once per sweep:
+  `(model, mixed, pi, pj, alpha, data) -> mixed`, the chunk axis of one network that
+  `transform` takes added and dropped inside the compiled call (leaf by leaf from the host,
+  that was a dispatch per leaf and per alpha)."""
+  def one(model, mixed, pi, pj, alpha, data):
+    add = lambda t: jax.tree_util.tree_map(lambda q: q[None], t)
+    out = transform(model, add(mixed), add(pi), add(pj), alpha[None], data, True)
+    return jax.tree_util.tree_map(lambda q: q[0], out)
+  return jax.jit(one, static_argnums=0)
 
 
 def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, transform_data):
@@ -210,17 +219,14 @@ def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, tra
   here in Python loops over pairs and alphas."""
   loss = np.zeros((len(pairs), len(alphas)))
   acc = np.zeros_like(loss)
-  one = lambda t: jax.tree_util.tree_map(lambda p: jnp.asarray(p)[None], t)
-  transform = None if transform is None else _jitted_transform(transform)
+  transform = None if transform is None else _transform_one(transform)
+  params_stack = jax.tree_util.tree_map(jnp.asarray, params_stack)  # on the device once
   for p, (i, j) in enumerate(pairs):
-    pi = jax.tree_util.tree_map(lambda q: jnp.asarray(q[i]), params_stack)
-    pj = jax.tree_util.tree_map(lambda q: jnp.asarray(q[j]), params_stack)
+    pi, pj = _take_jit(params_stack, i), _take_jit(params_stack, j)
     for a, alpha in enumerate(alphas):
       mixed = _interpolate_jit(pi, pj, jnp.float32(alpha))
       if transform is not None:
-        mixed = transform(model, one(mixed), one(pi), one(pj),
-                          jnp.asarray(alphas[a:a + 1], jnp.float32), transform_data, True)
-        mixed = jax.tree_util.tree_map(lambda q: q[0], mixed)
+        mixed = transform(model, mixed, pi, pj, jnp.float32(alpha), transform_data)
       loss[p, a], acc[p, a] = metrics_one(model, mixed, batches, from_host=True)
   return loss, acc
 
