@@ -11,9 +11,9 @@ writable; JAX_COMPILATION_CACHE_DIR set by you is used as it is. Cached executab
 ones XLA compiled, so results do not change.
 
 The suite's programs are compiled with LLVM at -O1 (SUITE_XLA_FLAGS, added to XLA_FLAGS
-for the tests and every process they start) where users' run at XLA's default -O2: the
-suite is bound by compilation, and -O1 compiles in a third of the time (the random draws of
-Flax's initializers in a fifth) for slower code. MLP zoos come out the same bits
+for the tests and every process they start) where users' runs compile at XLA's default -O2:
+the suite is bound by compilation, and -O1 compiles in a third of the time (the random
+draws of Flax's initializers in a fifth) for slower code. MLP zoos come out the same bits
 (`tests/test_suite_compiler.py` checks it); conv nets' and transformers' reductions may
 round differently (a ResNet-20's BatchNorm statistics, one epoch on: up to 2e-4 relative),
 which the tests' tolerances allow. LMC_TEST_DEFAULT_XLA=1, or an optimisation level
