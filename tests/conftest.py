@@ -93,7 +93,7 @@ MAX_WORKERS = 4  # each worker is a JAX process with its own thread pool and com
 # one-test files last). A file not listed here runs after them; list a new slow one.
 HEAVY_FILES = ("test_conv_cli.py", "test_reproduce.py", "test_accelerator_paths.py",
                "test_entry_points.py", "test_transformer_cli.py", "test_user_network.py",
-               "test_installed.py", "test_merge_cli.py", "test_suite_compiler.py")
+               "test_installed.py", "test_merge_cli.py")
 
 
 def pytest_xdist_auto_num_workers(config):
