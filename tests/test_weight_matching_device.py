@@ -84,3 +84,19 @@ def test_align_zoo_and_pairs_on_the_device_match_the_host():
   d = align_pairs(jax.random.key(1), spec, stack, pairs, matcher="device")
   for path, v in flatten(h).items():
     np.testing.assert_allclose(flatten(d)[path], v, rtol=1e-6)
+
+
+def test_each_groups_solve_is_traced_once_not_once_per_step():
+  """A sweep updates every group in a random order: the program holds each group's
+  similarity products (and Hungarian solve) once, not once per group and step, which made
+  the compile grow with the square of the number of groups."""
+  from lmc_jax.align.weight_device import weight_matching_jax
+  from lmc_jax.symmetry.spec import matched_axes
+  from tests.helpers.jaxprs import matrix_products
+  spec = mlp_permutation_spec(5)
+  a, b = (random_params(jax.random.key(k), (6, 5, 4, 3, 2))[1] for k in (0, 1))
+  sizes = perm_sizes(spec, a)
+  per_group = sum(len(matched_axes(spec, p)) for p in sizes)
+  products = matrix_products(lambda x, y: weight_matching_jax(jax.random.key(0), spec, sizes,
+                                                              x, y), a, b)
+  assert len(sizes) == 5 and len(products) == per_group

@@ -3,8 +3,9 @@
 The same coordinate descent as `weight_matching` (same objective, same layer orders drawn
 from the key, same stopping rule), with optax's Hungarian solver in place of scipy's and
 float32 arithmetic (signed permutations where the spec lets groups flip, as there):
-`lax.while_loop` over sweeps, `lax.switch` to pick the permutation
-each step of a sweep updates.
+`lax.while_loop` over sweeps, `lax.fori_loop` over a sweep's steps and `lax.switch` to pick
+the permutation each step updates (so the program holds one Hungarian solve per permutation
+group, not one per group and step).
 """
 from __future__ import annotations
 
@@ -77,10 +78,12 @@ def weight_matching_jax(key, spec: PermutationSpec, sizes: Dict[str, int], param
   def sweep(state):
     perm, it, _ = state
     order = jax.random.permutation(jax.random.fold_in(key, it), len(names))
-    changed = jnp.array(False)
-    for s in range(len(names)):
+
+    def step(s, carry):  # one switch in a loop: each branch (a Hungarian solve) compiled once
+      perm, changed = carry
       perm, better = jax.lax.switch(order[s], branches, perm)
-      changed = changed | better
+      return perm, changed | better
+    perm, changed = jax.lax.fori_loop(0, len(names), step, (perm, jnp.array(False)))
     return perm, it + 1, changed
 
   perm, sweeps, _ = jax.lax.while_loop(lambda st: (st[1] < max_iter) & st[2], sweep,
