@@ -17,17 +17,14 @@ import numpy as np
 
 from lmc_jax.config import ACTIVATIONS, INITS, LAYERNORM_POSITIONS
 from lmc_jax.errors import LmcError
+from lmc_jax.nn import initializers as inits
 from lmc_jax.nn.forward import LinearFirstLayer
 from lmc_jax.nn.precision import check_precision, dot_general_for
 
 
-def _pytorch_uniform(key, shape, dtype, fan_in):
-  bound = 1.0 / np.sqrt(fan_in)
-  return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 def initializers(init: str, fan_in: int):
-  """(kernel_init, bias_init) for a Dense layer with `fan_in` inputs.
+  """(kernel_init, bias_init) for a Dense layer with `fan_in` inputs (`nn.initializers`:
+  Flax's numbers, drawn with a compile per size class rather than per shape).
 
   default: Flax's own (LeCun normal kernel, zero bias).
   pytorch: torch.nn.Linear's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernel and
@@ -39,19 +36,19 @@ def initializers(init: str, fan_in: int):
     with std sqrt(2 / fan_in) / U(+-sqrt(6 / fan_in))), the bias left at torch.nn.Linear's
     default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
   """
-  torch_bias = lambda key, shape, dtype=jnp.float32: _pytorch_uniform(key, shape, dtype, fan_in)
+  torch_bias = inits.torch_uniform(fan_in)
   if init == "default":
-    return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
+    return inits.lecun_normal(), nn.initializers.zeros_init()
   if init == "pytorch":
     return torch_bias, torch_bias
   if init == "kaiming_normal":
-    return nn.initializers.he_normal(), nn.initializers.zeros_init()
+    return inits.he_normal(), nn.initializers.zeros_init()
   if init == "kaiming_uniform":
-    return nn.initializers.he_uniform(), nn.initializers.zeros_init()
+    return inits.he_uniform(), nn.initializers.zeros_init()
   if init == "kaiming_normal_torch_bias":
-    return nn.initializers.variance_scaling(2.0, "fan_in", "normal"), torch_bias
+    return inits.variance_scaling(2.0, "fan_in", "normal"), torch_bias
   if init == "kaiming_uniform_torch_bias":
-    return nn.initializers.variance_scaling(2.0, "fan_in", "uniform"), torch_bias
+    return inits.variance_scaling(2.0, "fan_in", "uniform"), torch_bias
   raise LmcError(f"Unknown init {init!r}; use one of {', '.join(INITS)}.")
 
 

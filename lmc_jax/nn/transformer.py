@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.config import POOLS, ConfigError
+from lmc_jax.nn import initializers as inits
 
 EMBED_PER_WIDTH = 32  # residual-stream features per unit of the width multiplier
 MLP_RATIO = 2  # hidden units of each block's MLP per stream feature
@@ -58,9 +59,11 @@ class Block(nn.Module):
     y = _norm(self.norm, "0")(h)
     mask = nn.make_causal_mask(jnp.ones(h.shape[:2])) if self.causal else None
     h = h + nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=e, out_features=e,
+                                            kernel_init=inits.lecun_normal(),
                                             name="attn")(y, y, mask=mask)
     y = _norm(self.norm, "1")(h)
-    return h + nn.Dense(e, name="Dense_1")(nn.gelu(nn.Dense(MLP_RATIO * e, name="Dense_0")(y)))
+    hidden = nn.Dense(MLP_RATIO * e, kernel_init=inits.lecun_normal(), name="Dense_0")(y)
+    return h + nn.Dense(e, kernel_init=inits.lecun_normal(), name="Dense_1")(nn.gelu(hidden))
 
 
 NORMS = ("layernorm", "rms")
@@ -74,7 +77,7 @@ def _norm(kind: str, suffix: str) -> nn.Module:
 
 
 def _positions(name: str, shape, module: nn.Module):
-  return module.param(name, nn.initializers.normal(0.02), shape)
+  return module.param(name, inits.normal(0.02), shape)
 
 
 def read_position(h, i: int):
@@ -108,7 +111,8 @@ class ViT(nn.Module):
   def __call__(self, x, train: bool = False):
     e, p = EMBED_PER_WIDTH * self.width, self.patch
     h = x.reshape(x.shape[:-1] + tuple(self.image_shape))
-    h = nn.Conv(e, (p, p), strides=(p, p), padding="VALID", name="embed")(h)
+    h = nn.Conv(e, (p, p), strides=(p, p), padding="VALID", kernel_init=inits.lecun_normal(),
+                name="embed")(h)
     h = h.reshape(h.shape[0], -1, e)  # (n, patches, e)
     if self.pool == "cls":
       cls = _positions("cls", (1, 1, e), self)
@@ -116,7 +120,7 @@ class ViT(nn.Module):
     h = h + _positions("pos", h.shape[1:], self)
     h = _stack(h, self.depth, self.heads, causal=False)
     h = read_position(h, 0) if self.pool == "cls" else h.mean(1)
-    return nn.Dense(self.num_classes, name="head")(h)
+    return nn.Dense(self.num_classes, kernel_init=inits.lecun_normal(), name="head")(h)
 
 
 class Decoder(nn.Module):
@@ -136,10 +140,13 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     e, t = EMBED_PER_WIDTH * self.width, x.shape[-1]
-    h = nn.Embed(self.vocab, e, name="embed")(x.astype(jnp.int32))
+    h = nn.Embed(self.vocab, e, embedding_init=inits.variance_scaling(1.0, "fan_in", "normal",
+                                                                      out_axis=0),
+                 name="embed")(x.astype(jnp.int32))
     h = h + _positions("pos", (t, e), self)
     h = _stack(h, self.depth, self.heads, causal=True, norm=self.norm)
-    return nn.Dense(self.num_classes, name="head")(read_position(h, -1))
+    return nn.Dense(self.num_classes, kernel_init=inits.lecun_normal(),
+                    name="head")(read_position(h, -1))
 
 
 def _check_heads(width: int, heads: int) -> None:

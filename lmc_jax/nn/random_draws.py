@@ -1,0 +1,71 @@
+"""Random draws that compile once per size class instead of once per shape.
+
+`jax.random` compiles a draw for every shape it is asked for (a threefry hash and a
+transform of its bits: 0.1-0.7 s of compile each on a CPU), and initialising a network, or a
+test's inputs, asks for many shapes. With partitionable threefry (jax's default since 0.5)
+element i of a draw is a function of the key and i alone, so the first n elements of a draw of
+any length >= n are the draw of n elements, in row-major order. `uniform`, `normal` and
+`truncated_normal` draw a power-of-two length, cut it and reshape it: the same numbers as
+`jax.random`'s functions of those names give for the same key, shape, dtype and bounds
+(tests/test_random_draws.py), for one compiled draw per power of two and a small cut per shape.
+
+Keys of another PRNG implementation, non-partitionable threefry and very large draws go to
+`jax.random` unchanged. Works on concrete keys, under `vmap` and under `jit`.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+# Draws up to this many elements are bucketed (a 4 M-element draw compiles in the same time
+# as a small one, and twice its length costs less than its compile); larger ones are not.
+MAX_BUCKETED = 1 << 22
+SMALLEST_BUCKET = 1 << 8
+
+
+def _bucket(size: int) -> int:
+  return max(SMALLEST_BUCKET, 1 << max(0, size - 1).bit_length())
+
+
+def _bucketable(key, size: int) -> bool:
+  if size > MAX_BUCKETED or not jax.config.jax_threefry_partitionable:
+    return False
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return str(jax.random.key_impl(key)) == "threefry2x32"
+  return jax.config.jax_default_prng_impl == "threefry2x32"  # a raw uint32 key
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cut(block, shape):
+  """The first prod(shape) elements of `block`, in `shape`."""
+  return block[:math.prod(shape)].reshape(shape)
+
+
+def uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
+  """`jax.random.uniform(key, shape, dtype, minval, maxval)`, compiled per size class."""
+  shape = tuple(shape)
+  size = math.prod(shape)
+  if not _bucketable(key, size):
+    return jax.random.uniform(key, shape, dtype, minval, maxval)
+  return _cut(jax.random.uniform(key, (_bucket(size),), dtype, minval, maxval), shape)
+
+
+def normal(key, shape=(), dtype=jnp.float32):
+  """`jax.random.normal(key, shape, dtype)`, compiled per size class."""
+  shape = tuple(shape)
+  size = math.prod(shape)
+  if not _bucketable(key, size):
+    return jax.random.normal(key, shape, dtype)
+  return _cut(jax.random.normal(key, (_bucket(size),), dtype), shape)
+
+
+def truncated_normal(key, lower, upper, shape=(), dtype=jnp.float32):
+  """`jax.random.truncated_normal(key, lower, upper, shape, dtype)`, compiled per size class."""
+  shape = tuple(shape)
+  size = math.prod(shape)
+  if not _bucketable(key, size):
+    return jax.random.truncated_normal(key, lower, upper, shape, dtype)
+  return _cut(jax.random.truncated_normal(key, lower, upper, (_bucket(size),), dtype), shape)
