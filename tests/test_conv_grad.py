@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.conv import make_conv_net, resolved_kernel_grad
 from lmc_jax.nn.conv_grad import conv_general_dilated
 from lmc_jax.nn.models import init_variables
@@ -26,10 +27,10 @@ def _loss(conv):
 
 def _both(kernel, strides, padding, shape=(3, 7, 6, 2), c_out=4):
   keys = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(keys[0], shape)
-  k = jax.random.normal(keys[1], kernel + (shape[-1], c_out))
+  x = random_draws.normal(keys[0], shape)
+  k = random_draws.normal(keys[1], kernel + (shape[-1], c_out))
   out = lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
-  t = jax.random.normal(keys[2], out.shape)
+  t = random_draws.normal(keys[2], out.shape)
   ours = lambda x, k: conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
   theirs = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
   return x, k, t, ours, theirs
@@ -68,8 +69,8 @@ def test_vmapped_over_models_equals_one_model_at_a_time():
 
 
 def test_other_convolutions_are_lax_s_own():
-  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
+  x = random_draws.normal(jax.random.key(0), (2, 6, 6, 4))
+  k = random_draws.normal(jax.random.key(1), (3, 3, 2, 4))
   kwargs = dict(dimension_numbers=DN, feature_group_count=2)  # grouped: not the plain case
   f = lambda x, k: conv_general_dilated(x, k, (1, 1), "SAME", **kwargs)
   assert "custom_vjp" not in str(jax.make_jaxpr(f)(x, k))
@@ -86,7 +87,7 @@ def test_a_net_with_other_convolution_gradients_trains_the_same(arch, kernel_gra
   shape = (8, 8, 3)
   auto_net = make_conv_net(arch, 1, 5, shape, "batchnorm")
   lax_net, mm_net = auto_net.clone(kernel_grad="lax"), auto_net.clone(kernel_grad=kernel_grad)
-  x = jax.random.normal(jax.random.key(0), (6, 192))
+  x = random_draws.normal(jax.random.key(0), (6, 192))
   y = jnp.arange(6) % 5
   tree = init_variables(lax_net, jax.random.key(1), 192)
   assert jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(

@@ -10,6 +10,7 @@ from lmc_jax import check_spec, derive_spec
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.lmc.batchnorm import reset_batch_stats, reset_batches, reset_pair_sweep
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.conv import make_conv_net
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
@@ -28,7 +29,7 @@ class TwoBN(nn.Module):
 
 
 def test_batchnorm_reset_equals_a_plain_recomputation():
-  model, x = TwoBN(), jax.random.normal(jax.random.key(0), (24, 3))
+  model, x = TwoBN(), random_draws.normal(jax.random.key(0), (24, 3))
   variables = model.init(jax.random.key(1), x)
   batches = np.asarray(x).reshape(4, 6, 3)
   got = flatten(reset_batch_stats(model, variables, jnp.asarray(batches)))
@@ -70,7 +71,7 @@ def _loop_curve(model, zoo, i, j, alphas, x, y, reset=None):
 @pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
 def test_pair_sweep_of_conv_variables_equals_a_plain_loop(norm):
   model = make_conv_net("vgg_small", 1, 10, (8, 8, 1), norm)
-  x = jax.random.normal(jax.random.key(2), (10, 64))
+  x = random_draws.normal(jax.random.key(2), (10, 64))
   y = jnp.arange(10) % 10
   zoo = _zoo(model, 2, x)
   pairs, alphas = all_pairs(2), np.linspace(0, 1, 3)
@@ -90,11 +91,11 @@ def test_pair_sweep_of_conv_variables_equals_a_plain_loop(norm):
 @pytest.mark.parametrize("arch, norm", [("vgg_small", "layernorm"), ("resnet20", "batchnorm")])
 def test_derived_specs_of_the_conv_nets_hold_and_recover_planted_permutations(arch, norm):
   model = make_conv_net(arch, 1, 10, (8, 8, 3), norm)
-  x = jax.random.normal(jax.random.key(3), (4, 192))
+  x = random_draws.normal(jax.random.key(3), (4, 192))
   variables = model.init(jax.random.key(4), x)
   # Running statistics with values a permutation would show.
   variables = {**variables, **jax.tree_util.tree_map(
-      lambda v: v + jax.random.uniform(jax.random.key(5), v.shape),
+      lambda v: v + random_draws.uniform(jax.random.key(5), v.shape),
       {k: v for k, v in variables.items() if k != "params"})}
   spec = derive_spec(model, variables, x)
   assert check_spec(model, variables, spec, x) < 1e-4

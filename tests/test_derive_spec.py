@@ -9,6 +9,7 @@ import pytest
 import lmc_jax
 from lmc_jax import LmcError, check_spec, derive_spec, spec_without_prefix
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.models import make_mlp
 from lmc_jax.symmetry.spec import (
   apply_permutation,
@@ -26,7 +27,7 @@ def partition(spec):
 
 
 def x_of(shape, seed=1):
-  return jax.random.normal(jax.random.key(seed), shape)
+  return random_draws.normal(jax.random.key(seed), shape)
 
 
 @pytest.mark.parametrize("hidden, layernorm", [((7,), "none"), ((5, 6, 7), "none"),
@@ -97,7 +98,7 @@ def test_training_mode_ties_the_updated_statistics_to_the_running_ones():
   from lmc_jax.symmetry.spec import permutation_spec_from_axes
   frozen = {p: (None,) * len(a) if p.startswith("batch_stats") else a
             for p, a in train_spec.axes_to_perm.items()}
-  varied = jax.tree_util.tree_map(lambda v: v + jax.random.uniform(jax.random.key(5), v.shape),
+  varied = jax.tree_util.tree_map(lambda v: v + random_draws.uniform(jax.random.key(5), v.shape),
                                   variables)
   assert check_spec(model, varied, permutation_spec_from_axes(frozen), x, **kw) > 1e-3
   perm = random_permutation(jax.random.key(3), perm_sizes(eval_spec, variables))
@@ -226,7 +227,7 @@ def test_weight_matching_recovers_a_planted_permutation_with_batchnorm():
   model, x = ResidualConvNet(), x_of((2, 128))
   variables = model.init(jax.random.key(0), x)
   # Give the running statistics values a permutation would show.
-  variables = jax.tree_util.tree_map(lambda v: v + jax.random.uniform(jax.random.key(5), v.shape),
+  variables = jax.tree_util.tree_map(lambda v: v + random_draws.uniform(jax.random.key(5), v.shape),
                                      variables)
   spec = derive_spec(model, variables, x)
   planted = random_permutation(jax.random.key(7), perm_sizes(spec, variables))

@@ -14,6 +14,7 @@ from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.align.weight_device import match_many
 from lmc_jax.merging.zip import zip_models
+from lmc_jax.nn import random_draws
 from lmc_jax.symmetry.spec import (
   apply_permutation,
   invert_permutation,
@@ -25,7 +26,7 @@ from tests.test_derive_spec_more import _each_group_alone_is_a_symmetry, _random
 
 
 def _x():
-  return jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  return random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
 
 
 class DenseBlock(nn.Module):
@@ -68,7 +69,7 @@ def test_a_dense_block_gives_each_block_its_own_permutation():
   stack = lambda t: jax.tree_util.tree_map(lambda v: jnp.stack([v]), t)
   device, _ = match_many(spec, perm_sizes(spec, variables), jax.random.split(
       jax.random.key(5), 1), stack(variables), stack(shuffled))
-  x_many = jax.random.normal(jax.random.key(4), (32, 4, 4, 2))
+  x_many = random_draws.normal(jax.random.key(4), (32, 4, 4, 2))
   by_activations = activation_matching(model, spec, variables, shuffled, x_many)
   for p in planted:
     np.testing.assert_array_equal(found[p], invert_permutation(planted)[p])
@@ -82,7 +83,7 @@ def test_zipit_merges_a_dense_block_with_its_permuted_copy_into_the_same_net():
   spec = derive_spec(model, variables, x)
   shuffled = apply_permutation(spec, random_permutation(jax.random.key(3), perm_sizes(
       spec, variables)), variables)
-  x_many = jax.random.normal(jax.random.key(4), (64, 4, 4, 2))
+  x_many = random_draws.normal(jax.random.key(4), (64, 4, 4, 2))
   merged, _ = zip_models(model, spec, variables, shuffled, x_many, alpha=0.0, beta=0.0)
   base = model.apply(variables, x_many)
   assert float(jnp.max(jnp.abs(model.apply(merged, x_many) - base))) < 1e-5

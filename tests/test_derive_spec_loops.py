@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from lmc_jax import LmcError, check_spec, derive_spec
+from lmc_jax.nn import random_draws
 from lmc_jax.tree_utils import flatten
 from tests.test_derive_spec import partition
 from tests.test_derive_spec_more import _each_group_alone_is_a_symmetry, _randomised
@@ -26,7 +27,7 @@ class RecurrentNet(nn.Module):
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_rnn_cells_move_their_units_with_the_carry(cell):
   model = RecurrentNet(cell)
-  x = jax.random.normal(jax.random.key(0), (2, 4, 3))  # (batch, time, features)
+  x = random_draws.normal(jax.random.key(0), (2, 4, 3))  # (batch, time, features)
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   # By hand: every gate's kernel makes the hidden units (axis 1), every bias holds them, the
@@ -60,7 +61,7 @@ class BidirectionalNet(nn.Module):
 
 def test_a_bidirectional_rnn_of_two_cells():
   model = BidirectionalNet()
-  x = jax.random.normal(jax.random.key(0), (2, 4, 3))
+  x = random_draws.normal(jax.random.key(0), (2, 4, 3))
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   assert spec.blocks == {"params/head/kernel": (0, (5, 4))}
@@ -90,7 +91,7 @@ class ScannedCell(nn.Module):
 
 def test_a_cell_scanned_over_time():
   model = ScannedCell()
-  x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+  x = random_draws.normal(jax.random.key(0), (2, 5, 3))
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   c = "params/cell/"
@@ -119,7 +120,7 @@ class StackedLayers(nn.Module):
 
 def test_stacked_layers_scanned_share_each_permutation_along_the_layer_axis():
   model = StackedLayers()
-  x = jax.random.normal(jax.random.key(0), (3, 5))
+  x = random_draws.normal(jax.random.key(0), (3, 5))
   variables = _randomised(model.init(jax.random.key(1), x))
   b = "params/blocks/"
   assert variables["params"]["blocks"]["up"]["kernel"].shape == (3, 4, 8)
@@ -155,7 +156,7 @@ class LoopAndBranch(nn.Module):
 
 def test_a_while_loop_and_a_cond():
   model = LoopAndBranch()
-  x = jax.random.normal(jax.random.key(0), (3, 4))
+  x = random_draws.normal(jax.random.key(0), (3, 4))
   variables = _randomised(model.init(jax.random.key(1), x))
   assert "while" in str(jax.make_jaxpr(lambda v: model.apply(v, x))(variables))
   spec = derive_spec(model, variables, x)
@@ -179,7 +180,7 @@ class ScanOverUnits(nn.Module):
 
 def test_a_scan_stepping_along_hidden_units_is_refused_by_name():
   model = ScanOverUnits()
-  x = jax.random.normal(jax.random.key(0), (3, 4))
+  x = random_draws.normal(jax.random.key(0), (3, 4))
   variables = model.init(jax.random.key(1), x)
   with pytest.raises(LmcError, match=r"can not follow `scan`.*params/inner/kernel.*by hand"):
     derive_spec(model, variables, x)

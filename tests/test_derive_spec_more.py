@@ -12,6 +12,7 @@ import pytest
 
 from lmc_jax import LmcError, check_spec, derive_spec
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.nn import random_draws
 from lmc_jax.symmetry.spec import (
   apply_permutation,
   invert_permutation,
@@ -25,7 +26,7 @@ def _randomised(variables, seed=2):
   leaves, tree = jax.tree_util.tree_flatten(variables)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   return jax.tree_util.tree_unflatten(
-      tree, [v + 0.3 * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves)])
+      tree, [v + 0.3 * random_draws.normal(k, v.shape) for k, v in zip(keys, leaves)])
 
 
 def _each_group_alone_is_a_symmetry(model, variables, spec, x):
@@ -130,7 +131,7 @@ D0 = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/head/kernel", 0)}
     (FlatConcatNet(), "concatenate", [D0]),
 ])
 def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, caplog):
-  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  x = random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
   variables = _randomised(module.init(jax.random.key(1), x))
   with pytest.raises(LmcError, match=rf"can not follow `{op}.*strict=False"):
     derive_spec(module, variables, x)
@@ -147,7 +148,7 @@ def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, ca
 
 
 def _x_img():
-  return jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  return random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
 
 
 def test_a_flatten_into_a_dense_layer_permutes_the_channel_factor_of_its_kernel():

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from lmc_jax import LmcError, check_spec, derive_spec
+from lmc_jax.nn import random_draws
 from tests.test_derive_spec import partition
 from tests.test_derive_spec_more import _each_group_alone_is_a_symmetry, _randomised
 
@@ -44,7 +45,7 @@ class ClassTokenViT(nn.Module):
 @pytest.mark.parametrize("pool", ["cls", "take"])
 def test_a_vit_reading_its_class_token(pool):
   model = ClassTokenViT(pool)
-  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  x = random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   ln = lambda n: {(f"params/{n}/scale", 0), (f"params/{n}/bias", 0)}
@@ -80,7 +81,7 @@ class TransposedConvNet(nn.Module):
 @pytest.mark.parametrize("transpose_kernel", [True, False])
 def test_a_transposed_convolution_and_flips_paddings_crops_of_feature_maps(transpose_kernel):
   model = TransposedConvNet(transpose_kernel)
-  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  x = random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   # Flax keeps a transposed kernel as (taps, taps, out, in) with transpose_kernel=True,
@@ -113,7 +114,7 @@ class OnHidden(nn.Module):
 
 @pytest.mark.parametrize("op", ["rev", "pad", "gather"])
 def test_the_same_ops_on_hidden_units_are_refused_by_name(op):
-  x = jax.random.normal(jax.random.key(0), (3, 4))
+  x = random_draws.normal(jax.random.key(0), (3, 4))
   module = OnHidden(op)
   variables = module.init(jax.random.key(1), x)
   with pytest.raises(LmcError, match=rf"can not follow `{op}`.*params/inner/kernel.*by hand"):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from lmc_jax import LmcError, check_spec, derive_spec
+from lmc_jax.nn import random_draws
 from tests.test_derive_spec import partition
 
 
@@ -46,7 +47,7 @@ MID = {("params/mid/kernel", 1), ("params/mid/bias", 0), ("params/head/kernel", 
     ("reshape", "reshape (one axis flattened two ways)", "inner"),
     ("concatenate", "concatenate (blocks on two axes of one variable)", "w")])
 def test_what_it_can_not_follow_is_named_in_one_sentence(op, why, named, caplog):
-  model, x = Refused(op), jax.random.normal(jax.random.key(0), (3, 4))
+  model, x = Refused(op), random_draws.normal(jax.random.key(0), (3, 4))
   variables = model.init(jax.random.key(1), x)
   with pytest.raises(LmcError) as info:
     derive_spec(model, variables, x)
@@ -57,4 +58,4 @@ def test_what_it_can_not_follow_is_named_in_one_sentence(op, why, named, caplog)
   spec = derive_spec(model, variables, x, strict=False)
   assert partition(spec) == {frozenset(MID)}
   assert "leaves units unpermuted" in caplog.text
-  assert check_spec(model, variables, spec, jax.random.normal(jax.random.key(2), (5, 4))) < 1e-5
+  assert check_spec(model, variables, spec, random_draws.normal(jax.random.key(2), (5, 4))) < 1e-5

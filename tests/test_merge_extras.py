@@ -11,12 +11,13 @@ import pytest
 
 from lmc_jax.merging.combine import merge
 from lmc_jax.merging.zip import zip_models
+from lmc_jax.nn import random_draws
 from lmc_jax.symmetry.derive import derive_spec
 from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation
 from tests.helpers import random_params
 from tests.helpers.cli import refused, run_cli, snapshot
 
-X = np.asarray(jax.random.normal(jax.random.key(5), (160, 3)), np.float64)
+X = np.asarray(random_draws.normal(jax.random.key(5), (160, 3)), np.float64)
 
 
 def _stats(h):
@@ -65,7 +66,7 @@ def _bn_net(seed):
   variables = model.init(jax.random.key(seed), jnp.zeros((1, 3)))
   leaves, tree = jax.tree_util.tree_flatten(variables)
   keys = jax.random.split(jax.random.key(seed + 10), len(leaves))
-  leaves = [np.asarray(jax.random.uniform(k, v.shape, minval=0.5, maxval=1.5)) for k, v in
+  leaves = [np.asarray(random_draws.uniform(k, v.shape, minval=0.5, maxval=1.5)) for k, v in
             zip(keys, leaves)]  # positive, so that the running variances are variances
   return model, jax.tree_util.tree_unflatten(tree, leaves)
 

@@ -9,11 +9,12 @@ from lmc_jax.align.registry import MethodSettings
 from lmc_jax.merging.combine import merge, merge_method_names, merge_models
 from lmc_jax.merging.evaluate import ensemble_logits, part_accuracy, predict_logits, scores
 from lmc_jax.merging.zip import zip_correlation
+from lmc_jax.nn import random_draws
 from lmc_jax.symmetry.derive import derive_spec
 from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation
 from tests.helpers import random_params
 
-X = np.asarray(jax.random.normal(jax.random.key(7), (96, 3)))
+X = np.asarray(random_draws.normal(jax.random.key(7), (96, 3)))
 SETTINGS = MethodSettings(ste_steps=5, sinkhorn_steps=5)
 
 

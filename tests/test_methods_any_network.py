@@ -12,6 +12,7 @@ from lmc_jax.align import activation
 from lmc_jax.align.registry import MethodSettings, align_by
 from lmc_jax.lmc.interpolation import pair_sweep
 from lmc_jax.lmc.repair import repair_network, repaired_pair_sweep
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.symmetry.spec import apply_permutation, perm_sizes, random_permutation, spec_key
 from lmc_jax.symmetry.units import feature_sites, repair_sites
@@ -37,13 +38,13 @@ def _random(variables, key):
   leaves, tree = jax.tree_util.tree_flatten(variables)
   keys = jax.random.split(key, len(leaves))
   return jax.tree_util.tree_unflatten(
-      tree, [0.7 * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves)])
+      tree, [0.7 * random_draws.normal(k, v.shape) for k, v in zip(keys, leaves)])
 
 
 @pytest.fixture(scope="module")
 def net():
   model = TanhResNet()
-  x = np.asarray(jax.random.normal(jax.random.key(0), (160, 72)), np.float32)
+  x = np.asarray(random_draws.normal(jax.random.key(0), (160, 72)), np.float32)
   a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
   a["params"]["head"]["bias"] = jnp.zeros(3)  # labels of every class
   spec = derive_spec(model, a, x[:2])
@@ -146,7 +147,7 @@ class OwnParams(nn.Module):
 
 def test_activation_matching_names_permutations_no_layer_holds():
   model = OwnParams()
-  x = np.asarray(jax.random.normal(jax.random.key(0), (20, 6)), np.float32)
+  x = np.asarray(random_draws.normal(jax.random.key(0), (20, 6)), np.float32)
   a = model.init(jax.random.key(1), x)
   spec = derive_spec(model, a, x)
   assert len(spec.perm_to_axes) == 2  # w1's units (no Flax layer), w2's (read by head)
@@ -191,7 +192,7 @@ class FlattenTanh(nn.Module):
 
 def test_activation_matching_reads_units_through_a_view():
   model = FlattenTanh()
-  x = np.asarray(jax.random.normal(jax.random.key(0), (64, 72)), np.float32)
+  x = np.asarray(random_draws.normal(jax.random.key(0), (64, 72)), np.float32)
   a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
   spec = derive_spec(model, a, x[:2])
   assert spec.views == {"params/d0/kernel": (6, 6, 3, 4)}
@@ -227,7 +228,7 @@ class GroupedTanh(nn.Module):
 
 def test_activation_matching_through_a_grouped_convolution():
   model = GroupedTanh()
-  x = np.asarray(jax.random.normal(jax.random.key(0), (64, 72)), np.float32)
+  x = np.asarray(random_draws.normal(jax.random.key(0), (64, 72)), np.float32)
   a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
   spec = derive_spec(model, a, x[:2])
   # c1 reads 8 channels = (2 groups, 4 per group) through a kernel axis of 4: the groups

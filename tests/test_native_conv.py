@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from lmc_jax.nn import conv, native_conv
+from lmc_jax.nn import conv, native_conv, random_draws
 from lmc_jax.nn.conv import make_conv_net, resolved_kernel_grad
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -48,10 +48,10 @@ CASES = [
 
 def _inputs(shape, kernel, c_out, strides, padding, seed=0):
   keys = jax.random.split(jax.random.key(seed), 3)
-  x = jax.random.normal(keys[0], shape)
-  k = jax.random.normal(keys[1], kernel + (shape[-1], c_out))
+  x = random_draws.normal(keys[0], shape)
+  k = random_draws.normal(keys[1], kernel + (shape[-1], c_out))
   out = lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
-  t = jax.random.normal(keys[2], out.shape)
+  t = random_draws.normal(keys[2], out.shape)
   return x, k, t
 
 
@@ -117,9 +117,9 @@ def test_a_zoo_under_vmap_equals_one_model_at_a_time(strides, c_in, c_out):
   _require_kernels()
   padding = ((1, 1), (1, 1))
   keys = jax.random.split(jax.random.key(1), 3)
-  xs = jax.random.normal(keys[0], (3, 4, 8, 8, c_in))
-  ks = jax.random.normal(keys[1], (3, 3, 3, c_in, c_out))
-  ts = jax.random.normal(keys[2], (3, 4, 8 // strides[0], 8 // strides[1], c_out))
+  xs = random_draws.normal(keys[0], (3, 4, 8, 8, c_in))
+  ks = random_draws.normal(keys[1], (3, 3, 3, c_in, c_out))
+  ts = random_draws.normal(keys[2], (3, 4, 8 // strides[0], 8 // strides[1], c_out))
   grad = jax.grad(_loss(_ours(strides, padding)), (0, 1))
   zoo = jax.jit(jax.vmap(grad))(xs, ks, ts)
   for m in range(3):
@@ -129,8 +129,8 @@ def test_a_zoo_under_vmap_equals_one_model_at_a_time(strides, c_in, c_out):
 
 
 def test_cases_it_does_not_take_go_to_lax_and_stay_right():
-  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+  x = random_draws.normal(jax.random.key(0), (2, 6, 6, 4))
+  k = random_draws.normal(jax.random.key(1), (3, 3, 4, 5))
   pads = ((1, 1), (1, 1))
   refused = [
       dict(lhs=x.astype(jnp.bfloat16), rhs=k.astype(jnp.bfloat16), padding=pads),
@@ -155,8 +155,8 @@ def test_without_the_kernels_nets_fall_back_to_the_matmul_kernel_gradient(monkey
   assert resolved_kernel_grad("native") == "matmul"
   monkeypatch.setattr(conv.jax, "default_backend", lambda: "cpu")
   assert resolved_kernel_grad("auto") == "matmul"
-  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+  x = random_draws.normal(jax.random.key(0), (2, 6, 6, 3))
+  k = random_draws.normal(jax.random.key(1), (3, 3, 3, 4))
   got = native_conv.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
   np.testing.assert_allclose(got, _lax((1, 1), ((1, 1), (1, 1)))(x, k), rtol=1e-5, atol=1e-5)
 

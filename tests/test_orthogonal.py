@@ -14,6 +14,7 @@ from lmc_jax.align.orthogonal import (
   orthogonal_groups,
   random_orthogonal,
 )
+from lmc_jax.nn import random_draws
 
 
 class Bottleneck(nn.Module):
@@ -27,7 +28,7 @@ class Bottleneck(nn.Module):
 
 @pytest.fixture(scope="module")
 def net():
-  model, x = Bottleneck(), jax.random.normal(jax.random.key(0), (16, 5))
+  model, x = Bottleneck(), random_draws.normal(jax.random.key(0), (16, 5))
   variables = model.init(jax.random.key(1), x)
   return model, variables, derive_spec(model, variables, x), x
 
@@ -71,7 +72,7 @@ def test_in_a_vit_the_features_inside_heads_rotate_and_nothing_else():
   from lmc_jax.nn.transformer import make_vit
   from tests.test_derive_spec_more import _randomised
   model = make_vit(1, 1, 4, 7, "mean", 10, (14, 14, 1))
-  x = jax.random.normal(jax.random.key(0), (3, 196))
+  x = random_draws.normal(jax.random.key(0), (3, 196))
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   a = "params/Block_0/attn/"

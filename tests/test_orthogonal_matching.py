@@ -14,6 +14,7 @@ from lmc_jax.align.orthogonal_activation import orthogonal_activation_matching
 from lmc_jax.align.orthogonal_matching import orthogonal_matching, unsigned_on
 from lmc_jax.align.registry import AlignTask, align_by
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.models import make_mlp
 from lmc_jax.nn.transformer import make_decoder
 from lmc_jax.symmetry.spec import (
@@ -159,7 +160,7 @@ def test_a_map_per_head_keeps_the_function_and_is_recovered_with_the_heads():
   heads = {head_group(spec, p) for p in inner}
   assert len(heads) == 1 and perm_sizes(spec, variables)[heads.pop()] == 2
   vit = make_vit(1, 1, 4, 7, "mean", 10, (14, 14, 1))
-  vx = jax.random.normal(jax.random.key(0), (3, 196))
+  vx = random_draws.normal(jax.random.key(0), (3, 196))
   vv = vit.init(jax.random.key(1), vx)
   vspec = derive_spec(vit, vv, vx)
   vrot = list(orthogonal_groups(vit, vv, vspec, vx))
@@ -203,7 +204,7 @@ def test_merging_with_a_rotated_and_permuted_copy_by_orthogonal_gives_the_model_
 
 def test_a_network_with_no_rotating_group_is_refused_by_name():
   model = make_mlp((8,), 2)
-  x = jax.random.normal(jax.random.key(0), (16, 2))
+  x = random_draws.normal(jax.random.key(0), (16, 2))
   stack = jax.vmap(lambda k: model.init(k, x))(jax.random.split(jax.random.key(1), 2))
   spec = derive_spec(model, jax.tree_util.tree_map(lambda a: a[0], stack), x)
   task = AlignTask.make(model, spec, stack, 0, (), np.asarray(x), np.zeros(16, np.int32))

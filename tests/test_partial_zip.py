@@ -11,11 +11,12 @@ from lmc_jax.merging.combine import merge, merge_models
 from lmc_jax.merging.evaluate import predict_logits
 from lmc_jax.merging.partial import branch_logits, branch_scores, check_zip_layers, zip_depth
 from lmc_jax.merging.zip import zip_models
+from lmc_jax.nn import random_draws
 from lmc_jax.symmetry.derive import derive_spec
 from lmc_jax.tree_utils import take
 from tests.helpers import random_params
 
-X = np.asarray(jax.random.normal(jax.random.key(3), (128, 3)))
+X = np.asarray(random_draws.normal(jax.random.key(3), (128, 3)))
 HIDDEN = (4, 5)
 
 

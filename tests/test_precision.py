@@ -11,6 +11,7 @@ from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.lmc.interpolation import all_pairs, pair_sweep
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.architectures import model_at, model_for
 from lmc_jax.nn.models import init_variables
 from lmc_jax.nn.optim import optimizer_for
@@ -25,9 +26,9 @@ def rounded(x):
 
 
 def test_bf16_dense_and_its_gradients_are_float32_sums_of_rounded_operands():
-  x = jax.random.normal(jax.random.key(0), (3, 5, 40))
-  k = jax.random.normal(jax.random.key(1), (40, 7))
-  g = jax.random.normal(jax.random.key(2), (3, 5, 7))
+  x = random_draws.normal(jax.random.key(0), (3, 5, 40))
+  k = random_draws.normal(jax.random.key(1), (40, 7))
+  g = random_draws.normal(jax.random.key(2), (3, 5, 7))
   out, vjp = jax.vjp(bf16_dense, x, k)
   dx, dk = vjp(g)
   assert out.dtype == dx.dtype == dk.dtype == jnp.float32

@@ -12,6 +12,7 @@ from lmc_jax import check_spec, derive_spec, spec_without_prefix
 from lmc_jax.align.activation import activation_matching
 from lmc_jax.align.weight import matching_objective, weight_matching
 from lmc_jax.align.weight_device import match_many
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.models import make_mlp
 from lmc_jax.symmetry.spec import (
   apply_permutation,
@@ -25,7 +26,7 @@ from lmc_jax.tree_utils import flatten
 
 
 def x_of(shape, seed=1):
-  return jax.random.normal(jax.random.key(seed), shape)
+  return random_draws.normal(jax.random.key(seed), shape)
 
 
 def random_net(hidden, activation="tanh", layernorm="none", seed=0, d_in=4, d_out=3):
@@ -35,7 +36,7 @@ def random_net(hidden, activation="tanh", layernorm="none", seed=0, d_in=4, d_ou
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
   return model, jax.tree_util.tree_unflatten(
-      tree, [jax.random.normal(k, v.shape) for k, v in zip(keys, leaves)])
+      tree, [random_draws.normal(k, v.shape) for k, v in zip(keys, leaves)])
 
 
 def hand_signs(n_hidden, layernorm):

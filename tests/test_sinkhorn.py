@@ -18,6 +18,7 @@ import pytest
 from lmc_jax import LmcError, derive_spec
 from lmc_jax.align.sinkhorn import project_all, sinkhorn_matching, start_logits
 from lmc_jax.execution import plan_from_environment
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 from lmc_jax.symmetry.spec import (
@@ -143,11 +144,11 @@ def bn_net():
   """A BatchNorm conv net with every leaf random (running variances positive), data it
   labels itself, its spec, and a copy of it under a planted permutation."""
   model = BnConvNet()
-  x = np.asarray(jax.random.normal(jax.random.key(0), (200, 50)), np.float32)
+  x = np.asarray(random_draws.normal(jax.random.key(0), (200, 50)), np.float32)
   v = model.init(jax.random.key(1), x[:2])
   leaves, tree = jax.tree_util.tree_flatten(v)
   keys = jax.random.split(jax.random.key(2), len(leaves))
-  a = jax.tree_util.tree_unflatten(tree, [jax.random.normal(k, u.shape) for k, u in
+  a = jax.tree_util.tree_unflatten(tree, [random_draws.normal(k, u.shape) for k, u in
                                           zip(keys, leaves)])
   a["batch_stats"] = jax.tree_util.tree_map(lambda u: 0.5 + jnp.abs(u), a["batch_stats"])
   a = jax.tree_util.tree_map(np.asarray, a)

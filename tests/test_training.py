@@ -8,6 +8,7 @@ from lmc_jax.config import default_config
 from lmc_jax.data.datasets import load_dataset
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import CPU_CHUNK_BYTES, plan_from_environment
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.models import loss_and_correct
@@ -246,8 +247,8 @@ def test_chunks_of_models_train_like_one_vmap():
 @pytest.mark.parametrize("n, chunk", [(7, 1), (7, 2), (7, 3), (7, 7), (7, 9), (1, 1), (6, 3)])
 def test_map_in_chunks_is_vmap_and_never_batches_one_item(n, chunk):
   f = lambda t: {"y": jnp.tanh(t["x"] @ t["w"]), "s": jnp.sum(t["x"])}
-  xs = {"x": jax.random.normal(jax.random.key(0), (n, 3, 4)),
-        "w": jax.random.normal(jax.random.key(1), (n, 4, 2))}
+  xs = {"x": random_draws.normal(jax.random.key(0), (n, 3, 4)),
+        "w": random_draws.normal(jax.random.key(1), (n, 4, 2))}
   out = jax.jit(lambda xs: map_in_chunks(f, xs, chunk))(xs)
   expected = {k: np.stack([np.asarray(f({"x": xs["x"][i], "w": xs["w"][i]})[k]) for i in range(n)])
               for k in ("y", "s")}  # a plain loop, one item at a time

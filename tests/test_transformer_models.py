@@ -11,6 +11,7 @@ from lmc_jax import derive_spec
 from lmc_jax.align.weight import weight_matching
 from lmc_jax.config import ConfigError, default_config
 from lmc_jax.data.datasets import dataset_info, load_dataset
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.transformer import make_decoder, make_vit
 from lmc_jax.symmetry.spec import (
@@ -57,7 +58,7 @@ def _planted_permutation_is_recovered(spec, variables):
 @pytest.mark.parametrize("pool", ["mean", "cls"])
 def test_vit_spec_is_the_hand_written_partition(pool):
   model = make_vit(1, 2, 4, 7, pool, 10, (14, 14, 1))
-  x = jax.random.normal(jax.random.key(0), (3, 196))
+  x = random_draws.normal(jax.random.key(0), (3, 196))
   variables = _randomised(model.init(jax.random.key(1), x))
   spec = derive_spec(model, variables, x)
   patches = {("params/embed/kernel", 3), ("params/embed/bias", 0)}

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.models import make_mlp
 
 
@@ -12,7 +13,7 @@ def random_params(key, hidden, d_in=3, d_out=2, layernorm="none"):
   params = model.init(key, jnp.zeros((1, d_in)))["params"]
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-  leaves = [jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+  leaves = [random_draws.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
   return model, jax.tree_util.tree_unflatten(tree, leaves)
 
 
