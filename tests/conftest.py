@@ -10,14 +10,17 @@ temporary folder instead (removed when the run ends), as does a checkout that is
 writable; JAX_COMPILATION_CACHE_DIR set by you is used as it is. Cached executables are the
 ones XLA compiled, so results do not change.
 
-The suite's programs are compiled with LLVM at -O1 (SUITE_XLA_FLAGS, added to XLA_FLAGS
-for the tests and every process they start) where users' runs compile at XLA's default -O2:
-the suite is bound by compilation, and -O1 compiles in a third of the time (the random
-draws of Flax's initializers in a fifth) for slower code. MLP zoos come out the same bits
-(`tests/test_suite_compiler.py` checks it); conv nets' and transformers' reductions may
-round differently (a ResNet-20's BatchNorm statistics, one epoch on: up to 2e-4 relative),
-which the tests' tolerances allow. LMC_TEST_DEFAULT_XLA=1, or an optimisation level
-already in XLA_FLAGS, runs the suite at that level instead.
+The suite's programs are compiled with LLVM at -O1 and with XLA's older elemental emitters
+(`suite_flags`, added to XLA_FLAGS for the tests and every process they start) where
+users' runs compile with XLA's defaults: the suite is bound by compilation. -O1 compiles in
+a third of the time (the random draws of Flax's initializers in a fifth) for slower code;
+the older emitters halve the fixed cost of every small program (the newer ones set up an MLIR
+context for each). MLP zoos come out the users' numbers to float32 rounding (LayerNorm's
+reductions by a few units in the last place; `tests/test_suite_compiler.py` checks it);
+conv nets' and transformers' reductions may round differently too (a ResNet-20's BatchNorm
+statistics, one epoch on: up to 2e-4 relative), which the tests' tolerances allow.
+LMC_TEST_DEFAULT_XLA=1, or an optimisation level already in XLA_FLAGS, runs the suite with
+XLA_FLAGS as they are.
 """
 import os
 import shutil
@@ -29,7 +32,10 @@ import numpy as np
 import pytest
 
 _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
-SUITE_XLA_FLAGS = "--xla_backend_optimization_level=1"
+OPT_LEVEL_FLAG = "--xla_backend_optimization_level=1"
+# XLA stops a process whose XLA_FLAGS name a flag it does not know: this one is in jaxlib
+# 0.5.3 and later (the floor check runs 0.5.0, whose CPU backend has no newer emitters).
+OLDER_EMITTERS_FLAG, OLDER_EMITTERS_SINCE = "--xla_cpu_use_fusion_emitters=false", (0, 5, 3)
 KEPT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "jax-tests"
 CACHE_LIMIT_BYTES = 1 << 30
 _made_cache = None
@@ -52,12 +58,27 @@ def _kept_cache() -> Optional[Path]:
   return KEPT_CACHE
 
 
-def suite_xla_flags(flags: str) -> str:
-  """`flags` (an XLA_FLAGS value) with SUITE_XLA_FLAGS added, unless it sets an
+def _version(text: str) -> tuple:
+  """(0, 5, 3) of "0.5.3" (and of "0.5.3.dev20250101")."""
+  return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def suite_flags(jaxlib_version: Optional[str] = None) -> str:
+  """The suite's XLA flags for `jaxlib_version` (default: the installed jaxlib's)."""
+  if jaxlib_version is None:
+    from importlib.metadata import version
+    jaxlib_version = version("jaxlib")
+  if _version(jaxlib_version) >= OLDER_EMITTERS_SINCE:
+    return f"{OPT_LEVEL_FLAG} {OLDER_EMITTERS_FLAG}"
+  return OPT_LEVEL_FLAG
+
+
+def suite_xla_flags(flags: str, jaxlib_version: Optional[str] = None) -> str:
+  """`flags` (an XLA_FLAGS value) with the suite's flags added, unless it sets an
   optimisation level itself or LMC_TEST_DEFAULT_XLA is set."""
   if os.environ.get("LMC_TEST_DEFAULT_XLA") or "xla_backend_optimization_level" in flags:
     return flags
-  return f"{flags} {SUITE_XLA_FLAGS}".strip()
+  return f"{flags} {suite_flags(jaxlib_version)}".strip()
 
 
 def pytest_configure(config):

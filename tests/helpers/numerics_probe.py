@@ -1,12 +1,12 @@
-"""Numbers lmc_jax computes, written to one `.npz`: the suite compiles at a lower LLVM
-optimisation level than users run (`tests/conftest.py`, SUITE_XLA_FLAGS), and
-`tests/test_suite_compiler.py` runs this probe under both levels and asks for the same bits.
+"""Numbers lmc_jax computes, written to one `.npz`: the suite compiles with other XLA flags
+than users run (`tests/conftest.py`, `suite_flags`), and `tests/test_suite_compiler.py`
+runs this probe under both and asks for the same numbers to float32 rounding.
 
 It covers what XLA compiles for the study's networks: Flax's initializers (normal and
 uniform draws), MLP zoos trained in one `lax.scan` per epoch (dense layers, LayerNorm, ReLU
 and tanh, AdamW and SGD with momentum, cosine and one-cycle schedules) and their pair
 sweeps. (Conv nets and transformers are left out: their reductions, BatchNorm's statistics
-among them, may round differently at -O1, which the suite's tolerances allow.)
+among them, round differently under the suite's flags, which its tolerances allow.)
 
   python -m tests.helpers.numerics_probe OUT.npz
 """
