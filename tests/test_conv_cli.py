@@ -1,7 +1,7 @@
 """A ResNet-20 zoo trains, aligns by every method that can run on it, and sweeps from the
 command line, as a user runs it (a handful of MNIST images, one epoch: a check of the whole
 path, not of what the nets learn; the BatchNorm reset, REPAIR's statistics and activation
-matching each see the 64 training images, the sweeps 16 test images)."""
+matching each see the 32 training images, the sweeps 16 test images)."""
 import json
 
 import numpy as np
@@ -11,11 +11,11 @@ from tests.test_entry_points import curves_of, run
 
 def test_resnet20_zoo_trains_aligns_repairs_and_sweeps_from_the_cli(tmp_path):
   r = run("zoo", "--dataset=mnist", "--arch=resnet20", "--width=1", "--num_models=2",
-          "--epochs=1", "--train_subset=64", "--test_subset=16", f"--out={tmp_path}")
+          "--epochs=1", "--train_subset=32", "--test_subset=16", f"--out={tmp_path}")
   assert r.returncode == 0, r.stderr
   zoo = tmp_path / "mnist_resnet20_w1"
   r = run("barrier", f"--zoo={zoo}", "--align=weight,activation,mergemany,exact", "--repair",
-          "--diagnostics", "--bn_reset_batches=2", "--fit_samples=64")
+          "--diagnostics", "--bn_reset_batches=1", "--fit_samples=32")
   assert r.returncode == 0, r.stderr
   assert "mergemany+repair" in r.stdout
   res = json.loads((zoo / "barrier.json").read_text())
