@@ -42,6 +42,9 @@ def test_draws_under_vmap_and_jit_and_with_raw_keys():
         jax.random.uniform(keys[0], (4, 9), jnp.float32, -1.0))
   raw = jax.random.PRNGKey(1)
   _same(random_draws.normal(raw, (3, 7)), jax.random.normal(raw, (3, 7)))
+  low = jnp.arange(12.0).reshape(3, 4)  # bounds per element: drawn as asked
+  _same(random_draws.uniform(raw, (3, 4), jnp.float32, low, low + 1),
+        jax.random.uniform(raw, (3, 4), jnp.float32, low, low + 1))
 
 
 def test_shapes_of_one_size_class_share_one_draw(monkeypatch):

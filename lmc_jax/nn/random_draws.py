@@ -9,8 +9,8 @@ any length >= n are the draw of n elements, in row-major order. `uniform`, `norm
 `jax.random`'s functions of those names give for the same key, shape, dtype and bounds
 (tests/test_random_draws.py), for one compiled draw per power of two and a small cut per shape.
 
-Keys of another PRNG implementation, non-partitionable threefry and very large draws go to
-`jax.random` unchanged. Works on concrete keys, under `vmap` and under `jit`.
+Keys of another PRNG implementation, non-partitionable threefry, bounds given per element and
+very large draws go to `jax.random` unchanged. Works on concrete keys, under `vmap` and under `jit`.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
   """`jax.random.uniform(key, shape, dtype, minval, maxval)`, compiled per size class."""
   shape = tuple(shape)
   size = math.prod(shape)
-  if not _bucketable(key, size):
+  if not _bucketable(key, size) or jnp.ndim(minval) or jnp.ndim(maxval):  # bounds per element
     return jax.random.uniform(key, shape, dtype, minval, maxval)
   return _cut(jax.random.uniform(key, (_bucket(size),), dtype, minval, maxval), shape)
 
@@ -66,6 +66,6 @@ def truncated_normal(key, lower, upper, shape=(), dtype=jnp.float32):
   """`jax.random.truncated_normal(key, lower, upper, shape, dtype)`, compiled per size class."""
   shape = tuple(shape)
   size = math.prod(shape)
-  if not _bucketable(key, size):
+  if not _bucketable(key, size) or jnp.ndim(lower) or jnp.ndim(upper):
     return jax.random.truncated_normal(key, lower, upper, shape, dtype)
   return _cut(jax.random.truncated_normal(key, lower, upper, (_bucket(size),), dtype), shape)
