@@ -14,7 +14,6 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 def log_sinkhorn(logits, iters: int = 20):
@@ -42,6 +41,7 @@ def project_all(logits: Dict[str, jax.Array], iters: int = 20) -> Dict[str, jax.
 
 def round_to_permutation(p: np.ndarray) -> np.ndarray:
   """The permutation `perm` (`perm[i]` = column of row i) with the largest `sum P[i, perm[i]]`."""
+  from scipy.optimize import linear_sum_assignment  # 0.25 s to import: at first use
   _, cols = linear_sum_assignment(np.asarray(p, np.float64), maximize=True)
   return cols
 

@@ -17,7 +17,6 @@ from typing import Dict, List, NamedTuple, Optional
 
 import jax
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.weight_device import match_many
@@ -76,6 +75,7 @@ def best_assignment(even, odd, signed: bool):
   `signed`."""
   even, odd = np.broadcast_arrays(np.asarray(even, np.float64), np.asarray(odd, np.float64))
   cost = even + np.abs(odd) if signed else even + odd
+  from scipy.optimize import linear_sum_assignment  # 0.25 s to import: at first use
   rows, cols = linear_sum_assignment(cost, maximize=True)
   if signed:
     cols = signed_permutation(cols, np.where(odd[rows, cols] < 0, -1, 1))
