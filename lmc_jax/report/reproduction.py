@@ -30,7 +30,8 @@ E8_SETTINGS = {opt: ("--schedule=onecycle_torch",) + (("--cycle_momentum",)
 
 
 class Preset(NamedTuple):
-  """Scale of each part of the study; E6 runs at Moons width 512, E8 at `cifar_width`.
+  """Scale of each part of the study; E6 runs at Moons width `e6_width` (the study's 512),
+  E8 at `cifar_width`.
   `mnist_method_widths`: the MNIST widths every alignment method runs on (empty: all).
   `mnist_subset`: (training, test) images the MNIST zoos use (empty: all of both)."""
   name: str
@@ -48,11 +49,12 @@ class Preset(NamedTuple):
   cifar_epochs: int
   mnist_method_widths: tuple = ()
   mnist_subset: tuple = ()
+  e6_width: int = 512
 
 
 # The study's scale (SPEC.md), against which a preset's reductions are stated.
 STUDY = dict(moons_widths=MOONS_WIDTHS, moons_epochs=100, moons_models=50, e6_models=10,
-             mnist_widths=MOONS_WIDTHS, mnist_models=50, mnist_epochs=60,
+             e6_width=512, mnist_widths=MOONS_WIDTHS, mnist_models=50, mnist_epochs=60,
              swa_widths=(8, 16, 64, 512), swa_epochs=10, cifar_width=512, cifar_models=10,
              cifar_epochs=60)
 
@@ -69,9 +71,10 @@ PRESETS = {
     "thesis": Preset("thesis", MOONS_WIDTHS, 100, 50, 10, MOONS_WIDTHS, 50, 60,
                      (8, 16, 64, 512), 10, 512, 10, 60),
     # Tiny steps: for the tests of the pipeline itself, not for results (two nets per E6
-    # configuration, so that every group has a pair; MNIST cut to 1,024 + 512 images).
+    # configuration, so that every group has a pair, at width 64: aligning 512 units on the
+    # host was most of the step; MNIST cut to 1,024 + 512 images).
     "smoke": Preset("smoke", (4, 64), 5, 4, 2, (8,), 2, 1, (8,), 2, 16, 2, 1,
-                    mnist_subset=(1024, 512)),
+                    mnist_subset=(1024, 512), e6_width=64),
 }
 
 
@@ -84,9 +87,11 @@ def reductions(p: Preset) -> List[Tuple[str, str, str]]:
     out.append(("Moons (E1-E3, E5, E9)",
                 f"widths {list(p.moons_widths)}, {p.moons_models} models, {p.moons_epochs} epochs",
                 f"widths {list(s['moons_widths'])}, 50 models, 100 epochs"))
-  if p.e6_models != s["e6_models"] or p.moons_epochs != s["moons_epochs"]:
+  if (p.e6_models, p.moons_epochs, p.e6_width) != (s["e6_models"], s["moons_epochs"],
+                                                   s["e6_width"]):
     out.append(("Training dynamics (E6, E7)", f"{p.e6_models} models per configuration, "
-                f"{p.moons_epochs} epochs", "10 models per configuration, 100 epochs"))
+                f"{p.moons_epochs} epochs, width {p.e6_width}",
+                f"10 models per configuration, 100 epochs, width {s['e6_width']}"))
   if (set(p.mnist_widths) != set(s["mnist_widths"]) or p.mnist_models != s["mnist_models"]
       or p.mnist_epochs != s["mnist_epochs"] or p.mnist_subset):
     images = (f", {p.mnist_subset[0]:,} training and {p.mnist_subset[1]:,} test images"
@@ -153,11 +158,13 @@ def steps(p: Preset, runs: str, figures: str, data_dir: str, cifar_source=None) 
   # its initialisation (for the same init scheme) and look connected for that reason alone.
   e6 = []
   for g, (init, opt) in enumerate(E6_CONFIGS):
-    out.append(Step("dynamics", ["lmc_jax.cli.zoo", "--width=512", f"--num_models={p.e6_models}",
+    out.append(Step("dynamics", ["lmc_jax.cli.zoo", f"--width={p.e6_width}",
+                                 f"--num_models={p.e6_models}",
                                  f"--epochs={p.moons_epochs}", f"--seed={100 + g}",
                                  f"--init={init}", f"--optimizer={opt}", *E6_SETTINGS,
                                  f"--out={runs}/moons_e6"]))
-    e6.append(f"{runs}/moons_e6/moons_{init}{'_' + opt if opt != 'adamw' else ''}_w512")
+    e6.append(f"{runs}/moons_e6/moons_{init}{'_' + opt if opt != 'adamw' else ''}"
+              f"_w{p.e6_width}")
   out.append(Step("dynamics", ["lmc_jax.cli.dynamics", "--zoo=" + ",".join(e6),
                                "--name=moons_e6", fig]))
   mnist = f"{runs}/mnist"
