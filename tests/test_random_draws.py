@@ -10,7 +10,7 @@ import pytest
 
 from lmc_jax.config import default_config
 from lmc_jax.nn import initializers as inits
-from lmc_jax.nn import random_draws
+from lmc_jax.nn import random_draws, transformer
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.zoo.training import init_params
 
@@ -65,12 +65,11 @@ def test_shapes_of_one_size_class_share_one_draw(monkeypatch):
 def test_initializers_equal_flaxs():
   key, dtype = jax.random.key(7), jnp.float32
   pairs = [(inits.lecun_normal(), nn.initializers.lecun_normal()),
-           (inits.lecun_normal(), nn.linear.default_kernel_init),
+           (transformer.KERNEL_INIT, nn.linear.default_kernel_init),
            (inits.he_normal(), nn.initializers.he_normal()),
            (inits.he_uniform(), nn.initializers.he_uniform()),
            (inits.normal(0.02), nn.initializers.normal(0.02)),
-           (inits.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
-            nn.linear.default_embed_init)]
+           (transformer.EMBED_INIT, nn.linear.default_embed_init)]
   pairs += [(inits.variance_scaling(s, m, d), nn.initializers.variance_scaling(s, m, d))
             for s in (0.5, 2.0) for m in inits.MODES for d in inits.DISTRIBUTIONS]
   for ours, flax in pairs:

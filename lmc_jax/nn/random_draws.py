@@ -44,28 +44,28 @@ def _cut(block, shape):
   return block[:math.prod(shape)].reshape(shape)
 
 
-def uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
-  """`jax.random.uniform(key, shape, dtype, minval, maxval)`, compiled per size class."""
+def _per_size_class(draw, key, shape, *bounds):
+  """`draw(shape)`, made as `draw((bucket,))` cut to `shape` where that gives the same
+  numbers (`draw` maps a shape to a `jax.random` draw with `key`; `bounds` its bounds)."""
   shape = tuple(shape)
   size = math.prod(shape)
-  if not _bucketable(key, size) or jnp.ndim(minval) or jnp.ndim(maxval):  # bounds per element
-    return jax.random.uniform(key, shape, dtype, minval, maxval)
-  return _cut(jax.random.uniform(key, (_bucket(size),), dtype, minval, maxval), shape)
+  if not _bucketable(key, size) or any(jnp.ndim(b) for b in bounds):  # bounds per element
+    return draw(shape)
+  return _cut(draw((_bucket(size),)), shape)
+
+
+def uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
+  """`jax.random.uniform(key, shape, dtype, minval, maxval)`, compiled per size class."""
+  return _per_size_class(lambda s: jax.random.uniform(key, s, dtype, minval, maxval), key,
+                         shape, minval, maxval)
 
 
 def normal(key, shape=(), dtype=jnp.float32):
   """`jax.random.normal(key, shape, dtype)`, compiled per size class."""
-  shape = tuple(shape)
-  size = math.prod(shape)
-  if not _bucketable(key, size):
-    return jax.random.normal(key, shape, dtype)
-  return _cut(jax.random.normal(key, (_bucket(size),), dtype), shape)
+  return _per_size_class(lambda s: jax.random.normal(key, s, dtype), key, shape)
 
 
 def truncated_normal(key, lower, upper, shape=(), dtype=jnp.float32):
   """`jax.random.truncated_normal(key, lower, upper, shape, dtype)`, compiled per size class."""
-  shape = tuple(shape)
-  size = math.prod(shape)
-  if not _bucketable(key, size) or jnp.ndim(lower) or jnp.ndim(upper):
-    return jax.random.truncated_normal(key, lower, upper, shape, dtype)
-  return _cut(jax.random.truncated_normal(key, lower, upper, (_bucket(size),), dtype), shape)
+  return _per_size_class(lambda s: jax.random.truncated_normal(key, lower, upper, s, dtype),
+                         key, shape, lower, upper)

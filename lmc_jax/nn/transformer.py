@@ -45,6 +45,9 @@ from lmc_jax.nn import initializers as inits
 
 EMBED_PER_WIDTH = 32  # residual-stream features per unit of the width multiplier
 MLP_RATIO = 2  # hidden units of each block's MLP per stream feature
+# Flax's defaults for nn.Dense, nn.Conv, attention and nn.Embed, drawn per size class.
+KERNEL_INIT = inits.lecun_normal()
+EMBED_INIT = inits.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
 
 
 class Block(nn.Module):
@@ -59,11 +62,11 @@ class Block(nn.Module):
     y = _norm(self.norm, "0")(h)
     mask = nn.make_causal_mask(jnp.ones(h.shape[:2])) if self.causal else None
     h = h + nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=e, out_features=e,
-                                            kernel_init=inits.lecun_normal(),
+                                            kernel_init=KERNEL_INIT,
                                             name="attn")(y, y, mask=mask)
     y = _norm(self.norm, "1")(h)
-    hidden = nn.Dense(MLP_RATIO * e, kernel_init=inits.lecun_normal(), name="Dense_0")(y)
-    return h + nn.Dense(e, kernel_init=inits.lecun_normal(), name="Dense_1")(nn.gelu(hidden))
+    hidden = nn.Dense(MLP_RATIO * e, kernel_init=KERNEL_INIT, name="Dense_0")(y)
+    return h + nn.Dense(e, kernel_init=KERNEL_INIT, name="Dense_1")(nn.gelu(hidden))
 
 
 NORMS = ("layernorm", "rms")
@@ -111,7 +114,7 @@ class ViT(nn.Module):
   def __call__(self, x, train: bool = False):
     e, p = EMBED_PER_WIDTH * self.width, self.patch
     h = x.reshape(x.shape[:-1] + tuple(self.image_shape))
-    h = nn.Conv(e, (p, p), strides=(p, p), padding="VALID", kernel_init=inits.lecun_normal(),
+    h = nn.Conv(e, (p, p), strides=(p, p), padding="VALID", kernel_init=KERNEL_INIT,
                 name="embed")(h)
     h = h.reshape(h.shape[0], -1, e)  # (n, patches, e)
     if self.pool == "cls":
@@ -120,7 +123,7 @@ class ViT(nn.Module):
     h = h + _positions("pos", h.shape[1:], self)
     h = _stack(h, self.depth, self.heads, causal=False)
     h = read_position(h, 0) if self.pool == "cls" else h.mean(1)
-    return nn.Dense(self.num_classes, kernel_init=inits.lecun_normal(), name="head")(h)
+    return nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, name="head")(h)
 
 
 class Decoder(nn.Module):
@@ -140,13 +143,10 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     e, t = EMBED_PER_WIDTH * self.width, x.shape[-1]
-    h = nn.Embed(self.vocab, e, embedding_init=inits.variance_scaling(1.0, "fan_in", "normal",
-                                                                      out_axis=0),
-                 name="embed")(x.astype(jnp.int32))
+    h = nn.Embed(self.vocab, e, embedding_init=EMBED_INIT, name="embed")(x.astype(jnp.int32))
     h = h + _positions("pos", (t, e), self)
     h = _stack(h, self.depth, self.heads, causal=True, norm=self.norm)
-    return nn.Dense(self.num_classes, kernel_init=inits.lecun_normal(),
-                    name="head")(read_position(h, -1))
+    return nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, name="head")(read_position(h, -1))
 
 
 def _check_heads(width: int, heads: int) -> None:

@@ -2,7 +2,7 @@
 than users run (`tests/conftest.py`, `suite_flags`), and `tests/test_suite_compiler.py`
 runs this probe under both and asks for the same numbers to float32 rounding.
 
-It covers what XLA compiles for the study's networks: Flax's initializers (normal and
+It covers what XLA compiles for the study's networks: their initializers (normal and
 uniform draws), MLP zoos trained in one `lax.scan` per epoch (dense layers, LayerNorm, ReLU
 and tanh, AdamW and SGD with momentum, cosine and one-cycle schedules) and their pair
 sweeps. (Conv nets and transformers are left out: their reductions, BatchNorm's statistics
