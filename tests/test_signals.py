@@ -3,7 +3,7 @@ the signal arrives in, says in one line what it saved and how to continue, and e
 (SIGINT) or 143 (SIGTERM) with no traceback and nothing half-written; the same command
 then ends with the zoo an uninterrupted run writes, byte for byte. Analyses keep what they
 finished. The signals are sent at exact moments (`LMC_JAX_CRASH_SIGNAL`), and once from
-outside as a user would."""
+outside as a user would; the runs that finish after them run in this process (`run_cli`)."""
 import json
 import os
 import shutil
@@ -17,7 +17,7 @@ import pytest
 from lmc_jax import crash_points, stopping
 from lmc_jax.result_files import BARRIER_JSON
 from lmc_jax.zoo.handle import open_zoo
-from tests.helpers.cli import ROOT, run_module
+from tests.helpers.cli import ROOT, run_cli, run_module
 from tests.test_zoo_faults import no_leftovers, zoo_bytes
 
 ARGS = ["--width=4", "--num_models=3", "--epochs=8", "--checkpoint_minutes=0"]
@@ -55,7 +55,7 @@ def test_sigterm_then_ctrl_c_then_the_same_command_ends_with_the_uninterrupted_z
   assert not list((out / "moons_w4").glob(".*"))  # no temporary beside it
   line = signalled("zoo:epoch#3", "SIGINT", out, *ARGS)  # resumed: epochs 4, 5, 6
   assert "stopped by Ctrl-C (SIGINT); saved: the training state after epoch 6 of 8" in line
-  r = run_module("zoo", f"--out={out}", *ARGS)
+  r = run_cli("zoo", f"--out={out}", *ARGS)
   assert r.returncode == 0, r.stderr[-3000:]
   assert f"resuming from {ckpt} after epoch 6 of 8" in r.stderr
   assert zoo_bytes(out / "moons_w4") == uninterrupted["bytes"]
@@ -104,7 +104,7 @@ def test_an_analysis_stopped_by_ctrl_c_keeps_what_it_finished(tmp_path, uninterr
   assert not list(zoo.glob(".*.tmp"))
   kept = json.loads((zoo / BARRIER_JSON).read_text())
   assert "naive" in kept and not kept["methods"]
-  r = run_module("barrier", *args)
+  r = run_cli("barrier", *args)
   assert r.returncode == 0, r.stderr[-3000:]
   assert set(json.loads((zoo / BARRIER_JSON).read_text())["methods"]) == {"weight", "activation"}
 

@@ -1,6 +1,11 @@
 """A zoo is never lost and never silently wrong: runs killed (SIGKILL) at exact moments of
 training, writing and swapping leave a directory that holds the old zoo or the new one,
-whole, and the same command then ends with exactly the zoo an uninterrupted run writes."""
+whole, and the same command then ends with exactly the zoo an uninterrupted run writes.
+
+The runs that are killed, and the uninterrupted reference, are processes; the runs that
+finish after them run in this process (`run_cli`: the same command, its compiled functions
+shared with the other tests), so each resumed zoo is also checked against one written by
+another process."""
 import json
 import os
 import shutil
@@ -19,7 +24,7 @@ from lmc_jax.dir_lock import DirLock
 from lmc_jax.errors import LmcError
 from lmc_jax.zoo.handle import open_zoo
 from lmc_jax.zoo.runs import run_zoo
-from tests.helpers.cli import ROOT, refused, run_module, snapshot
+from tests.helpers.cli import ROOT, refused, run_cli, run_module, snapshot
 
 NEW = ["--width=4", "--num_models=3", "--epochs=8", "--checkpoint_every=2"]
 OLD = ["--width=4", "--num_models=3", "--epochs=8", "--seed=1"]  # same directory, other zoo
@@ -31,8 +36,9 @@ def killed_at(point: str, out: Path, *args):
   return r
 
 
-def ok(out: Path, *args):
-  r = run_module("zoo", f"--out={out}", *args)
+def ok(out: Path, *args, process: bool = False):
+  """The zoo command on `args`, finished: in this process, or (`process`) as a process."""
+  r = (run_module if process else run_cli)("zoo", f"--out={out}", *args)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
 
@@ -56,8 +62,8 @@ def no_leftovers(out: Path):
 def reference(tmp_path_factory):
   """The uninterrupted run of NEW, and a zoo of OLD to overwrite."""
   root = tmp_path_factory.mktemp("reference")
-  ok(root / "new", *NEW)
-  ok(root / "old", *OLD)
+  ok(root / "new", *NEW, process=True)
+  ok(root / "old", *OLD, process=True)
   return {"new": zoo_bytes(root / "new" / "moons_w4"), "old_dir": root / "old" / "moons_w4"}
 
 
@@ -165,7 +171,7 @@ def test_a_non_zoo_folder_keeps_its_files_when_a_zoo_is_written_into_it(tmp_path
   (out / "moons_w4" / "notes").mkdir(parents=True)
   (out / "moons_w4" / "README.txt").write_text("mine")
   (out / "moons_w4" / "notes" / "a.txt").write_text("also mine")
-  refused(run_module("zoo", f"--out={out}", *NEW), "is not a zoo", "README.txt", "--overwrite")
+  refused(run_cli("zoo", f"--out={out}", *NEW), "is not a zoo", "README.txt", "--overwrite")
   ok(out, *NEW, "--overwrite")
   assert zoo_bytes(out / "moons_w4") == reference["new"]
   assert (out / "moons_w4" / "README.txt").read_text() == "mine"
@@ -191,10 +197,10 @@ def test_one_run_per_zoo_directory(tmp_path, reference):
 def test_preflight_refuses_before_any_training(tmp_path, monkeypatch):
   a_file = tmp_path / "a_file"
   a_file.write_text("x")
-  refused(run_module("zoo", f"--out={a_file}", "--width=4"), f"--out={a_file}", "is a file")
-  refused(run_module("zoo", f"--out={a_file / 'runs'}", "--width=4"), "lies under the file")
-  big = refused(run_module("zoo", f"--out={tmp_path / 'big'}", "--width=1000000000",
-                           "--dataset=mnist"), "needs about", "TiB", "--width", "--num_models")
+  refused(run_cli("zoo", f"--out={a_file}", "--width=4"), f"--out={a_file}", "is a file")
+  refused(run_cli("zoo", f"--out={a_file / 'runs'}", "--width=4"), "lies under the file")
+  big = refused(run_cli("zoo", f"--out={tmp_path / 'big'}", "--width=1000000000",
+                        "--dataset=mnist"), "needs about", "TiB", "--width", "--num_models")
   assert "hidden widths [1000000000, 1000000000, 1000000000]" in big
   assert not (tmp_path / "big").exists()
   assert a_file.read_text() == "x"
@@ -266,14 +272,14 @@ def test_an_analysis_killed_while_saving_keeps_a_whole_barrier_json_and_finishes
   assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
   partial = json.loads((zoo / "barrier.json").read_text())
   assert "naive" in partial and not partial["methods"]
-  r = run_module("barrier", *args)
+  r = run_cli("barrier", *args)
   assert r.returncode == 0, r.stderr[-2000:]
   assert not list(zoo.glob(".*.tmp"))
   resumed = json.loads((zoo / "barrier.json").read_text())
   whole = tmp_path / "whole"
   shutil.copytree(reference["old_dir"], whole)
-  r = run_module("barrier", f"--zoo={whole}", "--align=weight,activation",
-                 f"--figures={tmp_path / 'figures2'}")
+  r = run_cli("barrier", f"--zoo={whole}", "--align=weight,activation",
+              f"--figures={tmp_path / 'figures2'}")
   assert r.returncode == 0, r.stderr[-2000:]
   uninterrupted = json.loads((whole / "barrier.json").read_text())
   for doc in (resumed, uninterrupted):

@@ -28,6 +28,7 @@ function here splits such leaves into their blocks and joins them back.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
@@ -124,8 +125,13 @@ def permutation_spec_from_axes(axes_to_perm: Dict[str, Axes],
 def spec_key(spec: PermutationSpec) -> tuple:
   """A hashable form of `spec` (a static argument of jitted functions); `spec_from_key`
   inverts it."""
-  return (tuple(sorted(spec.axes_to_perm.items())), tuple(sorted(spec.views.items())),
-          tuple(sorted(spec.signs.items())), tuple(sorted(spec.blocks.items())))
+  return tuple(tuple(sorted((k, _frozen(v)) for k, v in field.items()))
+               for field in (spec.axes_to_perm, spec.views, spec.signs, spec.blocks))
+
+
+def _frozen(value):
+  """Lists (a spec written by hand may hold them) as tuples, all the way down."""
+  return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def spec_from_key(key: tuple) -> PermutationSpec:
@@ -381,8 +387,15 @@ def compose_permutations(outer: Dict[str, np.ndarray], inner: Dict[str, np.ndarr
 
 
 def permute_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]], params_stack):
-  """Applies `perms[k]` to model k of a stacked zoo; returns the new stack."""
-  stacked = {p: jnp.stack([jnp.asarray(pk[p]) for pk in perms]) for p in perms[0]}
+  """Applies `perms[k]` to model k of a stacked zoo; returns the new stack (jax arrays).
+  One compiled program per spec and shapes, not a dispatch (and a compile) per leaf."""
+  stacked = {p: np.stack([np.asarray(pk[p]) for pk in perms]) for p in perms[0]}
+  return _permute_stack(spec_key(spec), stacked, params_stack)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _permute_stack(key: tuple, stacked: Dict[str, jax.Array], params_stack):
+  spec = spec_from_key(key)
   return jax.vmap(lambda pr, th: apply_permutation(spec, pr, th))(stacked, params_stack)
 
 
