@@ -408,6 +408,12 @@ def orient_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]],
   out = permute_zoo(spec, perms, params_stack)
   if not maps or not maps[0]:
     return out
-  stacked = {p: jnp.stack([jnp.asarray(mk[p], jnp.float32) for mk in maps]) for p in maps[0]}
-  with jax.default_matmul_precision("float32"):
-    return jax.vmap(lambda m, th: apply_soft_permutation(spec, m, th))(stacked, out)
+  stacked = {p: np.stack([np.asarray(mk[p], np.float32) for mk in maps]) for p in maps[0]}
+  with jax.default_matmul_precision("float32"):  # part of the compiled program's key
+    return _mix_stack(spec_key(spec), stacked, out)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mix_stack(key: tuple, stacked: Dict[str, jax.Array], params_stack):
+  spec = spec_from_key(key)
+  return jax.vmap(lambda m, th: apply_soft_permutation(spec, m, th))(stacked, params_stack)

@@ -10,7 +10,7 @@ def random_params(key, hidden, d_in=3, d_out=2, layernorm="none"):
   """Params of an MLP with every leaf random (biases and LayerNorm too), so that no
   permutation can be hidden by zeros or ones."""
   model = make_mlp(hidden, d_out, layernorm)
-  params = model.init(key, jnp.zeros((1, d_in)))["params"]
+  params = jax.eval_shape(model.init, key, jnp.zeros((1, d_in)))["params"]  # shapes only
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
   leaves = [random_draws.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
