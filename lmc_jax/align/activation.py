@@ -103,7 +103,7 @@ def _site_moments(model, spec: PermutationSpec, tree_a, tree_b, x):
   total = None
   for chunk in np.array_split(np.asarray(x), max(1, -(-len(x) // CHUNK))):
     m = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
-                               fn(tree_a, tree_b, jnp.asarray(chunk)))
+                               fn(tree_a, tree_b, jax.device_put(chunk)))
     total = m if total is None else [_merge(t, c) for t, c in zip(total, m)]
   return list(zip(sites, total or []))
 

@@ -14,7 +14,6 @@ import math
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
@@ -70,7 +69,7 @@ def exact_alignment(model, spec: PermutationSpec, params_a, params_b, x, y,
                    f"{flops / 1e12:.3g} TFLOP, over the {max_tflop:g} TFLOP limit; raise "
                    "--exact_max_tflop on a faster device.")
   cands = candidates(sizes)
-  params_b = jax.tree_util.tree_map(jnp.asarray, params_b)
+  params_b = jax.device_put(params_b)
   permuted = jax.vmap(lambda pr: apply_permutation(spec, pr, params_b))(cands)
   both = jax.tree_util.tree_map(lambda a, b: np.concatenate([np.asarray(a)[None], np.asarray(b)]),
                                 params_a, permuted)

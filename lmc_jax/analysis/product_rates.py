@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lmc_jax.nn import native_conv
+from lmc_jax.nn import native_conv, random_draws
 
 
 class Product(NamedTuple):
@@ -86,8 +86,8 @@ def _time_product(p: Product, repeats: int = 8, trials: int = 3) -> float:
   """Seconds of one product `p`, run `repeats` times on fresh operands inside one jitted
   scan (so none is hoisted out of the loop), best of `trials` calls."""
   key_a, key_b = jax.random.split(jax.random.key(0))
-  lhs = jax.random.normal(key_a, (repeats,) + p.lhs, jnp.float32).astype(p.lhs_dtype)
-  rhs = jax.random.normal(key_b, (repeats,) + p.rhs, jnp.float32).astype(p.rhs_dtype)
+  lhs = random_draws.normal(key_a, (repeats,) + p.lhs).astype(p.lhs_dtype)  # a compile per
+  rhs = random_draws.normal(key_b, (repeats,) + p.rhs).astype(p.rhs_dtype)  # size class
 
   def body(total, operands):
     out = lax.dot_general(operands[0], operands[1], p.dimension_numbers,

@@ -220,7 +220,7 @@ def _sweep_from_host(model, params_stack, pairs, alphas, batches, transform, tra
   loss = np.zeros((len(pairs), len(alphas)))
   acc = np.zeros_like(loss)
   transform = None if transform is None else _transform_one(transform)
-  params_stack = jax.tree_util.tree_map(jnp.asarray, params_stack)  # on the device once
+  params_stack = jax.device_put(params_stack)  # on the device once
   for p, (i, j) in enumerate(pairs):
     pi, pj = _take_jit(params_stack, i), _take_jit(params_stack, j)
     for a, alpha in enumerate(alphas):

@@ -55,8 +55,9 @@ def to_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Batches:
   xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
   yp = np.concatenate([y, np.zeros((pad,), y.dtype)])
   wp = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return Batches(jnp.asarray(xp.reshape(nb, b, *x.shape[1:])),
-                 jnp.asarray(yp.reshape(nb, b)), jnp.asarray(wp.reshape(nb, b)))
+  # device_put, not jnp.asarray: the same arrays, without a compiled copy per shape
+  return Batches(*jax.device_put((xp.reshape(nb, b, *x.shape[1:]), yp.reshape(nb, b),
+                                  wp.reshape(nb, b))))
 
 
 @functools.lru_cache(maxsize=None)

@@ -318,7 +318,7 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
                            if finite.size < losses.size else ""))
       if stop:
         stop_if_asked()  # the checkpoint just written is where the same command continues
-  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p[:len(ids)]), to_host(params))
+  params = jax.device_put(jax.tree_util.tree_map(lambda p: p[:len(ids)], to_host(params)))
   history = {"train_loss": losses_so_far()[:, :len(ids)]}
   if evals["eval_epoch"]:
     history.update({k: np.asarray(v) for k, v in evals.items()})
