@@ -4,7 +4,7 @@ The suite keeps one JAX compilation cache, `.cache/jax-tests/` in the checkout (
 the entry points the tests start as subprocesses, the xdist workers and the tests themselves
 compile the same small programs again and again, and XLA keys each by its program text (and
 the jax, jaxlib and XLA versions and flags), so each is compiled once, and on later runs not
-at all: on a 2-core CPU the first run takes about 7 minutes, the next ones about 4. A cache
+at all: on a 2-core CPU the first run takes about 6 minutes, the next ones about 4. A cache
 over CACHE_LIMIT_BYTES is emptied when a run starts. LMC_FRESH_TEST_CACHE=1 uses a fresh
 temporary folder instead (removed when the run ends), as does a checkout that is not
 writable; JAX_COMPILATION_CACHE_DIR set by you is used as it is. Cached executables are the

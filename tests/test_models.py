@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from lmc_jax.config import default_config
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import model_for
-from lmc_jax.nn.models import loss_and_correct, make_mlp
+from lmc_jax.nn.models import init_variables, loss_and_correct, make_mlp
 from lmc_jax.symmetry.spec import flatten
 from tests.helpers import random_params
 
@@ -159,3 +160,33 @@ def test_binary_and_softmax_losses_against_formulas():
 def test_bad_model_arguments(kwargs, words):
   with pytest.raises(LmcError, match=words):
     make_mlp(**kwargs)
+
+
+class _StatsFromInput(nn.Module):
+  """A variable initialised from the input's values, which tracing alone can not give."""
+
+  @nn.compact
+  def __call__(self, x):
+    offset = self.variable("batch_stats", "offset", lambda: jnp.mean(x, axis=0) + 1.0)
+    return nn.Dense(3)(x - offset.value)
+
+
+@pytest.mark.parametrize("net", ["mlp", "resnet20", "vit", "decoder", "input_dependent"])
+def test_init_variables_are_the_modules_own_init_on_zeros(net):
+  """`init_variables` only traces the forward pass; what it gives is, bit for bit, what
+  `Module.init` gives by running the module on zeros, also under vmap over keys."""
+  from lmc_jax.nn.conv import make_conv_net
+  from lmc_jax.nn.transformer import make_decoder, make_vit
+  model, d_in = {
+      "mlp": lambda: (make_mlp((6, 5), 3, "before_relu"), 4),
+      "resnet20": lambda: (make_conv_net("resnet20", 1, 10, (8, 8, 3), "batchnorm"), 192),
+      "vit": lambda: (make_vit(1, 2, 4, 7, "mean", 10, (14, 14, 1)), 196),
+      "decoder": lambda: (make_decoder(1, 1, 4, 8, 7), 5),
+      "input_dependent": lambda: (_StatsFromInput(), 4)}[net]()
+  keys = jax.random.split(jax.random.key(7), 2)
+  ours = jax.vmap(lambda k: init_variables(model, k, d_in))(keys)
+  theirs = jax.vmap(lambda k: model.init(k, jnp.zeros((1, d_in), jnp.float32)))(keys)
+  assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(dict(theirs))
+  for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.errors import LazyInitError
 
 from lmc_jax.config import ACTIVATIONS, INITS, LAYERNORM_POSITIONS
 from lmc_jax.errors import LmcError
@@ -166,8 +167,15 @@ class OneHiddenLayer(NamedTuple):
 
 def init_variables(model, key, d_in: int) -> dict:
   """One model's whole variables dict (`params`, and `batch_stats` where it has them), as a
-  zoo stores it, for inputs of `d_in` features."""
-  return dict(model.init(key, jnp.zeros((1, d_in), jnp.float32)))
+  zoo stores it, for inputs of `d_in` features.
+
+  The initializers run and the forward pass is only traced (`Module.lazy_init`): the same
+  variables as `Module.init` on zeros, without compiling and running every layer on them. A
+  module whose variables depend on the input's values is run on zeros (`Module.init`)."""
+  try:
+    return dict(model.lazy_init(key, jax.ShapeDtypeStruct((1, d_in), jnp.float32)))
+  except LazyInitError:
+    return dict(model.init(key, jnp.zeros((1, d_in), jnp.float32)))
 
 
 def loss_and_correct(logits, labels):
