@@ -171,10 +171,11 @@ def init_variables(model, key, d_in: int) -> dict:
 
   The initializers run and the forward pass is only traced (`Module.lazy_init`): the same
   variables as `Module.init` on zeros, without compiling and running every layer on them. A
-  module whose variables depend on the input's values is run on zeros (`Module.init`)."""
+  module whose variables, or Python branches, depend on the input's values is run on zeros
+  (`Module.init`)."""
   try:
     return dict(model.lazy_init(key, jax.ShapeDtypeStruct((1, d_in), jnp.float32)))
-  except LazyInitError:
+  except (LazyInitError, jax.errors.ConcretizationTypeError):
     return dict(model.init(key, jnp.zeros((1, d_in), jnp.float32)))
 
 

@@ -389,8 +389,18 @@ def compose_permutations(outer: Dict[str, np.ndarray], inner: Dict[str, np.ndarr
 def permute_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]], params_stack):
   """Applies `perms[k]` to model k of a stacked zoo; returns the new stack (jax arrays).
   One compiled program per spec and shapes, not a dispatch (and a compile) per leaf."""
-  stacked = {p: np.stack([np.asarray(pk[p]) for pk in perms]) for p in perms[0]}
-  return _permute_stack(spec_key(spec), stacked, params_stack)
+  return _permute_stack(spec_key(spec), _stacked(perms), params_stack)
+
+
+def _stacked(per_model: Sequence[Dict[str, object]], dtype=None) -> Dict[str, object]:
+  """`per_model[k][p]` stacked on axis 0 for every name p: on the host where they all are
+  there (no compiled stack per shape), else on the device (jax arrays, tracers)."""
+  out = {}
+  for p in per_model[0]:
+    values = [m[p] for m in per_model]
+    xp = jnp if any(isinstance(v, jax.Array) for v in values) else np
+    out[p] = xp.stack([xp.asarray(v, dtype) for v in values])
+  return out
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -408,9 +418,8 @@ def orient_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]],
   out = permute_zoo(spec, perms, params_stack)
   if not maps or not maps[0]:
     return out
-  stacked = {p: np.stack([np.asarray(mk[p], np.float32) for mk in maps]) for p in maps[0]}
   with jax.default_matmul_precision("float32"):  # part of the compiled program's key
-    return _mix_stack(spec_key(spec), stacked, out)
+    return _mix_stack(spec_key(spec), _stacked(maps, np.float32), out)
 
 
 @functools.partial(jax.jit, static_argnums=0)
