@@ -70,10 +70,15 @@ def test_permute_zoo_applies_each_models_permutation():
   stack = jax.tree_util.tree_map(lambda u, v: jnp.stack([u, v]), a, b)
   perms = [{"P_0": np.array([1, 0, 3, 2])}, {"P_0": np.array([3, 2, 1, 0])}]
   out = permute_zoo(spec, perms, stack)
+  # The permutations as lists (read from JSON) and as tracers (inside a jitted function).
+  listed = permute_zoo(spec, [{"P_0": pk["P_0"].tolist()} for pk in perms], stack)
+  traced = jax.jit(lambda p0, p1: permute_zoo(spec, [{"P_0": p0}, {"P_0": p1}], stack))(
+      perms[0]["P_0"], perms[1]["P_0"])
   for k, theta in enumerate((a, b)):
     want = flatten(apply_permutation(spec, perms[k], theta))
-    for path, v in flatten(out).items():
-      np.testing.assert_array_equal(v[k], want[path])
+    for got in (out, listed, traced):
+      for path, v in flatten(got).items():
+        np.testing.assert_array_equal(v[k], want[path])
 
 
 def test_validate_spec_names_what_is_wrong():
