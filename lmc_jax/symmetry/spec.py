@@ -389,7 +389,7 @@ def compose_permutations(outer: Dict[str, np.ndarray], inner: Dict[str, np.ndarr
 def permute_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]], params_stack):
   """Applies `perms[k]` to model k of a stacked zoo; returns the new stack (jax arrays).
   One compiled program per spec and shapes, not a dispatch (and a compile) per leaf."""
-  return _permute_stack(spec_key(spec), _stacked(perms), params_stack)
+  return _each_model(apply_permutation, spec_key(spec), _stacked(perms), params_stack)
 
 
 def _stacked(per_model: Sequence[Dict[str, object]], dtype=None) -> Dict[str, object]:
@@ -403,10 +403,12 @@ def _stacked(per_model: Sequence[Dict[str, object]], dtype=None) -> Dict[str, ob
   return out
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _permute_stack(key: tuple, stacked: Dict[str, jax.Array], params_stack):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _each_model(apply, key: tuple, stacked: Dict[str, jax.Array], params_stack):
+  """`apply(spec, stacked[k], params of model k)` for every model k, as one program per
+  `apply`, spec and shapes."""
   spec = spec_from_key(key)
-  return jax.vmap(lambda pr, th: apply_permutation(spec, pr, th))(stacked, params_stack)
+  return jax.vmap(lambda per_model, th: apply(spec, per_model, th))(stacked, params_stack)
 
 
 def orient_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]],
@@ -419,10 +421,4 @@ def orient_zoo(spec: PermutationSpec, perms: Sequence[Dict[str, np.ndarray]],
   if not maps or not maps[0]:
     return out
   with jax.default_matmul_precision("float32"):  # part of the compiled program's key
-    return _mix_stack(spec_key(spec), _stacked(maps, np.float32), out)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _mix_stack(key: tuple, stacked: Dict[str, jax.Array], params_stack):
-  spec = spec_from_key(key)
-  return jax.vmap(lambda m, th: apply_soft_permutation(spec, m, th))(stacked, params_stack)
+    return _each_model(apply_soft_permutation, spec_key(spec), _stacked(maps, np.float32), out)
