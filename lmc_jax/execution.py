@@ -30,9 +30,9 @@ import os
 from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 
-from lmc_jax.tree_utils import map_in_chunks, stack
+from lmc_jax import host_arrays
+from lmc_jax.tree_utils import map_in_chunks, stack, take
 
 ACCELERATOR_PATHS_ENV = "LMC_JAX_ACCELERATOR_PATHS"
 ACCELERATOR_MEMORY_ENV = "LMC_JAX_ACCELERATOR_MEMORY"
@@ -134,11 +134,11 @@ def run_steps(step: Callable, carry, xs, *consts, from_host: bool = False,
   one = _jitted(step, donate)
   ys = []
   for t in range(jax.tree_util.tree_leaves(xs)[0].shape[0]):
-    carry, y = one(carry, jax.tree_util.tree_map(lambda a: a[t], xs), *consts)
+    carry, y = one(carry, take(xs, t), *consts)
     ys.append(y)
     if on_step is not None:
       on_step(t + 1)
-  return carry, stack(ys, jnp.stack) if ys else None
+  return carry, stack(ys, host_arrays.stack) if ys else None
 
 
 def map_items(f: Callable, xs, *consts, chunk: Optional[int] = None, from_host: bool = False):
@@ -148,8 +148,7 @@ def map_items(f: Callable, xs, *consts, chunk: Optional[int] = None, from_host: 
   as it is (outside jit: `f` jits what it runs, e.g. through `run_steps`)."""
   if from_host:
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    return stack([f(jax.tree_util.tree_map(lambda a: a[k], xs), *consts) for k in range(n)],
-                 jnp.stack)
+    return stack([f(take(xs, k), *consts) for k in range(n)], host_arrays.stack)
   if chunk is None:
     return jax.vmap(lambda x: f(x, *consts))(xs)
   return map_in_chunks(lambda x: f(x, *consts), xs, chunk)

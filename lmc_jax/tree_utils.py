@@ -13,11 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from lmc_jax import host_arrays
+
 
 def take(tree, k):
   """Model `k` of a stacked pytree (every leaf indexed at `k` on axis 0); `k` may also be
-  an index array, giving the stack of those models."""
-  return jax.tree_util.tree_map(lambda a: a[k], tree)
+  an index array, giving the stack of those models. Leaves in host memory are indexed by
+  numpy (`host_arrays.index`: nothing compiled per leaf shape)."""
+  return jax.tree_util.tree_map(lambda a: host_arrays.index(a, k), tree)
 
 
 def to_numpy(tree):
@@ -27,7 +30,8 @@ def to_numpy(tree):
 
 def stack(trees: Sequence, axis_fn=np.stack):
   """Stacks pytrees of one structure on a new axis 0 (numpy by default; pass
-  `jnp.stack` to stay on the device, or `np.concatenate` to join stacks)."""
+  `host_arrays.stack` or `jnp.stack` to stay on the device, or `np.concatenate` to join
+  stacks)."""
   return jax.tree_util.tree_map(lambda *xs: axis_fn(xs), *trees)
 
 

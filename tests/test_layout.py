@@ -14,7 +14,7 @@ ORDER = ["data", "nn", "symmetry", "zoo", "lmc", "align", "merging", "analysis",
 FOUNDATION = {"errors", "config", "tree_utils", "atomic_files", "result_files", "preflight",
               "dir_lock", "crash_points", "schema", "records", "barrier_records",
               "study_records", "execution", "version", "split_spec",
-              "merge_records", "stopping", "allocator"}
+              "merge_records", "stopping", "allocator", "host_arrays"}
 
 
 def level(module: str) -> int:

@@ -7,7 +7,9 @@ element i of a draw is a function of the key and i alone, so the first n element
 any length >= n are the draw of n elements, in row-major order. `uniform`, `normal` and
 `truncated_normal` draw a power-of-two length, cut it and reshape it: the same numbers as
 `jax.random`'s functions of those names give for the same key, shape, dtype and bounds
-(tests/test_random_draws.py), for one compiled draw per power of two and a small cut per shape.
+(tests/test_random_draws.py), for one compiled draw per power of two. A concrete draw in host
+memory is cut by numpy (`host_arrays`); a traced one, or one on an accelerator, by a small
+compiled cut per shape.
 
 Keys of another PRNG implementation, non-partitionable threefry, bounds given per element and
 very large draws go to `jax.random` unchanged. Works on concrete keys, under `vmap` and under `jit`.
@@ -19,6 +21,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from lmc_jax.host_arrays import host_view, like
 
 # Draws up to this many elements are bucketed (a 4 M-element draw compiles in the same time
 # as a small one, and twice its length costs less than its compile); larger ones are not.
@@ -51,7 +55,11 @@ def _per_size_class(draw, key, shape, *bounds):
   size = math.prod(shape)
   if not _bucketable(key, size) or any(jnp.ndim(b) for b in bounds):  # bounds per element
     return draw(shape)
-  return _cut(draw((_bucket(size),)), shape)
+  block = draw((_bucket(size),))
+  view = host_view(block)
+  if view is not None:  # concrete and in host memory: cut by numpy, nothing compiled
+    return like(view[:size].reshape(shape), block)
+  return _cut(block, shape)
 
 
 def uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.host_arrays import host_view, like
 from lmc_jax.tree_utils import flatten, unflatten
 
 Axes = Tuple[Optional[str], ...]
@@ -279,8 +280,16 @@ def permute_leaf(spec: PermutationSpec, perm: Dict[str, jax.Array], path: str, l
                  skip: Optional[str] = None):
   """Leaf `path` with every permutation the spec assigns to its axes applied, except
   `skip` (weight matching holds the one it solves for unapplied). numpy leaves stay
-  numpy; jax arrays and tracers go through `jnp.take`, so it works under jit/vmap. A leaf
-  with a view is permuted in its view and given back in the shape it came in."""
+  numpy; jax arrays and tracers go through `jnp.take`, so it works under jit/vmap, except
+  where the leaf and its permutations are all in host memory (`host_arrays`): numpy permutes
+  those, with nothing compiled per leaf shape. A leaf with a view is permuted in its view and
+  given back in the shape it came in."""
+  if isinstance(leaf, jax.Array):
+    used = {p for p in spec.axes_to_perm[path] if p is not None and p != skip}
+    views = {p: host_view(perm[p]) for p in used}
+    view = host_view(leaf)
+    if view is not None and all(v is not None for v in views.values()):
+      return like(permute_leaf(spec, views, path, view, skip), leaf)
   shape = leaf.shape
   if path in spec.views:
     leaf = leaf.reshape(spec.views[path])

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax import host_arrays
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.nn.architectures import model_for
@@ -51,7 +52,7 @@ def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10,
   for e in range(epochs):
     p, state, _ = epoch(p, state, jax.random.fold_in(key, e), x, y)
     samples.append(p)
-  stacked = stack(samples, jnp.stack)
+  stacked = stack(samples, host_arrays.stack)
   averages = running_mean(stacked)
   sample_loss, _ = evaluate_zoo(model, stacked, data.x_test, data.y_test)
   average_loss, _ = evaluate_zoo(model, averages, data.x_test, data.y_test)
