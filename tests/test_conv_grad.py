@@ -1,6 +1,7 @@
 """The matmul kernel gradient (`nn.conv_grad`) equals JAX's own convolution gradient, and a
 conv net using it (or the compiled kernels, `nn.native_conv`) computes the same loss,
 gradients and permutation spec."""
+import functools
 import itertools
 
 import jax
@@ -81,25 +82,34 @@ def test_other_convolutions_are_lax_s_own():
   assert "custom_vjp" in str(jax.make_jaxpr(plain)(x, jnp.ones((3, 3, 4, 4))))
 
 
+def _loss_and_grads(net, tree):
+  """A training step's loss and gradients on fixed inputs (6 images of 8x8x3, 5 classes)."""
+  x = random_draws.normal(jax.random.key(0), (6, 192))
+  y = jnp.arange(6) % 5
+
+  def loss(params):
+    logits, _ = net.apply({**tree, "params": params}, x, train=True, mutable=["batch_stats"])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+  return jax.jit(jax.value_and_grad(loss))(tree["params"])
+
+
+@functools.lru_cache(maxsize=None)
+def _with_lax_gradients(arch):
+  """The net with JAX's own convolution gradient, its variables, loss and gradients: the
+  oracle each other kernel gradient of `arch` is compared with (computed once per arch)."""
+  net = make_conv_net(arch, 1, 5, (8, 8, 3), "batchnorm").clone(kernel_grad="lax")
+  tree = init_variables(net, jax.random.key(1), 192)
+  return net, tree, _loss_and_grads(net, tree)
+
+
 @pytest.mark.parametrize("arch,kernel_grad", [("resnet20", "matmul"), ("vgg_small", "matmul"),
                                                ("resnet20", "native"), ("vgg_small", "native")])
 def test_a_net_with_other_convolution_gradients_trains_the_same(arch, kernel_grad):
-  shape = (8, 8, 3)
-  auto_net = make_conv_net(arch, 1, 5, shape, "batchnorm")
-  lax_net, mm_net = auto_net.clone(kernel_grad="lax"), auto_net.clone(kernel_grad=kernel_grad)
-  x = random_draws.normal(jax.random.key(0), (6, 192))
-  y = jnp.arange(6) % 5
-  tree = init_variables(lax_net, jax.random.key(1), 192)
+  lax_net, tree, (l_lax, g_lax) = _with_lax_gradients(arch)
+  mm_net = lax_net.clone(kernel_grad=kernel_grad)
   assert jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(
       init_variables(mm_net, jax.random.key(1), 192))
-
-  def loss_and_grads(net):
-    def loss(params):
-      logits, _ = net.apply({**tree, "params": params}, x, train=True, mutable=["batch_stats"])
-      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
-    return jax.jit(jax.value_and_grad(loss))(tree["params"])
-
-  (l_lax, g_lax), (l_mm, g_mm) = loss_and_grads(lax_net), loss_and_grads(mm_net)
+  l_mm, g_mm = _loss_and_grads(mm_net, tree)
   np.testing.assert_allclose(l_mm, l_lax, rtol=1e-6)
   for a, b in zip(jax.tree_util.tree_leaves(g_mm), jax.tree_util.tree_leaves(g_lax)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
