@@ -106,15 +106,23 @@ def pytest_unconfigure(config):
 
 MAX_WORKERS = 4  # each worker is a JAX process with its own thread pool and compiled code
 
-# The files that take longest (about a minute of CPU or more each on a 2-core machine),
-# heaviest first. Under xdist (`--dist loadfile --no-loadscope-reorder`, pytest.ini) files
-# are handed to workers in the order of the collection, so these start first and the short
-# files fill in around them: no worker is left running one of them alone at the end while
-# the others wait (xdist's own order, files with the most tests first, put these
-# one-test files last). A file not listed here runs after them; list a new slow one.
+# The files that take longest (8 s or more each on an idle 2-core machine, 2026-12-05),
+# slowest first. Under xdist (`--dist loadfile --no-loadscope-reorder`, pytest.ini) a
+# worker is handed the next file in the order of the collection whenever it is nearly out of
+# tests, so these start first and the short files fill in at the end: no worker is left
+# running a long file alone while the other waits (xdist's own order, files with the most
+# tests first, put the one-test ResNet and reproduction files last and a 13 s two-test file
+# near the end). A file not listed here runs after them; list a new slow one.
 HEAVY_FILES = ("test_conv_cli.py", "test_reproduce.py", "test_accelerator_paths.py",
-               "test_entry_points.py", "test_transformer_cli.py", "test_user_network.py",
-               "test_installed.py", "test_merge_cli.py")
+               "test_entry_points.py", "test_zoo_faults.py", "test_orthogonal_matching.py",
+               "test_methods_any_network.py", "test_user_network.py", "test_sinkhorn.py",
+               "test_transformer_cli.py", "test_conv_grad.py", "test_training.py",
+               "test_installed.py", "test_conv_zoo.py", "test_models.py", "test_derive_spec.py",
+               "test_signals.py", "test_sharding.py", "test_random_draws.py",
+               "test_legacy_files.py", "test_transformer_models.py", "test_derive_spec_loops.py",
+               "test_analysis_faults.py", "test_signs.py", "test_alignment_methods.py",
+               "test_conv_models.py", "test_precision.py", "test_interpolation.py",
+               "test_suite_compiler.py", "test_native_conv.py", "test_merge_cli.py")
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -93,3 +93,11 @@ def test_every_public_name_is_its_modules_own_and_imported_on_first_use():
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                      cwd=PACKAGE.parent, env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)))
   assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:] + r.stdout
+
+
+def test_the_suites_slow_file_list_names_test_files_that_exist():
+  """A name in HEAVY_FILES that matches no file would silently lose its place in the order."""
+  from tests.conftest import HEAVY_FILES
+  here = Path(__file__).parent
+  assert len(set(HEAVY_FILES)) == len(HEAVY_FILES)
+  assert [name for name in HEAVY_FILES if not (here / name).is_file()] == []
