@@ -12,6 +12,7 @@ from lmc_jax.config import default_config
 from lmc_jax.nn import initializers as inits
 from lmc_jax.nn import random_draws, transformer
 from lmc_jax.nn.architectures import model_for
+from lmc_jax.nn.models import init_variables
 from lmc_jax.zoo.training import init_params
 
 SHAPES = [(), (5,), (7, 5, 3), (256,), (257,), (3, 3, 16, 16)]
@@ -95,9 +96,12 @@ def test_a_zoo_starts_from_the_variables_drawn_shape_by_shape(dataset, arch, opt
   model = model_for(config)
   d_in = 2 if dataset == "moons" else 784
   keys = jax.random.split(jax.random.key(5), 2)
-  bucketed = init_params(model, d_in, keys)
+  bucketed = init_params(model, d_in, keys)  # one model at a time, stacked
+  vmapped = jax.vmap(lambda k: init_variables(model, k, d_in))(keys)
   monkeypatch.setattr(random_draws, "MAX_BUCKETED", 0)  # every draw at its own shape
   plain = init_params(model, d_in, keys)
-  assert jax.tree_util.tree_structure(bucketed) == jax.tree_util.tree_structure(plain)
-  for a, b in zip(jax.tree_util.tree_leaves(bucketed), jax.tree_util.tree_leaves(plain)):
+  assert jax.tree_util.tree_structure(bucketed) == jax.tree_util.tree_structure(plain) \
+      == jax.tree_util.tree_structure(vmapped)
+  for a, b, c in zip(*map(jax.tree_util.tree_leaves, (bucketed, plain, vmapped))):
     _same(a, b)
+    _same(a, c)
