@@ -35,9 +35,13 @@ def host_view(x) -> Optional[np.ndarray]:
 
 def like(result: np.ndarray, x):
   """The numpy array `result` as the kind of array `x` is: numpy for numpy, else a jax array
-  on `x`'s one device (committed to it only where `x` is), with nothing compiled."""
+  on `x`'s one device (committed to it only where `x` is), with nothing compiled. A view is
+  copied first: on a CPU, `device_put` may keep the numpy memory it is given, and a view's
+  is another array's (a model taken from a zoo would keep the whole zoo's buffer alive)."""
   if isinstance(x, np.ndarray):
     return result
+  if result.base is not None:
+    result = result.copy()
   return jax.device_put(result, next(iter(x.sharding.device_set)) if x.committed else None)
 
 

@@ -117,3 +117,13 @@ def test_a_permutation_of_concrete_params_compiles_nothing_and_equals_the_traced
   traced_result = jax.jit(lambda q, p: apply_permutation(spec, q, p))(perm, params)
   for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(traced_result)):
     assert isinstance(a, jax.Array) and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+def test_a_model_taken_from_a_zoo_holds_its_own_memory():
+  zoo = jax.device_put(np.arange(4 * 4096, dtype=np.float32).reshape(4, 4096))
+  one = host_arrays.index(zoo, 1)
+  start, size = zoo.unsafe_buffer_pointer(), 4 * 4096 * 4
+  assert not start <= one.unsafe_buffer_pointer() < start + size  # not inside the zoo's buffer
+  doubled = jax.jit(lambda a: a * 2, donate_argnums=0)(one)  # donating it leaves the zoo alone
+  np.testing.assert_array_equal(doubled, np.arange(4096, 8192) * 2)
+  np.testing.assert_array_equal(zoo[1], np.arange(4096, 8192))
