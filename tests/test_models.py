@@ -7,7 +7,7 @@ import pytest
 from lmc_jax.config import default_config
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import model_for
-from lmc_jax.nn.models import init_variables, loss_and_correct, make_mlp
+from lmc_jax.nn.models import abstract_variables, init_variables, loss_and_correct, make_mlp
 from lmc_jax.symmetry.spec import flatten
 from tests.helpers import random_params
 
@@ -204,3 +204,46 @@ def test_init_variables_are_the_modules_own_init_on_zeros(net):
   for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(a, b)
+
+
+class _Tally:
+  """A count kept outside a module (Flax freezes lists and dicts given as fields)."""
+  def __init__(self):
+    self.n = 0
+
+
+class _UnhashableTally(_Tally):
+  __hash__ = None
+
+
+class _CountsTraces(nn.Module):
+  """Counts how often its forward pass is traced (a Python side effect at trace time)."""
+  widths: tuple
+  tally: _Tally
+
+  @nn.compact
+  def __call__(self, x):
+    self.tally.n += 1
+    for w in self.widths:
+      x = nn.relu(nn.Dense(w)(x))
+    return x
+
+
+def test_abstract_variables_are_traced_once_per_model_and_given_in_fresh_dicts():
+  model = _CountsTraces((3, 5), _Tally())
+  first = abstract_variables(model, 4)
+  assert model.tally.n == 1
+  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), 4))
+  assert jax.tree_util.tree_map(lambda s: (s.shape, s.dtype), first) == \
+      jax.tree_util.tree_map(lambda s: (s.shape, s.dtype), shapes)
+  first["params"].pop("Dense_0")  # a caller's edit stays with that caller
+  again = abstract_variables(model, 4)
+  assert model.tally.n == 2 and set(again["params"]) == {"Dense_0", "Dense_1"}  # 2: eval_shape
+  abstract_variables(model, 6)  # another input width: traced again
+  assert model.tally.n == 3
+  unhashable = _CountsTraces((3,), _UnhashableTally())  # traced every time
+  with pytest.raises(TypeError):
+    hash(unhashable)
+  for _ in range(2):
+    assert abstract_variables(unhashable, 4)["params"]["Dense_0"]["kernel"].shape == (4, 3)
+  assert unhashable.tally.n == 2

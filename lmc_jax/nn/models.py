@@ -7,6 +7,7 @@ Hidden layer `i` is `Dense_i` (+ `LayerNorm_i` when enabled); the readout is
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -178,6 +179,24 @@ def init_variables(model, key, d_in: int) -> dict:
   except (LazyInitError, jax.errors.ConcretizationTypeError):
     return dict(model.init(key, jnp.zeros((1, d_in), jnp.float32)))
 
+
+
+def abstract_variables(model, d_in: int):
+  """The shapes and dtypes of `init_variables(model, key, d_in)` (`jax.ShapeDtypeStruct`
+  leaves), traced once per (model, d_in) where the module is hashable: a zoo's memory
+  estimate, its loader and its spec each ask for them."""
+  try:
+    hash(model)
+  except TypeError:  # a module with unhashable fields: traced every time
+    return _traced_variables(model, d_in)
+  return jax.tree_util.tree_map(lambda s: s, _cached_variables(model, d_in))  # own dicts
+
+
+def _traced_variables(model, d_in: int):
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))
+
+
+_cached_variables = functools.lru_cache(maxsize=32)(_traced_variables)
 
 def loss_and_correct(logits, labels):
   """Per-sample loss and correctness.

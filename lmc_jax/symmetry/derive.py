@@ -29,7 +29,7 @@ from jax.extend import core as jcore
 from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import build_network
-from lmc_jax.nn.models import init_variables
+from lmc_jax.nn.models import abstract_variables
 from lmc_jax.symmetry.axis_trace import (
   AxisTrace,
   rank,
@@ -206,7 +206,7 @@ def spec_without_prefix(spec: PermutationSpec, prefix: str = "params") -> Permut
 def network_spec(model, d_in: int) -> PermutationSpec:
   """The spec of a network `model` (one model's whole variables dict, inputs of `d_in`
   features), derived in evaluation mode from its shapes alone."""
-  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))
+  shapes = abstract_variables(model, d_in)
   variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   return derive_spec(model, variables, jnp.zeros((2, d_in), jnp.float32))
 

@@ -23,7 +23,7 @@ from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan, plan_or_default
 from lmc_jax.nn.architectures import build_network, describe_width
 from lmc_jax.nn.forward import is_variables, takes_train
-from lmc_jax.nn.models import init_variables, num_params
+from lmc_jax.nn.models import abstract_variables, num_params
 from lmc_jax.preflight import format_bytes
 
 # Optimizer state per parameter, in floats (PyTorch semantics, see nn.optim).
@@ -81,7 +81,7 @@ def zoo_footprint(config: ZooConfig, plan: Optional[ExecutionPlan] = None,
   num_devices = plan.num_devices
   info = dataset_info(config.data)
   model, d_in, train = build_network(config.model, info), info.d_in, config.train
-  tree = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))
+  tree = abstract_variables(model, d_in)
   params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
   acts = activations_per_sample(model, tree, d_in)
   n_train, n_test = info.n_train, info.n_test

@@ -24,7 +24,7 @@ from lmc_jax.data.datasets import dataset_info
 from lmc_jax.errors import LmcError
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.forward import PARAMS
-from lmc_jax.nn.models import init_variables
+from lmc_jax.nn.models import abstract_variables
 from lmc_jax.records import ModelMetrics, ZooRecord, zoo_fix
 from lmc_jax.result_files import HISTORY_NPZ, PARAMS_NPZ, ZOO_JSON
 from lmc_jax.schema import SchemaError
@@ -131,7 +131,7 @@ def network_of(record: ZooRecord, directory):
   except ConfigError as e:
     path = Path(directory) / ZOO_JSON
     raise SchemaError(path, f"config.{e.field}", e.problem, zoo_fix(path)) from None
-  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), info.d_in))
+  shapes = abstract_variables(model, info.d_in)
   return model, info, {k: v.shape for k, v in flatten(shapes).items()}
 
 

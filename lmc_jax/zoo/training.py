@@ -26,7 +26,7 @@ from lmc_jax.execution import ExecutionPlan, map_items, plan_or_default, run_ste
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.forward import apply_train, join_tree, split_tree
-from lmc_jax.nn.models import init_variables, loss_and_correct
+from lmc_jax.nn.models import abstract_variables, init_variables, loss_and_correct
 from lmc_jax.nn.optim import optimizer_for
 from lmc_jax.records import ModelMetrics
 from lmc_jax.stopping import deferred, note_saved, stop_asked, stop_if_asked
@@ -240,7 +240,7 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   steps = steps_per_epoch(len(dataset.y_train), train.batch_size)
   init_keys, data_keys = model_keys(train.seed, run_ids)
   d_in = dataset.x_train.shape[1]
-  one = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), d_in))  # shapes only
+  one = abstract_variables(model, d_in)  # shapes only
   chunk = models_per_chunk(one, min(train.batch_size, len(dataset.y_train)), len(run_ids), plan)
   loop = plan.host_loops(one)
   chunk = 1 if loop else chunk
@@ -249,7 +249,8 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   tx, run_epoch = zoo_epoch_fn(model, config.optim, train.epochs * steps, train.batch_size,
                                augment_shape(config, info),
                                None if chunk >= len(run_ids) else chunk, loop)
-  opt_state = jax.vmap(lambda t: tx.init(split_tree(t)[0]))(params)
+  # One compiled program per zoo: eager, the vmap compiled an op per leaf shape and zoo size.
+  opt_state = jax.jit(jax.vmap(lambda t: tx.init(split_tree(t)[0])))(params)
   start = TrainState(0, params, opt_state, np.zeros((0, len(run_ids)), np.float32),
                      np.zeros((0,), np.int64), np.zeros((0, len(ids)), np.float32),
                      np.zeros((0, len(ids)), np.float32))
