@@ -180,7 +180,6 @@ def init_variables(model, key, d_in: int) -> dict:
     return dict(model.init(key, jnp.zeros((1, d_in), jnp.float32)))
 
 
-
 def abstract_variables(model, d_in: int):
   """The shapes and dtypes of `init_variables(model, key, d_in)` (`jax.ShapeDtypeStruct`
   leaves), traced once per (model, d_in) where the module is hashable: a zoo's memory
@@ -197,6 +196,7 @@ def _traced_variables(model, d_in: int):
 
 
 _cached_variables = functools.lru_cache(maxsize=32)(_traced_variables)
+
 
 def loss_and_correct(logits, labels):
   """Per-sample loss and correctness.
