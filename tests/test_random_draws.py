@@ -15,7 +15,7 @@ from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.models import init_variables
 from lmc_jax.zoo.training import init_params
 
-SHAPES = [(), (5,), (7, 5, 3), (256,), (257,), (3, 3, 16, 16)]
+SHAPES = [(), (5,), (7, 5, 3), (4096,), (4097,), (3, 3, 16, 16)]  # bucket ends at 4096
 
 
 def _same(a, b):
@@ -53,10 +53,14 @@ def test_shapes_of_one_size_class_share_one_draw(monkeypatch):
   draw = jax.random.normal
   monkeypatch.setattr(jax.random, "normal", lambda k, s, d: asked.append(s) or draw(k, s, d))
   key = jax.random.key(0)
-  for shape in [(3, 4), (5, 7), (2, 3, 5), (100,), (256,)]:
+  for shape in [(3, 4), (5, 7), (2, 3, 5), (100,), (64, 64)]:
     random_draws.normal(key, shape, jnp.float32)
-  random_draws.normal(key, (257,), jnp.float32)
-  assert asked == [(256,)] * 5 + [(512,)]
+  assert asked == [(4096,)] * 5
+  # Then powers of four up to 64 Ki elements, powers of two from there on.
+  asked.clear()
+  for size in (4097, 16384, 16385, 65536, 65537, 131072, 131073):
+    random_draws.normal(key, (size,), jnp.float32)
+  assert asked == [(16384,), (16384,), (65536,), (65536,), (131072,), (131072,), (262144,)]
   # Another PRNG implementation counts otherwise: its draws go to jax.random as asked.
   asked.clear()
   random_draws.normal(jax.random.key(0, impl="rbg"), (3, 4), jnp.float32)

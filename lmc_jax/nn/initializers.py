@@ -2,9 +2,10 @@
 
 Flax's (jax.nn.initializers') variance-scaling family and the normal initializer, computed
 the same way, so the same numbers for the same key, shape and dtype
-(tests/test_random_draws.py), but each draw compiled once per power-of-two size instead of
-once per shape: initialising a ResNet-20 asks for a dozen kernel shapes, whose draws took
-most of a zoo's start-up compile. Plus PyTorch's default `nn.Linear` / `nn.Conv2d` uniform.
+(tests/test_random_draws.py), but each draw compiled once per size class (`random_draws`)
+instead of once per shape: initialising a ResNet-20 asks for a dozen kernel shapes, whose
+draws took most of a zoo's start-up compile. Plus PyTorch's default `nn.Linear` /
+`nn.Conv2d` uniform.
 """
 from __future__ import annotations
 

@@ -5,9 +5,11 @@ transform of its bits: 0.1-0.7 s of compile each on a CPU), and initialising a n
 test's inputs, asks for many shapes. With partitionable threefry (jax's default since 0.5)
 element i of a draw is a function of the key and i alone, so the first n elements of a draw of
 any length >= n are the draw of n elements, in row-major order. `uniform`, `normal` and
-`truncated_normal` draw a power-of-two length, cut it and reshape it: the same numbers as
+`truncated_normal` draw a bucketed length, cut it and reshape it: the same numbers as
 `jax.random`'s functions of those names give for the same key, shape, dtype and bounds
-(tests/test_random_draws.py), for one compiled draw per power of two. A concrete draw in host
+(tests/test_random_draws.py), for one compiled draw per bucket: 4096 elements for anything
+smaller (a draw that short costs microseconds), powers of four up to 64 Ki elements, powers
+of two above (where a longer draw than needed would cost more time). A concrete draw in host
 memory is cut by numpy (`host_arrays`); a traced one, or one on an accelerator, by a small
 compiled cut per shape.
 
@@ -27,11 +29,19 @@ from lmc_jax.host_arrays import host_view, like
 # Draws up to this many elements are bucketed (a 4 M-element draw compiles in the same time
 # as a small one, and twice its length costs less than its compile); larger ones are not.
 MAX_BUCKETED = 1 << 22
-SMALLEST_BUCKET = 1 << 8
+SMALLEST_BUCKET = 1 << 12
+# Below this length buckets are powers of four (each compile saved is worth more than the
+# draw's extra length, well under a millisecond); from it on, powers of two.
+POWERS_OF_FOUR_BELOW = 1 << 16
 
 
 def _bucket(size: int) -> int:
-  return max(SMALLEST_BUCKET, 1 << max(0, size - 1).bit_length())
+  """The length drawn for `size` elements: SMALLEST_BUCKET, a power of four below
+  POWERS_OF_FOUR_BELOW, a power of two from there on; never less than `size`."""
+  bits = max(SMALLEST_BUCKET.bit_length() - 1, max(0, size - 1).bit_length())
+  if (1 << bits) < POWERS_OF_FOUR_BELOW:
+    bits += bits % 2
+  return 1 << bits
 
 
 def _bucketable(key, size: int) -> bool:
