@@ -1,5 +1,7 @@
 """`derive_spec` and `check_spec` on networks written here by hand, each with the partition of
 axes worked out by hand as the oracle."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -60,9 +62,23 @@ class ResidualConvNet(nn.Module):
     return nn.Dense(3, name="head")(h.mean((1, 2)))
 
 
+@functools.lru_cache(maxsize=None)
+def _residual_conv_net():
+  """(model, variables): initialised once by one compiled program (the tests do not change
+  them in place); the variables do not depend on the batch size."""
+  model = ResidualConvNet()
+  return model, jax.jit(model.init)(jax.random.key(0), x_of((2, 128)))
+
+
+def _varied(variables):
+  """Every leaf moved up by a uniform draw (running statistics too), the sum taken by numpy
+  (bit for bit as jax would, with no program per leaf shape)."""
+  return jax.tree_util.tree_map(lambda v: jax.device_put(
+      np.asarray(v) + np.asarray(random_draws.uniform(jax.random.key(5), v.shape))), variables)
+
+
 def test_residual_conv_net_partition_and_invariance():
-  model, x = ResidualConvNet(), x_of((2, 128))
-  variables = model.init(jax.random.key(0), x)
+  (model, variables), x = _residual_conv_net(), x_of((2, 128))
   spec = derive_spec(model, variables, x)
   bn = lambda i: [(f"params/BatchNorm_{i}/scale", 0), (f"params/BatchNorm_{i}/bias", 0),
                   (f"batch_stats/BatchNorm_{i}/mean", 0), (f"batch_stats/BatchNorm_{i}/var", 0)]
@@ -77,17 +93,17 @@ def test_residual_conv_net_partition_and_invariance():
   assert check_spec(model, variables, spec, x_of((5, 128))) < 1e-5
   # Each permutation alone is a symmetry too (no two independent groups were merged).
   sizes = perm_sizes(spec, variables)
-  base = model.apply(variables, x_of((5, 128)))
+  apply = jax.jit(model.apply)  # one program, not one per op
+  base = apply(variables, x_of((5, 128)))
   for name in sizes:
     perm = {p: np.arange(n) for p, n in sizes.items()}
     perm[name] = np.roll(perm[name], 1)
-    out = model.apply(apply_permutation(spec, perm, variables), x_of((5, 128)))
+    out = apply(apply_permutation(spec, perm, variables), x_of((5, 128)))
     np.testing.assert_allclose(out, base, atol=1e-5)
 
 
 def test_training_mode_ties_the_updated_statistics_to_the_running_ones():
-  model, x = ResidualConvNet(), x_of((4, 128))
-  variables = model.init(jax.random.key(0), x)
+  (model, variables), x = _residual_conv_net(), x_of((4, 128))
   eval_spec = derive_spec(model, variables, x)
   train_spec = derive_spec(model, variables, x, train=True, mutable=["batch_stats"])
   assert partition(train_spec) == partition(eval_spec)
@@ -98,13 +114,12 @@ def test_training_mode_ties_the_updated_statistics_to_the_running_ones():
   from lmc_jax.symmetry.spec import permutation_spec_from_axes
   frozen = {p: (None,) * len(a) if p.startswith("batch_stats") else a
             for p, a in train_spec.axes_to_perm.items()}
-  varied = jax.tree_util.tree_map(lambda v: v + random_draws.uniform(jax.random.key(5), v.shape),
-                                  variables)
+  varied = _varied(variables)
   assert check_spec(model, varied, permutation_spec_from_axes(frozen), x, **kw) > 1e-3
   perm = random_permutation(jax.random.key(3), perm_sizes(eval_spec, variables))
-  _, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
-  _, upd_p = model.apply(apply_permutation(eval_spec, perm, variables), x, train=True,
-                         mutable=["batch_stats"])
+  train_step = jax.jit(functools.partial(model.apply, **kw))  # one program, not one per op
+  _, upd = train_step(variables, x)
+  _, upd_p = train_step(apply_permutation(eval_spec, perm, variables), x)
   moved = apply_permutation(eval_spec, perm, {"params": variables["params"], **upd})
   for k, v in flatten(upd_p).items():
     np.testing.assert_allclose(v, flatten(moved)[k], atol=1e-5)
@@ -123,7 +138,7 @@ class Attention(nn.Module):
 
 def test_attention_block_heads_and_head_features():
   model, x = Attention(), x_of((2, 30))
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)  # one program, not one per op
   spec = derive_spec(model, variables, x)
   a = "params/attn/"
   heads = {(a + f"{q}/kernel", 1) for q in ("query", "key", "value")} | \
@@ -149,7 +164,7 @@ class Depthwise(nn.Module):
 
 def test_depthwise_convolution_keeps_channels_together():
   model, x = Depthwise(), x_of((2, 36))
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)  # one program, not one per op
   spec = derive_spec(model, variables, x)
   assert len(spec.perm_to_axes) == 1
   assert set(spec.perm_to_axes["P_0"]) == {
@@ -224,11 +239,9 @@ def test_check_spec_catches_a_wrong_spec():
 
 
 def test_weight_matching_recovers_a_planted_permutation_with_batchnorm():
-  model, x = ResidualConvNet(), x_of((2, 128))
-  variables = model.init(jax.random.key(0), x)
+  (model, variables), x = _residual_conv_net(), x_of((2, 128))
   # Give the running statistics values a permutation would show.
-  variables = jax.tree_util.tree_map(lambda v: v + random_draws.uniform(jax.random.key(5), v.shape),
-                                     variables)
+  variables = _varied(variables)
   spec = derive_spec(model, variables, x)
   planted = random_permutation(jax.random.key(7), perm_sizes(spec, variables))
   shuffled = apply_permutation(spec, planted, variables)

@@ -1,6 +1,8 @@
 """Activation matching, the learned methods, MergeMany and REPAIR on a network written here,
 not by lmc_jax: a conv net with a residual stream, LayerNorm, tanh and GELU. Oracles: planted
 permutations, numpy correlations of whole arrays, and Flax's own captured intermediates."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,21 +36,25 @@ class TanhResNet(nn.Module):
 
 
 def _random(variables, key):
-  """Every leaf random (LayerNorm scales and biases too): no tie hides a permutation."""
+  """Every leaf random (LayerNorm scales and biases too): no tie hides a permutation. Reads
+  only the leaves' shapes (`jax.eval_shape`'s will do); scaled by numpy, bit for bit as jax
+  would, and put on the device with no program per shape."""
   leaves, tree = jax.tree_util.tree_flatten(variables)
   keys = jax.random.split(key, len(leaves))
-  return jax.tree_util.tree_unflatten(
-      tree, [0.7 * random_draws.normal(k, v.shape) for k, v in zip(keys, leaves)])
+  return jax.tree_util.tree_unflatten(tree, [
+      jax.device_put(np.float32(0.7) * np.asarray(random_draws.normal(k, v.shape)))
+      for k, v in zip(keys, leaves)])
 
 
 @pytest.fixture(scope="module")
 def net():
   model = TanhResNet()
   x = np.asarray(random_draws.normal(jax.random.key(0), (160, 72)), np.float32)
-  a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
-  a["params"]["head"]["bias"] = jnp.zeros(3)  # labels of every class
+  a = _random(jax.eval_shape(model.init, jax.random.key(1), x[:2]), jax.random.key(2))
+  a["params"]["head"]["bias"] = jax.device_put(np.zeros(3, np.float32))  # every class a label
   spec = derive_spec(model, a, x[:2])
-  y = np.asarray(jnp.argmax(apply_eval(model, a, x), -1), np.int32)
+  logits = jax.jit(functools.partial(apply_eval, model))(a, x)  # one program, not one per op
+  y = np.argmax(np.asarray(logits), -1).astype(np.int32)
   return model, spec, a, x, y
 
 
@@ -69,8 +75,8 @@ def test_feature_correlations_match_numpy_on_whole_arrays(net, monkeypatch):
   b = _random(a, jax.random.key(9))
   monkeypatch.setattr(activation, "CHUNK", 7)  # many chunks merged, one of another size
   got = activation.feature_correlations(model, spec, a, b, x[:50])
-  fa = activation.hidden_features(model, spec, a, x[:50])
-  fb = activation.hidden_features(model, spec, b, x[:50])
+  features = jax.jit(functools.partial(activation.hidden_features, model, spec))  # one program
+  fa, fb = features(a, x[:50]), features(b, x[:50])
   want = {}
   for site, ua, ub in zip(feature_sites(spec, model, a, x[:1]), fa, fb):
     flat = lambda u: np.asarray(u, np.float64).reshape(-1, u.shape[-1])
@@ -96,8 +102,8 @@ def test_methods_recover_a_planted_permutation(net, name):
 
 
 def _captured(model, tree, x, paths):
-  """Each layer's output by Flax's own `capture_intermediates`."""
-  _, state = model.apply(tree, x, capture_intermediates=True)
+  """Each layer's output by Flax's own `capture_intermediates` (one compiled program)."""
+  _, state = jax.jit(lambda t, xb: model.apply(t, xb, capture_intermediates=True))(tree, x)
   inter = state["intermediates"]
   return {p: np.asarray(inter[p.split("/", 1)[1]]["__call__"][0], np.float64) for p in paths}
 
@@ -107,15 +113,16 @@ def test_repaired_sites_carry_the_interpolated_statistics(net):
   b = _random(a, jax.random.key(5))
   sites = repair_sites(spec, model, a, x[:1])
   alpha = 0.4
-  mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, a, b)
+  mixed = jax.tree_util.tree_map(  # by numpy: no program per leaf shape
+      lambda u, v: jax.device_put((1 - alpha) * np.asarray(u) + alpha * np.asarray(v)), a, b)
   ca, cb = _captured(model, a, x, sites), _captured(model, b, x, sites)
   stats = lambda z: (z.reshape(-1, z.shape[-1]).mean(0), z.reshape(-1, z.shape[-1]).std(0))
   targets = {}
   for s in sites:
     (ma, sa), (mb, sb) = stats(ca[s]), stats(cb[s])
-    targets[s] = (jnp.asarray((1 - alpha) * ma + alpha * mb, jnp.float32),
-                  jnp.asarray((1 - alpha) * sa + alpha * sb, jnp.float32))
-  fixed = repair_network(model, mixed, targets, jnp.asarray(x))
+    targets[s] = (jax.device_put(((1 - alpha) * ma + alpha * mb).astype(np.float32)),
+                  jax.device_put(((1 - alpha) * sa + alpha * sb).astype(np.float32)))
+  fixed = repair_network(model, mixed, targets, jax.device_put(x))
   got = _captured(model, fixed, x, sites)  # a plain forward pass of the folded parameters
   for s in sites:
     mean, std = stats(got[s])
@@ -148,7 +155,7 @@ class OwnParams(nn.Module):
 def test_activation_matching_names_permutations_no_layer_holds():
   model = OwnParams()
   x = np.asarray(random_draws.normal(jax.random.key(0), (20, 6)), np.float32)
-  a = model.init(jax.random.key(1), x)
+  a = jax.jit(model.init)(jax.random.key(1), x)
   spec = derive_spec(model, a, x)
   assert len(spec.perm_to_axes) == 2  # w1's units (no Flax layer), w2's (read by head)
   with pytest.raises(LmcError, match="permutation\\(s\\) P_0; align this network by weight"):
@@ -160,16 +167,18 @@ def test_sinkhorn_steps_looped_from_the_host_equal_the_scanned_steps(net):
   from lmc_jax.nn.optim import cached_adam
   model, spec, a, x, y = net
   b = stack([_random(a, jax.random.key(k)) for k in (7, 8)])
-  logits = {p: jnp.asarray(np.stack([sinkhorn.start_logits(np.arange(n))] * 2))
-            for p, n in perm_sizes(spec, a).items()}
+  logits = {p: jax.device_put(np.stack([sinkhorn.start_logits(np.arange(n))] * 2))
+            for p, n in perm_sizes(spec, a).items()}  # device_put: no program per shape
   head = (model, spec_key(spec), 4, 10, "expected", cached_adam(0.3))
-  rest = (logits, a, b, jnp.asarray(x), jnp.asarray(y), jax.random.split(jax.random.key(0), 2))
+  rest = (logits, a, b, jax.device_put(x), jax.device_put(y),
+          jax.random.split(jax.random.key(0), 2))
   scanned = sinkhorn._train_jit(*head, False, True, *rest)
   looped = sinkhorn._train(*head, True, True, *rest)
   np.testing.assert_allclose(looped[1], scanned[1], rtol=1e-4, atol=1e-6)  # losses per step
   for p in logits:
     np.testing.assert_allclose(looped[0][p], scanned[0][p], atol=1e-5)
-  assert not np.allclose(scanned[0]["P_0"], sinkhorn.log_sinkhorn(logits["P_0"][0], 10))
+  start = np.asarray(logits["P_0"])[0]
+  assert not np.allclose(scanned[0]["P_0"], sinkhorn.log_sinkhorn(start, 10))
 
 
 def _activation_matching_undoes_a_planted_permutation(model, spec, a, x):
@@ -193,7 +202,7 @@ class FlattenTanh(nn.Module):
 def test_activation_matching_reads_units_through_a_view():
   model = FlattenTanh()
   x = np.asarray(random_draws.normal(jax.random.key(0), (64, 72)), np.float32)
-  a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
+  a = _random(jax.eval_shape(model.init, jax.random.key(1), x[:2]), jax.random.key(2))
   spec = derive_spec(model, a, x[:2])
   assert spec.views == {"params/d0/kernel": (6, 6, 3, 4)}
   sites = feature_sites(spec, model, a, x[:1])
@@ -207,7 +216,7 @@ def test_activation_matching_on_a_transformer_recovers_a_planted_permutation():
   from tests.test_derive_spec_more import TokenTransformer, _randomised
   model = TokenTransformer()
   tokens = np.asarray(jax.random.randint(jax.random.key(0), (64, 5), 0, 20))
-  a = _randomised(model.init(jax.random.key(1), tokens[:2]))
+  a = _randomised(jax.jit(model.init)(jax.random.key(1), tokens[:2]))
   spec = derive_spec(model, a, tokens[:2])
   sites = feature_sites(spec, model, a, tokens[:1])
   # Query/key features are read by no layer (the attention product does): their sites are
@@ -229,7 +238,7 @@ class GroupedTanh(nn.Module):
 def test_activation_matching_through_a_grouped_convolution():
   model = GroupedTanh()
   x = np.asarray(random_draws.normal(jax.random.key(0), (64, 72)), np.float32)
-  a = _random(model.init(jax.random.key(1), x[:2]), jax.random.key(2))
+  a = _random(jax.eval_shape(model.init, jax.random.key(1), x[:2]), jax.random.key(2))
   spec = derive_spec(model, a, x[:2])
   # c1 reads 8 channels = (2 groups, 4 per group) through a kernel axis of 4: the groups
   # are averaged over, the 4 within-group channels correlated.

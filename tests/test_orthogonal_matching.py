@@ -4,6 +4,8 @@ leaves the outputs alone (a LayerNorm stream's do not); orthogonal matching reco
 planted rotation of every rotating group and a planted permutation of the rest; a network
 no group of which rotates is refused by name; and the maps barrier.json records reproduce
 its curves, recomputed in plain numpy."""
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -28,10 +30,18 @@ from lmc_jax.tree_utils import flatten, unflatten
 VOCAB, CLASSES = 8, 7
 
 
+@functools.lru_cache(maxsize=None)
 def _decoder(norm, seed=1):
+  """(model, variables, x), made once per norm and seed (no test changes them in place)."""
   model = make_decoder(1, 1, 2, VOCAB, CLASSES, norm)
   x = jax.random.randint(jax.random.key(0), (16, 3), 0, VOCAB).astype(np.float32)
   return model, model.init(jax.random.key(seed), x), x
+
+
+@functools.lru_cache(maxsize=None)
+def _apply(model):
+  """`model.apply`, compiled once per model and input shape (not op by op)."""
+  return jax.jit(model.apply)
 
 
 def _rotate_stream_by_hand(variables, q):
@@ -133,7 +143,8 @@ def test_orthogonal_activation_maps_are_scipys_procrustes_of_the_features():
   spec = unsigned_on(spec, rotating)
   res = orthogonal_activation_matching(model, spec, a, b, np.asarray(x), rotating)
   sites = feature_sites(spec, model, a, x[:1])
-  fa, fb = hidden_features(model, spec, a, x), hidden_features(model, spec, b, x)
+  features = jax.jit(functools.partial(hidden_features, model, spec))  # one program
+  fa, fb = features(a, x), features(b, x)
   for p in rotating:
     rows = [i for i, s in enumerate(sites) if s.perm == p]
     assert rows, p
@@ -161,7 +172,7 @@ def test_a_map_per_head_keeps_the_function_and_is_recovered_with_the_heads():
   assert len(heads) == 1 and perm_sizes(spec, variables)[heads.pop()] == 2
   vit = make_vit(1, 1, 4, 7, "mean", 10, (14, 14, 1))
   vx = random_draws.normal(jax.random.key(0), (3, 196))
-  vv = vit.init(jax.random.key(1), vx)
+  vv = jax.jit(vit.init)(jax.random.key(1), vx)
   vspec = derive_spec(vit, vv, vx)
   vrot = list(orthogonal_groups(vit, vv, vspec, vx))
   assert set(per_head_groups(vit, vv, vspec, vx, vrot)) == set(vrot)
@@ -205,8 +216,8 @@ def test_merging_with_a_rotated_and_permuted_copy_by_orthogonal_gives_the_model_
 def test_a_network_with_no_rotating_group_is_refused_by_name():
   model = make_mlp((8,), 2)
   x = random_draws.normal(jax.random.key(0), (16, 2))
-  stack = jax.vmap(lambda k: model.init(k, x))(jax.random.split(jax.random.key(1), 2))
-  spec = derive_spec(model, jax.tree_util.tree_map(lambda a: a[0], stack), x)
+  stack = jax.jit(jax.vmap(lambda k: model.init(k, x)))(jax.random.split(jax.random.key(1), 2))
+  spec = derive_spec(model, jax.tree_util.tree_map(lambda a: np.asarray(a)[0], stack), x)
   task = AlignTask.make(model, spec, stack, 0, (), np.asarray(x), np.zeros(16, np.int32))
   with pytest.raises(LmcError, match="The network MLP has no group of hidden units that every "
                                      "orthogonal map may rotate.*--arch=rms_transformer"):
@@ -225,7 +236,7 @@ def rms_zoo(tmp_path_factory):
   config = default_config("modular_addition", arch="rms_transformer", modulus=7, heads=2,
                           num_models=3, epochs=1)
   model, x = model_for(config), load_dataset(config).x_train[:1]
-  stack = jax.vmap(lambda k: model.init(k, x))(jax.random.split(jax.random.key(0), 3))
+  stack = jax.jit(jax.vmap(lambda k: model.init(k, x)))(jax.random.split(jax.random.key(0), 3))
   d = tmp_path_factory.mktemp("orthogonal") / "rms"
   save_zoo(d, config, stack, [ModelMetrics(2.0, 2.0, 0.5, 0.5)] * 3)
   return d
@@ -286,18 +297,18 @@ def test_the_recorded_maps_reproduce_the_recorded_curves(rms_zoo, method):
   assert not spec.views and set(entry.info["rotating"]) == set(entry.maps[1])
   q = entry.maps[1][spec.axes_to_perm["params/head/kernel"][0]]  # the stream's
   assert np.abs(q - np.round(q)).max() > 0.05  # a rotation, not a permutation
-  ends = [_orient_by_hand(spec, jax.tree_util.tree_map(lambda a: a[k], zoo.variables),
+  ends = [_orient_by_hand(spec, jax.tree_util.tree_map(lambda a: np.asarray(a)[k], zoo.variables),
                           entry.perms[k], entry.maps[k]) for k in (0, 2)]
   # What a later run rebuilds from the file (`orient_zoo`) is the same zoo.
   rebuilt = flatten(orient_zoo(spec, [dict(p) for p in entry.perms], [dict(m) for m in entry.maps],
                                zoo.variables))
   for path, leaf in ends[1].items():
-    np.testing.assert_allclose(rebuilt[path][2], leaf, atol=1e-5, err_msg=path)
+    np.testing.assert_allclose(np.asarray(rebuilt[path])[2], leaf, atol=1e-5, err_msg=path)
   k = [tuple(p) for p in entry.curves.pairs.tolist()].index((0, 2))
   for a, alpha in enumerate(result.alphas):
     mixed = {path: ((1 - alpha) * ends[0][path] + alpha * ends[1][path]).astype(np.float32)
              for path in ends[0]}
-    logits = np.asarray(zoo.model.apply(unflatten(mixed), data.x_test), np.float64)
+    logits = np.asarray(_apply(zoo.model)(unflatten(mixed), data.x_test), np.float64)
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
     loss = -logp[np.arange(len(logp)), np.asarray(data.y_test)].mean()

@@ -60,8 +60,8 @@ def test_batched_projection_matches_a_numpy_loop_per_matrix():
     np.testing.assert_allclose(np.asarray(got[p]).sum(1), 1, atol=1e-2)  # rows nearly
     assert (np.asarray(got[p]) >= 0).all()
   # From a matrix near the fixed point, rows sum to 1 as well.
-  near = project_all({p: np.log(_numpy_sinkhorn(v, 500)).astype(np.float32)
-                      for p, v in logits.items()}, 1)
+  near = jax.jit(lambda lg: project_all(lg, 1))(  # compiled once, not op by op
+      {p: np.log(_numpy_sinkhorn(v, 500)).astype(np.float32) for p, v in logits.items()})
   for v in near.values():
     np.testing.assert_allclose(np.asarray(v).sum(1), 1, atol=1e-4)
 
@@ -87,19 +87,23 @@ def _plain_loop(objective, a, bs, starts, x, y, model, spec, steps, lr, iters=20
     mid = jax.tree_util.tree_map(lambda u, v: 0.5 * u + 0.5 * v, a, soft)
     return jnp.mean(loss_and_correct(apply_eval(model, mid, x), y)[0])
 
-  grad = jax.jit(jax.value_and_grad(loss))
+  tx = optax.adam(lr)
+
+  @jax.jit
+  def step(lg, state, b):  # one Adam step, compiled once (not op by op)
+    value, g = jax.value_and_grad(loss)(lg, b)
+    updates, state = tx.update(g, state, lg)
+    return optax.apply_updates(lg, updates), state, value
+
   mats, losses = [], []
   for b, start in zip(bs, starts):
-    lg = {p: jnp.asarray(start_logits(start[p])) for p in spec.perm_to_axes}
-    tx = optax.adam(lr)
-    state = tx.init(lg)
+    lg = {p: jax.device_put(start_logits(start[p])) for p in spec.perm_to_axes}
+    state = jax.jit(tx.init)(lg)
     history = []
     for _ in range(steps):
-      value, g = grad(lg, b)
-      updates, state = tx.update(g, state, lg)
-      lg = optax.apply_updates(lg, updates)
+      lg, state, value = step(lg, state, b)
       history.append(float(value))
-    mats.append(project(lg))
+    mats.append(jax.jit(project)(lg))
     losses.append(history)
   return mats, np.asarray(losses).T
 
@@ -145,20 +149,21 @@ def bn_net():
   labels itself, its spec, and a copy of it under a planted permutation."""
   model = BnConvNet()
   x = np.asarray(random_draws.normal(jax.random.key(0), (200, 50)), np.float32)
-  v = model.init(jax.random.key(1), x[:2])
+  v = jax.eval_shape(model.init, jax.random.key(1), x[:2])  # shapes only: every leaf drawn
   leaves, tree = jax.tree_util.tree_flatten(v)
   keys = jax.random.split(jax.random.key(2), len(leaves))
-  a = jax.tree_util.tree_unflatten(tree, [random_draws.normal(k, u.shape) for k, u in
-                                          zip(keys, leaves)])
-  a["batch_stats"] = jax.tree_util.tree_map(lambda u: 0.5 + jnp.abs(u), a["batch_stats"])
-  a = jax.tree_util.tree_map(np.asarray, a)
+  a = jax.tree_util.tree_unflatten(tree, [np.asarray(random_draws.normal(k, u.shape)) for k, u
+                                          in zip(keys, leaves)])
+  a["batch_stats"] = jax.tree_util.tree_map(lambda u: np.float32(0.5) + np.abs(u),
+                                            a["batch_stats"])
   spec = derive_spec(model, a, x[:2])
   sizes = perm_sizes(spec, a)
   assert sorted(sizes.values()) == [5, 6, 7]
   rng = np.random.default_rng(4)
   planted = {p: rng.permutation(n) for p, n in sizes.items()}
   b = apply_permutation(spec, planted, a)
-  y = np.asarray(jnp.argmax(apply_eval(model, a, x), -1), np.int32)
+  logits = jax.jit(lambda t, xb: apply_eval(model, t, xb))(a, x)  # one program, not per op
+  y = np.argmax(np.asarray(logits), -1).astype(np.int32)
   return model, spec, a, b, planted, x, y
 
 
@@ -279,9 +284,9 @@ def test_the_written_out_gradients_are_jaxs():
                                                   jax.tree_util.tree_leaves(soft)))
     return d / sum(jnp.sum(u ** 2) for u in jax.tree_util.tree_leaves(a))
 
-  with jax.default_matmul_precision("float32"):
-    want_value, want = jax.value_and_grad(loss)({p: jnp.asarray(v, jnp.float32)
-                                                 for p, v in logits.items()})
+  with jax.default_matmul_precision("float32"):  # compiled once, not op by op
+    want_value, want = jax.jit(jax.value_and_grad(loss))(
+        {p: jax.device_put(v.astype(np.float32)) for p, v in logits.items()})
   forward = {p: sinkhorn_forward(v, 6) for p, v in logits.items()}
   value, grad_mats = distance_and_grads(spec, {p: f[0] for p, f in forward.items()},
                                         leaves_for(spec, a), leaves_for(spec, b))
