@@ -101,16 +101,17 @@ def test_correlation_matches_numpy():
 
 def test_hidden_features_are_the_hidden_layer_outputs():
   model, params = random_params(jax.random.key(0), (5, 3), d_in=2, d_out=2, layernorm="after_relu")
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 2)), jnp.float32)
+  x = jax.device_put(np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32))
   h0, h1 = hidden_features(model, mlp_permutation_spec(2, True), params, x)
-  # Plain forward pass: Dense -> ReLU -> LayerNorm, twice.
+  # Plain forward pass in numpy: Dense -> ReLU -> LayerNorm, twice.
+  p = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), params)
   def ln(h, p):
     mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-    return (h - mu) / jnp.sqrt(var + 1e-6) * p["scale"] + p["bias"]
-  plain0 = ln(jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]),
-              params["LayerNorm_0"])
-  plain1 = ln(jax.nn.relu(plain0 @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]),
-              params["LayerNorm_1"])
+    return (h - mu) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
+  plain0 = ln(np.maximum(np.asarray(x, np.float64) @ p["Dense_0"]["kernel"]
+                         + p["Dense_0"]["bias"], 0), p["LayerNorm_0"])
+  plain1 = ln(np.maximum(plain0 @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"], 0),
+              p["LayerNorm_1"])
   np.testing.assert_allclose(h0, plain0, atol=1e-5)
   np.testing.assert_allclose(h1, plain1, atol=1e-5)
 
@@ -119,7 +120,8 @@ def test_soft_permutation_by_a_permutation_matrix_is_the_permutation():
   spec = mlp_permutation_spec(2, layernorm=True)
   model, params = random_params(jax.random.key(1), (4, 3), d_in=2, d_out=2, layernorm="after_relu")
   perm = random_permutation(jax.random.key(2), {"P_0": 4, "P_1": 3})
-  mats = {p: jnp.eye(len(v))[v] for p, v in perm.items()}  # row i has its 1 at perm[i]
+  # Row i has its 1 at perm[i].
+  mats = {p: np.eye(len(v), dtype=np.float32)[np.asarray(v)] for p, v in perm.items()}
   soft = apply_soft_permutation(spec, mats, params)
   hard = apply_permutation(spec, perm, params)
   for x, y in zip(jax.tree_util.tree_leaves(soft), jax.tree_util.tree_leaves(hard)):

@@ -41,8 +41,8 @@ def _both(kernel, strides, padding, shape=(3, 7, 6, 2), c_out=4):
 def test_forward_and_gradients_equal_lax(kernel, strides, padding):
   x, k, t, ours, theirs = _both(kernel, strides, padding)
   np.testing.assert_allclose(ours(x, k), theirs(x, k), rtol=1e-6, atol=1e-6)
-  g_ours = jax.grad(_loss(ours), (0, 1))(x, k, t)
-  g_theirs = jax.grad(_loss(theirs), (0, 1))(x, k, t)
+  g_ours = jax.jit(jax.grad(_loss(ours), (0, 1)))(x, k, t)  # one program each, not op by op
+  g_theirs = jax.jit(jax.grad(_loss(theirs), (0, 1)))(x, k, t)
   for a, b in zip(g_ours, g_theirs):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -50,7 +50,7 @@ def test_forward_and_gradients_equal_lax(kernel, strides, padding):
 def test_kernel_gradient_equals_a_plain_loop():
   kernel, strides, padding = CASES[3]
   x, k, t, ours, _ = _both(kernel, strides, padding, shape=(2, 5, 4, 2), c_out=3)
-  g = np.asarray(jax.vjp(lambda k: ours(x, k), k)[1](t)[0])
+  g = np.asarray(jax.jit(lambda k, t: jax.vjp(lambda k: ours(x, k), k)[1](t)[0])(k, t))
   xp = np.pad(np.asarray(x), ((0, 0), padding[0], padding[1], (0, 0)))
   t = np.asarray(t)
   loop = np.zeros(k.shape)
@@ -63,9 +63,10 @@ def test_vmapped_over_models_equals_one_model_at_a_time():
   kernel, strides, padding = CASES[1]
   x, k, t, ours, _ = _both(kernel, strides, padding)
   ks = jnp.stack([k, 2 * k, -k])
-  grads = jax.vmap(jax.grad(_loss(ours), 1), (None, 0, None))(x, ks, t)
+  grads = jax.jit(jax.vmap(jax.grad(_loss(ours), 1), (None, 0, None)))(x, ks, t)
+  one = jax.jit(jax.grad(_loss(ours), 1))
   for m in range(3):
-    np.testing.assert_allclose(grads[m], jax.grad(_loss(ours), 1)(x, ks[m], t),
+    np.testing.assert_allclose(grads[m], one(x, ks[m], t),
                                rtol=1e-5, atol=1e-5)
 
 

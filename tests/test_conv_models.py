@@ -156,8 +156,8 @@ def _randomised(variables, seed):
   out = {}
   for col, tree in variables.items():
     out[col] = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(rng.uniform(0.5, 2.0, a.shape) if col == "batch_stats"
-                              else rng.normal(size=a.shape), jnp.float32), tree)
+        lambda a: jax.device_put((rng.uniform(0.5, 2.0, a.shape) if col == "batch_stats"
+                                  else rng.normal(size=a.shape)).astype(np.float32)), tree)
   return out
 
 
@@ -175,7 +175,7 @@ def test_tiny_vgg_matches_numpy(norm):
     np.testing.assert_array_equal(variables["params"][name]["bias"], 0)
   variables = _randomised(variables, 2)
   expected, _, _ = _tiny_vgg_numpy(variables, x, image_shape, norm, train=False)
-  np.testing.assert_allclose(model.apply(variables, x), expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_batchnorm_train_and_eval():
@@ -185,7 +185,8 @@ def test_batchnorm_train_and_eval():
   variables = _randomised(model.init(jax.random.key(0), x), 3)
   old = {k: np.asarray(v) for k, v in flatten(variables["batch_stats"]).items()}
 
-  logits, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  apply = jax.jit(model.apply, static_argnames=("train", "mutable"))  # one program a mode
+  logits, state = apply(variables, x, train=True, mutable=("batch_stats",))
   expected, mu, var = _tiny_vgg_numpy(variables, x, image_shape, "batchnorm", train=True)
   np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
   new = flatten(state["batch_stats"])
@@ -196,11 +197,11 @@ def test_batchnorm_train_and_eval():
                              rtol=1e-5, atol=1e-5)
   assert not np.allclose(new["BatchNorm_0/mean"], old["BatchNorm_0/mean"])
 
-  eval_logits = model.apply(variables, x)  # train=False: running statistics, no mutation
+  eval_logits = apply(variables, x)  # train=False: running statistics, no mutation
   expected_eval, _, _ = _tiny_vgg_numpy(variables, x, image_shape, "batchnorm", train=False)
   np.testing.assert_allclose(eval_logits, expected_eval, rtol=1e-4, atol=1e-4)
   assert not np.allclose(eval_logits, logits, atol=1e-3)
-  np.testing.assert_allclose(model.apply(variables, x[:1]), eval_logits[:1], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(apply(variables, x[:1]), eval_logits[:1], rtol=1e-5, atol=1e-5)
 
 
 def test_resnet20_runs_and_eval_is_per_sample():
@@ -209,7 +210,7 @@ def test_resnet20_runs_and_eval_is_per_sample():
   model = make_conv_net("resnet20", 1, 10, (28, 28, 1), "batchnorm")
   variables = _randomised(_abstract_init(model, (28, 28, 1))[0], 4)
   variables["params"] = jax.tree_util.tree_map(lambda a: a * 0.2, variables["params"])
-  x = jnp.asarray(np.random.default_rng(5).normal(size=(3, 784)), jnp.float32)
+  x = jax.device_put(np.random.default_rng(5).normal(size=(3, 784)).astype(np.float32))
   apply_eval = jax.jit(lambda v, x: model.apply(v, x))
   out = apply_eval(variables, x)
   assert out.shape == (3, 10) and np.all(np.isfinite(out))
@@ -292,7 +293,7 @@ def test_augment_choices_range():
 
 def test_augment_vmap_over_models():
   image_shape = (6, 5, 3)
-  x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 8, 90)), jnp.float32)
+  x = jax.device_put(np.random.default_rng(1).normal(size=(3, 8, 90)).astype(np.float32))
   keys = jax.random.split(jax.random.key(3), 3)
   batched = jax.jit(jax.vmap(augment_batch, (0, 0, None)), static_argnums=2)(keys, x, image_shape)
   one = jax.jit(augment_batch, static_argnums=2)

@@ -88,10 +88,14 @@ def test_sweep_of_deep_nets_equals_evaluating_each_mixed_net(layernorm):
   x = rng.normal(size=(30, d_in)).astype(np.float32)
   y = rng.integers(0, 3, 30).astype(np.int32)
   curves = pair_sweep(model, stack, all_pairs(3), x, y, batch_size=8)
+
+  @jax.jit  # one program for every pair and alpha, not one per op
+  def mixed_logits(alpha, i, j):
+    mixed = jax.tree_util.tree_map(lambda u: (1 - alpha) * u[i] + alpha * u[j], stack)
+    return model.apply({"params": mixed}, x)
   for p, (i, j) in enumerate(all_pairs(3)):
     for a_idx, alpha in enumerate(curves.alphas):
-      mixed = jax.tree_util.tree_map(lambda u: (1 - alpha) * u[i] + alpha * u[j], stack)
-      logits = np.asarray(model.apply({"params": mixed}, x), np.float64)
+      logits = np.asarray(mixed_logits(alpha, i, j), np.float64)
       logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
       assert curves.loss[p, a_idx] == pytest.approx(-logp[np.arange(30), y].mean(), rel=1e-5,
                                                     abs=1e-6)

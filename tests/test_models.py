@@ -14,7 +14,7 @@ from tests.helpers import random_params
 
 def test_param_tree_names_and_shapes():
   model = make_mlp((5, 6, 7), 10, layernorm="after_relu")
-  params = model.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4)))["params"]
   shapes = {k: v.shape for k, v in flatten(params).items()}
   assert shapes == {
       "Dense_0/kernel": (4, 5), "Dense_0/bias": (5,),
@@ -24,7 +24,7 @@ def test_param_tree_names_and_shapes():
       "Dense_2/kernel": (6, 7), "Dense_2/bias": (7,),
       "LayerNorm_2/scale": (7,), "LayerNorm_2/bias": (7,),
       "Dense_3/kernel": (7, 10), "Dense_3/bias": (10,)}
-  assert model.apply({"params": params}, jnp.ones((3, 4))).shape == (3, 10)
+  assert jax.jit(model.apply)({"params": params}, jnp.ones((3, 4))).shape == (3, 10)
 
 
 def _forward_numpy(params, x, layernorm, eps=1e-6):
@@ -53,7 +53,7 @@ def _forward_numpy(params, x, layernorm, eps=1e-6):
 def test_forward_matches_numpy(layernorm):
   model, params = random_params(jax.random.key(1), (6, 5), d_in=3, d_out=4, layernorm=layernorm)
   x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
-  got = np.asarray(model.apply({"params": params}, x))
+  got = np.asarray(jax.jit(model.apply)({"params": params}, x))
   np.testing.assert_allclose(got, _forward_numpy(params, x, layernorm), rtol=1e-4, atol=1e-4)
 
 
@@ -68,7 +68,7 @@ def test_layernorm_eps_reaches_every_layernorm(layernorm):
   outs = {}
   for eps in (1e-6, 1e-5, 1e-3):
     model = make_mlp((6, 5), 4, layernorm=layernorm, layernorm_eps=eps)
-    outs[eps] = np.asarray(model.apply({"params": params}, x))
+    outs[eps] = np.asarray(jax.jit(model.apply)({"params": params}, x))
     np.testing.assert_allclose(outs[eps], _forward_numpy(params, x, layernorm, eps), rtol=1e-4,
                                atol=1e-4)
   assert np.abs(outs[1e-5] - outs[1e-6]).max() > 1e-2  # eps changes the output
@@ -129,21 +129,21 @@ def test_kaiming_with_torch_bias_follows_the_studys_section_5_2_code():
 
 
 def test_binary_and_softmax_losses_against_formulas():
-  z = jnp.array([[-30.0], [-1.0], [0.0], [2.0], [40.0]])
-  y = jnp.array([1, 0, 1, 1, 0])
-  loss, correct = loss_and_correct(z, y)
-  p = 1 / (1 + np.exp(-np.asarray(z[:, 0], np.float64)))
-  yn = np.asarray(y)
+  losses = jax.jit(loss_and_correct)
+  z = np.array([[-30.0], [-1.0], [0.0], [2.0], [40.0]], np.float32)
+  y = np.array([1, 0, 1, 1, 0], np.int32)
+  loss, correct = losses(z, y)
+  p = 1 / (1 + np.exp(-z[:, 0].astype(np.float64)))
   with np.errstate(divide="ignore"):
-    expect = -(yn * np.log(p) + (1 - yn) * np.log1p(-p))
+    expect = -(y * np.log(p) + (1 - y) * np.log1p(-p))
   expect[0], expect[4] = 30.0, 40.0  # exact limits where float64 p rounds to 0 or 1
   np.testing.assert_allclose(loss, expect, rtol=1e-5)
   np.testing.assert_array_equal(correct, [0, 1, 0, 1, 0])
 
-  logits = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
-  labels = jnp.array([0, 2])
-  loss, correct = loss_and_correct(logits, labels)
-  logits64 = np.asarray(logits, np.float64)
+  logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]], np.float32)
+  labels = np.array([0, 2], np.int32)
+  loss, correct = losses(logits, labels)
+  logits64 = logits.astype(np.float64)
   expect = np.log(np.exp(logits64).sum(1)) - logits64[[0, 1], [0, 2]]
   np.testing.assert_allclose(loss, expect, rtol=1e-6)
   np.testing.assert_array_equal(correct, [0, 1])

@@ -22,7 +22,7 @@ from tests.helpers.jaxprs import matrix_products
 
 
 def rounded(x):
-  return np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+  return np.asarray(x, np.float32).astype(jnp.bfloat16).astype(np.float64)  # by ml_dtypes
 
 
 def test_bf16_dense_and_its_gradients_are_float32_sums_of_rounded_operands():
@@ -47,14 +47,14 @@ def test_a_bf16_training_step_multiplies_in_bf16_and_keeps_everything_else_float
   params = init_variables(model, jax.random.key(0), 784)
   tx = optimizer_for(config.optim, 10)
   opt_state = tx.init(params["params"])
-  x, y, w = jnp.ones((8, 784)), jnp.arange(8) % 10, jnp.ones(8)
+  x, y, w = np.ones((8, 784), np.float32), np.arange(8, dtype=np.int32) % 10, np.ones(8, np.float32)
   step = make_train_step(model, tx)
   dots = matrix_products(step, params, opt_state, x, y, w)
   assert len(dots) >= 4 * 3  # per layer: the forward product and two backward
   for eqn in dots:
     assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
     assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
-  new_params, new_state, loss = step(params, opt_state, x, y, w)
+  new_params, new_state, loss = jax.jit(step)(params, opt_state, x, y, w)  # dtypes as traced
   dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves((new_params, new_state, loss))
             if jnp.issubdtype(leaf.dtype, jnp.floating)}
   assert dtypes == {jnp.dtype(jnp.float32)}

@@ -31,29 +31,35 @@ TINY = dict(hidden=(8,), num_models=3, epochs=3, batch_size=200)
 
 
 def _train_alone_plain_loop(config, data, k, epoch_losses=None):
-  """Model k trained by itself: a Python loop over single optimizer steps, no vmap, no scan.
-  Appends each epoch's mean batch loss to `epoch_losses` if given."""
+  """Model k trained by itself: a Python loop over single optimizer steps (each one jitted
+  call), no vmap, no scan. Appends each epoch's mean batch loss to `epoch_losses` if given."""
   model = model_for(config)
   init_keys, data_keys = model_keys(config.train.seed, [k])
-  params = jax.tree_util.tree_map(lambda v: v[0], init_params(model, 2, init_keys))["params"]
+  params = jax.tree_util.tree_map(lambda v: np.asarray(v)[0], init_params(model, 2, init_keys))
+  params = params["params"]
   steps = steps_per_epoch(len(data.y_train), config.train.batch_size)
   tx = optimizer_for(config.optim, config.train.epochs * steps)
   state = tx.init(params)
-  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x, y = np.asarray(data.x_train), np.asarray(data.y_train)
 
   def loss_fn(p, xb, yb, wb):
     loss, _ = loss_and_correct(model.apply({"params": p}, xb), yb)
     return jnp.sum(wb * loss) / jnp.sum(wb)
 
+  @jax.jit
+  def step(params, state, xb, yb, wb):
+    loss, g = jax.value_and_grad(loss_fn)(params, xb, yb, wb)
+    updates, state = tx.update(g, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
   for e in range(config.train.epochs):
     idx, w = epoch_batches(jax.random.fold_in(data_keys[0], e), len(data.y_train),
                            config.train.batch_size)
+    idx, w = np.asarray(idx), np.asarray(w)
     batch_losses = []
     for s in range(idx.shape[0]):
-      loss, g = jax.value_and_grad(loss_fn)(params, x[idx[s]], y[idx[s]], w[s])
+      params, state, loss = step(params, state, x[idx[s]], y[idx[s]], w[s])
       batch_losses.append(float(loss))
-      updates, state = tx.update(g, state, params)
-      params = optax.apply_updates(params, updates)
     if epoch_losses is not None:
       epoch_losses.append(np.mean(batch_losses))
   return params
@@ -68,7 +74,7 @@ def test_vmapped_zoo_equals_models_trained_alone(optimizer, schedule):
   for k in range(config.train.num_models):
     alone = _train_alone_plain_loop(config, data, k)
     for got, want in zip(jax.tree_util.tree_leaves(zoo.params), jax.tree_util.tree_leaves(alone)):
-      np.testing.assert_allclose(got[k], want, rtol=2e-4, atol=2e-5)
+      np.testing.assert_allclose(np.asarray(got)[k], want, rtol=2e-4, atol=2e-5)
 
 
 def test_history_records_each_epochs_loss_as_a_plain_loop_sees_it(tmp_path):
@@ -171,23 +177,26 @@ def test_optimizers_follow_pytorch_update_rules(name):
   grad_fn = lambda w: 2 * (w - target)
   w0 = np.array([0.5, 0.5, 0.5])
   tx = make_optimizer(name, optax.constant_schedule(0.01), weight_decay=0.1, momentum=0.9)
-  w = jnp.asarray(w0, jnp.float32)
+  w = jax.device_put(w0.astype(np.float32))  # jnp.asarray compiles per shape
   state = tx.init(w)
-  for _ in range(20):
-    grad = jnp.asarray(grad_fn(np.asarray(w, np.float64)), jnp.float32)
+
+  @jax.jit
+  def step(grad, state, w):
     updates, state = tx.update(grad, state, w)
-    w = optax.apply_updates(w, updates)
+    return optax.apply_updates(w, updates), state
+  for _ in range(20):
+    w, state = step(grad_fn(np.asarray(w, np.float64)).astype(np.float32), state, w)
   np.testing.assert_allclose(w, _torch_reference(name, 20, 0.01, 0.1, grad_fn, w0), rtol=1e-4)
 
 
 def test_schedules():
-  cos = make_schedule("cosine", 0.1, 100)
+  cos = jax.jit(make_schedule("cosine", 0.1, 100))  # one program per schedule
   assert float(cos(0)) == pytest.approx(0.1) and float(cos(50)) == pytest.approx(0.05)
   assert float(cos(100)) == pytest.approx(0.0, abs=1e-9)
-  one = make_schedule("onecycle", 0.01, 100, peak_lr=0.1)
+  one = jax.jit(make_schedule("onecycle", 0.01, 100, peak_lr=0.1))
   assert float(one(0)) == pytest.approx(0.1 / 25) and float(one(30)) == pytest.approx(0.1)
   assert float(one(100)) == pytest.approx(0.1 / 25 / 1e4, rel=1e-3)
-  assert float(make_schedule("constant", 0.3, 10)(7)) == pytest.approx(0.3)
+  assert float(jax.jit(make_schedule("constant", 0.3, 10))(7)) == pytest.approx(0.3)
 
 
 def test_epochs_and_seeds_reuse_one_compilation(monkeypatch):
@@ -236,8 +245,8 @@ def test_chunks_of_models_train_like_one_vmap():
                            config.train.batch_size, None, chunk)
     params = init_params(model, 2, init_keys)
     state = jax.vmap(lambda t: tx.init(t["params"]))(params)
-    params, state, _ = run(params, state, data_keys, jnp.asarray(data.x_train),
-                           jnp.asarray(data.y_train))
+    params, state, _ = run(params, state, data_keys, jax.device_put(data.x_train),
+                           jax.device_put(data.y_train))
     results.append(params)
   for other in results[1:]:
     for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(other)):
@@ -250,7 +259,9 @@ def test_map_in_chunks_is_vmap_and_never_batches_one_item(n, chunk):
   xs = {"x": random_draws.normal(jax.random.key(0), (n, 3, 4)),
         "w": random_draws.normal(jax.random.key(1), (n, 4, 2))}
   out = jax.jit(lambda xs: map_in_chunks(f, xs, chunk))(xs)
-  expected = {k: np.stack([np.asarray(f({"x": xs["x"][i], "w": xs["w"][i]})[k]) for i in range(n)])
+  host = {k: np.asarray(v) for k, v in xs.items()}
+  expected = {k: np.stack([np.asarray(f({"x": host["x"][i], "w": host["w"][i]})[k])
+                           for i in range(n)])
               for k in ("y", "s")}  # a plain loop, one item at a time
   for k in expected:
     np.testing.assert_allclose(out[k], expected[k], rtol=1e-6, atol=1e-6)
