@@ -238,6 +238,36 @@ def test_check_spec_catches_a_wrong_spec():
     check_spec(model, variables, permutation_spec_from_axes(wrong_shape), x)
 
 
+def test_shapes_alone_give_the_spec_the_arrays_give_and_compile_nothing():
+  """`derive_spec` only traces: `jax.ShapeDtypeStruct`s in place of the variables (and of
+  the inputs) give the same spec, and `network_spec`, which passes shapes, compiles no
+  program (it made a zeros array per leaf shape before)."""
+  from lmc_jax.nn.conv import make_conv_net
+  from lmc_jax.nn.transformer import make_vit
+  from lmc_jax.symmetry.derive import network_spec
+  nets = [(make_mlp((5, 6, 7), 3, "after_relu"), 4),
+          (make_conv_net("resnet20", 1, 10, (8, 8, 3), "batchnorm"), 192),
+          (make_vit(1, 2, 4, 7, "mean", 10, (14, 14, 1)), 196)]
+  abstract = lambda tree: jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  for model, d_in in nets:
+    x = x_of((2, d_in))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes: nothing drawn
+    zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), variables)
+    want = derive_spec(model, zeros, x)
+    assert derive_spec(model, abstract(variables), abstract(x)) == want
+    compiled = []
+    listen = lambda event, duration, **kw: compiled.append(event) \
+        if event.endswith("backend_compile_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+      network_spec.cache_clear()
+      assert network_spec(model, d_in) == want
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == [], type(model).__name__
+
+
 def test_weight_matching_recovers_a_planted_permutation_with_batchnorm():
   (model, variables), x = _residual_conv_net(), x_of((2, 128))
   # Give the running statistics values a permutation would show.

@@ -24,6 +24,7 @@ from typing import Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core as jcore
 
 from lmc_jax.data.datasets import dataset_info
@@ -59,7 +60,7 @@ def _trace(module, variables, inputs, apply_kwargs):
 
   try:
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(
-        *(jnp.asarray(leaf) for leaf in leaves), *inputs)
+        *(_abstract(leaf) for leaf in leaves), *inputs)
   except LmcError:
     raise
   except Exception as e:  # noqa: BLE001 - any failure to trace is the caller's input
@@ -67,6 +68,17 @@ def _trace(module, variables, inputs, apply_kwargs):
                    f"({type(e).__name__}: {e}); pass the variables from module.init and "
                    "example inputs of the right shape.") from None
   return paths, closed, out_shape
+
+
+def _abstract(leaf):
+  """What `leaf` is traced as (the shape, canonical dtype and weak type `jnp.asarray(leaf)`
+  would have), without making an array: a variable's values play no part in the trace."""
+  if isinstance(leaf, jax.ShapeDtypeStruct):
+    return leaf
+  if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+    return jax.ShapeDtypeStruct(leaf.shape, jax.dtypes.canonicalize_dtype(leaf.dtype),
+                                weak_type=bool(getattr(leaf, "weak_type", False)))
+  return jnp.asarray(leaf)
 
 
 def _leaf_paths(tree):
@@ -83,7 +95,8 @@ def derive_spec(module, variables, *example_inputs, strict: bool = True,
   **apply_kwargs)`.
 
   `variables` is the whole Flax variables dict of one model (`params`, and `batch_stats`
-  or other collections where present); the spec's paths are its `/`-joined paths
+  or other collections where present), as arrays or as `jax.ShapeDtypeStruct`s (only
+  shapes and dtypes are read); the spec's paths are its `/`-joined paths
   (`params/Dense_0/kernel`, `batch_stats/BatchNorm_0/mean`). Trace in evaluation mode
   (e.g. `train=False`) so running statistics take part; with `mutable=[...]` the updated
   collections are tied to the variables they update. Permutations are named `P_0, P_1,
@@ -185,8 +198,9 @@ def check_spec(module, variables, spec: PermutationSpec, *example_inputs, key=No
       moved = apply_permutation(spec, perm, {**variables, **updates})
       want = (y, {c: moved[c] for c in updates})
     for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(out)):
-      worst = max(worst, float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32)
-                                                 - jnp.asarray(b, jnp.float32)))))
+      # numpy: a program compiled per leaf shape would cost more than the arithmetic.
+      diff = np.asarray(a).astype(np.float32) - np.asarray(b).astype(np.float32)
+      worst = max(worst, float(np.max(np.abs(diff), initial=0.0)))
   return worst
 
 
@@ -206,9 +220,9 @@ def spec_without_prefix(spec: PermutationSpec, prefix: str = "params") -> Permut
 def network_spec(model, d_in: int) -> PermutationSpec:
   """The spec of a network `model` (one model's whole variables dict, inputs of `d_in`
   features), derived in evaluation mode from its shapes alone."""
-  shapes = abstract_variables(model, d_in)
-  variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  return derive_spec(model, variables, jnp.zeros((2, d_in), jnp.float32))
+  # Shapes alone: derive_spec only traces (no array is made, so nothing is compiled).
+  return derive_spec(model, abstract_variables(model, d_in),
+                     jax.ShapeDtypeStruct((2, d_in), jnp.float32))
 
 
 def spec_for_config(config) -> PermutationSpec:
