@@ -7,7 +7,8 @@ array, or a concrete jax array on one CPU device) can be indexed, reshaped and s
 numpy bit for bit with nothing compiled. `host_view` says whether an array is one of those
 and gives its numpy view; `like` gives a numpy result back as the kind of array that came in.
 Tracers, PRNG keys, weakly typed scalars and arrays on an accelerator or over several devices
-get `None` from `host_view`, and the callers use jax.numpy for them as before.
+get `None` from `host_view`, and the callers use jax.numpy for them as before. `to_device`
+is `jnp.asarray` for arrays that come from numpy, without the copy it compiles per shape.
 """
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ def like(result: np.ndarray, x):
   return jax.device_put(result, next(iter(x.sharding.device_set)) if x.committed else None)
 
 
+def to_device(x, dtype=None):
+  """`jnp.asarray(x, dtype)`, with nothing compiled where `x` is a numpy array: numpy casts it
+  to the canonical dtype (the cast `jnp.asarray` does on the host too) into memory of its
+  own, and `device_put` places it, uncommitted, on the default device. Anything else (jax
+  arrays, tracers, python scalars and lists) goes to `jnp.asarray` as given."""
+  if not isinstance(x, np.ndarray):
+    return jnp.asarray(x, dtype)
+  target = jax.dtypes.canonicalize_dtype(x.dtype if dtype is None else dtype)
+  return jax.device_put(x.astype(target))  # astype copies: later writes to `x` are not seen
+
+
 def index(x, k):
   """`x[k]` (`k` an int or an index array): numpy where `x` is a jax array and `x` and `k`
   are in host memory, else `x[k]` as given."""
@@ -57,6 +69,24 @@ def index(x, k):
       return x[k]
     k = k_view
   return like(view[k], x)
+
+
+def reshape(x, shape):
+  """`x.reshape(shape)`: numpy where `x` is in host memory (a numpy array stays one), else
+  jax.numpy's."""
+  view = host_view(x)
+  if view is None:
+    return x.reshape(shape)
+  return like(view.reshape(shape), x)
+
+
+def moveaxis(x, source, destination):
+  """`moveaxis(x, source, destination)`: numpy where `x` is in host memory (a numpy array
+  stays one), else jax.numpy's."""
+  view = host_view(x)
+  if view is None:
+    return jnp.moveaxis(x, source, destination)
+  return like(np.moveaxis(view, source, destination), x)
 
 
 def stack(xs: Sequence):

@@ -11,7 +11,12 @@ import pytest
 from lmc_jax import host_arrays, tree_utils
 from lmc_jax.execution import map_items, run_steps
 from lmc_jax.nn import random_draws
-from lmc_jax.symmetry.spec import apply_permutation, mlp_permutation_spec
+from lmc_jax.nn.optim import cached_adam, compiled_init
+from lmc_jax.symmetry.spec import (
+  apply_permutation,
+  apply_soft_permutation,
+  mlp_permutation_spec,
+)
 from tests.helpers import random_params
 from tests.helpers.compiles import traced_programs
 
@@ -127,3 +132,63 @@ def test_a_model_taken_from_a_zoo_holds_its_own_memory():
   doubled = jax.jit(lambda a: a * 2, donate_argnums=0)(one)  # donating it leaves the zoo alone
   np.testing.assert_array_equal(doubled, np.arange(4096, 8192) * 2)
   np.testing.assert_array_equal(zoo[1], np.arange(4096, 8192))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # nan, inf to ints
+@pytest.mark.parametrize("source", [np.float64, np.float32, np.int64, np.uint8, np.bool_])
+@pytest.mark.parametrize("dtype", [None, jnp.float32, jnp.int32])
+def test_to_device_equals_jnp_asarray_and_compiles_nothing(source, dtype):
+  rng = np.random.default_rng(3)
+  values = rng.normal(size=(6, 17)) * 10.0 ** rng.integers(-44, 40, (6, 17))
+  values[0, :4] = [np.nan, np.inf, -0.0, 7e-46]
+  x = values.astype(source) if source is not np.int64 else rng.integers(-2 ** 40, 2 ** 40, (6, 17))
+  for case in (x, x[::2, 3:], np.array(x[0, 0])):  # a view, a 0-d array
+    with traced_programs() as traced:
+      got = host_arrays.to_device(case, dtype)
+    assert traced == []
+    want = jnp.asarray(case, dtype)
+    _same(got, want)
+    assert got.weak_type == want.weak_type
+  written = x.copy()
+  got = host_arrays.to_device(written)
+  written[...] = 0  # the device array holds a copy of its own, as jnp.asarray's does
+  _same(got, jnp.asarray(x))
+
+
+def test_to_device_leaves_what_is_not_numpy_to_jnp_asarray():
+  x = _array((3, 2), jnp.float32)
+  assert host_arrays.to_device(x) is jnp.asarray(x)
+  assert host_arrays.to_device(2.0).weak_type and host_arrays.to_device([1, 2]).shape == (2,)
+  out = jax.jit(lambda a: host_arrays.to_device(a, jnp.int32) + 1)(x)  # a tracer
+  _same(out, jnp.asarray(x, jnp.int32) + 1)
+
+
+def test_compiled_adam_init_is_the_eager_init():
+  tx = cached_adam(1e-3)
+  tree = {"w": _array((3, 7), jnp.float32), "b": _array((3, 5), jnp.float32, 1)}
+  for batched in (False, True):
+    init = jax.vmap(tx.init) if batched else tx.init
+    got, want = compiled_init(tx, batched)(tree), init(tree)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+      _same(a, b)
+      assert a.weak_type == b.weak_type
+
+
+def test_a_soft_permutation_of_host_params_compiles_only_its_products():
+  _, params = random_params(jax.random.key(6), (9, 6), d_in=5)
+  numpy_params = jax.tree_util.tree_map(np.asarray, params)
+  spec = mlp_permutation_spec(2)
+  rng = np.random.default_rng(2)
+  mats = {"P_0": rng.random((9, 9)).astype(np.float32), "P_1": np.eye(6, dtype=np.float32)}
+  for given in (params, numpy_params):
+    with traced_programs() as traced:
+      got = apply_soft_permutation(spec, mats, given)
+    assert set(traced) <= {"dot_general"}
+    for path, leaf in tree_utils.flatten(given).items():  # the oracle: jax.numpy op by op
+      want = jnp.asarray(leaf)
+      for axis, p in enumerate(spec.axes_to_perm[path]):
+        if p is not None:
+          product = jnp.tensordot(jnp.asarray(mats[p]), want, axes=([1], [axis]))
+          want = jnp.moveaxis(product, 0, axis)
+      _same(tree_utils.flatten(got)[path], want)

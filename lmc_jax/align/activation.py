@@ -25,6 +25,7 @@ import numpy as np
 from lmc_jax.align.registry import Alignment, AlignTask, register
 from lmc_jax.align.weight import best_assignment
 from lmc_jax.errors import LmcError
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.layer_taps import layer_values
 from lmc_jax.symmetry.spec import PermutationSpec
 from lmc_jax.symmetry.units import FeatureSite, feature_sites
@@ -159,7 +160,7 @@ def matching_of(spec: PermutationSpec, corr) -> Dict[str, np.ndarray]:
 def hidden_features(model, spec: PermutationSpec, tree, x) -> List[jax.Array]:
   """The features activation matching correlates, `(samples, n)` per site in call order."""
   sites = feature_sites(spec, model, tree, x[:1])
-  got = layer_values(model, tree, jnp.asarray(x), {s.path for s in sites})
+  got = layer_values(model, tree, to_device(x), {s.path for s in sites})
   return [_site_features(s, _value(s, got)) for s in sites]
 
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 from typing import Dict, Iterable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.host_arrays import to_device
+from lmc_jax.nn import random_draws
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
@@ -40,13 +41,13 @@ def apply_orthogonal(spec: PermutationSpec, maps: Dict[str, np.ndarray], params)
   or `(H, n, n)`, a map per unit of its head group (`spec.mix_axis`); groups without a map
   keep the identity."""
   sizes = perm_sizes(spec, params)
-  full = {p: jnp.asarray(maps[p]) if p in maps else jnp.eye(n) for p, n in sizes.items()}
+  full = {p: to_device(maps[p] if p in maps else np.eye(n)) for p, n in sizes.items()}
   return apply_soft_permutation(spec, full, params)
 
 
 def random_orthogonal(key, n: int) -> np.ndarray:
   """`(n, n)` orthogonal, Haar-distributed (QR of a Gaussian with R's signs fixed)."""
-  q, r = np.linalg.qr(np.asarray(jax.random.normal(key, (n, n)), np.float64))
+  q, r = np.linalg.qr(np.asarray(random_draws.normal(key, (n, n), float), np.float64))
   return (q * np.sign(np.diag(r))).astype(np.float32)
 
 

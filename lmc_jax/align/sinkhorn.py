@@ -40,9 +40,10 @@ from lmc_jax.align.sinkhorn_projection import (
 from lmc_jax.align.weight import align_zoo
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan, plan_or_default, run_steps
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
-from lmc_jax.nn.optim import cached_adam
+from lmc_jax.nn.optim import cached_adam, compiled_init
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
   apply_soft_permutation,
@@ -115,7 +116,7 @@ def _train(model, spec_items, steps, iters, objective, tx, from_host, grouped, l
   """Every step, a `lax.scan` (jitted whole: `_train_jit`) or with `from_host` one jitted
   call each; returns (final matrices `{p: (m, n, n)}`, losses `(steps, m)`)."""
   step = _step_fn(model, spec_items, iters, objective, tx, grouped)
-  carry = (logits, jax.vmap(tx.init)(logits))
+  carry = (logits, compiled_init(tx, batched=True)(logits))
   (logits, _), losses = run_steps(step, carry, jnp.arange(steps, dtype=jnp.int32), params_a,
                                   params_b, x, y, keys, from_host=from_host)
   if losses is None:  # no steps
@@ -155,12 +156,12 @@ def sinkhorn_matching(key, model, spec: PermutationSpec, params_a, params_b_stac
   if not data and not plan_or_default(plan).accelerator:
     return _distance_on_host(spec, params_a, params_b_stack, logits, m, steps, lr, iters)
   keys = fold_in_each(key, np.arange(m))
-  params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
+  params_a = jax.tree_util.tree_map(lambda v: to_device(v, jnp.float32), params_a)
   spec_items = spec_key(spec)  # hashable: a static argument
   # The distance objective runs no network, so nothing is slow inside a scan.
   from_host = data and plan_or_default(plan).host_loops(params_a)
   train = _train if from_host else _train_jit
-  x, y = (jnp.asarray(x), jnp.asarray(y)) if data else (None, None)
+  x, y = (to_device(x), to_device(y)) if data else (None, None)
   mats, losses = train(model, spec_items, int(steps), int(iters), objective,
                        cached_adam(float(lr)), from_host, bool(grouped), logits, params_a,
                        params_b_stack, x, y, keys)

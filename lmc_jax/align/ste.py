@@ -20,10 +20,11 @@ import optax
 
 from lmc_jax.align.registry import Alignment, AlignTask, Setting, register
 from lmc_jax.align.weight import weight_matching
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
-from lmc_jax.nn.optim import cached_adam
+from lmc_jax.nn.optim import cached_adam, compiled_init
 from lmc_jax.symmetry.spec import apply_permutation
 
 
@@ -58,12 +59,12 @@ def _midpoint_loss(model, params_a, params_b, batches):
 def ste_matching(key, model, spec, params_a, params_b, x, y, steps: int = 50, lr: float = 1e-3,
                  batch_size: int = 256, max_iter: int = 50) -> SteResult:
   """Permutation of B found by the straight-through estimator on training data `(x, y)`."""
-  params_a = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params_a)
+  params_a = jax.tree_util.tree_map(lambda v: to_device(v, jnp.float32), params_a)
   params_b = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params_b)
   start = weight_matching(jax.random.fold_in(key, 0), spec, params_a, params_b, max_iter).perm
   tx = cached_adam(float(lr))
   proxy, perm = params_a, start
-  opt_state = tx.init(proxy)
+  opt_state = compiled_init(tx)(proxy)
   b = min(batch_size, len(y))
   losses = []
   for s in range(steps):
@@ -74,7 +75,7 @@ def ste_matching(key, model, spec, params_a, params_b, x, y, steps: int = 50, lr
                                        replace=False))
     projected = apply_permutation(spec, perm, params_b)
     proxy, opt_state, loss = _step(model, tx, proxy, opt_state, params_a, projected,
-                                   jnp.asarray(x[idx]), jnp.asarray(y[idx]))
+                                   to_device(x[idx]), to_device(y[idx]))
     losses.append(float(loss))
   if steps > 0:  # the projection of the final proxy
     perm = weight_matching(jax.random.fold_in(key, steps), spec, proxy, params_b, max_iter,

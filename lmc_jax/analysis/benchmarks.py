@@ -29,6 +29,7 @@ from lmc_jax.config import ZooConfig
 from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset, dataset_info
 from lmc_jax.execution import ExecutionPlan, plan_or_default
+from lmc_jax.host_arrays import to_device
 from lmc_jax.lmc.interpolation import all_pairs, default_alphas, interpolate, pair_sweep
 from lmc_jax.lmc.loss_plane import plane_basis, plane_metrics
 from lmc_jax.nn import native_conv
@@ -218,7 +219,7 @@ def bench_training(config: ZooConfig, data: Dataset, baseline_models: Optional[i
   ids = list(range(train.num_models))
   init_keys, data_keys = model_keys(train.seed, ids)
   params = init_params(model, data.x_train.shape[1], init_keys)
-  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x, y = to_device(data.x_train), to_device(data.y_train)
   one_model = take(params, 0)
   augment = augment_shape(config, dataset_info(config.data))
   # The zoo side exactly as train_zoo runs it (chunks of models on a CPU; conv nets on one

@@ -27,6 +27,7 @@ from lmc_jax.analysis import torch_peers
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset, dataset_info
 from lmc_jax.execution import ExecutionPlan, plan_or_default
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.forward import split_tree
 from lmc_jax.tree_utils import take
 from lmc_jax.zoo.footprint import models_per_chunk
@@ -75,7 +76,7 @@ def _jax_sides(model, config: ZooConfig, data: Dataset, plan: ExecutionPlan):
   ids = list(range(train.num_models))
   init_keys, data_keys = model_keys(train.seed, ids)
   params = init_params(model, data.x_train.shape[1], init_keys)
-  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x, y = to_device(data.x_train), to_device(data.y_train)
   one = take(params, 0)
   loop = plan.host_loops(one)
   b = min(train.batch_size, len(data.y_train))

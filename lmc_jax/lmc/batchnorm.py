@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.execution import map_items, run_steps
+from lmc_jax.host_arrays import to_device
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
 from lmc_jax.nn.forward import apply_train, join_tree, split_tree
 
@@ -71,7 +72,7 @@ def reset_batches(x_train: np.ndarray, num_batches: int, batch_size: int, seed: 
   b = max(1, min(int(batch_size), n))
   r = max(1, min(int(num_batches), n // b))
   order = np.random.default_rng(seed).permutation(n)[:r * b]
-  return jnp.asarray(x_train[order].reshape((r, b) + x_train.shape[1:]), jnp.float32)
+  return to_device(x_train[order].reshape((r, b) + x_train.shape[1:]), jnp.float32)
 
 
 def reset_pair_sweep(model, params_stack, pairs, x_batches, x, y, alphas=None,

@@ -18,6 +18,7 @@ import numpy as np
 
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan, plan_or_default
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.evaluation import Batches, metrics_one, metrics_stack, to_batches
 from lmc_jax.nn.forward import LinearFirstLayer, apply_eval, is_variables, linear_first_layer
 from lmc_jax.nn.models import loss_and_correct
@@ -185,7 +186,7 @@ def pair_sweep(model, params_stack, pairs, x: np.ndarray, y: np.ndarray,
   padded = np.concatenate([pairs, np.zeros((num_chunks * chunk - len(pairs), 2), np.int32)])
   loss, acc = _sweep(model, replicate(params_stack, mesh),
                      split_models(padded.reshape(num_chunks, chunk, 2), mesh, axis=1),
-                     replicate(jnp.asarray(alphas, jnp.float32), mesh), replicate(batches, mesh),
+                     replicate(to_device(alphas, jnp.float32), mesh), replicate(batches, mesh),
                      chunk, transform,
                      None if transform_data is None else replicate(transform_data, mesh))
   loss, acc = to_host((loss, acc))

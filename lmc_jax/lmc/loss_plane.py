@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.host_arrays import to_device
 from lmc_jax.lmc.interpolation import pair_chunk_size
 from lmc_jax.nn.evaluation import metrics_one, to_batches
 from lmc_jax.study_records import PlaneGrid
@@ -37,7 +38,7 @@ def _dot(a, b):
 
 def plane_basis(theta_a, theta_b, theta_c) -> PlaneBasis:
   """Orthonormal basis of the plane through three networks (Gram-Schmidt)."""
-  sub = lambda p, q: jax.tree_util.tree_map(lambda x, y: jnp.asarray(x, jnp.float32) - y, p, q)
+  sub = lambda p, q: jax.tree_util.tree_map(lambda x, y: to_device(x, jnp.float32) - y, p, q)
   u, c = sub(theta_b, theta_a), sub(theta_c, theta_a)
   nu = jnp.sqrt(_dot(u, u))
   if float(nu) == 0.0:
@@ -51,7 +52,7 @@ def plane_basis(theta_a, theta_b, theta_c) -> PlaneBasis:
                    "pick another model C.")
   e2 = jax.tree_util.tree_map(lambda x: x / nv, v)
   corners = np.array([[0.0, 0.0], [float(nu), 0.0], [float(c1), float(nv)]])
-  origin = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), theta_a)
+  origin = jax.tree_util.tree_map(lambda x: to_device(x, jnp.float32), theta_a)
   return PlaneBasis(origin, e1, e2, corners)
 
 
@@ -77,7 +78,7 @@ def plane_metrics(model, basis: PlaneBasis, coords, x, y, batch_size: int = 1024
   chunk = max(1, min(int(chunk), len(coords)))
   logging.info("loss plane: %d points in %d chunks of %d", len(coords),
                -(-len(coords) // chunk), chunk)
-  loss, acc = _plane_metrics(model, (basis.origin, basis.e1, basis.e2), jnp.asarray(coords),
+  loss, acc = _plane_metrics(model, (basis.origin, basis.e1, basis.e2), to_device(coords),
                              batches, chunk)
   return np.asarray(loss), np.asarray(acc)
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.errors import LmcError
+from lmc_jax.host_arrays import to_device
 from lmc_jax.lmc.interpolation import Curves, pair_sweep
 from lmc_jax.nn.forward import PARAMS, is_variables
 from lmc_jax.nn.layer_taps import layer_values, run_tapped
@@ -117,4 +118,4 @@ def repaired_pair_sweep(model, params_stack, pairs, x_stats, x, y, alphas=None,
                    "made by a Dense or Conv with a bias or by a norm after one without.")
   return pair_sweep(model, params_stack, pairs, x, y, alphas,
                     transform=RepairTransform(tuple(sites)),
-                    transform_data=jnp.asarray(np.asarray(x_stats), jnp.float32), **kwargs)
+                    transform_data=to_device(np.asarray(x_stats), jnp.float32), **kwargs)

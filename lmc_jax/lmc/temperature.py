@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax import host_arrays
+from lmc_jax.host_arrays import to_device
 from lmc_jax.lmc.interpolation import Curves, interpolate
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
@@ -78,9 +80,10 @@ def calibrated_sweep(model, params_stack, pairs, alphas, x_fit, y_fit, x_eval,
   pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
   alphas = np.asarray(alphas, np.float64)
   out = np.zeros((4, len(pairs), len(alphas)))
-  args = [jnp.asarray(a) for a in (alphas.astype(np.float32), x_fit, y_fit, x_eval, y_eval)]
+  args = [to_device(a) for a in (alphas.astype(np.float32), x_fit, y_fit, x_eval, y_eval)]
   for p, (i, j) in enumerate(pairs):
-    ends = [jax.tree_util.tree_map(lambda v, k=k: jnp.asarray(v[k]), params_stack) for k in (i, j)]
+    ends = [jax.tree_util.tree_map(lambda v, k=k: to_device(host_arrays.index(v, k)),
+                                   params_stack) for k in (i, j)]
     out[:, p] = np.asarray(jnp.stack(_line(model, *ends, *args)), np.float64)
   t, loss, raw, acc = out
   return CalibratedCurves(Curves(alphas, pairs, loss, acc), raw, t)

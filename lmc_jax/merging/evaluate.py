@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.forward import apply_eval
 from lmc_jax.nn.models import loss_and_correct
 
@@ -34,14 +35,14 @@ def predict_logits(module, variables, x) -> np.ndarray:
   """`(n, d_out)` float32 logits of one network on inputs `x` `(n, ...)`, in batches."""
   fn = _logits_fn(module)
   x = np.asarray(x)
-  return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + BATCH])))
+  return np.concatenate([np.asarray(fn(variables, to_device(x[i:i + BATCH])))
                          for i in range(0, len(x), BATCH)])
 
 
 def joint_loss_acc(logits, y) -> Tuple[float, float]:
   """(mean cross-entropy, accuracy) of `logits` `(n, d_out)` against labels `(n,)`: the
   argmax over every logit (a sigmoid for one logit)."""
-  loss, correct = loss_and_correct(jnp.asarray(logits, jnp.float32), jnp.asarray(y))
+  loss, correct = loss_and_correct(to_device(logits, jnp.float32), to_device(y))
   return float(np.mean(np.asarray(loss))), float(np.mean(np.asarray(correct)))
 
 

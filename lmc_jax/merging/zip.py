@@ -24,6 +24,7 @@ import numpy as np
 
 from lmc_jax.align.activation import _site_features
 from lmc_jax.errors import LmcError
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.layer_taps import layer_values
 from lmc_jax.symmetry.spec import (
   PermutationSpec,
@@ -112,7 +113,7 @@ def stacked_correlations(model, spec: PermutationSpec, tree_a, tree_b, x) -> Dic
 
   for chunk in np.array_split(x, max(1, -(-len(x) // CHUNK))):
     got = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
-                                 feats(tree_a, tree_b, jnp.asarray(chunk)))
+                                 feats(tree_a, tree_b, to_device(chunk)))
     for k, m in enumerate(got):
       sums[k] = m if k not in sums else [a + b for a, b in zip(sums[k], m)]
   corr: Dict[str, np.ndarray] = {}

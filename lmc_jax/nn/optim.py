@@ -182,3 +182,11 @@ def cached_adam(lr: float) -> optax.GradientTransformation:
   """Plain Adam, one object per learning rate: passed as a static argument to a jitted
   step, the same object lets every call reuse one compilation."""
   return optax.adam(lr)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_init(tx: optax.GradientTransformation, batched: bool = False):
+  """`tx.init` (vmapped over a leading model axis with `batched`) as one compiled program per
+  tree of shapes, not an eager one per leaf shape. For `cached_adam`'s optimizers, whose state
+  is zeros and a zero count: the same arrays either way."""
+  return jax.jit(jax.vmap(tx.init) if batched else tx.init)

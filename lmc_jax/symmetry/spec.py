@@ -35,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc_jax import host_arrays
 from lmc_jax.errors import LmcError
-from lmc_jax.host_arrays import host_view, like
+from lmc_jax.host_arrays import host_view, like, to_device
 from lmc_jax.tree_utils import flatten, unflatten
 
 Axes = Tuple[Optional[str], ...]
@@ -328,11 +329,11 @@ def mix_axis(mat, leaf, path: str, axis: int, spec: PermutationSpec, p: str):
   for `mat` `(H, n, n)`, one map per unit of `head_group(spec, p)` (`new[h] = mat[h] @
   old[h]`, h along the leaf's axis of that group). numpy or jax, as `leaf` is."""
   xp = jnp if isinstance(leaf, jax.Array) or isinstance(mat, jax.Array) else np
-  if mat.ndim == 2:
-    return xp.moveaxis(xp.tensordot(mat, leaf, axes=([1], [axis])), 0, axis)
+  if mat.ndim == 2:  # axes moved by numpy where in host memory (exact: nothing compiled)
+    return host_arrays.moveaxis(xp.tensordot(mat, leaf, axes=([1], [axis])), 0, axis)
   heads = spec.axes_to_perm[path].index(head_group(spec, p))
-  moved = xp.moveaxis(leaf, (heads, axis), (0, 1))
-  return xp.moveaxis(xp.einsum("hij,hj...->hi...", mat, moved), (0, 1), (heads, axis))
+  moved = host_arrays.moveaxis(leaf, (heads, axis), (0, 1))
+  return host_arrays.moveaxis(xp.einsum("hij,hj...->hi...", mat, moved), (0, 1), (heads, axis))
 
 
 def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], params):
@@ -341,15 +342,15 @@ def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], pa
   (`mats[p][i, perm[i]] = 1`) this is `apply_permutation`; for a doubly stochastic matrix
   it is the soft relaxation Sinkhorn matching optimises. A matrix `(H, n, n)` mixes each
   unit of the group's `head_group` on its own (`mix_axis`). Groups without a matrix are
-  left as they are."""
+  left as they are. Leaves in host memory are reshaped, and their axes moved, by numpy."""
   out, given = {}, flatten(params)
   for path, leaf in split_blocks(spec, given).items():
     shape = leaf.shape
-    leaf = jnp.asarray(leaf).reshape(leaf_shape(spec, path, shape))
+    leaf = to_device(host_arrays.reshape(leaf, leaf_shape(spec, path, shape)))
     for axis, p in enumerate(spec.axes_to_perm[path]):
       if p in mats:
-        leaf = mix_axis(jnp.asarray(mats[p]), leaf, path, axis, spec, p)
-    out[path] = leaf.reshape(shape)
+        leaf = mix_axis(to_device(mats[p]), leaf, path, axis, spec, p)
+    out[path] = host_arrays.reshape(leaf, shape)
   return unflatten(join_blocks(spec, out, given))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from lmc_jax import host_arrays
 from lmc_jax.config import ZooConfig
 from lmc_jax.data.datasets import Dataset
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.architectures import model_for
 from lmc_jax.nn.evaluation import evaluate_zoo
 from lmc_jax.nn.forward import split_tree
@@ -47,7 +48,7 @@ def swa(config: ZooConfig, data: Dataset, params, key, epochs: int = 10,
   tx = make_optimizer(optim.optimizer, make_schedule("constant", lr, 1), optim.weight_decay,
                       optim.momentum)
   epoch = jax.jit(make_epoch(model, tx, config.train.batch_size))
-  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x, y = to_device(data.x_train), to_device(data.y_train)
   p, state, samples = params, tx.init(split_tree(params)[0]), []
   for e in range(epochs):
     p, state, _ = epoch(p, state, jax.random.fold_in(key, e), x, y)

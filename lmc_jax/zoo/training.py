@@ -23,6 +23,7 @@ from lmc_jax.data.augment import augment_batch
 from lmc_jax.data.datasets import Dataset, DatasetInfo, dataset_info
 from lmc_jax.errors import LmcError
 from lmc_jax.execution import ExecutionPlan, map_items, plan_or_default, run_steps
+from lmc_jax.host_arrays import to_device
 from lmc_jax.nn.architectures import build_network
 from lmc_jax.nn.evaluation import chance_accuracy, evaluate_zoo, is_collapsed
 from lmc_jax.nn.forward import apply_train, join_tree, split_tree
@@ -270,7 +271,7 @@ def train_zoo(config: ZooConfig, dataset: Dataset, model_ids: Optional[Sequence[
   params = split_models(start.params, mesh)
   opt_state = split_models(start.opt_state, mesh)
   data_keys = split_models(jax.random.key_data(data_keys), mesh)
-  x, y = replicate((jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)), mesh)
+  x, y = replicate((to_device(dataset.x_train), to_device(dataset.y_train)), mesh)
   label = label or f"{config.data.dataset} hidden={list(config.model.hidden)}"
   per_device = len(run_ids) // mesh.devices.size
   if log is not None:
