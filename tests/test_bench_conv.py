@@ -6,7 +6,7 @@ from lmc_jax.analysis.benchmarks import bench_pair_sweep, bench_training, forwar
 from lmc_jax.config import default_config
 from lmc_jax.data.datasets import Dataset
 from lmc_jax.nn.architectures import model_for
-from lmc_jax.nn.models import init_variables, mlp_matmul_flops
+from lmc_jax.nn.models import abstract_variables, mlp_matmul_flops
 from lmc_jax.zoo.training import init_params, model_keys
 
 
@@ -20,12 +20,13 @@ def _images(n_train=64, n_test=16):
 
 def test_forward_flops_count_convolutions_and_match_the_mlp_count():
   conv = model_for(default_config("mnist", arch="vgg_small", hidden=(1,)))
-  tree = init_variables(conv, jax.random.key(0), 784)
+  # The counts read only the shapes (a traced forward pass): no initializer runs.
+  tree = abstract_variables(conv, 784)
   # 3x3 convs 1->16 at 28x28, 16->32 at 14x14, 32->64 at 7x7 ('SAME'), then Dense 64->10.
   expected = 2 * (28 * 28 * 9 * 16 + 14 * 14 * 9 * 16 * 32 + 7 * 7 * 9 * 32 * 64 + 64 * 10)
   assert forward_flops(conv, tree, 784) == expected
   mlp = model_for(default_config("mnist", hidden=(8, 8, 8)))
-  params = init_variables(mlp, jax.random.key(0), 784)
+  params = abstract_variables(mlp, 784)
   assert forward_flops(mlp, params, 784) == mlp_matmul_flops(params)
 
 
@@ -39,7 +40,7 @@ def test_bench_training_and_sweep_run_on_a_batchnorm_conv_zoo():
   train = bench_training(config, data)
   for k in ("zoo_s", "loop_s", "step_loop_s", "compile_zoo_s", "compile_loop_s"):
     assert getattr(train, k) > 0, k
-  net_flops = forward_flops(model, init_variables(model, jax.random.key(0), 784), 784)
+  net_flops = forward_flops(model, abstract_variables(model, 784), 784)  # shapes only
   assert train.flops == 3 * net_flops * 64 * 2  # forward and backward, 64 samples, 2 models
   assert train.bytes > 0 and train.baseline_models == 2
   assert train.host_loops == (jax.devices()[0].platform == "cpu")

@@ -31,12 +31,18 @@ def _randomised(variables, seed=2):
       for k, v in zip(keys, leaves)])
 
 
+def _init(model, x):
+  """Flax's init as one compiled program, not one per op."""
+  return jax.jit(model.init)(jax.random.key(1), x)
+
+
 def _each_group_alone_is_a_symmetry(model, variables, spec, x):
-  base = model.apply(variables, x)
+  apply = jax.jit(model.apply)  # one program, not one per op
+  base = apply(variables, x)
   for name, n in perm_sizes(spec, variables).items():
     perm = {p: np.arange(m) for p, m in perm_sizes(spec, variables).items()}
     perm[name] = np.roll(perm[name], 1)
-    np.testing.assert_allclose(model.apply(apply_permutation(spec, perm, variables), x), base,
+    np.testing.assert_allclose(apply(apply_permutation(spec, perm, variables), x), base,
                                atol=1e-5, err_msg=name)
 
 
@@ -56,7 +62,7 @@ class TokenTransformer(nn.Module):
 def test_token_transformer_partition_by_hand():
   model = TokenTransformer()
   tokens = jax.random.randint(jax.random.key(0), (3, 5), 0, 20)
-  variables = _randomised(model.init(jax.random.key(1), tokens))
+  variables = _randomised(_init(model, tokens))
   spec = derive_spec(model, variables, tokens)
   a = "params/attn/"
   ln = lambda n: {(f"params/{n}/scale", 0), (f"params/{n}/bias", 0)}
@@ -134,7 +140,7 @@ D0 = {("params/d0/kernel", 1), ("params/d0/bias", 0), ("params/head/kernel", 0)}
 ])
 def test_ops_it_can_not_follow_are_named_or_left_unpermuted(module, op, free, caplog):
   x = random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
-  variables = _randomised(module.init(jax.random.key(1), x))
+  variables = _randomised(_init(module, x))
   with pytest.raises(LmcError, match=rf"can not follow `{op}.*strict=False"):
     derive_spec(module, variables, x)
   spec = derive_spec(module, variables, x, strict=False)
@@ -155,7 +161,7 @@ def _x_img():
 
 def test_a_flatten_into_a_dense_layer_permutes_the_channel_factor_of_its_kernel():
   model, x = FlattenNet(), _x_img()
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(_init(model, x))
   spec = derive_spec(model, variables, x)
   # The (4*4*3, 5) kernel is viewed as (4, 4, 3, 5): positions fixed, channels with c0.
   assert spec.views == {"params/d0/kernel": (4, 4, 3, 5)}
@@ -177,7 +183,7 @@ def test_a_flatten_into_a_dense_layer_permutes_the_channel_factor_of_its_kernel(
 
 def test_group_norm_permutes_groups_and_the_units_within_them():
   model, x = GroupNormNet(), _x_img()
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(_init(model, x))
   spec = derive_spec(model, variables, x)
   # Channels (8) = 2 groups x 4: one permutation of the groups, one of the units within
   # every group (the same for each: the form a spec of one permutation per axis holds).
@@ -205,7 +211,7 @@ class EqualConcatNet(nn.Module):
 def test_equal_pieces_are_blocks_tied_where_the_net_ties_them_and_independent_otherwise():
   x = _x_img()
   gated = GatedNet()
-  variables = _randomised(gated.init(jax.random.key(1), x))
+  variables = _randomised(_init(gated, x))
   spec = derive_spec(gated, variables, x)
   # The gate's output is split in two blocks; `u * sigmoid(g)` multiplies unit i of one by
   # unit i of the other, so both blocks take one permutation.
@@ -221,7 +227,7 @@ def test_equal_pieces_are_blocks_tied_where_the_net_ties_them_and_independent_ot
   # block of the head's kernel. (Before blocks, the equal pieces were read as a product
   # (pieces, width) and forced to share one permutation: a smaller symmetry than the net's.)
   cat = EqualConcatNet()
-  variables = _randomised(cat.init(jax.random.key(1), x))
+  variables = _randomised(_init(cat, x))
   spec = derive_spec(cat, variables, x)
   assert spec.views == {} and spec.blocks == {"params/head/kernel": (0, (4, 4))}
   assert partition(spec) == {
@@ -242,7 +248,7 @@ class DepthwiseTimesTwo(nn.Module):
 def test_grouped_convolutions_permute_groups_and_the_channels_within_them():
   x = _x_img()
   model = GroupedConvNet()  # c0: 8 channels; c1: 2 groups of 4 -> 2 groups of 4
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(_init(model, x))
   spec = derive_spec(model, variables, x)
   assert spec.views == {"params/c0/kernel": (3, 3, 2, 2, 4), "params/c0/bias": (2, 4),
                         "params/c1/kernel": (3, 3, 4, 2, 4), "params/c1/bias": (2, 4),
@@ -255,7 +261,7 @@ def test_grouped_convolutions_permute_groups_and_the_channels_within_them():
   assert partition(spec) == {frozenset(g) for g in (groups, within_in, within_out, hidden)}
   _each_group_alone_is_a_symmetry(model, variables, spec, x)
   model = DepthwiseTimesTwo()
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(_init(model, x))
   spec = derive_spec(model, variables, x)
   assert spec.views == {"params/dw/kernel": (3, 3, 1, 4, 2), "params/dw/bias": (4, 2),
                         "params/head/kernel": (4, 2, 3)}

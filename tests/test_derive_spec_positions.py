@@ -11,7 +11,7 @@ import pytest
 from lmc_jax import LmcError, check_spec, derive_spec
 from lmc_jax.nn import random_draws
 from tests.test_derive_spec import partition
-from tests.test_derive_spec_more import _each_group_alone_is_a_symmetry, _randomised
+from tests.test_derive_spec_more import _each_group_alone_is_a_symmetry, _init, _randomised
 
 A = "params/attn/"
 HEADS = {(A + f"{q}/kernel", 1) for q in ("query", "key", "value")} | \
@@ -46,7 +46,7 @@ class ClassTokenViT(nn.Module):
 def test_a_vit_reading_its_class_token(pool):
   model = ClassTokenViT(pool)
   x = random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(_init(model, x))
   spec = derive_spec(model, variables, x)
   ln = lambda n: {(f"params/{n}/scale", 0), (f"params/{n}/bias", 0)}
   # The stream: the patch embedding's channels, the class token's and the positions'
@@ -82,7 +82,7 @@ class TransposedConvNet(nn.Module):
 def test_a_transposed_convolution_and_flips_paddings_crops_of_feature_maps(transpose_kernel):
   model = TransposedConvNet(transpose_kernel)
   x = random_draws.normal(jax.random.key(0), (3, 4, 4, 2))
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(_init(model, x))
   spec = derive_spec(model, variables, x)
   # Flax keeps a transposed kernel as (taps, taps, out, in) with transpose_kernel=True,
   # (taps, taps, in, out) without.

@@ -19,6 +19,13 @@ def _loss(model, theta, x, y):
   return float(evaluate_zoo(model, stack, x, y)[0][0])
 
 
+def _point(basis, px, py):
+  """origin + px e1 + py e2, by numpy in float32 (as jax would): no program per leaf shape."""
+  px, py = np.float32(px), np.float32(py)
+  return jax.tree_util.tree_map(lambda o, a, b: np.asarray(o) + px * np.asarray(a)
+                                + py * np.asarray(b), basis.origin, basis.e1, basis.e2)
+
+
 def test_corners_of_the_plane_are_the_three_networks():
   nets = [random_params(jax.random.key(k), (6,), d_out=3) for k in range(3)]
   model = nets[0][0]
@@ -41,8 +48,7 @@ def test_basis_is_orthonormal_and_points_match_a_plain_combination():
   assert abs(e1 @ e2) < 1e-5
   x, y = _data()
   pt = np.array([[0.3, -1.7]])
-  theta = jax.tree_util.tree_map(lambda o, a, b: o + 0.3 * a - 1.7 * b, basis.origin, basis.e1,
-                                 basis.e2)
+  theta = _point(basis, 0.3, -1.7)
   loss, _ = plane_metrics(model, basis, pt, x, y, chunk=1)
   assert loss[0] == pytest.approx(_loss(model, theta, x, y), rel=1e-4)
 
@@ -52,7 +58,7 @@ def test_degenerate_planes_are_refused():
   _, b = random_params(jax.random.key(1), (4,))
   with pytest.raises(LmcError, match="identical"):
     plane_basis(a, a, b)
-  mid = jax.tree_util.tree_map(lambda u, v: 0.5 * (u + v), a, b)
+  mid = jax.tree_util.tree_map(lambda u, v: 0.5 * (np.asarray(u) + np.asarray(v)), a, b)
   with pytest.raises(LmcError, match="on the line"):
     plane_basis(a, b, mid)
 
@@ -66,7 +72,5 @@ def test_every_chunking_of_the_points_gives_each_points_own_loss(chunk):
   x, y = _data()
   pts = np.array([[0.3, -1.7], [0.0, 0.0], [1.1, 0.4], [-0.5, 2.0], [2.5, -0.2]])
   loss, _ = plane_metrics(model, basis, pts, x, y, chunk=chunk)
-  expected = [_loss(model, jax.tree_util.tree_map(lambda o, a, b: o + px * a + py * b,
-                                                  basis.origin, basis.e1, basis.e2), x, y)
-              for px, py in pts]
+  expected = [_loss(model, _point(basis, px, py), x, y) for px, py in pts]
   np.testing.assert_allclose(loss, expected, rtol=1e-4)

@@ -29,7 +29,7 @@ class Bottleneck(nn.Module):
 @pytest.fixture(scope="module")
 def net():
   model, x = Bottleneck(), random_draws.normal(jax.random.key(0), (16, 5))
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)  # one program, not one per op
   return model, variables, derive_spec(model, variables, x), x
 
 
@@ -51,7 +51,8 @@ def test_a_planted_orthogonal_map_is_recovered_to_float_precision(net):
   q = random_orthogonal(jax.random.key(7), 4)
   assert np.abs(q @ q.T - np.eye(4)).max() < 1e-5 and np.abs(q - np.eye(4)).max() > 0.1
   rotated = apply_orthogonal(spec, {p: q}, variables)
-  np.testing.assert_allclose(model.apply(rotated, x), model.apply(variables, x), atol=1e-5)
+  apply = jax.jit(model.apply)  # one program, not one per op
+  np.testing.assert_allclose(apply(rotated, x), apply(variables, x), atol=1e-5)
   maps = orthogonal_alignment(spec, variables, rotated, [p],
                               allowed=orthogonal_groups(model, variables, spec, x))
   np.testing.assert_allclose(maps[p] @ q, np.eye(4), atol=1e-5)  # the inverse of the plant
@@ -73,7 +74,7 @@ def test_in_a_vit_the_features_inside_heads_rotate_and_nothing_else():
   from tests.test_derive_spec_more import _randomised
   model = make_vit(1, 1, 4, 7, "mean", 10, (14, 14, 1))
   x = random_draws.normal(jax.random.key(0), (3, 196))
-  variables = _randomised(model.init(jax.random.key(1), x))
+  variables = _randomised(jax.jit(model.init)(jax.random.key(1), x))  # one program
   spec = derive_spec(model, variables, x)
   a = "params/Block_0/attn/"
   want = {_group_of(spec, a + "query/kernel", 2), _group_of(spec, a + "value/kernel", 2)}

@@ -1,6 +1,5 @@
 """REPAIR: endpoints untouched, and repaired units carry the interpolated statistics."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmc_jax.lmc.interpolation import pair_sweep
@@ -12,7 +11,9 @@ def _zoo(layernorm="none"):
   trees = [random_params(jax.random.key(k), (6, 5), d_in=3, d_out=2, layernorm=layernorm)
            for k in range(3)]
   model = trees[0][0]
-  return model, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[t for _, t in trees])
+  # Stacked by numpy (the same values) and put on the device: no program per leaf shape.
+  return model, jax.tree_util.tree_map(lambda *a: jax.device_put(np.stack(a)),
+                                       *[t for _, t in trees])
 
 
 def _data():
@@ -35,9 +36,10 @@ def test_repair_leaves_the_endpoints_unchanged():
 def test_repaired_units_have_the_interpolated_statistics():
   model, stack = _zoo()
   x, _ = _data()
-  take = lambda k: jax.tree_util.tree_map(lambda v: v[k], stack)
+  # Taken and mixed by numpy in float32 (as jax would): no program per leaf shape.
+  take = lambda k: jax.tree_util.tree_map(lambda v: np.asarray(v)[k], stack)
   a, b, alpha = take(0), take(1), 0.3
-  mixed = jax.tree_util.tree_map(lambda u, v: (1 - alpha) * u + alpha * v, a, b)
+  mixed = jax.tree_util.tree_map(lambda u, v: jax.device_put((1 - alpha) * u + alpha * v), a, b)
   # Targets by hand: numpy means and standard deviations of each endpoint's Dense outputs.
   targets = []
   ha, hb = np.asarray(x, np.float64), np.asarray(x, np.float64)
@@ -48,10 +50,10 @@ def test_repaired_units_have_the_interpolated_statistics():
                     (1 - alpha) * za.std(0) + alpha * zb.std(0)))
     ha, hb = np.maximum(za, 0), np.maximum(zb, 0)
   sites = ("Dense_0", "Dense_1")  # the hidden layers of the bare params a and b
-  fixed = repair_network(model, mixed, {s: (jnp.asarray(m, jnp.float32),
-                                            jnp.asarray(d, jnp.float32))
-                                        for s, (m, d) in zip(sites, targets)}, jnp.asarray(x))
-  stats = site_stats(model, fixed, jnp.asarray(x), sites)
+  fixed = repair_network(model, mixed, {s: (jax.device_put(m.astype(np.float32)),
+                                            jax.device_put(d.astype(np.float32)))
+                                        for s, (m, d) in zip(sites, targets)}, jax.device_put(x))
+  stats = site_stats(model, fixed, jax.device_put(x), sites)
   assert list(stats) == ["Dense_0", "Dense_1"]
   for (mean, std), (t_mean, t_std) in zip(stats.values(), targets):
     np.testing.assert_allclose(mean, t_mean, atol=1e-4)

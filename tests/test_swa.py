@@ -14,13 +14,15 @@ def test_swa_samples_and_running_average():
   config = default_config("moons", hidden=(16,), num_models=1, epochs=10)
   data = load_dataset(config)
   zoo = train_zoo(config, data, log=None)
-  start = jax.tree_util.tree_map(lambda v: v[0], zoo.params)
+  start = jax.tree_util.tree_map(  # taken by numpy: no program per leaf shape
+      lambda v: jax.device_put(np.asarray(v)[0]), zoo.params)
   run = swa(config, data, start, jax.random.key(3), epochs=4, lr=0.01)
   leaves = jax.tree_util.tree_leaves(run.samples)
   assert leaves[0].shape[0] == 4
   # The last running average is the plain mean of the samples, the first is sample 0.
   for s, a in zip(leaves, jax.tree_util.tree_leaves(run.averages)):
-    np.testing.assert_allclose(a[-1], np.mean(np.asarray(s), 0), rtol=1e-5, atol=1e-6)
+    a, s = np.asarray(a), np.asarray(s)
+    np.testing.assert_allclose(a[-1], np.mean(s, 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a[0], s[0], rtol=1e-6)
   # Sample losses are those of the stored samples.
   loss, _ = evaluate_zoo(model_for(config), run.samples, data.x_test, data.y_test)

@@ -4,7 +4,6 @@ calibrated curves beside the raw ones (refused where no training rows were held 
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -53,7 +52,8 @@ def test_fitted_temperature_equals_a_numpy_search(classes, scale):
     z[:, 0] += np.where(y == 1, 1.0, -1.0) * scale
   else:
     z[np.arange(300), y] += scale  # over- or under-confident, depending on the scale
-  t = float(fit_temperature(jnp.asarray(z, jnp.float32), jnp.asarray(y)))
+  # One compiled program (not one per op); device_put: no program per input shape.
+  t = float(jax.jit(fit_temperature)(jax.device_put(z.astype(np.float32)), jax.device_put(y)))
   want = numpy_search(z.astype(np.float32), y)
   assert abs(t - want) / want < 2e-3
   assert numpy_loss(z, y, t) <= numpy_loss(z, y, want) + 1e-6
@@ -81,12 +81,13 @@ def test_calibrated_sweep_fits_each_point_as_a_numpy_search_does(held_out_zoo):
   plain = pair_sweep(model, zoo.params, pairs, data.x_test, data.y_test, alphas)
   np.testing.assert_allclose(found.raw_loss, plain.loss, atol=1e-5)
   np.testing.assert_allclose(found.curves.acc, plain.acc, atol=1e-6)
-  ends = [jax.tree_util.tree_map(lambda v, k=k: v[k], zoo.params) for k in (1, 2)]
-  mixed = interpolate(*ends, 0.75)
-  logits = np.asarray(model.apply(mixed, x_fit))
+  # The ends taken and mixed by numpy, applied by one compiled program: no program per op.
+  ends = [jax.tree_util.tree_map(lambda v, k=k: np.asarray(v)[k], zoo.params) for k in (1, 2)]
+  mixed, apply = interpolate(*ends, 0.75), jax.jit(model.apply)
+  logits = np.asarray(apply(mixed, x_fit))
   t = numpy_search(logits, y_fit)
   assert abs(found.temperature[1, 3] - t) / t < 2e-3
-  test_logits = np.asarray(model.apply(mixed, data.x_test))
+  test_logits = np.asarray(apply(mixed, data.x_test))
   assert abs(found.curves.loss[1, 3] - numpy_loss(test_logits, data.y_test, t)) < 1e-4
 
 
