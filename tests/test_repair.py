@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 
+from lmc_jax import host_arrays, tree_utils
 from lmc_jax.lmc.interpolation import pair_sweep
 from lmc_jax.lmc.repair import repair_network, repaired_pair_sweep, site_stats
 from tests.helpers import random_params
@@ -11,9 +12,7 @@ def _zoo(layernorm="none"):
   trees = [random_params(jax.random.key(k), (6, 5), d_in=3, d_out=2, layernorm=layernorm)
            for k in range(3)]
   model = trees[0][0]
-  # Stacked by numpy (the same values) and put on the device: no program per leaf shape.
-  return model, jax.tree_util.tree_map(lambda *a: jax.device_put(np.stack(a)),
-                                       *[t for _, t in trees])
+  return model, tree_utils.stack([t for _, t in trees], host_arrays.stack)  # numpy, per leaf
 
 
 def _data():

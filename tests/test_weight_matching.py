@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from lmc_jax import host_arrays, tree_utils
 from lmc_jax.align.weight import align_zoo, matching_objective, weight_matching
 from lmc_jax.symmetry.spec import (
   apply_permutation,
@@ -17,8 +18,8 @@ from tests.helpers import random_params
 
 
 def _stack(trees):
-  """Stacked by numpy (the same values) and put on the device: no program per leaf shape."""
-  return jax.tree_util.tree_map(lambda *xs: jax.device_put(np.stack(xs)), *trees)
+  """Stacked on axis 0 by numpy in host memory: no program per leaf shape."""
+  return tree_utils.stack(trees, host_arrays.stack)
 
 
 @pytest.mark.parametrize("hidden, layernorm", [((16,), "none"), ((12, 10, 8), "none"),

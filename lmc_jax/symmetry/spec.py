@@ -344,12 +344,13 @@ def apply_soft_permutation(spec: PermutationSpec, mats: Dict[str, jax.Array], pa
   unit of the group's `head_group` on its own (`mix_axis`). Groups without a matrix are
   left as they are. Leaves in host memory are reshaped, and their axes moved, by numpy."""
   out, given = {}, flatten(params)
+  mats = {p: to_device(m) for p, m in mats.items()}  # once, not once per leaf it acts on
   for path, leaf in split_blocks(spec, given).items():
     shape = leaf.shape
     leaf = to_device(host_arrays.reshape(leaf, leaf_shape(spec, path, shape)))
     for axis, p in enumerate(spec.axes_to_perm[path]):
       if p in mats:
-        leaf = mix_axis(to_device(mats[p]), leaf, path, axis, spec, p)
+        leaf = mix_axis(mats[p], leaf, path, axis, spec, p)
     out[path] = host_arrays.reshape(leaf, shape)
   return unflatten(join_blocks(spec, out, given))
 
